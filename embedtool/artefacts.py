@@ -1,0 +1,249 @@
+"""Artefact contracts shared by every stage: provenance metadata, compatibility checks, atomic writes.
+
+Every artefact is a folder holding a ``meta.json`` (kind, format version, the configuration that made it,
+tool version, the fingerprints of the artefacts it was built from, and its own fingerprint). ``meta.json`` is
+written last, so a folder without it (or with a stale one) is never trusted by a later stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedtool import __version__
+from embedtool.errors import IncompatibleArtefactError, MissingArtefactError
+
+META_FILE = "meta.json"
+
+# Which command makes each kind of artefact: used in "missing artefact" messages.
+MADE_BY = {
+    "features": "embedtool extract PATH",
+    "split": "embedtool train",
+    "model": "embedtool train",
+    "embeddings": "embedtool embed",
+    "index": "embedtool index",
+    "clusters": "embedtool cluster",
+    "classifier": "embedtool classify",
+    "report": "embedtool evaluate",
+}
+
+
+@dataclass
+class ArtefactMeta:
+    kind: str
+    format_version: int
+    config: dict[str, Any]
+    inputs: dict[str, str] = field(default_factory=dict)  # kind of input artefact -> its fingerprint
+    extra: dict[str, Any] = field(default_factory=dict)  # stage-specific facts (counts, sizes, metrics)
+    fingerprint: str = ""
+    tool_version: str = __version__
+    created: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "format_version": self.format_version,
+            "fingerprint": self.fingerprint,
+            "tool_version": self.tool_version,
+            "created": self.created,
+            "inputs": self.inputs,
+            "config": self.config,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ArtefactMeta:
+        return cls(
+            kind=data["kind"],
+            format_version=int(data["format_version"]),
+            config=dict(data.get("config", {})),
+            inputs=dict(data.get("inputs", {})),
+            extra=dict(data.get("extra", {})),
+            fingerprint=data.get("fingerprint", ""),
+            tool_version=data.get("tool_version", ""),
+            created=data.get("created", ""),
+        )
+
+
+def fingerprint_of(*parts: Any) -> str:
+    """A short stable hash of JSON-serialisable parts (settings, id lists...)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def write_meta(
+    directory: Path,
+    kind: str,
+    format_version: int,
+    config: Mapping[str, Any],
+    inputs: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    fingerprint: str | None = None,
+) -> ArtefactMeta:
+    """Write ``meta.json`` atomically. Call it last, once everything else in the folder is in place."""
+    meta = ArtefactMeta(
+        kind=kind,
+        format_version=format_version,
+        config=dict(config),
+        inputs=dict(inputs or {}),
+        extra=dict(extra or {}),
+        fingerprint=fingerprint or uuid.uuid4().hex[:16],
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    atomic_write_json(Path(directory) / META_FILE, meta.to_dict())
+    return meta
+
+
+def read_meta(directory: Path, kind: str, format_version: int | None = None) -> ArtefactMeta:
+    """Read and check an artefact's metadata; a clear error says which command makes it when it is missing."""
+    directory = Path(directory)
+    recover_replaced_dir(directory)
+    path = directory / META_FILE
+    if not path.is_file():
+        hint = MADE_BY.get(kind, "the stage that makes it")
+        raise MissingArtefactError(f"No {kind} artefact at {directory} (make it with `{hint}`).")
+    try:
+        meta = ArtefactMeta.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError) as exc:
+        raise IncompatibleArtefactError(f"Unreadable metadata in {path}: {exc}") from exc
+    if meta.kind != kind:
+        raise IncompatibleArtefactError(f"{directory} holds a {meta.kind!r} artefact, not {kind!r}.")
+    if format_version is not None and meta.format_version != format_version:
+        raise IncompatibleArtefactError(
+            f"{directory} has {kind} format version {meta.format_version}; this embedtool reads version "
+            f"{format_version}. Re-run `{MADE_BY.get(kind, 'the stage')}` to rebuild it."
+        )
+    return meta
+
+
+def settings_differences(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> list[str]:
+    """Human-readable list of settings that differ, e.g. ``["sample_rate: 16000 != 22050"]``."""
+    diffs = []
+    for key in sorted(set(expected) | set(actual)):
+        a, b = expected.get(key, "<unset>"), actual.get(key, "<unset>")
+        if _normalise(a) != _normalise(b):
+            diffs.append(f"{key}: {a!r} != {b!r}")
+    return diffs
+
+
+def _normalise(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def check_compatible(
+    expected: Mapping[str, Any], actual: Mapping[str, Any], what: str, keys: list[str] | None = None
+) -> None:
+    """Refuse to combine artefacts whose settings differ, naming each difference.
+
+    ``what`` describes the pair, e.g. "model vs features"; ``keys`` limits the comparison to these settings.
+    """
+    if keys is not None:
+        expected = {k: expected.get(k, "<unset>") for k in keys}
+        actual = {k: actual.get(k, "<unset>") for k in keys}
+    diffs = settings_differences(expected, actual)
+    if diffs:
+        raise IncompatibleArtefactError(f"Incompatible {what}: " + "; ".join(diffs))
+
+
+# --- atomic file and folder writes -------------------------------------------------------------------------
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """Save an ``.npy`` via a temporary file and rename, so a reader never sees half an array."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def staged_dir(final: Path) -> Iterator[Path]:
+    """Build an artefact folder aside and swap it into place only when the block finishes without error.
+
+    The previous artefact stays untouched until the swap; an interrupted build leaves only a ``.staging``
+    folder, which the next run removes. The swap is two renames; if a crash falls between them,
+    :func:`recover_replaced_dir` restores the previous folder the next time anything reads it.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.with_name(f".{final.name}.staging")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    replace_dir(staging, final)
+
+
+def replace_dir(new: Path, final: Path) -> None:
+    """Move ``new`` to ``final``, keeping the old ``final`` until the new one is in place."""
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_replaced_dir(final: Path) -> None:
+    """Undo a swap interrupted between its two renames (see :func:`staged_dir`)."""
+    final = Path(final)
+    old = final.with_name(f".{final.name}.old")
+    if not final.exists() and old.exists():
+        os.replace(old, final)
+
+
+def dir_size_bytes(directory: Path) -> int:
+    directory = Path(directory)
+    if not directory.exists():
+        return 0
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())

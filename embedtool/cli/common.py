@@ -1,0 +1,104 @@
+"""What every command shares: the consoles, the global context, and turning errors into exit codes."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from embedtool.config import ProjectConfig, load_project_config
+from embedtool.errors import EmbedtoolError
+from embedtool.workspace import Workspace
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class AppContext:
+    config: ProjectConfig
+    workspace: Workspace
+    quiet: bool = False
+
+
+def init_context(ctx: typer.Context, workspace: Path | None, config_path: Path | None, quiet: bool) -> None:
+    try:
+        config = load_project_config(config_path)
+        ctx.obj = AppContext(config=config, workspace=Workspace.resolve(workspace, config), quiet=quiet)
+    except EmbedtoolError as exc:
+        fail(exc)
+
+
+def app_context(ctx: typer.Context) -> AppContext:
+    """The global context; commands invoked without the callback (tests) get one from the cwd."""
+    root = ctx.find_root()
+    if root.obj is None:
+        config = load_project_config()
+        root.obj = AppContext(config=config, workspace=Workspace.resolve(None, config))
+    return root.obj
+
+
+def fail(exc: EmbedtoolError) -> None:
+    err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    raise typer.Exit(code=exc.exit_code)
+
+
+def handle_errors(func: F) -> F:
+    """Show an EmbedtoolError as one clear line with its exit status, not a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except EmbedtoolError as exc:
+            fail(exc)
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]: earlier finished output is kept")
+            raise typer.Exit(code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def make_progress(quiet: bool = False, *extra_columns: Any) -> Progress:
+    """A rich progress bar; ``extra_columns`` add rate/ETA-style fields a stage reports."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *extra_columns,
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=quiet,
+        transient=False,
+    )
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"

@@ -1,0 +1,213 @@
+"""Configuration: ``embedtool.yaml`` sections, presets, and flag overrides.
+
+Precedence, lowest first: the section's preset (``default`` unless the file or a flag names another), the
+values in ``embedtool.yaml``, then command-line flags. Every section is a dataclass owned by its stage; this
+module only knows where each one lives, so a stage's options are declared once, next to the code using them.
+
+Example ``embedtool.yaml``::
+
+    workspace: my-library        # artefacts go here (default: ./embedtool-workspace)
+    preset: default              # preset for every section that has presets (e.g. `thesis`)
+    features: {sample_rate: 16000, n_mels: 64}
+    train: {epochs: 10, device: auto}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from embedtool.errors import ConfigError
+
+CONFIG_FILE = "embedtool.yaml"
+DEFAULT_WORKSPACE = "embedtool-workspace"
+
+# section name in embedtool.yaml -> "module:DataclassName" holding that stage's options
+SECTIONS: dict[str, str] = {
+    "features": "embedtool.audio.settings:FeatureSettings",
+    "extract": "embedtool.features.extract:ExtractOptions",
+    "train": "embedtool.training.settings:TrainSettings",
+    "embed": "embedtool.embedding.export:EmbedOptions",
+    "index": "embedtool.indexing.build:IndexOptions",
+    "neighbours": "embedtool.query.neighbours:NeighbourOptions",
+    "cluster": "embedtool.analysis.cluster:ClusterOptions",
+    "classify": "embedtool.analysis.classify:ClassifyOptions",
+    "evaluate": "embedtool.analysis.evaluate:EvaluateOptions",
+}
+TOP_LEVEL_KEYS = ("workspace", "preset")
+
+T = TypeVar("T")
+
+
+@dataclass
+class ProjectConfig:
+    """The parsed ``embedtool.yaml`` (or an empty one when there is none)."""
+
+    path: Path | None = None
+    workspace: str | None = None
+    preset: str | None = None
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def settings(self, section: str, overrides: Mapping[str, Any] | None = None) -> Any:
+        """Build a section's dataclass: preset, then file values, then non-None ``overrides`` (flags)."""
+        cls = section_class(section)
+        return build_settings(
+            cls,
+            self.sections.get(section, {}),
+            overrides or {},
+            section=section,
+            default_preset=self.preset,
+        )
+
+
+def section_class(section: str) -> type:
+    if section not in SECTIONS:
+        raise ConfigError(f"Unknown configuration section {section!r}; valid: {', '.join(SECTIONS)}")
+    module_name, class_name = SECTIONS[section].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def load_project_config(path: Path | None = None, search_dir: Path | None = None) -> ProjectConfig:
+    """Read ``embedtool.yaml`` (explicit ``path``, else the one in ``search_dir``/cwd if present)."""
+    if path is None:
+        candidate = Path(search_dir or Path.cwd()) / CONFIG_FILE
+        if not candidate.is_file():
+            return ProjectConfig()
+        path = candidate
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Configuration file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections, not {type(data).__name__}")
+    valid = list(TOP_LEVEL_KEYS) + list(SECTIONS)
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+    sections: dict[str, dict[str, Any]] = {}
+    for name in SECTIONS:
+        value = data.get(name) or {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: section {name!r} must be a mapping of options")
+        sections[name] = value
+    config = ProjectConfig(path=path, workspace=data.get("workspace"), preset=data.get("preset"), sections=sections)
+    # Validate every section now so that a typo is reported before any work starts.
+    for name, values in sections.items():
+        if values:
+            config.settings(name)
+    return config
+
+
+def build_settings(
+    cls: type[T],
+    file_values: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    section: str = "",
+    default_preset: str | None = None,
+) -> T:
+    """Layer preset < file values < overrides into an instance of the dataclass ``cls``."""
+    where = f"section {section!r}" if section else cls.__name__
+    names = [f.name for f in dataclasses.fields(cls)]
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    for source, values in (("configuration", file_values), ("options", explicit)):
+        unknown = sorted(set(values) - set(names) - {"preset"})
+        if unknown:
+            raise ConfigError(
+                f"Unknown {source} key(s) in {where}: {', '.join(unknown)}; valid keys: {', '.join(names)}"
+            )
+    preset = explicit.get("preset") or file_values.get("preset") or default_preset
+    if hasattr(cls, "from_preset"):
+        base = cls.from_preset(preset or "default")  # type: ignore[attr-defined]
+    else:
+        if preset not in (None, "default") and "preset" in (explicit or file_values):
+            raise ConfigError(f"{where} has no presets (got preset {preset!r})")
+        base = cls()
+    hints = typing.get_type_hints(cls)
+    changes: dict[str, Any] = {}
+    for values in (file_values, explicit):
+        for key, value in values.items():
+            if key == "preset" and "preset" not in names:
+                continue
+            changes[key] = coerce(value, hints[key], f"{where}.{key}")
+    instance = dataclasses.replace(base, **changes)
+    validate = getattr(instance, "validate", None)
+    if callable(validate):
+        validate()
+    return instance
+
+
+def coerce(value: Any, hint: Any, where: str) -> Any:
+    """Convert a YAML/flag value to the annotated type, with a clear error when it cannot be."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where} must be one of {', '.join(map(repr, args))}, not {value!r}")
+        return value
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, not {value!r}")
+        item = args[0] if args else Any
+        items = [coerce(v, item, where) for v in value]
+        return tuple(items) if origin is tuple else items
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise ConfigError(f"{where} must be true or false, not {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str, float)):
+            raise ConfigError(f"{where} must be an integer, not {value!r}")
+        try:
+            number = float(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where} must be an integer, not {value!r}") from exc
+        if not number.is_integer():
+            raise ConfigError(f"{where} must be an integer, not {value!r}")
+        return int(number)
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number, not {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where} must be a number, not {value!r}") from exc
+    if hint is str:
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{where} must be a string, not {value!r}")
+        return str(value)
+    return value
+
+
+def settings_dict(settings: Any) -> dict[str, Any]:
+    """A dataclass's settings as plain JSON-able values (tuples as lists), for provenance metadata."""
+    out = {}
+    for key, value in dataclasses.asdict(settings).items():
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out

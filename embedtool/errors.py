@@ -1,0 +1,39 @@
+"""Errors a user can act on. Each carries the process exit status the CLI uses for it."""
+
+from __future__ import annotations
+
+
+class EmbedtoolError(Exception):
+    """Base class: a clear, specific message for the user. Exit status 1."""
+
+    exit_code = 1
+
+
+class ConfigError(EmbedtoolError):
+    """A bad configuration file, option or preset. Exit status 2 (usage error)."""
+
+    exit_code = 2
+
+
+class InputError(EmbedtoolError):
+    """Unusable input: a missing, unreadable, empty or too-short audio file or folder."""
+
+    exit_code = 1
+
+
+class MissingArtefactError(EmbedtoolError):
+    """A stage needs an artefact that has not been made yet (say which command makes it). Exit status 4."""
+
+    exit_code = 4
+
+
+class IncompatibleArtefactError(EmbedtoolError):
+    """Two artefacts were made with settings that do not fit together. Exit status 5."""
+
+    exit_code = 5
+
+
+class NoMatchError(EmbedtoolError):
+    """`neighbours --mode identify` found no track above the threshold. Exit status 3."""
+
+    exit_code = 3

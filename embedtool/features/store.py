@@ -1,0 +1,223 @@
+"""The features artefact: per-track float16 log-Mel matrices in sharded, memory-mappable ``.npy`` files.
+
+Layout of ``<workspace>/features/``::
+
+    meta.json                 provenance (written last; names the current track table)
+    tracks-<run>.parquet      one row per track (see TRACK_COLUMNS)
+    shards/<id>.npy           float16 [frames, n_mels]: tracks' matrices laid end to end
+    shards/<id>.json          sidecar: which tracks a shard holds (lets an interrupted run resume)
+    errors.json               files skipped by the last run, with reasons
+
+Shards are immutable once written: a re-run appends new shards and writes a new table, then swaps
+``meta.json``; only after that are shards no table references deleted. A run killed at any point therefore
+leaves the previous table valid, and the shards it completed are picked up by the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from embedtool.artefacts import (
+    ArtefactMeta,
+    atomic_save_npy,
+    atomic_write_json,
+    fingerprint_of,
+    read_meta,
+    write_meta,
+)
+from embedtool.audio.settings import FeatureSettings
+from embedtool.config import settings_dict
+from embedtool.errors import InputError
+
+KIND = "features"
+FORMAT_VERSION = 1
+DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
+
+TRACK_SCHEMA = pa.schema(
+    [
+        ("track_id", pa.string()),  # blake2b of the file's bytes: stable across renames and re-runs
+        ("path", pa.string()),  # absolute path when extracted
+        ("root", pa.string()),  # the folder given to `extract` that the file was found under
+        ("label", pa.string()),  # nullable
+        ("group", pa.string()),  # nullable: tracks of one group are never split across train/validation
+        ("duration_s", pa.float64()),
+        ("native_sample_rate", pa.int64()),
+        ("channels", pa.int64()),
+        ("frames", pa.int64()),
+        ("shard", pa.string()),
+        ("offset", pa.int64()),  # first row of this track in its shard
+        ("file_size", pa.int64()),
+        ("file_mtime_ns", pa.int64()),
+    ]
+)
+TRACK_COLUMNS = [f.name for f in TRACK_SCHEMA]
+
+
+def settings_fingerprint(settings: FeatureSettings) -> str:
+    return fingerprint_of(settings_dict(settings))
+
+
+class FeatureStore:
+    """Read access to a features artefact. ``mel(track_id)`` is a zero-copy memory-mapped view."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.meta: ArtefactMeta = read_meta(self.directory, KIND, FORMAT_VERSION)
+        self.settings = FeatureSettings(**self.meta.config)
+        table_path = self.directory / self.meta.extra["table"]
+        self.tracks: list[dict[str, Any]] = pq.read_table(table_path).to_pylist()
+        self._by_id = {t["track_id"]: t for t in self.tracks}
+        self._shards: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.tracks)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.meta.fingerprint
+
+    def track_ids(self) -> list[str]:
+        return [t["track_id"] for t in self.tracks]
+
+    def track(self, track_id: str) -> dict[str, Any]:
+        try:
+            return self._by_id[track_id]
+        except KeyError:
+            raise InputError(f"No track with id {track_id!r} in {self.directory}") from None
+
+    def find(self, id_or_path: str) -> dict[str, Any] | None:
+        """A track by id, id prefix (unique), or path (absolute, or as given relative to cwd)."""
+        if id_or_path in self._by_id:
+            return self._by_id[id_or_path]
+        resolved = str(Path(id_or_path).expanduser().resolve())
+        for t in self.tracks:
+            if t["path"] == resolved:
+                return t
+        matches = [t for t in self.tracks if t["track_id"].startswith(id_or_path)] if len(id_or_path) >= 6 else []
+        return matches[0] if len(matches) == 1 else None
+
+    def mel(self, track_id: str) -> np.ndarray:
+        """The track's log-Mel matrix, float16, shape (frames, n_mels)."""
+        t = self.track(track_id)
+        shard = self._shard(t["shard"])
+        return shard[t["offset"] : t["offset"] + t["frames"]]
+
+    def iter_mels(self) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
+        for t in self.tracks:
+            yield t, self.mel(t["track_id"])
+
+    def _shard(self, name: str) -> np.ndarray:
+        if name not in self._shards:
+            self._shards[name] = np.load(self.directory / "shards" / f"{name}.npy", mmap_mode="r")
+        return self._shards[name]
+
+    def total_frames(self) -> int:
+        return int(sum(t["frames"] for t in self.tracks))
+
+    def labels(self) -> dict[str, str | None]:
+        return {t["track_id"]: t["label"] for t in self.tracks}
+
+
+class ShardWriter:
+    """Collects tracks' matrices and writes them out as immutable shards of bounded size."""
+
+    def __init__(self, directory: Path, settings: FeatureSettings, max_shard_bytes: int = DEFAULT_SHARD_BYTES):
+        self.shard_dir = Path(directory) / "shards"
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        self.settings_fp = settings_fingerprint(settings)
+        self.n_mels = settings.n_mels
+        self.max_shard_bytes = max_shard_bytes
+        self._pending: list[tuple[dict[str, Any], np.ndarray]] = []
+        self._pending_bytes = 0
+        self.bytes_written = 0
+        self.completed: list[dict[str, Any]] = []  # records of the shards written so far
+
+    def add(self, record: dict[str, Any], mel: np.ndarray) -> None:
+        """Queue one track (``record`` without shard/offset); flushes a shard once enough has gathered."""
+        if mel.ndim != 2 or mel.shape[1] != self.n_mels:
+            raise ValueError(f"expected (frames, {self.n_mels}) matrix, got {mel.shape}")
+        mel16 = np.asarray(mel, dtype=np.float16)
+        self._pending.append((dict(record), mel16))
+        self._pending_bytes += mel16.nbytes
+        if self._pending_bytes >= self.max_shard_bytes:
+            self.flush()
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Write the queued tracks as one shard (array first, then its sidecar); return their records."""
+        if not self._pending:
+            return []
+        name = uuid.uuid4().hex[:16]
+        records, offset = [], 0
+        for record, mel in self._pending:
+            records.append({**record, "frames": int(mel.shape[0]), "shard": name, "offset": offset})
+            offset += mel.shape[0]
+        atomic_save_npy(self.shard_dir / f"{name}.npy", np.concatenate([m for _, m in self._pending]))
+        atomic_write_json(
+            self.shard_dir / f"{name}.json", {"settings_fingerprint": self.settings_fp, "tracks": records}
+        )
+        self.bytes_written += offset * self.n_mels * 2
+        self._pending, self._pending_bytes = [], 0
+        self.completed.extend(records)
+        return records
+
+
+def completed_shard_records(directory: Path, settings: FeatureSettings) -> list[dict[str, Any]]:
+    """Track records from every complete shard made with these settings, committed or left by a killed run."""
+    shard_dir = Path(directory) / "shards"
+    if not shard_dir.is_dir():
+        return []
+    fp = settings_fingerprint(settings)
+    records = []
+    for sidecar in sorted(shard_dir.glob("*.json")):
+        try:
+            data = json.loads(sidecar.read_text())
+        except ValueError:
+            continue
+        if data.get("settings_fingerprint") == fp and (shard_dir / f"{sidecar.stem}.npy").is_file():
+            records.extend(data["tracks"])
+    return records
+
+
+def commit(
+    directory: Path,
+    records: list[dict[str, Any]],
+    settings: FeatureSettings,
+    extra: dict[str, Any] | None = None,
+) -> ArtefactMeta:
+    """Publish ``records`` as the current table: write the table, then ``meta.json``, then drop dead shards."""
+    directory = Path(directory)
+    records = sorted(records, key=lambda r: r["track_id"])
+    table_name = f"tracks-{uuid.uuid4().hex[:12]}.parquet"
+    rows = {col: [r.get(col) for r in records] for col in TRACK_COLUMNS}
+    table = pa.Table.from_pydict(rows, schema=TRACK_SCHEMA)
+    tmp = directory / f".{table_name}.tmp"
+    pq.write_table(table, tmp)
+    tmp.replace(directory / table_name)
+    config = settings_dict(settings)
+    meta = write_meta(
+        directory,
+        KIND,
+        FORMAT_VERSION,
+        config,
+        extra={"table": table_name, "tracks": len(records), **(extra or {})},
+        fingerprint=fingerprint_of(config, [r["track_id"] for r in records]),
+    )
+    _collect_garbage(directory, table_name, {r["shard"] for r in records})
+    return meta
+
+
+def _collect_garbage(directory: Path, current_table: str, live_shards: set[str]) -> None:
+    for old in directory.glob("tracks-*.parquet"):
+        if old.name != current_table:
+            old.unlink(missing_ok=True)
+    for path in (directory / "shards").glob("*"):
+        if path.stem not in live_shards:
+            path.unlink(missing_ok=True)

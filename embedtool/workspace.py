@@ -1,0 +1,67 @@
+"""A workspace: one library's artefacts under one folder, so everyday commands need no paths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from embedtool.config import DEFAULT_WORKSPACE, ProjectConfig
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @classmethod
+    def resolve(cls, explicit: Path | str | None, config: ProjectConfig) -> Workspace:
+        """``--workspace`` wins; else ``workspace:`` in embedtool.yaml (relative to that file); else the default."""
+        if explicit:
+            return cls(Path(explicit).expanduser().resolve())
+        if config.workspace:
+            base = config.path.parent if config.path else Path.cwd()
+            return cls((base / Path(config.workspace).expanduser()).resolve())
+        return cls((Path.cwd() / DEFAULT_WORKSPACE).resolve())
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def split(self) -> Path:
+        return self.root / "split"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "embeddings"
+
+    @property
+    def index(self) -> Path:
+        return self.root / "index"
+
+    @property
+    def clusters(self) -> Path:
+        return self.root / "clusters"
+
+    @property
+    def classifier(self) -> Path:
+        return self.root / "classifier"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    def stages(self) -> dict[str, Path]:
+        return {
+            "features": self.features,
+            "split": self.split,
+            "model": self.model,
+            "embeddings": self.embeddings,
+            "index": self.index,
+            "clusters": self.clusters,
+            "classifier": self.classifier,
+            "report": self.reports,
+        }
