@@ -1,0 +1,93 @@
+"""Artefact contracts: provenance, compatibility messages, atomic replacement, workspace resolution."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedtool.artefacts import (
+    atomic_save_npy,
+    check_compatible,
+    read_meta,
+    recover_replaced_dir,
+    staged_dir,
+    write_meta,
+)
+from embedtool.config import load_project_config
+from embedtool.errors import IncompatibleArtefactError, MissingArtefactError
+from embedtool.workspace import Workspace
+
+
+def test_meta_round_trip_and_kind_check(tmp_path: Path) -> None:
+    meta = write_meta(tmp_path, "model", 1, {"width": 0.5}, inputs={"features": "abc"}, extra={"epochs": 3})
+    again = read_meta(tmp_path, "model", 1)
+    assert again.fingerprint == meta.fingerprint and again.config == {"width": 0.5}
+    assert again.inputs == {"features": "abc"} and again.extra["epochs"] == 3
+    with pytest.raises(IncompatibleArtefactError, match="holds a 'model' artefact"):
+        read_meta(tmp_path, "index")
+    with pytest.raises(IncompatibleArtefactError, match="format version 1"):
+        read_meta(tmp_path, "model", 2)
+
+
+def test_missing_artefact_names_the_command(tmp_path: Path) -> None:
+    with pytest.raises(MissingArtefactError, match="embedtool index"):
+        read_meta(tmp_path / "index", "index")
+
+
+def test_check_compatible_names_each_difference() -> None:
+    check_compatible({"sample_rate": 16000, "n_mels": 64}, {"sample_rate": 16000.0, "n_mels": 64}, "x")
+    with pytest.raises(IncompatibleArtefactError) as info:
+        check_compatible({"sample_rate": 16000, "n_mels": 64}, {"sample_rate": 22050, "n_mels": 128}, "model vs query")
+    message = str(info.value)
+    assert "sample_rate: 16000 != 22050" in message and "n_mels: 64 != 128" in message
+
+
+def test_staged_dir_keeps_previous_artefact_on_failure(tmp_path: Path) -> None:
+    final = tmp_path / "index"
+    with staged_dir(final) as stage:
+        (stage / "data.txt").write_text("good")
+        write_meta(stage, "index", 1, {})
+    with pytest.raises(RuntimeError), staged_dir(final) as stage:
+        (stage / "data.txt").write_text("half")
+        raise RuntimeError("crash mid-build")
+    assert (final / "data.txt").read_text() == "good"
+    assert not list(tmp_path.glob(".index.*"))
+
+
+def test_interrupted_swap_is_recovered(tmp_path: Path) -> None:
+    final = tmp_path / "model"
+    old = tmp_path / ".model.old"
+    old.mkdir()
+    write_meta(old, "model", 1, {"width": 1})
+    # A crash between the two renames of a swap leaves only the previous folder, moved aside.
+    recover_replaced_dir(final)
+    assert read_meta(final, "model").config == {"width": 1}
+
+
+def test_atomic_npy_leaves_no_temporary(tmp_path: Path) -> None:
+    atomic_save_npy(tmp_path / "a.npy", np.arange(5))
+    assert np.load(tmp_path / "a.npy").tolist() == [0, 1, 2, 3, 4]
+    assert [p.name for p in tmp_path.iterdir()] == ["a.npy"]
+
+
+def test_workspace_resolution(tmp_path: Path) -> None:
+    assert Workspace.resolve(None, load_project_config()).root == tmp_path / "embedtool-workspace"
+    (tmp_path / "embedtool.yaml").write_text("workspace: lib\n")
+    assert Workspace.resolve(None, load_project_config()).root == tmp_path / "lib"
+    assert Workspace.resolve(tmp_path / "other", load_project_config()).root == tmp_path / "other"
+
+
+def test_info_on_empty_workspace_lists_stages(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from embedtool.cli.app import app
+
+    result = CliRunner().invoke(app, ["--workspace", str(tmp_path / "ws"), "info", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["tracks"] == 0
+    assert {s["name"] for s in data["stages"]} >= {"features", "model", "embeddings", "index"}
+    assert not any(s["exists"] for s in data["stages"])
