@@ -1,0 +1,275 @@
+"""The embeddings artefact: segment and pooled track embeddings with their tables.
+
+Layout of ``<workspace>/embeddings/``::
+
+    meta.json              provenance (written last): kind "embeddings", config = EmbedOptions + model summary,
+                           inputs = {"features": fp, "model": fp}, extra = dim, counts, table and shard names
+    segments.parquet       segment_id (f"{track_id}@{start_ms}"), track_id, start_s, end_s, row
+    segments-NNNN.npy      float32 (rows, dim) segment vectors, L2-normalised; shards of bounded size, laid end
+                           to end in ``row`` order
+    tracks.parquet         track_id, path, label, group, duration_s, n_segments, row
+    tracks.npy             float32 (n_tracks, dim) pooled track vectors (see ``embedding.pooling``: the mean of
+                           the track's segment vectors, re-L2-normalised)
+
+A track's segments occupy consecutive rows, in time order. Vectors are unit length, so inner product is cosine
+similarity. The folder is written aside and swapped into place by the export (``staged_dir``), so a reader
+never sees a half-written store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from embedtool.artefacts import ArtefactMeta, atomic_save_npy, fingerprint_of, read_meta, write_meta
+from embedtool.embedding.pooling import pool_track
+from embedtool.errors import IncompatibleArtefactError, InputError
+
+KIND = "embeddings"
+FORMAT_VERSION = 1
+SEGMENT_TABLE = "segments.parquet"
+TRACK_TABLE = "tracks.parquet"
+TRACK_VECTORS = "tracks.npy"
+# 64 MiB of float32 per shard at most: large collections stay in files a reader can memory-map piecewise.
+DEFAULT_SHARD_BYTES = 64 * 1024 * 1024
+
+SEGMENT_SCHEMA = pa.schema(
+    [
+        ("segment_id", pa.string()),
+        ("track_id", pa.string()),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("row", pa.int64()),
+    ]
+)
+TRACK_SCHEMA = pa.schema(
+    [
+        ("track_id", pa.string()),
+        ("path", pa.string()),
+        ("label", pa.string()),
+        ("group", pa.string()),
+        ("duration_s", pa.float64()),
+        ("n_segments", pa.int64()),
+        ("row", pa.int64()),
+    ]
+)
+
+
+def segment_id(track_id: str, start_s: float) -> str:
+    """A segment's stable id: the track's content id and the start time in whole milliseconds."""
+    return f"{track_id}@{int(round(start_s * 1000))}"
+
+
+def shard_name(index: int) -> str:
+    return f"segments-{index:04d}.npy"
+
+
+class EmbeddingStore:
+    """Read access to an embeddings artefact (tables eagerly, vectors on demand, memory-mapped)."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.meta: ArtefactMeta = read_meta(self.directory, KIND, FORMAT_VERSION)
+        self.dim: int = int(self.meta.extra["dim"])
+        self._segment_table = pq.read_table(self.directory / SEGMENT_TABLE)
+        self.tracks: list[dict[str, Any]] = pq.read_table(self.directory / TRACK_TABLE).to_pylist()
+        self._track_by_id = {t["track_id"]: t for t in self.tracks}
+        # Numpy columns for fast lookups from search results (a list of dicts is slow for 10^6 segments).
+        self.segment_track_ids: np.ndarray = np.asarray(
+            self._segment_table.column("track_id").to_numpy(zero_copy_only=False), dtype=object
+        )
+        self.segment_starts: np.ndarray = self._segment_table.column("start_s").to_numpy().astype(np.float64)
+        self.segment_ends: np.ndarray = self._segment_table.column("end_s").to_numpy().astype(np.float64)
+        self._first_row: dict[str, int] = {}
+        first = 0
+        for t in self.tracks:  # segments of a track are consecutive rows, tracks in table order
+            self._first_row[t["track_id"]] = first
+            first += int(t["n_segments"])
+
+    # --- provenance ------------------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        return self.meta.fingerprint
+
+    @property
+    def model_fingerprint(self) -> str:
+        return self.meta.inputs.get("model", "")
+
+    @property
+    def features_fingerprint(self) -> str:
+        return self.meta.inputs.get("features", "")
+
+    def __len__(self) -> int:
+        return len(self.tracks)
+
+    @property
+    def n_segments(self) -> int:
+        return int(self._segment_table.num_rows)
+
+    # --- tables ----------------------------------------------------------------------------------------
+    @cached_property
+    def segments(self) -> list[dict[str, Any]]:
+        """One dict per segment (segment_id, track_id, start_s, end_s, row), in row order."""
+        return self._segment_table.to_pylist()
+
+    def segment_ids(self) -> list[str]:
+        return self._segment_table.column("segment_id").to_pylist()
+
+    def track_ids(self) -> list[str]:
+        return [t["track_id"] for t in self.tracks]
+
+    def track(self, track_id: str) -> dict[str, Any]:
+        try:
+            return self._track_by_id[track_id]
+        except KeyError:
+            raise InputError(f"No track with id {track_id!r} in {self.directory}") from None
+
+    def has_track(self, track_id: str) -> bool:
+        return track_id in self._track_by_id
+
+    def segments_of(self, track_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """The track's segment rows (into ``segment_vectors()``) and their start times in seconds."""
+        t = self.track(track_id)
+        first = self._first_row[track_id]
+        rows = np.arange(first, first + int(t["n_segments"]), dtype=np.int64)
+        return rows, self.segment_starts[rows]
+
+    # --- vectors ---------------------------------------------------------------------------------------
+    def segment_vectors(self) -> np.ndarray:
+        """All segment vectors, float32 (n_segments, dim); memory-mapped (read-only) when in one shard."""
+        shards = [self._load_shard(name) for name in self.meta.extra["segment_shards"]]
+        if not shards:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return shards[0] if len(shards) == 1 else np.concatenate(shards)
+
+    def track_vectors(self) -> np.ndarray:
+        """Pooled track vectors, float32 (n_tracks, dim), in ``tracks`` order."""
+        return np.load(self.directory / TRACK_VECTORS, mmap_mode="r")
+
+    def _load_shard(self, name: str) -> np.ndarray:
+        array = np.load(self.directory / name, mmap_mode="r")
+        if array.ndim != 2 or array.shape[1] != self.dim or array.dtype != np.float32:
+            raise IncompatibleArtefactError(
+                f"{self.directory / name} holds {array.dtype} {array.shape}, expected float32 (rows, {self.dim})"
+            )
+        return array
+
+
+class EmbeddingWriter:
+    """Streams tracks' segment vectors into bounded shards, then writes tables, pooled vectors and meta.
+
+    Write into a staging folder (``artefacts.staged_dir``) and call :meth:`finish` last.
+    """
+
+    def __init__(self, directory: Path, dim: int, max_shard_bytes: int = DEFAULT_SHARD_BYTES):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.dim = int(dim)
+        self.shard_rows = max(1, max_shard_bytes // (4 * self.dim))
+        self._pending: list[np.ndarray] = []
+        self._pending_rows = 0
+        self._shards: list[str] = []
+        self._segments: dict[str, list[Any]] = {name: [] for name in SEGMENT_SCHEMA.names}
+        self._tracks: dict[str, list[Any]] = {name: [] for name in TRACK_SCHEMA.names}
+        self._track_vectors: list[np.ndarray] = []
+        self._rows = 0
+        self._seen: set[str] = set()
+
+    @property
+    def n_tracks(self) -> int:
+        return len(self._track_vectors)
+
+    @property
+    def n_segments(self) -> int:
+        return self._rows
+
+    def add_track(
+        self, track: Mapping[str, Any], starts_s: np.ndarray, ends_s: np.ndarray, vectors: np.ndarray
+    ) -> None:
+        """Append one track: its row (track_id, path, label, group, duration_s) and its segments in time order."""
+        track_id = str(track["track_id"])
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        starts_s = np.asarray(starts_s, dtype=np.float64)
+        ends_s = np.asarray(ends_s, dtype=np.float64)
+        n = vectors.shape[0] if vectors.ndim == 2 else -1
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim or n == 0:
+            raise ValueError(f"track {track_id}: expected (n>0, {self.dim}) vectors, got {vectors.shape}")
+        if starts_s.shape != (n,) or ends_s.shape != (n,):
+            raise ValueError(f"track {track_id}: {n} vectors but {starts_s.shape} starts / {ends_s.shape} ends")
+        if track_id in self._seen:
+            raise ValueError(f"track {track_id} added twice")
+        self._seen.add(track_id)
+        ids = [segment_id(track_id, s) for s in starts_s]
+        if len(set(ids)) != n:
+            raise ValueError(f"track {track_id}: segment start times collide at millisecond resolution")
+        self._segments["segment_id"].extend(ids)
+        self._segments["track_id"].extend([track_id] * n)
+        self._segments["start_s"].extend(starts_s.tolist())
+        self._segments["end_s"].extend(ends_s.tolist())
+        self._segments["row"].extend(range(self._rows, self._rows + n))
+        self._tracks["track_id"].append(track_id)
+        self._tracks["path"].append(track.get("path"))
+        self._tracks["label"].append(track.get("label"))
+        self._tracks["group"].append(track.get("group"))
+        self._tracks["duration_s"].append(float(track.get("duration_s") or 0.0))
+        self._tracks["n_segments"].append(n)
+        self._tracks["row"].append(len(self._track_vectors))
+        self._track_vectors.append(pool_track(vectors))
+        self._rows += n
+        self._pending.append(vectors)
+        self._pending_rows += n
+        while self._pending_rows >= self.shard_rows:
+            self._flush(self.shard_rows)
+
+    def _flush(self, rows: int) -> None:
+        block = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        head, tail = block[:rows], block[rows:]
+        name = shard_name(len(self._shards))
+        atomic_save_npy(self.directory / name, np.ascontiguousarray(head))
+        self._shards.append(name)
+        self._pending = [tail] if len(tail) else []
+        self._pending_rows = len(tail)
+
+    def finish(
+        self,
+        config: Mapping[str, Any],
+        inputs: Mapping[str, str],
+        extra: Mapping[str, Any] | None = None,
+    ) -> ArtefactMeta:
+        """Write the last shard, the tables, the pooled vectors, then ``meta.json`` (last)."""
+        if self._pending_rows:
+            self._flush(self._pending_rows)
+        pq.write_table(pa.Table.from_pydict(self._segments, schema=SEGMENT_SCHEMA), self.directory / SEGMENT_TABLE)
+        pq.write_table(pa.Table.from_pydict(self._tracks, schema=TRACK_SCHEMA), self.directory / TRACK_TABLE)
+        track_vectors = (
+            np.stack(self._track_vectors) if self._track_vectors else np.zeros((0, self.dim), dtype=np.float32)
+        )
+        atomic_save_npy(self.directory / TRACK_VECTORS, track_vectors.astype(np.float32))
+        # Deterministic: the same model, features, options and tracks give the same fingerprint, so a
+        # consumer (the index) can tell a re-export that changed nothing from one that did.
+        fingerprint = fingerprint_of(
+            dict(config), dict(inputs), list(zip(self._tracks["track_id"], self._tracks["n_segments"], strict=True))
+        )
+        return write_meta(
+            self.directory,
+            KIND,
+            FORMAT_VERSION,
+            config,
+            inputs=inputs,
+            extra={
+                "dim": self.dim,
+                "tracks": self.n_tracks,
+                "segments": self.n_segments,
+                "tables": {"segments": SEGMENT_TABLE, "tracks": TRACK_TABLE, "track_vectors": TRACK_VECTORS},
+                "segment_shards": list(self._shards),
+                "pooling": "mean of segment vectors, re-L2-normalised",
+                **dict(extra or {}),
+            },
+            fingerprint=fingerprint,
+        )
