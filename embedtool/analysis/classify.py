@@ -1,0 +1,598 @@
+"""A logistic-regression classifier on embeddings: evaluation on held-out tracks, persistence, predictions.
+
+Evaluation never mixes a track (or a group of tracks) between training and test:
+- the default uses the split persisted by ``embedtool train`` (``split/``: by track, or by group when known);
+- ``cv=N`` uses N-fold cross-validation grouped by track group (StratifiedGroupKFold: folds keep label
+  proportions as far as the groups allow); tracks without a group are their own group.
+
+``level="segment"`` trains on every segment of the training tracks (each with its track's label) and predicts a
+track by averaging its segments' class probabilities; ``level="track"`` uses the pooled track embeddings.
+
+Features are standardised (mean/scale from the training data) before a multinomial logistic regression (lbfgs,
+L2, ``C``). The saved classifier is plain arrays (classes, coef, intercept, scaler mean/scale) with provenance:
+no pickle, and predictions are a few lines of numpy (``LinearClassifier.predict_proba``).
+
+Layout of ``<workspace>/classifier/``::
+
+    meta.json          provenance: options, embeddings + model fingerprints, feature settings, metrics (last)
+    classes.json       class names, in the order of the coefficient rows
+    coef.npy           float32 (classes, dim)
+    intercept.npy      float32 (classes,)
+    scaler_mean.npy    float32 (dim,)
+    scaler_scale.npy   float32 (dim,)
+    evaluation.json    accuracy, macro-F1, per-class table, confusion matrix, per-track predictions
+    confusion.png      the confusion matrix
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError, MissingArtefactError
+
+KIND = "classifier"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ClassifyOptions:
+    """Options of ``embedtool classify`` (config section ``classify``)."""
+
+    level: Literal["track", "segment"] = "track"
+    cv: int = 0  # 0: the persisted train/val split; N >= 2: grouped, stratified N-fold cross-validation
+    C: float = 1.0  # inverse L2 regularisation strength of the logistic regression
+    class_weight: Literal["balanced", "none"] = "balanced"
+    max_iter: int = 2000
+    seed: int = 0
+    refit_all: bool = True  # the saved classifier is refitted on every labelled track after evaluation
+    plots: bool = True
+
+    def validate(self) -> None:
+        if self.cv == 1 or self.cv < 0:
+            raise ConfigError(f"classify.cv must be 0 (use the persisted split) or at least 2, not {self.cv}")
+        if self.C <= 0:
+            raise ConfigError(f"classify.C must be positive, not {self.C}")
+        if self.max_iter < 1:
+            raise ConfigError("classify.max_iter must be positive")
+
+
+# --- the model as plain arrays -------------------------------------------------------------------------------
+
+
+@dataclass
+class LinearClassifier:
+    """Standardisation + multinomial logistic regression as plain arrays."""
+
+    classes: list[str]
+    coef: np.ndarray  # (n_classes, dim)
+    intercept: np.ndarray  # (n_classes,)
+    mean: np.ndarray  # (dim,)
+    scale: np.ndarray  # (dim,)
+
+    @property
+    def dim(self) -> int:
+        return int(self.coef.shape[1])
+
+    def decision(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.shape[1] != self.dim:
+            raise IncompatibleArtefactError(
+                f"classifier expects {self.dim}-dimensional vectors, got {x.shape[1]}-dimensional ones"
+            )
+        return ((x - self.mean) / self.scale) @ self.coef.T.astype(np.float64) + self.intercept
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        z = self.decision(x)
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict(self, x: np.ndarray) -> list[str]:
+        return [self.classes[i] for i in np.argmax(self.predict_proba(x), axis=1)]
+
+    def save(self, directory: Path) -> None:
+        from embedtool.artefacts import atomic_save_npy, atomic_write_json
+
+        directory = Path(directory)
+        atomic_write_json(directory / "classes.json", self.classes)
+        atomic_save_npy(directory / "coef.npy", self.coef.astype(np.float32))
+        atomic_save_npy(directory / "intercept.npy", self.intercept.astype(np.float32))
+        atomic_save_npy(directory / "scaler_mean.npy", self.mean.astype(np.float32))
+        atomic_save_npy(directory / "scaler_scale.npy", self.scale.astype(np.float32))
+
+    @classmethod
+    def load(cls, directory: Path) -> LinearClassifier:
+        directory = Path(directory)
+        try:
+            return cls(
+                classes=list(json.loads((directory / "classes.json").read_text())),
+                coef=np.load(directory / "coef.npy"),
+                intercept=np.load(directory / "intercept.npy"),
+                mean=np.load(directory / "scaler_mean.npy"),
+                scale=np.load(directory / "scaler_scale.npy"),
+            )
+        except (OSError, ValueError) as exc:
+            raise IncompatibleArtefactError(f"Unreadable classifier in {directory}: {exc}") from exc
+
+
+def fit_classifier(x: np.ndarray, y: Sequence[str], options: ClassifyOptions) -> LinearClassifier:
+    """Standardise, fit a logistic regression (scikit-learn), and return it as plain arrays."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray([str(v) for v in y])
+    classes = sorted(set(y.tolist()))
+    if len(classes) < 2:
+        raise InputError(f"a classifier needs at least two labels in its training data, got {classes}")
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-12] = 1.0  # constant columns carry no information; leave them unscaled
+    model = LogisticRegression(
+        C=options.C,
+        max_iter=options.max_iter,
+        class_weight="balanced" if options.class_weight == "balanced" else None,
+        random_state=options.seed,
+    )
+    model.fit((x - mean) / scale, y)
+    coef, intercept = model.coef_, model.intercept_
+    if len(model.classes_) == 2:
+        # Binary: scikit-learn keeps one row w (logit of class 1). Softmax over [-w/2, w/2] is that sigmoid.
+        coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    return LinearClassifier([str(c) for c in model.classes_], coef, intercept, mean, scale)
+
+
+# --- labelled data -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LabelledData:
+    """Labelled tracks and their vectors (track level) plus, optionally, their segments' vectors."""
+
+    track_ids: list[str]
+    labels: list[str]
+    groups: list[str]  # a track without a group is its own group
+    vectors: np.ndarray  # (tracks, dim)
+    segment_vectors: np.ndarray | None = None  # (segments, dim)
+    segment_track: np.ndarray | None = None  # (segments,) row of each segment's track in ``track_ids``
+    segment_times: list[tuple[float, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.track_ids:
+            raise InputError(
+                "No labelled tracks: classification needs labels (folder-of-folders under the extracted root, "
+                "or `embedtool extract --labels FILE`)"
+            )
+        distinct = sorted(set(self.labels))
+        if len(distinct) < 2:
+            raise InputError(
+                f"Only one label ({distinct[0]!r}) among {len(self.labels)} labelled tracks: a classifier needs "
+                "at least two"
+            )
+
+    @classmethod
+    def from_store(cls, store: Any, segments: bool = False) -> LabelledData:
+        """The labelled tracks of an ``EmbeddingStore`` (unlabelled tracks are left out)."""
+        tracks = sorted((t for t in store.tracks if t.get("label") not in (None, "")), key=lambda t: t["row"])
+        all_vectors = np.asarray(store.track_vectors(), dtype=np.float32)
+        rows = [t["row"] for t in tracks]
+        data = {
+            "track_ids": [t["track_id"] for t in tracks],
+            "labels": [str(t["label"]) for t in tracks],
+            "groups": [str(t.get("group") or f"track:{t['track_id']}") for t in tracks],
+            "vectors": all_vectors[rows] if rows else np.zeros((0, all_vectors.shape[1]), np.float32),
+        }
+        if segments and tracks:
+            seg_all = np.asarray(store.segment_vectors(), dtype=np.float32)
+            seg_rows, seg_track, times = [], [], []
+            for i, t in enumerate(tracks):
+                rows, _ = store.segments_of(t["track_id"])
+                for r in rows.tolist():
+                    seg_rows.append(r)
+                    seg_track.append(i)
+                    times.append((float(store.segment_starts[r]), float(store.segment_ends[r])))
+            data["segment_vectors"] = seg_all[seg_rows]
+            data["segment_track"] = np.asarray(seg_track, dtype=np.int64)
+            data["segment_times"] = times
+        return cls(**data)
+
+    def with_vectors(self, vectors: np.ndarray, segment_vectors: np.ndarray | None = None) -> LabelledData:
+        """The same tracks, labels, groups (and segment layout) with other vectors (baselines)."""
+        return LabelledData(
+            self.track_ids,
+            self.labels,
+            self.groups,
+            np.asarray(vectors, dtype=np.float32),
+            None if segment_vectors is None else np.asarray(segment_vectors, dtype=np.float32),
+            self.segment_track if segment_vectors is not None else None,
+            self.segment_times if segment_vectors is not None else [],
+        )
+
+    def label_counts(self, rows: Sequence[int] | None = None) -> Counter:
+        rows = range(len(self.labels)) if rows is None else rows
+        return Counter(self.labels[i] for i in rows)
+
+
+def _fit_rows(data: LabelledData, rows: np.ndarray, options: ClassifyOptions) -> LinearClassifier:
+    if options.level == "segment":
+        if data.segment_vectors is None or data.segment_track is None:
+            raise InputError("segment-level classification needs segment vectors")
+        mask = np.isin(data.segment_track, rows)
+        return fit_classifier(data.segment_vectors[mask], [data.labels[t] for t in data.segment_track[mask]], options)
+    return fit_classifier(data.vectors[rows], [data.labels[i] for i in rows], options)
+
+
+def _predict_rows(clf: LinearClassifier, data: LabelledData, rows: np.ndarray, level: str) -> np.ndarray:
+    """Class probabilities (len(rows), classes) per track; segment level averages the segments' probabilities."""
+    if level == "segment":
+        assert data.segment_vectors is not None and data.segment_track is not None
+        proba = clf.predict_proba(data.segment_vectors)
+        out = np.zeros((len(rows), len(clf.classes)))
+        for i, r in enumerate(rows):
+            mine = data.segment_track == r
+            out[i] = proba[mine].mean(axis=0) if mine.any() else np.full(len(clf.classes), 1 / len(clf.classes))
+        return out
+    return clf.predict_proba(data.vectors[rows])
+
+
+# --- metrics -------------------------------------------------------------------------------------------------
+
+
+def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1 (over ``labels``), per-class precision/recall/F1/support, confusion matrix."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    labels = list(labels)
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    present = [lab for lab in labels if lab in set(y_true)]
+    return {
+        "n": len(y_true),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        # Macro-F1 over the labels present in the test data: an absent label has no defined recall.
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "labels": labels,
+        "per_class": [
+            {
+                "label": lab,
+                "precision": float(p),
+                "recall": float(r),
+                "f1": float(f),
+                "support": int(s),
+            }
+            for lab, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
+        ],
+        "confusion": confusion_matrix(y_true, y_pred, labels=labels).astype(int).tolist(),
+    }
+
+
+@dataclass
+class ClassifierEvaluation:
+    """Held-out predictions for every evaluated track, and the metrics computed from them."""
+
+    scheme: str  # "split" or "cv-N"
+    metrics: dict[str, Any]
+    predictions: list[dict[str, Any]]  # track_id, label, predicted, probabilities, fold
+    folds: list[dict[str, Any]]  # per fold: train/test track counts, accuracy, macro-F1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scheme": self.scheme, **self.metrics, "folds": self.folds, "predictions": self.predictions}
+
+
+def split_folds(
+    data: LabelledData, split: dict[str, str] | None, options: ClassifyOptions
+) -> tuple[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """(scheme, [(train_rows, test_rows)]) for the persisted split or grouped CV, checking every label is
+    trainable. Raises ``InputError`` naming the labels and counts when the split asked for cannot work."""
+    counts = data.label_counts()
+    if options.cv:
+        n_groups = len(set(data.groups))
+        if n_groups < options.cv:
+            raise InputError(
+                f"--cv {options.cv} needs at least {options.cv} groups of tracks, but the labelled tracks form "
+                f"only {n_groups}; use a smaller --cv"
+            )
+        short = {lab: n for lab, n in sorted(counts.items()) if n < options.cv}
+        if short:
+            raise InputError(
+                f"--cv {options.cv} needs at least {options.cv} tracks per label; too few for: "
+                + ", ".join(f"{lab} ({n})" for lab, n in short.items())
+                + ". Use a smaller --cv or label more tracks"
+            )
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        splitter = StratifiedGroupKFold(n_splits=options.cv, shuffle=True, random_state=options.seed)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "least populated class" — checked ourselves below
+            folds = [
+                (np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(data.vectors, data.labels, data.groups)
+            ]
+        for i, (train_rows, test_rows) in enumerate(folds):
+            missing = sorted(set(data.label_counts(test_rows)) - set(data.label_counts(train_rows)))
+            if missing:
+                raise InputError(
+                    f"grouped cross-validation fold {i + 1} holds out every track of label(s) "
+                    f"{', '.join(missing)}: their tracks share too few groups (a label confined to one group "
+                    "cannot be tested on unseen groups). Relabel the groups, or use the persisted split"
+                )
+        return f"cv-{options.cv}", folds
+    if split is None:
+        raise InputError("no split given: pass the persisted split or use cross-validation (--cv N)")
+    subsets = [split.get(t) for t in data.track_ids]
+    train_rows = np.array([i for i, s in enumerate(subsets) if s == "train"], dtype=np.int64)
+    test_rows = np.array([i for i, s in enumerate(subsets) if s == "val"], dtype=np.int64)
+    if len(test_rows) == 0:
+        raise InputError(
+            "the persisted split holds no labelled validation tracks: nothing to evaluate on "
+            "(use cross-validation with --cv N, or retrain with a larger validation fraction)"
+        )
+    train_counts = data.label_counts(train_rows)
+    untrainable = sorted(lab for lab in counts if train_counts.get(lab, 0) == 0)
+    if untrainable:
+        raise InputError(
+            "too few tracks per label for the persisted split: no training track for "
+            + ", ".join(f"{lab} ({counts[lab]} track(s), all in validation)" for lab in untrainable)
+            + ". Label more tracks or use --cv N"
+        )
+    if len(train_counts) < 2:
+        raise InputError("the persisted split's training tracks carry a single label; a classifier needs two")
+    return "split", [(train_rows, test_rows)]
+
+
+def evaluate_classifier(
+    data: LabelledData,
+    options: ClassifyOptions,
+    split: dict[str, str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ClassifierEvaluation:
+    """Fit on training tracks and predict held-out ones: the persisted ``split`` or ``options.cv`` folds."""
+    scheme, folds = split_folds(data, split, options)
+    labels = sorted(set(data.labels))
+    predictions: list[dict[str, Any]] = []
+    fold_rows: list[dict[str, Any]] = []
+    for f, (train_rows, test_rows) in enumerate(folds):
+        clf = _fit_rows(data, train_rows, options)
+        proba = _predict_rows(clf, data, test_rows, options.level)
+        predicted = [clf.classes[i] for i in np.argmax(proba, axis=1)]
+        truth = [data.labels[r] for r in test_rows]
+        m = classification_metrics(truth, predicted, labels)
+        fold_rows.append(
+            {
+                "fold": f,
+                "train": len(train_rows),
+                "test": len(test_rows),
+                "accuracy": m["accuracy"],
+                "macro_f1": m["macro_f1"],
+            }
+        )
+        for r, p, pred in zip(test_rows, proba, predicted, strict=True):
+            predictions.append(
+                {
+                    "track_id": data.track_ids[r],
+                    "label": data.labels[r],
+                    "predicted": pred,
+                    "probabilities": {c: float(v) for c, v in zip(clf.classes, p, strict=True)},
+                    "fold": f,
+                }
+            )
+        if progress is not None:
+            progress(f + 1, len(folds))
+    metrics = classification_metrics([p["label"] for p in predictions], [p["predicted"] for p in predictions], labels)
+    return ClassifierEvaluation(scheme, metrics, predictions, fold_rows)
+
+
+# --- the artefact --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ClassifyResult:
+    directory: Path
+    classifier: LinearClassifier
+    evaluation: ClassifierEvaluation
+    figures: dict[str, str]
+    trained_on: int  # tracks the saved classifier was fitted on
+
+
+def run_classify(
+    embeddings_dir: Path,
+    classifier_dir: Path,
+    options: ClassifyOptions,
+    split_dir: Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ClassifyResult:
+    """Evaluate a classifier on held-out tracks, then save one (refitted on all labels unless told not to)."""
+    from embedtool.analysis import plots
+    from embedtool.artefacts import atomic_write_json, fingerprint_of, staged_dir, write_meta
+    from embedtool.config import settings_dict
+    from embedtool.embedding.store import EmbeddingStore
+
+    store = EmbeddingStore(Path(embeddings_dir))
+    data = LabelledData.from_store(store, segments=options.level == "segment")
+    split = None
+    if not options.cv:
+        if split_dir is None:
+            raise MissingArtefactError("no split artefact given; pass split_dir or use cross-validation (cv)")
+        from embedtool.training.splits import load_split
+
+        split = load_split(Path(split_dir))
+    step = (lambda d, t: progress("evaluating", d, t)) if progress else None
+    evaluation = evaluate_classifier(data, options, split, step)
+    if options.refit_all or options.cv:
+        rows = np.arange(len(data.track_ids))
+    else:
+        rows = np.array([i for i, t in enumerate(data.track_ids) if split and split.get(t) == "train"])
+    classifier = _fit_rows(data, rows, options)
+
+    classifier_dir = Path(classifier_dir)
+    figures: dict[str, str] = {}
+    with staged_dir(classifier_dir) as out:
+        classifier.save(out)
+        if options.plots:
+            plots.plot_confusion(
+                out / "confusion.png",
+                np.asarray(evaluation.metrics["confusion"]),
+                evaluation.metrics["labels"],
+                title=f"confusion ({evaluation.scheme}, {options.level} level)",
+            )
+            figures["confusion"] = "confusion.png"
+        atomic_write_json(out / "evaluation.json", evaluation.to_dict())
+        config = settings_dict(options)
+        write_meta(
+            out,
+            KIND,
+            FORMAT_VERSION,
+            config,
+            inputs={"embeddings": store.fingerprint, "model": store.model_fingerprint},
+            extra={
+                "dim": classifier.dim,
+                "classes": classifier.classes,
+                "trained_on_tracks": int(len(rows)),
+                "scheme": evaluation.scheme,
+                "accuracy": evaluation.metrics["accuracy"],
+                "macro_f1": evaluation.metrics["macro_f1"],
+                "embeddings_config": dict(store.meta.config),
+            },
+            fingerprint=fingerprint_of(config, store.fingerprint, classifier.coef.round(6).tolist()),
+        )
+    if progress is not None:
+        progress("saved", 1, 1)
+    return ClassifyResult(classifier_dir, classifier, evaluation, figures, int(len(rows)))
+
+
+# --- predictions for new audio -------------------------------------------------------------------------------
+
+
+@dataclass
+class FilePrediction:
+    path: str
+    label: str
+    probabilities: dict[str, float]
+    duration_s: float
+    segments: list[dict[str, Any]] = field(default_factory=list)  # start_s, end_s, label, probabilities
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "path": self.path,
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "duration_s": self.duration_s,
+        }
+        if self.segments:
+            out["segments"] = self.segments
+        return out
+
+
+class SavedClassifier:
+    """A classifier artefact with the model it belongs to, ready to label new audio files."""
+
+    def __init__(self, classifier_dir: Path):
+        from embedtool.artefacts import read_meta
+
+        self.directory = Path(classifier_dir)
+        self.meta = read_meta(self.directory, KIND, FORMAT_VERSION)
+        self.classifier = LinearClassifier.load(self.directory)
+        self.level = self.meta.config.get("level", "track")
+
+    def check_embeddings(self, store: Any) -> None:
+        """Refuse embeddings other than the ones the classifier was trained on (model or dimension differ)."""
+        from embedtool.artefacts import check_compatible
+
+        check_compatible(
+            {"model": self.meta.inputs.get("model"), "dim": self.classifier.dim},
+            {"model": store.model_fingerprint, "dim": store.dim},
+            "classifier vs embeddings (re-run `embedtool classify` after re-training or re-embedding)",
+        )
+
+    def check_encoder(self, encoder: Any) -> None:
+        from embedtool.artefacts import check_compatible
+
+        check_compatible(
+            {"model": self.meta.inputs.get("model"), "dim": self.classifier.dim},
+            {"model": encoder.fingerprint, "dim": encoder.embedding_dim},
+            "classifier vs model (re-run `embedtool classify` after re-training)",
+        )
+
+    def hop_frames(self, encoder: Any) -> int:
+        """The segment hop the embeddings were exported with (same windows as the training vectors)."""
+        config = self.meta.extra.get("embeddings_config", {})
+        for key in ("hop_frames",):
+            if config.get(key):
+                return int(config[key])
+        for key in ("hop_s", "hop_seconds", "segment_hop_s"):
+            if config.get(key):
+                return max(1, encoder.feature_settings.seconds_to_frames(float(config[key])))
+        return max(1, encoder.segment_frames // 2)
+
+    def predict_mel(self, mel: np.ndarray, encoder: Any, segments: bool = False) -> tuple[str, dict, list]:
+        """Label of one log-Mel matrix: pooled track vector (or averaged segment probabilities at segment level)."""
+        from embedtool.embedding.pooling import pool_track
+
+        hop = self.hop_frames(encoder)
+        starts, emb = encoder.embed_track(mel, hop)
+        seg_proba = self.classifier.predict_proba(emb)
+        if self.level == "segment":
+            proba = seg_proba.mean(axis=0)
+        else:
+            proba = self.classifier.predict_proba(pool_track(emb)[None, :])[0]
+        classes = self.classifier.classes
+        label = classes[int(np.argmax(proba))]
+        seg_rows = []
+        if segments:
+            fs = encoder.feature_settings
+            for start, p in zip(np.asarray(starts).tolist(), seg_proba, strict=True):
+                end = min(mel.shape[0], start + encoder.segment_frames)
+                seg_rows.append(
+                    {
+                        "start_s": round(fs.frames_to_seconds(start), 3),
+                        "end_s": round(fs.frames_to_seconds(end), 3),
+                        "label": classes[int(np.argmax(p))],
+                        "probabilities": {c: float(v) for c, v in zip(classes, p, strict=True)},
+                    }
+                )
+        return label, {c: float(v) for c, v in zip(classes, proba, strict=True)}, seg_rows
+
+
+def predict_files(
+    classifier_dir: Path,
+    model_dir: Path,
+    paths: Sequence[Path],
+    segments: bool = False,
+    encoder: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[FilePrediction]:
+    """Predict each audio file's label (and each segment's with ``segments``) with the saved classifier.
+
+    Audio goes through the features front end the model was trained with (``file_logmel``) and the model's
+    ``embed_track``; a classifier trained on another model's embeddings is refused.
+    """
+    from embedtool.audio.melspec import file_logmel
+
+    saved = SavedClassifier(classifier_dir)
+    if encoder is None:
+        from embedtool.training.model import Encoder
+
+        encoder = Encoder.load(Path(model_dir))
+    saved.check_encoder(encoder)
+    out = []
+    for i, path in enumerate(paths):
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"query file not found: {path}")
+        mel, info = file_logmel(path, encoder.feature_settings)
+        if mel.shape[0] == 0:
+            raise InputError(f"{path} holds no audio frames")
+        label, proba, seg_rows = saved.predict_mel(mel, encoder, segments)
+        out.append(FilePrediction(str(path), label, proba, float(info.duration_s), seg_rows))
+        if progress is not None:
+            progress(i + 1, len(paths))
+    return out
