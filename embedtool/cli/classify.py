@@ -1,0 +1,91 @@
+"""`embedtool classify`: train and evaluate a label classifier on the embeddings, or label new audio files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from embedtool.cli.app import app
+from embedtool.cli.cluster import _progress_callback
+from embedtool.cli.common import app_context, console, handle_errors, make_progress, print_json
+
+
+@app.command()
+@handle_errors
+def classify(
+    ctx: typer.Context,
+    queries: list[Path] | None = typer.Argument(None, help="Audio files to label (omit to train the classifier)."),
+    level: str | None = typer.Option(None, "--level", help="Train on 'track' or 'segment' embeddings."),
+    cv: int | None = typer.Option(None, "--cv", help="Grouped stratified N-fold CV instead of the persisted split."),
+    c: float | None = typer.Option(None, "--C", help="Inverse regularisation strength of the logistic regression."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the folds and the solver."),
+    segments: bool = typer.Option(False, "--segments", help="With QUERY files: a prediction per segment too."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Without QUERY: fit a logistic regression on labelled tracks, report held-out accuracy/macro-F1 and save it.
+    With QUERY files: predict each file's label with probabilities."""
+    actx = app_context(ctx)
+    ws = actx.workspace
+    if queries:
+        from embedtool.analysis.classify import predict_files
+
+        with make_progress(actx.quiet or as_json) as progress:
+            task = progress.add_task("classifying", total=len(queries))
+            predictions = predict_files(
+                ws.classifier, ws.model, queries, segments=segments,
+                progress=lambda d, t: progress.update(task, completed=d, total=t),
+            )  # fmt: skip
+        if as_json:
+            print_json([p.to_dict() for p in predictions])
+            return
+        for p in predictions:
+            ranked = sorted(p.probabilities.items(), key=lambda kv: -kv[1])
+            console.print(f"[bold]{p.path}[/]: {p.label}  (" + ", ".join(f"{k} {v:.2f}" for k, v in ranked[:5]) + ")")
+            if p.segments:
+                table = Table("start s", "end s", "label", "p")
+                for s in p.segments:
+                    table.add_row(
+                        f"{s['start_s']:.2f}", f"{s['end_s']:.2f}", s["label"], f"{s['probabilities'][s['label']]:.2f}"
+                    )
+                console.print(table)
+        return
+
+    from embedtool.analysis.classify import run_classify
+
+    options = actx.config.settings("classify", {"level": level, "cv": cv, "C": c, "seed": seed})
+    with make_progress(actx.quiet or as_json) as progress:
+        result = run_classify(ws.embeddings, ws.classifier, options, ws.split, _progress_callback(progress))
+    ev = result.evaluation
+    if as_json:
+        print_json(
+            {
+                "directory": str(result.directory),
+                "trained_on_tracks": result.trained_on,
+                "classes": result.classifier.classes,
+                **{k: v for k, v in ev.to_dict().items() if k != "predictions"},
+            }
+        )
+        return
+    m = ev.metrics
+    scheme = "persisted train/val split" if ev.scheme == "split" else f"grouped {ev.scheme[3:]}-fold cross-validation"
+    console.print(
+        f"[bold]held-out ({scheme}, {options.level} level, {m['n']} tracks):[/] accuracy {m['accuracy']:.3f}, "
+        f"macro-F1 {m['macro_f1']:.3f}"
+    )
+    per_class = Table("label", "precision", "recall", "F1", "support")
+    for row in m["per_class"]:
+        per_class.add_row(
+            row["label"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"])
+        )
+    console.print(per_class)
+    confusion = Table("true \\ predicted", *m["labels"], title="confusion matrix")
+    for lab, row in zip(m["labels"], m["confusion"], strict=True):
+        confusion.add_row(lab, *[str(v) for v in row])
+    console.print(confusion)
+    console.print(
+        f"classifier saved to {result.directory} (fitted on {result.trained_on} labelled tracks"
+        + (f"; confusion matrix: {result.figures['confusion']}" if "confusion" in result.figures else "")
+        + ")"
+    )

@@ -1,0 +1,98 @@
+"""`embedtool cluster`: k-Means clusters of the embeddings, with exemplars, label agreement and a map."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from embedtool.cli.app import app
+from embedtool.cli.common import app_context, console, handle_errors, make_progress, print_json
+
+
+def _progress_callback(progress: Any) -> Any:
+    tasks: dict[str, Any] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
+
+    return report
+
+
+@app.command()
+@handle_errors
+def cluster(
+    ctx: typer.Context,
+    k: str | None = typer.Option(None, "-k", "--k", help="Number of clusters, or 'auto' (best silhouette)."),
+    k_min: int | None = typer.Option(None, "--k-min", help="Smallest k tried by -k auto."),
+    k_max: int | None = typer.Option(None, "--k-max", help="Largest k tried by -k auto."),
+    level: str | None = typer.Option(None, "--level", help="Cluster 'track' or 'segment' embeddings."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of k-Means and the map."),
+    exemplars: int | None = typer.Option(None, "--exemplars", help="Exemplars listed per cluster."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Group the library into k-Means clusters; writes assignments, centroids, exemplars and map.png."""
+    from embedtool.analysis.cluster import run_cluster
+
+    actx = app_context(ctx)
+    options = actx.config.settings(
+        "cluster", {"k": k, "k_min": k_min, "k_max": k_max, "level": level, "seed": seed, "exemplars": exemplars}
+    )
+    ws = actx.workspace
+    with make_progress(actx.quiet or as_json) as progress:
+        result = run_cluster(ws.embeddings, ws.clusters, options, _progress_callback(progress))
+    if as_json:
+        print_json(
+            {
+                "directory": str(result.directory),
+                "k": result.k,
+                "criterion": result.clustering.criterion,
+                "k_scores": {str(key): v for key, v in result.clustering.k_scores.items()},
+                "level": result.level,
+                "sizes": result.sizes,
+                "exemplars": {str(c): e for c, e in result.exemplars.items()},
+                "labels": result.agreement,
+                "figures": result.figures,
+            }
+        )
+        return
+    how = "chosen by silhouette" if result.clustering.criterion == "silhouette" else "fixed"
+    console.print(f"[bold]{result.k} clusters[/] of {len(result.items)} {result.level}s ({how})")
+    if result.clustering.k_scores:
+        console.print(
+            "silhouette by k: " + ", ".join(f"{key}: {v:.3f}" for key, v in sorted(result.clustering.k_scores.items()))
+        )
+    table = Table("cluster", "size", "exemplars (nearest the centroid)")
+    for c, size in enumerate(result.sizes):
+        ex = result.exemplars.get(c, [])
+        table.add_row(
+            str(c),
+            str(size),
+            "\n".join(
+                f"{_short(e['path'] or e['track_id'])} [{e['start_s']:.1f}-{e['end_s']:.1f} s]"
+                + (f" ({e['label']})" if e.get("label") else "")
+                for e in ex
+            ),
+        )
+    console.print(table)
+    agreement = result.agreement
+    if agreement:
+        console.print(
+            f"agreement with labels ({agreement['labelled_items']} labelled): purity {agreement['purity']:.3f}, "
+            f"NMI {agreement['nmi']:.3f}, ARI {agreement['ari']:.3f}"
+        )
+        labels = agreement["labels"]
+        make_up = Table("cluster", *labels, title="label make-up")
+        for c, counts in agreement["composition"].items():
+            make_up.add_row(c, *[str(counts.get(lab, 0)) for lab in labels])
+        console.print(make_up)
+    console.print(
+        f"written to {result.directory}" + (f" (map: {result.figures['map']})" if "map" in result.figures else "")
+    )
+
+
+def _short(path: str, width: int = 48) -> str:
+    return path if len(path) <= width else "…" + path[-(width - 1) :]

@@ -1,0 +1,72 @@
+"""`embedtool evaluate`: one report (Markdown + JSON + PNGs) on the embeddings, with baselines."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from embedtool.cli.app import app
+from embedtool.cli.cluster import _progress_callback
+from embedtool.cli.common import app_context, console, handle_errors, make_progress, print_json
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    ctx: typer.Context,
+    name: str | None = typer.Option(None, "--name", help="Report folder name under reports/ (default: timestamp)."),
+    excerpts: int | None = typer.Option(None, "--excerpts", help="Re-identification excerpts per excerpt length."),
+    robustness: bool | None = typer.Option(
+        None, "--robustness/--no-robustness", help="Run the re-identification test."
+    ),
+    baselines: bool | None = typer.Option(None, "--baselines/--no-baselines", help="Compute the MFCC baseline."),
+    untrained: bool | None = typer.Option(
+        None, "--untrained/--no-untrained", help="Compute the untrained-network baseline."
+    ),
+    cv: int | None = typer.Option(None, "--cv", help="Grouped N-fold CV instead of the persisted split."),
+    level: str | None = typer.Option(None, "--level", help="Classifier on 'track' or 'segment' embeddings."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of excerpts, folds, clusters and the map."),
+    as_json: bool = typer.Option(False, "--json", help="Print report.json to stdout too."),
+) -> None:
+    """Evaluate the embeddings: retrieval, classification, clustering, re-identification, vs baselines."""
+    from embedtool.analysis.evaluate import run_evaluate
+
+    actx = app_context(ctx)
+    options = actx.config.settings(
+        "evaluate",
+        {
+            "name": name,
+            "excerpts": excerpts,
+            "robustness": robustness,
+            "baselines": baselines,
+            "untrained_baseline": untrained,
+            "seed": seed,
+        },
+    )
+    classify_options = actx.config.settings("classify", {"cv": cv, "level": level, "seed": seed})
+    cluster_options = actx.config.settings("cluster", {"seed": seed})
+    with make_progress(actx.quiet or as_json) as progress:
+        result = run_evaluate(actx.workspace, options, classify_options, cluster_options, _progress_callback(progress))
+    if as_json:
+        print_json(result.report)
+        return
+    report = result.report
+    ks = list(next(iter(report["systems"].values()))["retrieval"])
+    table = Table(
+        "system", "accuracy", "macro-F1", *ks, "purity", "NMI", title=f"evaluation ({report['classification_scheme']})"
+    )
+    for sys_name, r in report["systems"].items():
+        c, cl = r["classification"], r["clustering"]
+        table.add_row(
+            sys_name, f"{c['accuracy']:.3f}", f"{c['macro_f1']:.3f}", *[f"{r['retrieval'][k]:.3f}" for k in ks],
+            f"{cl['purity']:.3f}", f"{cl['nmi']:.3f}",
+        )  # fmt: skip
+    console.print(table)
+    rob = report.get("robustness")
+    if rob:
+        rt = Table("length", *rob["degradations"], title="re-identification top-1 / top-5")
+        for g in rob["lengths"]:
+            cells = [c for c in rob["cells"] if c["seconds"] == g]
+            rt.add_row(f"{g:g} s", *[f"{c['top1']:.2f}/{c['top5']:.2f}" if c["n"] else "-" for c in cells])
+        console.print(rt)
+    console.print(f"report written to {result.directory}/report.md")
