@@ -16,6 +16,7 @@ leaves the previous table valid, and the shards it completed are picked up by th
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,12 +98,21 @@ class FeatureStore:
         """A track by id, id prefix (unique), or path (absolute, or as given relative to cwd)."""
         if id_or_path in self._by_id:
             return self._by_id[id_or_path]
-        resolved = str(Path(id_or_path).expanduser().resolve())
+        # Stored paths are absolute but not resolved through symlinks (the path the user knows).
+        given = Path(id_or_path).expanduser()
+        absolute = os.path.normpath(os.path.abspath(given))
         for t in self.tracks:
-            if t["path"] == resolved:
+            if t["path"] == absolute:
                 return t
         matches = [t for t in self.tracks if t["track_id"].startswith(id_or_path)] if len(id_or_path) >= 6 else []
-        return matches[0] if len(matches) == 1 else None
+        if len(matches) == 1:
+            return matches[0]
+        if given.exists():  # the same file reached through a symlink
+            resolved = os.path.realpath(given)
+            for t in self.tracks:
+                if os.path.realpath(t["path"]) == resolved:
+                    return t
+        return None
 
     def mel(self, track_id: str) -> np.ndarray:
         """The track's log-Mel matrix, float16, shape (frames, n_mels)."""

@@ -1,0 +1,303 @@
+"""Decoding audio files to mono float32 at a target rate: soundfile first, PyAV (FFmpeg) as the fallback.
+
+Two ways in:
+
+- :func:`stream_audio` yields the file as blocks of mono samples at the target rate while holding only one
+  block of native-rate audio at a time (a two-hour file never sits in RAM at 44.1 kHz). The blocks laid end to
+  end equal resampling the whole file at once (see :class:`StreamingResampler`).
+- :func:`decode_file` returns the whole file in memory (for queries); it is the stream concatenated, so a
+  query goes through exactly the same numbers as an extracted track.
+
+Every failure a user can cause (missing, unreadable, empty, non-audio, corrupt or truncated file) is raised as
+:class:`~embedtool.errors.InputError` with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+from embedtool.errors import InputError
+
+DEFAULT_BLOCK_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Facts about the source file (before downmix and resampling)."""
+
+    native_sample_rate: int
+    channels: int
+    duration_s: float
+
+
+@dataclass
+class DecodedAudio:
+    samples: np.ndarray  # float32 mono at sample_rate
+    sample_rate: int
+    native_sample_rate: int
+    channels: int
+    duration_s: float
+
+    @property
+    def info(self) -> AudioInfo:
+        return AudioInfo(self.native_sample_rate, self.channels, self.duration_s)
+
+
+class StreamingResampler:
+    """Resample a signal pushed in blocks so that the output equals resampling it in one piece.
+
+    torchaudio's sinc resampler is a polyphase FIR whose output ``j`` sits at input time ``j * orig / new``.
+    Each call resamples the unconsumed input plus ``margin`` samples of context on both sides, starting at a
+    multiple of ``orig / gcd`` so output indices line up, and keeps only outputs whose whole filter support lay
+    inside the chunk; the file's own edges see the same zero padding as a whole-file call.
+    """
+
+    def __init__(self, orig_sr: int, new_sr: int):
+        g = math.gcd(int(orig_sr), int(new_sr))
+        self.orig, self.new = int(orig_sr) // g, int(new_sr) // g
+        self.identity = self.orig == self.new
+        # One cached kernel (torchaudio.transforms.Resample), default sinc/Hann, 6 zero crossings, rolloff 0.99.
+        self._resample = None if self.identity else torchaudio.transforms.Resample(orig_sr, new_sr)
+        width = math.ceil(6 * self.orig / (min(self.orig, self.new) * 0.99))
+        self.margin = self.orig * (math.ceil((2 * width + self.orig) / self.orig) + 1)
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._buf_start = 0  # absolute input index of _buf[0]
+        self._done = 0  # input index up to which output has been emitted (a multiple of self.orig)
+
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self._resample(torch.from_numpy(chunk)).numpy()
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        if self.identity:
+            return block
+        self._buf = np.concatenate([self._buf, block]) if len(self._buf) else block
+        end = self._buf_start + len(self._buf)
+        safe = ((end - self.margin) // self.orig) * self.orig  # outputs before `safe` are final
+        if safe <= self._done:
+            return np.zeros(0, dtype=np.float32)
+        out = self._emit(max(0, self._done - self.margin), safe, safe + self.margin)
+        self._done = safe
+        keep_from = max(0, self._done - self.margin) - self._buf_start
+        self._buf = self._buf[keep_from:].copy()
+        self._buf_start += keep_from
+        return out
+
+    def finish(self) -> np.ndarray:
+        if self.identity:
+            return np.zeros(0, dtype=np.float32)
+        end = self._buf_start + len(self._buf)
+        if end <= self._done:
+            return np.zeros(0, dtype=np.float32)
+        out = self._emit(max(0, self._done - self.margin), end, end)
+        self._done = end
+        self._buf = np.zeros(0, dtype=np.float32)
+        return out
+
+    def _emit(self, chunk_start: int, emit_end: int, chunk_end: int) -> np.ndarray:
+        """Resample input [chunk_start, chunk_end) and return the outputs for input [self._done, emit_end)."""
+        chunk = self._buf[chunk_start - self._buf_start : chunk_end - self._buf_start]
+        out = self._run(np.ascontiguousarray(chunk, dtype=np.float32))
+        first = (self._done - chunk_start) * self.new // self.orig
+        last = math.ceil(emit_end * self.new / self.orig) - chunk_start * self.new // self.orig
+        return out[first:last]
+
+
+def check_readable(path: Path) -> None:
+    """Raise InputError for a path that is missing, not a file, unreadable or empty."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: unreadable (permission denied)")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
+
+
+class _Source:
+    """A native-rate block reader over soundfile or PyAV, downmixing to mono."""
+
+    info: AudioInfo
+
+    def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _SoundfileSource(_Source):
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = sf.SoundFile(str(path))
+        if self.file.samplerate <= 0 or self.file.channels <= 0:
+            raise InputError(f"{path}: no audio stream")
+        frames = self.file.frames if self.file.frames and self.file.frames > 0 else 0
+        self.info = AudioInfo(self.file.samplerate, self.file.channels, frames / self.file.samplerate)
+
+    def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+        total = 0
+        while True:
+            try:
+                data = self.file.read(block_frames, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise InputError(f"{self.path}: corrupt or truncated audio after {total} frames ({exc})") from exc
+            if len(data) == 0:
+                break
+            total += len(data)
+            # mean of channels: the usual downmix; keeps a mono file's samples unchanged
+            yield data[:, 0].copy() if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
+            if len(data) < block_frames:
+                break
+        self.info = AudioInfo(self.info.native_sample_rate, self.info.channels, total / self.info.native_sample_rate)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class _PyAVSource(_Source):
+    def __init__(self, path: Path):
+        import av
+
+        self.path = path
+        try:
+            self.container = av.open(str(path))
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: not a recognised audio file ({exc})") from exc
+        if not self.container.streams.audio:
+            self.container.close()
+            raise InputError(f"{path}: no audio stream")
+        self.stream = self.container.streams.audio[0]
+        ctx = self.stream.codec_context
+        rate = ctx.sample_rate or self.stream.rate or 0
+        channels = ctx.channels or 0
+        if rate <= 0 or channels <= 0:
+            self.container.close()
+            raise InputError(f"{path}: audio stream without sample rate or channels")
+        duration = 0.0
+        if self.stream.duration is not None and self.stream.time_base is not None:
+            duration = float(self.stream.duration * self.stream.time_base)
+        self.info = AudioInfo(int(rate), int(channels), duration)
+
+    def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+        import av
+
+        pending: list[np.ndarray] = []
+        count, total = 0, 0
+        try:
+            for frame in self.container.decode(self.stream):
+                data = frame.to_ndarray()
+                data = _to_float_planar(data, frame.format.name, frame.format.is_planar, self.info.channels)
+                pending.append(data.mean(axis=0, dtype=np.float32) if data.shape[0] > 1 else data[0])
+                count += pending[-1].shape[0]
+                if count >= block_frames:
+                    block = np.concatenate(pending)
+                    pending, count = [], 0
+                    total += len(block)
+                    yield block
+        except av.error.FFmpegError as exc:
+            raise InputError(f"{self.path}: corrupt or truncated audio ({exc})") from exc
+        if pending:
+            block = np.concatenate(pending)
+            total += len(block)
+            yield block
+        self.info = AudioInfo(self.info.native_sample_rate, self.info.channels, total / self.info.native_sample_rate)
+
+    def close(self) -> None:
+        self.container.close()
+
+
+def _to_float_planar(data: np.ndarray, fmt: str, planar: bool, channels: int) -> np.ndarray:
+    """A PyAV frame's array as float32 (channels, n) in [-1, 1], whatever its sample format."""
+    if not planar:  # packed: shape (1, n * channels), interleaved
+        data = data.reshape(-1, channels).T
+    if data.dtype == np.int16:
+        return data.astype(np.float32) / 32768.0
+    if data.dtype == np.int32:
+        return data.astype(np.float32) / 2147483648.0
+    if data.dtype == np.uint8:
+        return (data.astype(np.float32) - 128.0) / 128.0
+    return data.astype(np.float32, copy=False)
+
+
+def _open(path: Path) -> _Source:
+    check_readable(path)
+    try:
+        return _SoundfileSource(path)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as sf_exc:
+        sf_reason = str(sf_exc).split(": ", 1)[-1] if ": " in str(sf_exc) else str(sf_exc)
+    try:
+        return _PyAVSource(path)
+    except InputError as av_exc:
+        raise InputError(f"{path}: not a recognised audio file (soundfile: {sf_reason}; {av_exc})") from None
+
+
+class AudioStream:
+    """An open audio file yielding mono float32 blocks at ``target_sr``; ``info`` is final after iterating."""
+
+    def __init__(self, path: Path | str, target_sr: int, block_seconds: float = DEFAULT_BLOCK_SECONDS):
+        self.path = Path(path)
+        self.target_sr = int(target_sr)
+        self._source = _open(self.path)
+        native = self._source.info.native_sample_rate
+        self._resampler = StreamingResampler(native, self.target_sr)
+        # Block length a multiple of the resampler's input period keeps chunk boundaries aligned cheaply.
+        period = self._resampler.orig
+        self.block_frames = max(period, int(block_seconds * native) // period * period)
+
+    @property
+    def info(self) -> AudioInfo:
+        return self._source.info
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        produced = False
+        try:
+            for block in self._source.blocks(self.block_frames):
+                produced = True
+                out = self._resampler.push(block)
+                if len(out):
+                    yield out
+            tail = self._resampler.finish()
+            if len(tail):
+                yield tail
+        finally:
+            self._source.close()
+        if not produced:
+            raise InputError(f"{self.path}: no audio samples in the file")
+
+    def __enter__(self) -> AudioStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._source.close()
+
+
+def stream_audio(path: Path | str, target_sr: int, block_seconds: float = DEFAULT_BLOCK_SECONDS) -> AudioStream:
+    """Open ``path`` for block-wise decoding to mono float32 at ``target_sr`` (bounded memory)."""
+    return AudioStream(path, target_sr, block_seconds)
+
+
+def decode_file(path: Path | str, target_sr: int) -> DecodedAudio:
+    """Decode a whole file to mono float32 at ``target_sr`` (in memory; for queries and short files)."""
+    stream = stream_audio(path, target_sr)
+    blocks = list(stream)
+    samples = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+    info = stream.info
+    return DecodedAudio(
+        samples=samples.astype(np.float32, copy=False),
+        sample_rate=int(target_sr),
+        native_sample_rate=info.native_sample_rate,
+        channels=info.channels,
+        duration_s=info.duration_s,
+    )

@@ -1,0 +1,118 @@
+"""`embedtool extract [PATH...]`: audio folders -> log-Mel features in the workspace."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.progress import TextColumn
+from rich.table import Table
+
+from embedtool.cli.app import app
+from embedtool.cli.common import (
+    app_context,
+    console,
+    err_console,
+    handle_errors,
+    human_bytes,
+    make_progress,
+    print_json,
+)
+from embedtool.features.extract import ERRORS_FILE, ExtractProgress, ExtractReport, run_extract
+
+SHOW_ERRORS = 10
+
+
+@app.command()
+@handle_errors
+def extract(
+    ctx: typer.Context,
+    paths: list[Path] = typer.Argument(
+        None, help="Audio folders or files (default: the folders of the previous run).", show_default=False
+    ),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", help="Worker processes (0 = all cores).", min=0),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Re-extract every file, ignoring earlier results."),
+    strict: bool = typer.Option(False, "--strict", help="Fail (publish nothing) if any file cannot be decoded."),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="CSV/TSV of path,label[,group] (default: the first folder level under each PATH)."
+    ),
+    min_duration: float | None = typer.Option(None, "--min-duration", help="Skip files shorter than this (s)."),
+    preset: str | None = typer.Option(None, "--preset", help="Feature preset: default or thesis."),
+    sample_rate: int | None = typer.Option(None, "--sample-rate", help="Resample audio to this rate (Hz)."),
+    n_mels: int | None = typer.Option(None, "--n-mels", help="Number of Mel bands."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run's report as JSON."),
+) -> None:
+    """Find audio under PATH (recursively), decode it and store log-Mel features in the workspace.
+
+    Re-runs only process new or changed files and drop removed ones; files that cannot be used are listed in
+    features/errors.json and skipped. Labels come from the first folder level under each PATH, or --labels.
+    """
+    actx = app_context(ctx)
+    settings = actx.config.settings("features", {"preset": preset, "sample_rate": sample_rate, "n_mels": n_mels})
+    options = actx.config.settings(
+        "extract",
+        {
+            "jobs": jobs,
+            "overwrite": True if overwrite else None,  # an unset flag leaves embedtool.yaml's value
+            "strict": True if strict else None,
+            "labels": str(labels) if labels else None,
+            "min_duration_s": min_duration,
+        },
+    )
+    features_dir = actx.workspace.features
+    progress = make_progress(
+        actx.quiet or as_json,
+        TextColumn("{task.fields[files_rate]} files/s"),
+        TextColumn("{task.fields[audio_rate]} audio h/s"),
+    )
+    started = time.perf_counter()
+    with progress:
+        task = progress.add_task("extract", total=None, files_rate="-", audio_rate="-")
+
+        def on_progress(state: ExtractProgress) -> None:
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            progress.update(
+                task,
+                total=state.files_total,
+                completed=state.files_seen,
+                description="extract" if state.phase != "commit" else "publish",
+                files_rate=f"{state.files_seen / elapsed:.1f}",
+                audio_rate=f"{state.audio_seconds / 3600 / elapsed:.3f}",
+            )
+
+        report = run_extract(list(paths or []), features_dir, settings, options, progress=on_progress)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    _print_summary(report, features_dir)
+
+
+def _print_summary(report: ExtractReport, features_dir: Path) -> None:
+    table = Table(title=f"extract → {features_dir}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    rows = [
+        ("files done", str(report.done)),
+        ("files unchanged", str(report.unchanged)),
+        ("files skipped", str(report.skipped)),
+        ("files failed", str(report.failed)),
+        ("tracks removed", str(report.removed)),
+        ("tracks in features", str(report.tracks)),
+        ("audio hours extracted", f"{report.hours:.3f}"),
+        ("audio hours in features", f"{report.total_hours:.3f}"),
+        ("bytes written", human_bytes(report.bytes_written)),
+        ("features size", human_bytes(report.total_bytes)),
+        ("time", f"{report.elapsed_s:.1f} s, {report.jobs} job(s)"),
+    ]
+    for what, value in rows:
+        table.add_row(what, value)
+    console.print(table)
+    if report.full_rebuild_reason:
+        console.print(f"full re-extraction: {report.full_rebuild_reason}", highlight=False)
+    if report.errors:
+        for path, reason in report.errors[:SHOW_ERRORS]:
+            err_console.print(f"[yellow]not used[/] {path}: {reason}", highlight=False)
+        more = len(report.errors) - SHOW_ERRORS
+        tail = f" ({more} more)" if more > 0 else ""
+        err_console.print(f"{len(report.errors)} file(s) not used{tail}: see {features_dir / ERRORS_FILE}")

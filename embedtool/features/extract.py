@@ -1,0 +1,442 @@
+"""`extract`: audio files -> the features artefact (log-Mel matrices + track table), incremental and resumable.
+
+A run:
+
+1. finds the audio under the given roots (:mod:`embedtool.audio.discover`) and their labels;
+2. reuses every track whose file is unchanged (same path, size and mtime; no re-hashing) from the current
+   table or from complete shards a killed run left behind;
+3. hashes the other files (the hash is the stable track id); content already seen under another path is a
+   duplicate (the first path in sorted order is kept), content seen before under a since-renamed path is
+   reused without decoding;
+4. decodes and featurises the rest in worker processes (one torch thread each), writing shards as it goes
+   (at least every ``flush_every_s`` seconds, so a killed run keeps most of its work);
+5. publishes the new table and ``meta.json`` (the swap that makes the run visible), then deletes shards that
+   nothing references. Files that failed are listed in ``errors.json`` with the reason.
+
+Killed at any point before step 5, the previous artefact stays as it was; the next run picks up the shards.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedtool.artefacts import META_FILE, atomic_write_json, dir_size_bytes, settings_differences
+from embedtool.audio.decode import DEFAULT_BLOCK_SECONDS
+from embedtool.audio.discover import FoundFile, discover_audio
+from embedtool.audio.settings import FeatureSettings
+from embedtool.config import settings_dict
+from embedtool.errors import ConfigError, InputError
+from embedtool.features import store
+from embedtool.features.labels import read_labels_file
+
+ERRORS_FILE = "errors.json"
+HASH_CHUNK = 1 << 20
+
+
+@dataclass
+class ExtractOptions:
+    """Options of `embedtool extract` (configuration section ``extract``).
+
+    ``min_duration_s`` defaults to 30 ms: shorter than about one analysis window there is nothing to learn from,
+    while real one-shots (the bundled tabla hits) go down to about 43 ms. ``silence_db`` is the peak level
+    (dBFS) under which a file counts as silent.
+    """
+
+    jobs: int = 0  # worker processes; 0 = all cores
+    overwrite: bool = False  # recompute every file, ignoring what is already extracted
+    strict: bool = False  # any failed file fails the run (and nothing is published)
+    labels: str | None = None  # CSV/TSV of path,label[,group]; default: first folder level under each root
+    min_duration_s: float = 0.03
+    silence_db: float = -80.0
+    follow_symlinks: bool = True
+    block_seconds: float = DEFAULT_BLOCK_SECONDS  # native-rate audio decoded at a time (bounds memory)
+    flush_every_s: float = 20.0  # write a shard at least this often, so a killed run keeps its work
+    max_shard_mb: int = 256
+
+    def validate(self) -> None:
+        if self.jobs < 0:
+            raise ConfigError(f"extract.jobs must be 0 (all cores) or positive, not {self.jobs}")
+        if self.min_duration_s < 0:
+            raise ConfigError("extract.min_duration_s must not be negative")
+        if self.block_seconds <= 0:
+            raise ConfigError("extract.block_seconds must be positive")
+        if self.flush_every_s < 0:
+            raise ConfigError("extract.flush_every_s must not be negative")
+        if self.max_shard_mb < 1:
+            raise ConfigError("extract.max_shard_mb must be at least 1")
+        if self.silence_db >= 0:
+            raise ConfigError(f"extract.silence_db must be below 0 dBFS, not {self.silence_db}")
+
+    def resolved_jobs(self) -> int:
+        return self.jobs or os.cpu_count() or 1
+
+
+@dataclass
+class ExtractProgress:
+    """What the progress callback sees after each file (and once at the start, with ``files_total``)."""
+
+    files_total: int
+    files_seen: int = 0  # done + unchanged + skipped + failed so far
+    done: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    failed: int = 0
+    audio_seconds: float = 0.0  # audio newly extracted so far
+    bytes_written: int = 0
+    last_path: str = ""
+    phase: str = "scan"  # "scan", "extract", "commit"
+
+
+@dataclass
+class ExtractReport:
+    done: int = 0  # files newly extracted
+    unchanged: int = 0  # files reused from earlier runs (incl. renamed content and resumed shards)
+    skipped: int = 0  # duplicates, silent and too-short files
+    failed: int = 0  # files that could not be decoded
+    removed: int = 0  # tracks dropped because their file is gone
+    tracks: int = 0  # tracks in the published artefact
+    hours: float = 0.0  # audio newly extracted in this run
+    total_hours: float = 0.0  # audio in the published artefact
+    bytes_written: int = 0  # feature bytes written by this run
+    total_bytes: int = 0  # size of the features folder afterwards
+    elapsed_s: float = 0.0
+    jobs: int = 1
+    full_rebuild_reason: str | None = None  # why earlier results could not be reused, if so
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): skipped and failed files
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (duplicate path, kept path)
+    fingerprint: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["errors"] = [{"path": p, "reason": r} for p, r in self.errors]
+        out["duplicates"] = [{"path": p, "kept": k} for p, k in self.duplicates]
+        return out
+
+
+def file_hash(path: Path) -> str:
+    """The stable track id: blake2b (64 bits, hex) of the file's bytes."""
+    digest = hashlib.blake2b(digest_size=8)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- the per-file work (runs in worker processes) ---------------------------------------------------------
+
+
+def _worker_init() -> None:
+    # Ctrl-C goes to the whole process group: only the parent handles it (and stops the workers).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def featurise_file(
+    path: str, settings: FeatureSettings, min_duration_s: float, silence_db: float, block_seconds: float
+) -> tuple[str, Any]:
+    """("ok", (mel float16, info)) | ("skipped", reason) | ("failed", reason) for one file."""
+    from embedtool.audio.melspec import file_logmel
+
+    peak = [0.0]
+
+    def watch(block: np.ndarray) -> None:
+        if len(block):
+            peak[0] = max(peak[0], float(np.max(np.abs(block))))
+
+    try:
+        mel, info = file_logmel(path, settings, block_seconds=block_seconds, dtype=np.float16, on_block=watch)
+    except InputError as exc:
+        return "failed", _reason(str(exc), path)
+    except MemoryError:
+        return "failed", "out of memory while decoding"
+    except Exception as exc:  # a decoder bug on one odd file must not end the run; report it instead
+        return "failed", f"unexpected {type(exc).__name__}: {exc}"
+    if info.duration_s < min_duration_s or len(mel) == 0:
+        return "skipped", f"too short ({info.duration_s:.3f} s; minimum {min_duration_s:g} s)"
+    level_db = 20 * np.log10(peak[0]) if peak[0] > 0 else -np.inf
+    if level_db < silence_db:
+        return "skipped", f"silent (peak {level_db:.0f} dBFS, threshold {silence_db:g} dBFS)"
+    return "ok", (mel, info)
+
+
+def _reason(message: str, path: str) -> str:
+    prefix = f"{path}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+# --- the run ---------------------------------------------------------------------------------------------
+
+
+def _previous_records(features_dir: Path, settings: FeatureSettings) -> tuple[list[dict], dict | None, str | None]:
+    """Records of the current artefact if made with these settings, its meta extra, and why not if not."""
+    if not (features_dir / META_FILE).is_file():
+        return [], None, None
+    try:
+        current = store.FeatureStore(features_dir)
+    except Exception as exc:  # an unreadable old artefact is rebuilt, not fatal
+        return [], None, f"the existing features artefact is unreadable ({exc})"
+    if store.settings_fingerprint(current.settings) != store.settings_fingerprint(settings):
+        diffs = settings_differences(settings_dict(current.settings), settings_dict(settings))
+        return [], current.meta.extra, "feature settings changed (" + "; ".join(diffs) + ")"
+    return current.tracks, current.meta.extra, None
+
+
+def run_extract(
+    roots: list[Path],
+    features_dir: Path,
+    settings: FeatureSettings,
+    options: ExtractOptions,
+    progress: Callable[[ExtractProgress], None] | None = None,
+) -> ExtractReport:
+    """Extract log-Mel features of the audio under ``roots`` into ``features_dir`` (see the module docstring).
+
+    Raises :class:`InputError` when nothing usable came out, or when a file failed under ``options.strict``.
+    """
+    started = time.perf_counter()
+    settings.validate()
+    options.validate()
+    features_dir = Path(features_dir)
+    report = ExtractReport(jobs=options.resolved_jobs())
+
+    previous, previous_extra, rebuild_reason = _previous_records(features_dir, settings)
+    if not roots:
+        if previous_extra and previous_extra.get("roots"):
+            roots = [Path(r) for r in previous_extra["roots"]]
+        else:
+            raise InputError("No audio folder given (e.g. `embedtool extract ~/Music`).")
+    files = discover_audio(roots, follow_symlinks=options.follow_symlinks)
+    if not files:
+        raise InputError(f"No audio files found under {', '.join(str(r) for r in roots)}")
+    label_table = read_labels_file(options.labels) if options.labels else None
+
+    # Earlier work worth keeping: the published table, then complete shards left by a killed run.
+    if options.overwrite:
+        reusable: list[dict] = []
+        report.full_rebuild_reason = "--overwrite"
+    else:
+        reusable = list(previous) + store.completed_shard_records(features_dir, settings)
+        report.full_rebuild_reason = rebuild_reason
+    by_stat = {(r["path"], r["file_size"], r["file_mtime_ns"]): r for r in reusable}
+    by_id = {r["track_id"]: r for r in reusable}
+
+    state = ExtractProgress(files_total=len(files))
+    _notify(progress, state)
+    writer = store.ShardWriter(features_dir, settings, max_shard_bytes=options.max_shard_mb * 1024 * 1024)
+    kept: dict[str, dict] = {}  # track_id -> final record
+    kept_path: dict[str, str] = {}  # track_id -> path that claimed it
+    errors: list[tuple[str, str]] = []
+    failed_paths: list[str] = []
+    state.phase = "extract"
+
+    def describe(found: FoundFile, st: os.stat_result) -> dict[str, Any]:
+        entry = label_table.lookup(found.path) if label_table is not None else None
+        label = entry.label if entry is not None else (None if label_table is not None else found.folder_label)
+        return {
+            "path": str(found.path),
+            "root": str(found.root),
+            "label": label,
+            "group": entry.group if entry is not None else None,
+            "file_size": int(st.st_size),
+            "file_mtime_ns": int(st.st_mtime_ns),
+        }
+
+    def seen(path: str, kind: str) -> None:
+        setattr(state, kind, getattr(state, kind) + 1)
+        state.files_seen += 1
+        state.last_path = path
+        _notify(progress, state)
+
+    # Pass 1 (in path order, so that which copy of duplicate content is kept does not depend on timing):
+    # settle every file that needs no decoding and queue the rest.
+    todo: list[tuple[str, dict[str, Any]]] = []  # (track id, description)
+    for found in files:
+        path = str(found.path)
+        try:
+            st = found.path.stat()
+        except OSError as exc:
+            errors.append((path, f"cannot stat: {exc.strerror or exc}"))
+            failed_paths.append(path)
+            seen(path, "failed")
+            continue
+        desc = describe(found, st)
+        old = by_stat.get((path, desc["file_size"], desc["file_mtime_ns"]))
+        if old is not None:
+            track_id = old["track_id"]
+        else:
+            try:
+                track_id = file_hash(found.path)
+            except OSError as exc:
+                reason = "unreadable (permission denied)" if isinstance(exc, PermissionError) else str(exc)
+                errors.append((path, reason))
+                failed_paths.append(path)
+                seen(path, "failed")
+                continue
+        if track_id in kept_path:
+            errors.append((path, f"duplicate of {kept_path[track_id]} (same content)"))
+            report.duplicates.append((path, kept_path[track_id]))
+            seen(path, "skipped")
+            continue
+        kept_path[track_id] = path
+        reuse = old if old is not None else by_id.get(track_id)
+        if reuse is not None:
+            kept[track_id] = {**reuse, **desc, "track_id": track_id}
+            seen(path, "unchanged")
+        else:
+            todo.append((track_id, desc))
+
+    # Pass 2: decode and featurise what is new or changed, in worker processes.
+    last_flush = time.monotonic()
+
+    def finish(track_id: str, desc: dict[str, Any], outcome: tuple[str, Any]) -> None:
+        nonlocal last_flush
+        status, payload = outcome
+        if status != "ok":
+            errors.append((desc["path"], payload))
+            if status == "failed":
+                failed_paths.append(desc["path"])
+            kept_path.pop(track_id, None)
+            seen(desc["path"], status)
+            return
+        mel, info = payload
+        record = {
+            **desc,
+            "track_id": track_id,
+            "duration_s": float(info.duration_s),
+            "native_sample_rate": int(info.native_sample_rate),
+            "channels": int(info.channels),
+        }
+        writer.add(record, mel)
+        if time.monotonic() - last_flush >= options.flush_every_s:
+            writer.flush()
+            last_flush = time.monotonic()
+        state.audio_seconds += float(info.duration_s)
+        state.bytes_written = writer.bytes_written + writer._pending_bytes
+        seen(desc["path"], "done")
+
+    args = (options.min_duration_s, options.silence_db, options.block_seconds)
+    try:
+        if report.jobs <= 1 or len(todo) <= 1:
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # as in a worker: one file on one core
+            try:
+                for track_id, desc in todo:
+                    finish(track_id, desc, featurise_file(desc["path"], settings, *args))
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            _run_parallel(todo, settings, args, min(report.jobs, len(todo)), finish)
+    except BaseException:
+        # Keep what is finished (Ctrl-C, an exception from the callback): the next run resumes from it.
+        try:
+            writer.flush()
+        except Exception:
+            pass
+        raise
+    writer.flush()
+    for record in writer.completed:
+        kept[record["track_id"]] = record
+
+    errors.sort()
+    report.errors = errors
+    report.failed, report.skipped = state.failed, state.skipped
+    report.done, report.unchanged = state.done, state.unchanged
+    report.hours = state.audio_seconds / 3600
+    report.bytes_written = writer.bytes_written
+    records = list(kept.values())
+    report.tracks = len(records)
+    report.total_hours = sum(r["duration_s"] for r in records) / 3600
+    report.removed = len({r["track_id"] for r in previous} - set(kept)) if not report.full_rebuild_reason else 0
+
+    atomic_write_json(features_dir / ERRORS_FILE, report.to_dict()["errors"])
+    if not records:
+        raise InputError(
+            f"No usable audio: {report.failed} file(s) failed and {report.skipped} were skipped "
+            f"(reasons in {features_dir / ERRORS_FILE})"
+        )
+    if options.strict and report.failed:
+        first = next(f"{p}: {r}" for p, r in errors if p in failed_paths)
+        raise InputError(
+            f"{report.failed} file(s) failed under --strict (nothing published; reasons in "
+            f"{features_dir / ERRORS_FILE}); first: {first}"
+        )
+
+    state.phase = "commit"
+    _notify(progress, state)
+    meta = store.commit(
+        features_dir,
+        records,
+        settings,
+        extra={
+            "roots": [str(Path(os.path.abspath(r))) for r in roots],
+            "labels_file": str(label_table.source) if label_table is not None else None,
+            "hours": round(report.total_hours, 6),
+            "labelled": sum(1 for r in records if r["label"] is not None),
+        },
+    )
+    report.fingerprint = meta.fingerprint
+    report.total_bytes = dir_size_bytes(features_dir)
+    report.elapsed_s = time.perf_counter() - started
+    return report
+
+
+def _run_parallel(
+    todo: list[tuple[str, dict[str, Any]]],
+    settings: FeatureSettings,
+    args: tuple,
+    jobs: int,
+    finish: Callable[[str, dict[str, Any], tuple[str, Any]], None],
+) -> None:
+    """Featurise ``todo`` on ``jobs`` processes, handing each outcome to ``finish`` in the parent."""
+    # forkserver: workers fork from a clean server that has imported torch once (fast start, no inherited
+    # threads), rather than from this process (which may hold OpenMP threads) or from scratch (slow).
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["embedtool.audio.melspec"])
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init)
+    pending: dict[cf.Future, tuple[str, dict[str, Any]]] = {}
+    queue = iter(todo)
+    try:
+        while True:
+            while len(pending) < 2 * jobs:  # a short queue per worker keeps them busy and memory bounded
+                item = next(queue, None)
+                if item is None:
+                    break
+                pending[pool.submit(featurise_file, item[1]["path"], settings, *args)] = item
+            if not pending:
+                break
+            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                track_id, desc = pending.pop(future)
+                try:
+                    outcome = future.result()
+                except cf.process.BrokenProcessPool:
+                    raise
+                except Exception as exc:
+                    outcome = ("failed", f"worker error {type(exc).__name__}: {exc}")
+                finish(track_id, desc, outcome)
+    except BaseException:
+        # Stop at once: running workers are killed (their files are simply not done yet).
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _notify(progress: Callable[[ExtractProgress], None] | None, state: ExtractProgress) -> None:
+    if progress is not None:
+        progress(state)
