@@ -17,16 +17,23 @@ parameters, bytes, measured recall and latency.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 
-from embedtool.errors import ConfigError, InputError
+from embedtool.artefacts import dir_size_bytes, fingerprint_of, staged_dir, write_meta
+from embedtool.config import settings_dict
+from embedtool.errors import ConfigError, EmbedtoolError, InputError, MissingArtefactError
 from embedtool.indexing.search import KINDS, VectorIndex, recall_at_k
+
+if TYPE_CHECKING:
+    from embedtool.embedding.export import EmbedOptions
+    from embedtool.workspace import Workspace
 
 Progress = Callable[[str, int, int], None]
 
@@ -272,3 +279,127 @@ def measure_latency(index: VectorIndex, queries: np.ndarray, k: int) -> float:
         index.search(q[None, :], k)
         times.append(time.perf_counter() - t0)
     return float(np.median(times) * 1000) if times else 0.0
+
+
+# --- the stage -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class IndexReport:
+    """What `embedtool index` did: the export it ran first (if any) and both indexes' facts."""
+
+    export: dict[str, Any] | None
+    segments: dict[str, Any]
+    tracks: dict[str, Any]
+    identify: dict[str, Any]
+    bytes: int
+    seconds: float
+    fingerprint: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def run_index(
+    workspace: Workspace,
+    options: IndexOptions | None = None,
+    embed_options: EmbedOptions | None = None,
+    progress: Progress | None = None,
+) -> IndexReport:
+    """Export embeddings when missing or stale, build and tune both indexes, calibrate, write atomically."""
+    from embedtool.embedding.export import export_embeddings, load_encoder, resolve_device
+    from embedtool.embedding.store import SEGMENT_TABLE as STORE_SEGMENTS
+    from embedtool.embedding.store import TRACK_TABLE as STORE_TRACKS
+    from embedtool.embedding.store import EmbeddingStore
+    from embedtool.features.store import FeatureStore
+    from embedtool.query.calibrate import calibrate_threshold
+    from embedtool.query.neighbours import IdTables, Searcher
+
+    options = options or IndexOptions()
+    options.validate()
+    started = time.perf_counter()
+    if not (workspace.model / "meta.json").is_file():
+        raise MissingArtefactError(f"No model at {workspace.model} (make it with `embedtool train`).")
+    encoder = load_encoder(workspace.model, resolve_device(embed_options.device if embed_options else "auto"))
+    features = FeatureStore(workspace.features)
+    export: dict[str, Any] | None = None
+    stale = _embeddings_staleness(workspace, encoder.fingerprint, features.fingerprint)
+    if stale:
+        report = export_embeddings(workspace.features, encoder, workspace.embeddings, embed_options, progress)
+        export = {**report.to_dict(), "why": stale}
+    store = EmbeddingStore(workspace.embeddings)
+
+    segments = build_index(store.segment_vectors(), options, progress, "segment index")
+    tracks = build_index(store.track_vectors(), options, progress, "track index")
+    hop_s = float(store.meta.config["hop_s"])
+
+    with staged_dir(workspace.index) as stage:
+        shutil.copyfile(store.directory / STORE_SEGMENTS, stage / SEGMENT_TABLE)
+        shutil.copyfile(store.directory / STORE_TRACKS, stage / TRACK_TABLE)
+        if options.identify_threshold is not None:
+            identify: dict[str, Any] = {"threshold": options.identify_threshold, "calibrated": False,
+                                        "reason": "fixed by index.identify_threshold"}  # fmt: skip
+        else:
+            tables = IdTables.read(stage / SEGMENT_TABLE, stage / TRACK_TABLE)
+            searcher = Searcher(encoder, segments.index, tables, hop_s, None)
+            identify = calibrate_threshold(
+                searcher, features, options.calibration_tracks, options.calibration_excerpt_s,
+                options.calibration_snr_db, options.seed, progress,
+            )  # fmt: skip
+        summaries = {}
+        for name, built, filename in (("segments", segments, SEGMENT_INDEX), ("tracks", tracks, TRACK_INDEX)):
+            faiss.write_index(built.index.index, str(stage / filename))
+            summaries[name] = {
+                **built.summary(),
+                "search_params": dict(built.index.params),
+                "bytes": (stage / filename).stat().st_size,
+                "file": filename,
+            }
+        total = dir_size_bytes(stage)
+        meta = write_meta(
+            stage,
+            KIND,
+            FORMAT_VERSION,
+            settings_dict(options),
+            inputs={
+                "embeddings": store.fingerprint,
+                "model": store.model_fingerprint,
+                "features": store.features_fingerprint,
+            },  # fmt: skip
+            extra={
+                "segments": summaries["segments"],
+                "tracks": summaries["tracks"],
+                "identify": identify,
+                "hop_s": hop_s,
+                "segment_seconds": float(store.meta.config["segment_seconds"]),
+                "feature_settings": store.meta.config["features"],
+                "dim": store.dim,
+                "metric": "inner product on L2-normalised vectors (cosine)",
+                "bytes": total,
+            },
+            fingerprint=fingerprint_of(store.fingerprint, settings_dict(options), summaries["segments"]["params"]),
+        )
+    return IndexReport(
+        export=export,
+        segments=summaries["segments"],
+        tracks=summaries["tracks"],
+        identify=identify,
+        bytes=total,
+        seconds=time.perf_counter() - started,
+        fingerprint=meta.fingerprint,
+    )
+
+
+def _embeddings_staleness(workspace: Workspace, model_fp: str, features_fp: str) -> str | None:
+    """Why the embeddings must be (re-)exported, or None when they are current."""
+    from embedtool.embedding.store import EmbeddingStore
+
+    try:
+        store = EmbeddingStore(workspace.embeddings)
+    except EmbedtoolError:
+        return "no embeddings yet"
+    if store.model_fingerprint != model_fp:
+        return f"the model changed ({store.model_fingerprint} -> {model_fp})"
+    if store.features_fingerprint != features_fp:
+        return "the features changed (tracks added, removed or re-extracted)"
+    return None

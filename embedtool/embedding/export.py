@@ -1,0 +1,305 @@
+"""The embed stage: run the trained encoder over every track's features and write the embeddings artefact.
+
+Windows are cut with THE segment rule (``training.segments``): every ``hop`` frames, one more window ending at
+the track's last frame, short tracks padded to one window. Windows of many tracks are batched together (a
+library of one-shots would otherwise run the network one window at a time) and long tracks are cut in
+bounded chunks, so memory does not grow with a track's length.
+
+Incremental: when the model and the segment settings are those of the existing export, only tracks that are
+new (a changed file is a new content id) are embedded; vectors of the others are copied, and tracks no longer
+in the features are dropped. Any other difference means a full export, and the report says which happened
+and why.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from embedtool.artefacts import fingerprint_of, staged_dir
+from embedtool.config import settings_dict
+from embedtool.embedding.store import EmbeddingStore, EmbeddingWriter
+from embedtool.errors import ConfigError, EmbedtoolError, InputError
+from embedtool.features.store import FeatureStore
+from embedtool.training.segments import crop_many, silence_floor, window_starts
+
+if TYPE_CHECKING:
+    from embedtool.training.model import Encoder
+
+Progress = Callable[[str, int, int], None]
+
+# Track-table columns copied from the features table; a difference in any of them rewrites the tables.
+TRACK_FIELDS = ("track_id", "path", "label", "group", "duration_s")
+
+
+@dataclass
+class EmbedOptions:
+    """Options of `embedtool embed` (section ``embed`` in embedtool.yaml)."""
+
+    hop_seconds: float = 0.0  # step between segment windows; 0 = half a segment
+    batch_size: int = 256  # windows per forward pass
+    device: str = "auto"  # auto | cpu | cuda
+    full: bool = False  # re-embed every track even when the previous export could be reused
+    shard_mb: int = 64  # segment vectors per .npy shard, in MiB
+
+    @classmethod
+    def from_preset(cls, name: str) -> EmbedOptions:
+        if name in ("default", "thesis", "tile2vec"):
+            return cls()
+        raise ConfigError(f"Unknown embed preset {name!r}; valid: default, thesis, tile2vec")
+
+    def validate(self) -> None:
+        if self.hop_seconds < 0:
+            raise ConfigError(f"embed.hop_seconds must be >= 0 (0 = half a segment), not {self.hop_seconds}")
+        if self.batch_size < 1:
+            raise ConfigError(f"embed.batch_size must be at least 1, not {self.batch_size}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"embed.device must be auto, cpu or cuda, not {self.device!r}")
+        if self.shard_mb < 1:
+            raise ConfigError("embed.shard_mb must be at least 1")
+
+
+@dataclass
+class EmbedReport:
+    """What an export did. ``mode``: "full", "incremental" or "unchanged"; ``reason`` says why."""
+
+    mode: str
+    reason: str
+    tracks: int
+    segments: int
+    embedded_tracks: int
+    reused_tracks: int
+    removed_tracks: int
+    dim: int
+    seconds: float
+    device: str
+    fingerprint: str
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("embed.device is 'cuda' but no CUDA device is available")
+    return device
+
+
+def load_encoder(model_dir_or_encoder: Path | str | Encoder, device: str = "cpu") -> Encoder:
+    from embedtool.training.model import Encoder
+
+    if isinstance(model_dir_or_encoder, Encoder):
+        return model_dir_or_encoder
+    return Encoder.load(Path(model_dir_or_encoder), device=device)
+
+
+def hop_frames_for(encoder: Encoder, hop_seconds: float) -> int:
+    """Segment hop in frames: ``hop_seconds`` at the encoder's frame rate, or half a segment when 0."""
+    if hop_seconds <= 0:
+        return max(1, int(encoder.segment_frames) // 2)
+    return max(1, encoder.feature_settings.seconds_to_frames(hop_seconds))
+
+
+def export_config(encoder: Encoder, options: EmbedOptions, hop_frames: int) -> dict[str, Any]:
+    """The provenance config of an export: what decides the vectors (not batch size or device)."""
+    fs = encoder.feature_settings
+    return {
+        "hop_seconds": options.hop_seconds,
+        "hop_frames": hop_frames,
+        "segment_frames": int(encoder.segment_frames),
+        "segment_seconds": fs.frames_to_seconds(encoder.segment_frames),
+        "hop_s": fs.frames_to_seconds(hop_frames),
+        "features": settings_dict(fs),
+        "model": {
+            "fingerprint": encoder.fingerprint,
+            "embedding_dim": int(encoder.embedding_dim),
+            "config": _jsonable(getattr(encoder, "config", {})),
+        },
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if hasattr(value, "__dataclass_fields__"):
+        return _jsonable(settings_dict(value))
+    return str(value)
+
+
+def export_embeddings(
+    features_dir: Path,
+    model_dir_or_encoder: Path | str | Encoder,
+    embeddings_dir: Path,
+    options: EmbedOptions | None = None,
+    progress: Progress | None = None,
+) -> EmbedReport:
+    """Embed every track of ``features_dir`` with a model folder or an :class:`Encoder` into ``embeddings_dir``."""
+    options = options or EmbedOptions()
+    options.validate()
+    started = time.perf_counter()
+    features = FeatureStore(Path(features_dir))
+    device = resolve_device(options.device)
+    encoder = load_encoder(model_dir_or_encoder, device)
+    encoder.check_features(features.settings)
+    if len(features) == 0:
+        raise InputError(f"The features at {features_dir} hold no tracks; run `embedtool extract PATH` on audio.")
+    hop_frames = hop_frames_for(encoder, options.hop_seconds)
+    config = export_config(encoder, options, hop_frames)
+    inputs = {"features": features.fingerprint, "model": encoder.fingerprint}
+    embeddings_dir = Path(embeddings_dir)
+
+    previous, mode, reason = _previous_export(embeddings_dir, encoder, config, options)
+    wanted = [{k: t.get(k) for k in TRACK_FIELDS} for t in features.tracks]
+    wanted_ids = {t["track_id"] for t in wanted}
+    reusable: set[str] = set()
+    removed = 0
+    if previous is not None:
+        reusable = {tid for tid in previous.track_ids() if tid in wanted_ids}
+        removed = len(previous) - len(reusable)
+        old_rows = [
+            {k: previous.track(t["track_id"]).get(k) for k in TRACK_FIELDS} for t in wanted if t["track_id"] in reusable
+        ]
+        if len(reusable) == len(wanted) and removed == 0 and old_rows == wanted:
+            # Nothing to do: same model, settings, tracks and track facts.
+            return EmbedReport(
+                mode="unchanged", reason="same model, settings and tracks as the existing export",
+                tracks=len(previous), segments=previous.n_segments, embedded_tracks=0,
+                reused_tracks=len(previous), removed_tracks=0, dim=previous.dim,
+                seconds=time.perf_counter() - started, device=device, fingerprint=previous.fingerprint,
+            )  # fmt: skip
+        mode = "incremental"
+        reason = (
+            f"same model and settings: {len(wanted) - len(reusable)} new or changed track(s) embedded, "
+            f"{len(reusable)} reused, {removed} removed"
+        )
+
+    to_embed = [t for t in wanted if t["track_id"] not in reusable]
+    embedded = _embed_tracks(features, encoder, to_embed, hop_frames, options.batch_size, progress)
+    old_vectors = previous.segment_vectors() if previous is not None and reusable else None
+    fps = encoder.feature_settings.frames_per_second
+
+    with staged_dir(embeddings_dir) as stage:
+        writer = EmbeddingWriter(stage, int(encoder.embedding_dim), options.shard_mb * 1024 * 1024)
+        for track in wanted:  # features order (sorted by content id): the same order on every run
+            tid = track["track_id"]
+            if tid in reusable:
+                assert previous is not None and old_vectors is not None
+                rows, starts = previous.segments_of(tid)
+                writer.add_track(track, starts, previous.segment_ends[rows], old_vectors[rows])
+            else:
+                starts_f, vectors, n_frames = embedded[tid]
+                ends_f = np.minimum(starts_f + int(encoder.segment_frames), n_frames)
+                writer.add_track(track, starts_f / fps, ends_f / fps, vectors)
+        meta = writer.finish(config, inputs, extra={"export": mode, "reason": reason})
+    return EmbedReport(
+        mode=mode,
+        reason=reason,
+        tracks=writer.n_tracks,
+        segments=writer.n_segments,
+        embedded_tracks=len(to_embed),
+        reused_tracks=len(reusable),
+        removed_tracks=removed,
+        dim=int(encoder.embedding_dim),
+        seconds=time.perf_counter() - started,
+        device=device,
+        fingerprint=meta.fingerprint,
+    )
+
+
+def _previous_export(
+    directory: Path, encoder: Encoder, config: dict[str, Any], options: EmbedOptions
+) -> tuple[EmbeddingStore | None, str, str]:
+    """The existing export if its vectors can be reused, else None with the reason for a full export."""
+    if options.full:
+        return None, "full", "full export requested"
+    try:
+        previous = EmbeddingStore(directory)
+    except EmbedtoolError:
+        return None, "full", "no previous export"
+    if previous.model_fingerprint != encoder.fingerprint:
+        return (
+            None,
+            "full",
+            (
+                f"the model changed ({previous.model_fingerprint or 'unknown'} -> {encoder.fingerprint}): "
+                "every track is embedded again"
+            ),
+        )
+    for key in ("hop_frames", "segment_frames", "features"):
+        if fingerprint_of(previous.meta.config.get(key)) != fingerprint_of(config[key]):
+            return None, "full", f"the segment setting {key!r} changed: every track is embedded again"
+    return previous, "incremental", ""
+
+
+def _embed_tracks(
+    features: FeatureStore,
+    encoder: Encoder,
+    tracks: list[dict[str, Any]],
+    hop_frames: int,
+    batch_size: int,
+    progress: Progress | None,
+) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+    """{track_id: (window start frames, vectors, track frames)} for ``tracks``, batching windows across tracks."""
+    seg = int(encoder.segment_frames)
+    pad = silence_floor(encoder.feature_settings.log_offset)
+    out_vectors: dict[str, list[np.ndarray]] = {}
+    starts_of: dict[str, np.ndarray] = {}
+    frames_of: dict[str, int] = {}
+    skipped = []
+    for t in tracks:
+        n = int(features.track(t["track_id"])["frames"])
+        starts = window_starts(n, seg, hop_frames)
+        if len(starts) == 0:
+            skipped.append(t["track_id"])
+            continue
+        starts_of[t["track_id"]], frames_of[t["track_id"]] = starts, n
+        out_vectors[t["track_id"]] = []
+    if skipped:
+        raise InputError(f"{len(skipped)} track(s) have no feature frames (e.g. {skipped[0]}); re-run extract.")
+
+    def windows() -> Iterator[tuple[str, np.ndarray]]:
+        for tid, starts in starts_of.items():
+            mel = features.mel(tid)
+            for i in range(0, len(starts), batch_size):  # bounded chunks: long tracks never load whole
+                yield tid, crop_many(mel, starts[i : i + batch_size], seg, pad)
+
+    total = sum(len(s) for s in starts_of.values())
+    done = 0
+    pending: list[tuple[str, np.ndarray]] = []
+    pending_n = 0
+
+    def flush() -> None:
+        nonlocal pending, pending_n, done
+        batch = np.concatenate([w for _, w in pending])
+        vectors = np.asarray(encoder.embed_windows(batch), dtype=np.float32)
+        at = 0
+        for tid, w in pending:
+            out_vectors[tid].append(vectors[at : at + len(w)])
+            at += len(w)
+        done += len(batch)
+        pending, pending_n = [], 0
+        if progress:
+            progress("embedding", done, total)
+
+    for tid, w in windows():
+        pending.append((tid, w))
+        pending_n += len(w)
+        if pending_n >= batch_size:
+            flush()
+    if pending:
+        flush()
+    return {tid: (starts_of[tid], np.concatenate(out_vectors[tid]), frames_of[tid]) for tid in starts_of}

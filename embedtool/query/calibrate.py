@@ -1,0 +1,113 @@
+"""Calibrating the identify-mode "no match" threshold at index time.
+
+For up to ``calibration_tracks`` library tracks (seeded choice) we cut an excerpt of ``calibration_excerpt_s``
+at a random offset that is *not* on the segment grid, add noise in the Mel domain at
+``calibration_snr_db`` (an approximation of noise added to the audio: magnitudes of incoherent sources add in
+power), and query it twice through the real query path:
+
+- with its track in the index: the score of the true track is a *matching* score;
+- with its track left out (as if it were a held-out track the library does not hold): the best score is a
+  *non-matching* score.
+
+The threshold is the cut between the two distributions with the largest Youden's J (true-accept rate minus
+false-accept rate), placed midway between neighbouring scores. With fewer than two tracks there are no
+non-matching queries and a fixed fallback threshold is used (recorded as uncalibrated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from embedtool.features.store import FeatureStore
+    from embedtool.query.neighbours import Searcher
+
+FALLBACK_THRESHOLD = 0.5
+
+Progress = Callable[[str, int, int], None]
+
+
+def add_mel_noise(
+    mel: np.ndarray, snr_db: float, rng: np.random.Generator, log_offset: float, power: float = 1.0
+) -> np.ndarray:
+    """A log-Mel matrix with white-ish noise at ``snr_db`` below the excerpt's mean Mel power."""
+    lin = np.maximum(np.exp(mel.astype(np.float64)) - log_offset, 0.0)
+    signal_power = lin**2 if power == 1.0 else lin
+    noise_power = signal_power.mean() / (10 ** (snr_db / 10))
+    # Per-bin noise power fluctuates like a chi-square with 2 degrees of freedom (an exponential).
+    noise = rng.exponential(noise_power, size=mel.shape)
+    noisy_power = signal_power + noise
+    noisy = np.sqrt(noisy_power) if power == 1.0 else noisy_power
+    return np.log(noisy + log_offset).astype(np.float32)
+
+
+def youden_threshold(matching: np.ndarray, non_matching: np.ndarray) -> tuple[float, float, float]:
+    """(threshold, true-accept rate, false-accept rate) maximising TAR - FAR, midway between scores."""
+    matching = np.asarray(matching, dtype=np.float64)
+    non_matching = np.asarray(non_matching, dtype=np.float64)
+    values = np.unique(np.concatenate([matching, non_matching]))
+    candidates = np.concatenate([[values[0] - 1e-6], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-6]])
+    best = (-2.0, 0.0, 0.0, 0.0)
+    for t in candidates:
+        tar = float(np.mean(matching >= t))
+        far = float(np.mean(non_matching >= t))
+        if tar - far > best[0] + 1e-12:
+            best = (tar - far, float(t), tar, far)
+    return best[1], best[2], best[3]
+
+
+def calibrate_threshold(
+    searcher: Searcher,
+    features: FeatureStore,
+    n_tracks: int = 200,
+    excerpt_s: float = 3.0,
+    snr_db: float = 15.0,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Calibrate the identify threshold from library excerpts (see the module docstring); a meta-ready dict."""
+    rng = np.random.default_rng(seed)
+    tables = searcher.tables
+    ids = [t["track_id"] for t in tables.tracks if t["track_id"] in {r["track_id"] for r in features.tracks}]
+    info: dict[str, Any] = {"excerpt_s": excerpt_s, "snr_db": snr_db, "seed": seed}
+    if len(ids) < 2:
+        return {**info, "threshold": FALLBACK_THRESHOLD, "calibrated": False, "reason": "fewer than 2 tracks"}
+    chosen = [ids[i] for i in sorted(rng.choice(len(ids), min(n_tracks, len(ids)), replace=False))]
+    settings = searcher.settings
+    excerpt_frames = max(1, settings.seconds_to_frames(excerpt_s))
+    matching, non_matching, correct = [], [], 0
+    for i, tid in enumerate(chosen):
+        mel = np.asarray(features.mel(tid), dtype=np.float32)
+        if mel.shape[0] > excerpt_frames:
+            start = int(rng.integers(0, mel.shape[0] - excerpt_frames + 1))
+            mel = mel[start : start + excerpt_frames]
+        mel = add_mel_noise(mel, snr_db, rng, settings.log_offset, settings.power)
+        mel = mel.astype(np.float16).astype(np.float32)
+        duration = settings.frames_to_seconds(mel.shape[0])
+        starts = searcher.window_starts(mel.shape[0])
+        vectors = searcher.embed(mel, starts)
+        starts_s = starts / settings.frames_per_second
+        found = searcher.search_vectors(vectors, starts_s, duration, "identify", k=10)
+        true_scores = [m.score for m in found.matches if m.track_id == tid]
+        matching.append(true_scores[0] if true_scores else 0.0)
+        correct += bool(found.matches) and found.matches[0].track_id == tid
+        held_out = searcher.search_vectors(vectors, starts_s, duration, "identify", k=1, exclude_track=tid)
+        non_matching.append(held_out.matches[0].score if held_out.matches else 0.0)
+        if progress:
+            progress("calibrating identify threshold", i + 1, len(chosen))
+    threshold, tar, far = youden_threshold(np.array(matching), np.array(non_matching))
+    m, n = np.array(matching), np.array(non_matching)
+    return {
+        **info,
+        "threshold": round(threshold, 6),
+        "calibrated": True,
+        "queries": len(chosen),
+        "true_accept_rate": round(tar, 4),
+        "false_accept_rate": round(far, 4),
+        "top1_accuracy": round(correct / len(chosen), 4),
+        "matching": {"mean": round(float(m.mean()), 4), "p05": round(float(np.quantile(m, 0.05)), 4)},
+        "non_matching": {"mean": round(float(n.mean()), 4), "p95": round(float(np.quantile(n, 0.95)), 4)},
+    }

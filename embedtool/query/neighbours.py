@@ -1,0 +1,498 @@
+"""Answering queries: "what sounds like this?" (``similar``) and "which track is this from?" (``identify``).
+
+A query (audio samples, an audio file, or a library track) is featurised and cut into windows with the
+library's own settings and segment rule, embedded with the index's model, and every window is searched in the
+segment index. Hits become a ranked track list by time-consistent voting (``query.voting``).
+
+``similar`` leaves the query's own track out when the query is in the library (found by content id or path).
+``identify`` answers "no match" when the best score is below the threshold calibrated at index time.
+
+:class:`Searcher` loads the index, its id tables and the encoder once; use it for many queries::
+
+    searcher = Searcher.open(workspace)
+    result = searcher.query_file("excerpt.mp3", mode="identify")
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from embedtool.artefacts import check_compatible, read_meta
+from embedtool.config import settings_dict
+from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError, MissingArtefactError
+from embedtool.indexing.build import FORMAT_VERSION, KIND, SEGMENT_INDEX, SEGMENT_TABLE, TRACK_TABLE
+from embedtool.indexing.search import VectorIndex
+from embedtool.query.voting import vote
+from embedtool.training.segments import crop_many, silence_floor, window_starts
+
+if TYPE_CHECKING:
+    from embedtool.audio.settings import FeatureSettings
+    from embedtool.features.store import FeatureStore
+    from embedtool.training.model import Encoder
+    from embedtool.workspace import Workspace
+
+Mode = Literal["similar", "identify"]
+
+
+@dataclass
+class NeighbourOptions:
+    """Options of `embedtool neighbours` (section ``neighbours`` in embedtool.yaml)."""
+
+    mode: str = "similar"  # similar | identify
+    k: int = 10  # tracks to return
+    hits_per_window: int = 32  # segment hits fetched per query window before voting
+    query_hop_seconds: float = 0.0  # step between query windows; 0 = the library's segment hop
+    tolerance_bins: int = 1  # voting: offsets within this many reference hops of the best agree
+    min_query_seconds: float = 0.5  # shorter queries are refused (too little to match on)
+    include_self: bool = False  # similar mode: keep the query's own track when it is in the library
+
+    @classmethod
+    def from_preset(cls, name: str) -> NeighbourOptions:
+        if name in ("default", "thesis", "tile2vec"):
+            return cls()
+        raise ConfigError(f"Unknown neighbours preset {name!r}; valid: default, thesis, tile2vec")
+
+    def validate(self) -> None:
+        if self.mode not in ("similar", "identify"):
+            raise ConfigError(f"neighbours.mode must be 'similar' or 'identify', not {self.mode!r}")
+        if self.k < 1 or self.hits_per_window < 1:
+            raise ConfigError("neighbours.k and neighbours.hits_per_window must be at least 1")
+        if self.query_hop_seconds < 0 or self.tolerance_bins < 0 or self.min_query_seconds < 0:
+            raise ConfigError("neighbours.query_hop_seconds, tolerance_bins and min_query_seconds must be >= 0")
+
+
+@dataclass
+class Match:
+    """One ranked track of a query's answer."""
+
+    rank: int
+    track_id: str
+    score: float
+    windows: int  # query windows supporting the match (same offset)
+    query_start_s: float
+    query_end_s: float
+    ref_start_s: float
+    ref_end_s: float
+    path: str | None = None
+    label: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SegmentHit:
+    """One query window's nearest library segment (``--segments``)."""
+
+    query_start_s: float
+    segment_id: str
+    track_id: str
+    ref_start_s: float
+    ref_end_s: float
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class QueryResult:
+    mode: str
+    matches: list[Match]
+    no_match: bool
+    threshold: float | None
+    query: dict[str, Any]  # source, duration_s, windows, library_track (when the query is in the library)
+    excluded_track: str | None = None
+    segments: list[SegmentHit] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def best(self) -> Match | None:
+        return self.matches[0] if self.matches else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "no_match": self.no_match,
+            "threshold": self.threshold,
+            "query": self.query,
+            "excluded_track": self.excluded_track,
+            "matches": [m.to_dict() for m in self.matches],
+            "segments": [s.to_dict() for s in self.segments],
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+@dataclass
+class IdTables:
+    """Row -> stable id tables of an index (copies of the embeddings tables it was built from)."""
+
+    segment_ids: np.ndarray  # object array of segment ids, by row
+    segment_track: np.ndarray  # int64: row -> position in ``tracks``
+    segment_start: np.ndarray
+    segment_end: np.ndarray
+    tracks: list[dict[str, Any]]
+    first_row: np.ndarray  # per track: its first segment row
+    n_segments: np.ndarray  # per track
+
+    @classmethod
+    def read(cls, segments_path: Path, tracks_path: Path) -> IdTables:
+        import pyarrow.parquet as pq
+
+        seg = pq.read_table(segments_path)
+        tracks = pq.read_table(tracks_path).to_pylist()
+        position = {t["track_id"]: i for i, t in enumerate(tracks)}
+        seg_tracks = seg.column("track_id").to_pylist()
+        n_segments = np.array([int(t["n_segments"]) for t in tracks], dtype=np.int64)
+        return cls(
+            segment_ids=np.asarray(seg.column("segment_id").to_pylist(), dtype=object),
+            segment_track=np.fromiter((position[t] for t in seg_tracks), dtype=np.int64, count=len(seg_tracks)),
+            segment_start=seg.column("start_s").to_numpy().astype(np.float64),
+            segment_end=seg.column("end_s").to_numpy().astype(np.float64),
+            tracks=tracks,
+            first_row=np.concatenate([[0], np.cumsum(n_segments)[:-1]]).astype(np.int64),
+            n_segments=n_segments,
+        )
+
+    def position(self, track_id: str) -> int | None:
+        for i, t in enumerate(self.tracks):
+            if t["track_id"] == track_id:
+                return i
+        return None
+
+
+class Searcher:
+    """Everything a query needs, loaded once: encoder, segment index, id tables, identify threshold."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        segment_index: VectorIndex,
+        tables: IdTables,
+        hop_seconds: float,
+        threshold: float | None,
+        options: NeighbourOptions | None = None,
+        features: FeatureStore | None = None,
+    ):
+        self.encoder = encoder
+        self.segment_index = segment_index
+        self.tables = tables
+        self.hop_seconds = float(hop_seconds)
+        self.threshold = threshold
+        self.options = options or NeighbourOptions()
+        self.features = features
+        self.settings: FeatureSettings = encoder.feature_settings
+        self.segment_frames = int(encoder.segment_frames)
+        self._logmel: Any = None
+        self._track_pos = {t["track_id"]: i for i, t in enumerate(tables.tracks)}
+
+    # --- opening -------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, workspace: Workspace, options: NeighbourOptions | None = None, device: str = "cpu") -> Searcher:
+        """Load the workspace's index, checking it against the model it was built with."""
+        from embedtool.features.store import FeatureStore
+        from embedtool.training.model import Encoder
+
+        meta = read_meta(workspace.index, KIND, FORMAT_VERSION)
+        if not (workspace.model / "meta.json").is_file():
+            raise MissingArtefactError(
+                f"No model at {workspace.model} to embed queries with (make it with `embedtool train`)."
+            )
+        encoder = Encoder.load(workspace.model, device=device)
+        if encoder.fingerprint != meta.inputs.get("model"):
+            raise IncompatibleArtefactError(
+                f"The index at {workspace.index} was built with model {meta.inputs.get('model')}, but the model "
+                f"at {workspace.model} is {encoder.fingerprint}; re-run `embedtool index`."
+            )
+        built_features = meta.extra.get("feature_settings")
+        if built_features:
+            check_compatible(built_features, settings_dict(encoder.feature_settings), "index vs model feature settings")
+        seg = meta.extra["segments"]
+        index = VectorIndex.load(workspace.index / SEGMENT_INDEX, seg["kind"], seg.get("search_params"))
+        if seg["kind"] == "ivf-pq":
+            index.refine_vectors = _refine_vectors(workspace, meta.inputs.get("embeddings", ""))
+        tables = IdTables.read(workspace.index / SEGMENT_TABLE, workspace.index / TRACK_TABLE)
+        features = None
+        try:
+            features = FeatureStore(workspace.features)
+        except (MissingArtefactError, IncompatibleArtefactError):
+            features = None  # library lookups by id then go through the index's track table only
+        identify = meta.extra.get("identify", {})
+        return cls(encoder, index, tables, meta.extra["hop_s"], identify.get("threshold"), options, features)
+
+    # --- queries -------------------------------------------------------------------------------------------
+    def query_file(
+        self,
+        path: Path | str,
+        mode: Mode | None = None,
+        k: int | None = None,
+        exclude_track: str | None = None,
+        include_self: bool | None = None,
+        segments: bool = False,
+    ) -> QueryResult:
+        """Query with an audio file of any supported format and length."""
+        from embedtool.audio.decode import decode_file
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"Query file not found: {path}")
+        t0 = time.perf_counter()
+        try:
+            decoded = decode_file(path, self.settings.sample_rate)
+        except InputError:
+            raise
+        except Exception as exc:  # decoders raise many types for unreadable input
+            raise InputError(f"Cannot read query audio {path}: {exc}") from exc
+        decode_s = time.perf_counter() - t0
+        library = self._library_track_of_file(path)
+        mode = mode or self.options.mode  # type: ignore[assignment]
+        include = self.options.include_self if include_self is None else include_self
+        if exclude_track is None and library is not None and mode == "similar" and not include:
+            exclude_track = library
+        result = self.query_samples(
+            decoded.samples, decoded.sample_rate, mode=mode, k=k, exclude_track=exclude_track, segments=segments
+        )
+        result.query.update({"source": str(path), "library_track": library})
+        result.timings = {"decode": decode_s, **result.timings}
+        return result
+
+    def query_track(
+        self,
+        id_or_path: str,
+        mode: Mode | None = None,
+        k: int | None = None,
+        include_self: bool | None = None,
+        segments: bool = False,
+    ) -> QueryResult:
+        """Query with a library track (id, unique id prefix, or path), using its stored features."""
+        track = self.find_track(id_or_path)
+        if track is None:
+            raise InputError(f"No library track matches {id_or_path!r} (give a track id, id prefix, or path).")
+        tid = track["track_id"]
+        mode = mode or self.options.mode  # type: ignore[assignment]
+        include = self.options.include_self if include_self is None else include_self
+        exclude = tid if mode == "similar" and not include else None
+        if self.features is not None and tid in {t["track_id"] for t in self.features.tracks}:
+            mel = np.asarray(self.features.mel(tid), dtype=np.float32)
+            result = self.query_mel(mel, mode=mode, k=k, exclude_track=exclude, segments=segments)
+        else:
+            return self.query_file(track["path"], mode=mode, k=k, exclude_track=exclude, segments=segments)
+        result.query.update({"source": track.get("path"), "library_track": tid})
+        return result
+
+    def query_samples(
+        self,
+        samples: np.ndarray,
+        sample_rate: int,
+        mode: Mode | None = None,
+        k: int | None = None,
+        exclude_track: str | None = None,
+        segments: bool = False,
+    ) -> QueryResult:
+        """Query with mono (or (n, channels)) float samples at ``sample_rate``."""
+        t0 = time.perf_counter()
+        samples = np.asarray(samples, dtype=np.float32)
+        if samples.ndim == 2:
+            samples = samples.mean(axis=1)
+        if samples.ndim != 1:
+            raise InputError(f"Query samples must be mono (n,) or (n, channels), not shape {samples.shape}")
+        if int(sample_rate) != self.settings.sample_rate and len(samples):
+            import torch
+            import torchaudio
+
+            samples = torchaudio.functional.resample(
+                torch.from_numpy(samples), int(sample_rate), self.settings.sample_rate
+            ).numpy()
+        if not np.all(np.isfinite(samples)):
+            raise InputError("Query audio holds non-finite samples (corrupt audio).")
+        mel = self._mel(samples)
+        # Round like the library's stored float16 features, so a library file queried as audio gives the
+        # same windows as the stored ones.
+        mel = mel.astype(np.float16).astype(np.float32)
+        features_s = time.perf_counter() - t0
+        result = self.query_mel(mel, mode=mode, k=k, exclude_track=exclude_track, segments=segments)
+        result.timings = {"features": features_s, **result.timings}
+        return result
+
+    def query_mel(
+        self,
+        mel: np.ndarray,
+        mode: Mode | None = None,
+        k: int | None = None,
+        exclude_track: str | None = None,
+        segments: bool = False,
+    ) -> QueryResult:
+        """Query with a log-Mel matrix (frames, n_mels) made with the library's feature settings."""
+        mode = mode or self.options.mode  # type: ignore[assignment]
+        if mode not in ("similar", "identify"):
+            raise ConfigError(f"mode must be 'similar' or 'identify', not {mode!r}")
+        k = int(k or self.options.k)
+        duration = self.settings.frames_to_seconds(mel.shape[0])
+        if mel.shape[0] == 0 or duration + 1e-9 < self.options.min_query_seconds:
+            raise InputError(
+                f"The query is {duration:.2f} s long; the shortest usable excerpt is "
+                f"{self.options.min_query_seconds:g} s (neighbours.min_query_seconds)."
+            )
+        t0 = time.perf_counter()
+        starts_f = self.window_starts(mel.shape[0])
+        vectors = self.embed(mel, starts_f)
+        embed_s = time.perf_counter() - t0
+        starts_s = starts_f / self.settings.frames_per_second
+        result = self.search_vectors(vectors, starts_s, duration, mode, k, exclude_track, segments)
+        result.timings = {"embedding": embed_s, **result.timings}
+        return result
+
+    # --- the parts of a query ------------------------------------------------------------------------------
+    def window_starts(self, n_frames: int) -> np.ndarray:
+        hop_s = self.options.query_hop_seconds or self.hop_seconds
+        hop = max(1, self.settings.seconds_to_frames(hop_s))
+        return window_starts(n_frames, self.segment_frames, hop)
+
+    def embed(self, mel: np.ndarray, starts: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        pad = silence_floor(self.settings.log_offset)
+        parts = []
+        for i in range(0, len(starts), batch_size):
+            windows = crop_many(mel, starts[i : i + batch_size], self.segment_frames, pad)
+            parts.append(np.asarray(self.encoder.embed_windows(windows), dtype=np.float32))
+        return np.concatenate(parts) if parts else np.zeros((0, int(self.encoder.embedding_dim)), np.float32)
+
+    def search_vectors(
+        self,
+        vectors: np.ndarray,
+        starts_s: np.ndarray,
+        duration_s: float,
+        mode: Mode,
+        k: int,
+        exclude_track: str | None = None,
+        segments: bool = False,
+    ) -> QueryResult:
+        """Search window vectors (starting at ``starts_s``) and vote them into a ranked track list."""
+        t0 = time.perf_counter()
+        exclude_rows = None
+        if exclude_track is not None:
+            pos = self._track_pos.get(exclude_track)
+            if pos is not None:
+                first = int(self.tables.first_row[pos])
+                exclude_rows = (first, first + int(self.tables.n_segments[pos]))
+        scores, rows = self.segment_index.search(vectors, self.options.hits_per_window, exclude_rows=exclude_rows)
+        search_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        votes = vote(
+            scores,
+            rows,
+            np.asarray(starts_s, dtype=np.float64),
+            self.segment_frames / self.settings.frames_per_second,
+            duration_s,
+            self.tables.segment_track,
+            self.tables.segment_start,
+            self.tables.segment_end,
+            bin_seconds=self.hop_seconds,
+            mode=mode,
+            tolerance_bins=self.options.tolerance_bins,
+            top=k,
+        )
+        matches = []
+        for rank, v in enumerate(votes, start=1):
+            t = self.tables.tracks[v.track]
+            matches.append(
+                Match(
+                    rank=rank,
+                    track_id=t["track_id"],
+                    score=round(v.score, 6),
+                    windows=v.windows,
+                    query_start_s=round(v.query_start_s, 3),
+                    query_end_s=round(v.query_end_s, 3),
+                    ref_start_s=round(v.ref_start_s, 3),
+                    ref_end_s=round(v.ref_end_s, 3),
+                    path=t.get("path"),
+                    label=t.get("label"),
+                )
+            )
+        no_match = False
+        if mode == "identify":
+            best = matches[0].score if matches else 0.0
+            no_match = self.threshold is not None and best < self.threshold or not matches
+        hits = []
+        if segments:
+            for i, start in enumerate(starts_s):
+                if rows[i, 0] < 0:
+                    continue
+                r = int(rows[i, 0])
+                hits.append(
+                    SegmentHit(
+                        query_start_s=round(float(start), 3),
+                        segment_id=str(self.tables.segment_ids[r]),
+                        track_id=self.tables.tracks[int(self.tables.segment_track[r])]["track_id"],
+                        ref_start_s=round(float(self.tables.segment_start[r]), 3),
+                        ref_end_s=round(float(self.tables.segment_end[r]), 3),
+                        score=round(float(scores[i, 0]), 6),
+                    )
+                )
+        return QueryResult(
+            mode=mode,
+            matches=matches,
+            no_match=no_match,
+            threshold=self.threshold,
+            query={"duration_s": round(duration_s, 3), "windows": int(len(starts_s))},
+            excluded_track=exclude_track if exclude_rows is not None else None,
+            segments=hits,
+            timings={"search": search_s, "voting": time.perf_counter() - t1},
+        )
+
+    # --- library lookups -----------------------------------------------------------------------------------
+    def find_track(self, id_or_path: str) -> dict[str, Any] | None:
+        """A library track by id, unique id prefix (6+ characters), or path."""
+        if id_or_path in self._track_pos:
+            return self.tables.tracks[self._track_pos[id_or_path]]
+        if self.features is not None:
+            found = self.features.find(id_or_path)
+            if found is not None and found["track_id"] in self._track_pos:
+                return self.tables.tracks[self._track_pos[found["track_id"]]]
+        import os
+
+        absolute = os.path.normpath(os.path.abspath(Path(id_or_path).expanduser()))
+        for t in self.tables.tracks:
+            if t.get("path") == absolute:
+                return t
+        if len(id_or_path) >= 6:
+            matches = [t for t in self.tables.tracks if t["track_id"].startswith(id_or_path)]
+            if len(matches) == 1:
+                return matches[0]
+        return None
+
+    def _library_track_of_file(self, path: Path) -> str | None:
+        """The library track a query file is, by content id (any copy of the file) or by path."""
+        from embedtool.features.extract import file_hash
+
+        try:
+            tid = file_hash(path)
+        except OSError:
+            tid = None
+        if tid is not None and tid in self._track_pos:
+            return tid
+        found = self.find_track(str(path)) if Path(path).exists() else None
+        return found["track_id"] if found else None
+
+    def _mel(self, samples: np.ndarray) -> np.ndarray:
+        if self._logmel is None:
+            from embedtool.audio.melspec import LogMel
+
+            self._logmel = LogMel(self.settings)
+        return np.asarray(self._logmel(samples), dtype=np.float32)
+
+
+def _refine_vectors(workspace: Workspace, expected_fingerprint: str) -> np.ndarray:
+    """The exact segment vectors an ivf-pq index re-scores its candidates with (memory-mapped)."""
+    from embedtool.embedding.store import EmbeddingStore
+
+    store = EmbeddingStore(workspace.embeddings)
+    if store.fingerprint != expected_fingerprint:
+        raise IncompatibleArtefactError(
+            f"The embeddings at {workspace.embeddings} changed since the index was built; re-run `embedtool index`."
+        )
+    return store.segment_vectors()
