@@ -1,0 +1,221 @@
+"""embedtool classify: the plain-array classifier, grouped evaluation, the artefact, predictions, errors, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from audio_factory import make_class_corpus
+
+from embedtool.analysis.classify import (
+    ClassifyOptions,
+    LabelledData,
+    LinearClassifier,
+    SavedClassifier,
+    evaluate_classifier,
+    fit_classifier,
+    predict_files,
+    run_classify,
+    split_folds,
+)
+from embedtool.artefacts import read_meta, staged_dir
+from embedtool.embedding.store import EmbeddingStore, EmbeddingWriter
+from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError, MissingArtefactError
+
+
+def write_store(
+    directory: Path,
+    labels: list[str | None],
+    groups: list[str | None] | None = None,
+    segments: int = 4,
+    spread: float = 0.6,
+    model: str = "model-fp",
+    seed: int = 0,
+) -> Path:
+    """A real embeddings artefact: one track per entry of ``labels``, segments scattered around its label's centre."""
+    rng = np.random.default_rng(seed)
+    dim = 16
+    centres = {lab: rng.standard_normal(dim) for lab in sorted({str(x) for x in labels})}
+    with staged_dir(directory) as stage:
+        writer = EmbeddingWriter(stage, dim)
+        for i, lab in enumerate(labels):
+            v = centres[str(lab)] + spread * rng.standard_normal((segments, dim))
+            starts = np.arange(segments) * 0.5
+            writer.add_track(
+                {"track_id": f"{i:04d}" + "a" * 12, "path": f"/lib/{i}.wav", "label": lab,
+                 "group": groups[i] if groups else None, "duration_s": 0.5 * segments + 0.5},
+                starts, starts + 1.0, v / np.linalg.norm(v, axis=1, keepdims=True),
+            )  # fmt: skip
+        writer.finish({"hop_frames": 50, "hop_s": 0.5}, {"features": "feat-fp", "model": model})
+    return directory
+
+
+def write_split(split_dir: Path, store_dir: Path, val_fraction: float = 0.3, split_by: str = "group") -> dict:
+    from embedtool.training.splits import ensure_split
+
+    tracks = EmbeddingStore(store_dir).tracks
+    assignments, _ = ensure_split(split_dir, tracks, "feat-fp", 0, val_fraction, split_by)
+    return assignments
+
+
+THREE = [f"c{i % 3}" for i in range(18)]
+GROUPS = [f"g{i % 9}" for i in range(18)]  # two tracks of one label per group
+
+
+def test_linear_classifier_equals_scikit_learn_and_round_trips(tmp_path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(1)
+    for n_classes in (2, 4):
+        y = np.repeat([f"k{i}" for i in range(n_classes)], 10)
+        x = rng.standard_normal((len(y), 5)) + np.repeat(np.arange(n_classes), 10)[:, None]
+        clf = fit_classifier(x, y, ClassifyOptions(class_weight="none"))
+        scaler = StandardScaler().fit(x)
+        ref = LogisticRegression(max_iter=2000).fit(scaler.transform(x), y)
+        assert clf.classes == list(ref.classes_)
+        assert np.allclose(clf.predict_proba(x), ref.predict_proba(scaler.transform(x)), atol=1e-5)
+        clf.save(tmp_path / f"c{n_classes}")
+        again = LinearClassifier.load(tmp_path / f"c{n_classes}")
+        assert again.classes == clf.classes
+        assert np.allclose(again.predict_proba(x), clf.predict_proba(x), atol=1e-4)
+    with pytest.raises(IncompatibleArtefactError, match="expects 5-dimensional"):
+        clf.predict_proba(np.zeros((1, 3)))
+
+
+def test_grouped_cv_keeps_groups_apart_and_separates_classes(tmp_path: Path) -> None:
+    store = write_store(tmp_path / "emb", THREE, GROUPS)
+    data = LabelledData.from_store(EmbeddingStore(store), segments=True)
+    options = ClassifyOptions(cv=3)
+    scheme, folds = split_folds(data, None, options)
+    assert scheme == "cv-3" and len(folds) == 3
+    seen = np.concatenate([te for _, te in folds])
+    assert sorted(seen.tolist()) == list(range(18))  # every track tested exactly once
+    for train, test in folds:
+        assert not {data.groups[i] for i in train} & {data.groups[i] for i in test}
+    for level in ("track", "segment"):
+        ev = evaluate_classifier(data, ClassifyOptions(cv=3, level=level))
+        assert ev.metrics["macro_f1"] >= 0.9 and ev.metrics["n"] == 18
+        assert np.asarray(ev.metrics["confusion"]).sum() == 18
+        for p in ev.predictions:
+            assert sum(p["probabilities"].values()) == pytest.approx(1.0)
+
+
+def test_run_classify_on_the_persisted_split(tmp_path: Path) -> None:
+    store_dir = write_store(tmp_path / "emb", THREE, GROUPS)
+    split = write_split(tmp_path / "split", store_dir)
+    out = tmp_path / "classifier"
+    result = run_classify(store_dir, out, ClassifyOptions(), tmp_path / "split")
+    val = [t for t, s in split.items() if s == "val"]
+    assert result.evaluation.scheme == "split"
+    assert sorted(p["track_id"] for p in result.evaluation.predictions) == sorted(val)
+    assert result.evaluation.metrics["macro_f1"] >= 0.9
+    meta = read_meta(out, "classifier")
+    assert meta.inputs == {"embeddings": EmbeddingStore(store_dir).fingerprint, "model": "model-fp"}
+    assert meta.extra["classes"] == ["c0", "c1", "c2"] and meta.extra["trained_on_tracks"] == 18
+    for name in ("classes.json", "coef.npy", "intercept.npy", "scaler_mean.npy", "scaler_scale.npy",
+                 "evaluation.json", "confusion.png"):  # fmt: skip
+        assert (out / name).is_file(), name
+    assert not list(out.glob("*.pkl"))
+    saved = SavedClassifier(out)
+    tv = EmbeddingStore(store_dir).track_vectors()
+    assert saved.classifier.predict(tv) == THREE  # refitted on all tracks: separable classes come back
+    saved.check_embeddings(EmbeddingStore(store_dir))
+    # without refitting, the classifier is the one evaluated: trained on the training tracks only
+    kept = run_classify(store_dir, out, ClassifyOptions(refit_all=False), tmp_path / "split")
+    assert kept.trained_on == len(split) - len(val)
+
+
+def test_classify_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="No labelled tracks"):
+        LabelledData.from_store(EmbeddingStore(write_store(tmp_path / "none", [None] * 4)))
+    with pytest.raises(InputError, match="Only one label"):
+        LabelledData.from_store(EmbeddingStore(write_store(tmp_path / "one", ["a", "a", None])))
+    few = EmbeddingStore(write_store(tmp_path / "few", ["a"] * 6 + ["b"] * 2))
+    with pytest.raises(InputError, match=r"--cv 3 needs at least 3 tracks per label; too few for: b \(2\)"):
+        evaluate_classifier(LabelledData.from_store(few), ClassifyOptions(cv=3))
+    # a label whose tracks all share one group cannot be tested on unseen groups
+    confined = EmbeddingStore(
+        write_store(tmp_path / "confined", ["a"] * 4 + ["b"] * 4, ["g1", "g2", "g3", "g4"] + ["gb"] * 4)
+    )
+    with pytest.raises(InputError, match="holds out every track of label"):
+        evaluate_classifier(LabelledData.from_store(confined), ClassifyOptions(cv=2))
+    with pytest.raises(InputError, match="at least 6 groups of tracks, but the labelled tracks form only 5"):
+        evaluate_classifier(LabelledData.from_store(confined), ClassifyOptions(cv=6))
+    # persisted split: a label whose only tracks are in validation
+    data = LabelledData.from_store(few)
+    split = {t: "train" for t in data.track_ids[:6]} | {t: "val" for t in data.track_ids[6:]}
+    with pytest.raises(InputError, match=r"no training track for b \(2 track\(s\), all in validation\)"):
+        evaluate_classifier(data, ClassifyOptions(), split)
+    with pytest.raises(InputError, match="no labelled validation tracks"):
+        evaluate_classifier(data, ClassifyOptions(), dict.fromkeys(data.track_ids, "train"))
+    with pytest.raises(MissingArtefactError, match="embedtool train"):
+        run_classify(tmp_path / "few", tmp_path / "clf", ClassifyOptions(), tmp_path / "no-split")
+    with pytest.raises(ConfigError, match="classify.cv"):
+        ClassifyOptions(cv=1).validate()
+    # a classifier refuses embeddings of another model
+    store_dir = write_store(tmp_path / "emb", THREE, GROUPS)
+    run_classify(store_dir, tmp_path / "clf", ClassifyOptions(cv=3))
+    other = write_store(tmp_path / "other", THREE, GROUPS, model="another-model")
+    with pytest.raises(IncompatibleArtefactError, match="model: 'model-fp' != 'another-model'"):
+        SavedClassifier(tmp_path / "clf").check_embeddings(EmbeddingStore(other))
+    with pytest.raises(MissingArtefactError, match="embedtool classify"):
+        SavedClassifier(tmp_path / "nothing")
+
+
+def test_classify_cli(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from embedtool.cli.app import app
+
+    ws = tmp_path / "ws"
+    write_store(ws / "embeddings", THREE, GROUPS)
+    runner = CliRunner()
+    res = runner.invoke(app, ["-w", str(ws), "-q", "classify", "--cv", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["scheme"] == "cv-3" and data["macro_f1"] >= 0.9 and data["classes"] == ["c0", "c1", "c2"]
+    res = runner.invoke(app, ["-w", str(ws), "-q", "classify", "--cv", "3", "--level", "segment"])
+    assert res.exit_code == 0, res.output
+    assert "macro-F1" in res.stdout and "confusion matrix" in res.stdout
+    res = runner.invoke(app, ["-w", str(ws), "-q", "classify", "--cv", "30"])
+    assert res.exit_code == 1 and "--cv 30 needs at least 30 groups" in res.output
+    res = runner.invoke(app, ["-w", str(ws), "-q", "classify", "--cv", "1"])
+    assert res.exit_code == 2
+
+
+def test_predict_query_files_through_the_model(tmp_path: Path) -> None:
+    """Real audio -> features -> (untrained) encoder -> embeddings -> classifier -> predictions for files."""
+    from embedtool.audio.settings import FeatureSettings
+    from embedtool.embedding.export import EmbedOptions, export_embeddings
+    from embedtool.features.extract import ExtractOptions, run_extract
+    from embedtool.training.model import Encoder
+    from embedtool.training.settings import TrainSettings
+
+    corpus = make_class_corpus(tmp_path / "corpus", classes=2, per_class=4, seconds=2.0, seed=3)
+    fs = FeatureSettings()
+    run_extract([corpus], tmp_path / "features", fs, ExtractOptions(jobs=1))
+    encoder = Encoder.untrained(fs, TrainSettings(width=0.125, embedding_dim=16, segment_seconds=0.5), seed=0)
+    export_embeddings(tmp_path / "features", encoder, tmp_path / "emb", EmbedOptions(device="cpu"))
+    run_classify(tmp_path / "emb", tmp_path / "clf", ClassifyOptions(cv=2))
+    files = sorted(corpus.rglob("*.wav"))
+    predictions = predict_files(tmp_path / "clf", tmp_path / "no-model", files, segments=True, encoder=encoder)
+    assert len(predictions) == len(files)
+    store = EmbeddingStore(tmp_path / "emb")
+    saved = SavedClassifier(tmp_path / "clf")
+    by_path = {t["path"]: row for row, t in enumerate(store.tracks)}
+    for p, f in zip(predictions, files, strict=True):
+        assert set(p.probabilities) == {"noise_high", "tone_low"}
+        assert sum(p.probabilities.values()) == pytest.approx(1.0)
+        assert p.segments and all(0 <= s["start_s"] < s["end_s"] <= p.duration_s + 0.02 for s in p.segments)
+        # the query path gives the same answer as the stored track vector of the same file
+        stored = saved.classifier.predict_proba(store.track_vectors()[by_path[str(f.resolve())]])[0]
+        assert np.allclose(list(p.probabilities.values()), stored, atol=0.05)
+    other = Encoder.untrained(fs, TrainSettings(width=0.125, embedding_dim=16, segment_seconds=0.5), seed=1)
+    other.fingerprint = "untrained-1"
+    with pytest.raises(IncompatibleArtefactError, match="classifier vs model"):
+        predict_files(tmp_path / "clf", tmp_path / "no-model", files[:1], encoder=other)
+    with pytest.raises(InputError, match="not found"):
+        predict_files(tmp_path / "clf", tmp_path / "no-model", [tmp_path / "missing.wav"], encoder=encoder)
