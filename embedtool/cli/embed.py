@@ -1,0 +1,54 @@
+"""`embedtool embed`: run the trained model over every track's features and export the embeddings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from embedtool.cli.app import app
+from embedtool.cli.common import app_context, console, handle_errors, make_progress, print_json
+
+
+def progress_callback(progress: Any) -> Any:
+    """A ``(stage, done, total)`` callback drawing one rich task per stage."""
+    tasks: dict[str, Any] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        key = stage.split(":")[0]
+        if key not in tasks:
+            tasks[key] = progress.add_task(stage, total=total)
+        progress.update(tasks[key], description=stage, completed=done, total=total)
+
+    return report
+
+
+@app.command()
+@handle_errors
+def embed(
+    ctx: typer.Context,
+    hop: float | None = typer.Option(None, "--hop", help="Seconds between segment windows (0 = half a segment)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Windows per forward pass."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    full: bool = typer.Option(False, "--full", help="Re-embed every track, even when the last export fits."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Embed every track (segments + pooled track vectors); only new tracks when the model is unchanged."""
+    from embedtool.embedding.export import export_embeddings
+
+    actx = app_context(ctx)
+    options = actx.config.settings(
+        "embed", {"hop_seconds": hop, "batch_size": batch_size, "device": device, "full": full or None}
+    )
+    ws = actx.workspace
+    with make_progress(actx.quiet or as_json) as progress:
+        report = export_embeddings(ws.features, ws.model, ws.embeddings, options, progress_callback(progress))
+    if as_json:
+        print_json({"directory": str(ws.embeddings), **report.to_dict()})
+        return
+    console.print(f"[bold]{report.mode} export[/]: {report.reason}")
+    console.print(
+        f"{report.tracks} tracks, {report.segments} segments, {report.dim}-d "
+        f"({report.embedded_tracks} embedded, {report.reused_tracks} reused, {report.removed_tracks} removed) "
+        f"on {report.device} in {report.seconds:.1f} s -> {ws.embeddings}"
+    )

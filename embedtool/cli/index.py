@@ -1,0 +1,66 @@
+"""`embedtool index`: FAISS indexes over segments and tracks, tuned to a recall target."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from embedtool.cli.app import app
+from embedtool.cli.common import app_context, console, handle_errors, human_bytes, make_progress, print_json
+from embedtool.cli.embed import progress_callback
+
+
+@app.command()
+@handle_errors
+def index(
+    ctx: typer.Context,
+    kind: str | None = typer.Option(None, "--kind", help="auto, flat, hnsw, ivf or ivf-pq."),
+    target_recall: float | None = typer.Option(None, "--target-recall", help="recall@k that tuning must reach."),
+    recall_k: int | None = typer.Option(None, "--recall-k", help="k of the recall measurement."),
+    memory_mb: float | None = typer.Option(None, "--memory-mb", help="Memory budget for auto (MiB)."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Fixed identify threshold (skip calibration)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Build the segment and track indexes (exporting embeddings first when missing or stale)."""
+    from embedtool.indexing.build import run_index
+
+    actx = app_context(ctx)
+    options = actx.config.settings(
+        "index",
+        {
+            "kind": kind,
+            "target_recall": target_recall,
+            "recall_k": recall_k,
+            "memory_budget_mb": memory_mb,
+            "identify_threshold": threshold,
+        },
+    )
+    embed_options = actx.config.settings("embed")
+    ws = actx.workspace
+    with make_progress(actx.quiet or as_json) as progress:
+        report = run_index(ws, options, embed_options, progress_callback(progress))
+    if as_json:
+        print_json({"directory": str(ws.index), **report.to_dict()})
+        return
+    if report.export:
+        console.print(f"embeddings exported first ({report.export['why']}): {report.export['reason']}")
+    table = Table("index", "kind", "vectors", "params", "recall", "latency", "size")
+    for name, s in (("segments", report.segments), ("tracks", report.tracks)):
+        recall = f"{s['recall']:.3f}@{s['recall_k']}" if s["recall_measured"] else "exact"
+        if s["recall_measured"] and not s["reached_target"]:
+            recall += " (below target)"
+        params = ", ".join(f"{k}={v}" for k, v in s["params"].items()) or "-"
+        table.add_row(
+            name, s["kind"], str(s["vectors"]), params, recall, f"{s['latency_ms']:.2f} ms", human_bytes(s["bytes"])
+        )
+    console.print(table)
+    ident = report.identify
+    if ident.get("calibrated"):
+        console.print(
+            f"identify threshold {ident['threshold']:.3f} (true accepts {ident['true_accept_rate']:.0%}, "
+            f"false accepts {ident['false_accept_rate']:.0%} on {ident['queries']} noisy {ident['excerpt_s']:g} s "
+            "library excerpts)"
+        )
+    else:
+        console.print(f"identify threshold {ident['threshold']:.3f} (not calibrated: {ident.get('reason')})")
+    console.print(f"written to {ws.index} ({human_bytes(report.bytes)}) in {report.seconds:.1f} s")
