@@ -1,0 +1,220 @@
+"""The network (ResNet18 on 1-channel log-Mel segments) and ``Encoder``, the inference wrapper others use.
+
+Architecture: ResNet18 (BasicBlocks [2, 2, 2, 2], channels 64/128/256/512 times ``width``) on a
+(batch, 1, frames, n_mels) input, with either the ImageNet stem (7x7 stride-2 conv + 3x3 stride-2 max-pool) or
+the Tile2Vec stem (3x3 stride-1 conv, no pooling); then global average pooling, dropout and a linear projection
+to ``embedding_dim``. ``Encoder`` always returns L2-normalised embeddings. A fixed input standardisation
+(mean/std of the training features, stored as buffers in the state dict) puts log-Mels near zero mean and unit
+variance before the first convolution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from embedtool.artefacts import check_compatible, read_meta
+from embedtool.audio.settings import FeatureSettings
+from embedtool.config import settings_dict
+from embedtool.errors import IncompatibleArtefactError, MissingArtefactError
+from embedtool.training.segments import crop_many, segment_frames_for, silence_floor, window_starts
+from embedtool.training.settings import TrainSettings
+
+KIND = "model"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.pt"
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_ch != out_ch:
+            self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + identity, inplace=True)
+
+
+def channels_for(width: float) -> list[int]:
+    return [max(4, int(round(c * width))) for c in (64, 128, 256, 512)]
+
+
+class EmbeddingNet(nn.Module):
+    """ResNet18 trunk + global average pool + dropout + projection. Returns unnormalised embeddings."""
+
+    def __init__(self, stem: str = "imagenet", width: float = 1.0, embedding_dim: int = 128, dropout: float = 0.0):
+        super().__init__()
+        chans = channels_for(width)
+        if stem == "imagenet":
+            self.stem = nn.Sequential(
+                nn.Conv2d(1, chans[0], 7, 2, 3, bias=False),
+                nn.BatchNorm2d(chans[0]),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, 2, 1),
+            )
+        elif stem == "tile2vec":
+            self.stem = nn.Sequential(
+                nn.Conv2d(1, chans[0], 3, 1, 1, bias=False), nn.BatchNorm2d(chans[0]), nn.ReLU(inplace=True)
+            )
+        else:
+            raise ValueError(f"unknown stem {stem!r}")
+        layers, in_ch = [], chans[0]
+        for i, out_ch in enumerate(chans):
+            stride = 1 if i == 0 else 2
+            layers.append(nn.Sequential(BasicBlock(in_ch, out_ch, stride), BasicBlock(out_ch, out_ch, 1)))
+            in_ch = out_ch
+        self.layers = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(in_ch, embedding_dim)
+        self.register_buffer("input_mean", torch.zeros(()))
+        self.register_buffer("input_std", torch.ones(()))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        # Zero-init the last BN of each block: every residual branch starts as identity (trains faster).
+        for m in self.modules():
+            if isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+
+    def trunk_parameters(self) -> int:
+        return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("head."))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            x = x.unsqueeze(1)  # (B, frames, mels) -> (B, 1, frames, mels)
+        x = (x - self.input_mean) / self.input_std
+        x = self.layers(self.stem(x))
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return self.head(self.dropout(x))
+
+
+def build_network(settings: TrainSettings) -> EmbeddingNet:
+    return EmbeddingNet(settings.stem, settings.width, settings.embedding_dim, settings.dropout)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        from embedtool.errors import ConfigError
+
+        raise ConfigError("device 'cuda' was asked for, but no CUDA GPU is available (use --device cpu or auto)")
+    return torch.device(device)
+
+
+class Encoder:
+    """A trained (or untrained) network ready to embed windows of log-Mel features."""
+
+    def __init__(
+        self,
+        net: EmbeddingNet,
+        feature_settings: FeatureSettings,
+        train_settings: TrainSettings,
+        fingerprint: str,
+        config: dict[str, Any],
+        device: str = "cpu",
+        batch_size: int = 256,
+    ):
+        self.device = resolve_device(device)
+        self.net = net.to(self.device).eval()
+        self.feature_settings = feature_settings
+        self.train_settings = train_settings
+        self.segment_frames = segment_frames_for(train_settings.segment_seconds, feature_settings.frames_per_second)
+        self.embedding_dim = int(train_settings.embedding_dim)
+        self.fingerprint = fingerprint
+        self.config = config
+        self.batch_size = batch_size
+        self.pad_value = silence_floor(feature_settings.log_offset)
+
+    @classmethod
+    def load(cls, model_dir: Path, device: str = "cpu") -> Encoder:
+        """Load a model artefact; refuses a missing or incompatible one with a clear error."""
+        model_dir = Path(model_dir)
+        meta = read_meta(model_dir, KIND, FORMAT_VERSION)
+        try:
+            feature_settings = FeatureSettings(**meta.config["features"])
+            train_settings = TrainSettings(**meta.config["train"])
+        except (KeyError, TypeError) as exc:
+            raise IncompatibleArtefactError(f"{model_dir}/meta.json does not describe a model: {exc}") from exc
+        weights = model_dir / WEIGHTS_FILE
+        if not weights.is_file():
+            raise MissingArtefactError(f"{weights} is missing (re-make the model with `embedtool train`).")
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a truncated or foreign file
+            raise IncompatibleArtefactError(f"Cannot read model weights {weights}: {exc}") from exc
+        net = build_network(train_settings)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise IncompatibleArtefactError(
+                f"Model weights in {weights} do not fit the architecture in its meta.json: {exc}"
+            ) from exc
+        return cls(net, feature_settings, train_settings, meta.fingerprint, meta.config, device=device)
+
+    @classmethod
+    def untrained(cls, feature_settings: FeatureSettings, train_settings: TrainSettings, seed: int = 0) -> Encoder:
+        """The same architecture with random weights: the baseline a trained model must beat."""
+        torch.manual_seed(seed)
+        net = build_network(train_settings)
+        config = {"features": settings_dict(feature_settings), "train": settings_dict(train_settings)}
+        return cls(net, feature_settings, train_settings, f"untrained-{seed}", config)
+
+    def set_input_stats(self, mean: float, std: float) -> None:
+        """Input standardisation for an untrained network (a trained one carries its own)."""
+        self.net.input_mean.fill_(float(mean))
+        self.net.input_std.fill_(float(std))
+
+    def check_features(self, feature_settings: FeatureSettings) -> None:
+        """Refuse features made with other settings than the model was trained on, naming the differences."""
+        check_compatible(settings_dict(self.feature_settings), settings_dict(feature_settings), "model vs features")
+
+    @torch.no_grad()
+    def embed_windows(self, windows: np.ndarray) -> np.ndarray:
+        """[B, frames, n_mels] windows -> [B, dim] float32 L2-normalised embeddings (batched, eval mode)."""
+        windows = np.asarray(windows)
+        if windows.ndim != 3 or windows.shape[1:] != (self.segment_frames, self.feature_settings.n_mels):
+            raise ValueError(
+                f"expected windows of shape (B, {self.segment_frames}, {self.feature_settings.n_mels}), "
+                f"got {windows.shape}"
+            )
+        self.net.eval()
+        out = np.empty((len(windows), self.embedding_dim), dtype=np.float32)
+        for i in range(0, len(windows), self.batch_size):
+            chunk = torch.from_numpy(np.ascontiguousarray(windows[i : i + self.batch_size], dtype=np.float32))
+            emb = F.normalize(self.net(chunk.to(self.device)).float(), dim=1)
+            out[i : i + len(chunk)] = emb.cpu().numpy()
+        return out
+
+    def embed_track(self, mel: np.ndarray, hop_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """Windows of one track by the segment rule (``segments.window_starts``): (starts, embeddings)."""
+        starts = window_starts(mel.shape[0], self.segment_frames, hop_frames)
+        out = np.empty((len(starts), self.embedding_dim), dtype=np.float32)
+        for i in range(0, len(starts), self.batch_size):
+            part = starts[i : i + self.batch_size]
+            out[i : i + len(part)] = self.embed_windows(crop_many(mel, part, self.segment_frames, self.pad_value))
+        return starts, out
+
+
+def describe(settings: TrainSettings) -> dict[str, Any]:
+    """Parameter counts of the network these settings build (for reports)."""
+    net = build_network(settings)
+    return {
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "trunk_parameters": net.trunk_parameters(),
+        "settings": dataclasses.asdict(settings),
+    }

@@ -1,0 +1,184 @@
+"""Options of `embedtool train` (configuration section ``train``) and their presets.
+
+Presets:
+
+- ``default``: trains a useful model on a 2-core CPU in well under an hour for a ~10-hour library: a ResNet18
+  at width 0.25 on 1 s segments (100 frames x 64 mels), AdamW at lr 1e-3 with a cosine schedule, and the
+  augmentations that make embeddings stay put under noise, gain changes and lossy re-encoding.
+- ``thesis``: the seed's hyper-parameters (5 s tiles, radius 5 s, ImageNet stem, full width, dropout 0.5,
+  embedding 128, Adam lr 1e-5 x0.95 every 7,500 steps, L2 0.01 on conv weights, batch 64, 20 epochs,
+  no augmentation).
+- ``tile2vec``: the original Tile2Vec recipe (3x3 stride-1 stem, non-squared distances with margin 10 and an
+  L2 penalty on embedding norms instead of normalisation, negatives from another track or from the same track
+  beyond the radius).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+from embedtool.errors import ConfigError
+
+PRESETS = ("default", "thesis", "tile2vec")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    # --- triplets -------------------------------------------------------------------------------------------
+    segment_seconds: float = 1.0  # length of one segment (tile)
+    neighbour_radius_s: float = 2.0  # a positive starts within this many seconds of its anchor
+    negatives: Literal["other-track", "same-track-far", "mixed"] = "other-track"
+    mixed_same_track_prob: float = 0.5  # with negatives=mixed: chance of a same-track-far negative
+    short_shift_s: float = 0.05  # short-track rule: the positive is the track shifted by up to this much
+    # --- network --------------------------------------------------------------------------------------------
+    stem: Literal["imagenet", "tile2vec"] = "imagenet"
+    width: float = 0.25  # channel multiplier of ResNet18 (1.0 = 64/128/256/512 channels)
+    embedding_dim: int = 128
+    dropout: float = 0.1
+    # --- loss -----------------------------------------------------------------------------------------------
+    loss: Literal["thesis", "tile2vec"] = "thesis"
+    margin: float = 1.0
+    norm_penalty: float = 0.0  # tile2vec loss: weight of the embedding-norm L2 penalty
+    mining: Literal["none", "semi-hard", "hard"] = "semi-hard"
+    # --- optimisation ---------------------------------------------------------------------------------------
+    optimizer: Literal["adam", "adamw"] = "adamw"
+    lr: float = 1e-3
+    # Conv weights only. adam: coupled L2 (gradient += weight_decay * w; Keras' l2(c) equals 2c here);
+    # adamw: decoupled decay.
+    weight_decay: float = 1e-4
+    lr_schedule: Literal["constant", "step", "cosine"] = "cosine"
+    lr_decay: float = 0.95  # step schedule: multiply lr by this ...
+    lr_decay_steps: int = 7500  # ... every this many steps
+    warmup_steps: int = 100
+    grad_clip: float = 5.0  # max gradient norm; 0 = off
+    batch_size: int = 64  # triplets per step (3x as many segments go through the network)
+    epochs: int = 20
+    steps_per_epoch: int = 200
+    # --- validation and stopping ----------------------------------------------------------------------------
+    val_fraction: float = 0.1
+    split_by: Literal["group", "track"] = "group"
+    val_triplets: int = 512
+    val_segments_per_track: int = 8
+    recall_k: int = 5
+    val_metric: Literal["auto", "recall_at_1", "triplet_accuracy", "val_loss"] = "auto"
+    early_stopping_patience: int = 0  # epochs without improvement before stopping; 0 = off
+    # --- runtime --------------------------------------------------------------------------------------------
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True  # on CUDA
+    workers: int = 0  # DataLoader worker processes (0: load in the training process)
+    # --- augmentation (each applied independently to anchor, positive and negative) --------------------------
+    augment: bool = True
+    aug_gain_db: float = 6.0  # random gain in +-dB
+    aug_noise_prob: float = 0.5  # chance of adding noise
+    aug_noise_source: Literal["tracks", "coloured", "both"] = "both"
+    aug_snr_db_min: float = 5.0
+    aug_snr_db_max: float = 30.0
+    aug_eq_db: float = 3.0  # smooth random equaliser curve over the mel bands, +-dB (codec/room colouring)
+    aug_mask_prob: float = 0.5
+    aug_time_mask: float = 0.1  # max fraction of frames masked
+    aug_freq_mask: float = 0.1  # max fraction of mel bands masked
+    aug_shift_s: float = 0.05  # small random time shift
+
+    @classmethod
+    def from_preset(cls, name: str) -> TrainSettings:
+        if name == "default":
+            return cls()
+        if name == "thesis":
+            return cls(
+                segment_seconds=5.0,
+                neighbour_radius_s=5.0,
+                negatives="other-track",
+                stem="imagenet",
+                width=1.0,
+                embedding_dim=128,
+                dropout=0.5,
+                loss="thesis",
+                margin=1.0,
+                mining="none",
+                optimizer="adam",
+                lr=1e-5,
+                weight_decay=0.02,  # Keras kernel_regularizer=l2(0.01)
+                lr_schedule="step",
+                lr_decay=0.95,
+                lr_decay_steps=7500,
+                warmup_steps=0,
+                grad_clip=0.0,
+                batch_size=64,
+                epochs=20,
+                steps_per_epoch=1000,
+                augment=False,
+            )
+        if name == "tile2vec":
+            return cls(
+                segment_seconds=2.0,
+                neighbour_radius_s=4.0,
+                negatives="mixed",
+                stem="tile2vec",
+                width=0.25,
+                embedding_dim=512,
+                dropout=0.0,
+                loss="tile2vec",
+                margin=10.0,
+                norm_penalty=0.01,
+                mining="none",
+                optimizer="adam",
+                lr=1e-3,
+                weight_decay=0.0,
+                lr_schedule="constant",
+                warmup_steps=0,
+                batch_size=50,
+                epochs=50,
+                steps_per_epoch=200,
+                augment=False,
+            )
+        raise ConfigError(f"Unknown train preset {name!r}; valid: {', '.join(PRESETS)}")
+
+    def validate(self) -> None:
+        def need(cond: bool, message: str) -> None:
+            if not cond:
+                raise ConfigError(f"train.{message}")
+
+        need(self.segment_seconds > 0, f"segment_seconds must be positive, not {self.segment_seconds}")
+        need(self.neighbour_radius_s > 0, f"neighbour_radius_s must be positive, not {self.neighbour_radius_s}")
+        need(0 <= self.mixed_same_track_prob <= 1, "mixed_same_track_prob must be in 0..1")
+        need(self.short_shift_s >= 0, "short_shift_s must be >= 0")
+        need(0 < self.width <= 4, f"width must be in (0, 4], not {self.width}")
+        need(self.embedding_dim >= 2, f"embedding_dim must be at least 2, not {self.embedding_dim}")
+        need(0 <= self.dropout < 1, f"dropout must be in [0, 1), not {self.dropout}")
+        need(self.margin > 0, f"margin must be positive, not {self.margin}")
+        need(self.norm_penalty >= 0, "norm_penalty must be >= 0")
+        need(self.lr > 0, f"lr must be positive, not {self.lr}")
+        need(self.weight_decay >= 0, "weight_decay must be >= 0")
+        need(0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]")
+        need(self.lr_decay_steps >= 1, "lr_decay_steps must be at least 1")
+        need(self.warmup_steps >= 0, "warmup_steps must be >= 0")
+        need(self.grad_clip >= 0, "grad_clip must be >= 0")
+        need(self.batch_size >= 2, f"batch_size must be at least 2, not {self.batch_size}")
+        need(self.epochs >= 1, f"epochs must be at least 1, not {self.epochs}")
+        need(self.steps_per_epoch >= 1, f"steps_per_epoch must be at least 1, not {self.steps_per_epoch}")
+        need(0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), not {self.val_fraction}")
+        need(self.val_triplets >= 0, "val_triplets must be >= 0")
+        need(self.val_segments_per_track >= 2, "val_segments_per_track must be at least 2")
+        need(self.recall_k >= 1, "recall_k must be at least 1")
+        need(self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0")
+        need(self.workers >= 0, "workers must be >= 0")
+        need(self.aug_gain_db >= 0, "aug_gain_db must be >= 0")
+        need(0 <= self.aug_noise_prob <= 1, "aug_noise_prob must be in 0..1")
+        need(self.aug_snr_db_min <= self.aug_snr_db_max, "aug_snr_db_min must not exceed aug_snr_db_max")
+        need(self.aug_eq_db >= 0, "aug_eq_db must be >= 0")
+        need(0 <= self.aug_mask_prob <= 1, "aug_mask_prob must be in 0..1")
+        need(0 <= self.aug_time_mask < 1, "aug_time_mask must be in [0, 1)")
+        need(0 <= self.aug_freq_mask < 1, "aug_freq_mask must be in [0, 1)")
+        need(self.aug_shift_s >= 0, "aug_shift_s must be >= 0")
+
+    def replace(self, **changes: object) -> TrainSettings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+# Settings that change what the network computes or how it was trained; `epochs`, `device`, `workers`,
+# `amp` and patience may change on --resume without invalidating a checkpoint.
+RESUMABLE_CHANGES = ("epochs", "device", "workers", "amp", "channels_last", "early_stopping_patience")

@@ -1,0 +1,617 @@
+"""Self-supervised triplet training: features + split -> model artefact.
+
+Flow of :func:`train`:
+
+1. Read the features artefact, make or update the split artefact (``splits.py``) and refuse unusable input
+   (no tracks, a single training track, no frames) before any training starts.
+2. Each epoch draws a seeded triplet plan over the *training* tracks only (``sampler.py``); a DataLoader cuts
+   and augments the segments from the memory-mapped features (``dataset.py``); anchors, positives and
+   negatives go through the network as ONE concatenated batch (shared BatchNorm statistics).
+3. After each epoch: validation on held-out tracks (triplet accuracy and loss on a fixed set of validation
+   triplets, same-track recall@k, collapse check), a line in ``metrics.jsonl`` (and TensorBoard when it is
+   installed), the best weights kept by the validation metric, a resumable checkpoint, optional early stop.
+4. At the end the model artefact is built aside and swapped into ``model_dir`` (``model.pt`` = best weights,
+   a plain state dict for ``torch.load(weights_only=True)``; ``meta.json`` last).
+
+Work in progress lives in ``<model_dir>.partial/`` (checkpoint + best weights + metrics), so a crash or
+Ctrl-C/SIGTERM never touches the previous good model; Ctrl-C/SIGTERM stop at the next step boundary, save a
+checkpoint there and raise :class:`TrainingInterrupted`; ``resume=True`` continues from it (or extends a
+finished model, whose final checkpoint is kept in ``model_dir``). Data order, augmentation and dropout are
+all seeded, so a resumed run follows the uninterrupted one.
+
+Devices: ``auto`` picks CUDA when present; on CUDA, bf16 autocast (``amp``), channels-last memory format and
+pinned-memory DataLoader workers are used. Multi-GPU (DDP) is not wired in yet; the code is ready for it in
+that each step's batch is a pure function of (seed, epoch, step) — a DDP version gives each rank every
+world_size-th triplet of the plan, wraps the network in ``DistributedDataParallel`` and lets rank 0 write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from embedtool.artefacts import atomic_write_bytes, settings_differences, staged_dir, write_meta
+from embedtool.config import settings_dict
+from embedtool.errors import EmbedtoolError, IncompatibleArtefactError, InputError, MissingArtefactError
+from embedtool.features.store import FeatureStore
+from embedtool.training import checkpoint as ckpt
+from embedtool.training.dataset import TripletDataset
+from embedtool.training.losses import triplet_loss
+from embedtool.training.model import FORMAT_VERSION, KIND, WEIGHTS_FILE, build_network, resolve_device
+from embedtool.training.sampler import TripletSampler
+from embedtool.training.segments import segment_frames_for, silence_floor
+from embedtool.training.settings import RESUMABLE_CHANGES, TrainSettings
+from embedtool.training.splits import ensure_split
+from embedtool.training.validation import collapse_stats, retrieval_recall, validation_windows
+
+METRICS_FILE = "metrics.jsonl"
+VAL_EPOCH = 2**31 - 1  # the seed stream of validation triplets (never a training epoch)
+Progress = Callable[[dict[str, Any]], None]
+
+
+class TrainingInterrupted(EmbedtoolError):
+    """Training stopped by Ctrl-C or SIGTERM after saving a resumable checkpoint. Exit status 130."""
+
+    exit_code = 130
+
+
+@dataclass
+class TrainReport:
+    model_dir: Path
+    epochs_run: int
+    steps: int
+    best_epoch: int | None
+    best_metric: str | None
+    best_value: float | None
+    seconds: float
+    triplets_per_s: float
+    train_tracks: int
+    val_tracks: int
+    parameters: int
+    device: str
+    resumed: bool = False
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["model_dir"] = str(self.model_dir)
+        return out
+
+
+def partial_dir_for(model_dir: Path) -> Path:
+    model_dir = Path(model_dir)
+    return model_dir.with_name(f"{model_dir.name}.partial")
+
+
+def lr_at(step: int, settings: TrainSettings, total_steps: int) -> float:
+    """Learning rate at a global step: linear warm-up, then constant, step decay or cosine to zero."""
+    s = settings
+    if s.warmup_steps and step < s.warmup_steps:
+        return s.lr * (step + 1) / s.warmup_steps
+    if s.lr_schedule == "step":
+        return s.lr * s.lr_decay ** (step // s.lr_decay_steps)
+    if s.lr_schedule == "cosine":
+        span = max(1, total_steps - s.warmup_steps)
+        t = min(1.0, (step - s.warmup_steps) / span)
+        return s.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+    return s.lr
+
+
+def make_optimizer(net: torch.nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    """Weight decay on convolution weights only (as the seed's Keras kernel_regularizer)."""
+    conv, other = [], []
+    for name, p in net.named_parameters():
+        (conv if p.dim() == 4 and name.endswith("weight") else other).append(p)
+    groups = [{"params": conv, "weight_decay": settings.weight_decay}, {"params": other, "weight_decay": 0.0}]
+    if settings.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=settings.lr)
+    return torch.optim.Adam(groups, lr=settings.lr)
+
+
+def input_stats(mels: list[np.ndarray], max_frames: int = 200_000) -> tuple[float, float]:
+    """Mean and std of the training features (evenly subsampled frames), for input standardisation."""
+    total = sum(m.shape[0] for m in mels)
+    every = max(1, total // max_frames)
+    parts = [np.asarray(m[::every], dtype=np.float64) for m in mels if m.shape[0]]
+    values = np.concatenate(parts) if parts else np.zeros((1, 1))
+    return float(values.mean()), float(max(values.std(), 1e-3))
+
+
+@contextmanager
+def _stop_on_signals() -> Any:
+    """Turn Ctrl-C/SIGTERM into a flag checked at step boundaries (so the checkpoint is consistent)."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag["stop"]:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _ignore_sigint(_: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # workers: the main process decides when to stop
+
+
+class _Validator:
+    """Everything validation needs, prepared once: fixed triplets and fixed retrieval windows."""
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        features_dir: Path,
+        val_ids: list[str],
+        settings: TrainSettings,
+        segment_frames: int,
+        radius_frames: int,
+        pad_value: float,
+    ):
+        self.settings = settings
+        mels = [store.mel(t) for t in val_ids]
+        self.windows, self.owners = validation_windows(mels, segment_frames, settings.val_segments_per_track, pad_value)
+        counts = np.bincount(self.owners) if len(self.owners) else np.zeros(0)
+        self.has_recall = len(val_ids) >= 2 and bool((counts >= 2).any())
+        self.dataset: TripletDataset | None = None
+        if len(val_ids) >= 2 and settings.val_triplets > 0:
+            sampler = TripletSampler(
+                [m.shape[0] for m in mels],
+                segment_frames,
+                radius_frames,
+                "other-track",
+                short_shift_frames=max(1, int(round(settings.short_shift_s * store.settings.frames_per_second))),
+            )
+            plan = sampler.sample(settings.val_triplets, np.random.default_rng([settings.seed, 7919]))
+            fs = store.settings
+            self.dataset = TripletDataset(
+                features_dir, val_ids, plan, settings, segment_frames, pad_value, epoch=VAL_EPOCH, augment=False,
+                log_offset=fs.log_offset, power=fs.power,
+            )  # fmt: skip
+            self.plan = plan
+        if settings.val_metric != "auto":
+            self.metric = settings.val_metric
+        elif self.has_recall:
+            self.metric = "recall_at_1"
+        elif self.dataset is not None:
+            self.metric = "triplet_accuracy"
+        else:
+            self.metric = None  # no validation possible: the last epoch's weights are kept
+
+    @property
+    def enabled(self) -> bool:
+        return self.has_recall or self.dataset is not None
+
+    @torch.no_grad()
+    def __call__(self, net: torch.nn.Module, device: torch.device, autocast: Any) -> dict[str, float]:
+        s = self.settings
+        net.eval()
+        out: dict[str, float] = {}
+        bs = max(8, s.batch_size)
+        if self.dataset is not None:
+            losses, accs, weights = [], [], []
+            for i in range(0, len(self.dataset), bs):
+                idx = range(i, min(i + bs, len(self.dataset)))
+                batch = torch.stack([self.dataset[j] for j in idx]).to(device)
+                with autocast():
+                    emb = net(_as_segments(batch)).float()
+                a, p, n = emb.chunk(3)
+                _, stats = triplet_loss(a, p, n, s.loss, s.margin, s.norm_penalty, "none")
+                losses.append(stats["loss"])
+                accs.append(stats["triplet_accuracy"])
+                weights.append(len(idx))
+            out["val_loss"] = float(np.average(losses, weights=weights))
+            out["triplet_accuracy"] = float(np.average(accs, weights=weights))
+        if len(self.windows):
+            embs = []
+            for i in range(0, len(self.windows), bs):
+                chunk = torch.from_numpy(self.windows[i : i + bs]).to(device)
+                with autocast():
+                    embs.append(torch.nn.functional.normalize(net(chunk).float(), dim=1).cpu().numpy())
+            emb = np.concatenate(embs)
+            out.update(retrieval_recall(emb, self.owners, (1, s.recall_k)))
+            out.update(collapse_stats(emb))
+        return out
+
+
+def _as_segments(batch: torch.Tensor) -> torch.Tensor:
+    """(B, 3, frames, mels) triplets -> (3B, 1, frames, mels): all anchors, then positives, then negatives."""
+    b = batch.shape[0]
+    return batch.transpose(0, 1).reshape(3 * b, 1, batch.shape[2], batch.shape[3])
+
+
+def _better(metric: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value < best if metric == "val_loss" else value > best
+
+
+def train(
+    features_dir: Path,
+    split_dir: Path,
+    model_dir: Path,
+    settings: TrainSettings,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> TrainReport:
+    """Train an encoder on the features' training split and write the model artefact; see the module doc."""
+    emit = progress or (lambda event: None)
+    started = time.monotonic()
+    settings.validate()
+    features_dir, split_dir, model_dir = Path(features_dir), Path(split_dir), Path(model_dir)
+    store = FeatureStore(features_dir)
+    fs = store.settings
+    if len(store) == 0:
+        raise InputError(f"The features artefact at {features_dir} holds no tracks; extract some audio first.")
+    empty = [t["track_id"] for t in store.tracks if t["frames"] <= 0]
+    if empty:
+        raise InputError(f"{len(empty)} track(s) in {features_dir} have no feature frames (e.g. {empty[0]}).")
+    seg = segment_frames_for(settings.segment_seconds, fs.frames_per_second)
+    radius = max(1, int(round(settings.neighbour_radius_s * fs.frames_per_second)))
+    pad_value = silence_floor(fs.log_offset)
+    notes: list[str] = []
+
+    assignments, split_fp = ensure_split(
+        split_dir, store.tracks, store.fingerprint, settings.seed, settings.val_fraction, settings.split_by
+    )
+    train_ids = sorted(t for t, s in assignments.items() if s == "train")
+    val_ids = sorted(t for t, s in assignments.items() if s == "val")
+    if len(train_ids) < 2 and len(store) >= 2 and settings.negatives != "same-track-far":
+        raise InputError(f"The split leaves {len(train_ids)} training track(s): lower val_fraction or add audio.")
+    train_frames = [int(store.track(t)["frames"]) for t in train_ids]
+    sampler = TripletSampler(
+        train_frames,
+        seg,
+        radius,
+        settings.negatives,
+        settings.mixed_same_track_prob,
+        short_shift_frames=max(1, int(round(settings.short_shift_s * fs.frames_per_second))),
+    )
+    short = sum(1 for f in train_frames if f <= seg)
+    if short:
+        notes.append(
+            f"{short} of {len(train_ids)} training tracks are no longer than one segment ({seg} frames): "
+            "their positives are the same track shifted slightly (short-track rule)."
+        )
+    if not val_ids:
+        notes.append("No validation tracks (too few tracks or groups): the last epoch's weights are kept.")
+
+    device = resolve_device(settings.device)
+    cuda = device.type == "cuda"
+    torch.manual_seed(settings.seed)
+    net = build_network(settings)
+    mean, std = input_stats([store.mel(t) for t in train_ids])
+    net.input_mean.fill_(mean)
+    net.input_std.fill_(std)
+    net.to(device)
+    if cuda and settings.channels_last:
+        net.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(net, settings)
+    use_amp = cuda and settings.amp
+
+    def autocast() -> Any:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
+
+    identity = {
+        "train": settings_dict(settings),
+        "features": settings_dict(fs),
+        "features_fingerprint": store.fingerprint,
+        "split_fingerprint": split_fp,
+    }
+    state_dir = partial_dir_for(model_dir)
+    epoch, step_in_epoch, global_step = 0, 0, 0
+    best_value: float | None = None
+    best_epoch: int | None = None
+    stale_epochs = 0
+    history: list[dict[str, Any]] = []
+    best_state: dict[str, torch.Tensor] | None = None
+    if resume:
+        source = state_dir if ckpt.has_checkpoint(state_dir) else model_dir
+        if not ckpt.has_checkpoint(source):
+            raise MissingArtefactError(
+                f"Nothing to resume: no checkpoint in {state_dir} or {model_dir}. Run `embedtool train` first."
+            )
+        state, info = ckpt.load_checkpoint(source)
+        _check_resumable(info, identity)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        ckpt.restore_rng(state["rng"])
+        epoch, step_in_epoch, global_step = info["epoch"], info["step_in_epoch"], info["global_step"]
+        best_value, best_epoch = info.get("best_value"), info.get("best_epoch")
+        stale_epochs, history = info.get("stale_epochs", 0), info.get("history", [])
+        if (source / ckpt.BEST_FILE).is_file():
+            best_state = ckpt.load_tensors(source / ckpt.BEST_FILE)
+        if source != state_dir:  # extending a finished model: continue in a fresh work folder
+            shutil.rmtree(state_dir, ignore_errors=True)
+            state_dir.mkdir(parents=True)
+            shutil.copy2(source / METRICS_FILE, state_dir / METRICS_FILE)
+            if best_state is not None:
+                ckpt.save_tensors(state_dir / ckpt.BEST_FILE, best_state)
+        notes.append(f"Resumed from {source} at epoch {epoch + 1}, step {global_step}.")
+    else:
+        shutil.rmtree(state_dir, ignore_errors=True)
+        state_dir.mkdir(parents=True)
+
+    validator = _Validator(store, features_dir, val_ids, settings, seg, radius, pad_value)
+    total_steps = settings.epochs * settings.steps_per_epoch
+    parameters = sum(p.numel() for p in net.parameters())
+    emit(
+        {
+            "event": "start",
+            "total_steps": total_steps,
+            "start_step": global_step,
+            "epochs": settings.epochs,
+            "train_tracks": len(train_ids),
+            "val_tracks": len(val_ids),
+            "segment_frames": seg,
+            "parameters": parameters,
+            "device": str(device),
+            "val_metric": validator.metric,
+            "notes": list(notes),
+        }
+    )
+    writer = _tensorboard(state_dir / "tensorboard")
+    bs = settings.batch_size
+    triplets_done, train_seconds = 0, 0.0
+    stopped_early = False
+
+    def info_now() -> dict[str, Any]:
+        return {
+            **identity,
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "global_step": global_step,
+            "best_value": best_value,
+            "best_epoch": best_epoch,
+            "best_metric": validator.metric,
+            "stale_epochs": stale_epochs,
+            "history": history,
+        }
+
+    with _stop_on_signals() as stop:
+        while epoch < settings.epochs:
+            plan = sampler.sample(settings.steps_per_epoch * bs, np.random.default_rng([settings.seed, epoch, 1]))
+            dataset = TripletDataset(
+                features_dir, train_ids, plan, settings, seg, pad_value, epoch, settings.augment,
+                shift_frames=int(round(settings.aug_shift_s * fs.frames_per_second)),
+                log_offset=fs.log_offset, power=fs.power,
+            )  # fmt: skip
+            loader = DataLoader(
+                dataset,
+                batch_size=bs,
+                sampler=range(step_in_epoch * bs, len(plan)),
+                num_workers=settings.workers,
+                pin_memory=cuda,
+                worker_init_fn=_ignore_sigint if settings.workers else None,
+                generator=torch.Generator().manual_seed(settings.seed + epoch),
+            )
+            net.train()
+            sums = {"loss": 0.0, "triplet_accuracy": 0.0}
+            seen = 0
+            tick = time.monotonic()
+            for batch in loader:
+                lo = step_in_epoch * bs
+                x = _as_segments(batch.to(device, non_blocking=True))
+                if cuda and settings.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                lr = lr_at(global_step, settings, total_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with autocast():
+                    emb = net(x)
+                a, p, n = emb.float().chunk(3)
+                loss, stats = triplet_loss(
+                    a, p, n, settings.loss, settings.margin, settings.norm_penalty, settings.mining,
+                    anchor_track=torch.from_numpy(plan.anchor_track[lo : lo + len(batch)]),
+                    negative_track=torch.from_numpy(plan.negative_track[lo : lo + len(batch)]),
+                )  # fmt: skip
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if settings.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
+                optimizer.step()
+                step_in_epoch += 1
+                global_step += 1
+                seen += 1
+                triplets_done += len(batch)
+                for key in sums:
+                    sums[key] += stats[key]
+                now = time.monotonic()
+                train_seconds += now - tick
+                tick = now
+                emit(
+                    {
+                        "event": "step",
+                        "step": global_step,
+                        "epoch": epoch + 1,
+                        "loss": stats["loss"],
+                        "triplet_accuracy": stats["triplet_accuracy"],
+                        "lr": lr,
+                        "triplets_per_s": triplets_done / max(train_seconds, 1e-9),
+                    }
+                )
+                if stop["stop"]:
+                    ckpt.save_checkpoint(state_dir, net.state_dict(), optimizer.state_dict(), info_now())
+                    raise TrainingInterrupted(
+                        f"Training interrupted at epoch {epoch + 1}, step {global_step}; a checkpoint is in "
+                        f"{state_dir}. Continue with `embedtool train --resume`."
+                    )
+            metrics: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "step": global_step,
+                "lr": lr_at(max(0, global_step - 1), settings, total_steps),
+                "train_loss": sums["loss"] / max(seen, 1),
+                "train_triplet_accuracy": sums["triplet_accuracy"] / max(seen, 1),
+            }
+            if validator.enabled:
+                metrics.update(
+                    {f"val_{k}" if k != "val_loss" else k: v for k, v in validator(net, device, autocast).items()}
+                )
+            metrics["seconds"] = round(time.monotonic() - started, 2)
+            metrics["triplets_per_s"] = triplets_done / max(train_seconds, 1e-9)
+            key = _metric_key(validator.metric)
+            improved = False
+            if key is not None and key in metrics and np.isfinite(metrics[key]):
+                if _better(validator.metric, metrics[key], best_value):
+                    best_value, best_epoch, improved = float(metrics[key]), epoch + 1, True
+            else:
+                best_epoch, improved = epoch + 1, True
+            stale_epochs = 0 if improved else stale_epochs + 1
+            if improved:
+                best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            metrics["best"] = improved
+            history.append(metrics)
+            with open(state_dir / METRICS_FILE, "a") as fh:
+                fh.write(json.dumps(metrics) + "\n")
+            if writer is not None:
+                for k, v in metrics.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        writer.add_scalar(k, v, global_step)
+            epoch += 1
+            step_in_epoch = 0
+            ckpt.save_checkpoint(
+                state_dir, net.state_dict(), optimizer.state_dict(), info_now(), best_state if improved else None
+            )
+            emit({"event": "epoch", **metrics})
+            if settings.early_stopping_patience and stale_epochs >= settings.early_stopping_patience:
+                stopped_early = True
+                notes.append(f"Stopped early after epoch {epoch}: no improvement in {stale_epochs} epochs.")
+                emit({"event": "note", "message": notes[-1]})
+                break
+            if stop["stop"]:
+                raise TrainingInterrupted(
+                    f"Training interrupted after epoch {epoch}; a checkpoint is in {state_dir}. "
+                    "Continue with `embedtool train --resume`."
+                )
+    if writer is not None:
+        writer.close()
+
+    if best_state is None:  # resumed a run that had already finished every epoch
+        best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    report = TrainReport(
+        model_dir=model_dir,
+        epochs_run=epoch,
+        steps=global_step,
+        best_epoch=best_epoch,
+        best_metric=validator.metric,
+        best_value=best_value,
+        seconds=round(time.monotonic() - started, 2),
+        triplets_per_s=triplets_done / max(train_seconds, 1e-9),
+        train_tracks=len(train_ids),
+        val_tracks=len(val_ids),
+        parameters=parameters,
+        device=str(device),
+        resumed=resume,
+        stopped_early=stopped_early,
+        history=history,
+        notes=notes,
+    )
+    _publish(model_dir, state_dir, best_state, identity, report, seg, mean, std)
+    return report
+
+
+def _metric_key(metric: str | None) -> str | None:
+    if metric is None:
+        return None
+    return metric if metric == "val_loss" else f"val_{metric}"
+
+
+def _check_resumable(info: dict[str, Any], identity: dict[str, Any]) -> None:
+    for key in ("features_fingerprint", "split_fingerprint"):
+        if info.get(key) != identity[key]:
+            what = "features" if key.startswith("features") else "train/validation split"
+            raise IncompatibleArtefactError(
+                f"Cannot resume: the {what} changed since the checkpoint was saved; start a new training "
+                "(without --resume)."
+            )
+    diffs = settings_differences(info.get("features", {}), identity["features"])
+    old = {k: v for k, v in info.get("train", {}).items() if k not in RESUMABLE_CHANGES}
+    new = {k: v for k, v in identity["train"].items() if k not in RESUMABLE_CHANGES}
+    diffs += settings_differences(old, new)
+    if diffs:
+        raise IncompatibleArtefactError("Cannot resume: settings differ from the checkpoint's: " + "; ".join(diffs))
+
+
+def _tensorboard(directory: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(directory))
+
+
+def _publish(
+    model_dir: Path,
+    state_dir: Path,
+    best_state: dict[str, torch.Tensor],
+    identity: dict[str, Any],
+    report: TrainReport,
+    segment_frames: int,
+    mean: float,
+    std: float,
+) -> None:
+    """Swap the finished model into place (weights, metrics, final checkpoint; meta.json last)."""
+    buffer = io.BytesIO()
+    torch.save(best_state, buffer)
+    weights = buffer.getvalue()
+    fingerprint = hashlib.blake2b(weights, digest_size=8).hexdigest()
+    with staged_dir(model_dir) as staging:
+        atomic_write_bytes(staging / WEIGHTS_FILE, weights)
+        for name in (METRICS_FILE, ckpt.STATE_FILE, ckpt.INFO_FILE, ckpt.BEST_FILE):
+            if (state_dir / name).is_file():
+                shutil.copy2(state_dir / name, staging / name)
+        if (state_dir / "tensorboard").is_dir():
+            shutil.copytree(state_dir / "tensorboard", staging / "tensorboard")
+        last = report.history[-1] if report.history else {}
+        write_meta(
+            staging,
+            KIND,
+            FORMAT_VERSION,
+            {"train": identity["train"], "features": identity["features"]},
+            inputs={"features": identity["features_fingerprint"], "split": identity["split_fingerprint"]},
+            extra={
+                "segment_frames": segment_frames,
+                "embedding_dim": identity["train"]["embedding_dim"],
+                "input_mean": mean,
+                "input_std": std,
+                "epochs_run": report.epochs_run,
+                "steps": report.steps,
+                "best_epoch": report.best_epoch,
+                "best_metric": report.best_metric,
+                "best_value": report.best_value,
+                "last_epoch_metrics": last,
+                "parameters": report.parameters,
+                "train_tracks": report.train_tracks,
+                "val_tracks": report.val_tracks,
+                "seconds": report.seconds,
+                "triplets_per_s": report.triplets_per_s,
+                "device": report.device,
+            },
+            fingerprint=fingerprint,
+        )
+    shutil.rmtree(state_dir, ignore_errors=True)
