@@ -101,36 +101,40 @@ def precision_at_k(
     labels: Sequence[str],
     ks: Sequence[int],
     groups: Sequence[str] | None = None,
+    block: int = 1024,
 ) -> dict[str, float]:
     """Mean fraction of each track's k nearest tracks (cosine) that share its label.
 
     The query itself is always excluded; with ``groups``, every track of the query's group is excluded too.
-    k larger than the candidates available is capped (and so reported for what it is).
+    k larger than the candidates available is capped (and so reported for what it is). Computed in blocks of
+    queries, so memory stays at ``block`` x tracks.
     """
-    x = np.asarray(vectors, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    x = x / np.maximum(norms, 1e-12)
-    sims = x @ x.T
-    np.fill_diagonal(sims, -np.inf)
-    labels_arr = np.asarray(labels)
-    if groups is not None:
-        g = np.asarray(groups)
-        sims[g[:, None] == g[None, :]] = -np.inf
-    order = np.argsort(-sims, axis=1, kind="stable")
-    valid = np.isfinite(np.take_along_axis(sims, order, axis=1))
-    same = labels_arr[order] == labels_arr[:, None]
-    out: dict[str, float] = {}
-    for k in ks:
-        hits, counted = [], 0
-        for i in range(len(x)):
+    x = np.asarray(vectors, dtype=np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    n = len(x)
+    labels_arr = np.asarray([str(v) for v in labels])
+    g = np.asarray([str(v) for v in groups]) if groups is not None else None
+    max_k = min(max(ks), max(n - 1, 1))
+    hits: dict[int, list[float]] = {k: [] for k in ks}
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
+        sims = x[lo:hi] @ x.T
+        sims[np.arange(hi - lo), np.arange(lo, hi)] = -np.inf
+        if g is not None:
+            sims[g[lo:hi, None] == g[None, :]] = -np.inf
+        top = np.argpartition(-sims, max_k - 1, axis=1)[:, :max_k] if max_k < n else np.argsort(-sims, axis=1)
+        top_sims = np.take_along_axis(sims, top, axis=1)
+        order = np.argsort(-top_sims, axis=1, kind="stable")
+        top, top_sims = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_sims, order, axis=1)
+        same = labels_arr[top] == labels_arr[lo:hi, None]
+        valid = np.isfinite(top_sims)
+        for i in range(hi - lo):
             n_valid = int(valid[i].sum())
-            kk = min(k, n_valid)
-            if kk == 0:
-                continue
-            hits.append(same[i, :kk].mean())
-            counted += 1
-        out[f"p@{k}"] = float(np.mean(hits)) if hits else float("nan")
-    return out
+            for k in ks:
+                kk = min(k, n_valid)
+                if kk:
+                    hits[k].append(float(same[i, :kk].mean()))
+    return {f"p@{k}": float(np.mean(hits[k])) if hits[k] else float("nan") for k in ks}
 
 
 def standardise(vectors: np.ndarray) -> np.ndarray:
