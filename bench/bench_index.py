@@ -47,7 +47,7 @@ def latency_ms(fn, queries: np.ndarray) -> tuple[float, list]:  # noqa: ANN001
     return float(np.median(times) * 1000), results
 
 
-def run(x: np.ndarray, queries: np.ndarray, name: str, ks: tuple[int, ...], skip_sklearn: bool) -> dict:
+def run(x: np.ndarray, queries: np.ndarray, name: str, ks: tuple[int, ...], skip_sklearn: bool, target: float) -> dict:
     n, dim = x.shape
     print(f"\n== {name}: {n} x {dim}, {len(queries)} held-out queries, threads={faiss.omp_get_max_threads()}")
     exact = faiss.IndexFlatIP(dim)
@@ -57,7 +57,7 @@ def run(x: np.ndarray, queries: np.ndarray, name: str, ks: tuple[int, ...], skip
 
     # --- embedtool (auto) ----------------------------------------------------------------------------------
     t0 = time.perf_counter()
-    built = build_index(x, IndexOptions(kind="auto", recall_k=ks[0]))
+    built = build_index(x, IndexOptions(kind="auto", recall_k=ks[0], target_recall=target))
     build_s = time.perf_counter() - t0
     row = {"build_s": build_s, "kind": built.kind, "params": built.params, "tuned_recall": built.recall}
     for k in ks:
@@ -65,7 +65,6 @@ def run(x: np.ndarray, queries: np.ndarray, name: str, ks: tuple[int, ...], skip
         row[f"query_ms@{k}"] = lat
         row[f"recall@{k}"] = recall_at_k(np.stack(res), truth[k])
     rows["embedtool auto"] = row
-    del built
 
     # --- Annoy, 10 trees -----------------------------------------------------------------------------------
     try:
@@ -122,16 +121,21 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=80_000)
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--clusters", type=int, default=100)
-    parser.add_argument("--spread", type=float, default=0.5, help="within-cluster std per dimension (centres: std 1)")
+    parser.add_argument(
+        "--spreads", default="0.5,1.0", help="within-cluster std per dimension, one run each (centres: std 1)"
+    )
+    parser.add_argument("--target-recall", type=float, default=0.99, help="embedtool's recall@30 tuning target")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--embeddings", type=Path, help="an embeddings folder to benchmark as well")
     parser.add_argument("--skip-sklearn", action="store_true")
     args = parser.parse_args()
 
     runs = []
-    data = clustered(args.n + args.queries, args.dim, args.clusters, args.spread, seed=0)
-    runs.append(run(data[: args.n], data[args.n :], "synthetic (seed setting)", (30, 1000), args.skip_sklearn))
-    del data
+    for spread in (float(s) for s in args.spreads.split(",")):
+        data = clustered(args.n + args.queries, args.dim, args.clusters, spread, seed=0)
+        name = f"synthetic {args.n}x{args.dim}, {args.clusters} clusters, spread {spread}"
+        runs.append(run(data[: args.n], data[args.n :], name, (30, 1000), args.skip_sklearn, args.target_recall))
+        del data
     if args.embeddings:
         from embedtool.embedding.store import EmbeddingStore
 
@@ -141,7 +145,7 @@ def main() -> None:
         nq = min(args.queries, len(vectors) // 10)
         runs.append(
             run(vectors[perm[nq:]], vectors[perm[:nq]], f"embedtool embeddings ({args.embeddings})", (30, 1000),
-                args.skip_sklearn)
+                args.skip_sklearn, args.target_recall)
         )  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "bench_index.json"

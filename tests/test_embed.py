@@ -6,11 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from audio_factory import make_class_corpus, write_tone
 
 from embedtool.artefacts import staged_dir
+from embedtool.audio.settings import FeatureSettings
+from embedtool.embedding.export import EmbedOptions, export_embeddings
 from embedtool.embedding.pooling import l2_normalise, pool_track
 from embedtool.embedding.store import EmbeddingStore, EmbeddingWriter, segment_id
-from embedtool.errors import MissingArtefactError
+from embedtool.errors import IncompatibleArtefactError, MissingArtefactError
+from embedtool.features.extract import ExtractOptions, run_extract
+from embedtool.features.store import FeatureStore
+from embedtool.training.model import Encoder
+from embedtool.training.settings import TrainSettings
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -63,3 +70,84 @@ def test_store_roundtrip_with_small_shards(tmp_path: Path) -> None:
 def test_store_missing_names_the_command(tmp_path: Path) -> None:
     with pytest.raises(MissingArtefactError, match="embedtool embed"):
         EmbeddingStore(tmp_path / "nothing")
+
+
+# --- the embed stage on real (generated) audio with a small untrained network ---------------------------------
+
+TINY = TrainSettings.from_preset("default").replace(width=0.125, embedding_dim=16)
+
+
+def _encoder(seed: int = 0) -> Encoder:
+    enc = Encoder.untrained(FeatureSettings(), TINY, seed=seed)
+    enc.set_input_stats(-6.0, 3.0)
+    return enc
+
+
+def _extract(root: Path, features: Path) -> None:
+    run_extract([root], features, FeatureSettings(), ExtractOptions(jobs=1))
+
+
+def test_export_segments_pooling_and_provenance(tmp_path: Path) -> None:
+    root = make_class_corpus(tmp_path / "audio", classes=2, per_class=2, seconds=3.0)
+    write_tone(root / "tone" / "short.wav", 440.0, seconds=0.4)  # shorter than one 1 s segment
+    _extract(root, tmp_path / "features")
+    report = export_embeddings(tmp_path / "features", _encoder(), tmp_path / "emb", EmbedOptions())
+    assert report.mode == "full" and report.tracks == 5 and report.embedded_tracks == 5
+    store = EmbeddingStore(tmp_path / "emb")
+    assert store.meta.inputs["model"] == "untrained-0" and store.dim == 16
+    assert store.meta.config["hop_s"] == pytest.approx(0.5) and store.meta.config["segment_seconds"] == 1.0
+    vectors = store.segment_vectors()
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    for t in store.tracks:
+        rows, starts = store.segments_of(t["track_id"])
+        if t["duration_s"] < 1.0:  # one padded window
+            assert len(rows) == 1 and starts[0] == 0.0
+        else:  # windows every 0.5 s, the last one ending at the track's end
+            assert starts[0] == 0.0 and np.all(np.diff(starts) <= 0.5 + 1e-9)
+            assert store.segment_ends[rows[-1]] == pytest.approx(t["duration_s"], abs=0.03)
+        assert np.allclose(store.track_vectors()[t["row"]], pool_track(vectors[rows]), atol=1e-6)
+    # The same windows through the encoder directly give the same vectors (the export is faithful).
+    fs = FeatureStore(tmp_path / "features")
+    tid = store.tracks[0]["track_id"]
+    starts, direct = _encoder().embed_track(np.asarray(fs.mel(tid), dtype=np.float32), 50)
+    rows, _ = store.segments_of(tid)
+    assert np.allclose(vectors[rows], direct, atol=1e-5)
+
+
+def test_export_is_incremental_with_the_same_model(tmp_path: Path) -> None:
+    root = make_class_corpus(tmp_path / "audio", classes=2, per_class=2, seconds=2.0)
+    _extract(root, tmp_path / "features")
+    first = export_embeddings(tmp_path / "features", _encoder(), tmp_path / "emb")
+    before = EmbeddingStore(tmp_path / "emb")
+    old_ids, old_vectors = before.segment_ids(), np.array(before.segment_vectors())
+
+    again = export_embeddings(tmp_path / "features", _encoder(), tmp_path / "emb")
+    assert again.mode == "unchanged" and again.embedded_tracks == 0 and again.fingerprint == first.fingerprint
+
+    write_tone(root / "tone" / "new.wav", 330.0, seconds=2.0)
+    _extract(root, tmp_path / "features")
+    grown = export_embeddings(tmp_path / "features", _encoder(), tmp_path / "emb")
+    assert grown.mode == "incremental" and grown.embedded_tracks == 1 and grown.reused_tracks == 4
+    after = EmbeddingStore(tmp_path / "emb")
+    by_id = dict(zip(after.segment_ids(), after.segment_vectors(), strict=True))
+    assert set(old_ids) < set(by_id)  # segment ids are stable across runs and additions
+    assert all(np.array_equal(by_id[s], v) for s, v in zip(old_ids, old_vectors, strict=True))
+
+    (root / "tone" / "new.wav").unlink()
+    removed_track = sorted(root.glob("*/*.wav"))[0]
+    removed_track.unlink()
+    _extract(root, tmp_path / "features")
+    shrunk = export_embeddings(tmp_path / "features", _encoder(), tmp_path / "emb")
+    assert shrunk.mode == "incremental" and shrunk.removed_tracks == 2 and shrunk.tracks == 3
+
+    other = export_embeddings(tmp_path / "features", _encoder(seed=1), tmp_path / "emb")
+    assert other.mode == "full" and "model changed" in other.reason and other.embedded_tracks == 3
+
+
+def test_export_refuses_features_the_model_was_not_made_for(tmp_path: Path) -> None:
+    root = make_class_corpus(tmp_path / "audio", classes=1, per_class=1, seconds=1.5)
+    run_extract([root], tmp_path / "features", FeatureSettings(n_mels=32), ExtractOptions(jobs=1))
+    with pytest.raises(IncompatibleArtefactError, match="n_mels"):
+        export_embeddings(tmp_path / "features", _encoder(), tmp_path / "emb")
+    with pytest.raises(MissingArtefactError, match="embedtool extract"):
+        export_embeddings(tmp_path / "nothing", _encoder(), tmp_path / "emb")
