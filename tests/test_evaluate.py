@@ -1,0 +1,219 @@
+"""embedtool evaluate (and classify/cluster) on the whole chain: generated classes -> extract -> a tiny model
+trained for a few seconds -> embeddings + index -> report. Plus the evaluation parts on their own."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from audio_factory import make_class_corpus
+
+from embedtool.analysis.baselines import baseline_vector, mfcc
+from embedtool.analysis.classify import ClassifyOptions, run_classify
+from embedtool.analysis.cluster import ClusterOptions, run_cluster
+from embedtool.analysis.evaluate import (
+    DEGRADATIONS,
+    EvaluateOptions,
+    degrade,
+    precision_at_k,
+    run_evaluate,
+)
+from embedtool.artefacts import read_meta
+from embedtool.errors import ConfigError, MissingArtefactError
+from embedtool.workspace import Workspace
+
+CLASSES = 3
+PER_CLASS = 6
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """One trained workspace for the module: 3 generated classes x 6 tracks of 4 s, a tiny model."""
+    import torch
+
+    from embedtool.audio.settings import FeatureSettings
+    from embedtool.features.extract import ExtractOptions, run_extract
+    from embedtool.indexing.build import IndexOptions, run_index
+    from embedtool.training.settings import TrainSettings
+    from embedtool.training.trainer import train
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("chain")
+    corpus = make_class_corpus(root / "corpus", classes=CLASSES, per_class=PER_CLASS, seconds=4.0, seed=7)
+    ws = Workspace(root / "ws")
+    run_extract([corpus], ws.features, FeatureSettings(), ExtractOptions(jobs=1))
+    settings = TrainSettings(
+        segment_seconds=0.5,
+        neighbour_radius_s=1.0,
+        width=0.125,
+        embedding_dim=32,
+        batch_size=16,
+        epochs=2,
+        steps_per_epoch=12,
+        warmup_steps=2,
+        val_fraction=0.34,
+        split_by="track",
+        val_triplets=32,
+        device="cpu",
+        workers=0,
+    )
+    train(ws.features, ws.split, ws.model, settings)
+    run_index(ws, IndexOptions(calibration_tracks=12, eval_queries=20))
+    return ws
+
+
+def _in_unit(value: float | None) -> bool:
+    return value is not None and 0.0 <= value <= 1.0
+
+
+def test_evaluate_writes_every_file_with_valid_values(workspace: Workspace) -> None:
+    options = EvaluateOptions(name="t1", k=(1, 3), excerpt_seconds=(1.0, 3.0), excerpts=3)
+    result = run_evaluate(workspace, options)
+    out = workspace.reports / "t1"
+    assert result.directory == out
+    meta = read_meta(out, "report")
+    report = json.loads((out / "report.json").read_text())
+    assert meta.inputs["embeddings"] == report["inputs"]["embeddings"]
+    assert report["labelled_tracks"] == CLASSES * PER_CLASS
+    assert set(report["systems"]) == {"embeddings", "mfcc", "untrained"}  # baselines present, same run
+    val_tracks = None
+    for name, system in report["systems"].items():
+        c = system["classification"]
+        assert c["scheme"] == "split"
+        assert _in_unit(c["accuracy"]) and _in_unit(c["macro_f1"]), name
+        # the same held-out tracks for every system
+        tracks = sorted(p["track_id"] for p in c["predictions"])
+        val_tracks = val_tracks or tracks
+        assert tracks == val_tracks
+        assert np.asarray(c["confusion"]).sum() == len(tracks)
+        assert all(_in_unit(v) for v in system["retrieval"].values()) and set(system["retrieval"]) == {"p@1", "p@3"}
+        cl = system["clustering"]
+        assert cl["k"] == CLASSES and sum(cl["sizes"]) == CLASSES * PER_CLASS
+        assert _in_unit(cl["purity"]) and _in_unit(cl["nmi"]) and -1 <= cl["ari"] <= 1
+    emb = report["systems"]["embeddings"]
+    assert emb["classification"]["macro_f1"] >= 0.8
+    assert emb["clustering"]["purity"] >= 0.8
+    rob = report["robustness"]
+    assert rob["degradations"] == list(DEGRADATIONS) and rob["lengths"] == [1.0, 3.0]
+    assert len(rob["cells"]) == 2 * len(DEGRADATIONS)
+    for cell in rob["cells"]:
+        assert cell["n"] == 3
+        assert _in_unit(cell["top1"]) and _in_unit(cell["top5"]) and cell["top1"] <= cell["top5"]
+    clean3 = next(c for c in rob["cells"] if c["seconds"] == 3.0 and c["degradation"] == "clean")
+    assert clean3["top5"] == 1.0  # an undegraded 3 s excerpt of a library track is found
+    for png in report["figures"].values():
+        assert (out / png).stat().st_size > 1000, png
+    assert {"map", "comparison", "robustness", "confusion_embeddings", "confusion_mfcc"} <= set(report["figures"])
+    markdown = (out / "report.md").read_text()
+    for name in ("embeddings", "mfcc", "untrained", "Re-identification", "![map](map.png)"):
+        assert name in markdown
+    vectors = np.loadtxt(out / "projector" / "vectors.tsv", delimiter="\t")
+    assert vectors.shape == (CLASSES * PER_CLASS, 32)
+    with (out / "projector" / "metadata.tsv").open() as fh:
+        rows = list(csv.reader(fh, delimiter="\t"))
+    assert rows[0] == ["track_id", "label", "group", "cluster", "path"] and len(rows) == 1 + CLASSES * PER_CLASS
+
+
+def test_classify_and_cluster_on_the_trained_chain(workspace: Workspace) -> None:
+    result = run_classify(workspace.embeddings, workspace.classifier, ClassifyOptions(cv=3), workspace.split)
+    assert result.evaluation.metrics["macro_f1"] >= 0.8
+    clusters = run_cluster(workspace.embeddings, workspace.clusters, ClusterOptions(k=str(CLASSES)))
+    assert clusters.agreement["purity"] >= 0.8
+    from embedtool.analysis.classify import predict_files
+
+    some = [Path(t["path"]) for t in clusters.items[:: PER_CLASS * 2]]
+    predictions = predict_files(workspace.classifier, workspace.model, some)
+    truth = {t["path"]: t["label"] for t in clusters.items}
+    assert sum(p.label == truth[p.path] for p in predictions) >= len(some) - 1
+
+
+def test_evaluate_cli_and_its_errors(workspace: Workspace, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from embedtool.cli.app import app
+
+    runner = CliRunner()
+    args = ["-w", str(workspace.root), "-q", "evaluate", "--name", "cli", "--no-robustness", "--no-untrained"]
+    res = runner.invoke(app, [*args, "--cv", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert set(report["systems"]) == {"embeddings", "mfcc"} and report["robustness"] is None
+    assert report["classification_scheme"] == "cv-3"
+    res = runner.invoke(app, ["-w", str(tmp_path / "empty"), "evaluate"])
+    assert res.exit_code == 4 and "embedtool embed" in res.output
+    res = runner.invoke(app, ["-w", str(workspace.root), "evaluate", "--name", "../x"])
+    assert res.exit_code == 2 and "plain folder name" in res.output
+
+
+def test_evaluate_needs_the_index_for_robustness(workspace: Workspace, tmp_path: Path) -> None:
+    import shutil
+
+    ws = Workspace(tmp_path / "ws")
+    for stage in ("features", "split", "model", "embeddings"):
+        shutil.copytree(getattr(workspace, stage), getattr(ws, stage))
+    with pytest.raises(MissingArtefactError, match="embedtool index"):
+        run_evaluate(ws, EvaluateOptions(name="x", baselines=False, untrained_baseline=False))
+    assert not (ws.reports / "x").exists()
+
+
+# --- the parts on their own ----------------------------------------------------------------------------------
+
+
+def test_precision_at_k_by_hand() -> None:
+    # 1-D "embeddings" on a circle: a,a close together, b,b close together
+    angles = np.array([0.0, 0.1, 2.0, 2.1, 0.05])
+    x = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    labels = ["a", "a", "b", "b", "b"]
+    p = precision_at_k(x, labels, [1, 2])
+    # nearest of 0: 4 (b) -> 0; of 1: 4 (b); of 2: 3 (b) -> 1; of 3: 2 -> 1; of 4: 0 or 1 (a) -> 0
+    assert p["p@1"] == pytest.approx(2 / 5)
+    # own track never counts: with one item per label, p@1 is 0 even though each is nearest to itself
+    assert precision_at_k(np.eye(3), ["a", "b", "c"], [1])["p@1"] == 0.0
+    # excluding the query's group removes the near-copy that would otherwise be found
+    groups = ["g1", "g1", "g2", "g2", "g3"]
+    assert precision_at_k(x, labels, [1], groups)["p@1"] < 1.0
+
+
+def test_degradations_are_what_they_say() -> None:
+    sr = 16000
+    rng = np.random.default_rng(0)
+    t = np.arange(sr * 2) / sr
+    x = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    options = EvaluateOptions()
+    for snr in (20, 10, 0):
+        y = degrade(x, sr, f"noise{snr}", rng, options)
+        measured = 10 * np.log10(np.mean(x**2) / np.mean((y - x) ** 2))
+        assert measured == pytest.approx(snr, abs=0.3)
+    assert np.allclose(degrade(x, sr, "gain", rng, options), x * 10 ** (-12 / 20), atol=1e-6)
+    fast = degrade(x, sr, "speed+3", rng, options)
+    slow = degrade(x, sr, "speed-3", rng, options)
+    assert len(fast) == pytest.approx(len(x) / 1.03, abs=2) and len(slow) == pytest.approx(len(x) / 0.97, abs=2)
+    spectrum = np.abs(np.fft.rfft(fast))
+    assert np.fft.rfftfreq(len(fast), 1 / sr)[np.argmax(spectrum)] == pytest.approx(440 * 1.03, abs=2)
+    mp3 = degrade(x, sr, "mp3", rng, options)
+    assert len(mp3) == len(x) and not np.array_equal(mp3, x)
+    assert np.corrcoef(mp3[2000:-2000], x[2000:-2000])[0, 1] > 0.9  # lossy, yet the same signal
+    assert degrade(x, sr, "clean", rng, options) is not None
+    with pytest.raises(ConfigError, match="unknown reverb"):
+        EvaluateOptions(degradations=("reverb",)).validate()
+
+
+def test_mfcc_baseline_is_the_dct_of_log_mels() -> None:
+    from scipy.fft import dct
+
+    rng = np.random.default_rng(0)
+    mel = rng.standard_normal((50, 64)).astype(np.float32)
+    coeffs = mfcc(mel, 20)
+    assert coeffs.shape == (50, 20)
+    # the DCT-II with orthonormal scaling, computed by hand for one frame
+    n = np.arange(64)
+    basis = np.cos(np.pi * (n[None, :] + 0.5) * np.arange(20)[:, None] / 64) * np.sqrt(2 / 64)
+    basis[0] /= np.sqrt(2)
+    assert np.allclose(coeffs[3], basis @ mel[3], atol=1e-4)
+    assert np.allclose(coeffs, dct(mel, type=2, norm="ortho", axis=1)[:, :20], atol=1e-5)
+    vec = baseline_vector(mel, "mfcc", 20)
+    assert vec.shape == (40,) and np.allclose(vec[:20], coeffs.mean(axis=0), atol=1e-5)
+    assert baseline_vector(mel, "logmel").shape == (128,)
