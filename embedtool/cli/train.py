@@ -1,0 +1,164 @@
+"""`embedtool train`: features -> split + model, by self-supervised temporal-proximity triplets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.progress import TextColumn
+from rich.table import Table
+
+from embedtool.cli.app import app
+from embedtool.cli.common import app_context, console, err_console, handle_errors, make_progress, print_json
+from embedtool.training.trainer import TrainReport
+from embedtool.training.trainer import train as run_train
+
+
+@app.command()
+@handle_errors
+def train(
+    ctx: typer.Context,
+    preset: str | None = typer.Option(None, "--preset", help="default, thesis or tile2vec."),
+    epochs: int | None = typer.Option(None, "--epochs", "-e", help="Epochs (with --resume: the new total)."),
+    steps_per_epoch: int | None = typer.Option(None, "--steps-per-epoch", help="Optimiser steps per epoch."),
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="Triplets per step."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
+    weight_decay: float | None = typer.Option(None, "--weight-decay", help="Weight decay on conv weights."),
+    lr_schedule: str | None = typer.Option(None, "--lr-schedule", help="constant, step or cosine."),
+    segment_seconds: float | None = typer.Option(None, "--segment-seconds", help="Segment length (s)."),
+    radius: float | None = typer.Option(None, "--radius", help="Neighbour radius for positives (s)."),
+    negatives: str | None = typer.Option(None, "--negatives", help="other-track, same-track-far or mixed."),
+    stem: str | None = typer.Option(None, "--stem", help="imagenet or tile2vec."),
+    width: float | None = typer.Option(None, "--width", help="ResNet18 channel multiplier."),
+    embedding_dim: int | None = typer.Option(None, "--embedding-dim", help="Embedding size."),
+    dropout: float | None = typer.Option(None, "--dropout", help="Dropout before the projection."),
+    loss: str | None = typer.Option(None, "--loss", help="thesis or tile2vec."),
+    margin: float | None = typer.Option(None, "--margin", help="Triplet margin."),
+    mining: str | None = typer.Option(None, "--mining", help="none, semi-hard or hard."),
+    augment: bool | None = typer.Option(None, "--augment/--no-augment", help="Augmentations on or off."),
+    val_fraction: float | None = typer.Option(None, "--val-fraction", help="Share of tracks/groups held out."),
+    split_by: str | None = typer.Option(None, "--split-by", help="group or track."),
+    patience: int | None = typer.Option(None, "--patience", help="Early-stopping patience in epochs (0 = off)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the split, triplets and initialisation."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    workers: int | None = typer.Option(None, "--workers", "-j", help="DataLoader worker processes."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted (or finished) training."),
+    as_json: bool = typer.Option(False, "--json", help="Print the training report as JSON."),
+) -> None:
+    """Train a ResNet18 encoder on the workspace's features, without labels.
+
+    Triplets: an anchor segment, a positive within --radius seconds of it in the same track, a negative from
+    another track. Tracks (or groups) held out for validation are written to split/ and never trained on;
+    the best model by the validation metric goes to model/. Ctrl-C saves a checkpoint; --resume continues.
+    """
+    actx = app_context(ctx)
+    overrides: dict[str, Any] = {
+        "preset": preset,
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "lr_schedule": lr_schedule,
+        "segment_seconds": segment_seconds,
+        "neighbour_radius_s": radius,
+        "negatives": negatives,
+        "stem": stem,
+        "width": width,
+        "embedding_dim": embedding_dim,
+        "dropout": dropout,
+        "loss": loss,
+        "margin": margin,
+        "mining": mining,
+        "augment": augment,
+        "val_fraction": val_fraction,
+        "split_by": split_by,
+        "early_stopping_patience": patience,
+        "seed": seed,
+        "device": device,
+        "workers": workers,
+    }
+    settings = actx.config.settings("train", overrides)
+    ws = actx.workspace
+    progress = make_progress(
+        actx.quiet or as_json,
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("acc {task.fields[acc]}"),
+        TextColumn("{task.fields[rate]} triplets/s"),
+    )
+    with progress:
+        task = progress.add_task("train", total=None, loss="-", acc="-", rate="-")
+
+        def on_event(event: dict[str, Any]) -> None:
+            kind = event["event"]
+            if kind == "start":
+                progress.update(task, total=event["total_steps"], completed=event["start_step"])
+                for note in event["notes"]:
+                    progress.console.print(f"[yellow]note[/] {note}", highlight=False)
+                progress.console.print(
+                    f"{event['train_tracks']} training / {event['val_tracks']} validation tracks, "
+                    f"{event['parameters']:,} parameters, device {event['device']}, "
+                    f"best model by {event['val_metric'] or 'last epoch'}",
+                    highlight=False,
+                )
+            elif kind == "step":
+                progress.update(
+                    task,
+                    completed=event["step"],
+                    description=f"epoch {event['epoch']}",
+                    loss=f"{event['loss']:.3f}",
+                    acc=f"{event['triplet_accuracy']:.2f}",
+                    rate=f"{event['triplets_per_s']:.0f}",
+                )
+            elif kind == "epoch":
+                progress.console.print(_epoch_line(event), highlight=False)
+            elif kind == "note":
+                progress.console.print(f"[yellow]note[/] {event['message']}", highlight=False)
+
+        report = run_train(ws.features, ws.split, ws.model, settings, resume=resume, progress=on_event)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    _print_summary(report)
+
+
+def _epoch_line(m: dict[str, Any]) -> str:
+    parts = [f"epoch {m['epoch']}", f"train loss {m['train_loss']:.3f}", f"acc {m['train_triplet_accuracy']:.2f}"]
+    for key, label in (
+        ("val_loss", "val loss"),
+        ("val_triplet_accuracy", "val acc"),
+        ("val_recall_at_1", "recall@1"),
+        ("val_effective_rank", "eff. rank"),
+    ):
+        if key in m:
+            parts.append(f"{label} {m[key]:.3f}")
+    return " | ".join(parts) + ("  [green]best[/]" if m.get("best") else "")
+
+
+def _print_summary(report: TrainReport) -> None:
+    table = Table(title=f"train → {report.model_dir}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    best = f"{report.best_value:.4f}" if report.best_value is not None else "-"
+    rows = [
+        ("epochs run", str(report.epochs_run)),
+        ("steps", str(report.steps)),
+        ("tracks (train / val)", f"{report.train_tracks} / {report.val_tracks}"),
+        ("best epoch", str(report.best_epoch)),
+        (f"best {report.best_metric or 'metric'}", best),
+        ("throughput", f"{report.triplets_per_s:.0f} triplets/s on {report.device}"),
+        ("time", f"{report.seconds:.1f} s"),
+    ]
+    if report.history:
+        last = report.history[-1]
+        if "val_effective_rank" in last:
+            rows.append(("embedding effective rank", f"{last['val_effective_rank']:.1f}"))
+    for what, value in rows:
+        table.add_row(what, value)
+    console.print(table)
+    last = report.history[-1] if report.history else {}
+    if last.get("val_effective_rank", 10.0) < 2.0:
+        err_console.print(
+            "[yellow]warning[/] the validation embeddings span fewer than 2 effective dimensions: the model may "
+            "have collapsed (try a lower --lr or more data)."
+        )
