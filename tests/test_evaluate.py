@@ -129,6 +129,16 @@ def test_classify_and_cluster_on_the_trained_chain(workspace: Workspace) -> None
     truth = {t["path"]: t["label"] for t in clusters.items}
     assert sum(p.label == truth[p.path] for p in predictions) >= len(some) - 1
 
+    from typer.testing import CliRunner
+
+    from embedtool.cli.app import app
+
+    res = CliRunner().invoke(app, ["-w", str(workspace.root), "-q", "classify", str(some[0]), "--segments", "--json"])
+    assert res.exit_code == 0, res.output
+    (answer,) = json.loads(res.stdout)
+    assert answer["label"] == predictions[0].label and len(answer["segments"]) >= 2
+    assert sum(answer["probabilities"].values()) == pytest.approx(1.0)
+
 
 def test_evaluate_cli_and_its_errors(workspace: Workspace, tmp_path: Path) -> None:
     from typer.testing import CliRunner
