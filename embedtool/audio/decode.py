@@ -156,8 +156,7 @@ class _SoundfileSource(_Source):
             if len(data) == 0:
                 break
             total += len(data)
-            # mean of channels: the usual downmix; keeps a mono file's samples unchanged
-            yield data[:, 0].copy() if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
+            yield downmix(data)
             if len(data) < block_frames:
                 break
         self.info = AudioInfo(self.info.native_sample_rate, self.info.channels, total / self.info.native_sample_rate)
@@ -199,7 +198,7 @@ class _PyAVSource(_Source):
             for frame in self.container.decode(self.stream):
                 data = frame.to_ndarray()
                 data = _to_float_planar(data, frame.format.name, frame.format.is_planar, self.info.channels)
-                pending.append(data.mean(axis=0, dtype=np.float32) if data.shape[0] > 1 else data[0])
+                pending.append(downmix(data.T))
                 count += pending[-1].shape[0]
                 if count >= block_frames:
                     block = np.concatenate(pending)
@@ -216,6 +215,19 @@ class _PyAVSource(_Source):
 
     def close(self) -> None:
         self.container.close()
+
+
+def downmix(data: np.ndarray) -> np.ndarray:
+    """Mean of the channels of a (frames, channels) array, as a new contiguous float32 array.
+
+    Summed column by column: numpy's ``mean(axis=1)`` over a 2-wide axis is ~10x slower than decoding.
+    """
+    out = np.array(data[:, 0], dtype=np.float32)  # a copy: the caller's buffer may be reused
+    for c in range(1, data.shape[1]):
+        out += data[:, c]
+    if data.shape[1] > 1:
+        out *= np.float32(1.0 / data.shape[1])
+    return out
 
 
 def _to_float_planar(data: np.ndarray, fmt: str, planar: bool, channels: int) -> np.ndarray:

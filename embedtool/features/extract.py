@@ -408,7 +408,8 @@ def _run_parallel(
     ctx.set_forkserver_preload(["embedtool.audio.melspec"])
     pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init)
     pending: dict[cf.Future, tuple[str, dict[str, Any]]] = {}
-    queue = iter(todo)
+    # Largest files first, so that no worker is left with a long file while the others are idle at the end.
+    queue = iter(sorted(todo, key=lambda item: -item[1]["file_size"]))
     try:
         while True:
             while len(pending) < 2 * jobs:  # a short queue per worker keeps them busy and memory bounded

@@ -1,0 +1,237 @@
+"""Feature extraction benchmark: embedtool `run_extract` vs pure decoding (the floor) vs the seed's way.
+
+Measured side by side in one run on the same files (read once beforehand so all rows see a warm page cache):
+
+- ``decode``: soundfile reads each whole file as float32 (nothing else): the floor;
+- ``seed``: librosa.load(sr=16000) + librosa.feature.melspectrogram with the thesis settings + ln(x + 1e-6), one
+  file at a time (bench-only dependency: ``.venv/bin/pip install librosa``; the row is skipped without it);
+- ``extract-1`` / ``extract-2``: ``run_extract`` (default features) with 1 and 2 jobs, each into a fresh folder;
+  ``extract-1-thesis``: 1 job with the thesis settings (the seed's feature sizes);
+- ``decode`` again at the end, to see how much the shared machine drifted during the run.
+
+Throughput is audio seconds per wall second; ratios are against the mean of the two decode rows. Then a
+generated two-hour 44.1 kHz stereo FLAC is extracted in a child process to measure peak RSS (bounded memory).
+
+    .venv/bin/python bench/bench_extract.py                   # ~/.cache/embedtool-corpora/music-dev
+    .venv/bin/python bench/bench_extract.py --root DIR --limit 30 --no-long
+
+Writes bench/results/bench_extract.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from embedtool.audio.decode import decode_file
+from embedtool.audio.discover import discover_audio
+from embedtool.audio.settings import FeatureSettings
+from embedtool.features.extract import ExtractOptions, run_extract
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_ROOT = Path.home() / ".cache" / "embedtool-corpora" / "music-dev"
+LONG_FILE = Path.home() / ".cache" / "embedtool-bench" / "two-hours-44k1-stereo.flac"
+
+
+def pure_decode(paths: list[Path]) -> float:
+    t0 = time.perf_counter()
+    for p in paths:
+        try:
+            sf.read(str(p), dtype="float32")
+        except sf.LibsndfileError:
+            decode_file(p, sf.info(str(p)).samplerate)  # the PyAV fallback, as extract would use
+    return time.perf_counter() - t0
+
+
+def seed_way(paths: list[Path]) -> float | None:
+    try:
+        import librosa
+    except ImportError:
+        print("seed row skipped: librosa is not installed (.venv/bin/pip install librosa)")
+        return None
+    # warm up librosa's lazy imports and caches outside the timing
+    librosa.feature.melspectrogram(y=np.zeros(16000, dtype=np.float32), sr=16000, n_fft=1024, hop_length=160)
+    t0 = time.perf_counter()
+    for p in paths:
+        y, sr = librosa.load(str(p), sr=16000, mono=True)
+        mel = librosa.feature.melspectrogram(
+            y=y, sr=sr, n_fft=1024, hop_length=160, win_length=480, n_mels=128, fmin=50, fmax=8000, power=1.0, htk=True
+        )
+        np.log(mel + 1e-6)
+    return time.perf_counter() - t0
+
+
+def extract(root: Path, paths: list[Path], jobs: int, settings: FeatureSettings) -> tuple[float, dict]:
+    """run_extract over exactly ``paths`` (via a folder of symlinks), into a fresh features folder."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "audio"
+        for p in paths:
+            link = src / p.relative_to(root)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(p.resolve())
+        t0 = time.perf_counter()
+        report = run_extract([src], Path(tmp) / "features", settings, ExtractOptions(jobs=jobs))
+        elapsed = time.perf_counter() - t0
+        return elapsed, {"tracks": report.tracks, "bytes": report.bytes_written, "hours": report.hours}
+
+
+def make_long_file(path: Path, hours: float = 2.0, sr: int = 44100) -> None:
+    """A two-hour stereo FLAC of drifting tones over quiet noise, written a minute at a time."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part.flac")
+    rng = np.random.default_rng(0)
+    with sf.SoundFile(str(tmp), "w", sr, 2, format="FLAC", subtype="PCM_16") as fh:
+        for minute in range(int(hours * 60)):
+            t = np.arange(60 * sr) / sr + minute * 60
+            f0 = 220 * 2 ** ((minute % 24) / 12)
+            left = 0.3 * np.sin(2 * np.pi * f0 * t) + 0.01 * rng.standard_normal(len(t))
+            right = 0.3 * np.sin(2 * np.pi * 1.5 * f0 * t) + 0.01 * rng.standard_normal(len(t))
+            fh.write(np.stack([left, right], axis=1).astype(np.float32))
+    tmp.rename(path)
+
+
+PEAK_RSS_CHILD = """
+import resource, sys, time
+from pathlib import Path
+from embedtool.audio.settings import FeatureSettings
+from embedtool.features.extract import ExtractOptions, run_extract
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+report = run_extract([Path(sys.argv[1])], Path(sys.argv[2]), FeatureSettings(), ExtractOptions(jobs=1))
+print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - t0, report.tracks)
+"""
+
+
+def long_file_peak_rss() -> dict:
+    print(f"\n== bounded memory: generating/using {LONG_FILE} ...", flush=True)
+    t0 = time.perf_counter()
+    make_long_file(LONG_FILE)
+    info = sf.info(str(LONG_FILE))
+    print(
+        f"   {info.duration / 3600:.2f} h, {info.samplerate} Hz, {info.channels} ch ({time.perf_counter() - t0:.0f} s)"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS_CHILD, str(LONG_FILE), str(Path(tmp) / "features")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+    base_kb, peak_kb, seconds = int(out[0]), int(out[1]), float(out[2])
+    whole_f32 = info.frames * info.channels * 4
+    result = {
+        "duration_h": info.duration / 3600,
+        "native_float32_bytes": whole_f32,
+        "rss_after_imports_mb": base_kb / 1024,
+        "peak_rss_mb": peak_kb / 1024,
+        "extract_seconds": seconds,
+    }
+    print(
+        f"   peak RSS {peak_kb / 1024:.0f} MB (after imports {base_kb / 1024:.0f} MB); the file as native float32 "
+        f"would be {whole_f32 / 2**20:.0f} MB; extracted in {seconds:.0f} s"
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    parser.add_argument("--limit", type=int, default=0, help="use every k-th file so that N files remain")
+    parser.add_argument("--no-long", action="store_true", help="skip the two-hour peak-RSS measurement")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    found = discover_audio([args.root])
+    if args.limit and len(found) > args.limit:
+        step = len(found) / args.limit
+        found = [found[int(i * step)] for i in range(args.limit)]
+    paths = [f.path for f in found]
+    seconds = sum(sf.info(str(p)).duration for p in paths)
+    size = sum(p.stat().st_size for p in paths)
+    for p in paths:  # warm the page cache for every row alike
+        p.read_bytes()
+    load = os.getloadavg()
+    print(f"{len(paths)} files, {seconds / 3600:.2f} h of audio, {size / 2**20:.0f} MB, from {args.root}")
+    print(f"load average before: {load[0]:.1f} (2 cores shared with other work: figures are pessimistic)")
+
+    rows: dict[str, dict] = {}
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    def record(name: str, run, in_process: bool = True) -> None:  # noqa: ANN001
+        c0 = cpu()
+        result = run()
+        if result is None:
+            return
+        elapsed, facts = result if isinstance(result, tuple) else (result, {})
+        # CPU seconds of this process: robust to other people's load (not for extract-2, whose workers are
+        # children of the forkserver, not of this process).
+        cpu_s = cpu() - c0 if in_process else None
+        rows[name] = {"seconds": elapsed, "audio_s_per_s": seconds / elapsed, "cpu_s": cpu_s, **facts}
+        cpu_text = f"{cpu_s:7.1f} cpu-s" if cpu_s is not None else " " * 11
+        print(f"   {name:<18} {elapsed:7.1f} s {cpu_text}  {seconds / elapsed:7.1f} audio-s/s", flush=True)
+
+    record("decode", lambda: pure_decode(paths))
+    record("seed", lambda: seed_way(paths))
+    record("extract-1", lambda: extract(args.root, paths, 1, FeatureSettings()))
+    record("extract-2", lambda: extract(args.root, paths, 2, FeatureSettings()), in_process=False)
+    record("extract-1-thesis", lambda: extract(args.root, paths, 1, FeatureSettings.from_preset("thesis")))
+    record("decode-again", lambda: pure_decode(paths))
+
+    floor = (rows["decode"]["audio_s_per_s"] + rows["decode-again"]["audio_s_per_s"]) / 2
+    print("\n| row | wall s | cpu s | audio-s/s | vs decode | vs seed | feature bytes per audio hour |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, row in rows.items():
+        vs_seed = row["audio_s_per_s"] / rows["seed"]["audio_s_per_s"] if "seed" in rows else float("nan")
+        per_hour = row["bytes"] / (seconds / 3600) if "bytes" in row else None
+        row.update(vs_decode=row["audio_s_per_s"] / floor, vs_seed=vs_seed, bytes_per_audio_hour=per_hour)
+        cpu_text = "" if row["cpu_s"] is None else f"{row['cpu_s']:.1f}"
+        print(
+            f"| {name} | {row['seconds']:.1f} | {cpu_text} | {row['audio_s_per_s']:.1f} | {row['vs_decode']:.2f} "
+            f"| {vs_seed:.2f} | {'' if per_hour is None else f'{per_hour / 2**20:.1f} MB'} |"
+        )
+    cpu_floor = (rows["decode"]["cpu_s"] + rows["decode-again"]["cpu_s"]) / 2
+    ratios = {
+        "extract1_vs_decode": rows["extract-1"]["vs_decode"],
+        "extract1_vs_decode_by_cpu_time": cpu_floor / rows["extract-1"]["cpu_s"],
+        "extract1_vs_seed": rows["extract-1"]["vs_seed"],
+        "extract1_thesis_vs_seed": rows["extract-1-thesis"]["vs_seed"],
+        "extract2_vs_extract1": rows["extract-2"]["audio_s_per_s"] / rows["extract-1"]["audio_s_per_s"],
+    }
+    print("\nratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()))
+    print("targets: extract1_vs_decode >= 0.85, extract1_vs_seed >= 1.3, extract2_vs_extract1 >= 1.8")
+    out = {
+        "root": str(args.root),
+        "files": len(paths),
+        "audio_hours": seconds / 3600,
+        "input_bytes": size,
+        "load_before": load,
+        "load_after": os.getloadavg(),
+        "rows": rows,
+        "ratios": ratios,
+        "cpu_count": os.cpu_count(),
+    }
+    if not args.no_long:
+        out["long_file"] = long_file_peak_rss()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench_extract.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(f"\nwrote {RESULTS / 'bench_extract.json'}")
+
+
+if __name__ == "__main__":
+    main()
