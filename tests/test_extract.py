@@ -340,3 +340,16 @@ def test_cli_ctrl_c_exits_130_and_the_next_run_finishes(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["unchanged"] == 2 and report["done"] == 2
+
+
+def test_one_run_at_a_time_per_workspace(tmp_path: Path) -> None:
+    import fcntl
+
+    root = corpus(tmp_path / "audio", classes=1, per_class=1, seconds=0.5)
+    features = tmp_path / "f"
+    features.mkdir()
+    with open(features / ".extract.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running extract holds it
+        with pytest.raises(InputError, match="Another `embedtool extract` is writing to"):
+            run_extract([root], features, SETTINGS, opts())
+    assert run_extract([root], features, SETTINGS, opts()).done == 1  # free again

@@ -19,10 +19,12 @@ Killed at any point before step 5, the previous artefact stays as it was; the ne
 from __future__ import annotations
 
 import concurrent.futures as cf
+import fcntl
 import hashlib
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ from embedtool.features import store
 from embedtool.features.labels import read_labels_file
 
 ERRORS_FILE = "errors.json"
+LOCK_FILE = ".extract.lock"
 HASH_CHUNK = 1 << 20
 
 
@@ -136,12 +139,26 @@ def file_hash(path: Path) -> str:
 # --- the per-file work (runs in worker processes) ---------------------------------------------------------
 
 
-def _worker_init() -> None:
+def _worker_init(parent_pid: int) -> None:
     # Ctrl-C goes to the whole process group: only the parent handles it (and stops the workers).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
     torch.set_num_threads(1)
+    # Workers are children of the forkserver, not of the run: if the run is killed (kill -9), nothing tells
+    # them, so each watches the run's process and leaves when it is gone.
+    threading.Thread(target=_exit_with, args=(parent_pid,), daemon=True).start()
+
+
+def _exit_with(pid: int) -> None:
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:
+            pass
 
 
 def featurise_file(
@@ -205,10 +222,32 @@ def run_extract(
 
     Raises :class:`InputError` when nothing usable came out, or when a file failed under ``options.strict``.
     """
-    started = time.perf_counter()
     settings.validate()
     options.validate()
     features_dir = Path(features_dir)
+    features_dir.mkdir(parents=True, exist_ok=True)
+    # Two runs on one workspace would delete each other's new shards when publishing: one at a time.
+    with open(features_dir / LOCK_FILE, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(
+                f"Another `embedtool extract` is writing to {features_dir}; wait for it to finish."
+            ) from None
+        try:
+            return _run_extract(roots, features_dir, settings, options, progress)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _run_extract(
+    roots: list[Path],
+    features_dir: Path,
+    settings: FeatureSettings,
+    options: ExtractOptions,
+    progress: Callable[[ExtractProgress], None] | None,
+) -> ExtractReport:
+    started = time.perf_counter()
     report = ExtractReport(jobs=options.resolved_jobs())
 
     previous, previous_extra, rebuild_reason = _previous_records(features_dir, settings)
@@ -406,7 +445,7 @@ def _run_parallel(
     # threads), rather than from this process (which may hold OpenMP threads) or from scratch (slow).
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["embedtool.audio.melspec"])
-    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init)
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
     pending: dict[cf.Future, tuple[str, dict[str, Any]]] = {}
     # Largest files first, so that no worker is left with a long file while the others are idle at the end.
     queue = iter(sorted(todo, key=lambda item: -item[1]["file_size"]))
