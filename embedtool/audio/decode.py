@@ -125,6 +125,10 @@ def check_readable(path: Path) -> None:
         raise InputError(f"{path}: empty file (0 bytes)")
 
 
+class _NotOpened(Exception):
+    """PyAV could not open the file either; the message is the reason."""
+
+
 class _Source:
     """A native-rate block reader over soundfile or PyAV, downmixing to mono."""
 
@@ -173,17 +177,17 @@ class _PyAVSource(_Source):
         try:
             self.container = av.open(str(path))
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: not a recognised audio file ({exc})") from exc
+            raise _NotOpened(getattr(exc, "strerror", None) or str(exc)) from exc
         if not self.container.streams.audio:
             self.container.close()
-            raise InputError(f"{path}: no audio stream")
+            raise _NotOpened("no audio stream")
         self.stream = self.container.streams.audio[0]
         ctx = self.stream.codec_context
         rate = ctx.sample_rate or self.stream.rate or 0
         channels = ctx.channels or 0
         if rate <= 0 or channels <= 0:
             self.container.close()
-            raise InputError(f"{path}: audio stream without sample rate or channels")
+            raise _NotOpened("audio stream without sample rate or channels")
         duration = 0.0
         if self.stream.duration is not None and self.stream.time_base is not None:
             duration = float(self.stream.duration * self.stream.time_base)
@@ -251,8 +255,8 @@ def _open(path: Path) -> _Source:
         sf_reason = str(sf_exc).split(": ", 1)[-1] if ": " in str(sf_exc) else str(sf_exc)
     try:
         return _PyAVSource(path)
-    except InputError as av_exc:
-        raise InputError(f"{path}: not a recognised audio file (soundfile: {sf_reason}; {av_exc})") from None
+    except _NotOpened as av_exc:
+        raise InputError(f"{path}: not a recognised audio file (soundfile: {sf_reason}; PyAV: {av_exc})") from None
 
 
 class AudioStream:
