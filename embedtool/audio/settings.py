@@ -9,12 +9,29 @@ from embedtool.errors import ConfigError
 
 @dataclass(frozen=True)
 class FeatureSettings:
-    """How audio becomes a log-Mel matrix (frames x mels).
+    """How audio becomes a log-Mel matrix (frames x mels): ``ln(mel(|STFT|) + log_offset)``.
 
-    ``default`` is the 25 ms / 10 ms, 64-band, 16 kHz front end that general-audio models (VGGish, YAMNet,
-    PANNs' 16 kHz variants) share: it covers speech, music and environmental sound, keeps the CPU cost of
-    resampling and the STFT low, and gives small inputs that train fast on a CPU. ``thesis`` reproduces the
-    seed exactly.
+    Frames are not centred (as the seed's ``tf.signal.stft``): frame ``t`` covers samples
+    ``[t * hop, t * hop + win_length)``, zero-padded to ``n_fft``; see :mod:`embedtool.audio.melspec`.
+
+    ``default`` (16 kHz; 25 ms Hann window in a 512-point FFT; 10 ms hop; 64 HTK Mel bands 50-8000 Hz;
+    ln(magnitude + 1e-6)) is chosen for quality and CPU speed together:
+
+    - quality: it is the front end general-audio models share (VGGish, YAMNet, PANNs' 16 kHz variants) and
+      covers speech, music and environmental sound up to 8 kHz; with 64 bands the 512-point FFT (31 Hz bins)
+      still gives every band, even the narrowest near 50 Hz, at least two FFT bins (the thesis' 128 bands in a
+      1024-point FFT go down to one).
+    - speed: extraction is bound by decoding, not by the features (``bench/bench_extract.py``: decoding is
+      ~90% of the time), so the cost shows downstream: half the bands of ``thesis`` halve the stored
+      features (~44 MB instead of ~88 MB of float16 per audio hour) and the network's input, which roughly
+      halves training and embedding time per second of audio on a CPU.
+    - the hop (10 ms, 100 frames per second) is the thesis' own, so segment lengths and timestamps carry over.
+
+    ``thesis`` reproduces the seed's settings exactly (16 kHz, window 480 in an FFT of 1024, hop 160, 128 mels
+    50-8000 Hz, natural log of magnitude + 1e-6; 498 frames per 5 s). The Mel filterbank is torchaudio's
+    (triangles in Hz between Mel-spaced edges, unnormalised, like librosa with ``htk=True, norm=None``); TF's
+    ``linear_to_mel_weight_matrix``, if the seed used it, draws its triangles on the Mel axis instead, so band
+    shapes (not centres or edges) differ slightly.
     """
 
     sample_rate: int = 16000
