@@ -1,0 +1,26 @@
+"""The shipped example configurations load and mean what their comments say."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from embedtool.config import load_project_config
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_thesis_example_reproduces_the_seed_settings() -> None:
+    config = load_project_config(EXAMPLES / "thesis.yaml")
+    features = config.settings("features")
+    assert (features.sample_rate, features.win_length, features.hop_length, features.n_fft) == (16000, 480, 160, 1024)
+    assert (features.n_mels, features.f_min, features.f_max, features.log_offset) == (128, 50.0, 8000.0, 1e-6)
+    train = config.settings("train")
+    assert (train.segment_seconds, train.neighbour_radius_s, train.stem, train.width) == (5.0, 5.0, "imagenet", 1.0)
+    assert (train.lr, train.lr_decay, train.lr_decay_steps, train.augment) == (1e-5, 0.95, 7500, False)
+
+
+def test_cpu_music_example_loads_every_section() -> None:
+    config = load_project_config(EXAMPLES / "music-library-cpu.yaml")
+    assert config.settings("train").device == "cpu"
+    assert config.settings("embed").hop_seconds == 0.5
+    assert config.settings("index").target_recall == 0.95
