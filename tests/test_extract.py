@@ -100,8 +100,10 @@ def test_labels_from_a_file(tmp_path: Path) -> None:
     rows = ["title\tpath\tlabel\tgroup"]
     rows += [f"t{i}\t{f}\tL{i % 2}\tG{i // 2}" for i, f in enumerate(files[:2])]
     rows.append(f"t2\t{tmp_path / files[2]}\tL9\t")
+    rows.append("t3\tgone/missing.wav\tL1\tG1")
     labels.write_text("\n".join(rows) + "\n")
-    run_extract([root], tmp_path / "f", SETTINGS, opts(labels=str(labels)))
+    report = run_extract([root], tmp_path / "f", SETTINGS, opts(labels=str(labels)))
+    assert report.labelled == 3 and report.labels_unmatched == [str(tmp_path / "gone" / "missing.wav")]
     got = {
         Path(t["path"]).relative_to(tmp_path).as_posix(): (t["label"], t["group"])
         for t in FeatureStore(tmp_path / "f").tracks

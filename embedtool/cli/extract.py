@@ -98,7 +98,7 @@ def _print_summary(report: ExtractReport, features_dir: Path) -> None:
         ("files skipped", str(report.skipped)),
         ("files failed", str(report.failed)),
         ("tracks removed", str(report.removed)),
-        ("tracks in features", str(report.tracks)),
+        ("tracks in features", f"{report.tracks} ({report.labelled} labelled)"),
         ("audio hours extracted", f"{report.hours:.3f}"),
         ("audio hours in features", f"{report.total_hours:.3f}"),
         ("bytes written", human_bytes(report.bytes_written)),
@@ -110,6 +110,13 @@ def _print_summary(report: ExtractReport, features_dir: Path) -> None:
     console.print(table)
     if report.full_rebuild_reason:
         console.print(f"full re-extraction: {report.full_rebuild_reason}", highlight=False)
+    if report.labels_unmatched:
+        shown = ", ".join(report.labels_unmatched[:3])
+        err_console.print(
+            f"[yellow]{len(report.labels_unmatched)} path(s) in the labels file matched no audio file found[/] "
+            f"(e.g. {shown}); paths are relative to the labels file's folder",
+            highlight=False,
+        )
     if report.errors:
         for path, reason in report.errors[:SHOW_ERRORS]:
             err_console.print(f"[yellow]not used[/] {path}: {reason}", highlight=False)

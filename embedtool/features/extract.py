@@ -116,6 +116,8 @@ class ExtractReport:
     elapsed_s: float = 0.0
     jobs: int = 1
     full_rebuild_reason: str | None = None  # why earlier results could not be reused, if so
+    labelled: int = 0  # published tracks with a label
+    labels_unmatched: list[str] = field(default_factory=list)  # labels-file paths that matched no file found
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): skipped and failed files
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (duplicate path, kept path)
     fingerprint: str = ""
@@ -398,6 +400,8 @@ def _run_extract(
     report.bytes_written = writer.bytes_written
     records = list(kept.values())
     report.tracks = len(records)
+    report.labelled = sum(1 for r in records if r["label"] is not None)
+    report.labels_unmatched = label_table.unmatched() if label_table is not None else []
     report.total_hours = sum(r["duration_s"] for r in records) / 3600
     report.removed = len({r["track_id"] for r in previous} - set(kept)) if not report.full_rebuild_reason else 0
 
@@ -424,7 +428,7 @@ def _run_extract(
             "roots": [str(Path(os.path.abspath(r))) for r in roots],
             "labels_file": str(label_table.source) if label_table is not None else None,
             "hours": round(report.total_hours, 6),
-            "labelled": sum(1 for r in records if r["label"] is not None),
+            "labelled": report.labelled,
         },
     )
     report.fingerprint = meta.fingerprint

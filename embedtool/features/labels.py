@@ -32,7 +32,7 @@ class LabelTable:
     def __init__(self, source: Path, entries: dict[str, LabelEntry]):
         self.source = source
         self.entries = entries
-        self._resolved: dict[str, LabelEntry] | None = None
+        self._resolved: dict[str, str] | None = None
         self.matched: set[str] = set()
 
     def __len__(self) -> int:
@@ -43,9 +43,13 @@ class LabelTable:
         if key in self.entries:
             self.matched.add(key)
             return self.entries[key]
-        if self._resolved is None:
-            self._resolved = {os.path.realpath(k): v for k, v in self.entries.items()}
-        return self._resolved.get(os.path.realpath(path))
+        if self._resolved is None:  # the same file reached through a symlink on either side
+            self._resolved = {os.path.realpath(k): k for k in self.entries}
+        key = self._resolved.get(os.path.realpath(path))
+        if key is None:
+            return None
+        self.matched.add(key)
+        return self.entries[key]
 
     def unmatched(self) -> list[str]:
         return sorted(set(self.entries) - self.matched)
