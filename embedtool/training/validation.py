@@ -52,6 +52,7 @@ def retrieval_recall(embeddings: np.ndarray, owners: np.ndarray, ks: tuple[int, 
 
 
 def collapse_stats(embeddings: np.ndarray) -> dict[str, float]:
+    embeddings = embeddings[np.isfinite(embeddings).all(1)]  # a broken input must not break validation
     if len(embeddings) < 2:
         return {}
     centred = embeddings - embeddings.mean(0, keepdims=True)
