@@ -234,3 +234,13 @@ def test_cli_trains_on_one_shot_samples_and_reports_errors(sample_audio_dir: Pat
     assert Encoder.load(ws / "model").embedding_dim == 8
     result = runner.invoke(app, ["-w", str(ws), "train", "--mining", "extreme"])
     assert result.exit_code == 2 and "mining" in result.output
+
+
+def test_dataloader_workers_give_the_same_training(class_features: Path, tmp_path: Path) -> None:
+    """Each item is seeded by (seed, epoch, index): worker processes change nothing but speed."""
+    settings = replace(TINY, epochs=1, steps_per_epoch=3, val_triplets=0)
+    train(class_features, tmp_path / "split", tmp_path / "w0", settings)
+    train(class_features, tmp_path / "split", tmp_path / "w2", replace(settings, workers=2))
+    a = torch.load(tmp_path / "w0" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "w2" / "model.pt", weights_only=True)
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
