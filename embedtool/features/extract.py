@@ -114,6 +114,7 @@ class ExtractReport:
     bytes_written: int = 0  # feature bytes written by this run
     total_bytes: int = 0  # size of the features folder afterwards
     elapsed_s: float = 0.0
+    featurise_cpu_s: float = 0.0  # CPU seconds spent decoding and featurising, summed over workers
     jobs: int = 1
     full_rebuild_reason: str | None = None  # why earlier results could not be reused, if so
     labelled: int = 0  # published tracks with a label
@@ -161,6 +162,13 @@ def _exit_with(pid: int) -> None:
             os._exit(1)
         except PermissionError:
             pass
+
+
+def _featurise_timed(*args: Any) -> tuple[tuple[str, Any], float]:
+    """:func:`featurise_file` and the CPU seconds it took in its process (for the report)."""
+    c0 = time.process_time()
+    outcome = featurise_file(*args)
+    return outcome, time.process_time() - c0
 
 
 def featurise_file(
@@ -341,9 +349,10 @@ def _run_extract(
     # Pass 2: decode and featurise what is new or changed, in worker processes.
     last_flush = time.monotonic()
 
-    def finish(track_id: str, desc: dict[str, Any], outcome: tuple[str, Any]) -> None:
+    def finish(track_id: str, desc: dict[str, Any], timed: tuple[tuple[str, Any], float]) -> None:
         nonlocal last_flush
-        status, payload = outcome
+        (status, payload), cpu_s = timed
+        report.featurise_cpu_s += cpu_s
         if status != "ok":
             errors.append((desc["path"], payload))
             if status == "failed":
@@ -376,7 +385,7 @@ def _run_extract(
             torch.set_num_threads(1)  # as in a worker: one file on one core
             try:
                 for track_id, desc in todo:
-                    finish(track_id, desc, featurise_file(desc["path"], settings, *args))
+                    finish(track_id, desc, _featurise_timed(desc["path"], settings, *args))
             finally:
                 torch.set_num_threads(threads)
         else:
@@ -442,7 +451,7 @@ def _run_parallel(
     settings: FeatureSettings,
     args: tuple,
     jobs: int,
-    finish: Callable[[str, dict[str, Any], tuple[str, Any]], None],
+    finish: Callable[[str, dict[str, Any], tuple[tuple[str, Any], float]], None],
 ) -> None:
     """Featurise ``todo`` on ``jobs`` processes, handing each outcome to ``finish`` in the parent."""
     # forkserver: workers fork from a clean server that has imported torch once (fast start, no inherited
@@ -459,7 +468,7 @@ def _run_parallel(
                 item = next(queue, None)
                 if item is None:
                     break
-                pending[pool.submit(featurise_file, item[1]["path"], settings, *args)] = item
+                pending[pool.submit(_featurise_timed, item[1]["path"], settings, *args)] = item
             if not pending:
                 break
             done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
@@ -470,7 +479,7 @@ def _run_parallel(
                 except cf.process.BrokenProcessPool:
                     raise
                 except Exception as exc:
-                    outcome = ("failed", f"worker error {type(exc).__name__}: {exc}")
+                    outcome = (("failed", f"worker error {type(exc).__name__}: {exc}"), 0.0)
                 finish(track_id, desc, outcome)
     except BaseException:
         # Stop at once: running workers are killed (their files are simply not done yet).
