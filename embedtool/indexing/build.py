@@ -44,9 +44,9 @@ TRACK_INDEX = "tracks.faiss"
 SEGMENT_TABLE = "segments.parquet"
 TRACK_TABLE = "tracks.parquet"
 
-NPROBE_LADDER = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024, 2048, 4096)
+NPROBE_LADDER = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024, 2048, 4096)
 REFINE_FACTOR = 16  # ivf-pq: candidates fetched per wanted neighbour before exact re-scoring
-EF_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 2048)
+EF_LADDER = (16, 24, 32, 40, 48, 64, 80, 96, 128, 192, 256, 384, 512, 768, 1024, 2048)
 
 
 @dataclass

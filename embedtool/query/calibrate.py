@@ -1,7 +1,7 @@
 """Calibrating the identify-mode "no match" threshold at index time.
 
-For up to ``calibration_tracks`` library tracks (seeded choice) we cut an excerpt of ``calibration_excerpt_s``
-at a random offset that is *not* on the segment grid, add noise in the Mel domain at
+For up to ``calibration_tracks`` library tracks at least one excerpt long (seeded choice) we cut an excerpt
+of ``calibration_excerpt_s`` at a random offset that is *not* on the segment grid, add noise in the Mel domain at
 ``calibration_snr_db`` (an approximation of noise added to the audio: magnitudes of incoherent sources add in
 power), and query it twice through the real query path:
 
@@ -11,7 +11,8 @@ power), and query it twice through the real query path:
 
 The threshold is the cut between the two distributions with the largest Youden's J (true-accept rate minus
 false-accept rate), placed midway between neighbouring scores. With fewer than two tracks there are no
-non-matching queries and a fixed fallback threshold is used (recorded as uncalibrated).
+non-matching queries and a fixed fallback threshold is used (recorded as uncalibrated). A library of fewer than
+``MIN_QUERIES`` tracks gets several excerpts (at different offsets) per track.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from embedtool.query.neighbours import Searcher
 
 FALLBACK_THRESHOLD = 0.5
+MIN_QUERIES = 60  # excerpts drawn at least (several per track when the library is small)
 
 Progress = Callable[[str, int, int], None]
 
@@ -71,13 +73,20 @@ def calibrate_threshold(
     """Calibrate the identify threshold from library excerpts (see the module docstring); a meta-ready dict."""
     rng = np.random.default_rng(seed)
     tables = searcher.tables
-    ids = [t["track_id"] for t in tables.tracks if t["track_id"] in {r["track_id"] for r in features.tracks}]
+    settings = searcher.settings
+    excerpt_frames = max(1, settings.seconds_to_frames(excerpt_s))
+    frames = {r["track_id"]: int(r["frames"]) for r in features.tracks}
+    ids = [t["track_id"] for t in tables.tracks if t["track_id"] in frames]
+    # Identification is about excerpts of longer recordings: calibrate on tracks at least one excerpt long
+    # (one-shots queried whole would set the bar by how alike short samples are), unless too few exist.
+    long_enough = [tid for tid in ids if frames[tid] >= excerpt_frames]
+    ids = long_enough if len(long_enough) >= 2 else ids
     info: dict[str, Any] = {"excerpt_s": excerpt_s, "snr_db": snr_db, "seed": seed}
     if len(ids) < 2:
         return {**info, "threshold": FALLBACK_THRESHOLD, "calibrated": False, "reason": "fewer than 2 tracks"}
     chosen = [ids[i] for i in sorted(rng.choice(len(ids), min(n_tracks, len(ids)), replace=False))]
-    settings = searcher.settings
-    excerpt_frames = max(1, settings.seconds_to_frames(excerpt_s))
+    # A small library still gets enough queries for stable score distributions: several excerpts a track.
+    chosen = chosen * max(1, -(-MIN_QUERIES // len(chosen)))
     matching, non_matching, correct = [], [], 0
     for i, tid in enumerate(chosen):
         mel = np.asarray(features.mel(tid), dtype=np.float32)

@@ -120,8 +120,11 @@ def _vote_track(
     )  # (n_windows, width): the window's best hit within the tolerance of each centre
     totals = windowed.sum(axis=0)
     centre = int(np.argmax(totals)) + lo
-    support = idx[np.abs(b - centre) <= tolerance]
-    supporting_windows = np.unique(qi[support])
+    # Each supporting window's best hit within the tolerance of the best offset gives the time ranges.
+    near = idx[np.abs(b - centre) <= tolerance]
+    near = near[np.lexsort((-sims[near], qi[near]))]  # by window, best hit first
+    support = near[np.concatenate([[True], qi[near][1:] != qi[near][:-1]])]
+    supporting_windows = qi[support]
     q_first = float(query_starts[supporting_windows].min())
     q_last = float(query_starts[supporting_windows].max())
     if mode == "identify":

@@ -1,0 +1,289 @@
+"""Queries end to end: identify noisy re-encoded excerpts, similar mode, stable ids, errors, and the CLI.
+
+One tiny model (24 training steps) is trained for the module on generated melodies (distinct note sequences
+over a broadband bed) plus the bundled fixture snares; every test then works on a copy or reads only. A model
+this small is only robust to mild noise, so excerpts get noise at 40 dB SNR (bench/bench_reid.py measures a
+trained model at 10 dB).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from audio_factory import tone, write_corrupt, write_noise, write_signal, write_tone
+from conftest import SAMPLE_AUDIO
+from typer.testing import CliRunner
+
+from embedtool.artefacts import read_meta
+from embedtool.audio.decode import decode_file
+from embedtool.audio.settings import FeatureSettings
+from embedtool.cli.app import app
+from embedtool.embedding.store import EmbeddingStore
+from embedtool.errors import IncompatibleArtefactError, InputError, MissingArtefactError
+from embedtool.features.extract import ExtractOptions, run_extract
+from embedtool.indexing.build import IndexOptions, run_index
+from embedtool.query.calibrate import youden_threshold
+from embedtool.query.neighbours import NeighbourOptions, Searcher
+from embedtool.query.voting import vote
+from embedtool.training.settings import TrainSettings
+from embedtool.training.trainer import train
+from embedtool.workspace import Workspace
+
+SR = 22050
+MELODIES = 6
+SECONDS = 8.0
+TINY = TrainSettings(
+    segment_seconds=0.5,
+    neighbour_radius_s=1.0,
+    width=0.125,
+    embedding_dim=32,
+    batch_size=16,
+    epochs=2,
+    steps_per_epoch=12,
+    warmup_steps=2,
+    val_fraction=0.34,
+    split_by="track",
+    val_triplets=32,
+    device="cpu",
+    workers=0,
+)
+INDEX = IndexOptions(calibration_snr_db=40.0, eval_queries=50)
+SNR_DB = 40.0
+
+
+def melody(seed: int, seconds: float = SECONDS) -> np.ndarray:
+    """A random note sequence (0.15-0.5 s notes over four octaves) over a broadband noise bed."""
+    rng = np.random.default_rng(seed)
+    notes, total = [], 0
+    while total < seconds * SR:
+        note = tone(110 * 2 ** (rng.integers(0, 48) / 12), rng.uniform(0.15, 0.5), SR,
+                    amplitude=rng.uniform(0.2, 0.6), harmonics=int(rng.integers(1, 5)))  # fmt: skip
+        notes.append(note)
+        total += len(note)
+    x = np.concatenate(notes)[: int(seconds * SR)]
+    walk = np.cumsum(rng.standard_normal(len(x)))
+    bed = np.diff(walk, prepend=0) * 0.3 + (walk - np.convolve(walk, np.ones(64) / 64, "same")) * 0.05
+    return (x + 0.15 * bed / (np.abs(bed).max() + 1e-9)).astype(np.float32)
+
+
+def noisy_mp3_excerpt(path: Path, out: Path, start_s: float, seconds: float, snr_db: float, seed: int) -> Path:
+    """Crop ``path`` at ``start_s``, add white noise at ``snr_db`` and re-encode to mp3."""
+    rng = np.random.default_rng(seed)
+    audio = decode_file(path, SR).samples
+    x = audio[int(start_s * SR) : int((start_s + seconds) * SR)]
+    x = x + rng.standard_normal(len(x)).astype(np.float32) * np.sqrt(np.mean(x**2) / 10 ** (snr_db / 10))
+    return write_signal(out, x, SR, "mp3")
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    import torch
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("library")
+    corpus = root / "corpus"
+    for i in range(MELODIES):
+        write_signal(corpus / "melody" / f"m{i}.wav", melody(i), SR)
+    for folder in ("snare",):
+        shutil.copytree(SAMPLE_AUDIO / folder, corpus / folder)
+    ws = Workspace(root / "ws")
+    run_extract([corpus], ws.features, FeatureSettings(), ExtractOptions(jobs=1))
+    train(ws.features, ws.split, ws.model, TINY)
+    run_index(ws, INDEX)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def searcher(library: Workspace) -> Searcher:
+    return Searcher.open(library)
+
+
+def _path_of(searcher: Searcher, name: str) -> tuple[str, Path]:
+    for t in searcher.tables.tracks:
+        if Path(t["path"]).name == name:
+            return t["track_id"], Path(t["path"])
+    raise AssertionError(f"{name} not in the library")
+
+
+# --- identify ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, start", [("m1.wav", 2.55), ("m3.wav", 0.5), ("m4.wav", 4.02)])
+def test_identify_noisy_mp3_excerpt_with_time_range(searcher: Searcher, tmp_path: Path, name: str, start: float):
+    track_id, path = _path_of(searcher, name)
+    query = noisy_mp3_excerpt(path, tmp_path / "q.mp3", start, 3.0, snr_db=SNR_DB, seed=int(start * 100))
+    result = searcher.query_file(query, mode="identify", k=3)
+    best = result.best
+    assert best is not None and best.track_id == track_id and not result.no_match
+    assert result.query["library_track"] is None  # an excerpt is not the library file itself
+    # The matched reference range is where the excerpt was cut (within a hop and the mp3 codec's delay).
+    assert best.ref_start_s == pytest.approx(start, abs=0.5)
+    assert best.ref_end_s == pytest.approx(start + 3.0, abs=0.5)
+    assert best.windows >= result.query["windows"] - 2
+    assert best.score > result.matches[1].score
+
+
+def test_identify_says_no_match_for_audio_outside_the_library(searcher: Searcher, tmp_path: Path) -> None:
+    noise = write_noise(tmp_path / "noise.wav", seconds=3.0, sr=SR)
+    result = searcher.query_file(noise, mode="identify")
+    assert result.no_match and result.threshold is not None
+    assert result.best is None or result.best.score < result.threshold
+
+
+# --- similar --------------------------------------------------------------------------------------------------
+
+
+def test_similar_leaves_the_query_track_out(searcher: Searcher, tmp_path: Path) -> None:
+    track_id, path = _path_of(searcher, "m2.wav")
+    result = searcher.query_file(path, mode="similar", k=20)
+    assert result.query["library_track"] == track_id and result.excluded_track == track_id
+    assert track_id not in [m.track_id for m in result.matches] and result.matches
+    kept = searcher.query_file(path, mode="similar", k=3, include_self=True)
+    assert kept.best.track_id == track_id and kept.best.score == pytest.approx(1.0, abs=0.02)
+    # A copy elsewhere is recognised by content, not path.
+    copy = shutil.copy(path, tmp_path / "renamed.wav")
+    moved = searcher.query_file(copy, mode="similar", k=20)
+    assert moved.query["library_track"] == track_id and track_id not in [m.track_id for m in moved.matches]
+    # A library track by id prefix uses its stored features.
+    by_id = searcher.query_track(track_id[:8], mode="similar", k=20)
+    assert by_id.excluded_track == track_id and [m.track_id for m in by_id.matches] == [
+        m.track_id for m in result.matches
+    ]
+
+
+def test_segment_hits_report_window_times(searcher: Searcher) -> None:
+    track_id, path = _path_of(searcher, "m0.wav")
+    result = searcher.query_file(path, mode="similar", include_self=True, segments=True)
+    assert len(result.segments) == result.query["windows"]
+    assert all(h.segment_id.startswith(h.track_id + "@") for h in result.segments)
+    assert result.segments[0].query_start_s == 0.0
+
+
+# --- stable ids and incremental updates ---------------------------------------------------------------------------
+
+
+def test_ids_are_stable_across_reruns_and_additions(library: Workspace, tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(library.root, ws.root)
+    before = EmbeddingStore(ws.embeddings)
+    old_ids = before.segment_ids()
+    again = run_index(ws, INDEX)
+    assert again.export is None  # embeddings current: no export
+    corpus = Path(before.tracks[0]["path"]).parents[1]
+    added = tmp_path / "extra"
+    write_signal(added / "melody" / "m9.wav", melody(9), SR)
+    run_extract([corpus, added], ws.features, FeatureSettings(), ExtractOptions(jobs=1))
+    grown = run_index(ws, INDEX)
+    assert grown.export is not None and grown.export["mode"] == "incremental"
+    assert grown.export["embedded_tracks"] == 1 and grown.export["reused_tracks"] == len(before)
+    after = EmbeddingStore(ws.embeddings)
+    assert set(old_ids) < set(after.segment_ids())
+    searcher = Searcher.open(ws)
+    track_id, path = _path_of(searcher, "m0.wav")
+    assert track_id == before.tracks[[t["path"] for t in before.tracks].index(str(path))]["track_id"]
+    result = searcher.query_file(path, mode="similar", include_self=True, k=1)
+    assert result.best.track_id == track_id
+
+
+def test_new_model_is_refused_then_fully_re_exported(library: Workspace, tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(library.root, ws.root)
+    shutil.rmtree(ws.model)
+    train(ws.features, ws.split, ws.model, TINY.replace(seed=1, epochs=1, steps_per_epoch=2))
+    with pytest.raises(IncompatibleArtefactError, match="embedtool index"):
+        Searcher.open(ws)
+    report = run_index(ws, INDEX)
+    assert report.export["mode"] == "full" and "model changed" in report.export["reason"]
+    assert read_meta(ws.index, "index").inputs["model"] == read_meta(ws.model, "model").fingerprint
+    Searcher.open(ws)
+
+
+# --- errors -----------------------------------------------------------------------------------------------------
+
+
+def test_errors_name_the_problem(library: Workspace, searcher: Searcher, tmp_path: Path) -> None:
+    with pytest.raises(MissingArtefactError, match="embedtool index"):
+        Searcher.open(Workspace(tmp_path / "empty"))
+    with pytest.raises(InputError, match="not a recognised audio file|Cannot read"):
+        searcher.query_file(write_corrupt(tmp_path / "bad.mp3"))
+    with pytest.raises(InputError, match="shortest usable excerpt"):
+        searcher.query_file(write_tone(tmp_path / "short.wav", seconds=0.2, sr=SR))
+    with pytest.raises(InputError, match="not found"):
+        searcher.query_file(tmp_path / "missing.wav")
+    with pytest.raises(InputError, match="No library track"):
+        searcher.query_track("zzzzzzzz")
+
+
+# --- pure logic -------------------------------------------------------------------------------------------------
+
+
+def test_voting_prefers_consistent_offsets() -> None:
+    # Track 0: four windows agree on offset +2 s. Track 1: higher single scores at scattered offsets.
+    starts = np.array([0.0, 0.5, 1.0, 1.5])
+    row_track = np.array([0] * 10 + [1] * 10)
+    row_start = np.concatenate([np.arange(10) * 0.5, np.arange(10) * 0.5])
+    rows = np.array([[4, 10], [5, 17], [6, 11], [7, 19]])
+    scores = np.array([[0.8, 0.95], [0.8, 0.95], [0.8, 0.95], [0.8, 0.95]], dtype=np.float32)
+    ident = vote(scores, rows, starts, 1.0, 2.5, row_track, row_start, row_start + 1.0, 0.5, "identify", 0)
+    assert ident[0].track == 0 and ident[0].windows == 4 and ident[0].offset_s == pytest.approx(2.0)
+    assert (ident[0].ref_start_s, ident[0].ref_end_s) == (2.0, 4.5)
+    assert (ident[0].query_start_s, ident[0].query_end_s) == (0.0, 2.5)
+    similar = vote(scores, rows, starts, 1.0, 2.5, row_track, row_start, row_start + 1.0, 0.5, "similar", 0)
+    assert similar[0].track == 1 and similar[0].score == pytest.approx(0.95)
+
+
+def test_youden_threshold_separates_scores() -> None:
+    t, tar, far = youden_threshold(np.array([0.9, 0.95, 0.85]), np.array([0.5, 0.6, 0.7]))
+    assert 0.7 < t < 0.85 and tar == 1.0 and far == 0.0
+
+
+def test_options_validate() -> None:
+    from embedtool.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="neighbours.mode"):
+        NeighbourOptions(mode="fuzzy").validate()
+
+
+# --- CLI --------------------------------------------------------------------------------------------------------
+
+
+def test_cli_identify_json_and_no_match_exit_code(library: Workspace, searcher: Searcher, tmp_path: Path) -> None:
+    runner = CliRunner()
+    track_id, path = _path_of(searcher, "m5.wav")
+    query = noisy_mp3_excerpt(path, tmp_path / "q.mp3", 1.2, 3.0, snr_db=SNR_DB, seed=3)
+    ws = ["--workspace", str(library.root)]
+    result = runner.invoke(app, [*ws, "neighbours", str(query), "--mode", "identify", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["matches"][0]["track_id"] == track_id and data["no_match"] is False
+    noise = write_noise(tmp_path / "noise.wav", seconds=3.0, sr=SR)
+    result = runner.invoke(app, [*ws, "neighbours", str(noise), "--mode", "identify"])
+    assert result.exit_code == 3 and "no match" in result.output
+    result = runner.invoke(app, [*ws, "neighbours", track_id[:10], "-k", "2"])
+    assert result.exit_code == 0 and "left out" in result.stdout
+    result = runner.invoke(app, [*ws, "neighbours", "no-such-thing"])
+    assert result.exit_code == 1 and "neither an audio file nor a library track" in result.output
+    result = runner.invoke(app, ["--workspace", str(tmp_path / "none"), "neighbours", str(query)])
+    assert result.exit_code == 4 and "embedtool index" in result.output
+
+
+def test_cli_embed_and_index(library: Workspace, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    shutil.copytree(library.root, ws)
+    runner = CliRunner()
+    result = runner.invoke(app, ["--workspace", str(ws), "embed", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["mode"] == "unchanged"
+    result = runner.invoke(app, ["--workspace", str(ws), "embed", "--full"])
+    assert result.exit_code == 0 and "full export" in result.stdout
+    result = runner.invoke(app, ["--workspace", str(ws), "index", "--kind", "hnsw", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["segments"]["kind"] == "hnsw" and data["segments"]["bytes"] > 0
+    assert read_meta(ws / "index", "index").extra["segments"]["kind"] == "hnsw"
+    result = runner.invoke(app, ["--workspace", str(ws), "index", "--kind", "annoy"])
+    assert result.exit_code == 2 and "index.kind" in result.output
