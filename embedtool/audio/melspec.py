@@ -14,6 +14,7 @@ on the whole signal.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -118,8 +119,21 @@ def file_logmel(
                 on_block(block)
             yield block
 
-    parts = [m.astype(dtype, copy=False) for m in logmel.stream(watched())]
-    mel = np.concatenate(parts) if parts else np.zeros((0, settings.n_mels), dtype=dtype)
-    if not np.all(np.isfinite(mel)):
-        raise InputError(f"{path}: decoding produced non-finite samples (corrupt audio)")
+    # Frames go straight into one array sized from the header's length (grown if the header was short), so a
+    # long file's features exist once in memory, not once in pieces and again concatenated.
+    info = stream.info
+    expected = math.ceil(info.duration_s * settings.sample_rate) if info.duration_s > 0 else 0
+    mel = np.empty((logmel.n_frames(expected) + 1, settings.n_mels), dtype=dtype)
+    filled = 0
+    for part in logmel.stream(watched()):
+        if not np.isfinite(part).all():  # checked per block: a whole-file mask would cost as much as the result
+            raise InputError(f"{path}: decoding produced non-finite samples (corrupt audio)")
+        if filled + len(part) > len(mel):
+            grown = np.empty((max(2 * len(mel), filled + len(part)), settings.n_mels), dtype=dtype)
+            grown[:filled] = mel[:filled]
+            mel = grown
+        mel[filled : filled + len(part)] = part
+        filled += len(part)
+    # a view, unless the header promised far more than was decoded (then do not keep the slack alive)
+    mel = mel[:filled].copy() if filled < len(mel) // 2 else mel[:filled]
     return mel, stream.info

@@ -169,7 +169,9 @@ class ShardWriter:
         for record, mel in self._pending:
             records.append({**record, "frames": int(mel.shape[0]), "shard": name, "offset": offset})
             offset += mel.shape[0]
-        atomic_save_npy(self.shard_dir / f"{name}.npy", np.concatenate([m for _, m in self._pending]))
+        # A single (long) track is saved as it is: no concatenated copy of it in memory.
+        data = self._pending[0][1] if len(self._pending) == 1 else np.concatenate([m for _, m in self._pending])
+        atomic_save_npy(self.shard_dir / f"{name}.npy", data)
         atomic_write_json(
             self.shard_dir / f"{name}.json", {"settings_fingerprint": self.settings_fp, "tracks": records}
         )
