@@ -16,7 +16,9 @@ from embedtool.cli.common import app_context, console, handle_errors, make_progr
 @handle_errors
 def classify(
     ctx: typer.Context,
-    queries: list[Path] | None = typer.Argument(None, help="Audio files to label (omit to train the classifier)."),
+    queries: list[Path] | None = typer.Argument(
+        None, metavar="[QUERY]...", help="Audio files to label (omit to train the classifier)."
+    ),
     level: str | None = typer.Option(None, "--level", help="Train on 'track' or 'segment' embeddings."),
     cv: int | None = typer.Option(None, "--cv", help="Grouped stratified N-fold CV instead of the persisted split."),
     c: float | None = typer.Option(None, "--C", help="Inverse regularisation strength of the logistic regression."),
