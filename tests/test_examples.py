@@ -24,3 +24,18 @@ def test_cpu_music_example_loads_every_section() -> None:
     assert config.settings("train").device == "cpu"
     assert config.settings("embed").hop_seconds == 0.5
     assert config.settings("index").target_recall == 0.95
+
+
+def test_config_command_prints_a_loadable_configuration(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from embedtool.cli.app import app
+
+    (tmp_path / "embedtool.yaml").write_text("train:\n  epochs: 7\n")
+    result = CliRunner().invoke(app, ["config", "--preset", "thesis"])
+    assert result.exit_code == 0, result.output
+    printed = result.output.split("\n", 1)[1]
+    (tmp_path / "printed.yaml").write_text(printed)
+    config = load_project_config(tmp_path / "printed.yaml")
+    assert config.settings("train").epochs == 7  # the file's value over the preset's 20
+    assert config.settings("features").n_mels == 128  # thesis preset

@@ -25,6 +25,7 @@ app = typer.Typer(
 # One module per command, in pipeline order; each registers itself on `app`.
 COMMAND_MODULES = [
     "info",
+    "config",
     "extract",
     "train",
     "embed",
