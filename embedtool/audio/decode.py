@@ -67,6 +67,7 @@ class StreamingResampler:
         self.identity = self.orig == self.new
         # One cached kernel (torchaudio.transforms.Resample), default sinc/Hann, 6 zero crossings, rolloff 0.99.
         self._resample = None if self.identity else torchaudio.transforms.Resample(orig_sr, new_sr)
+        self._groups = _phase_groups(self._resample) if self._resample is not None and self.new >= 16 else None
         width = math.ceil(6 * self.orig / (min(self.orig, self.new) * 0.99))
         self.margin = self.orig * (math.ceil((2 * width + self.orig) / self.orig) + 1)
         self._buf = np.zeros(0, dtype=np.float32)
@@ -75,7 +76,10 @@ class StreamingResampler:
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return self._resample(torch.from_numpy(chunk)).numpy()
+            x = torch.from_numpy(chunk)
+            if self._groups is None:
+                return self._resample(x).numpy()
+            return _polyphase(x, self._resample.kernel, self._resample.width, self.orig, self.new, self._groups)
 
     def push(self, block: np.ndarray) -> np.ndarray:
         if self.identity:
@@ -110,6 +114,38 @@ class StreamingResampler:
         first = (self._done - chunk_start) * self.new // self.orig
         last = math.ceil(emit_end * self.new / self.orig) - chunk_start * self.new // self.orig
         return out[first:last]
+
+
+def _phase_groups(
+    resample: torchaudio.transforms.Resample, size: int = 16
+) -> list[tuple[int, int, int, int, torch.Tensor]]:
+    """Split torchaudio's resampling kernel into groups of output phases with the taps each group uses.
+
+    torchaudio convolves every output phase with a kernel spanning ``orig`` + 2 * width input samples, although
+    each phase's sinc window covers only ~2 * width of them; for 44.1 -> 16 kHz that is 475 taps per output
+    where 35 do any work. Multiplying each group of 16 phases by just its own taps gives the same sums (the
+    skipped taps are exact zeros) at ~2.5x less CPU.
+    """
+    kernel = resample.kernel[:, 0, :]  # (new, taps)
+    groups = []
+    for k0 in range(0, kernel.shape[0], size):
+        k1 = min(kernel.shape[0], k0 + size)
+        used = torch.nonzero(kernel[k0:k1].abs().sum(dim=0) > 0).flatten()
+        a, b = int(used[0]), int(used[-1]) + 1
+        groups.append((k0, k1, a, b, kernel[k0:k1, a:b].T.contiguous()))
+    return groups
+
+
+def _polyphase(x: torch.Tensor, kernel: torch.Tensor, width: int, orig: int, new: int, groups: list) -> np.ndarray:
+    """torchaudio's ``_apply_sinc_resample_kernel`` computed group by group (see :func:`_phase_groups`)."""
+    taps = kernel.shape[-1]
+    padded = torch.nn.functional.pad(x, (width, width + orig))
+    frames = (padded.shape[0] - taps) // orig + 1
+    windows = padded.as_strided((frames, taps), (orig, 1))  # row i: the input under output group i
+    out = torch.empty(frames, new)
+    for k0, k1, a, b, weights in groups:
+        out[:, k0:k1] = windows[:, a:b] @ weights
+    return out.reshape(-1)[: math.ceil(new * x.shape[0] / orig)].numpy()
 
 
 def check_readable(path: Path) -> None:
