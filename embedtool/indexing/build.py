@@ -273,12 +273,15 @@ def _ladder(kind: str, params: dict[str, Any], k: int) -> list[int]:
 
 
 def measure_latency(index: VectorIndex, queries: np.ndarray, k: int) -> float:
-    """Median wall time in milliseconds of one single-vector query at the index's tuned parameters."""
+    """Median wall time in milliseconds of one single-vector query at the tuned parameters, one thread."""
+    from embedtool.query.calibrate import single_threaded
+
     times = []
-    for q in queries[: min(len(queries), 200)]:
-        t0 = time.perf_counter()
-        index.search(q[None, :], k)
-        times.append(time.perf_counter() - t0)
+    with single_threaded():
+        for q in queries[: min(len(queries), 200)]:
+            t0 = time.perf_counter()
+            index.search(q[None, :], k)
+            times.append(time.perf_counter() - t0)
     return float(np.median(times) * 1000) if times else 0.0
 
 

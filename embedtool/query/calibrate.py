@@ -17,7 +17,8 @@ non-matching queries and a fixed fallback threshold is used (recorded as uncalib
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,6 +45,26 @@ def add_mel_noise(
     noisy_power = signal_power + noise
     noisy = np.sqrt(noisy_power) if power == 1.0 else noisy_power
     return np.log(noisy + log_offset).astype(np.float32)
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run torch and FAISS on one thread inside the block (restored after).
+
+    Calibration and latency measurements run many tiny batches: thread start-up and, on a busy machine,
+    OpenMP spin-waiting cost far more than the work (20x slower measured with 2 threads on 2 shared cores).
+    """
+    import faiss
+    import torch
+
+    torch_threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        faiss.omp_set_num_threads(faiss_threads)
 
 
 def youden_threshold(matching: np.ndarray, non_matching: np.ndarray) -> tuple[float, float, float]:
@@ -87,6 +108,21 @@ def calibrate_threshold(
     chosen = [ids[i] for i in sorted(rng.choice(len(ids), min(n_tracks, len(ids)), replace=False))]
     # A small library still gets enough queries for stable score distributions: several excerpts a track.
     chosen = chosen * max(1, -(-MIN_QUERIES // len(chosen)))
+    with single_threaded():
+        return _calibrate(searcher, features, chosen, excerpt_frames, snr_db, rng, info, progress)
+
+
+def _calibrate(
+    searcher: Searcher,
+    features: FeatureStore,
+    chosen: list[str],
+    excerpt_frames: int,
+    snr_db: float,
+    rng: np.random.Generator,
+    info: dict[str, Any],
+    progress: Progress | None,
+) -> dict[str, Any]:
+    settings = searcher.settings
     matching, non_matching, correct = [], [], 0
     for i, tid in enumerate(chosen):
         mel = np.asarray(features.mel(tid), dtype=np.float32)
