@@ -17,7 +17,7 @@ from embedtool.cli.common import app_context, console, handle_errors, make_progr
 def classify(
     ctx: typer.Context,
     queries: list[Path] | None = typer.Argument(
-        None, metavar="[QUERY]...", help="Audio files to label (omit to train the classifier)."
+        None, metavar="QUERY", help="Audio files to label (omit to train the classifier)."
     ),
     level: str | None = typer.Option(None, "--level", help="Train on 'track' or 'segment' embeddings."),
     cv: int | None = typer.Option(None, "--cv", help="Grouped stratified N-fold CV instead of the persisted split."),
