@@ -373,7 +373,7 @@ def _run_extract(
             writer.flush()
             last_flush = time.monotonic()
         state.audio_seconds += float(info.duration_s)
-        state.bytes_written = writer.bytes_written + writer._pending_bytes
+        state.bytes_written = writer.bytes_written + writer.pending_bytes
         seen(desc["path"], "done")
 
     args = (options.min_duration_s, options.silence_db, options.block_seconds)
@@ -412,7 +412,7 @@ def _run_extract(
     report.labelled = sum(1 for r in records if r["label"] is not None)
     report.labels_unmatched = label_table.unmatched() if label_table is not None else []
     report.total_hours = sum(r["duration_s"] for r in records) / 3600
-    report.removed = len({r["track_id"] for r in previous} - set(kept)) if not report.full_rebuild_reason else 0
+    report.removed = len({r["track_id"] for r in previous} - set(kept))
 
     atomic_write_json(features_dir / ERRORS_FILE, report.to_dict()["errors"])
     if not records:

@@ -150,6 +150,11 @@ class ShardWriter:
         self.bytes_written = 0
         self.completed: list[dict[str, Any]] = []  # records of the shards written so far
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes queued for the next shard (not on disk yet)."""
+        return self._pending_bytes
+
     def add(self, record: dict[str, Any], mel: np.ndarray) -> None:
         """Queue one track (``record`` without shard/offset); flushes a shard once enough has gathered."""
         if mel.ndim != 2 or mel.shape[1] != self.n_mels:
