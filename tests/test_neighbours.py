@@ -211,7 +211,7 @@ def test_errors_name_the_problem(library: Workspace, searcher: Searcher, tmp_pat
     with pytest.raises(InputError, match="not a recognised audio file|Cannot read"):
         searcher.query_file(write_corrupt(tmp_path / "bad.mp3"))
     with pytest.raises(InputError, match="shortest usable excerpt"):
-        searcher.query_file(write_tone(tmp_path / "short.wav", seconds=0.2, sr=SR))
+        searcher.query_file(write_tone(tmp_path / "short.wav", seconds=0.05, sr=SR))
     with pytest.raises(InputError, match="not found"):
         searcher.query_file(tmp_path / "missing.wav")
     with pytest.raises(InputError, match="No library track"):

@@ -311,6 +311,7 @@ def run_index(
     progress: Progress | None = None,
 ) -> IndexReport:
     """Export embeddings when missing or stale, build and tune both indexes, calibrate, write atomically."""
+    from embedtool.embedding.export import EmbedOptions as EmbedOptionsDefault
     from embedtool.embedding.export import export_embeddings, load_encoder, resolve_device
     from embedtool.embedding.store import SEGMENT_TABLE as STORE_SEGMENTS
     from embedtool.embedding.store import TRACK_TABLE as STORE_TRACKS
@@ -327,7 +328,8 @@ def run_index(
     encoder = load_encoder(workspace.model, resolve_device(embed_options.device if embed_options else "auto"))
     features = FeatureStore(workspace.features)
     export: dict[str, Any] | None = None
-    stale = _embeddings_staleness(workspace, encoder.fingerprint, features.fingerprint)
+    hop = (embed_options or EmbedOptionsDefault()).hop_seconds
+    stale = _embeddings_staleness(workspace, encoder.fingerprint, features.fingerprint, hop)
     if stale:
         report = export_embeddings(workspace.features, encoder, workspace.embeddings, embed_options, progress)
         export = {**report.to_dict(), "why": stale}
@@ -394,7 +396,7 @@ def run_index(
     )
 
 
-def _embeddings_staleness(workspace: Workspace, model_fp: str, features_fp: str) -> str | None:
+def _embeddings_staleness(workspace: Workspace, model_fp: str, features_fp: str, hop_seconds: float) -> str | None:
     """Why the embeddings must be (re-)exported, or None when they are current."""
     from embedtool.embedding.store import EmbeddingStore
 
@@ -406,4 +408,6 @@ def _embeddings_staleness(workspace: Workspace, model_fp: str, features_fp: str)
         return f"the model changed ({store.model_fingerprint} -> {model_fp})"
     if store.features_fingerprint != features_fp:
         return "the features changed (tracks added, removed or re-extracted)"
+    if float(store.meta.config.get("hop_seconds", -1)) != float(hop_seconds):
+        return f"the segment hop changed ({store.meta.config.get('hop_seconds')} -> {hop_seconds} s)"
     return None

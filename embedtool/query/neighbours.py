@@ -48,7 +48,9 @@ class NeighbourOptions:
     hits_per_window: int = 32  # segment hits fetched per query window before voting
     query_hop_seconds: float = 0.0  # step between query windows; 0 = the library's segment hop
     tolerance_bins: int = 1  # voting: offsets within this many reference hops of the best agree
-    min_query_seconds: float = 0.5  # shorter queries are refused (too little to match on)
+    # Shorter queries are refused: too little to match on. Low enough for drum one-shots (a tabla hit is ~43 ms
+    # of sound plus its tail), high enough to refuse a click or an empty file.
+    min_query_seconds: float = 0.1
     include_self: bool = False  # similar mode: keep the query's own track when it is in the library
 
     @classmethod
