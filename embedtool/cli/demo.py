@@ -17,7 +17,7 @@ from embedtool.errors import EmbedtoolError
 from embedtool.workspace import Workspace
 
 # A small, fast training configuration: about a minute on a 2-core CPU.
-DEMO_TRAIN_ARGS = ["--epochs", "4", "--steps-per-epoch", "40", "--batch-size", "32"]
+DEMO_TRAIN_ARGS = ["--epochs", "3", "--steps-per-epoch", "35", "--batch-size", "32"]
 
 
 def _run(args: list[str], title: str, step: int, steps: int) -> float:
