@@ -227,3 +227,20 @@ def test_mfcc_baseline_is_the_dct_of_log_mels() -> None:
     vec = baseline_vector(mel, "mfcc", 20)
     assert vec.shape == (40,) and np.allclose(vec[:20], coeffs.mean(axis=0), atol=1e-5)
     assert baseline_vector(mel, "logmel").shape == (128,)
+
+
+def test_excerpts_are_read_in_place_and_mp3_handles_any_rate(tmp_path: Path) -> None:
+    from audio_factory import write_signal
+
+    from embedtool.analysis.evaluate import read_excerpt
+
+    sr = 22050
+    ramp = np.linspace(-0.5, 0.5, sr * 3, dtype=np.float32)
+    path = write_signal(tmp_path / "ramp.wav", ramp, sr)
+    x, rate = read_excerpt(path, 1.0, 0.5)
+    assert rate == sr and len(x) == sr // 2
+    assert np.allclose(x, ramp[sr : sr + sr // 2], atol=1e-4)  # 16-bit PCM rounding
+    rng = np.random.default_rng(0)
+    odd = np.sin(2 * np.pi * 300 * np.arange(9000) / 9000).astype(np.float32) * 0.3  # 9 kHz: no MP3 rate
+    y = degrade(odd, 9000, "mp3", rng, EvaluateOptions())
+    assert abs(len(y) - len(odd)) <= 2 and np.corrcoef(y[1000:8000], odd[1000:8000])[0, 1] > 0.9

@@ -42,6 +42,7 @@ from embedtool.errors import ConfigError, InputError
 
 KIND = "report"
 FORMAT_VERSION = 1
+MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 DEGRADATIONS = ("clean", "noise20", "noise10", "noise0", "mp3", "gain", "speed+3", "speed-3")
 
 Progress = Callable[[str, int, int], None]
@@ -170,19 +171,24 @@ def degrade(
         return resample_poly(x, 100, 100 + percent).astype(np.float32)
     if kind == "mp3":
         import soundfile as sf
+        from scipy.signal import resample_poly
 
+        # MP3 knows a fixed set of rates: encode anything else at 44.1 kHz and resample back afterwards.
+        rate = sample_rate if sample_rate in MP3_RATES else 44100
+        y = x if rate == sample_rate else resample_poly(x, rate, sample_rate).astype(np.float32)
         buf = io.BytesIO()
         sf.write(
             buf,
-            np.clip(x, -1, 1),
-            sample_rate,
+            np.clip(y, -1, 1),
+            rate,
             format="MP3",
             bitrate_mode="CONSTANT",
             compression_level=options.mp3_compression,
         )
         buf.seek(0)
         y, _ = sf.read(buf, dtype="float32")
-        return y if y.ndim == 1 else y.mean(axis=1)
+        y = y if y.ndim == 1 else y.mean(axis=1)
+        return y if rate == sample_rate else resample_poly(y, sample_rate, rate).astype(np.float32)
     raise ValueError(f"unknown degradation {kind!r}")
 
 
@@ -193,16 +199,17 @@ def _match_track(match: Any) -> str:
 def reidentification(
     searcher: Any,
     tracks: Sequence[dict[str, Any]],
-    sample_rate: int,
     options: EvaluateOptions,
-    decode: Callable[[str], np.ndarray],
+    read: Callable[[str, float, float], tuple[np.ndarray, int]],
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Top-1 / top-5 re-identification of degraded excerpts of library tracks, per length x degradation.
 
     For each excerpt length, ``options.excerpts`` tracks at least that long are drawn (seeded; fewer when fewer
     are that long) with a random offset each; the same excerpts go through every degradation, so the columns
-    differ only by the degradation. A "no match" answer counts as a miss.
+    differ only by the degradation. A "no match" answer counts as a miss. ``read(path, start_s, seconds)``
+    returns the excerpt's mono samples and their rate (the file's own: degradations such as MP3 re-encoding then
+    happen where a user's would, and the query stage resamples).
     """
     rng = np.random.default_rng(options.seed)
     lengths = sorted(options.excerpt_seconds)
@@ -224,10 +231,8 @@ def reidentification(
     total = sum(len(v) for v in plan.values()) * len(options.degradations)
     done = 0
     for track_id, excerpts in plan.items():
-        audio = decode(by_id[track_id]["path"])  # decode once per track, cut every excerpt from it
         for length, start in excerpts:
-            a = int(round(start * sample_rate))
-            excerpt = audio[a : a + int(round(length * sample_rate))]
+            excerpt, sample_rate = read(by_id[track_id]["path"], start, length)
             for kind in options.degradations:
                 noisy = degrade(excerpt, sample_rate, kind, rng, options)
                 try:
@@ -265,7 +270,7 @@ def reidentification(
         "degradations": list(options.degradations),
         "excerpts_per_length": {str(k): v for k, v in planned.items()},
         "gain_db": options.gain_db,
-        "mp3": f"constant bit rate, compression level {options.mp3_compression}, at {sample_rate} Hz",
+        "mp3": f"constant bit rate, compression level {options.mp3_compression}, at the file's own sample rate",
         "cells": cells,
     }
 
@@ -547,20 +552,41 @@ def run_evaluate(
 
 
 def _robustness(workspace: Any, store: Any, options: EvaluateOptions, progress: Progress | None) -> dict[str, Any]:
-    from embedtool.audio.decode import decode_file
     from embedtool.query.neighbours import Searcher
 
     searcher = Searcher.open(workspace)
-    sample_rate = int(searcher.encoder.feature_settings.sample_rate) if hasattr(searcher, "encoder") else 16000
     tracks = [t for t in sorted(store.tracks, key=lambda t: t["row"]) if t.get("path") and Path(t["path"]).exists()]
     if not tracks:
         raise InputError("no library audio file is reachable on disk: re-identification needs the original audio")
 
-    def decode(path: str) -> np.ndarray:
-        return decode_file(Path(path), sample_rate).samples
+    def read(path: str, start_s: float, seconds: float) -> tuple[np.ndarray, int]:
+        return read_excerpt(Path(path), start_s, seconds, searcher.settings.sample_rate)
 
     step = (lambda d, t: progress("re-identification", d, t)) if progress else None
-    return reidentification(searcher, tracks, sample_rate, options, decode, step)
+    return reidentification(searcher, tracks, options, read, step)
+
+
+def read_excerpt(path: Path, start_s: float, seconds: float, fallback_sr: int = 16000) -> tuple[np.ndarray, int]:
+    """Mono float32 samples of ``seconds`` from ``start_s`` at the file's own rate, reading only that part
+    (soundfile seeks); formats soundfile cannot read are decoded whole with the project's decoder."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+        x, sr = sf.read(
+            str(path),
+            start=int(start_s * info.samplerate),
+            frames=int(round(seconds * info.samplerate)),
+            dtype="float32",
+            always_2d=True,
+        )
+        return x.mean(axis=1), int(sr)
+    except (sf.LibsndfileError, RuntimeError):
+        from embedtool.audio.decode import decode_file
+
+        audio = decode_file(path, fallback_sr)
+        a = int(round(start_s * fallback_sr))
+        return audio.samples[a : a + int(round(seconds * fallback_sr))], fallback_sr
 
 
 # --- markdown ------------------------------------------------------------------------------------------------
