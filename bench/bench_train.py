@@ -17,6 +17,7 @@
 
     .venv/bin/python bench/bench_train.py                        # both parts, ~15 min of training
     .venv/bin/python bench/bench_train.py --minutes 5 --skip-throughput
+    .venv/bin/python bench/bench_train.py --skip-throughput --epochs 8 --threads 1   # ~25 min here
     .venv/bin/python bench/bench_train.py --features-from ~/.cache/embedtool-bench/music-dev/features
 
 Prints tables and writes bench/results/bench_train-<time>.json.
@@ -185,7 +186,7 @@ def quality(features: Path, work: Path, args: argparse.Namespace, rate: float | 
     # Time box: as many epochs as fit the budget at the measured pipeline rate (validation adds a little).
     rate = rate or 60.0
     total_steps = int(args.minutes * 60 * rate / settings.batch_size)
-    epochs = max(1, min(40, total_steps // settings.steps_per_epoch))
+    epochs = args.epochs or max(1, min(40, total_steps // settings.steps_per_epoch))
     settings = replace(settings, epochs=epochs)
     log(
         f"quality: training default preset for {epochs} epochs x {settings.steps_per_epoch} steps (~{args.minutes} min)"
@@ -256,6 +257,7 @@ def main() -> None:
     parser.add_argument("--features-from", default=None, help="copy a ready music-dev features artefact")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--minutes", type=float, default=15.0, help="training time budget for the quality part")
+    parser.add_argument("--epochs", type=int, default=0, help="quality part: epochs (default: from --minutes)")
     parser.add_argument("--steps-default", type=int, default=20)
     parser.add_argument("--steps-thesis", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
