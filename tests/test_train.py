@@ -244,3 +244,14 @@ def test_dataloader_workers_give_the_same_training(class_features: Path, tmp_pat
     a = torch.load(tmp_path / "w0" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "w2" / "model.pt", weights_only=True)
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_early_stopping_keeps_the_best_epoch(class_features: Path, tmp_path: Path) -> None:
+    # A learning rate too small to change anything: the validation accuracy stays put, so it never improves
+    # on epoch 1 and training stops after `patience` more epochs.
+    settings = replace(
+        TINY, epochs=6, steps_per_epoch=2, lr=1e-12, early_stopping_patience=2, val_metric="triplet_accuracy"
+    )
+    report = train(class_features, tmp_path / "split", tmp_path / "model", settings)
+    assert report.stopped_early and report.epochs_run == 3 and report.best_epoch == 1
+    assert read_meta(tmp_path / "model", "model").extra["best_epoch"] == 1
