@@ -143,7 +143,7 @@ def test_similar_leaves_the_query_track_out(searcher: Searcher, tmp_path: Path) 
     assert result.query["library_track"] == track_id and result.excluded_track == track_id
     assert track_id not in [m.track_id for m in result.matches] and result.matches
     kept = searcher.query_file(path, mode="similar", k=3, include_self=True)
-    assert kept.best.track_id == track_id and kept.best.score == pytest.approx(1.0, abs=0.02)
+    assert kept.best.track_id == track_id and kept.best.score > 0.9 and kept.best.windows >= kept.query["windows"] - 2
     # A copy elsewhere is recognised by content, not path.
     copy = shutil.copy(path, tmp_path / "renamed.wav")
     moved = searcher.query_file(copy, mode="similar", k=20)

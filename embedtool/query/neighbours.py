@@ -46,7 +46,9 @@ class NeighbourOptions:
     mode: str = "similar"  # similar | identify
     k: int = 10  # tracks to return
     hits_per_window: int = 32  # segment hits fetched per query window before voting
-    query_hop_seconds: float = 0.0  # step between query windows; 0 = the library's segment hop
+    # Step between query windows; 0 = half the library's segment hop: twice the votes for a short excerpt, and
+    # every other window lands within a quarter hop of the library's grid.
+    query_hop_seconds: float = 0.0
     tolerance_bins: int = 1  # voting: offsets within this many reference hops of the best agree
     # Shorter queries are refused: too little to match on. Low enough for drum one-shots (a tabla hit is ~43 ms
     # of sound plus its tail), high enough to refuse a click or an empty file.
@@ -351,7 +353,7 @@ class Searcher:
 
     # --- the parts of a query ------------------------------------------------------------------------------
     def window_starts(self, n_frames: int) -> np.ndarray:
-        hop_s = self.options.query_hop_seconds or self.hop_seconds
+        hop_s = self.options.query_hop_seconds or self.hop_seconds / 2
         hop = max(1, self.settings.seconds_to_frames(hop_s))
         return window_starts(n_frames, self.segment_frames, hop)
 
