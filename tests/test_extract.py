@@ -357,3 +357,27 @@ def test_one_run_at_a_time_per_workspace(tmp_path: Path) -> None:
         with pytest.raises(InputError, match="Another `embedtool extract` is writing to"):
             run_extract([root], features, SETTINGS, opts())
     assert run_extract([root], features, SETTINGS, opts()).done == 1  # free again
+
+
+UNGUARDED_SCRIPT = """
+import sys
+from pathlib import Path
+from embedtool.audio.settings import FeatureSettings
+from embedtool.features.extract import ExtractOptions, run_extract
+
+# no `if __name__ == "__main__":` guard: workers must not re-run this script
+report = run_extract([Path(sys.argv[1])], Path(sys.argv[2]), FeatureSettings(), ExtractOptions(jobs=2))
+print("done", report.done)
+"""
+
+
+def test_parallel_run_from_a_script_without_main_guard(tmp_path: Path) -> None:
+    root = corpus(tmp_path / "audio", classes=2, per_class=1, seconds=0.5)
+    script = tmp_path / "script.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(root), str(tmp_path / "f")], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["done", "2"]
+    assert proc.stdout.count("done") == 1

@@ -24,9 +24,11 @@ import hashlib
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -458,6 +460,38 @@ def _run_parallel(
     # threads), rather than from this process (which may hold OpenMP threads) or from scratch (slow).
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["embedtool.audio.melspec"])
+    with _workers_skip_main_module():
+        _pool_loop(todo, settings, args, jobs, finish, ctx)
+
+
+@contextmanager
+def _workers_skip_main_module() -> Iterator[None]:
+    """Start workers without re-running the caller's ``__main__`` (spawn/forkserver do that by default).
+
+    Workers only need :func:`_featurise_timed`, found by module name. Re-running ``__main__`` in each of
+    them costs the start-up of whatever the main script imports and, in a script without an
+    ``if __name__ == "__main__"`` guard, would start the extraction again in every worker.
+    """
+    main = sys.modules["__main__"]
+    saved = {name: getattr(main, name) for name in ("__file__", "__spec__") if hasattr(main, name)}
+    main.__spec__ = None  # type: ignore[assignment]
+    if "__file__" in saved:
+        del main.__file__
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(main, name, value)
+
+
+def _pool_loop(
+    todo: list[tuple[str, dict[str, Any]]],
+    settings: FeatureSettings,
+    args: tuple,
+    jobs: int,
+    finish: Callable[[str, dict[str, Any], tuple[tuple[str, Any], float]], None],
+    ctx: Any,
+) -> None:
     pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
     pending: dict[cf.Future, tuple[str, dict[str, Any]]] = {}
     # Largest files first, so that no worker is left with a long file while the others are idle at the end.
