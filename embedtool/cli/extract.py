@@ -29,7 +29,10 @@ SHOW_ERRORS = 10
 def extract(
     ctx: typer.Context,
     paths: list[Path] = typer.Argument(
-        None, help="Audio folders or files (default: the folders of the previous run).", show_default=False
+        None,
+        metavar="PATH",
+        help="Audio folders or files (default: the folders of the previous run).",
+        show_default=False,
     ),
     jobs: int | None = typer.Option(None, "--jobs", "-j", help="Worker processes (0 = all cores).", min=0),
     overwrite: bool = typer.Option(False, "--overwrite", help="Re-extract every file, ignoring earlier results."),
