@@ -79,7 +79,7 @@ def extract(
                 task,
                 total=state.files_total,
                 completed=state.files_seen,
-                description="extract" if state.phase != "commit" else "publish",
+                description={"scan": "scan", "extract": "extract", "commit": "publish"}[state.phase],
                 files_rate=f"{state.files_seen / elapsed:.1f}",
                 audio_rate=f"{state.audio_seconds / 3600 / elapsed:.3f}",
             )

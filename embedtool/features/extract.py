@@ -290,7 +290,6 @@ def _run_extract(
     kept_path: dict[str, str] = {}  # track_id -> path that claimed it
     errors: list[tuple[str, str]] = []
     failed_paths: list[str] = []
-    state.phase = "extract"
 
     def describe(found: FoundFile, st: os.stat_result) -> dict[str, Any]:
         entry = label_table.lookup(found.path) if label_table is not None else None
@@ -349,6 +348,8 @@ def _run_extract(
             todo.append((track_id, desc))
 
     # Pass 2: decode and featurise what is new or changed, in worker processes.
+    state.phase = "extract"
+    _notify(progress, state)
     last_flush = time.monotonic()
 
     def finish(track_id: str, desc: dict[str, Any], timed: tuple[tuple[str, Any], float]) -> None:
