@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from embedtool.workspace import Workspace
 
 Mode = Literal["similar", "identify"]
+DENSE_QUERY_SECONDS = 30.0
 
 
 @dataclass
@@ -46,8 +47,9 @@ class NeighbourOptions:
     mode: str = "similar"  # similar | identify
     k: int = 10  # tracks to return
     hits_per_window: int = 32  # segment hits fetched per query window before voting
-    # Step between query windows; 0 = half the library's segment hop: twice the votes for a short excerpt, and
-    # every other window lands within a quarter hop of the library's grid.
+    # Step between query windows; 0 = automatic: half the library's segment hop for queries shorter than
+    # DENSE_QUERY_SECONDS (twice the votes for a short excerpt, every other window within a quarter hop of the
+    # library's grid), the library's hop for longer ones (votes are plentiful; embedding time is not free).
     query_hop_seconds: float = 0.0
     tolerance_bins: int = 1  # voting: offsets within this many reference hops of the best agree
     # Shorter queries are refused: too little to match on. Low enough for drum one-shots (a tabla hit is ~43 ms
@@ -353,7 +355,8 @@ class Searcher:
 
     # --- the parts of a query ------------------------------------------------------------------------------
     def window_starts(self, n_frames: int) -> np.ndarray:
-        hop_s = self.options.query_hop_seconds or self.hop_seconds / 2
+        dense = self.settings.frames_to_seconds(n_frames) < DENSE_QUERY_SECONDS
+        hop_s = self.options.query_hop_seconds or (self.hop_seconds / 2 if dense else self.hop_seconds)
         hop = max(1, self.settings.seconds_to_frames(hop_s))
         return window_starts(n_frames, self.segment_frames, hop)
 
