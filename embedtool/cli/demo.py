@@ -17,7 +17,7 @@ from embedtool.errors import EmbedtoolError
 from embedtool.workspace import Workspace
 
 # A small, fast training configuration: about a minute on a 2-core CPU.
-DEMO_TRAIN_ARGS = ["--epochs", "3", "--steps-per-epoch", "35", "--batch-size", "32"]
+DEMO_EPOCHS, DEMO_STEPS_PER_EPOCH, DEMO_BATCH_SIZE = 3, 35, 32
 
 
 def _run(args: list[str], title: str, step: int, steps: int) -> float:
@@ -46,6 +46,8 @@ def _model_is_current(workspace: Workspace) -> bool:
 def demo(
     ctx: typer.Context,
     retrain: bool = typer.Option(False, "--retrain", help="Train again even when the demo model is current."),
+    epochs: int = typer.Option(DEMO_EPOCHS, "--epochs", min=1, help="Training epochs."),
+    steps_per_epoch: int = typer.Option(DEMO_STEPS_PER_EPOCH, "--steps-per-epoch", min=1, help="Steps per epoch."),
 ) -> None:
     """Run extract → train → index → neighbours → cluster → classify on the bundled CC0 audio (offline, ~3 min).
 
@@ -65,7 +67,9 @@ def demo(
     started = time.perf_counter()
     timings["extract"] = _run([*ws, "extract", str(SAMPLE_AUDIO)], "extract: audio → log-Mel features", 1, steps)
     if retrain or not _model_is_current(workspace):
-        timings["train"] = _run([*ws, "train", *DEMO_TRAIN_ARGS], "train: self-supervised triplets", 2, steps)
+        train_args = ["--epochs", str(epochs), "--steps-per-epoch", str(steps_per_epoch)]
+        train_args += ["--batch-size", str(DEMO_BATCH_SIZE)]
+        timings["train"] = _run([*ws, "train", *train_args], "train: self-supervised triplets", 2, steps)
     else:
         console.print(Rule(f"[bold]2/{steps}[/] train"))
         console.print("The demo model is already trained on these features (use --retrain to train again).")
