@@ -132,16 +132,29 @@ def robustness_table(results: dict[str, Any]) -> str:
         rob = res["eval"]["split"]["report"].get("robustness")
         if not rob:
             continue
-        lines.append(f"{corpus}: re-identification top-1 (top-5), n excerpts per length")
-        lines.append(f"{'len':>5} " + " ".join(f"{d:>11}" for d in rob["degradations"]))
+        lines.append(
+            f"{corpus}: re-identification top-1 / top-1 ignoring the no-match threshold / top-5, n excerpts per length"
+        )
+        lines.append(f"{'len':>5} " + " ".join(f"{d:>14}" for d in rob["degradations"]))
         for g in rob["lengths"]:
             cells = [c for c in rob["cells"] if c["seconds"] == g]
             lines.append(
                 f"{g:>4g}s "
-                + " ".join(f"{c['top1']:.2f} ({c['top5']:.2f})".rjust(11) if c["n"] else f"{'-':>11}" for c in cells)
+                + " ".join(
+                    f"{c['top1']:.2f}/{c['top1_ranked']:.2f}/{c['top5']:.2f}".rjust(14) if c["n"] else f"{'-':>14}"
+                    for c in cells
+                )
                 + f"  n={cells[0]['n']}"
             )
     return "\n".join(lines)
+
+
+def reprint(path: Path) -> None:
+    """Print the tables of an earlier run's JSON."""
+    results = json.loads(path.read_text())["results"]
+    print(table(results))
+    print()
+    print(robustness_table(results))
 
 
 def main() -> None:
@@ -159,7 +172,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--retrain", action="store_true")
+    parser.add_argument("--show", type=Path, nargs="*", help="print the tables of earlier results JSON files")
     args = parser.parse_args()
+    if args.show:
+        for path in args.show:
+            reprint(path)
+        return
     args.stamp = time.strftime("%Y%m%d-%H%M%S")
 
     import torch

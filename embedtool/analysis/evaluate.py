@@ -674,7 +674,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             "",
             f"Excerpts at random offsets of library tracks, identified through the index (`Searcher`, identify "
             f"mode; a no-match answer counts as a miss). Gain {rob['gain_db']:g} dB; MP3 {rob['mp3']}. "
-            "Cells: top-1 / top-5 accuracy (n excerpts).",
+            "Cells: top-1 / top-1 of the ranking ignoring the no-match threshold / top-5 accuracy (n excerpts).",
             "",
             "| length | " + " | ".join(rob["degradations"]) + " |",
             "|---|" + "---|" * len(rob["degradations"]),
@@ -684,7 +684,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {g:g} s | "
                 + " | ".join(
-                    f"{_fmt(c['top1'], 2)} / {_fmt(c['top5'], 2)} ({c['n']})" if c["n"] else "- (0)" for c in cells
+                    f"{_fmt(c['top1'], 2)} / {_fmt(c.get('top1_ranked'), 2)} / {_fmt(c['top5'], 2)} ({c['n']})"
+                    if c["n"]
+                    else "- (0)"
+                    for c in cells
                 )
                 + " |"
             )
