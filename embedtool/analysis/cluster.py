@@ -163,11 +163,11 @@ def choose_k(
 
 
 def label_agreement(assignments: Sequence[int], labels: Sequence[str | None]) -> dict[str, Any] | None:
-    """Purity, NMI, ARI over the labelled items, and each cluster's label make-up; None without 2+ labels."""
+    """Purity, NMI, ARI over the labelled items, and each cluster's label make-up; None without labels."""
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     pairs = [(int(a), str(lab)) for a, lab in zip(assignments, labels, strict=True) if lab not in (None, "")]
-    if not pairs or len({lab for _, lab in pairs}) < 1:
+    if not pairs:
         return None
     clusters = np.array([a for a, _ in pairs])
     labs = [lab for _, lab in pairs]
