@@ -58,11 +58,12 @@ def _print(result: QueryResult) -> None:
     )
     if result.mode == "identify" and result.no_match:
         err_console.print("[yellow]no match[/] above the calibrated threshold; closest candidates:")
-    table = Table("#", "track", "label", "score", "windows", "query [s]", "reference [s]")
+    table = Table("#", "track", "label", "score", "windows", "query (s)", "reference (s)")
+    table.columns[1].overflow = "fold"  # keep the whole name readable on a narrow terminal
     for m in result.matches:
         table.add_row(
             str(m.rank),
-            _short(m.path or m.track_id),
+            _display_name(m.path, m.track_id),
             m.label or "",
             f"{m.score:.3f}",
             str(m.windows),
@@ -71,12 +72,16 @@ def _print(result: QueryResult) -> None:
         )
     console.print(table)
     if result.segments:
-        seg = Table("query window [s]", "segment", "reference [s]", "score", title="nearest segment per window")
+        seg = Table("query window (s)", "segment", "reference (s)", "score", title="nearest segment per window")
         for h in result.segments:
             seg.add_row(f"{h.query_start_s:.1f}", h.segment_id, f"{h.ref_start_s:.1f}-{h.ref_end_s:.1f}",
                         f"{h.score:.3f}")  # fmt: skip
         console.print(seg)
 
 
-def _short(path: str, width: int = 56) -> str:
-    return path if len(path) <= width else "…" + path[-(width - 1) :]
+def _display_name(path: str | None, track_id: str) -> str:
+    """The file with its folder (which often names the album or class), and the id for scripts to reuse."""
+    if not path:
+        return track_id
+    parts = Path(path).parts
+    return f"{'/'.join(parts[-2:])} [dim]{track_id[:8]}[/]"
