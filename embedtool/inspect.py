@@ -56,9 +56,7 @@ def summarise_workspace(workspace: Workspace) -> WorkspaceSummary:
             except EmbedtoolError as exc:
                 status.problem = str(exc)
         elif directory.exists():
-            status.problem = (
-                "incomplete (no meta.json): an interrupted run; the next run resumes or rebuilds it"
-            )
+            status.problem = "incomplete (no meta.json): an interrupted run; the next run resumes or rebuilds it"
         summary.stages.append(status)
     features = summary.stages[0]
     if features.exists and not features.problem:
