@@ -24,24 +24,30 @@ Writes bench/results/bench_extract.json.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import resource
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-import torch
+# One thread per process for every row (numpy/BLAS in the seed's melspectrogram would otherwise use a second
+# core when one is free, which is not "one file at a time" on one core). Set before numpy is imported.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from embedtool.audio.decode import decode_file
-from embedtool.audio.discover import discover_audio
-from embedtool.audio.settings import FeatureSettings
-from embedtool.features.extract import ExtractOptions, run_extract
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+import torch  # noqa: E402
+
+from embedtool.audio.decode import decode_file  # noqa: E402
+from embedtool.audio.discover import discover_audio  # noqa: E402
+from embedtool.audio.settings import FeatureSettings  # noqa: E402
+from embedtool.features.extract import ExtractOptions, run_extract  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_ROOT = Path.home() / ".cache" / "embedtool-corpora" / "music-dev"
