@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from audio_factory import make_class_corpus
+from tiny import TINY_CHAIN_TRAIN
 
 from embedtool.analysis.baselines import baseline_vector, mfcc
 from embedtool.analysis.classify import ClassifyOptions, run_classify
@@ -37,7 +38,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     from embedtool.audio.settings import FeatureSettings
     from embedtool.features.extract import ExtractOptions, run_extract
     from embedtool.indexing.build import IndexOptions, run_index
-    from embedtool.training.settings import TrainSettings
     from embedtool.training.trainer import train
 
     torch.set_num_threads(1)
@@ -45,21 +45,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     corpus = make_class_corpus(root / "corpus", classes=CLASSES, per_class=PER_CLASS, seconds=4.0, seed=7)
     ws = Workspace(root / "ws")
     run_extract([corpus], ws.features, FeatureSettings(), ExtractOptions(jobs=1))
-    settings = TrainSettings(
-        segment_seconds=0.5,
-        neighbour_radius_s=1.0,
-        width=0.125,
-        embedding_dim=32,
-        batch_size=16,
-        epochs=2,
-        steps_per_epoch=12,
-        warmup_steps=2,
-        val_fraction=0.34,
-        split_by="track",
-        val_triplets=32,
-        device="cpu",
-        workers=0,
-    )
+    settings = TINY_CHAIN_TRAIN
     train(ws.features, ws.split, ws.model, settings)
     run_index(ws, IndexOptions(calibration_tracks=12, eval_queries=20))
     return ws

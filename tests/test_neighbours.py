@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from audio_factory import tone, write_corrupt, write_noise, write_signal, write_tone
 from conftest import SAMPLE_AUDIO
+from tiny import TINY_CHAIN_TRAIN
 from typer.testing import CliRunner
 
 from embedtool.artefacts import read_meta
@@ -29,28 +30,13 @@ from embedtool.indexing.build import IndexOptions, run_index
 from embedtool.query.calibrate import youden_threshold
 from embedtool.query.neighbours import NeighbourOptions, Searcher
 from embedtool.query.voting import vote
-from embedtool.training.settings import TrainSettings
 from embedtool.training.trainer import train
 from embedtool.workspace import Workspace
 
 SR = 22050
 MELODIES = 6
 SECONDS = 8.0
-TINY = TrainSettings(
-    segment_seconds=0.5,
-    neighbour_radius_s=1.0,
-    width=0.125,
-    embedding_dim=32,
-    batch_size=16,
-    epochs=2,
-    steps_per_epoch=12,
-    warmup_steps=2,
-    val_fraction=0.34,
-    split_by="track",
-    val_triplets=32,
-    device="cpu",
-    workers=0,
-)
+
 INDEX = IndexOptions(calibration_snr_db=40.0, eval_queries=50)
 SNR_DB = 40.0
 
@@ -92,7 +78,7 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
         shutil.copytree(SAMPLE_AUDIO / folder, corpus / folder)
     ws = Workspace(root / "ws")
     run_extract([corpus], ws.features, FeatureSettings(), ExtractOptions(jobs=1))
-    train(ws.features, ws.split, ws.model, TINY)
+    train(ws.features, ws.split, ws.model, TINY_CHAIN_TRAIN)
     run_index(ws, INDEX)
     return ws
 
@@ -193,7 +179,7 @@ def test_new_model_is_refused_then_fully_re_exported(library: Workspace, tmp_pat
     ws = Workspace(tmp_path / "ws")
     shutil.copytree(library.root, ws.root)
     shutil.rmtree(ws.model)
-    train(ws.features, ws.split, ws.model, TINY.replace(seed=1, epochs=1, steps_per_epoch=2))
+    train(ws.features, ws.split, ws.model, TINY_CHAIN_TRAIN.replace(seed=1, epochs=1, steps_per_epoch=2))
     with pytest.raises(IncompatibleArtefactError, match="embedtool index"):
         Searcher.open(ws)
     report = run_index(ws, INDEX)
