@@ -152,6 +152,19 @@ def test_segment_hits_report_window_times(searcher: Searcher) -> None:
 # --- stable ids and incremental updates ---------------------------------------------------------------------------
 
 
+def test_long_queries_are_sampled_on_the_library_grid(searcher: Searcher) -> None:
+    from embedtool.query.neighbours import MAX_QUERY_WINDOWS
+
+    fps = searcher.settings.frames_per_second
+    library_hop = searcher.settings.seconds_to_frames(searcher.hop_seconds)
+    hour = searcher.window_starts(int(3600 * fps))
+    assert len(hour) <= MAX_QUERY_WINDOWS + 1  # + the window that ends at the last frame
+    steps = np.diff(hour[:-1])
+    assert len(set(steps.tolist())) == 1 and steps[0] % library_hop == 0  # a whole multiple of the library hop
+    minute = searcher.window_starts(int(60 * fps))
+    assert np.all(np.diff(minute[:-1]) == library_hop)  # below the cap: every library hop
+
+
 def test_ids_are_stable_across_reruns_and_additions(library: Workspace, tmp_path: Path) -> None:
     ws = Workspace(tmp_path / "ws")
     shutil.copytree(library.root, ws.root)

@@ -15,6 +15,7 @@ segment index. Hits become a ranked track list by time-consistent voting (``quer
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
 
 Mode = Literal["similar", "identify"]
 DENSE_QUERY_SECONDS = 30.0
+# A long query (a whole song, an hour-long set) is sampled at most this many windows, at a whole multiple of the
+# library's hop so the windows stay on its grid: 240 windows give voting plenty of support, and embedding and
+# search time stop growing with the query's length.
+MAX_QUERY_WINDOWS = 240
 
 
 @dataclass
@@ -358,6 +363,8 @@ class Searcher:
         dense = self.settings.frames_to_seconds(n_frames) < DENSE_QUERY_SECONDS
         hop_s = self.options.query_hop_seconds or (self.hop_seconds / 2 if dense else self.hop_seconds)
         hop = max(1, self.settings.seconds_to_frames(hop_s))
+        if not self.options.query_hop_seconds:
+            hop *= max(1, math.ceil(len(window_starts(n_frames, self.segment_frames, hop)) / MAX_QUERY_WINDOWS))
         return window_starts(n_frames, self.segment_frames, hop)
 
     def embed(self, mel: np.ndarray, starts: np.ndarray, batch_size: int = 256) -> np.ndarray:
