@@ -66,11 +66,7 @@ def main_callback(
 
 
 for _name in COMMAND_MODULES:
-    try:
-        importlib.import_module(f"embedtool.cli.{_name}")
-    except ModuleNotFoundError as _exc:  # TEMPORARY while commands are being written in parallel
-        if _exc.name != f"embedtool.cli.{_name}":
-            raise
+    importlib.import_module(f"embedtool.cli.{_name}")
 
 
 def main() -> None:
