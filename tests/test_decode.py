@@ -121,7 +121,10 @@ def test_bad_files_raise_input_error_with_reason(tmp_path: Path, make, reason: s
     assert str(path) in str(info.value)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files regardless of permissions")
+@pytest.mark.skipif(
+    os.geteuid() == 0,
+    reason="root bypasses permission bits, so a chmod-000 file stays readable and this error cannot occur",
+)
 def test_unreadable_file(tmp_path: Path) -> None:
     path = write_tone(tmp_path / "locked.wav")
     path.chmod(0)
