@@ -154,15 +154,15 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return coerce(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+            except ConfigError:
+                pass
+        choices = " or ".join(_describe(arg) for arg in args if arg is not type(None))
+        raise ConfigError(f"{where} must be {choices}, not {value!r}")
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(f"{where} must be one of {', '.join(map(repr, args))}, not {value!r}")
@@ -203,6 +203,14 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a string, not {value!r}")
         return str(value)
     return value
+
+
+def _describe(hint: Any) -> str:
+    """What a value of this type looks like, for error messages."""
+    if typing.get_origin(hint) is typing.Literal:
+        return ", ".join(map(repr, typing.get_args(hint)))
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def settings_dict(settings: Any) -> dict[str, Any]:

@@ -10,10 +10,13 @@ import pytest
 from audio_factory import make_class_corpus
 
 from embedtool.analysis.classify import (
+    C_GRID,
+    FALLBACK_C,
     ClassifyOptions,
     LabelledData,
     LinearClassifier,
     SavedClassifier,
+    choose_C,
     evaluate_classifier,
     fit_classifier,
     predict_files,
@@ -103,6 +106,26 @@ def test_grouped_cv_keeps_groups_apart_and_separates_classes(tmp_path: Path) -> 
             assert sum(p["probabilities"].values()) == pytest.approx(1.0)
 
 
+def test_auto_C_is_chosen_on_the_training_tracks_alone(tmp_path: Path) -> None:
+    data = LabelledData.from_store(EmbeddingStore(write_store(tmp_path / "emb", THREE, GROUPS)))
+    rows = np.arange(12)
+    chosen = choose_C(data, rows, ClassifyOptions())
+    assert chosen == C_GRID[0]  # separable classes: every C scores 1.0 and the tie goes to the strongest penalty
+    # Tracks outside the training rows cannot steer the choice: replacing their vectors changes nothing ...
+    scrambled = data.vectors.copy()
+    scrambled[12:] = np.random.default_rng(5).standard_normal(scrambled[12:].shape)
+    assert choose_C(data.with_vectors(scrambled), rows, ClassifyOptions()) == chosen
+    # ... while noise in the training tracks does: with labels unrelated to the vectors nothing is separable.
+    noisy = data.with_vectors(np.random.default_rng(6).standard_normal(data.vectors.shape))
+    assert choose_C(noisy, rows, ClassifyOptions()) in C_GRID
+    assert choose_C(data, rows, ClassifyOptions(C=0.5)) == 0.5
+    assert choose_C(data, np.array([0, 1, 2]), ClassifyOptions()) == FALLBACK_C  # one track per label: no inner CV
+    ev = evaluate_classifier(data, ClassifyOptions(cv=3))
+    assert [f["C"] for f in ev.folds] == [C_GRID[0]] * 3 and ev.metrics["macro_f1"] >= 0.9
+    with pytest.raises(ConfigError, match="positive or 'auto'"):
+        ClassifyOptions(C=-1.0).validate()
+
+
 def test_run_classify_on_the_persisted_split(tmp_path: Path) -> None:
     store_dir = write_store(tmp_path / "emb", THREE, GROUPS)
     split = write_split(tmp_path / "split", store_dir)
@@ -180,6 +203,11 @@ def test_classify_cli(tmp_path: Path) -> None:
     res = runner.invoke(app, ["-w", str(ws), "-q", "classify", "--cv", "3", "--level", "segment"])
     assert res.exit_code == 0, res.output
     assert "macro-F1" in res.stdout and "confusion matrix" in res.stdout
+    res = runner.invoke(app, ["-w", str(ws), "-q", "classify", "--cv", "3", "--C", "0.5", "--json"])
+    assert res.exit_code == 0, res.output
+    assert [f["C"] for f in json.loads(res.stdout)["folds"]] == [0.5] * 3
+    res = runner.invoke(app, ["-w", str(ws), "-q", "classify", "--cv", "3", "--C", "lots"])
+    assert res.exit_code == 2 and "must be 'auto' or a number, not 'lots'" in res.output
     res = runner.invoke(app, ["-w", str(ws), "-q", "classify", "--cv", "30"])
     assert res.exit_code == 1 and "--cv 30 needs at least 30 groups" in res.output
     res = runner.invoke(app, ["-w", str(ws), "-q", "classify", "--cv", "1"])

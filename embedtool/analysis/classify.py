@@ -9,8 +9,11 @@ Evaluation never mixes a track (or a group of tracks) between training and test:
 track by averaging its segments' class probabilities; ``level="track"`` uses the pooled track embeddings.
 
 Features are standardised (mean/scale from the training data) before a multinomial logistic regression (lbfgs,
-L2, ``C``). The saved classifier is plain arrays (classes, coef, intercept, scaler mean/scale) with provenance:
-no pickle, and predictions are a few lines of numpy (``LinearClassifier.predict_proba``).
+L2, ``C``). ``C="auto"`` (the default) picks C from ``C_GRID`` by an inner grouped cross-validation on the
+training tracks alone (macro-F1; ties go to the stronger regularisation), so the held-out tracks never steer it;
+too few groups or tracks per label for an inner split falls back to C=1. The saved classifier is plain arrays
+(classes, coef, intercept, scaler mean/scale) with provenance: no pickle, and predictions are a few lines of
+numpy (``LinearClassifier.predict_proba``).
 
 Layout of ``<workspace>/classifier/``::
 
@@ -39,6 +42,9 @@ from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError,
 
 KIND = "classifier"
 FORMAT_VERSION = 1
+C_GRID = (0.01, 0.1, 1.0, 10.0)  # candidates of C="auto"
+INNER_FOLDS = 3
+FALLBACK_C = 1.0
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ class ClassifyOptions:
 
     level: Literal["track", "segment"] = "track"
     cv: int = 0  # 0: the persisted train/val split; N >= 2: grouped, stratified N-fold cross-validation
-    C: float = 1.0  # inverse L2 regularisation strength of the logistic regression
+    C: Literal["auto"] | float = "auto"  # inverse L2 regularisation strength; auto: inner grouped CV (see doc)
     class_weight: Literal["balanced", "none"] = "balanced"
     max_iter: int = 2000
     seed: int = 0
@@ -57,8 +63,8 @@ class ClassifyOptions:
     def validate(self) -> None:
         if self.cv == 1 or self.cv < 0:
             raise ConfigError(f"classify.cv must be 0 (use the persisted split) or at least 2, not {self.cv}")
-        if self.C <= 0:
-            raise ConfigError(f"classify.C must be positive, not {self.C}")
+        if self.C != "auto" and float(self.C) <= 0:
+            raise ConfigError(f"classify.C must be positive or 'auto', not {self.C}")
         if self.max_iter < 1:
             raise ConfigError("classify.max_iter must be positive")
 
@@ -124,8 +130,12 @@ class LinearClassifier:
             raise IncompatibleArtefactError(f"Unreadable classifier in {directory}: {exc}") from exc
 
 
-def fit_classifier(x: np.ndarray, y: Sequence[str], options: ClassifyOptions) -> LinearClassifier:
-    """Standardise, fit a logistic regression (scikit-learn), and return it as plain arrays."""
+def fit_classifier(
+    x: np.ndarray, y: Sequence[str], options: ClassifyOptions, C: float | None = None
+) -> LinearClassifier:
+    """Standardise, fit a logistic regression (scikit-learn), and return it as plain arrays.
+
+    ``C`` overrides ``options.C`` (needed when that is "auto": the caller chooses, see ``choose_C``)."""
     from sklearn.linear_model import LogisticRegression
 
     x = np.asarray(x, dtype=np.float64)
@@ -136,8 +146,9 @@ def fit_classifier(x: np.ndarray, y: Sequence[str], options: ClassifyOptions) ->
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale < 1e-12] = 1.0  # constant columns carry no information; leave them unscaled
+    C = float(C if C is not None else (FALLBACK_C if options.C == "auto" else options.C))
     model = LogisticRegression(
-        C=options.C,
+        C=C,
         max_iter=options.max_iter,
         class_weight="balanced" if options.class_weight == "balanced" else None,
         random_state=options.seed,
@@ -222,13 +233,52 @@ class LabelledData:
         return Counter(self.labels[i] for i in rows)
 
 
-def _fit_rows(data: LabelledData, rows: np.ndarray, options: ClassifyOptions) -> LinearClassifier:
+def _fit_rows(
+    data: LabelledData, rows: np.ndarray, options: ClassifyOptions, C: float | None = None
+) -> LinearClassifier:
     if options.level == "segment":
         if data.segment_vectors is None or data.segment_track is None:
             raise InputError("segment-level classification needs segment vectors")
         mask = np.isin(data.segment_track, rows)
-        return fit_classifier(data.segment_vectors[mask], [data.labels[t] for t in data.segment_track[mask]], options)
-    return fit_classifier(data.vectors[rows], [data.labels[i] for i in rows], options)
+        x, y = data.segment_vectors[mask], [data.labels[t] for t in data.segment_track[mask]]
+        return fit_classifier(x, y, options, C)
+    return fit_classifier(data.vectors[rows], [data.labels[i] for i in rows], options, C)
+
+
+def choose_C(data: LabelledData, rows: np.ndarray, options: ClassifyOptions) -> float:
+    """``options.C``, or for "auto" the ``C_GRID`` value with the best inner grouped-CV macro-F1 on ``rows``."""
+    if options.C != "auto":
+        return float(options.C)
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    labels = [data.labels[r] for r in rows]
+    groups = [data.groups[r] for r in rows]
+    counts = Counter(labels)
+    n_folds = min(INNER_FOLDS, len(set(groups)), min(counts.values()))
+    if n_folds < 2 or len(counts) < 2:
+        return FALLBACK_C
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class": some folds may lack a label
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=options.seed)
+        inner = [(rows[a], rows[b]) for a, b in splitter.split(rows, labels, groups)]
+    inner = [(a, b) for a, b in inner if len({data.labels[r] for r in a}) >= 2]
+    if not inner:
+        return FALLBACK_C
+    best_c, best_f1 = FALLBACK_C, -1.0
+    for c in C_GRID:  # ascending: a tie keeps the stronger regularisation
+        truth, predicted = [], []
+        for train_rows, test_rows in inner:
+            clf = _fit_rows(data, train_rows, options, c)
+            proba = _predict_rows(clf, data, test_rows, options.level)
+            predicted += [clf.classes[i] for i in np.argmax(proba, axis=1)]
+            truth += [data.labels[r] for r in test_rows]
+        f1 = float(f1_score(truth, predicted, average="macro", zero_division=0))
+        if f1 > best_f1 + 1e-9:
+            best_c, best_f1 = c, f1
+    return best_c
 
 
 def _predict_rows(clf: LinearClassifier, data: LabelledData, rows: np.ndarray, level: str) -> np.ndarray:
@@ -361,7 +411,8 @@ def evaluate_classifier(
     predictions: list[dict[str, Any]] = []
     fold_rows: list[dict[str, Any]] = []
     for f, (train_rows, test_rows) in enumerate(folds):
-        clf = _fit_rows(data, train_rows, options)
+        c = choose_C(data, train_rows, options)
+        clf = _fit_rows(data, train_rows, options, c)
         proba = _predict_rows(clf, data, test_rows, options.level)
         predicted = [clf.classes[i] for i in np.argmax(proba, axis=1)]
         truth = [data.labels[r] for r in test_rows]
@@ -371,6 +422,7 @@ def evaluate_classifier(
                 "fold": f,
                 "train": len(train_rows),
                 "test": len(test_rows),
+                "C": c,
                 "accuracy": m["accuracy"],
                 "macro_f1": m["macro_f1"],
             }
@@ -431,7 +483,8 @@ def run_classify(
         rows = np.arange(len(data.track_ids))
     else:
         rows = np.array([i for i, t in enumerate(data.track_ids) if split and split.get(t) == "train"])
-    classifier = _fit_rows(data, rows, options)
+    chosen_c = choose_C(data, rows, options)
+    classifier = _fit_rows(data, rows, options, chosen_c)
 
     classifier_dir = Path(classifier_dir)
     figures: dict[str, str] = {}
@@ -457,6 +510,7 @@ def run_classify(
                 "dim": classifier.dim,
                 "classes": classifier.classes,
                 "trained_on_tracks": int(len(rows)),
+                "C": chosen_c,
                 "scheme": evaluation.scheme,
                 "accuracy": evaluation.metrics["accuracy"],
                 "macro_f1": evaluation.metrics["macro_f1"],

@@ -21,7 +21,9 @@ def classify(
     ),
     level: str | None = typer.Option(None, "--level", help="Train on 'track' or 'segment' embeddings."),
     cv: int | None = typer.Option(None, "--cv", help="Grouped stratified N-fold CV instead of the persisted split."),
-    c: float | None = typer.Option(None, "--C", help="Inverse regularisation strength of the logistic regression."),
+    c: str | None = typer.Option(
+        None, "--C", help="Inverse regularisation strength of the logistic regression, or 'auto' (inner grouped CV)."
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the folds and the solver."),
     segments: bool = typer.Option(False, "--segments", help="With QUERY files: a prediction per segment too."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
