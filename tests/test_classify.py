@@ -36,8 +36,11 @@ def write_store(
     spread: float = 0.6,
     model: str = "model-fp",
     seed: int = 0,
+    descriptors: bool = True,
 ) -> Path:
-    """A real embeddings artefact: one track per entry of ``labels``, segments scattered around its label's centre."""
+    """A real embeddings artefact: one track per entry of ``labels``, segments scattered around its label's centre;
+    a track's descriptor is its mean segment vector with 8 columns of noise appended (as an export without
+    descriptors when ``descriptors`` is false)."""
     rng = np.random.default_rng(seed)
     dim = 16
     centres = {lab: rng.standard_normal(dim) for lab in sorted({str(x) for x in labels})}
@@ -50,6 +53,7 @@ def write_store(
                 {"track_id": f"{i:04d}" + "a" * 12, "path": f"/lib/{i}.wav", "label": lab,
                  "group": groups[i] if groups else None, "duration_s": 0.5 * segments + 0.5},
                 starts, starts + 1.0, v / np.linalg.norm(v, axis=1, keepdims=True),
+                np.concatenate([v.mean(axis=0), rng.standard_normal(8)]) if descriptors else None,
             )  # fmt: skip
         writer.finish({"hop_frames": 50, "hop_s": 0.5}, {"features": "feat-fp", "model": model})
     return directory
@@ -143,9 +147,21 @@ def test_run_classify_on_the_persisted_split(tmp_path: Path) -> None:
         assert (out / name).is_file(), name
     assert not list(out.glob("*.pkl"))
     saved = SavedClassifier(out)
-    tv = EmbeddingStore(store_dir).track_vectors()
-    assert saved.classifier.predict(tv) == THREE  # refitted on all tracks: separable classes come back
+    assert saved.reads_descriptors and saved.classifier.dim == 24  # the default reads track descriptors
+    descriptors = EmbeddingStore(store_dir).track_descriptors()
+    assert saved.classifier.predict(descriptors) == THREE  # refitted on all tracks: separable classes come back
     saved.check_embeddings(EmbeddingStore(store_dir))
+    on_embeddings = run_classify(
+        store_dir, tmp_path / "c-emb", ClassifyOptions(features="embeddings"), tmp_path / "split"
+    )
+    assert on_embeddings.classifier.dim == 16 and on_embeddings.evaluation.metrics["macro_f1"] >= 0.9
+    assert SavedClassifier(tmp_path / "c-emb").classifier.predict(EmbeddingStore(store_dir).track_vectors()) == THREE
+    # an export made before descriptors existed: a clear error naming the command that makes them
+    old = write_store(tmp_path / "old", THREE, GROUPS, descriptors=False)
+    with pytest.raises(MissingArtefactError, match=r"no track descriptors .* `embedtool embed --full`"):
+        run_classify(old, tmp_path / "c-old", ClassifyOptions(cv=3))
+    with pytest.raises(IncompatibleArtefactError, match="dim"):
+        saved.check_embeddings(EmbeddingStore(old))
     # without refitting, the classifier is the one evaluated: trained on the training tracks only
     kept = run_classify(store_dir, out, ClassifyOptions(refit_all=False), tmp_path / "split")
     assert kept.trained_on == len(split) - len(val)
@@ -238,8 +254,8 @@ def test_predict_query_files_through_the_model(tmp_path: Path) -> None:
         assert set(p.probabilities) == {"noise_high", "tone_low"}
         assert sum(p.probabilities.values()) == pytest.approx(1.0)
         assert p.segments and all(0 <= s["start_s"] < s["end_s"] <= p.duration_s + 0.02 for s in p.segments)
-        # the query path gives the same answer as the stored track vector of the same file
-        stored = saved.classifier.predict_proba(store.track_vectors()[by_path[str(f.resolve())]])[0]
+        # the query path gives the same answer as the stored track descriptor of the same file
+        stored = saved.classifier.predict_proba(store.track_descriptors()[by_path[str(f.resolve())]])[0]
         assert np.allclose(list(p.probabilities.values()), stored, atol=0.05)
     other = Encoder.untrained(fs, TrainSettings(width=0.125, embedding_dim=16, segment_seconds=0.5), seed=1)
     other.fingerprint = "untrained-1"

@@ -112,6 +112,10 @@ def test_export_segments_pooling_and_provenance(tmp_path: Path) -> None:
     starts, direct = _encoder().embed_track(np.asarray(fs.mel(tid), dtype=np.float32), 50)
     rows, _ = store.segments_of(tid)
     assert np.allclose(vectors[rows], direct, atol=1e-5)
+    # A track's descriptor is the mean of its windows' descriptors (every stage of the network, pooled).
+    _, _, window_descriptors = _encoder().embed_track(np.asarray(fs.mel(tid), dtype=np.float32), 50, descriptors=True)
+    assert store.descriptor_dim == _encoder().descriptor_dim == window_descriptors.shape[1]
+    assert np.allclose(store.track_descriptors()[store.track(tid)["row"]], window_descriptors.mean(axis=0), atol=1e-5)
 
 
 def test_export_is_incremental_with_the_same_model(tmp_path: Path) -> None:
@@ -132,6 +136,9 @@ def test_export_is_incremental_with_the_same_model(tmp_path: Path) -> None:
     by_id = dict(zip(after.segment_ids(), after.segment_vectors(), strict=True))
     assert set(old_ids) < set(by_id)  # segment ids are stable across runs and additions
     assert all(np.array_equal(by_id[s], v) for s, v in zip(old_ids, old_vectors, strict=True))
+    for t in before.tracks:  # reused tracks keep their descriptors
+        assert np.array_equal(after.track_descriptors()[after.track(t["track_id"])["row"]],
+                              before.track_descriptors()[t["row"]])  # fmt: skip
 
     (root / "tone" / "new.wav").unlink()
     removed_track = sorted(root.glob("*/*.wav"))[0]

@@ -63,6 +63,13 @@ def test_untrained_encoder_embeds_windows_and_tracks() -> None:
     assert starts.tolist() == window_starts(95, 30, 20).tolist() == [0, 20, 40, 60, 65]
     expected = enc.embed_windows(np.stack([crop(mel, int(s), 30, enc.pad_value) for s in starts]))
     assert np.allclose(track_emb, expected, atol=1e-5)
+    # Descriptors: every stage's channels pooled (8+16+32+64 at width 0.125), from the same forward pass.
+    emb_again, desc = enc.embed_windows(windows, descriptors=True)
+    assert enc.descriptor_dim == 120 and desc.shape == (10, 120) and np.allclose(emb_again, emb, atol=1e-6)
+    assert np.all(desc >= 0)  # averages of ReLU outputs
+    _, _, track_desc = enc.embed_track(mel, hop_frames=20, descriptors=True)
+    assert np.allclose(track_desc, enc.embed_windows(np.stack([crop(mel, int(s), 30, enc.pad_value) for s in starts]),
+                                                     descriptors=True)[1], atol=1e-5)  # fmt: skip
     short_starts, short_emb = enc.embed_track(mel[:7], hop_frames=20)
     assert short_starts.tolist() == [0] and short_emb.shape == (1, 16)
     with pytest.raises(ValueError, match="expected windows"):

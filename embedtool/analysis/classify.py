@@ -5,8 +5,12 @@ Evaluation never mixes a track (or a group of tracks) between training and test:
 - ``cv=N`` uses N-fold cross-validation grouped by track group (StratifiedGroupKFold: folds keep label
   proportions as far as the groups allow); tracks without a group are their own group.
 
-``level="segment"`` trains on every segment of the training tracks (each with its track's label) and predicts a
-track by averaging its segments' class probabilities; ``level="track"`` uses the pooled track embeddings.
+``level="track"`` (the default) classifies one vector per track: with ``features="descriptors"`` (the default)
+the track's descriptor, the mean of the network's stage activations over its windows (see ``training.model``:
+richer in timbre than the search embedding, which the triplet objective makes invariant to what does not tell
+recordings apart); with ``features="embeddings"`` the pooled track embedding. ``level="segment"`` trains on every
+segment embedding of the training tracks (each with its track's label) and predicts a track by averaging its
+segments' class probabilities.
 
 Features are standardised (mean/scale from the training data) before a multinomial logistic regression (lbfgs,
 L2, ``C``). ``C="auto"`` (the default) picks C from ``C_GRID`` by an inner grouped cross-validation on the
@@ -52,6 +56,7 @@ class ClassifyOptions:
     """Options of ``embedtool classify`` (config section ``classify``)."""
 
     level: Literal["track", "segment"] = "track"
+    features: Literal["descriptors", "embeddings"] = "descriptors"  # what a track-level classifier reads
     cv: int = 0  # 0: the persisted train/val split; N >= 2: grouped, stratified N-fold cross-validation
     C: Literal["auto"] | float = "auto"  # inverse L2 regularisation strength; auto: inner grouped CV (see doc)
     class_weight: Literal["balanced", "none"] = "balanced"
@@ -67,6 +72,11 @@ class ClassifyOptions:
             raise ConfigError(f"classify.C must be positive or 'auto', not {self.C}")
         if self.max_iter < 1:
             raise ConfigError("classify.max_iter must be positive")
+
+
+def uses_descriptors(options: ClassifyOptions) -> bool:
+    """Whether these options classify track descriptors (segment level always reads segment embeddings)."""
+    return options.level == "track" and options.features == "descriptors"
 
 
 # --- the model as plain arrays -------------------------------------------------------------------------------
@@ -176,6 +186,14 @@ class LabelledData:
     segment_vectors: np.ndarray | None = None  # (segments, dim)
     segment_track: np.ndarray | None = None  # (segments,) row of each segment's track in ``track_ids``
     segment_times: list[tuple[float, float]] = field(default_factory=list)
+    descriptors: np.ndarray | None = None  # (tracks, descriptor_dim), when the store has them
+
+    def track_matrix(self, features: str) -> np.ndarray:
+        """The per-track vectors a track-level classifier reads: descriptors when asked for and present (a
+        baseline carries only ``vectors``), else the track vectors."""
+        if features == "descriptors" and self.descriptors is not None:
+            return self.descriptors
+        return self.vectors
 
     def __post_init__(self) -> None:
         if not self.track_ids:
@@ -191,8 +209,9 @@ class LabelledData:
             )
 
     @classmethod
-    def from_store(cls, store: Any, segments: bool = False) -> LabelledData:
-        """The labelled tracks of an ``EmbeddingStore`` (unlabelled tracks are left out)."""
+    def from_store(cls, store: Any, segments: bool = False, descriptors: bool = False) -> LabelledData:
+        """The labelled tracks of an ``EmbeddingStore`` (unlabelled tracks are left out); ``descriptors`` loads
+        their descriptors too (a store without them raises ``MissingArtefactError``)."""
         tracks = sorted((t for t in store.tracks if t.get("label") not in (None, "")), key=lambda t: t["row"])
         all_vectors = np.asarray(store.track_vectors(), dtype=np.float32)
         rows = [t["row"] for t in tracks]
@@ -202,6 +221,8 @@ class LabelledData:
             "groups": [str(t.get("group") or f"track:{t['track_id']}") for t in tracks],
             "vectors": all_vectors[rows] if rows else np.zeros((0, all_vectors.shape[1]), np.float32),
         }
+        if descriptors and rows:
+            data["descriptors"] = np.asarray(store.track_descriptors(), dtype=np.float32)[rows]
         if segments and tracks:
             seg_all = np.asarray(store.segment_vectors(), dtype=np.float32)
             seg_rows, seg_track, times = [], [], []
@@ -226,7 +247,7 @@ class LabelledData:
             None if segment_vectors is None else np.asarray(segment_vectors, dtype=np.float32),
             self.segment_track if segment_vectors is not None else None,
             self.segment_times if segment_vectors is not None else [],
-        )
+        )  # no descriptors: a baseline is one set of vectors
 
     def label_counts(self, rows: Sequence[int] | None = None) -> Counter:
         rows = range(len(self.labels)) if rows is None else rows
@@ -242,7 +263,7 @@ def _fit_rows(
         mask = np.isin(data.segment_track, rows)
         x, y = data.segment_vectors[mask], [data.labels[t] for t in data.segment_track[mask]]
         return fit_classifier(x, y, options, C)
-    return fit_classifier(data.vectors[rows], [data.labels[i] for i in rows], options, C)
+    return fit_classifier(data.track_matrix(options.features)[rows], [data.labels[i] for i in rows], options, C)
 
 
 def choose_C(data: LabelledData, rows: np.ndarray, options: ClassifyOptions) -> float:
@@ -272,7 +293,7 @@ def choose_C(data: LabelledData, rows: np.ndarray, options: ClassifyOptions) -> 
         truth, predicted = [], []
         for train_rows, test_rows in inner:
             clf = _fit_rows(data, train_rows, options, c)
-            proba = _predict_rows(clf, data, test_rows, options.level)
+            proba = _predict_rows(clf, data, test_rows, options)
             predicted += [clf.classes[i] for i in np.argmax(proba, axis=1)]
             truth += [data.labels[r] for r in test_rows]
         f1 = float(f1_score(truth, predicted, average="macro", zero_division=0))
@@ -281,9 +302,9 @@ def choose_C(data: LabelledData, rows: np.ndarray, options: ClassifyOptions) -> 
     return best_c
 
 
-def _predict_rows(clf: LinearClassifier, data: LabelledData, rows: np.ndarray, level: str) -> np.ndarray:
+def _predict_rows(clf: LinearClassifier, data: LabelledData, rows: np.ndarray, options: ClassifyOptions) -> np.ndarray:
     """Class probabilities (len(rows), classes) per track; segment level averages the segments' probabilities."""
-    if level == "segment":
+    if options.level == "segment":
         assert data.segment_vectors is not None and data.segment_track is not None
         proba = clf.predict_proba(data.segment_vectors)
         out = np.zeros((len(rows), len(clf.classes)))
@@ -291,7 +312,7 @@ def _predict_rows(clf: LinearClassifier, data: LabelledData, rows: np.ndarray, l
             mine = data.segment_track == r
             out[i] = proba[mine].mean(axis=0) if mine.any() else np.full(len(clf.classes), 1 / len(clf.classes))
         return out
-    return clf.predict_proba(data.vectors[rows])
+    return clf.predict_proba(data.track_matrix(options.features)[rows])
 
 
 # --- metrics -------------------------------------------------------------------------------------------------
@@ -413,7 +434,7 @@ def evaluate_classifier(
     for f, (train_rows, test_rows) in enumerate(folds):
         c = choose_C(data, train_rows, options)
         clf = _fit_rows(data, train_rows, options, c)
-        proba = _predict_rows(clf, data, test_rows, options.level)
+        proba = _predict_rows(clf, data, test_rows, options)
         predicted = [clf.classes[i] for i in np.argmax(proba, axis=1)]
         truth = [data.labels[r] for r in test_rows]
         m = classification_metrics(truth, predicted, labels)
@@ -469,7 +490,7 @@ def run_classify(
     from embedtool.embedding.store import EmbeddingStore
 
     store = EmbeddingStore(Path(embeddings_dir))
-    data = LabelledData.from_store(store, segments=options.level == "segment")
+    data = LabelledData.from_store(store, options.level == "segment", uses_descriptors(options))
     split = None
     if not options.cv:
         if split_dir is None:
@@ -556,6 +577,11 @@ class SavedClassifier:
         self.meta = read_meta(self.directory, KIND, FORMAT_VERSION)
         self.classifier = LinearClassifier.load(self.directory)
         self.level = self.meta.config.get("level", "track")
+        # Classifiers saved before descriptors existed read embeddings.
+        self.reads_descriptors = self.level == "track" and self.meta.config.get("features") == "descriptors"
+
+    def _input_dim(self, embedding_dim: int | None, descriptor_dim: int | None) -> int | None:
+        return descriptor_dim if self.reads_descriptors else embedding_dim
 
     def check_embeddings(self, store: Any) -> None:
         """Refuse embeddings other than the ones the classifier was trained on (model or dimension differ)."""
@@ -563,7 +589,7 @@ class SavedClassifier:
 
         check_compatible(
             {"model": self.meta.inputs.get("model"), "dim": self.classifier.dim},
-            {"model": store.model_fingerprint, "dim": store.dim},
+            {"model": store.model_fingerprint, "dim": self._input_dim(store.dim, store.descriptor_dim)},
             "classifier vs embeddings (re-run `embedtool classify` after re-training or re-embedding)",
         )
 
@@ -572,7 +598,7 @@ class SavedClassifier:
 
         check_compatible(
             {"model": self.meta.inputs.get("model"), "dim": self.classifier.dim},
-            {"model": encoder.fingerprint, "dim": encoder.embedding_dim},
+            {"model": encoder.fingerprint, "dim": self._input_dim(encoder.embedding_dim, encoder.descriptor_dim)},
             "classifier vs model (re-run `embedtool classify` after re-training)",
         )
 
@@ -588,14 +614,17 @@ class SavedClassifier:
         return max(1, encoder.segment_frames // 2)
 
     def predict_mel(self, mel: np.ndarray, encoder: Any, segments: bool = False) -> tuple[str, dict, list]:
-        """Label of one log-Mel matrix: pooled track vector (or averaged segment probabilities at segment level)."""
+        """Label of one log-Mel matrix, read the way the training tracks were: the mean descriptor or the pooled
+        embedding of its windows (or their averaged probabilities at segment level)."""
         from embedtool.embedding.pooling import pool_track
 
-        hop = self.hop_frames(encoder)
-        starts, emb = encoder.embed_track(mel, hop)
-        seg_proba = self.classifier.predict_proba(emb)
+        starts, emb, desc = encoder.embed_track(mel, self.hop_frames(encoder), descriptors=True)
+        windows = desc if self.reads_descriptors else emb
+        seg_proba = self.classifier.predict_proba(windows)
         if self.level == "segment":
             proba = seg_proba.mean(axis=0)
+        elif self.reads_descriptors:
+            proba = self.classifier.predict_proba(desc.mean(axis=0)[None, :])[0]
         else:
             proba = self.classifier.predict_proba(pool_track(emb)[None, :])[0]
         classes = self.classifier.classes

@@ -5,7 +5,8 @@ baselines: MFCC statistics from the features artefact, and the same network untr
 
 - **retrieval**: precision@k of same-label neighbours over track embeddings (cosine), the query's own track
   always excluded (optionally every track of its group too);
-- **classification**: logistic regression on the persisted split or grouped k-fold (``classify`` options):
+- **classification**: logistic regression on the persisted split or grouped k-fold (``classify`` options; the
+  learnt systems classify track descriptors by default, the MFCC baseline its statistics):
   accuracy, macro-F1, per-class table, confusion matrix;
 - **clustering**: k-Means with k = the number of labels (or the ``cluster`` options): purity, NMI, ARI;
 - **re-identification robustness** (learnt model only, through the query stage's ``Searcher``): excerpts of
@@ -36,7 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from embedtool.analysis.classify import ClassifyOptions, LabelledData, evaluate_classifier
+from embedtool.analysis.classify import ClassifyOptions, LabelledData, evaluate_classifier, uses_descriptors
 from embedtool.analysis.cluster import ClusterOptions, cluster_vectors, label_agreement
 from embedtool.errors import ConfigError, InputError
 
@@ -379,7 +380,7 @@ def run_evaluate(
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     store = EmbeddingStore(workspace.embeddings)
-    data = LabelledData.from_store(store, segments=classify_options.level == "segment")
+    data = LabelledData.from_store(store, classify_options.level == "segment", uses_descriptors(classify_options))
     split = None
     if not classify_options.cv:
         from embedtool.training.splits import load_split
@@ -427,7 +428,9 @@ def run_evaluate(
         step("untrained network baseline")
         with tempfile.TemporaryDirectory(prefix="embedtool-untrained-") as tmp:
             untrained = _untrained_store(workspace, store, Path(tmp), options.seed)
-            udata = LabelledData.from_store(untrained, segments=classify_options.level == "segment")
+            udata = LabelledData.from_store(
+                untrained, classify_options.level == "segment", uses_descriptors(classify_options)
+            )
             if udata.track_ids != data.track_ids:
                 raise InputError(
                     "the untrained export holds other tracks than the embeddings; re-run `embedtool embed`"

@@ -20,6 +20,9 @@ def classify(
         None, metavar="QUERY", help="Audio files to label (omit to train the classifier)."
     ),
     level: str | None = typer.Option(None, "--level", help="Train on 'track' or 'segment' embeddings."),
+    features: str | None = typer.Option(
+        None, "--features", help="Track level: classify 'descriptors' (default) or 'embeddings'."
+    ),
     cv: int | None = typer.Option(None, "--cv", help="Grouped stratified N-fold CV instead of the persisted split."),
     c: str | None = typer.Option(
         None, "--C", help="Inverse regularisation strength of the logistic regression, or 'auto' (inner grouped CV)."
@@ -58,7 +61,7 @@ def classify(
 
     from embedtool.analysis.classify import run_classify
 
-    options = actx.config.settings("classify", {"level": level, "cv": cv, "C": c, "seed": seed})
+    options = actx.config.settings("classify", {"level": level, "features": features, "cv": cv, "C": c, "seed": seed})
     with make_progress(actx.quiet or as_json) as progress:
         result = run_classify(ws.embeddings, ws.classifier, options, ws.split, _progress_callback(progress))
     ev = result.evaluation

@@ -190,6 +190,7 @@ def export_embeddings(
     to_embed = [t for t in wanted if t["track_id"] not in reusable]
     embedded = _embed_tracks(features, encoder, to_embed, hop_frames, options.batch_size, progress)
     old_vectors = previous.segment_vectors() if previous is not None and reusable else None
+    old_descriptors = previous.track_descriptors() if previous is not None and reusable else None
     fps = encoder.feature_settings.frames_per_second
 
     with staged_dir(embeddings_dir) as stage:
@@ -199,11 +200,12 @@ def export_embeddings(
             if tid in reusable:
                 assert previous is not None and old_vectors is not None
                 rows, starts = previous.segments_of(tid)
-                writer.add_track(track, starts, previous.segment_ends[rows], old_vectors[rows])
+                old_descriptor = old_descriptors[previous.track(tid)["row"]]
+                writer.add_track(track, starts, previous.segment_ends[rows], old_vectors[rows], old_descriptor)
             else:
-                starts_f, vectors, n_frames = embedded[tid]
+                starts_f, vectors, descriptors, n_frames = embedded[tid]
                 ends_f = np.minimum(starts_f + int(encoder.segment_frames), n_frames)
-                writer.add_track(track, starts_f / fps, ends_f / fps, vectors)
+                writer.add_track(track, starts_f / fps, ends_f / fps, vectors, descriptors.mean(axis=0))
         meta = writer.finish(config, inputs, extra={"export": mode, "reason": reason})
     return EmbedReport(
         mode=mode,
@@ -230,6 +232,8 @@ def _previous_export(
         previous = EmbeddingStore(directory)
     except EmbedtoolError:
         return None, "full", "no previous export"
+    if previous.descriptor_dim is None:
+        return None, "full", "the previous export has no track descriptors: every track is embedded again"
     if previous.model_fingerprint != encoder.fingerprint:
         return (
             None,
@@ -252,11 +256,13 @@ def _embed_tracks(
     hop_frames: int,
     batch_size: int,
     progress: Progress | None,
-) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
-    """{track_id: (window start frames, vectors, track frames)} for ``tracks``, batching windows across tracks."""
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+    """{track_id: (window start frames, vectors, window descriptors, track frames)} for ``tracks``, batching
+    windows across tracks."""
     seg = int(encoder.segment_frames)
     pad = silence_floor(encoder.feature_settings.log_offset)
     out_vectors: dict[str, list[np.ndarray]] = {}
+    out_descriptors: dict[str, list[np.ndarray]] = {}
     starts_of: dict[str, np.ndarray] = {}
     frames_of: dict[str, int] = {}
     skipped = []
@@ -268,6 +274,7 @@ def _embed_tracks(
             continue
         starts_of[t["track_id"]], frames_of[t["track_id"]] = starts, n
         out_vectors[t["track_id"]] = []
+        out_descriptors[t["track_id"]] = []
     if skipped:
         raise InputError(f"{len(skipped)} track(s) have no feature frames (e.g. {skipped[0]}); re-run extract.")
 
@@ -285,10 +292,11 @@ def _embed_tracks(
     def flush() -> None:
         nonlocal pending, pending_n, done
         batch = np.concatenate([w for _, w in pending])
-        vectors = np.asarray(encoder.embed_windows(batch), dtype=np.float32)
+        vectors, descriptors = encoder.embed_windows(batch, descriptors=True)
         at = 0
         for tid, w in pending:
             out_vectors[tid].append(vectors[at : at + len(w)])
+            out_descriptors[tid].append(descriptors[at : at + len(w)])
             at += len(w)
         done += len(batch)
         pending, pending_n = [], 0
@@ -302,4 +310,7 @@ def _embed_tracks(
             flush()
     if pending:
         flush()
-    return {tid: (starts_of[tid], np.concatenate(out_vectors[tid]), frames_of[tid]) for tid in starts_of}
+    return {
+        tid: (starts_of[tid], np.concatenate(out_vectors[tid]), np.concatenate(out_descriptors[tid]), frames_of[tid])
+        for tid in starts_of
+    }

@@ -10,6 +10,8 @@ Layout of ``<workspace>/embeddings/``::
     tracks.parquet         track_id, path, label, group, duration_s, n_segments, row
     tracks.npy             float32 (n_tracks, dim) pooled track vectors (see ``embedding.pooling``: the mean of
                            the track's segment vectors, re-L2-normalised)
+    track_descriptors.npy  float32 (n_tracks, descriptor_dim) the mean of the track's window descriptors (the
+                           network's stage activations, see ``training.model``): what classifiers read
 
 A track's segments occupy consecutive rows, in time order. Vectors are unit length, so inner product is cosine
 similarity. The folder is written aside and swapped into place by the export (``staged_dir``), so a reader
@@ -29,13 +31,14 @@ import pyarrow.parquet as pq
 
 from embedtool.artefacts import ArtefactMeta, atomic_save_npy, fingerprint_of, read_meta, write_meta
 from embedtool.embedding.pooling import pool_track
-from embedtool.errors import IncompatibleArtefactError, InputError
+from embedtool.errors import IncompatibleArtefactError, InputError, MissingArtefactError
 
 KIND = "embeddings"
 FORMAT_VERSION = 1
 SEGMENT_TABLE = "segments.parquet"
 TRACK_TABLE = "tracks.parquet"
 TRACK_VECTORS = "tracks.npy"
+TRACK_DESCRIPTORS = "track_descriptors.npy"
 # 64 MiB of float32 per shard at most: large collections stay in files a reader can memory-map piecewise.
 DEFAULT_SHARD_BYTES = 64 * 1024 * 1024
 
@@ -152,6 +155,20 @@ class EmbeddingStore:
         """Pooled track vectors, float32 (n_tracks, dim), in ``tracks`` order."""
         return np.load(self.directory / TRACK_VECTORS, mmap_mode="r")
 
+    @property
+    def descriptor_dim(self) -> int | None:
+        """Width of the track descriptors, or None for an export made without them."""
+        dim = self.meta.extra.get("descriptor_dim")
+        return int(dim) if dim else None
+
+    def track_descriptors(self) -> np.ndarray:
+        """Track descriptors, float32 (n_tracks, descriptor_dim), in ``tracks`` order."""
+        if self.descriptor_dim is None:
+            raise MissingArtefactError(
+                f"{self.directory} holds no track descriptors (an older export): re-run `embedtool embed --full`"
+            )
+        return np.load(self.directory / TRACK_DESCRIPTORS, mmap_mode="r")
+
     def _load_shard(self, name: str) -> np.ndarray:
         array = np.load(self.directory / name, mmap_mode="r")
         if array.ndim != 2 or array.shape[1] != self.dim or array.dtype != np.float32:
@@ -178,6 +195,7 @@ class EmbeddingWriter:
         self._segments: dict[str, list[Any]] = {name: [] for name in SEGMENT_SCHEMA.names}
         self._tracks: dict[str, list[Any]] = {name: [] for name in TRACK_SCHEMA.names}
         self._track_vectors: list[np.ndarray] = []
+        self._track_descriptors: list[np.ndarray] = []
         self._rows = 0
         self._seen: set[str] = set()
 
@@ -190,9 +208,15 @@ class EmbeddingWriter:
         return self._rows
 
     def add_track(
-        self, track: Mapping[str, Any], starts_s: np.ndarray, ends_s: np.ndarray, vectors: np.ndarray
+        self,
+        track: Mapping[str, Any],
+        starts_s: np.ndarray,
+        ends_s: np.ndarray,
+        vectors: np.ndarray,
+        descriptor: np.ndarray | None = None,
     ) -> None:
-        """Append one track: its row (track_id, path, label, group, duration_s) and its segments in time order."""
+        """Append one track: its row (track_id, path, label, group, duration_s), its segments in time order
+        and its descriptor (give one for every track or for none)."""
         track_id = str(track["track_id"])
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         starts_s = np.asarray(starts_s, dtype=np.float64)
@@ -204,6 +228,10 @@ class EmbeddingWriter:
             raise ValueError(f"track {track_id}: {n} vectors but {starts_s.shape} starts / {ends_s.shape} ends")
         if track_id in self._seen:
             raise ValueError(f"track {track_id} added twice")
+        if (descriptor is None) != (not self._track_descriptors) and self._track_vectors:
+            raise ValueError(f"track {track_id}: give a descriptor for every track or for none")
+        if descriptor is not None:
+            self._track_descriptors.append(np.asarray(descriptor, dtype=np.float32).reshape(-1))
         self._seen.add(track_id)
         ids = [segment_id(track_id, s) for s in starts_s]
         if len(set(ids)) != n:
@@ -251,6 +279,14 @@ class EmbeddingWriter:
             np.stack(self._track_vectors) if self._track_vectors else np.zeros((0, self.dim), dtype=np.float32)
         )
         atomic_save_npy(self.directory / TRACK_VECTORS, track_vectors.astype(np.float32))
+        descriptors: dict[str, Any] = {}
+        if self._track_descriptors:
+            atomic_save_npy(self.directory / TRACK_DESCRIPTORS, np.stack(self._track_descriptors))
+            descriptors = {
+                "descriptor_dim": int(self._track_descriptors[0].shape[0]),
+                "descriptors": "per window the global average of each network stage, concatenated; per track "
+                "their mean",
+            }
         # Deterministic: the same model, features, options and tracks give the same fingerprint, so a
         # consumer (the index) can tell a re-export that changed nothing from one that did.
         fingerprint = fingerprint_of(
@@ -269,6 +305,7 @@ class EmbeddingWriter:
                 "tables": {"segments": SEGMENT_TABLE, "tracks": TRACK_TABLE, "track_vectors": TRACK_VECTORS},
                 "segment_shards": list(self._shards),
                 "pooling": "mean of segment vectors, re-L2-normalised",
+                **descriptors,
                 **dict(extra or {}),
             },
             fingerprint=fingerprint,

@@ -3,7 +3,14 @@
 Architecture: ResNet18 (BasicBlocks [2, 2, 2, 2], channels 64/128/256/512 times ``width``) on a
 (batch, 1, frames, n_mels) input, with either the ImageNet stem (7x7 stride-2 conv + 3x3 stride-2 max-pool) or
 the Tile2Vec stem (3x3 stride-1 conv, no pooling); then global average pooling, dropout and a linear projection
-to ``embedding_dim``. ``Encoder`` always returns L2-normalised embeddings. A fixed input standardisation
+to ``embedding_dim``. ``Encoder`` always returns L2-normalised embeddings.
+
+Descriptors: beside the embedding, the network can return a window's *descriptor*, the global average of each
+of the four ResNet stages' activations, concatenated (``descriptor_dim`` = 64+128+256+512 channels times
+``width``). The triplet objective makes the last stage invariant to whatever does not tell recordings apart,
+which is right for search; the earlier stages keep the timbre and spectral-shape cues that a classifier of
+*kinds* of sound needs, so linear classification reads the descriptor (the usual linear-probe practice of
+self-supervised learning, which evaluates below the projection head). A fixed input standardisation
 (mean/std of the training features, stored as buffers in the state dict) puts log-Mels near zero mean and unit
 variance before the first convolution.
 """
@@ -93,13 +100,23 @@ class EmbeddingNet(nn.Module):
     def trunk_parameters(self) -> int:
         return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("head."))
 
+    @property
+    def descriptor_dim(self) -> int:
+        return sum(stage[-1].bn2.num_features for stage in self.layers)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed_and_describe(x)[0]
+
+    def embed_and_describe(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unnormalised embeddings, descriptors): see the module doc."""
         if x.dim() == 3:
             x = x.unsqueeze(1)  # (B, frames, mels) -> (B, 1, frames, mels)
-        x = (x - self.input_mean) / self.input_std
-        x = self.layers(self.stem(x))
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        return self.head(self.dropout(x))
+        x = self.stem((x - self.input_mean) / self.input_std)
+        pooled = []
+        for stage in self.layers:
+            x = stage(x)
+            pooled.append(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.head(self.dropout(pooled[-1])), torch.cat(pooled, 1)
 
 
 def build_network(settings: TrainSettings) -> EmbeddingNet:
@@ -135,6 +152,7 @@ class Encoder:
         self.train_settings = train_settings
         self.segment_frames = segment_frames_for(train_settings.segment_seconds, feature_settings.frames_per_second)
         self.embedding_dim = int(train_settings.embedding_dim)
+        self.descriptor_dim = int(net.descriptor_dim)
         self.fingerprint = fingerprint
         self.config = config
         self.batch_size = batch_size
@@ -184,8 +202,9 @@ class Encoder:
         check_compatible(settings_dict(self.feature_settings), settings_dict(feature_settings), "model vs features")
 
     @torch.no_grad()
-    def embed_windows(self, windows: np.ndarray) -> np.ndarray:
-        """[B, frames, n_mels] windows -> [B, dim] float32 L2-normalised embeddings (batched, eval mode)."""
+    def embed_windows(self, windows: np.ndarray, descriptors: bool = False) -> Any:
+        """[B, frames, n_mels] windows -> [B, dim] float32 L2-normalised embeddings (batched, eval mode);
+        with ``descriptors`` a pair (embeddings, [B, descriptor_dim] float32 descriptors)."""
         windows = np.asarray(windows)
         if windows.ndim != 3 or windows.shape[1:] != (self.segment_frames, self.feature_settings.n_mels):
             raise ValueError(
@@ -194,20 +213,25 @@ class Encoder:
             )
         self.net.eval()
         out = np.empty((len(windows), self.embedding_dim), dtype=np.float32)
+        desc = np.empty((len(windows), self.descriptor_dim), dtype=np.float32)
         for i in range(0, len(windows), self.batch_size):
             chunk = torch.from_numpy(np.ascontiguousarray(windows[i : i + self.batch_size], dtype=np.float32))
-            emb = F.normalize(self.net(chunk.to(self.device)).float(), dim=1)
-            out[i : i + len(chunk)] = emb.cpu().numpy()
-        return out
+            emb, d = self.net.embed_and_describe(chunk.to(self.device))
+            out[i : i + len(chunk)] = F.normalize(emb.float(), dim=1).cpu().numpy()
+            desc[i : i + len(chunk)] = d.float().cpu().numpy()
+        return (out, desc) if descriptors else out
 
-    def embed_track(self, mel: np.ndarray, hop_frames: int) -> tuple[np.ndarray, np.ndarray]:
-        """Windows of one track by the segment rule (``segments.window_starts``): (starts, embeddings)."""
+    def embed_track(self, mel: np.ndarray, hop_frames: int, descriptors: bool = False) -> Any:
+        """Windows of one track by the segment rule (``segments.window_starts``): (starts, embeddings), or
+        (starts, embeddings, descriptors) with ``descriptors``."""
         starts = window_starts(mel.shape[0], self.segment_frames, hop_frames)
         out = np.empty((len(starts), self.embedding_dim), dtype=np.float32)
+        desc = np.empty((len(starts), self.descriptor_dim), dtype=np.float32)
         for i in range(0, len(starts), self.batch_size):
             part = starts[i : i + self.batch_size]
-            out[i : i + len(part)] = self.embed_windows(crop_many(mel, part, self.segment_frames, self.pad_value))
-        return starts, out
+            windows = crop_many(mel, part, self.segment_frames, self.pad_value)
+            out[i : i + len(part)], desc[i : i + len(part)] = self.embed_windows(windows, descriptors=True)
+        return (starts, out, desc) if descriptors else (starts, out)
 
 
 def describe(settings: TrainSettings) -> dict[str, Any]:
