@@ -101,6 +101,10 @@ def load_project_config(path: Path | None = None, search_dir: Path | None = None
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: section {name!r} must be a mapping of options")
         sections[name] = value
+    labels = sections["extract"].get("labels")
+    if isinstance(labels, str) and labels and not Path(labels).expanduser().is_absolute():
+        # Like ``workspace:``, a relative labels file is relative to the configuration file, not the cwd.
+        sections["extract"] = {**sections["extract"], "labels": str((path.parent / labels).resolve())}
     config = ProjectConfig(path=path, workspace=data.get("workspace"), preset=data.get("preset"), sections=sections)
     # Validate every section now so that a typo is reported before any work starts.
     for name, values in sections.items():

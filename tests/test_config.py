@@ -119,6 +119,15 @@ def test_workspace_from_config_is_relative_to_the_file(tmp_path: Path) -> None:
     assert Workspace.resolve(tmp_path / "other", config).root == (tmp_path / "other").resolve()
 
 
+def test_labels_file_from_config_is_relative_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "embedtool.yaml").write_text("extract:\n  labels: meta/labels.tsv\n")
+    config = load_project_config(tmp_path / "project" / "embedtool.yaml")
+    assert config.settings("extract").labels == str((tmp_path / "project" / "meta" / "labels.tsv").resolve())
+    (tmp_path / "project" / "embedtool.yaml").write_text("extract:\n  labels: /data/labels.tsv\n")
+    assert load_project_config(tmp_path / "project" / "embedtool.yaml").settings("extract").labels == "/data/labels.tsv"
+
+
 def test_cli_reports_config_errors_with_exit_status_2(tmp_path: Path) -> None:
     write_config(tmp_path, "extract: {jobz: 2}\n")
     result = CliRunner().invoke(app, ["extract", str(tmp_path)])
