@@ -158,7 +158,7 @@ def test_run_classify_on_the_persisted_split(tmp_path: Path) -> None:
     assert SavedClassifier(tmp_path / "c-emb").classifier.predict(EmbeddingStore(store_dir).track_vectors()) == THREE
     # an export made before descriptors existed: a clear error naming the command that makes them
     old = write_store(tmp_path / "old", THREE, GROUPS, descriptors=False)
-    with pytest.raises(MissingArtefactError, match=r"no track descriptors .* `embedtool embed --full`"):
+    with pytest.raises(MissingArtefactError, match=r"no track descriptors .* `embedtool embed`"):
         run_classify(old, tmp_path / "c-old", ClassifyOptions(cv=3))
     with pytest.raises(IncompatibleArtefactError, match="dim"):
         saved.check_embeddings(EmbeddingStore(old))

@@ -165,7 +165,7 @@ class EmbeddingStore:
         """Track descriptors, float32 (n_tracks, descriptor_dim), in ``tracks`` order."""
         if self.descriptor_dim is None:
             raise MissingArtefactError(
-                f"{self.directory} holds no track descriptors (an older export): re-run `embedtool embed --full`"
+                f"{self.directory} holds no track descriptors (an older export): re-run `embedtool embed`"
             )
         return np.load(self.directory / TRACK_DESCRIPTORS, mmap_mode="r")
 
