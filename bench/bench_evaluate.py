@@ -101,7 +101,31 @@ def evaluate(corpus: str, ws: Any, args: argparse.Namespace) -> dict[str, Any]:
     ).report
     out["cv"] = {"report": cv_report, "seconds": time.perf_counter() - t}
     log(f"{corpus}: evaluation with grouped 5-fold CV in {out['cv']['seconds']:.0f} s")
+    # What the classifier choices are worth, same folds: descriptors vs pooled embeddings, C by inner CV vs C=1.
+    out["variants"] = {}
+    for name, options in (
+        ("embeddings, C auto", ClassifyOptions(cv=5, features="embeddings")),
+        ("descriptors, C=1", ClassifyOptions(cv=5, C=1.0)),
+    ):
+        rep = run_evaluate(
+            ws,
+            EvaluateOptions(name=f"bench-cv-{args.stamp}-{len(out['variants'])}", robustness=False,
+                            untrained_baseline=False, seed=0),
+            options,
+        ).report  # fmt: skip
+        out["variants"][name] = {k: s["classification"]["macro_f1"] for k, s in rep["systems"].items()}
     return out
+
+
+def variants_table(results: dict[str, Any]) -> str:
+    lines = [f"{'corpus':10} {'grouped 5-fold macro-F1':32} {'learnt':>7} {'mfcc':>7}"]
+    for corpus, res in results.items():
+        cv = res["eval"]["cv"]["report"]["systems"]
+        rows = {"descriptors, C auto (default)": {k: s["classification"]["macro_f1"] for k, s in cv.items()}}
+        rows.update(res["eval"].get("variants", {}))
+        for name, f1 in rows.items():
+            lines.append(f"{corpus:10} {name:32} {f1['embeddings']:7.3f} {f1.get('mfcc', float('nan')):7.3f}")
+    return "\n".join(lines)
 
 
 def table(results: dict[str, Any]) -> str:
@@ -155,6 +179,7 @@ def reprint(path: Path) -> None:
     print(table(results))
     print()
     print(robustness_table(results))
+    print(variants_table(results))
 
 
 def main() -> None:
@@ -195,16 +220,14 @@ def main() -> None:
             "facts": facts,
             "eval": evaluate(corpus, ws, args),
         }
-    print()
-    print(table(results))
-    print()
-    print(robustness_table(results))
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
     path = out_dir / f"bench_evaluate-{args.stamp}.json"
     path.write_text(
         json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2, default=str)
     )
+    print()
+    reprint(path)
     print(f"\nresults: {path}")
 
 
