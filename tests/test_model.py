@@ -107,7 +107,11 @@ def test_encoder_load_refuses_missing_and_mismatched_artefacts(tmp_path: Path) -
     good = EmbeddingNet("imagenet", width=0.125, embedding_dim=8)
     torch.save(good.state_dict(), model_dir / "model.pt")
     enc = Encoder.load(model_dir)
-    assert enc.fingerprint == "abc" and enc.embedding_dim == 8
+    assert enc.fingerprint == "abc" and enc.embedding_dim == 8 and enc.net.level_norm == ts.level_norm
+    # A model saved before level_norm existed keeps the standardisation it was trained with.
+    del config["train"]["level_norm"]
+    write_meta(model_dir, "model", 1, config, fingerprint="abc")
+    assert Encoder.load(model_dir).net.level_norm == "off"
     (model_dir / "model.pt").write_bytes(b"garbage")
     with pytest.raises(IncompatibleArtefactError, match="Cannot read"):
         Encoder.load(model_dir)
@@ -189,3 +193,19 @@ def test_mining_picks_in_batch_negatives_from_other_tracks() -> None:
     loss, _ = triplet_loss(a, p, n, "thesis", 2.0, mining="semi-hard", anchor_track=tracks_a, negative_track=tracks_n)
     loss.backward()
     assert a.grad is not None and torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+
+
+def test_level_norm_makes_embeddings_ignore_a_gain_change() -> None:
+    """A gain change of g dB adds ln(10**(g/20)) to every log-Mel bin of a window its sound fills."""
+    fs = FeatureSettings()
+    windows = np.random.default_rng(2).normal(-4, 2, (6, 30, 64)).astype(np.float32)
+    quieter = windows + np.float32(np.log(10 ** (-12 / 20)))
+    for level_norm, invariant in (("mean", True), ("peak", True), ("off", False)):
+        ts = TrainSettings(width=0.125, embedding_dim=16, segment_seconds=0.3, level_norm=level_norm)
+        enc = Encoder.untrained(fs, ts, seed=0)
+        enc.set_input_stats(-4.0, 2.0)
+        emb, desc = enc.embed_windows(windows, descriptors=True)
+        emb_q, desc_q = enc.embed_windows(quieter, descriptors=True)
+        assert np.allclose(emb, emb_q, atol=1e-4) == invariant
+        assert np.allclose(desc, desc_q, atol=1e-4) == invariant
+    assert TrainSettings.from_preset("default").level_norm == "off"  # measured: noisy excerpts pay for it

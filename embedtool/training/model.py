@@ -5,14 +5,18 @@ Architecture: ResNet18 (BasicBlocks [2, 2, 2, 2], channels 64/128/256/512 times 
 the Tile2Vec stem (3x3 stride-1 conv, no pooling); then global average pooling, dropout and a linear projection
 to ``embedding_dim``. ``Encoder`` always returns L2-normalised embeddings.
 
+Input: a fixed standardisation (mean/std of the training features, stored as buffers in the state dict) puts
+log-Mels near zero mean and unit variance before the first convolution. ``level_norm`` centres each window on
+its own level instead (``mean``: its mean log-Mel; ``peak``: its loudest bin): a gain change adds a constant to
+every log-Mel bin, so the embedding then ignores the playback level exactly. Off by default: on music-dev it
+fixed re-identification of -12 dB copies but cost noisy excerpts more (README, benchmarks).
+
 Descriptors: beside the embedding, the network can return a window's *descriptor*, the global average of each
 of the four ResNet stages' activations, concatenated (``descriptor_dim`` = 64+128+256+512 channels times
 ``width``). The triplet objective makes the last stage invariant to whatever does not tell recordings apart,
 which is right for search; the earlier stages keep the timbre and spectral-shape cues that a classifier of
 *kinds* of sound needs, so linear classification reads the descriptor (the usual linear-probe practice of
-self-supervised learning, which evaluates below the projection head). A fixed input standardisation
-(mean/std of the training features, stored as buffers in the state dict) puts log-Mels near zero mean and unit
-variance before the first convolution.
+self-supervised learning, which evaluates below the projection head).
 """
 
 from __future__ import annotations
@@ -63,8 +67,18 @@ def channels_for(width: float) -> list[int]:
 class EmbeddingNet(nn.Module):
     """ResNet18 trunk + global average pool + dropout + projection. Returns unnormalised embeddings."""
 
-    def __init__(self, stem: str = "imagenet", width: float = 1.0, embedding_dim: int = 128, dropout: float = 0.0):
+    def __init__(
+        self,
+        stem: str = "imagenet",
+        width: float = 1.0,
+        embedding_dim: int = 128,
+        dropout: float = 0.0,
+        level_norm: str = "off",
+    ):
         super().__init__()
+        if level_norm not in ("off", "mean", "peak"):
+            raise ValueError(f"unknown level_norm {level_norm!r}")
+        self.level_norm = level_norm
         chans = channels_for(width)
         if stem == "imagenet":
             self.stem = nn.Sequential(
@@ -111,7 +125,13 @@ class EmbeddingNet(nn.Module):
         """(unnormalised embeddings, descriptors): see the module doc."""
         if x.dim() == 3:
             x = x.unsqueeze(1)  # (B, frames, mels) -> (B, 1, frames, mels)
-        x = self.stem((x - self.input_mean) / self.input_std)
+        if self.level_norm == "mean":
+            centre = x.mean(dim=(2, 3), keepdim=True)
+        elif self.level_norm == "peak":
+            centre = x.amax(dim=(2, 3), keepdim=True)
+        else:
+            centre = self.input_mean
+        x = self.stem((x - centre) / self.input_std)
         pooled = []
         for stage in self.layers:
             x = stage(x)
@@ -120,7 +140,7 @@ class EmbeddingNet(nn.Module):
 
 
 def build_network(settings: TrainSettings) -> EmbeddingNet:
-    return EmbeddingNet(settings.stem, settings.width, settings.embedding_dim, settings.dropout)
+    return EmbeddingNet(settings.stem, settings.width, settings.embedding_dim, settings.dropout, settings.level_norm)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -37,6 +37,7 @@ class TrainSettings:
     width: float = 0.25  # channel multiplier of ResNet18 (1.0 = 64/128/256/512 channels)
     embedding_dim: int = 128
     dropout: float = 0.1
+    level_norm: Literal["off", "mean", "peak"] = "off"  # centre each window on its own level (see model.py)
     # --- loss -----------------------------------------------------------------------------------------------
     loss: Literal["thesis", "tile2vec"] = "thesis"
     margin: float = 1.0
