@@ -227,13 +227,16 @@ def test_cli_trains_on_one_shot_samples_and_reports_errors(sample_audio_dir: Pat
     assert sum(t["frames"] <= seg for t in store.tracks) > len(store) * 0.6  # mostly one-shots
     args = ["-w", str(ws), "train", "--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "8"]
     args += ["--width", "0.0625", "--segment-seconds", "1.0", "--embedding-dim", "8", "--device", "cpu", "--json"]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, [*args, "--level-norm", "peak"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout[result.stdout.index("{") :])
     assert report["steps"] == 3 and any("short-track rule" in n for n in report["notes"])
-    assert Encoder.load(ws / "model").embedding_dim == 8
+    model = Encoder.load(ws / "model")
+    assert model.embedding_dim == 8 and model.net.level_norm == "peak"
     result = runner.invoke(app, ["-w", str(ws), "train", "--mining", "extreme"])
     assert result.exit_code == 2 and "mining" in result.output
+    result = runner.invoke(app, ["-w", str(ws), "train", "--level-norm", "loud"])
+    assert result.exit_code == 2 and "level_norm" in result.output
 
 
 def test_dataloader_workers_give_the_same_training(class_features: Path, tmp_path: Path) -> None:

@@ -32,6 +32,9 @@ def train(
     width: float | None = typer.Option(None, "--width", help="ResNet18 channel multiplier."),
     embedding_dim: int | None = typer.Option(None, "--embedding-dim", help="Embedding size."),
     dropout: float | None = typer.Option(None, "--dropout", help="Dropout before the projection."),
+    level_norm: str | None = typer.Option(
+        None, "--level-norm", help="off, mean or peak: centre each window on its own level (gain-invariant)."
+    ),
     loss: str | None = typer.Option(None, "--loss", help="thesis or tile2vec."),
     margin: float | None = typer.Option(None, "--margin", help="Triplet margin."),
     mining: str | None = typer.Option(None, "--mining", help="none, semi-hard or hard."),
@@ -67,6 +70,7 @@ def train(
         "width": width,
         "embedding_dim": embedding_dim,
         "dropout": dropout,
+        "level_norm": level_norm,
         "loss": loss,
         "margin": margin,
         "mining": mining,
