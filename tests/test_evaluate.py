@@ -94,7 +94,7 @@ def test_evaluate_writes_every_file_with_valid_values(workspace: Workspace) -> N
         assert (out / png).stat().st_size > 1000, png
     assert {"map", "comparison", "robustness", "confusion_embeddings", "confusion_mfcc"} <= set(report["figures"])
     markdown = (out / "report.md").read_text()
-    for name in ("embeddings", "mfcc", "untrained", "Re-identification", "![map](map.png)"):
+    for name in ("embeddings", "mfcc", "untrained", "Re-identification", "![map](map.png)", "track descriptors"):
         assert name in markdown
     vectors = np.loadtxt(out / "projector" / "vectors.tsv", delimiter="\t")
     assert vectors.shape == (CLASSES * PER_CLASS, 32)

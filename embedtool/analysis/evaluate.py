@@ -638,7 +638,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Classification: logistic regression, {report['classification_scheme']} "
         "(`split`: the split persisted by `embedtool train`; `cv-N`: grouped stratified N-fold), "
-        f"{report['classify_options']['level']} level. Retrieval: precision@k of same-label tracks among each "
+        f"{report['classify_options']['level']} level"
+        + (
+            " (learnt systems: track descriptors; MFCC: its statistics)"
+            if report["classify_options"].get("level") == "track"
+            and report["classify_options"].get("features") == "descriptors"
+            else ""
+        )
+        + f", C {report['classify_options'].get('C')}. Retrieval: precision@k of same-label tracks among each "
         "track's k nearest (cosine), its own track excluded. Clustering: k-Means, k as listed below.",
         "",
         "![comparison](comparison.png)",
