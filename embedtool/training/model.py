@@ -119,10 +119,20 @@ class EmbeddingNet(nn.Module):
         return sum(stage[-1].bn2.num_features for stage in self.layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embed_and_describe(x)[0]
+        x = self.layers(self._stem(x))
+        return self.head(self.dropout(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)))
 
     def embed_and_describe(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(unnormalised embeddings, descriptors): see the module doc."""
+        """(unnormalised embeddings, descriptors): see the module doc. Training uses ``forward``, which skips
+        the descriptor's extra pooling."""
+        x = self._stem(x)
+        pooled = []
+        for stage in self.layers:
+            x = stage(x)
+            pooled.append(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.head(self.dropout(pooled[-1])), torch.cat(pooled, 1)
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:
             x = x.unsqueeze(1)  # (B, frames, mels) -> (B, 1, frames, mels)
         if self.level_norm == "mean":
@@ -131,12 +141,7 @@ class EmbeddingNet(nn.Module):
             centre = x.amax(dim=(2, 3), keepdim=True)
         else:
             centre = self.input_mean
-        x = self.stem((x - centre) / self.input_std)
-        pooled = []
-        for stage in self.layers:
-            x = stage(x)
-            pooled.append(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-        return self.head(self.dropout(pooled[-1])), torch.cat(pooled, 1)
+        return self.stem((x - centre) / self.input_std)
 
 
 def build_network(settings: TrainSettings) -> EmbeddingNet:
@@ -236,9 +241,13 @@ class Encoder:
         desc = np.empty((len(windows), self.descriptor_dim), dtype=np.float32)
         for i in range(0, len(windows), self.batch_size):
             chunk = torch.from_numpy(np.ascontiguousarray(windows[i : i + self.batch_size], dtype=np.float32))
-            emb, d = self.net.embed_and_describe(chunk.to(self.device))
+            chunk = chunk.to(self.device)
+            if descriptors:
+                emb, d = self.net.embed_and_describe(chunk)
+                desc[i : i + len(chunk)] = d.float().cpu().numpy()
+            else:  # queries: no descriptor work on the search path
+                emb = self.net(chunk)
             out[i : i + len(chunk)] = F.normalize(emb.float(), dim=1).cpu().numpy()
-            desc[i : i + len(chunk)] = d.float().cpu().numpy()
         return (out, desc) if descriptors else out
 
     def embed_track(self, mel: np.ndarray, hop_frames: int, descriptors: bool = False) -> Any:
