@@ -11,7 +11,7 @@ from audio_factory import make_class_corpus, write_tone
 from embedtool.artefacts import staged_dir
 from embedtool.audio.settings import FeatureSettings
 from embedtool.embedding.export import EmbedOptions, export_embeddings
-from embedtool.embedding.pooling import l2_normalise, pool_track
+from embedtool.embedding.pooling import DESCRIPTOR_KIND, l2_normalise, pool_descriptors, pool_track
 from embedtool.embedding.store import EmbeddingStore, EmbeddingWriter, segment_id
 from embedtool.errors import IncompatibleArtefactError, MissingArtefactError
 from embedtool.features.extract import ExtractOptions, run_extract
@@ -30,6 +30,16 @@ def test_pool_track_is_normalised_mean() -> None:
     assert np.allclose(pooled, [np.sqrt(0.5), np.sqrt(0.5)], atol=1e-6)
     with pytest.raises(ValueError):
         pool_track(np.zeros((0, 2), dtype=np.float32))
+
+
+def test_pool_descriptors_weighs_windows_by_energy_and_takes_the_root() -> None:
+    windows = np.array([[4.0, 0.0], [0.0, 16.0]])
+    assert np.allclose(pool_descriptors(windows, [1.0, 1.0]), [np.sqrt(2.0), np.sqrt(8.0)])
+    loud_first = pool_descriptors(windows, [3.0, 1.0])  # the louder window counts three times as much
+    assert np.allclose(loud_first, [np.sqrt(3.0), np.sqrt(4.0)]) and loud_first.dtype == np.float32
+    assert np.allclose(pool_descriptors(windows, [0.0, 0.0]), [np.sqrt(2.0), np.sqrt(8.0)])  # silence: evenly
+    with pytest.raises(ValueError, match="one energy per window"):
+        pool_descriptors(windows, [1.0])
 
 
 def test_store_roundtrip_with_small_shards(tmp_path: Path) -> None:
@@ -112,10 +122,12 @@ def test_export_segments_pooling_and_provenance(tmp_path: Path) -> None:
     starts, direct = _encoder().embed_track(np.asarray(fs.mel(tid), dtype=np.float32), 50)
     rows, _ = store.segments_of(tid)
     assert np.allclose(vectors[rows], direct, atol=1e-5)
-    # A track's descriptor is the mean of its windows' descriptors (every stage of the network, pooled).
-    _, _, window_descriptors = _encoder().embed_track(np.asarray(fs.mel(tid), dtype=np.float32), 50, descriptors=True)
+    # A track's descriptor pools its windows' descriptors (every stage of the network), weighted by energy.
+    mel = np.asarray(fs.mel(tid), dtype=np.float32)
+    _, _, window_descriptors, energy = _encoder().embed_track(mel, 50, descriptors=True)
     assert store.descriptor_dim == _encoder().descriptor_dim == window_descriptors.shape[1]
-    assert np.allclose(store.track_descriptors()[store.track(tid)["row"]], window_descriptors.mean(axis=0), atol=1e-5)
+    expected = pool_descriptors(window_descriptors, energy)
+    assert np.allclose(store.track_descriptors()[store.track(tid)["row"]], expected, atol=1e-5)
 
 
 def test_export_is_incremental_with_the_same_model(tmp_path: Path) -> None:
@@ -146,6 +158,15 @@ def test_export_is_incremental_with_the_same_model(tmp_path: Path) -> None:
     _extract(root, tmp_path / "features")
     shrunk = export_embeddings(tmp_path / "features", _encoder(), tmp_path / "emb")
     assert shrunk.mode == "incremental" and shrunk.removed_tracks == 2 and shrunk.tracks == 3
+
+    # An export whose descriptors were pooled another way (an older version) is re-made whole.
+    meta_path = tmp_path / "emb" / "meta.json"
+    meta_path.write_text(meta_path.read_text().replace(DESCRIPTOR_KIND, "global-mean"))
+    with pytest.raises(MissingArtefactError, match="outdated track descriptors .* `embedtool embed`"):
+        EmbeddingStore(tmp_path / "emb").track_descriptors()
+    remade = export_embeddings(tmp_path / "features", _encoder(), tmp_path / "emb")
+    assert remade.mode == "full" and "outdated" in remade.reason and remade.embedded_tracks == 3
+    assert EmbeddingStore(tmp_path / "emb").descriptors_current
 
     other = export_embeddings(tmp_path / "features", _encoder(seed=1), tmp_path / "emb")
     assert other.mode == "full" and "model changed" in other.reason and other.embedded_tracks == 3

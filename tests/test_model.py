@@ -63,13 +63,18 @@ def test_untrained_encoder_embeds_windows_and_tracks() -> None:
     assert starts.tolist() == window_starts(95, 30, 20).tolist() == [0, 20, 40, 60, 65]
     expected = enc.embed_windows(np.stack([crop(mel, int(s), 30, enc.pad_value) for s in starts]))
     assert np.allclose(track_emb, expected, atol=1e-5)
-    # Descriptors: every stage's channels pooled (8+16+32+64 at width 0.125), from the same forward pass.
-    emb_again, desc = enc.embed_windows(windows, descriptors=True)
-    assert enc.descriptor_dim == 120 and desc.shape == (10, 120) and np.allclose(emb_again, emb, atol=1e-6)
+    # Descriptors: every stage's channels (8+16+32+64 at width 0.125) pooled over time into 4 frequency bands,
+    # from the same forward pass; one energy per window.
+    emb_again, desc, energy = enc.embed_windows(windows, descriptors=True)
+    assert enc.descriptor_dim == 480 and desc.shape == (10, 480) and np.allclose(emb_again, emb, atol=1e-6)
     assert np.all(desc >= 0)  # averages of ReLU outputs
-    _, _, track_desc = enc.embed_track(mel, hop_frames=20, descriptors=True)
-    assert np.allclose(track_desc, enc.embed_windows(np.stack([crop(mel, int(s), 30, enc.pad_value) for s in starts]),
-                                                     descriptors=True)[1], atol=1e-5)  # fmt: skip
+    assert energy.shape == (10,) and np.all(energy > 0)
+    louder = enc.embed_windows(windows + np.float32(np.log(2.0)), descriptors=True)[2]  # +6 dB: 4x the power
+    assert np.allclose(louder, 4 * energy, rtol=1e-3)
+    _, _, track_desc, track_energy = enc.embed_track(mel, hop_frames=20, descriptors=True)
+    track_windows = np.stack([crop(mel, int(s), 30, enc.pad_value) for s in starts])
+    _, expected_desc, expected_energy = enc.embed_windows(track_windows, descriptors=True)
+    assert np.allclose(track_desc, expected_desc, atol=1e-5) and np.allclose(track_energy, expected_energy)
     short_starts, short_emb = enc.embed_track(mel[:7], hop_frames=20)
     assert short_starts.tolist() == [0] and short_emb.shape == (1, 16)
     with pytest.raises(ValueError, match="expected windows"):
@@ -204,8 +209,8 @@ def test_level_norm_makes_embeddings_ignore_a_gain_change() -> None:
         ts = TrainSettings(width=0.125, embedding_dim=16, segment_seconds=0.3, level_norm=level_norm)
         enc = Encoder.untrained(fs, ts, seed=0)
         enc.set_input_stats(-4.0, 2.0)
-        emb, desc = enc.embed_windows(windows, descriptors=True)
-        emb_q, desc_q = enc.embed_windows(quieter, descriptors=True)
+        emb, desc, _ = enc.embed_windows(windows, descriptors=True)
+        emb_q, desc_q, _ = enc.embed_windows(quieter, descriptors=True)
         assert np.allclose(emb, emb_q, atol=1e-4) == invariant
         assert np.allclose(desc, desc_q, atol=1e-4) == invariant
     assert TrainSettings.from_preset("default").level_norm == "off"  # measured: noisy excerpts pay for it

@@ -616,15 +616,18 @@ class SavedClassifier:
     def predict_mel(self, mel: np.ndarray, encoder: Any, segments: bool = False) -> tuple[str, dict, list]:
         """Label of one log-Mel matrix, read the way the training tracks were: the mean descriptor or the pooled
         embedding of its windows (or their averaged probabilities at segment level)."""
-        from embedtool.embedding.pooling import pool_track
+        from embedtool.embedding.pooling import pool_descriptors, pool_track
 
-        starts, emb, desc = encoder.embed_track(mel, self.hop_frames(encoder), descriptors=True)
-        windows = desc if self.reads_descriptors else emb
+        starts, emb, desc, energy = encoder.embed_track(mel, self.hop_frames(encoder), descriptors=True)
+        if self.reads_descriptors:  # each window read as a track of one window, as the classifier was trained
+            windows = np.stack([pool_descriptors(d[None, :], e[None]) for d, e in zip(desc, energy, strict=True)])
+        else:
+            windows = emb
         seg_proba = self.classifier.predict_proba(windows)
         if self.level == "segment":
             proba = seg_proba.mean(axis=0)
         elif self.reads_descriptors:
-            proba = self.classifier.predict_proba(desc.mean(axis=0)[None, :])[0]
+            proba = self.classifier.predict_proba(pool_descriptors(desc, energy)[None, :])[0]
         else:
             proba = self.classifier.predict_proba(pool_track(emb)[None, :])[0]
         classes = self.classifier.classes

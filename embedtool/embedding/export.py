@@ -23,6 +23,7 @@ import numpy as np
 
 from embedtool.artefacts import fingerprint_of, staged_dir
 from embedtool.config import settings_dict
+from embedtool.embedding.pooling import pool_descriptors
 from embedtool.embedding.store import EmbeddingStore, EmbeddingWriter
 from embedtool.errors import ConfigError, EmbedtoolError, InputError
 from embedtool.features.store import FeatureStore
@@ -203,9 +204,10 @@ def export_embeddings(
                 old_descriptor = old_descriptors[previous.track(tid)["row"]]
                 writer.add_track(track, starts, previous.segment_ends[rows], old_vectors[rows], old_descriptor)
             else:
-                starts_f, vectors, descriptors, n_frames = embedded[tid]
+                starts_f, vectors, descriptors, energy, n_frames = embedded[tid]
                 ends_f = np.minimum(starts_f + int(encoder.segment_frames), n_frames)
-                writer.add_track(track, starts_f / fps, ends_f / fps, vectors, descriptors.mean(axis=0))
+                descriptor = pool_descriptors(descriptors, energy)
+                writer.add_track(track, starts_f / fps, ends_f / fps, vectors, descriptor)
         meta = writer.finish(config, inputs, extra={"export": mode, "reason": reason})
     return EmbedReport(
         mode=mode,
@@ -232,8 +234,9 @@ def _previous_export(
         previous = EmbeddingStore(directory)
     except EmbedtoolError:
         return None, "full", "no previous export"
-    if previous.descriptor_dim is None:
-        return None, "full", "the previous export has no track descriptors: every track is embedded again"
+    if not previous.descriptors_current:
+        reason = "the previous export's track descriptors are missing or outdated: every track is embedded again"
+        return None, "full", reason
     if previous.model_fingerprint != encoder.fingerprint:
         return (
             None,
@@ -256,13 +259,14 @@ def _embed_tracks(
     hop_frames: int,
     batch_size: int,
     progress: Progress | None,
-) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
-    """{track_id: (window start frames, vectors, window descriptors, track frames)} for ``tracks``, batching
-    windows across tracks."""
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]]:
+    """{track_id: (window start frames, vectors, window descriptors, window energies, track frames)} for
+    ``tracks``, batching windows across tracks."""
     seg = int(encoder.segment_frames)
     pad = silence_floor(encoder.feature_settings.log_offset)
     out_vectors: dict[str, list[np.ndarray]] = {}
     out_descriptors: dict[str, list[np.ndarray]] = {}
+    out_energy: dict[str, list[np.ndarray]] = {}
     starts_of: dict[str, np.ndarray] = {}
     frames_of: dict[str, int] = {}
     skipped = []
@@ -275,6 +279,7 @@ def _embed_tracks(
         starts_of[t["track_id"]], frames_of[t["track_id"]] = starts, n
         out_vectors[t["track_id"]] = []
         out_descriptors[t["track_id"]] = []
+        out_energy[t["track_id"]] = []
     if skipped:
         raise InputError(f"{len(skipped)} track(s) have no feature frames (e.g. {skipped[0]}); re-run extract.")
 
@@ -292,11 +297,12 @@ def _embed_tracks(
     def flush() -> None:
         nonlocal pending, pending_n, done
         batch = np.concatenate([w for _, w in pending])
-        vectors, descriptors = encoder.embed_windows(batch, descriptors=True)
+        vectors, descriptors, energy = encoder.embed_windows(batch, descriptors=True)
         at = 0
         for tid, w in pending:
             out_vectors[tid].append(vectors[at : at + len(w)])
             out_descriptors[tid].append(descriptors[at : at + len(w)])
+            out_energy[tid].append(energy[at : at + len(w)])
             at += len(w)
         done += len(batch)
         pending, pending_n = [], 0
@@ -311,6 +317,12 @@ def _embed_tracks(
     if pending:
         flush()
     return {
-        tid: (starts_of[tid], np.concatenate(out_vectors[tid]), np.concatenate(out_descriptors[tid]), frames_of[tid])
+        tid: (
+            starts_of[tid],
+            np.concatenate(out_vectors[tid]),
+            np.concatenate(out_descriptors[tid]),
+            np.concatenate(out_energy[tid]),
+            frames_of[tid],
+        )
         for tid in starts_of
     }

@@ -10,8 +10,9 @@ Layout of ``<workspace>/embeddings/``::
     tracks.parquet         track_id, path, label, group, duration_s, n_segments, row
     tracks.npy             float32 (n_tracks, dim) pooled track vectors (see ``embedding.pooling``: the mean of
                            the track's segment vectors, re-L2-normalised)
-    track_descriptors.npy  float32 (n_tracks, descriptor_dim) the mean of the track's window descriptors (the
-                           network's stage activations, see ``training.model``): what classifiers read
+    track_descriptors.npy  float32 (n_tracks, descriptor_dim) the track's pooled window descriptors (the
+                           network's stage activations, see ``training.model`` and ``pooling.pool_descriptors``):
+                           what classifiers read
 
 A track's segments occupy consecutive rows, in time order. Vectors are unit length, so inner product is cosine
 similarity. The folder is written aside and swapped into place by the export (``staged_dir``), so a reader
@@ -30,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from embedtool.artefacts import ArtefactMeta, atomic_save_npy, fingerprint_of, read_meta, write_meta
-from embedtool.embedding.pooling import pool_track
+from embedtool.embedding.pooling import DESCRIPTOR_KIND, pool_track
 from embedtool.errors import IncompatibleArtefactError, InputError, MissingArtefactError
 
 KIND = "embeddings"
@@ -161,11 +162,17 @@ class EmbeddingStore:
         dim = self.meta.extra.get("descriptor_dim")
         return int(dim) if dim else None
 
+    @property
+    def descriptors_current(self) -> bool:
+        """Whether this export holds track descriptors made the way this version makes them."""
+        return self.descriptor_dim is not None and self.meta.extra.get("descriptor_kind") == DESCRIPTOR_KIND
+
     def track_descriptors(self) -> np.ndarray:
         """Track descriptors, float32 (n_tracks, descriptor_dim), in ``tracks`` order."""
-        if self.descriptor_dim is None:
+        if not self.descriptors_current:
+            state = "no" if self.descriptor_dim is None else "outdated"
             raise MissingArtefactError(
-                f"{self.directory} holds no track descriptors (an older export): re-run `embedtool embed`"
+                f"{self.directory} holds {state} track descriptors (an older export): re-run `embedtool embed`"
             )
         return np.load(self.directory / TRACK_DESCRIPTORS, mmap_mode="r")
 
@@ -284,8 +291,9 @@ class EmbeddingWriter:
             atomic_save_npy(self.directory / TRACK_DESCRIPTORS, np.stack(self._track_descriptors))
             descriptors = {
                 "descriptor_dim": int(self._track_descriptors[0].shape[0]),
-                "descriptors": "per window the global average of each network stage, concatenated; per track "
-                "their mean",
+                "descriptor_kind": DESCRIPTOR_KIND,
+                "descriptors": "per window each network stage averaged over time and 4 frequency bands, "
+                "concatenated; per track their energy-weighted mean, square-rooted",
             }
         # Deterministic: the same model, features, options and tracks give the same fingerprint, so a
         # consumer (the index) can tell a re-export that changed nothing from one that did.

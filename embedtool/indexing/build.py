@@ -410,6 +410,6 @@ def _embeddings_staleness(workspace: Workspace, model_fp: str, features_fp: str,
         return "the features changed (tracks added, removed or re-extracted)"
     if float(store.meta.config.get("hop_seconds", -1)) != float(hop_seconds):
         return f"the segment hop changed ({store.meta.config.get('hop_seconds')} -> {hop_seconds} s)"
-    if store.descriptor_dim is None:
-        return "the embeddings predate track descriptors"
+    if not store.descriptors_current:
+        return "the embeddings' track descriptors are missing or outdated"
     return None
