@@ -6,11 +6,11 @@ Evaluation never mixes a track (or a group of tracks) between training and test:
   proportions as far as the groups allow); tracks without a group are their own group.
 
 ``level="track"`` (the default) classifies one vector per track: with ``features="descriptors"`` (the default)
-the track's descriptor, the mean of the network's stage activations over its windows (see ``training.model``:
-richer in timbre than the search embedding, which the triplet objective makes invariant to what does not tell
-recordings apart); with ``features="embeddings"`` the pooled track embedding. ``level="segment"`` trains on every
-segment embedding of the training tracks (each with its track's label) and predicts a track by averaging its
-segments' class probabilities.
+the track's descriptor, the network's stage activations pooled over its windows (see ``training.model`` and
+``embedding.pooling.pool_descriptors``: richer in timbre than the search embedding, which the triplet objective
+makes invariant to what does not tell recordings apart); with ``features="embeddings"`` the pooled track
+embedding. ``level="segment"`` trains on every segment embedding of the training tracks (each with its track's
+label) and predicts a track by averaging its segments' class probabilities.
 
 Features are standardised (mean/scale from the training data) before a multinomial logistic regression (lbfgs,
 L2, ``C``). ``C="auto"`` (the default) picks C from ``C_GRID`` by an inner grouped cross-validation on the
@@ -614,7 +614,7 @@ class SavedClassifier:
         return max(1, encoder.segment_frames // 2)
 
     def predict_mel(self, mel: np.ndarray, encoder: Any, segments: bool = False) -> tuple[str, dict, list]:
-        """Label of one log-Mel matrix, read the way the training tracks were: the mean descriptor or the pooled
+        """Label of one log-Mel matrix, read the way the training tracks were: the pooled descriptor or the pooled
         embedding of its windows (or their averaged probabilities at segment level)."""
         from embedtool.embedding.pooling import pool_descriptors, pool_track
 
