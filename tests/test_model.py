@@ -63,10 +63,10 @@ def test_untrained_encoder_embeds_windows_and_tracks() -> None:
     assert starts.tolist() == window_starts(95, 30, 20).tolist() == [0, 20, 40, 60, 65]
     expected = enc.embed_windows(np.stack([crop(mel, int(s), 30, enc.pad_value) for s in starts]))
     assert np.allclose(track_emb, expected, atol=1e-5)
-    # Descriptors: every stage's channels (8+16+32+64 at width 0.125) pooled over time into 4 frequency bands,
+    # Descriptors: every stage's channels (8+16+32+64 at width 0.125) pooled over time into 2 frequency bands,
     # from the same forward pass; one energy per window.
     emb_again, desc, energy = enc.embed_windows(windows, descriptors=True)
-    assert enc.descriptor_dim == 480 and desc.shape == (10, 480) and np.allclose(emb_again, emb, atol=1e-6)
+    assert enc.descriptor_dim == 240 and desc.shape == (10, 240) and np.allclose(emb_again, emb, atol=1e-6)
     assert np.all(desc >= 0)  # averages of ReLU outputs
     assert energy.shape == (10,) and np.all(energy > 0)
     louder = enc.embed_windows(windows + np.float32(np.log(2.0)), descriptors=True)[2]  # +6 dB: 4x the power

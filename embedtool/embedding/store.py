@@ -292,7 +292,7 @@ class EmbeddingWriter:
             descriptors = {
                 "descriptor_dim": int(self._track_descriptors[0].shape[0]),
                 "descriptor_kind": DESCRIPTOR_KIND,
-                "descriptors": "per window each network stage averaged over time and 4 frequency bands, "
+                "descriptors": "per window each network stage averaged over time and 2 frequency bands, "
                 "concatenated; per track their energy-weighted mean, square-rooted",
             }
         # Deterministic: the same model, features, options and tracks give the same fingerprint, so a

@@ -12,14 +12,13 @@ every log-Mel bin, so the embedding then ignores the playback level exactly. Off
 fixed re-identification of -12 dB copies but cost noisy excerpts more (README, benchmarks).
 
 Descriptors: beside the embedding, the network can return a window's *descriptor*: each of the four ResNet
-stages' activations averaged over time and over ``DESCRIPTOR_BANDS`` equal slices of the frequency axis,
-concatenated (``descriptor_dim`` = (64+128+256+512) x ``width`` x ``DESCRIPTOR_BANDS``; a stage narrower than
-that many bins repeats its values). The triplet objective makes the last stage invariant to whatever does not
-tell recordings apart, which is right for search; the earlier stages keep the timbre cues a classifier of
+stages' activations averaged over time and over ``DESCRIPTOR_BANDS`` equal slices of the frequency axis (low and
+high), concatenated (``descriptor_dim`` = (64+128+256+512) x ``width`` x ``DESCRIPTOR_BANDS``; at 64 Mel bands
+the last stage is exactly two bins wide). The triplet objective makes the last stage invariant to whatever does
+not tell recordings apart, which is right for search; the earlier stages keep the timbre cues a classifier of
 *kinds* of sound needs (the usual linear-probe practice of self-supervised learning, which evaluates below the
-projection head). A global average would also throw away *where* in frequency a pattern sits, which is what
-tells a kick from a tom or a hi-hat from a crash; four coarse bands keep it (measured on drums held out by
-kit: macro-F1 0.68 -> 0.71 with bands; README, benchmarks). ``embedding.pooling.pool_descriptors`` turns a
+projection head). A global average would also throw away *where* in frequency a pattern sits; two bands keep
+the coarse position (four were no better: README, benchmarks). ``embedding.pooling.pool_descriptors`` turns a
 track's window descriptors into its track descriptor.
 """
 
@@ -44,7 +43,8 @@ from embedtool.training.settings import TrainSettings
 KIND = "model"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.pt"
-DESCRIPTOR_BANDS = 4  # frequency slices each stage's activations are averaged over, for descriptors
+# Frequency slices each stage's activations are averaged over, for descriptors (change DESCRIPTOR_KIND with it).
+DESCRIPTOR_BANDS = 2
 
 
 class BasicBlock(nn.Module):
