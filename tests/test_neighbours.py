@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_factory import tone, write_corrupt, write_noise, write_signal, write_tone
+from audio_factory import tone, write_corrupt, write_signal, write_tone
 from conftest import SAMPLE_AUDIO
 from tiny import TINY_CHAIN_TRAIN
 from typer.testing import CliRunner
@@ -27,7 +27,7 @@ from embedtool.embedding.store import EmbeddingStore
 from embedtool.errors import IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.features.extract import ExtractOptions, run_extract
 from embedtool.indexing.build import IndexOptions, run_index
-from embedtool.query.calibrate import youden_threshold
+from embedtool.query.calibrate import MAX_CONFIDENCE, match_confidence, youden_threshold
 from embedtool.query.neighbours import NeighbourOptions, Searcher
 from embedtool.query.voting import vote
 from embedtool.training.trainer import train
@@ -114,10 +114,34 @@ def test_identify_noisy_mp3_excerpt_with_time_range(searcher: Searcher, tmp_path
 
 
 def test_identify_says_no_match_for_audio_outside_the_library(searcher: Searcher, tmp_path: Path) -> None:
-    noise = write_noise(tmp_path / "noise.wav", seconds=3.0, sr=SR)
-    result = searcher.query_file(noise, mode="identify")
-    assert result.no_match and result.threshold is not None
-    assert result.best is None or result.best.score < result.threshold
+    unseen = write_signal(tmp_path / "unseen.wav", melody(90, seconds=3.0), SR)  # a recording the library lacks
+    result = searcher.query_file(unseen, mode="identify", k=1)
+    assert result.no_match and result.threshold is not None and result.confidence is not None
+    assert result.confidence < result.threshold and len(result.matches) == 1  # the runner-up is not listed
+    assert result.confidence == pytest.approx(match_confidence(result.best.score, _runner_up(searcher, unseen)))
+
+
+def _runner_up(searcher: Searcher, query: Path) -> float:
+    return searcher.query_file(query, mode="identify", k=2).matches[1].score
+
+
+def test_match_confidence_is_the_ratio_of_distances() -> None:
+    assert match_confidence(0.9, 0.8) == pytest.approx(2.0)  # the best track twice as near as the runner-up
+    assert match_confidence(0.6, 0.6) == pytest.approx(1.0)
+    assert match_confidence(0.5, None) == pytest.approx(2.0)  # a one-track library: the runner-up is "nothing"
+    assert match_confidence(1.0, 0.0) == MAX_CONFIDENCE and match_confidence(1.0, 0.5) == 500  # exact copies
+
+
+def test_an_index_from_before_the_confidence_rule_keeps_its_best_score_threshold(
+    searcher: Searcher, tmp_path: Path
+) -> None:
+    track_id, path = _path_of(searcher, "m2.wav")
+    query = noisy_mp3_excerpt(path, tmp_path / "q.mp3", 1.0, 3.0, snr_db=SNR_DB, seed=5)
+    parts = (searcher.encoder, searcher.segment_index, searcher.tables, searcher.hop_seconds)
+    old = Searcher(*parts, 0.999, threshold_statistic="best_score").query_file(query, mode="identify")
+    assert old.best is not None and old.best.track_id == track_id and old.best.score < 0.999 and old.no_match
+    new = Searcher(*parts, 0.999).query_file(query, mode="identify")  # 0.999 as a confidence: a low bar
+    assert new.best is not None and new.best.track_id == track_id and not new.no_match
 
 
 # --- similar --------------------------------------------------------------------------------------------------
@@ -259,9 +283,9 @@ def test_cli_identify_json_and_no_match_exit_code(library: Workspace, searcher: 
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["matches"][0]["track_id"] == track_id and data["no_match"] is False
-    noise = write_noise(tmp_path / "noise.wav", seconds=3.0, sr=SR)
-    result = runner.invoke(app, [*ws, "neighbours", str(noise), "--mode", "identify"])
-    assert result.exit_code == 3 and "no match" in result.output
+    unseen = write_signal(tmp_path / "unseen.wav", melody(91, seconds=3.0), SR)
+    result = runner.invoke(app, [*ws, "neighbours", str(unseen), "--mode", "identify"])
+    assert result.exit_code == 3 and "no match: confidence" in result.output
     result = runner.invoke(app, [*ws, "neighbours", track_id[:10], "-k", "2"])
     assert result.exit_code == 0 and "left out" in result.stdout
     result = runner.invoke(app, [*ws, "neighbours", "no-such-thing"])

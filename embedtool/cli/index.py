@@ -18,7 +18,9 @@ def index(
     target_recall: float | None = typer.Option(None, "--target-recall", help="recall@k that tuning must reach."),
     recall_k: int | None = typer.Option(None, "--recall-k", help="k of the recall measurement."),
     memory_mb: float | None = typer.Option(None, "--memory-mb", help="Memory budget for auto (MiB)."),
-    threshold: float | None = typer.Option(None, "--threshold", help="Fixed identify threshold (skip calibration)."),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="Fixed identify confidence threshold (skip calibration)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Build the segment and track indexes (exporting embeddings first when missing or stale)."""
@@ -57,10 +59,12 @@ def index(
     ident = report.identify
     if ident.get("calibrated"):
         console.print(
-            f"identify threshold {ident['threshold']:.3f} (true accepts {ident['true_accept_rate']:.0%}, "
+            f"identify threshold: confidence {ident['threshold']:.2f} (true accepts {ident['true_accept_rate']:.0%}, "
             f"false accepts {ident['false_accept_rate']:.0%} on {ident['queries']} noisy {ident['excerpt_s']:g} s "
             "library excerpts)"
         )
     else:
-        console.print(f"identify threshold {ident['threshold']:.3f} (not calibrated: {ident.get('reason')})")
+        console.print(
+            f"identify threshold: confidence {ident['threshold']:.2f} (not calibrated: {ident.get('reason')})"
+        )
     console.print(f"written to {ws.index} ({human_bytes(report.bytes)}) in {report.seconds:.1f} s")

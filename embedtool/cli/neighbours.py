@@ -45,8 +45,16 @@ def neighbours(
     else:
         _print(result)
     if result.mode == "identify" and result.no_match:
-        best = f"best score {result.best.score:.3f}" if result.best else "no candidate"
-        raise NoMatchError(f"no match: {best} is below the identify threshold {result.threshold:.3f}")
+        if result.best is None or result.threshold is None:
+            raise NoMatchError("no match: no candidate track")
+        if searcher.threshold_statistic == "best_score":  # an index built before the confidence rule
+            raise NoMatchError(
+                f"no match: best score {result.best.score:.3f} is below the identify threshold {result.threshold:.3f}"
+            )
+        raise NoMatchError(
+            f"no match: confidence {result.confidence:.2f} (how much nearer the best track is than the runner-up) "
+            f"is below the identify threshold {result.threshold:.2f}"
+        )
 
 
 def _print(result: QueryResult) -> None:
@@ -71,6 +79,11 @@ def _print(result: QueryResult) -> None:
             f"{m.ref_start_s:.1f}-{m.ref_end_s:.1f}",
         )
     console.print(table)
+    if result.mode == "identify" and result.confidence is not None and result.threshold is not None:
+        console.print(
+            f"confidence {result.confidence:.2f}: the best track is that much nearer than the runner-up "
+            f"(identify threshold {result.threshold:.2f})"
+        )
     if result.segments:
         seg = Table("query window (s)", "segment", "reference (s)", "score", title="nearest segment per window")
         for h in result.segments:

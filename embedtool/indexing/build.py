@@ -317,7 +317,7 @@ def run_index(
     from embedtool.embedding.store import TRACK_TABLE as STORE_TRACKS
     from embedtool.embedding.store import EmbeddingStore
     from embedtool.features.store import FeatureStore
-    from embedtool.query.calibrate import calibrate_threshold
+    from embedtool.query.calibrate import STATISTIC, calibrate_threshold
     from embedtool.query.neighbours import IdTables, Searcher
 
     options = options or IndexOptions()
@@ -343,8 +343,8 @@ def run_index(
         shutil.copyfile(store.directory / STORE_SEGMENTS, stage / SEGMENT_TABLE)
         shutil.copyfile(store.directory / STORE_TRACKS, stage / TRACK_TABLE)
         if options.identify_threshold is not None:
-            identify: dict[str, Any] = {"threshold": options.identify_threshold, "calibrated": False,
-                                        "reason": "fixed by index.identify_threshold"}  # fmt: skip
+            identify: dict[str, Any] = {"statistic": STATISTIC, "threshold": options.identify_threshold,
+                                        "calibrated": False, "reason": "fixed by index.identify_threshold"}  # fmt: skip
         else:
             tables = IdTables.read(stage / SEGMENT_TABLE, stage / TRACK_TABLE)
             searcher = Searcher(encoder, segments.index, tables, hop_s, None)

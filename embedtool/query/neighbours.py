@@ -5,7 +5,8 @@ library's own settings and segment rule, embedded with the index's model, and ev
 segment index. Hits become a ranked track list by time-consistent voting (``query.voting``).
 
 ``similar`` leaves the query's own track out when the query is in the library (found by content id or path).
-``identify`` answers "no match" when the best score is below the threshold calibrated at index time.
+``identify`` answers "no match" when the query's confidence — how much nearer the best track is than the
+runner-up (``query.calibrate``) — is below the threshold calibrated at index time.
 
 :class:`Searcher` loads the index, its id tables and the encoder once; use it for many queries::
 
@@ -28,6 +29,7 @@ from embedtool.config import settings_dict
 from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.indexing.build import FORMAT_VERSION, KIND, SEGMENT_INDEX, SEGMENT_TABLE, TRACK_TABLE
 from embedtool.indexing.search import VectorIndex
+from embedtool.query.calibrate import STATISTIC, match_confidence
 from embedtool.query.voting import vote
 from embedtool.training.segments import crop_many, silence_floor, window_starts
 
@@ -119,6 +121,7 @@ class QueryResult:
     threshold: float | None
     query: dict[str, Any]  # source, duration_s, windows, library_track (when the query is in the library)
     excluded_track: str | None = None
+    confidence: float | None = None  # identify: best vs runner-up (see query.calibrate); None in similar mode
     segments: list[SegmentHit] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -131,6 +134,7 @@ class QueryResult:
             "mode": self.mode,
             "no_match": self.no_match,
             "threshold": self.threshold,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
             "query": self.query,
             "excluded_track": self.excluded_track,
             "matches": [m.to_dict() for m in self.matches],
@@ -189,12 +193,14 @@ class Searcher:
         threshold: float | None,
         options: NeighbourOptions | None = None,
         features: FeatureStore | None = None,
+        threshold_statistic: str = STATISTIC,
     ):
         self.encoder = encoder
         self.segment_index = segment_index
         self.tables = tables
         self.hop_seconds = float(hop_seconds)
         self.threshold = threshold
+        self.threshold_statistic = threshold_statistic  # "confidence", or "best_score" for older indexes
         self.options = options or NeighbourOptions()
         self.features = features
         self.settings: FeatureSettings = encoder.feature_settings
@@ -234,7 +240,8 @@ class Searcher:
         except (MissingArtefactError, IncompatibleArtefactError):
             features = None  # library lookups by id then go through the index's track table only
         identify = meta.extra.get("identify", {})
-        return cls(encoder, index, tables, meta.extra["hop_s"], identify.get("threshold"), options, features)
+        statistic = identify.get("statistic", "best_score")  # indexes built before the confidence rule
+        return cls(encoder, index, tables, meta.extra["hop_s"], identify.get("threshold"), options, features, statistic)
 
     # --- queries -------------------------------------------------------------------------------------------
     def query_file(
@@ -408,7 +415,7 @@ class Searcher:
             bin_seconds=self.hop_seconds,
             mode=mode,
             tolerance_bins=self.options.tolerance_bins,
-            top=k,
+            top=max(k, 2) if mode == "identify" else k,  # identify's confidence needs the runner-up
         )
         matches = []
         for rank, v in enumerate(votes, start=1):
@@ -427,10 +434,13 @@ class Searcher:
                     label=t.get("label"),
                 )
             )
-        no_match = False
+        no_match, confidence = False, None
         if mode == "identify":
             best = matches[0].score if matches else 0.0
-            no_match = self.threshold is not None and best < self.threshold or not matches
+            confidence = match_confidence(best, matches[1].score if len(matches) > 1 else None)
+            measured = best if self.threshold_statistic == "best_score" else confidence
+            no_match = self.threshold is not None and measured < self.threshold or not matches
+        matches = matches[:k]
         hits = []
         if segments:
             for i, start in enumerate(starts_s):
@@ -452,6 +462,7 @@ class Searcher:
             matches=matches,
             no_match=no_match,
             threshold=self.threshold,
+            confidence=confidence,
             query={"duration_s": round(duration_s, 3), "windows": int(len(starts_s))},
             excluded_track=exclude_track if exclude_rows is not None else None,
             segments=hits,
