@@ -27,7 +27,7 @@ from embedtool.embedding.store import EmbeddingStore
 from embedtool.errors import IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.features.extract import ExtractOptions, run_extract
 from embedtool.indexing.build import IndexOptions, run_index
-from embedtool.query.calibrate import MAX_CONFIDENCE, match_confidence, youden_threshold
+from embedtool.query.calibrate import MAX_CONFIDENCE, calibrate_threshold, match_confidence, youden_threshold
 from embedtool.query.neighbours import NeighbourOptions, Searcher
 from embedtool.query.voting import vote
 from embedtool.training.trainer import train
@@ -123,6 +123,19 @@ def test_identify_says_no_match_for_audio_outside_the_library(searcher: Searcher
 
 def _runner_up(searcher: Searcher, query: Path) -> float:
     return searcher.query_file(query, mode="identify", k=2).matches[1].score
+
+
+def test_calibration_reads_the_confidence_or_the_old_best_score(library: Workspace, searcher: Searcher) -> None:
+    from embedtool.features.store import FeatureStore
+
+    features = FeatureStore(library.features)
+    new = calibrate_threshold(searcher, features, 6, 3.0, 40.0, 0)
+    old = calibrate_threshold(searcher, features, 6, 3.0, 40.0, 0, statistic="best_score")
+    assert new["statistic"] == "confidence" and new["calibrated"] and new["threshold"] > 1.0  # a ratio of distances
+    assert old["statistic"] == "best_score" and 0.0 < old["threshold"] < 1.0  # a cosine score
+    assert new["matching"]["mean"] > new["non_matching"]["mean"]
+    with pytest.raises(ValueError, match="unknown identify statistic"):
+        calibrate_threshold(searcher, features, 6, statistic="loudness")
 
 
 def test_match_confidence_is_the_ratio_of_distances() -> None:

@@ -5,10 +5,11 @@ The decision reads a query's **confidence**: how much nearer the best track is t
 query from a library track sits far nearer its own track than any other; a query from elsewhere sits about as
 near its two closest tracks, however high both scores are (soundtracks reuse their themes, a genre shares its
 sound). Unlike the best score, this ratio does not sink when noise or a level change pulls every score down,
-nor rise for a short query whose few windows all score high. Measured on music-dev (one threshold calibrated on
-3 s excerpts, clean excerpts of tracks left out as the impostors): false accepts at 1 / 3 / 10 s 22% / 5% /
-0.7% with the best score, 2.5% / 5% / 1.5% with the confidence; true accepts of 10 s excerpts at -12 dB 0.41 ->
-0.91, with 10 dB noise 0.58 -> 0.84 (README, benchmarks).
+nor rise for a short query whose few windows all score high. Measured on music-dev (``bench/bench_identify.py``;
+one threshold per rule, set for 5% false accepts of clean 3 s excerpts of tracks left out of the index): false
+accepts at 1 / 3 / 10 s 22% / 5% / 0.5% with the best score, 3% / 5% / 2.5% with the confidence; true accepts of
+10 s excerpts at -12 dB 0.40 -> 0.91; drum one-shots against that music index pass the calibrated threshold 53%
+of the time with the best score, 5% with the confidence. The price: 1 s degraded excerpts are accepted less.
 
 For up to ``calibration_tracks`` library tracks at least one excerpt long (seeded choice) we cut an excerpt
 of ``calibration_excerpt_s`` at a random offset that is *not* on the segment grid, add noise in the Mel domain at
@@ -110,8 +111,12 @@ def calibrate_threshold(
     snr_db: float = 15.0,
     seed: int = 0,
     progress: Progress | None = None,
+    statistic: str = STATISTIC,
 ) -> dict[str, Any]:
-    """Calibrate the identify threshold from library excerpts (see the module docstring); a meta-ready dict."""
+    """Calibrate the identify threshold from library excerpts (see the module docstring); a meta-ready dict.
+    ``statistic="best_score"`` calibrates the rule of earlier versions instead (kept for comparisons)."""
+    if statistic not in (STATISTIC, "best_score"):
+        raise ValueError(f"unknown identify statistic {statistic!r}")
     rng = np.random.default_rng(seed)
     tables = searcher.tables
     settings = searcher.settings
@@ -122,12 +127,11 @@ def calibrate_threshold(
     # (one-shots queried whole would set the bar by how alike short samples are), unless too few exist.
     long_enough = [tid for tid in ids if frames[tid] >= excerpt_frames]
     ids = long_enough if len(long_enough) >= 2 else ids
-    info: dict[str, Any] = {"excerpt_s": excerpt_s, "snr_db": snr_db, "seed": seed}
+    info: dict[str, Any] = {"statistic": statistic, "excerpt_s": excerpt_s, "snr_db": snr_db, "seed": seed}
     if len(ids) < 2:
         return {
             **info,
-            "statistic": STATISTIC,
-            "threshold": FALLBACK_THRESHOLD,
+            "threshold": FALLBACK_THRESHOLD if statistic == STATISTIC else 0.5,
             "calibrated": False,
             "reason": "fewer than 2 tracks",
         }
@@ -165,17 +169,20 @@ def _calibrate(
         true_scores = [m.score for m in found.matches if m.track_id == tid]
         other_scores = [m.score for m in found.matches if m.track_id != tid]
         true_score = true_scores[0] if true_scores else 0.0
-        matching.append(match_confidence(true_score, other_scores[0] if other_scores else None))
         correct += bool(found.matches) and found.matches[0].track_id == tid
         held_out = searcher.search_vectors(vectors, starts_s, duration, "identify", k=2, exclude_track=tid)
-        non_matching.append(held_out.confidence if held_out.confidence is not None else 0.0)
+        if info["statistic"] == "best_score":
+            matching.append(true_score)
+            non_matching.append(held_out.matches[0].score if held_out.matches else 0.0)
+        else:
+            matching.append(match_confidence(true_score, other_scores[0] if other_scores else None))
+            non_matching.append(held_out.confidence if held_out.confidence is not None else 0.0)
         if progress:
             progress("calibrating identify threshold", i + 1, len(chosen))
     threshold, tar, far = youden_threshold(np.array(matching), np.array(non_matching))
     m, n = np.array(matching), np.array(non_matching)
     return {
         **info,
-        "statistic": STATISTIC,
         "threshold": round(threshold, 6),
         "calibrated": True,
         "queries": len(chosen),
