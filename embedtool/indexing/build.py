@@ -64,7 +64,7 @@ class IndexOptions:
     ivf_nlist: int = 0  # 0: about sqrt(n) cells
     pq_m: int = 0  # 0: chosen from dim (sub-vectors of 8+ dims, at most 64 bytes a vector)
     seed: int = 0
-    # identify-mode threshold: calibrated from library excerpts unless fixed here
+    # identify-mode threshold on the confidence (query.calibrate): calibrated from library excerpts unless fixed
     identify_threshold: float | None = None
     calibration_tracks: int = 200  # library tracks whose excerpts calibrate the threshold
     calibration_excerpt_s: float = 3.0
