@@ -27,7 +27,13 @@ from embedtool.embedding.store import EmbeddingStore
 from embedtool.errors import IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.features.extract import ExtractOptions, run_extract
 from embedtool.indexing.build import IndexOptions, run_index
-from embedtool.query.calibrate import MAX_CONFIDENCE, calibrate_threshold, match_confidence, youden_threshold
+from embedtool.query.calibrate import (
+    MAX_CONFIDENCE,
+    calibrate_threshold,
+    match_confidence,
+    threshold_for,
+    youden_threshold,
+)
 from embedtool.query.neighbours import NeighbourOptions, Searcher
 from embedtool.query.voting import vote
 from embedtool.training.trainer import train
@@ -136,6 +142,25 @@ def test_calibration_reads_the_confidence_or_the_old_best_score(library: Workspa
     assert new["matching"]["mean"] > new["non_matching"]["mean"]
     with pytest.raises(ValueError, match="unknown identify statistic"):
         calibrate_threshold(searcher, features, 6, statistic="loudness")
+
+
+def test_identify_thresholds_are_calibrated_per_length_and_interpolated(searcher: Searcher, tmp_path: Path) -> None:
+    by_length = searcher.thresholds_by_length
+    assert by_length is not None and [e["excerpt_s"] for e in by_length] == [1.0, 3.0, 10.0]
+    track_id, path = _path_of(searcher, "m1.wav")
+    for seconds in (1.0, 2.0):
+        query = noisy_mp3_excerpt(path, tmp_path / f"q{seconds}.mp3", 1.0, seconds, snr_db=SNR_DB, seed=1)
+        result = searcher.query_file(query, mode="identify")
+        expected = threshold_for(by_length, result.query["duration_s"])
+        assert result.threshold == pytest.approx(expected)
+    by = [
+        {"excerpt_s": 1.0, "threshold": 1.5},
+        {"excerpt_s": 3.0, "threshold": 2.5},
+        {"excerpt_s": 10.0, "threshold": 2.0},
+    ]
+    assert threshold_for(by, 1.0) == 1.5 and threshold_for(by, 3.0) == 2.5 and threshold_for(by, 10.0) == 2.0
+    assert threshold_for(by, 3.0**0.5) == pytest.approx(2.0)  # halfway between 1 and 3 s in log-duration
+    assert threshold_for(by, 0.2) == 1.5 and threshold_for(by, 60.0) == 2.0  # the nearest outside
 
 
 def test_match_confidence_is_the_ratio_of_distances() -> None:

@@ -58,10 +58,13 @@ def index(
     console.print(table)
     ident = report.identify
     if ident.get("calibrated"):
+        by_length = ident.get("by_length") or [ident]
+        thresholds = " / ".join(f"{e['threshold']:.2f}" for e in by_length)
+        lengths = " / ".join(f"{e['excerpt_s']:g}" for e in by_length)
         console.print(
-            f"identify threshold: confidence {ident['threshold']:.2f} (true accepts {ident['true_accept_rate']:.0%}, "
-            f"false accepts {ident['false_accept_rate']:.0%} on {ident['queries']} noisy {ident['excerpt_s']:g} s "
-            "library excerpts)"
+            f"identify threshold: confidence {thresholds} for {lengths} s queries (at {ident['excerpt_s']:g} s: true "
+            f"accepts {ident['true_accept_rate']:.0%}, false accepts {ident['false_accept_rate']:.0%} on "
+            f"{ident['queries']} noisy library excerpts)"
         )
     else:
         console.print(

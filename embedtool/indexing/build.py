@@ -67,7 +67,7 @@ class IndexOptions:
     # identify-mode threshold on the confidence (query.calibrate): calibrated from library excerpts unless fixed
     identify_threshold: float | None = None
     calibration_tracks: int = 200  # library tracks whose excerpts calibrate the threshold
-    calibration_excerpt_s: float = 3.0
+    calibration_lengths_s: tuple[float, ...] = (1.0, 3.0, 10.0)  # excerpt lengths, one threshold each
     calibration_snr_db: float = 15.0  # noise added (in the Mel domain) to calibration excerpts
 
     @classmethod
@@ -89,8 +89,9 @@ class IndexOptions:
             raise ConfigError("index.hnsw_m must be >= 4 and index.hnsw_ef_construction >= 8")
         if self.ivf_nlist < 0 or self.pq_m < 0:
             raise ConfigError("index.ivf_nlist and index.pq_m must be non-negative (0 = automatic)")
-        if self.calibration_excerpt_s <= 0 or self.calibration_tracks < 1:
-            raise ConfigError("index.calibration_excerpt_s and index.calibration_tracks must be positive")
+        lengths = self.calibration_lengths_s
+        if not lengths or min(lengths) <= 0 or self.calibration_tracks < 1:
+            raise ConfigError("index.calibration_lengths_s and index.calibration_tracks must be positive")
 
 
 @dataclass
@@ -317,7 +318,7 @@ def run_index(
     from embedtool.embedding.store import TRACK_TABLE as STORE_TRACKS
     from embedtool.embedding.store import EmbeddingStore
     from embedtool.features.store import FeatureStore
-    from embedtool.query.calibrate import STATISTIC, calibrate_threshold
+    from embedtool.query.calibrate import STATISTIC, calibrate_identify
     from embedtool.query.neighbours import IdTables, Searcher
 
     options = options or IndexOptions()
@@ -348,8 +349,8 @@ def run_index(
         else:
             tables = IdTables.read(stage / SEGMENT_TABLE, stage / TRACK_TABLE)
             searcher = Searcher(encoder, segments.index, tables, hop_s, None)
-            identify = calibrate_threshold(
-                searcher, features, options.calibration_tracks, options.calibration_excerpt_s,
+            identify = calibrate_identify(
+                searcher, features, options.calibration_tracks, options.calibration_lengths_s,
                 options.calibration_snr_db, options.seed, progress,
             )  # fmt: skip
         summaries = {}

@@ -11,8 +11,11 @@ accepts at 1 / 3 / 10 s 22% / 5% / 0.5% with the best score, 3% / 5% / 2.5% with
 10 s excerpts at -12 dB 0.40 -> 0.91; drum one-shots against that music index pass the calibrated threshold 53%
 of the time with the best score, 5% with the confidence. The price: 1 s degraded excerpts are accepted less.
 
-For up to ``calibration_tracks`` library tracks at least one excerpt long (seeded choice) we cut an excerpt
-of ``calibration_excerpt_s`` at a random offset that is *not* on the segment grid, add noise in the Mel domain at
+Each of the excerpt lengths ``calibration_lengths_s`` (1, 3 and 10 s) gets its own threshold, and a query's
+threshold is interpolated by its duration: a 1 s query sets its true track less far apart than a 10 s one, and
+one bar for all lengths is too strict for one and too lax for the other (``bench/bench_identify.py``). For a
+length, for up to ``calibration_tracks`` library tracks at least one excerpt long (seeded choice) we cut an excerpt
+of that length at a random offset that is *not* on the segment grid, add noise in the Mel domain at
 ``calibration_snr_db`` (an approximation of noise added to the audio: magnitudes of incoherent sources add in
 power), and query it twice through the real query path:
 
@@ -86,6 +89,36 @@ def match_confidence(best: float, runner_up: float | None) -> float:
     Without a runner-up (a one-track library) the distance to nothing, 1, takes its place."""
     runner_up = 0.0 if runner_up is None else runner_up
     return float(min(MAX_CONFIDENCE, (1.0 - runner_up) / max(1.0 - best, 1.0 / MAX_CONFIDENCE)))
+
+
+def calibrate_identify(
+    searcher: Searcher,
+    features: FeatureStore,
+    n_tracks: int = 200,
+    lengths_s: tuple[float, ...] = (1.0, 3.0, 10.0),
+    snr_db: float = 15.0,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """One threshold per excerpt length (``calibrate_threshold`` at each), since how far apart true and false
+    matches lie depends on how much of a recording the query holds; queries in between interpolate
+    (``threshold_for``). The meta-ready dict carries the middle length's calibration at its top level."""
+    lengths = sorted(set(float(x) for x in lengths_s))
+    results = [calibrate_threshold(searcher, features, n_tracks, length, snr_db, seed, progress) for length in lengths]
+    main = results[len(results) // 2]
+    by_length = [
+        {k: r[k] for k in ("excerpt_s", "threshold", "true_accept_rate", "false_accept_rate") if k in r}
+        for r in results
+    ]
+    return {**main, "by_length": by_length}
+
+
+def threshold_for(by_length: list[dict[str, Any]], duration_s: float) -> float:
+    """The threshold for a query of ``duration_s``: linear in log-duration between calibrated lengths, the
+    nearest one's outside them."""
+    points = sorted((float(e["excerpt_s"]), float(e["threshold"])) for e in by_length)
+    lengths = np.log([p[0] for p in points])
+    return float(np.interp(np.log(max(duration_s, 1e-3)), lengths, [p[1] for p in points]))
 
 
 def youden_threshold(matching: np.ndarray, non_matching: np.ndarray) -> tuple[float, float, float]:

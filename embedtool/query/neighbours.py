@@ -29,7 +29,7 @@ from embedtool.config import settings_dict
 from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.indexing.build import FORMAT_VERSION, KIND, SEGMENT_INDEX, SEGMENT_TABLE, TRACK_TABLE
 from embedtool.indexing.search import VectorIndex
-from embedtool.query.calibrate import STATISTIC, match_confidence
+from embedtool.query.calibrate import STATISTIC, match_confidence, threshold_for
 from embedtool.query.voting import vote
 from embedtool.training.segments import crop_many, silence_floor, window_starts
 
@@ -194,6 +194,7 @@ class Searcher:
         options: NeighbourOptions | None = None,
         features: FeatureStore | None = None,
         threshold_statistic: str = STATISTIC,
+        thresholds_by_length: list[dict[str, Any]] | None = None,
     ):
         self.encoder = encoder
         self.segment_index = segment_index
@@ -201,6 +202,7 @@ class Searcher:
         self.hop_seconds = float(hop_seconds)
         self.threshold = threshold
         self.threshold_statistic = threshold_statistic  # "confidence", or "best_score" for older indexes
+        self.thresholds_by_length = thresholds_by_length  # calibrated per excerpt length (query.calibrate)
         self.options = options or NeighbourOptions()
         self.features = features
         self.settings: FeatureSettings = encoder.feature_settings
@@ -241,7 +243,10 @@ class Searcher:
             features = None  # library lookups by id then go through the index's track table only
         identify = meta.extra.get("identify", {})
         statistic = identify.get("statistic", "best_score")  # indexes built before the confidence rule
-        return cls(encoder, index, tables, meta.extra["hop_s"], identify.get("threshold"), options, features, statistic)
+        return cls(
+            encoder, index, tables, meta.extra["hop_s"], identify.get("threshold"), options, features, statistic,
+            identify.get("by_length"),
+        )  # fmt: skip
 
     # --- queries -------------------------------------------------------------------------------------------
     def query_file(
@@ -434,12 +439,14 @@ class Searcher:
                     label=t.get("label"),
                 )
             )
-        no_match, confidence = False, None
+        no_match, confidence, threshold = False, None, self.threshold
         if mode == "identify":
             best = matches[0].score if matches else 0.0
             confidence = match_confidence(best, matches[1].score if len(matches) > 1 else None)
+            if self.thresholds_by_length:
+                threshold = threshold_for(self.thresholds_by_length, duration_s)
             measured = best if self.threshold_statistic == "best_score" else confidence
-            no_match = self.threshold is not None and measured < self.threshold or not matches
+            no_match = threshold is not None and measured < threshold or not matches
         matches = matches[:k]
         hits = []
         if segments:
@@ -461,7 +468,7 @@ class Searcher:
             mode=mode,
             matches=matches,
             no_match=no_match,
-            threshold=self.threshold,
+            threshold=threshold,
             confidence=confidence,
             query={"duration_s": round(duration_s, 3), "windows": int(len(starts_s))},
             excluded_track=exclude_track if exclude_rows is not None else None,
