@@ -139,6 +139,17 @@ def write_truncated(path: Path | str, keep_bytes: int = 30) -> Path:
     return path
 
 
+def write_unknown_codec_wav(path: Path | str) -> Path:
+    """A well-formed WAV whose format tag (0x674f, Vorbis-in-WAV) names a codec neither decoder has."""
+    path = Path(path)
+    write_tone(path, 440.0, 0.5, fmt="WAV")
+    data = bytearray(path.read_bytes())
+    assert data[20:22] == b"\x01\x00"  # PCM tag right after "fmt " and its size
+    data[20:22] = (0x674F).to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
 # --- a labelled corpus of distinct sound classes ---------------------------------------------------------------
 
 

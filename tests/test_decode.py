@@ -18,6 +18,7 @@ from audio_factory import (
     write_signal,
     write_tone,
     write_truncated,
+    write_unknown_codec_wav,
 )
 
 from embedtool.audio.decode import StreamingResampler, decode_file, stream_audio
@@ -111,6 +112,7 @@ def test_bundled_cc0_set_decodes(sample_audio_dir: Path) -> None:
         (lambda p: write_not_audio(p / "text.mp3"), "not a recognised audio file"),
         (lambda p: write_corrupt(p / "noise.flac"), "not a recognised audio file"),
         (lambda p: write_truncated(p / "cut.wav", keep_bytes=30), "not a recognised audio file"),
+        (lambda p: write_unknown_codec_wav(p / "vorbis.ogg"), "codec FFmpeg cannot decode"),
         (lambda p: p / "missing.wav", "no such file"),
     ],
 )

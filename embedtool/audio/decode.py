@@ -219,6 +219,9 @@ class _PyAVSource(_Source):
             raise _NotOpened("no audio stream")
         self.stream = self.container.streams.audio[0]
         ctx = self.stream.codec_context
+        if ctx is None:  # e.g. a WAV whose format tag names a codec FFmpeg lacks (Vorbis-in-WAV, 0x674f)
+            self.container.close()
+            raise _NotOpened("audio stream in a codec FFmpeg cannot decode")
         rate = ctx.sample_rate or self.stream.rate or 0
         channels = ctx.channels or 0
         if rate <= 0 or channels <= 0:
