@@ -10,6 +10,8 @@ from rich.table import Table
 
 from embedtool.cli.app import app
 from embedtool.cli.common import app_context, console, err_console, handle_errors, make_progress, print_json
+from embedtool.errors import ConfigError
+from embedtool.training.pretrained import adopt_model
 from embedtool.training.trainer import TrainReport
 from embedtool.training.trainer import train as run_train
 
@@ -45,6 +47,14 @@ def train(
     seed: int | None = typer.Option(None, "--seed", help="Seed of the split, triplets and initialisation."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
     workers: int | None = typer.Option(None, "--workers", "-j", help="DataLoader worker processes."),
+    init: str | None = typer.Option(
+        None, "--init", help="Start from this model's weights: a bundled model (general) or a model folder."
+    ),
+    pretrained: str | None = typer.Option(
+        None,
+        "--pretrained",
+        help="Use this model as it is, without training: a bundled model (general) or a model folder.",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted (or finished) training."),
     as_json: bool = typer.Option(False, "--json", help="Print the training report as JSON."),
 ) -> None:
@@ -53,6 +63,10 @@ def train(
     Triplets: an anchor segment, a positive within --radius seconds of it in the same track, a negative from
     another track. Tracks (or groups) held out for validation are written to split/ and never trained on;
     the best model by the validation metric goes to model/. Ctrl-C saves a checkpoint; --resume continues.
+
+    A small or uniform folder (a few hundred one-shots) learns a poorer space than embedtool's bundled model,
+    trained on hours of varied audio: --pretrained general makes that model this workspace's model, at once;
+    --init general trains on from it.
     """
     actx = app_context(ctx)
     overrides: dict[str, Any] = {
@@ -81,9 +95,30 @@ def train(
         "seed": seed,
         "device": device,
         "workers": workers,
+        "init": init,
     }
     settings = actx.config.settings("train", overrides)
     ws = actx.workspace
+    if pretrained is not None:
+        if resume or init is not None:
+            raise ConfigError("--pretrained uses a model as it is: it does not combine with --init or --resume.")
+        encoder = adopt_model(pretrained, ws.features, ws.split, ws.model, settings)
+        summary = {
+            "model_dir": str(ws.model),
+            "adopted_from": pretrained,
+            "fingerprint": encoder.fingerprint,
+            "embedding_dim": encoder.embedding_dim,
+            "descriptor_dim": encoder.descriptor_dim,
+        }
+        if as_json:
+            print_json(summary)
+        else:
+            console.print(
+                f"model → {ws.model}: {pretrained} as it is (model {encoder.fingerprint}, not trained on these "
+                "features); next: `embedtool embed` or `embedtool index`.",
+                highlight=False,
+            )
+        return
     progress = make_progress(
         actx.quiet or as_json,
         TextColumn("loss {task.fields[loss]}"),

@@ -65,6 +65,8 @@ class TrainSettings:
     recall_k: int = 5
     val_metric: Literal["auto", "recall_at_1", "triplet_accuracy", "val_loss"] = "auto"
     early_stopping_patience: int = 0  # epochs without improvement before stopping; 0 = off
+    # --- starting point -------------------------------------------------------------------------------------
+    init: str = ""  # start from this model's weights: a bundled name ("general") or a model folder; "" = random
     # --- runtime --------------------------------------------------------------------------------------------
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"

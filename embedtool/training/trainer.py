@@ -54,6 +54,7 @@ from embedtool.training import checkpoint as ckpt
 from embedtool.training.dataset import TripletDataset
 from embedtool.training.losses import triplet_loss
 from embedtool.training.model import FORMAT_VERSION, KIND, WEIGHTS_FILE, build_network, resolve_device
+from embedtool.training.pretrained import load_init_weights
 from embedtool.training.sampler import TripletSampler
 from embedtool.training.segments import segment_frames_for, silence_floor
 from embedtool.training.settings import RESUMABLE_CHANGES, TrainSettings
@@ -308,6 +309,12 @@ def train(
     mean, std = input_stats([store.mel(t) for t in train_ids])
     net.input_mean.fill_(mean)
     net.input_std.fill_(std)
+    init_fingerprint = ""
+    if settings.init and not resume:
+        # The starting model's input standardisation comes with its weights: its filters were learnt on it.
+        init_state, init_fingerprint = load_init_weights(settings.init, settings, fs)
+        net.load_state_dict(init_state)
+        notes.append(f"Started from the weights of {settings.init} (model {init_fingerprint}).")
     net.to(device)
     if cuda and settings.channels_last:
         net.to(memory_format=torch.channels_last)
@@ -531,7 +538,9 @@ def train(
         history=history,
         notes=notes,
     )
-    _publish(model_dir, state_dir, best_state, identity, report, seg, mean, std)
+    # The buffers, not the statistics computed above: a starting model or a checkpoint may have brought its own.
+    mean, std = float(best_state["input_mean"].float().mean()), float(best_state["input_std"].float().mean())
+    _publish(model_dir, state_dir, best_state, identity, report, seg, mean, std, init_fingerprint)
     return report
 
 
@@ -574,6 +583,7 @@ def _publish(
     segment_frames: int,
     mean: float,
     std: float,
+    init_fingerprint: str = "",
 ) -> None:
     """Swap the finished model into place (weights, metrics, final checkpoint; meta.json last)."""
     buffer = io.BytesIO()
@@ -593,7 +603,11 @@ def _publish(
             KIND,
             FORMAT_VERSION,
             {"train": identity["train"], "features": identity["features"]},
-            inputs={"features": identity["features_fingerprint"], "split": identity["split_fingerprint"]},
+            inputs={
+                "features": identity["features_fingerprint"],
+                "split": identity["split_fingerprint"],
+                **({"init_model": init_fingerprint} if init_fingerprint else {}),
+            },
             extra={
                 "segment_frames": segment_frames,
                 "embedding_dim": identity["train"]["embedding_dim"],

@@ -1,0 +1,113 @@
+"""The bundled `general` model: adopted as a workspace's model (`train --pretrained`), trained on from
+(`train --init`), compared with in `evaluate`; and the errors when it does not fit."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny import TINY_CHAIN_TRAIN
+from typer.testing import CliRunner
+
+from embedtool.artefacts import read_meta
+from embedtool.audio.settings import FeatureSettings
+from embedtool.cli.app import app
+from embedtool.errors import ConfigError, IncompatibleArtefactError, MissingArtefactError
+from embedtool.features.extract import ExtractOptions, run_extract
+from embedtool.training.model import Encoder
+from embedtool.training.pretrained import adopt_model, resolve_model_source
+from embedtool.training.settings import TrainSettings
+from embedtool.training.trainer import train
+from embedtool.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def cc0_workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """The bundled CC0 set (72 labelled one-shots and loops), features at the default settings."""
+    sample = Path(__file__).resolve().parent.parent / "embedtool" / "sample_audio" / "sonicpi-cc0"
+    ws = Workspace(tmp_path_factory.mktemp("cc0") / "ws")
+    run_extract([sample], ws.features, FeatureSettings(), ExtractOptions(jobs=1, labels=str(sample / "labels.csv")))
+    return ws
+
+
+def test_bundled_model_loads_and_embeds() -> None:
+    encoder = Encoder.load(resolve_model_source("general"))
+    assert encoder.feature_settings == FeatureSettings()  # made for the default features
+    meta = read_meta(resolve_model_source("general"), "model")
+    assert meta.extra["steps"] >= 4000 and meta.extra["train_tracks"] >= 500
+    rng = np.random.default_rng(0)
+    windows = rng.normal(-4.0, 2.0, size=(3, encoder.segment_frames, 64)).astype(np.float32)
+    emb = encoder.embed_windows(windows)
+    assert emb.shape == (3, encoder.embedding_dim) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-4)
+
+
+def test_pretrained_adopts_the_model_and_the_chain_runs(cc0_workspace: Workspace) -> None:
+    torch.set_num_threads(1)
+    ws, runner = str(cc0_workspace.root), CliRunner()
+    res = runner.invoke(app, ["-w", ws, "-q", "train", "--pretrained", "general", "--json"])
+    assert res.exit_code == 0, res.output
+    bundled = read_meta(resolve_model_source("general"), "model")
+    meta = read_meta(cc0_workspace.model, "model")
+    assert json.loads(res.output)["fingerprint"] == meta.fingerprint == bundled.fingerprint
+    assert meta.extra["adopted_from"] == "general" and meta.extra["trained_on_these_features"] is False
+    assert (cc0_workspace.split / "meta.json").is_file()  # classify and evaluate hold tracks out by it
+    assert runner.invoke(app, ["-w", ws, "-q", "embed"]).exit_code == 0
+    res = runner.invoke(app, ["-w", ws, "-q", "classify", "--cv", "4", "--json"])
+    assert res.exit_code == 0, res.output
+    # Never trained on these sounds, the bundled model still tells kick, snare, cymbal, tom, tabla, loops apart.
+    assert json.loads(res.output)["macro_f1"] >= 0.6
+    # evaluate leaves out the "general" baseline when it is the workspace's own model, and says so
+    res = runner.invoke(app, ["-w", ws, "-q", "evaluate", "--no-robustness", "--cv", "4", "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert "general" not in report["systems"]
+    assert any("bundled general model" in note for note in report["notes"])
+
+
+def test_pretrained_refuses_other_feature_settings(tmp_path: Path) -> None:
+    sample = Path(__file__).resolve().parent.parent / "embedtool" / "sample_audio" / "sonicpi-cc0" / "kick"
+    ws = Workspace(tmp_path / "ws")
+    run_extract([sample], ws.features, FeatureSettings(n_mels=32), ExtractOptions(jobs=1))
+    with pytest.raises(IncompatibleArtefactError, match="n_mels"):
+        adopt_model("general", ws.features, ws.split, ws.model, TrainSettings())
+    assert not ws.model.exists()  # nothing half-written
+    res = CliRunner().invoke(app, ["-w", str(ws.root), "-q", "train", "--pretrained", "general"])
+    assert res.exit_code == 5 and "n_mels" in res.output
+    res = CliRunner().invoke(app, ["-w", str(ws.root), "-q", "train", "--pretrained", "general", "--resume"])
+    assert res.exit_code == 2 and "--resume" in res.output
+
+
+def test_model_sources_and_their_errors(tmp_path: Path) -> None:
+    assert resolve_model_source("general").name == "general"
+    with pytest.raises(ConfigError, match="bundled model"):
+        resolve_model_source("no-such-model")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MissingArtefactError, match="not a model folder"):
+        resolve_model_source(str(tmp_path / "empty"))
+
+
+def test_init_starts_from_the_bundled_weights(cc0_workspace: Workspace, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    bundled = Encoder.load(resolve_model_source("general"))
+    # The bundled architecture, one step at a negligible learning rate: the result is the bundled weights.
+    settings = replace(
+        TrainSettings(), init="general", lr=1e-9, epochs=1, steps_per_epoch=1, batch_size=4, warmup_steps=0,
+        val_triplets=8, device="cpu", augment=False,
+    )  # fmt: skip
+    report = train(cc0_workspace.features, tmp_path / "split", tmp_path / "model", settings)
+    assert any("general" in note for note in report.notes)
+    started = Encoder.load(tmp_path / "model")
+    assert read_meta(tmp_path / "model", "model").inputs["init_model"] == bundled.fingerprint
+    after = started.net.state_dict()
+    for name, tensor in bundled.net.named_parameters():  # (batch-norm running statistics move with any step)
+        assert torch.allclose(tensor, after[name], atol=1e-5), name
+    assert torch.equal(bundled.net.input_mean, after["input_mean"])  # its input standardisation, not ours
+    # Another architecture cannot start from it: the error names each differing setting.
+    with pytest.raises(IncompatibleArtefactError, match="width.*embedding_dim|embedding_dim.*width"):
+        train(
+            cc0_workspace.features, tmp_path / "split2", tmp_path / "model2", replace(TINY_CHAIN_TRAIN, init="general")
+        )
