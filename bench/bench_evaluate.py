@@ -4,8 +4,9 @@ For each corpus (``~/.cache/embedtool-corpora/{music-dev,drums}``, fetched by ``
 extract -> train (default preset, time-boxed by --epochs/--steps) -> index -> ``run_evaluate`` twice:
 
 1. on the split persisted by training (music: by track; drums: by kit, so whole kits are held out from both the
-   self-supervised training and the classifier), with the MFCC and untrained-network baselines and the
-   re-identification test;
+   self-supervised training and the classifier), with the MFCC, untrained-network and bundled-``general``-model
+   baselines and the re-identification test (the ``general`` model never saw either corpus:
+   bench/train_general.sh);
 2. grouped 5-fold cross-validation (drums: folds by kit; music: by track), embeddings vs MFCC.
 
 Targets (issue #5): music style macro-F1 >= 0.9 (track level); drums macro-F1 >= 0.75 with kits held out; each
@@ -118,13 +119,16 @@ def evaluate(corpus: str, ws: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def variants_table(results: dict[str, Any]) -> str:
-    lines = [f"{'corpus':10} {'grouped 5-fold macro-F1':32} {'learnt':>7} {'mfcc':>7}"]
+    lines = [f"{'corpus':10} {'grouped 5-fold macro-F1':32} {'learnt':>7} {'general':>7} {'mfcc':>7}"]
     for corpus, res in results.items():
         cv = res["eval"]["cv"]["report"]["systems"]
         rows = {"descriptors, C auto (default)": {k: s["classification"]["macro_f1"] for k, s in cv.items()}}
         rows.update(res["eval"].get("variants", {}))
         for name, f1 in rows.items():
-            lines.append(f"{corpus:10} {name:32} {f1['embeddings']:7.3f} {f1.get('mfcc', float('nan')):7.3f}")
+            lines.append(
+                f"{corpus:10} {name:32} {f1['embeddings']:7.3f} {f1.get('general', float('nan')):7.3f} "
+                f"{f1.get('mfcc', float('nan')):7.3f}"
+            )
     return "\n".join(lines)
 
 
@@ -145,8 +149,11 @@ def table(results: dict[str, Any]) -> str:
                 )
             emb = rep["systems"]["embeddings"]["classification"]["macro_f1"]
             base = rep["systems"].get("mfcc", {}).get("classification", {}).get("macro_f1")
+            general = rep["systems"].get("general", {}).get("classification", {}).get("macro_f1")
             if base:
                 lines.append(f"{'':10} {'':7} ratio embeddings/mfcc macro-F1 = {emb / base:.2f}")
+            if base and general:
+                lines.append(f"{'':10} {'':7} ratio general/mfcc macro-F1 = {general / base:.2f}")
     return "\n".join(lines)
 
 

@@ -64,7 +64,7 @@ def test_evaluate_writes_every_file_with_valid_values(workspace: Workspace) -> N
     report = json.loads((out / "report.json").read_text())
     assert meta.inputs["embeddings"] == report["inputs"]["embeddings"]
     assert report["labelled_tracks"] == CLASSES * PER_CLASS
-    assert set(report["systems"]) == {"embeddings", "mfcc", "untrained"}  # baselines present, same run
+    assert set(report["systems"]) == {"embeddings", "mfcc", "untrained", "general"}  # baselines, same run
     val_tracks = None
     for name, system in report["systems"].items():
         c = system["classification"]
@@ -132,7 +132,18 @@ def test_evaluate_cli_and_its_errors(workspace: Workspace, tmp_path: Path) -> No
     from embedtool.cli.app import app
 
     runner = CliRunner()
-    args = ["-w", str(workspace.root), "-q", "evaluate", "--name", "cli", "--no-robustness", "--no-untrained"]
+    args = [
+        "-w",
+        str(workspace.root),
+        "-q",
+        "evaluate",
+        "--name",
+        "cli",
+        "--no-robustness",
+        "--no-untrained",
+        "--pretrained",
+        "",
+    ]
     res = runner.invoke(app, [*args, "--cv", "3", "--json"])
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)

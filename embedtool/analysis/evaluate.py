@@ -1,7 +1,8 @@
 """``embedtool evaluate``: one report on how good an embedding space is, with baselines from the same run.
 
 Sections (each computed for the learnt embeddings and, in the same run on the same tracks and splits, for the
-baselines: MFCC statistics from the features artefact, and the same network untrained):
+baselines: MFCC statistics from the features artefact, the same network untrained, and the bundled ``general``
+model applied as it is):
 
 - **retrieval**: precision@k of same-label neighbours over track embeddings (cosine), the query's own track
   always excluded (optionally every track of its group too);
@@ -65,6 +66,9 @@ class EvaluateOptions:
     cluster_k: str = "labels"  # "labels" (k = number of labels), "auto", or a number
     baselines: bool = True  # MFCC statistics baseline
     untrained_baseline: bool = True  # the same network untrained, exported into a temporary folder
+    # A bundled model applied as it is (see training/pretrained.py): does training on this audio beat it?
+    # "" = off; left out when it is the workspace's own model or was made for other feature settings.
+    pretrained_baseline: str = "general"
     baseline_kind: Literal["mfcc", "logmel"] = "mfcc"
     n_mfcc: int = 20
     projection: Literal["auto", "tsne", "umap", "pca"] = "auto"
@@ -335,20 +339,44 @@ class EvaluateResult:
         return self.report["systems"]
 
 
-def _untrained_store(workspace: Any, store: Any, tmp: Path, seed: int) -> Any:
-    """Embeddings of the same network, randomly initialised, exported with the same options."""
-    import dataclasses
-
-    from embedtool.embedding.export import EmbedOptions, export_embeddings
-    from embedtool.embedding.store import EmbeddingStore
+def _untrained_encoder(workspace: Any, seed: int) -> Any:
+    """The workspace's network with random weights and the trained one's input standardisation: the baseline
+    differs in its weights only."""
     from embedtool.training.model import Encoder
 
     trained = Encoder.load(workspace.model)
     encoder = Encoder.untrained(trained.feature_settings, trained.train_settings, seed=seed)
-    # Same input standardisation as the trained network: the baseline differs in its weights only.
     net = getattr(trained, "net", None)
     if net is not None and hasattr(net, "input_mean"):
         encoder.set_input_stats(float(net.input_mean.float().mean()), float(net.input_std.float().mean()))
+    return encoder
+
+
+def _pretrained_encoder(workspace: Any, name: str) -> tuple[Any, str]:
+    """The bundled model ``name`` when it can embed these features and is not the workspace's own model;
+    otherwise (None, why it is left out)."""
+    from embedtool.errors import IncompatibleArtefactError
+    from embedtool.features.store import FeatureStore
+    from embedtool.training.model import Encoder
+    from embedtool.training.pretrained import resolve_model_source
+
+    encoder = Encoder.load(resolve_model_source(name))
+    if encoder.fingerprint == Encoder.load(workspace.model).fingerprint:
+        return None, f"the workspace's model is the bundled {name} model"
+    try:
+        encoder.check_features(FeatureStore(workspace.features).settings)
+    except IncompatibleArtefactError as exc:
+        return None, str(exc)
+    return encoder, ""
+
+
+def _export_with(workspace: Any, store: Any, encoder: Any, tmp: Path) -> Any:
+    """Embeddings of ``encoder`` over the workspace's features, exported with the same options as ``store``."""
+    import dataclasses
+
+    from embedtool.embedding.export import EmbedOptions, export_embeddings
+    from embedtool.embedding.store import EmbeddingStore
+
     names = {f.name for f in dataclasses.fields(EmbedOptions)}
     embed_options = EmbedOptions(**{k: v for k, v in store.meta.config.items() if k in names})
     export_embeddings(workspace.features, encoder, tmp / "embeddings", embed_options)
@@ -378,6 +406,7 @@ def run_evaluate(
             progress(stage, done, total)
 
     timings: dict[str, float] = {}
+    notes: list[str] = []
     clock = time.perf_counter()
     store = EmbeddingStore(workspace.embeddings)
     data = LabelledData.from_store(store, classify_options.level == "segment", uses_descriptors(classify_options))
@@ -423,20 +452,29 @@ def run_evaluate(
         )
         timings[options.baseline_kind] = time.perf_counter() - clock
 
+    other_encoders: list[tuple[str, Any]] = []
     if options.untrained_baseline:
+        other_encoders.append(("untrained", _untrained_encoder(workspace, options.seed)))
+    if options.pretrained_baseline:
+        encoder, why_not = _pretrained_encoder(workspace, options.pretrained_baseline)
+        if encoder is None:
+            notes.append(f"No {options.pretrained_baseline} baseline: {why_not}.")
+        else:
+            other_encoders.append((options.pretrained_baseline, encoder))
+    for system, encoder in other_encoders:
         clock = time.perf_counter()
-        step("untrained network baseline")
-        with tempfile.TemporaryDirectory(prefix="embedtool-untrained-") as tmp:
-            untrained = _untrained_store(workspace, store, Path(tmp), options.seed)
-            udata = LabelledData.from_store(
-                untrained, classify_options.level == "segment", uses_descriptors(classify_options)
+        step(f"{system} network baseline")
+        with tempfile.TemporaryDirectory(prefix=f"embedtool-{system}-") as tmp:
+            other = _export_with(workspace, store, encoder, Path(tmp))
+            odata = LabelledData.from_store(
+                other, classify_options.level == "segment", uses_descriptors(classify_options)
             )
-            if udata.track_ids != data.track_ids:
+            if odata.track_ids != data.track_ids:
                 raise InputError(
-                    "the untrained export holds other tracks than the embeddings; re-run `embedtool embed`"
+                    f"the {system} export holds other tracks than the embeddings; re-run `embedtool embed`"
                 )
-            systems["untrained"] = evaluate_system(udata, options, classify_options, cluster_options, split)
-        timings["untrained"] = time.perf_counter() - clock
+            systems[system] = evaluate_system(odata, options, classify_options, cluster_options, split)
+        timings[system] = time.perf_counter() - clock
 
     robustness = None
     if options.robustness:
@@ -537,6 +575,7 @@ def run_evaluate(
             },
             "figures": figures,
             "timings_s": {k: round(v, 2) for k, v in timings.items()},
+            "notes": notes,
         }
         atomic_write_json(out / "report.json", report)
         atomic_write_bytes(out / "report.md", render_markdown(report).encode())
@@ -617,7 +656,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "Systems: **embeddings** (the learnt model); baselines computed in the same run on the same tracks and "
         "splits: **mfcc**/**logmel** (per-track mean and standard deviation of MFCCs / log-Mels, standardised), "
-        "**untrained** (the same network with random weights).",
+        "**untrained** (the same network with random weights), **general** (embedtool's bundled model, trained "
+        "on other, varied audio, applied as it is: what training on this audio adds).",
+        "",
+        *[f"Note: {note}" for note in report.get("notes", [])],
         "",
         "## Summary",
         "",

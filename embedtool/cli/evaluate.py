@@ -23,6 +23,9 @@ def evaluate(
     untrained: bool | None = typer.Option(
         None, "--untrained/--no-untrained", help="Compute the untrained-network baseline."
     ),
+    pretrained: str | None = typer.Option(
+        None, "--pretrained", help="Bundled model to compare with, applied as it is (general; '' = none)."
+    ),
     cv: int | None = typer.Option(None, "--cv", help="Grouped N-fold CV instead of the persisted split."),
     level: str | None = typer.Option(None, "--level", help="Classifier on 'track' or 'segment' embeddings."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of excerpts, folds, clusters and the map."),
@@ -40,6 +43,7 @@ def evaluate(
             "robustness": robustness,
             "baselines": baselines,
             "untrained_baseline": untrained,
+            "pretrained_baseline": pretrained,
             "seed": seed,
         },
     )
