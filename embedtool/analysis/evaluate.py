@@ -352,16 +352,16 @@ def _untrained_encoder(workspace: Any, seed: int) -> Any:
     return encoder
 
 
-def _pretrained_encoder(workspace: Any, name: str) -> tuple[Any, str]:
-    """The bundled model ``name`` when it can embed these features and is not the workspace's own model;
-    otherwise (None, why it is left out)."""
+def _pretrained_encoder(workspace: Any, store: Any, name: str) -> tuple[Any, str]:
+    """The bundled model ``name`` when it can embed these features and is not the model behind the
+    embeddings ``store``; otherwise (None, why it is left out)."""
     from embedtool.errors import IncompatibleArtefactError
     from embedtool.features.store import FeatureStore
     from embedtool.training.model import Encoder
     from embedtool.training.pretrained import resolve_model_source
 
     encoder = Encoder.load(resolve_model_source(name))
-    if encoder.fingerprint == Encoder.load(workspace.model).fingerprint:
+    if encoder.fingerprint == store.model_fingerprint:
         return None, f"the workspace's model is the bundled {name} model"
     try:
         encoder.check_features(FeatureStore(workspace.features).settings)
@@ -456,7 +456,7 @@ def run_evaluate(
     if options.untrained_baseline:
         other_encoders.append(("untrained", _untrained_encoder(workspace, options.seed)))
     if options.pretrained_baseline:
-        encoder, why_not = _pretrained_encoder(workspace, options.pretrained_baseline)
+        encoder, why_not = _pretrained_encoder(workspace, store, options.pretrained_baseline)
         if encoder is None:
             notes.append(f"No {options.pretrained_baseline} baseline: {why_not}.")
         else:
