@@ -61,11 +61,13 @@ def test_pretrained_adopts_the_model_and_the_chain_runs(cc0_workspace: Workspace
     # Never trained on these sounds, the bundled model still tells kick, snare, cymbal, tom, tabla, loops apart.
     assert json.loads(res.output)["macro_f1"] >= 0.6
     # evaluate leaves out the "general" baseline when it is the workspace's own model, and says so
-    res = runner.invoke(app, ["-w", ws, "-q", "evaluate", "--no-robustness", "--cv", "4", "--json"])
+    res = runner.invoke(app, ["-w", ws, "-q", "evaluate", "--no-robustness", "--cv", "4", "--name", "own", "--json"])
     assert res.exit_code == 0, res.output
     report = json.loads(res.output)
     assert "general" not in report["systems"]
     assert any("bundled general model" in note for note in report["notes"])
+    markdown = (cc0_workspace.reports / "own" / "report.md").read_text()
+    assert "**general**" not in markdown and "**untrained**" in markdown  # describes only the systems it has
 
 
 def test_pretrained_refuses_other_feature_settings(tmp_path: Path) -> None:
@@ -106,6 +108,9 @@ def test_init_starts_from_the_bundled_weights(cc0_workspace: Workspace, tmp_path
     for name, tensor in bundled.net.named_parameters():  # (batch-norm running statistics move with any step)
         assert torch.allclose(tensor, after[name], atol=1e-5), name
     assert torch.equal(bundled.net.input_mean, after["input_mean"])  # its input standardisation, not ours
+    # Extending that run by an epoch still records which weights it first started from.
+    train(cc0_workspace.features, tmp_path / "split", tmp_path / "model", replace(settings, epochs=2), resume=True)
+    assert read_meta(tmp_path / "model", "model").inputs["init_model"] == bundled.fingerprint
     # Another architecture cannot start from it: the error names each differing setting.
     with pytest.raises(IncompatibleArtefactError, match="width.*embedding_dim|embedding_dim.*width"):
         train(

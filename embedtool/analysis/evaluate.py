@@ -642,6 +642,30 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+# How the report's Markdown describes each baseline system (only those the report has).
+SYSTEM_DESCRIPTIONS = {
+    "mfcc": "**mfcc** (per-track mean and standard deviation of MFCCs, standardised)",
+    "logmel": "**logmel** (per-track mean and standard deviation of log-Mels, standardised)",
+    "untrained": "**untrained** (the same network with random weights)",
+    "general": "**general** (embedtool's bundled model, trained on other, varied audio, applied as it is: what "
+    "training on this audio adds)",
+}
+
+
+def _systems_paragraph(systems: dict[str, Any]) -> str:
+    baselines = [
+        SYSTEM_DESCRIPTIONS.get(name, f"**{name}** (the model {name}, applied as it is)")
+        for name in systems
+        if name != "embeddings"
+    ]
+    if not baselines:
+        return "Systems: **embeddings** (the learnt model); no baselines."
+    return (
+        "Systems: **embeddings** (the learnt model); baselines computed in the same run on the same tracks and "
+        "splits: " + ", ".join(baselines) + "."
+    )
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown, referring to its PNGs by relative path."""
     systems = report["systems"]
@@ -654,10 +678,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in report["labels"].items())
         + ".",
         "",
-        "Systems: **embeddings** (the learnt model); baselines computed in the same run on the same tracks and "
-        "splits: **mfcc**/**logmel** (per-track mean and standard deviation of MFCCs / log-Mels, standardised), "
-        "**untrained** (the same network with random weights), **general** (embedtool's bundled model, trained "
-        "on other, varied audio, applied as it is: what training on this audio adds).",
+        _systems_paragraph(systems),
         "",
         *[f"Note: {note}" for note in report.get("notes", [])],
         "",

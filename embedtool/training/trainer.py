@@ -351,6 +351,7 @@ def train(
         epoch, step_in_epoch, global_step = info["epoch"], info["step_in_epoch"], info["global_step"]
         best_value, best_epoch = info.get("best_value"), info.get("best_epoch")
         stale_epochs, history = info.get("stale_epochs", 0), info.get("history", [])
+        init_fingerprint = info.get("init_model", "")  # the weights a resumed run first started from
         if (source / ckpt.BEST_FILE).is_file():
             best_state = ckpt.load_tensors(source / ckpt.BEST_FILE)
         if source != state_dir:  # extending a finished model: continue in a fresh work folder
@@ -398,6 +399,7 @@ def train(
             "best_metric": validator.metric,
             "stale_epochs": stale_epochs,
             "history": history,
+            "init_model": init_fingerprint,
         }
 
     with _stop_on_signals() as stop:
