@@ -63,8 +63,11 @@ def describe(encoder: Encoder, mel: np.ndarray) -> dict[str, np.ndarray]:
     windows = crop_many(mel, starts, encoder.segment_frames, encoder.pad_value)
     energy = encoder.window_energy(windows)
     weights = energy / energy.sum() if energy.sum() > 0 else np.full(len(energy), 1 / len(energy))
-    pooled = {k: (weights[:, None] * v).sum(0) for k, v in stage_pools(encoder, windows).items()}
-    out = {"product": product(encoder, mel)}
+    per_window = stage_pools(encoder, windows)
+    pooled = {k: (weights[:, None] * v).sum(0) for k, v in per_window.items()}
+    # The "mean" pool is the network's own window descriptor, so the exported track descriptor comes from the
+    # same forward pass.
+    out = {"product": pool_descriptors(per_window["mean"], energy)}
     out["+std"] = np.concatenate([out["product"], np.sqrt(pooled["std"])])
     out["time2"] = np.sqrt(np.maximum(pooled["time2"], 0))
     for power in (0.25, 0.75, 1.0):
