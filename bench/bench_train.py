@@ -69,27 +69,42 @@ def prepare_features(work: Path, args: argparse.Namespace) -> Path:
 
 
 def synthetic_rate(settings: Any, n_mels: int, segment_frames: int, steps: int) -> float:
-    """Triplets/s of the bare training step on in-memory random tensors (no data pipeline)."""
+    """Triplets/s of the bare training step on in-memory random tensors (no data pipeline), on
+    ``settings.device`` with the trainer's CUDA choices (bf16 autocast, channels-last) when that is a GPU."""
+    from contextlib import nullcontext
+
     from embedtool.training.losses import triplet_loss
-    from embedtool.training.model import build_network
+    from embedtool.training.model import build_network, resolve_device
     from embedtool.training.trainer import make_optimizer
 
     torch.manual_seed(0)
-    net = build_network(settings).train()
+    device = resolve_device(settings.device)
+    cuda = device.type == "cuda"
+    net = build_network(settings).train().to(device)
+    if cuda and settings.channels_last:
+        net.to(memory_format=torch.channels_last)
     opt = make_optimizer(net, settings)
     bs = settings.batch_size
-    x = torch.randn(3 * bs, 1, segment_frames, n_mels)
-    tracks = torch.arange(bs)
+    x = torch.randn(3 * bs, 1, segment_frames, n_mels, device=device)
+    if cuda and settings.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    tracks = torch.arange(bs, device=device)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda and settings.amp else nullcontext
     elapsed = 0.0
     for i in range(steps + 1):
+        if cuda:
+            torch.cuda.synchronize()
         t = time.perf_counter()
-        emb = net(x)
-        a, p, n = emb.chunk(3)
+        with autocast():
+            emb = net(x)
+        a, p, n = emb.float().chunk(3)
         loss, _ = triplet_loss(a, p, n, settings.loss, settings.margin, settings.norm_penalty, settings.mining,
                                anchor_track=tracks, negative_track=tracks + bs)  # fmt: skip
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if cuda:
+            torch.cuda.synchronize()
         if i:  # the first step pays one-off costs
             elapsed += time.perf_counter() - t
     return steps * bs / elapsed
