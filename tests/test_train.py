@@ -249,6 +249,18 @@ def test_dataloader_workers_give_the_same_training(class_features: Path, tmp_pat
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
 
 
+def test_auto_workers_load_in_process_on_the_cpu_and_in_workers_on_cuda() -> None:
+    from embedtool.errors import ConfigError
+
+    auto = TrainSettings()
+    assert auto.workers == -1 and auto.resolved_workers(cuda=False) == 0
+    assert auto.resolved_workers(cuda=True) == min(8, max(0, (os.cpu_count() or 1) - 1))
+    assert replace(auto, workers=3).resolved_workers(cuda=True) == 3
+    assert replace(auto, workers=3).resolved_workers(cuda=False) == 3
+    with pytest.raises(ConfigError, match="workers"):
+        replace(auto, workers=-2).validate()
+
+
 def test_early_stopping_keeps_the_best_epoch(class_features: Path, tmp_path: Path) -> None:
     # A learning rate too small to change anything: the validation accuracy stays put, so it never improves
     # on epoch 1 and training stops after `patience` more epochs.

@@ -46,7 +46,9 @@ def train(
     patience: int | None = typer.Option(None, "--patience", help="Early-stopping patience in epochs (0 = off)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the split, triplets and initialisation."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
-    workers: int | None = typer.Option(None, "--workers", "-j", help="DataLoader worker processes."),
+    workers: int | None = typer.Option(
+        None, "--workers", "-j", help="DataLoader worker processes (-1: auto: 8 at most on CUDA, none on the CPU)."
+    ),
     init: str | None = typer.Option(
         None, "--init", help="Start from this model's weights: a bundled model (general) or a model folder."
     ),
@@ -136,7 +138,8 @@ def train(
                     progress.console.print(f"[yellow]note[/] {note}", highlight=False)
                 progress.console.print(
                     f"{event['train_tracks']} training / {event['val_tracks']} validation tracks, "
-                    f"{event['parameters']:,} parameters, device {event['device']}, "
+                    f"{event['parameters']:,} parameters, device {event['device']}"
+                    f"{f' ({n} loader workers)' if (n := event.get('workers')) else ''}, "
                     f"best model by {event['val_metric'] or 'last epoch'}",
                     highlight=False,
                 )

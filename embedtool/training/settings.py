@@ -16,6 +16,7 @@ Presets:
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -72,7 +73,10 @@ class TrainSettings:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # on CUDA
-    workers: int = 0  # DataLoader worker processes (0: load in the training process)
+    # DataLoader worker processes: 0 loads in the training process; -1 (auto) takes min(8, CPUs - 1) on CUDA,
+    # where loading in-process starves the GPU (4.4x fewer triplets/s measured on an H200), and 0 on the CPU,
+    # where workers would take cores from the training step itself.
+    workers: int = -1
     # --- augmentation (each applied independently to anchor, positive and negative) --------------------------
     augment: bool = True
     aug_gain_db: float = 6.0  # random gain in +-dB
@@ -168,7 +172,7 @@ class TrainSettings:
         need(self.val_segments_per_track >= 2, "val_segments_per_track must be at least 2")
         need(self.recall_k >= 1, "recall_k must be at least 1")
         need(self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0")
-        need(self.workers >= 0, "workers must be >= 0")
+        need(self.workers >= -1, "workers must be >= 0, or -1 for auto")
         need(self.aug_gain_db >= 0, "aug_gain_db must be >= 0")
         need(0 <= self.aug_noise_prob <= 1, "aug_noise_prob must be in 0..1")
         need(self.aug_snr_db_min <= self.aug_snr_db_max, "aug_snr_db_min must not exceed aug_snr_db_max")
@@ -177,6 +181,12 @@ class TrainSettings:
         need(0 <= self.aug_time_mask < 1, "aug_time_mask must be in [0, 1)")
         need(0 <= self.aug_freq_mask < 1, "aug_freq_mask must be in [0, 1)")
         need(self.aug_shift_s >= 0, "aug_shift_s must be >= 0")
+
+    def resolved_workers(self, cuda: bool) -> int:
+        """The DataLoader workers to start: ``workers``, or for -1 (auto) min(8, CPUs - 1) on CUDA and 0 on the CPU."""
+        if self.workers >= 0:
+            return self.workers
+        return min(8, max(0, (os.cpu_count() or 1) - 1)) if cuda else 0
 
     def replace(self, **changes: object) -> TrainSettings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

@@ -86,6 +86,7 @@ class TrainReport:
     val_tracks: int
     parameters: int
     device: str
+    workers: int = 0  # DataLoader worker processes used (auto resolved)
     resumed: bool = False
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -320,6 +321,7 @@ def train(
         net.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(net, settings)
     use_amp = cuda and settings.amp
+    workers = settings.resolved_workers(cuda)
 
     def autocast() -> Any:
         return torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
@@ -379,6 +381,7 @@ def train(
             "segment_frames": seg,
             "parameters": parameters,
             "device": str(device),
+            "workers": workers,
             "val_metric": validator.metric,
             "notes": list(notes),
         }
@@ -414,9 +417,9 @@ def train(
                 dataset,
                 batch_size=bs,
                 sampler=range(step_in_epoch * bs, len(plan)),
-                num_workers=settings.workers,
+                num_workers=workers,
                 pin_memory=cuda,
-                worker_init_fn=_ignore_sigint if settings.workers else None,
+                worker_init_fn=_ignore_sigint if workers else None,
                 generator=torch.Generator().manual_seed(settings.seed + epoch),
             )
             net.train()
@@ -535,6 +538,7 @@ def train(
         val_tracks=len(val_ids),
         parameters=parameters,
         device=str(device),
+        workers=workers,
         resumed=resume,
         stopped_early=stopped_early,
         history=history,
