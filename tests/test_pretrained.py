@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from embedtool.cli.app import app
 from embedtool.errors import ConfigError, IncompatibleArtefactError, MissingArtefactError
 from embedtool.features.extract import ExtractOptions, run_extract
 from embedtool.training.model import Encoder
-from embedtool.training.pretrained import adopt_model, resolve_model_source
+from embedtool.training.pretrained import adopt_model, attach_companion, resolve_model_source
 from embedtool.training.settings import TrainSettings
 from embedtool.training.trainer import train
 from embedtool.workspace import Workspace
@@ -39,6 +40,9 @@ def test_bundled_model_loads_and_embeds() -> None:
     assert encoder.feature_settings == FeatureSettings()  # made for the default features
     meta = read_meta(resolve_model_source("general"), "model")
     assert meta.extra["steps"] >= 4000 and meta.extra["train_tracks"] >= 500
+    # a pair: the companion (trained on other audio) adds its descriptors; search uses the first network only
+    assert encoder.companion is not None and meta.extra["companion"]["fingerprint"] == encoder.companion.fingerprint
+    assert encoder.descriptor_dim == encoder.net.descriptor_dim + encoder.companion.net.descriptor_dim
     rng = np.random.default_rng(0)
     windows = rng.normal(-4.0, 2.0, size=(3, encoder.segment_frames, 64)).astype(np.float32)
     emb = encoder.embed_windows(windows)
@@ -116,3 +120,42 @@ def test_init_starts_from_the_bundled_weights(cc0_workspace: Workspace, tmp_path
         train(
             cc0_workspace.features, tmp_path / "split2", tmp_path / "model2", replace(TINY_CHAIN_TRAIN, init="general")
         )
+
+
+def test_a_companion_appends_its_descriptors_and_travels_with_the_model(
+    cc0_workspace: Workspace, tmp_path: Path
+) -> None:
+    torch.set_num_threads(1)
+    quick = replace(TINY_CHAIN_TRAIN, epochs=1, steps_per_epoch=1, val_triplets=0)
+    features = cc0_workspace.features
+    train(features, tmp_path / "split", tmp_path / "a", quick)
+    train(features, tmp_path / "split", tmp_path / "b", replace(quick, width=0.0625, embedding_dim=16))
+    alone, other = Encoder.load(tmp_path / "a"), Encoder.load(tmp_path / "b")
+    paired = attach_companion(tmp_path / "a", str(tmp_path / "b"))
+    assert paired.descriptor_dim == alone.descriptor_dim + other.descriptor_dim
+    assert paired.fingerprint not in (alone.fingerprint, other.fingerprint)  # exports made before are re-made
+    windows = np.random.default_rng(0).normal(-4.0, 2.0, size=(5, alone.segment_frames, 64)).astype(np.float32)
+    emb_alone, desc_alone, _ = alone.embed_windows(windows, descriptors=True)
+    emb_paired, desc_paired, _ = paired.embed_windows(windows, descriptors=True)
+    desc_other = other.embed_windows(windows, descriptors=True)[1]
+    assert np.allclose(emb_paired, emb_alone, atol=1e-6)  # search embeddings: the model's own network alone
+    assert np.allclose(desc_paired, np.hstack([desc_alone, desc_other]), atol=1e-5)
+    # Adopting the model copies its companion; the adopted model describes the same.
+    adopted = adopt_model(str(tmp_path / "a"), features, tmp_path / "split2", tmp_path / "adopted", quick)
+    assert adopted.fingerprint == paired.fingerprint and adopted.companion is not None
+    assert np.allclose(adopted.embed_windows(windows, descriptors=True)[1], desc_paired, atol=1e-6)
+    # Errors: a second companion, a companion that has one, one reading other windows, a lost or swapped one.
+    with pytest.raises(ConfigError, match="companion already"):
+        attach_companion(tmp_path / "a", str(tmp_path / "b"))
+    with pytest.raises(ConfigError, match="companion itself"):
+        attach_companion(tmp_path / "b", str(tmp_path / "a"))
+    train(features, tmp_path / "split", tmp_path / "c", replace(quick, segment_seconds=1.0, neighbour_radius_s=2.0))
+    with pytest.raises(IncompatibleArtefactError, match="segment_seconds"):
+        attach_companion(tmp_path / "c", str(tmp_path / "b"))
+    shutil.rmtree(tmp_path / "adopted" / "companion")
+    shutil.copytree(tmp_path / "c", tmp_path / "adopted" / "companion")
+    with pytest.raises(IncompatibleArtefactError, match="not the companion"):
+        Encoder.load(tmp_path / "adopted")
+    shutil.rmtree(tmp_path / "adopted" / "companion")
+    with pytest.raises(MissingArtefactError, match="companion"):
+        Encoder.load(tmp_path / "adopted")

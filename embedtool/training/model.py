@@ -20,6 +20,13 @@ not tell recordings apart, which is right for search; the earlier stages keep th
 projection head). A global average would also throw away *where* in frequency a pattern sits; two bands keep
 the coarse position (four were no better: README, benchmarks). ``embedding.pooling.pool_descriptors`` turns a
 track's window descriptors into its track descriptor.
+
+Companion: a model folder may hold a second model made for the same features and segment length in
+``companion/`` (named by fingerprint in the model's meta ``extra.companion``; the model's own fingerprint covers
+both). Its window descriptors are appended to the model's own, so track descriptors (what ``classify``,
+``cluster`` and ``evaluate`` read) come from two networks trained on different audio; search embeddings come
+from the model's own network alone, so queries cost the same. Two models trained on different audio describe
+kinds of sound better than either alone (README, benchmarks); the bundled ``general`` model is such a pair.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from embedtool.training.settings import TrainSettings
 KIND = "model"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.pt"
+COMPANION_DIR = "companion"  # a second model whose window descriptors are appended (see the module doc)
 # Frequency slices each stage's activations are averaged over, for descriptors (change DESCRIPTOR_KIND with it).
 DESCRIPTOR_BANDS = 2
 
@@ -178,14 +186,16 @@ class Encoder:
         config: dict[str, Any],
         device: str = "cpu",
         batch_size: int = 256,
+        companion: Encoder | None = None,
     ):
         self.device = resolve_device(device)
         self.net = net.to(self.device).eval()
+        self.companion = companion
         self.feature_settings = feature_settings
         self.train_settings = train_settings
         self.segment_frames = segment_frames_for(train_settings.segment_seconds, feature_settings.frames_per_second)
         self.embedding_dim = int(train_settings.embedding_dim)
-        self.descriptor_dim = int(net.descriptor_dim)
+        self.descriptor_dim = int(net.descriptor_dim) + (companion.descriptor_dim if companion else 0)
         self.fingerprint = fingerprint
         self.config = config
         self.batch_size = batch_size
@@ -215,7 +225,10 @@ class Encoder:
             raise IncompatibleArtefactError(
                 f"Model weights in {weights} do not fit the architecture in its meta.json: {exc}"
             ) from exc
-        return cls(net, feature_settings, train_settings, meta.fingerprint, meta.config, device=device)
+        companion = _load_companion(model_dir, meta.extra.get("companion"), feature_settings, train_settings, device)
+        return cls(
+            net, feature_settings, train_settings, meta.fingerprint, meta.config, device=device, companion=companion
+        )
 
     @classmethod
     def untrained(cls, feature_settings: FeatureSettings, train_settings: TrainSettings, seed: int = 0) -> Encoder:
@@ -253,6 +266,8 @@ class Encoder:
             chunk = chunk.to(self.device)
             if descriptors:
                 emb, d = self.net.embed_and_describe(chunk)
+                if self.companion is not None:
+                    d = torch.cat([d.float(), self.companion.net.embed_and_describe(chunk)[1].float()], 1)
                 desc[i : i + len(chunk)] = d.float().cpu().numpy()
             else:  # queries: no descriptor work on the search path
                 emb = self.net(chunk)
@@ -278,6 +293,38 @@ class Encoder:
             rows = slice(i, i + len(part))
             out[rows], desc[rows], energy[rows] = self.embed_windows(windows, descriptors=True)
         return (starts, out, desc, energy) if descriptors else (starts, out)
+
+
+def _load_companion(
+    model_dir: Path,
+    named: Any,
+    feature_settings: FeatureSettings,
+    train_settings: TrainSettings,
+    device: str,
+) -> Encoder | None:
+    """The companion model a model's meta names (``{"fingerprint": ...}``), checked to belong to it; or None."""
+    folder = model_dir / COMPANION_DIR
+    if not named:
+        return None  # a stray companion/ folder the meta does not name is not part of this model
+    if not (folder / "meta.json").is_file():
+        raise MissingArtefactError(
+            f"{model_dir}'s meta.json names a companion model, but {folder} is missing; copy the whole model folder."
+        )
+    companion = Encoder.load(folder, device=device)
+    if companion.fingerprint != named.get("fingerprint") or companion.companion is not None:
+        raise IncompatibleArtefactError(
+            f"{folder} is not the companion {model_dir}'s meta.json names (model {companion.fingerprint}, "
+            f"expected {named.get('fingerprint')})."
+        )
+    check_compatible(
+        settings_dict(feature_settings), settings_dict(companion.feature_settings), "model vs its companion"
+    )
+    if companion.train_settings.segment_seconds != train_settings.segment_seconds:
+        raise IncompatibleArtefactError(
+            f"{folder} describes {companion.train_settings.segment_seconds} s windows, the model "
+            f"{train_settings.segment_seconds} s: a companion must read the same windows."
+        )
+    return companion
 
 
 def describe(settings: TrainSettings) -> dict[str, Any]:
