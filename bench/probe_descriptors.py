@@ -67,8 +67,11 @@ def describe(encoder: Encoder, mel: np.ndarray) -> dict[str, np.ndarray]:
     pooled = {k: (weights[:, None] * v).sum(0) for k, v in per_window.items()}
     # The "mean" pool is the network's own window descriptor, so the exported track descriptor comes from the
     # same forward pass.
-    out = {"product": pool_descriptors(per_window["mean"], energy)}
-    out["+std"] = np.concatenate([out["product"], np.sqrt(pooled["std"])])
+    own = pool_descriptors(per_window["mean"], energy)
+    out = {"product": own}
+    if encoder.companion is not None:  # the exported descriptor appends the companion's (pooling is per element)
+        out["product"] = np.concatenate([own, product(encoder.companion, mel)])
+    out["+std"] = np.concatenate([own, np.sqrt(pooled["std"])])  # the variants: the first network's
     out["time2"] = np.sqrt(np.maximum(pooled["time2"], 0))
     for power in (0.25, 0.75, 1.0):
         out[f"power {power}"] = np.maximum(pooled["mean"], 0) ** power
