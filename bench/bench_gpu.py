@@ -14,7 +14,8 @@ Run on a machine with a GPU (the development machine has none; `--device cpu` ru
    --device cpu`` continues that run on the CPU for one more epoch; ``embed --device cuda`` and ``embed --device
    cpu --full`` give the same segment embeddings and track descriptors (lowest cosine similarity reported and
    checked >= 0.999: embedding runs in float32 on both); ``index`` and ``neighbours --mode identify`` name the track
-   a 5 s excerpt comes from.
+   a 5 s excerpt comes from; the bundled ``general`` model (``train --pretrained general``) gives the same track
+   descriptors on the GPU and on the CPU.
 
 Prints tables and writes bench/results/bench_gpu-<time>.json (or ``--out``). Exits non-zero when a check fails.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -169,6 +171,18 @@ def cli_chain(corpus: Path, workspace: Path, work: Path, args: argparse.Namespac
     checks["identify_top"] = Path(top["path"]).name
     checks["identify_right"] = top["path"] == str(source)
     checks["identify_accepted"] = not answer.get("no_match", False)
+
+    # The bundled general model (a pair: its companion's descriptors are appended) on the device and on the CPU.
+    general = work / "ws-general"
+    shutil.rmtree(general, ignore_errors=True)
+    shutil.copytree(workspace / "features", general / "features")
+    cli(general, "train", "--pretrained", "general")
+    cli(general, "embed", "--device", args.device, "--full")
+    on_device = EmbeddingStore(general / "embeddings").track_descriptors().copy()
+    cli(general, "embed", "--device", "cpu", "--full")
+    on_cpu = EmbeddingStore(general / "embeddings").track_descriptors()
+    checks["general_descriptor_cosine_min"] = float(cosines(on_device, on_cpu).min())
+    checks["general_matches"] = checks["general_descriptor_cosine_min"] >= 0.999
     return checks
 
 
@@ -206,7 +220,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     log(f"wrote {out}")
-    required = ("losses_finite", "resumed_on_cpu", "embeddings_match", "identify_right")
+    required = ("losses_finite", "resumed_on_cpu", "embeddings_match", "identify_right", "general_matches")
     sys.exit(0 if all(results["checks"].get(k) for k in required) else 1)
 
 
