@@ -648,7 +648,8 @@ SYSTEM_DESCRIPTIONS = {
     "logmel": "**logmel** (per-track mean and standard deviation of log-Mels, standardised)",
     "untrained": "**untrained** (the same network with random weights)",
     "general": "**general** (embedtool's bundled model, trained on other, varied audio, applied as it is: what "
-    "training on this audio adds)",
+    "training on this audio adds; its descriptors are those of two networks trained on different audio, its "
+    "embeddings the first network's)",
 }
 
 
