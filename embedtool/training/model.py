@@ -291,7 +291,10 @@ class Encoder:
             part = starts[i : i + self.batch_size]
             windows = crop_many(mel, part, self.segment_frames, self.pad_value)
             rows = slice(i, i + len(part))
-            out[rows], desc[rows], energy[rows] = self.embed_windows(windows, descriptors=True)
+            if descriptors:
+                out[rows], desc[rows], energy[rows] = self.embed_windows(windows, descriptors=True)
+            else:  # no descriptor work (nor the companion's forward pass) when only embeddings are asked for
+                out[rows] = self.embed_windows(windows)
         return (starts, out, desc, energy) if descriptors else (starts, out)
 
 
