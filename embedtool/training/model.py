@@ -319,15 +319,20 @@ def _load_companion(
             f"{folder} is not the companion {model_dir}'s meta.json names (model {companion.fingerprint}, "
             f"expected {named.get('fingerprint')})."
         )
+    check_companion(feature_settings, train_settings, companion)
+    return companion
+
+
+def check_companion(feature_settings: FeatureSettings, train_settings: TrainSettings, companion: Encoder) -> None:
+    """A companion must read the same windows: features made with the same settings, the same segment length."""
     check_compatible(
         settings_dict(feature_settings), settings_dict(companion.feature_settings), "model vs its companion"
     )
-    if companion.train_settings.segment_seconds != train_settings.segment_seconds:
-        raise IncompatibleArtefactError(
-            f"{folder} describes {companion.train_settings.segment_seconds} s windows, the model "
-            f"{train_settings.segment_seconds} s: a companion must read the same windows."
-        )
-    return companion
+    check_compatible(
+        {"segment_seconds": train_settings.segment_seconds},
+        {"segment_seconds": companion.train_settings.segment_seconds},
+        "model vs its companion",
+    )
 
 
 def describe(settings: TrainSettings) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from embedtool.artefacts import check_compatible, fingerprint_of, read_meta, sta
 from embedtool.config import settings_dict
 from embedtool.errors import ConfigError, MissingArtefactError
 from embedtool.features.store import FeatureStore
-from embedtool.training.model import COMPANION_DIR, FORMAT_VERSION, KIND, WEIGHTS_FILE, Encoder
+from embedtool.training.model import COMPANION_DIR, FORMAT_VERSION, KIND, WEIGHTS_FILE, Encoder, check_companion
 from embedtool.training.settings import TrainSettings
 from embedtool.training.splits import ensure_split
 
@@ -99,15 +99,7 @@ def attach_companion(model_dir: Path, companion_spec: str, description: str = ""
     own = Encoder.load(model_dir)
     if own.companion is not None:
         raise ConfigError(f"{model_dir} has a companion already.")
-    check_compatible(
-        settings_dict(own.feature_settings), settings_dict(companion.feature_settings), "model vs its companion"
-    )
-    check_compatible(
-        settings_dict(own.train_settings),
-        settings_dict(companion.train_settings),
-        "model vs its companion",
-        keys=["segment_seconds"],
-    )
+    check_companion(own.feature_settings, own.train_settings, companion)
     meta = read_meta(model_dir, KIND, FORMAT_VERSION)
     extra = dict(meta.extra)
     extra["companion"] = {
@@ -116,7 +108,9 @@ def attach_companion(model_dir: Path, companion_spec: str, description: str = ""
     }
     fingerprint = fingerprint_of(meta.fingerprint, companion.fingerprint)
     with staged_dir(model_dir) as staging:
-        for item in model_dir.iterdir():  # everything but the meta, which is written last
+        for item in model_dir.iterdir():  # everything but the meta (written last) and a stray companion/
+            if item.name == COMPANION_DIR:
+                continue
             if item.is_dir():
                 shutil.copytree(item, staging / item.name)
             elif item.name != "meta.json":
