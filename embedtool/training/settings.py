@@ -74,7 +74,7 @@ class TrainSettings:
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # on CUDA
     # DataLoader worker processes: 0 loads in the training process; -1 (auto) takes min(8, CPUs - 1) on CUDA,
-    # where loading in-process starves the GPU (4.4x fewer triplets/s measured on an H200), and 0 on the CPU,
+    # where loading in-process starves the GPU (1.5-4.4x fewer triplets/s in two H200 runs), and 0 on the CPU,
     # where workers would take cores from the training step itself.
     workers: int = -1
     # --- augmentation (each applied independently to anchor, positive and negative) --------------------------
