@@ -53,6 +53,10 @@ def summarise_workspace(workspace: Workspace) -> WorkspaceSummary:
                 meta = read_meta(directory, kind)
                 status.created, status.fingerprint = meta.created, meta.fingerprint
                 status.summary = {k: v for k, v in meta.extra.items() if isinstance(v, (int, float, str))}
+                if isinstance(meta.extra.get("companion"), dict):  # shown first: it changes what the model is
+                    status.summary = {"companion": meta.extra["companion"].get("fingerprint"), **status.summary}
+                if "adopted_from" in status.summary:
+                    status.summary = {"adopted_from": status.summary.pop("adopted_from"), **status.summary}
             except EmbedtoolError as exc:
                 status.problem = str(exc)
         elif directory.exists():

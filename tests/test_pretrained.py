@@ -59,6 +59,9 @@ def test_pretrained_adopts_the_model_and_the_chain_runs(cc0_workspace: Workspace
     assert json.loads(res.output)["fingerprint"] == meta.fingerprint == bundled.fingerprint
     assert meta.extra["adopted_from"] == "general" and meta.extra["trained_on_these_features"] is False
     assert (cc0_workspace.split / "meta.json").is_file()  # classify and evaluate hold tracks out by it
+    res = runner.invoke(app, ["-w", ws, "info", "--json"])
+    model_stage = next(s for s in json.loads(res.output)["stages"] if s["name"] == "model")
+    assert list(model_stage["summary"])[:2] == ["adopted_from", "companion"]  # what `info` shows first
     assert runner.invoke(app, ["-w", ws, "-q", "embed"]).exit_code == 0
     res = runner.invoke(app, ["-w", ws, "-q", "classify", "--cv", "4", "--json"])
     assert res.exit_code == 0, res.output
