@@ -23,6 +23,7 @@ from embedtool.analysis.evaluate import (
     run_evaluate,
 )
 from embedtool.artefacts import read_meta
+from embedtool.embedding.store import EmbeddingStore
 from embedtool.errors import ConfigError, MissingArtefactError
 from embedtool.workspace import Workspace
 
@@ -101,6 +102,17 @@ def test_evaluate_writes_every_file_with_valid_values(workspace: Workspace) -> N
     with (out / "projector" / "metadata.tsv").open() as fh:
         rows = list(csv.reader(fh, delimiter="\t"))
     assert rows[0] == ["track_id", "label", "group", "cluster", "path"] and len(rows) == 1 + CLASSES * PER_CLASS
+
+
+def test_the_bundled_baseline_export_is_kept_and_reused(workspace: Workspace) -> None:
+    options = EvaluateOptions(name="reuse", k=(1,), robustness=False, untrained_baseline=False)
+    run_evaluate(workspace, options)
+    kept = workspace.reports / ".baselines" / "general" / "embeddings"
+    made = (kept / "meta.json").stat().st_mtime_ns
+    assert EmbeddingStore(kept).descriptor_dim == 960  # the pair's descriptors
+    result = run_evaluate(workspace, options)
+    assert (kept / "meta.json").stat().st_mtime_ns == made  # an unchanged library is not embedded again
+    assert "general" in json.loads((result.directory / "report.json").read_text())["systems"]
 
 
 def test_classify_and_cluster_on_the_trained_chain(workspace: Workspace) -> None:

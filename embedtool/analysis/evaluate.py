@@ -27,11 +27,12 @@ Layout of ``<workspace>/reports/<name>/`` (name: ``--name`` or a UTC timestamp):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -67,7 +68,8 @@ class EvaluateOptions:
     baselines: bool = True  # MFCC statistics baseline
     untrained_baseline: bool = True  # the same network untrained, exported into a temporary folder
     # A bundled model applied as it is (see training/pretrained.py): does training on this audio beat it?
-    # "" = off; left out when it is the workspace's own model or was made for other feature settings.
+    # "" = off; left out when it is the workspace's own model or was made for other feature settings. Its export
+    # is kept in reports/.baselines/NAME and reused by the next run (only new tracks are embedded).
     pretrained_baseline: str = "general"
     baseline_kind: Literal["mfcc", "logmel"] = "mfcc"
     n_mfcc: int = 20
@@ -370,6 +372,22 @@ def _pretrained_encoder(workspace: Any, store: Any, name: str) -> tuple[Any, str
     return encoder, ""
 
 
+BASELINE_EXPORTS = ".baselines"  # under reports/: bundled models' exports, kept between evaluate runs
+
+
+@contextlib.contextmanager
+def _baseline_export_dir(workspace: Any, system: str, keep: bool) -> Iterator[Path]:
+    """Where a baseline network's export goes. A bundled model's is kept in ``reports/.baselines/SYSTEM``, so
+    evaluating an unchanged library again reuses it and a grown one embeds only the new tracks (the export's
+    own model/settings/track checks decide); the untrained network's, whose input standardisation follows the
+    features rather than its fingerprint, goes to a temporary folder."""
+    if keep:
+        yield Path(workspace.reports) / BASELINE_EXPORTS / system
+        return
+    with tempfile.TemporaryDirectory(prefix=f"embedtool-{system}-") as tmp:
+        yield Path(tmp)
+
+
 def _export_with(workspace: Any, store: Any, encoder: Any, tmp: Path) -> Any:
     """Embeddings of ``encoder`` over the workspace's features, exported with the same options as ``store``."""
     import dataclasses
@@ -464,8 +482,8 @@ def run_evaluate(
     for system, encoder in other_encoders:
         clock = time.perf_counter()
         step(f"{system} network baseline")
-        with tempfile.TemporaryDirectory(prefix=f"embedtool-{system}-") as tmp:
-            other = _export_with(workspace, store, encoder, Path(tmp))
+        with _baseline_export_dir(workspace, system, keep=system != "untrained") as directory:
+            other = _export_with(workspace, store, encoder, directory)
             odata = LabelledData.from_store(
                 other, classify_options.level == "segment", uses_descriptors(classify_options)
             )
