@@ -23,10 +23,11 @@ track's window descriptors into its track descriptor.
 
 Companion: a model folder may hold a second model made for the same features and segment length in
 ``companion/`` (named by fingerprint in the model's meta ``extra.companion``; the model's own fingerprint covers
-both). Its window descriptors are appended to the model's own, so track descriptors (what ``classify``,
-``cluster`` and ``evaluate`` read) come from two networks trained on different audio; search embeddings come
-from the model's own network alone, so queries cost the same. Two models trained on different audio describe
-kinds of sound better than either alone (README, benchmarks); the bundled ``general`` model is such a pair.
+both). Its window descriptors are appended to the model's own, so track descriptors (what the classifiers of
+``classify`` and ``evaluate`` read) come from two networks trained on different audio; embeddings (search,
+``cluster``) come from the model's own network alone, so queries cost the same. Two models trained on
+different audio describe kinds of sound better than either alone (README, benchmarks); the bundled ``general``
+model is such a pair.
 """
 
 from __future__ import annotations
