@@ -1,0 +1,75 @@
+"""The chain on the bundled audio, reduced to a few arrays: what the re-layering (issue 14) must not change.
+
+``tests/data/golden_chain.npz`` was recorded with this function by the code *before* the re-layering
+(``python -m tests.golden_chain``); ``test_behaviour_unchanged`` runs it again with the code as it is and compares.
+Features must be byte-identical; embeddings and descriptors equal within float tolerance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_AUDIO = Path(__file__).resolve().parents[1] / "embedtool" / "sample_audio" / "sonicpi-cc0"
+GOLDEN = Path(__file__).resolve().parent / "data" / "golden_chain.npz"
+PROJECTION_DIM = 16  # segment vectors and descriptors are kept as a fixed random projection (a small fixture)
+
+
+def _projection(dim: int) -> np.ndarray:
+    return np.random.default_rng(1234).standard_normal((dim, PROJECTION_DIM)) / np.sqrt(dim)
+
+
+def run_chain(workdir: Path) -> dict[str, np.ndarray]:
+    """Extract the bundled audio, export embeddings with the bundled model and with an untrained network."""
+    import torch
+
+    from embedtool.audio.settings import FeatureSettings
+    from embedtool.embedding.export import EmbedOptions, export_embeddings
+    from embedtool.embedding.store import EmbeddingStore
+    from embedtool.features.extract import ExtractOptions, run_extract
+    from embedtool.features.store import FeatureStore
+    from embedtool.training.model import Encoder
+    from embedtool.training.pretrained import resolve_model_source
+    from embedtool.training.settings import TrainSettings
+
+    torch.set_num_threads(1)
+    features_dir = workdir / "features"
+    run_extract([SAMPLE_AUDIO], features_dir, FeatureSettings(), ExtractOptions(jobs=1))
+    store = FeatureStore(features_dir)
+    ids = sorted(store.track_ids())
+    digests = [hashlib.sha256(np.ascontiguousarray(store.mel(tid)).tobytes()).hexdigest() for tid in ids]
+    out: dict[str, np.ndarray] = {
+        "track_ids": np.array(ids),
+        "mel_sha256": np.array(digests),
+        "mel_dtype": np.array(str(store.mel(ids[0]).dtype)),
+    }
+    general = Encoder.load(resolve_model_source("general"))
+    untrained = Encoder.untrained(FeatureSettings(), TrainSettings(width=0.125, embedding_dim=32), seed=0)
+    untrained.set_input_stats(-6.0, 3.0)
+    for name, encoder in (("general", general), ("untrained", untrained)):
+        target = workdir / f"embeddings-{name}"
+        export_embeddings(features_dir, encoder, target, EmbedOptions(device="cpu"))
+        emb = EmbeddingStore(target)
+        assert emb.track_ids() == ids, "export order changed"
+        seg = np.asarray(emb.segment_vectors(), dtype=np.float64)
+        desc = np.asarray(emb.track_descriptors(), dtype=np.float64)
+        out[f"{name}_segments_shape"] = np.array(seg.shape)
+        out[f"{name}_segments"] = (seg @ _projection(seg.shape[1])).astype(np.float32)
+        out[f"{name}_segments_first"] = seg[:8].astype(np.float32)
+        out[f"{name}_tracks"] = np.asarray(emb.track_vectors(), dtype=np.float32)
+        out[f"{name}_descriptors_shape"] = np.array(desc.shape)
+        out[f"{name}_descriptors"] = (desc @ _projection(desc.shape[1])).astype(np.float32)
+        out[f"{name}_starts"] = np.asarray(emb.segment_starts, dtype=np.float64)
+    return out
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as tmp:
+        arrays = run_chain(Path(tmp))
+    GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(GOLDEN, **arrays)
+    print(f"wrote {GOLDEN} ({GOLDEN.stat().st_size} bytes)", file=sys.stderr)
