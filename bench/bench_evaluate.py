@@ -41,7 +41,7 @@ def prepare(corpus: str, root: Path, work: Path, args: argparse.Namespace) -> An
     from embedtool.audio.settings import FeatureSettings
     from embedtool.features.extract import ExtractOptions, run_extract
     from embedtool.indexing.build import IndexOptions, run_index
-    from embedtool.training.settings import TrainSettings
+    from embedtool.model.settings import TrainSettings
     from embedtool.training.trainer import train
     from embedtool.workspace import Workspace
 

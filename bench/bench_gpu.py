@@ -100,8 +100,8 @@ def cli(workspace: Path, *args: str, ok: tuple[int, ...] = (0,)) -> str:
 
 def throughput(features: Path, work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     from embedtool.features.store import FeatureStore
-    from embedtool.training.segments import segment_frames_for
-    from embedtool.training.settings import TrainSettings
+    from embedtool.features.windows import segment_frames_for
+    from embedtool.model.settings import TrainSettings
 
     fs = FeatureStore(features).settings
     rows = []

@@ -73,8 +73,9 @@ def synthetic_rate(settings: Any, n_mels: int, segment_frames: int, steps: int) 
     ``settings.device`` with the trainer's CUDA choices (bf16 autocast, channels-last) when that is a GPU."""
     from contextlib import nullcontext
 
+    from embedtool.model.device import resolve_device
+    from embedtool.model.network import build_network
     from embedtool.training.losses import triplet_loss
-    from embedtool.training.model import build_network, resolve_device
     from embedtool.training.trainer import make_optimizer
 
     torch.manual_seed(0)
@@ -121,8 +122,8 @@ def pipeline_rate(features: Path, work: Path, settings: Any, steps: int) -> floa
 
 def throughput(features: Path, work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     from embedtool.features.store import FeatureStore
-    from embedtool.training.segments import segment_frames_for
-    from embedtool.training.settings import TrainSettings
+    from embedtool.features.windows import segment_frames_for
+    from embedtool.model.settings import TrainSettings
 
     fs = FeatureStore(features).settings
     rows = []
@@ -190,8 +191,8 @@ def style_scores(x: np.ndarray, labels: np.ndarray, train_mask: np.ndarray) -> d
 
 def quality(features: Path, work: Path, args: argparse.Namespace, rate: float | None) -> dict[str, Any]:
     from embedtool.features.store import FeatureStore
-    from embedtool.training.model import Encoder
-    from embedtool.training.settings import TrainSettings
+    from embedtool.model.encoder import Encoder
+    from embedtool.model.settings import TrainSettings
     from embedtool.training.splits import load_split
     from embedtool.training.trainer import train
     from embedtool.training.validation import collapse_stats, retrieval_recall, validation_windows

@@ -31,9 +31,10 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from embedtool.embedding.pooling import pool_descriptors
 from embedtool.features.store import FeatureStore
-from embedtool.training.model import DESCRIPTOR_BANDS, Encoder
-from embedtool.training.pretrained import resolve_model_source
-from embedtool.training.segments import crop_many, window_starts
+from embedtool.features.windows import crop_many, window_starts
+from embedtool.model.encoder import Encoder
+from embedtool.model.network import DESCRIPTOR_BANDS
+from embedtool.model.store import resolve_model_source
 
 C_VALUES = (0.01, 0.1, 1.0)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-make embedtool's bundled `general` model (embedtool/pretrained/general) from freely licensed audio in
-# Debian packages. It is a pair (see embedtool/training/model.py, "Companion"):
+# Debian packages. It is a pair (see embedtool/model/encoder.py, "Companion"):
 # - the model itself: 3.4 h, 904 files of varied audio — game sound effects and music, some speech, LMMS's
 #   instrument, drum and effect samples, desktop sounds;
 # - its companion: 4.2 h, 97 game-soundtrack tracks of four other games (Hedgewars, Widelands, SuperTuxKart,
@@ -54,7 +54,7 @@ out="$repo/embedtool/pretrained/general"
 rm -rf "$out/companion"
 mkdir -p "$out"
 cp "$work/ws/model/model.pt" "$work/ws/model/meta.json" "$out/"
-"$python" -c 'import sys; from embedtool.training.pretrained import attach_companion; attach_companion(*sys.argv[1:])' \
+"$python" -c 'import sys; from embedtool.model.store import attach_companion; attach_companion(*sys.argv[1:])' \
   "$out" "$work/ws_m2/model" "the default preset trained (20 x 200 steps, seed 0) on 4.2 h of game soundtracks: \
 Hedgewars, Widelands, SuperTuxKart, LinCity-NG (bench/train_general.sh)"
 echo "bundled model written to $out (CREDITS.md lists the sources)"

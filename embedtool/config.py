@@ -34,7 +34,7 @@ DEFAULT_WORKSPACE = "embedtool-workspace"
 SECTIONS: dict[str, str] = {
     "features": "embedtool.audio.settings:FeatureSettings",
     "extract": "embedtool.features.extract:ExtractOptions",
-    "train": "embedtool.training.settings:TrainSettings",
+    "train": "embedtool.model.settings:TrainSettings",
     "embed": "embedtool.embedding.export:EmbedOptions",
     "index": "embedtool.indexing.build:IndexOptions",
     "neighbours": "embedtool.query.neighbours:NeighbourOptions",

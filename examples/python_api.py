@@ -15,8 +15,8 @@ from embedtool.audio.settings import FeatureSettings
 from embedtool.demo import SAMPLE_AUDIO
 from embedtool.features.extract import ExtractOptions, run_extract
 from embedtool.indexing.build import IndexOptions, run_index
+from embedtool.model.settings import TrainSettings
 from embedtool.query.neighbours import Searcher
-from embedtool.training.settings import TrainSettings
 from embedtool.training.trainer import train
 from embedtool.workspace import Workspace
 

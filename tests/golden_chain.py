@@ -32,9 +32,9 @@ def run_chain(workdir: Path) -> dict[str, np.ndarray]:
     from embedtool.embedding.store import EmbeddingStore
     from embedtool.features.extract import ExtractOptions, run_extract
     from embedtool.features.store import FeatureStore
-    from embedtool.training.model import Encoder
-    from embedtool.training.pretrained import resolve_model_source
-    from embedtool.training.settings import TrainSettings
+    from embedtool.model.encoder import Encoder
+    from embedtool.model.settings import TrainSettings
+    from embedtool.model.store import resolve_model_source
 
     torch.set_num_threads(1)
     features_dir = workdir / "features"

@@ -235,8 +235,8 @@ def test_predict_query_files_through_the_model(tmp_path: Path) -> None:
     from embedtool.audio.settings import FeatureSettings
     from embedtool.embedding.export import EmbedOptions, export_embeddings
     from embedtool.features.extract import ExtractOptions, run_extract
-    from embedtool.training.model import Encoder
-    from embedtool.training.settings import TrainSettings
+    from embedtool.model.encoder import Encoder
+    from embedtool.model.settings import TrainSettings
 
     corpus = make_class_corpus(tmp_path / "corpus", classes=2, per_class=4, seconds=2.0, seed=3)
     fs = FeatureSettings()

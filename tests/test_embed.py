@@ -16,8 +16,8 @@ from embedtool.embedding.store import EmbeddingStore, EmbeddingWriter, segment_i
 from embedtool.errors import IncompatibleArtefactError, MissingArtefactError
 from embedtool.features.extract import ExtractOptions, run_extract
 from embedtool.features.store import FeatureStore
-from embedtool.training.model import Encoder
-from embedtool.training.settings import TrainSettings
+from embedtool.model.encoder import Encoder
+from embedtool.model.settings import TrainSettings
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

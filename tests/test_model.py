@@ -12,10 +12,11 @@ import torch
 
 from embedtool.audio.settings import FeatureSettings
 from embedtool.errors import ConfigError, IncompatibleArtefactError, MissingArtefactError
+from embedtool.features.windows import crop, window_starts
+from embedtool.model.encoder import Encoder
+from embedtool.model.network import EmbeddingNet
+from embedtool.model.settings import TrainSettings
 from embedtool.training.losses import triplet_loss
-from embedtool.training.model import EmbeddingNet, Encoder
-from embedtool.training.segments import crop, window_starts
-from embedtool.training.settings import TrainSettings
 
 # torchvision's resnet18 conv/bn trunk with a 1-channel first conv: 11,689,512 parameters in total, minus the
 # 1000-way fc (512*1000 + 1000) and minus 2 of the first conv's 3 input channels (2 * 64*7*7).

@@ -19,9 +19,10 @@ from embedtool.audio.settings import FeatureSettings
 from embedtool.cli.app import app
 from embedtool.errors import ConfigError, IncompatibleArtefactError, MissingArtefactError
 from embedtool.features.extract import ExtractOptions, run_extract
-from embedtool.training.model import Encoder
-from embedtool.training.pretrained import adopt_model, attach_companion, resolve_model_source
-from embedtool.training.settings import TrainSettings
+from embedtool.model.encoder import Encoder
+from embedtool.model.settings import TrainSettings
+from embedtool.model.store import attach_companion, resolve_model_source
+from embedtool.training.pretrained import adopt_model
 from embedtool.training.trainer import train
 from embedtool.workspace import Workspace
 

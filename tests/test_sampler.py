@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from embedtool.errors import InputError
+from embedtool.features.windows import crop, silence_floor, window_starts
+from embedtool.model.settings import TrainSettings
 from embedtool.training.augment import Augmenter
 from embedtool.training.dataset import shifted_crop
 from embedtool.training.sampler import TripletSampler
-from embedtool.training.segments import crop, silence_floor, window_starts
-from embedtool.training.settings import TrainSettings
 from embedtool.training.splits import draw_split, ensure_split, load_split
 
 # --- segments -----------------------------------------------------------------------------------------------

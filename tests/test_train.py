@@ -19,9 +19,9 @@ from embedtool.audio.settings import FeatureSettings
 from embedtool.errors import IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.features.extract import ExtractOptions, run_extract
 from embedtool.features.store import FeatureStore, ShardWriter, commit
+from embedtool.model.encoder import Encoder
+from embedtool.model.settings import TrainSettings
 from embedtool.training.augment import Augmenter
-from embedtool.training.model import Encoder
-from embedtool.training.settings import TrainSettings
 from embedtool.training.splits import ensure_split, load_split
 from embedtool.training.trainer import TrainingInterrupted, partial_dir_for, train
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from embedtool.training.settings import TrainSettings
+from embedtool.model.settings import TrainSettings
 
 TINY_CHAIN_TRAIN = TrainSettings(
     segment_seconds=0.5,

@@ -6,7 +6,7 @@ Evaluation never mixes a track (or a group of tracks) between training and test:
   proportions as far as the groups allow); tracks without a group are their own group.
 
 ``level="track"`` (the default) classifies one vector per track: with ``features="descriptors"`` (the default)
-the track's descriptor, the network's stage activations pooled over its windows (see ``training.model`` and
+the track's descriptor, the network's stage activations pooled over its windows (see ``model.network`` and
 ``embedding.pooling.pool_descriptors``: richer in timbre than the search embedding, which the triplet objective
 makes invariant to what does not tell recordings apart); with ``features="embeddings"`` the pooled track
 embedding. ``level="segment"`` trains on every segment embedding of the training tracks (each with its track's
@@ -665,7 +665,7 @@ def predict_files(
 
     saved = SavedClassifier(classifier_dir)
     if encoder is None:
-        from embedtool.training.model import Encoder
+        from embedtool.model.encoder import Encoder
 
         encoder = Encoder.load(Path(model_dir))
     saved.check_encoder(encoder)

@@ -344,7 +344,7 @@ class EvaluateResult:
 def _untrained_encoder(workspace: Any, seed: int) -> Any:
     """The workspace's network with random weights and the trained one's input standardisation: the baseline
     differs in its weights only."""
-    from embedtool.training.model import Encoder
+    from embedtool.model.encoder import Encoder
 
     trained = Encoder.load(workspace.model)
     encoder = Encoder.untrained(trained.feature_settings, trained.train_settings, seed=seed)
@@ -359,8 +359,8 @@ def _pretrained_encoder(workspace: Any, store: Any, name: str) -> tuple[Any, str
     embeddings ``store``; otherwise (None, why it is left out)."""
     from embedtool.errors import IncompatibleArtefactError
     from embedtool.features.store import FeatureStore
-    from embedtool.training.model import Encoder
-    from embedtool.training.pretrained import resolve_model_source
+    from embedtool.model.encoder import Encoder
+    from embedtool.model.store import resolve_model_source
 
     encoder = Encoder.load(resolve_model_source(name))
     if encoder.fingerprint == store.model_fingerprint:

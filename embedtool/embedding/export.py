@@ -1,6 +1,6 @@
 """The embed stage: run the trained encoder over every track's features and write the embeddings artefact.
 
-Windows are cut with THE segment rule (``training.segments``): every ``hop`` frames, one more window ending at
+Windows are cut with THE segment rule (``features.windows``): every ``hop`` frames, one more window ending at
 the track's last frame, short tracks padded to one window. Windows of many tracks are batched together (a
 library of one-shots would otherwise run the network one window at a time) and long tracks are cut in
 bounded chunks, so memory does not grow with a track's length.
@@ -27,10 +27,11 @@ from embedtool.embedding.pooling import pool_descriptors
 from embedtool.embedding.store import EmbeddingStore, EmbeddingWriter
 from embedtool.errors import ConfigError, EmbedtoolError, InputError
 from embedtool.features.store import FeatureStore
-from embedtool.training.segments import crop_many, silence_floor, window_starts
+from embedtool.features.windows import crop_many, silence_floor, window_starts
+from embedtool.model.device import resolve_device_name
 
 if TYPE_CHECKING:
-    from embedtool.training.model import Encoder
+    from embedtool.model.encoder import Encoder
 
 Progress = Callable[[str, int, int], None]
 
@@ -86,18 +87,8 @@ class EmbedReport:
         return dict(self.__dict__)
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("embed.device is 'cuda' but no CUDA device is available")
-    return device
-
-
 def load_encoder(model_dir_or_encoder: Path | str | Encoder, device: str = "cpu") -> Encoder:
-    from embedtool.training.model import Encoder
+    from embedtool.model.encoder import Encoder
 
     if isinstance(model_dir_or_encoder, Encoder):
         return model_dir_or_encoder
@@ -153,7 +144,7 @@ def export_embeddings(
     options.validate()
     started = time.perf_counter()
     features = FeatureStore(Path(features_dir))
-    device = resolve_device(options.device)
+    device = resolve_device_name(options.device)
     encoder = load_encoder(model_dir_or_encoder, device)
     encoder.check_features(features.settings)
     if len(features) == 0:

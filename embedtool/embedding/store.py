@@ -11,7 +11,7 @@ Layout of ``<workspace>/embeddings/``::
     tracks.npy             float32 (n_tracks, dim) pooled track vectors (see ``embedding.pooling``: the mean of
                            the track's segment vectors, re-L2-normalised)
     track_descriptors.npy  float32 (n_tracks, descriptor_dim) the track's pooled window descriptors (the
-                           network's stage activations, see ``training.model`` and ``pooling.pool_descriptors``):
+                           network's stage activations, see ``model.network`` and ``pooling.pool_descriptors``):
                            what classifiers read
 
 A track's segments occupy consecutive rows, in time order. Vectors are unit length, so inner product is cosine

@@ -313,11 +313,12 @@ def run_index(
 ) -> IndexReport:
     """Export embeddings when missing or stale, build and tune both indexes, calibrate, write atomically."""
     from embedtool.embedding.export import EmbedOptions as EmbedOptionsDefault
-    from embedtool.embedding.export import export_embeddings, load_encoder, resolve_device
+    from embedtool.embedding.export import export_embeddings, load_encoder
     from embedtool.embedding.store import SEGMENT_TABLE as STORE_SEGMENTS
     from embedtool.embedding.store import TRACK_TABLE as STORE_TRACKS
     from embedtool.embedding.store import EmbeddingStore
     from embedtool.features.store import FeatureStore
+    from embedtool.model.device import resolve_device_name
     from embedtool.query.calibrate import STATISTIC, calibrate_identify
     from embedtool.query.neighbours import IdTables, Searcher
 
@@ -326,7 +327,7 @@ def run_index(
     started = time.perf_counter()
     if not (workspace.model / "meta.json").is_file():
         raise MissingArtefactError(f"No model at {workspace.model} (make it with `embedtool train`).")
-    encoder = load_encoder(workspace.model, resolve_device(embed_options.device if embed_options else "auto"))
+    encoder = load_encoder(workspace.model, resolve_device_name(embed_options.device if embed_options else "auto"))
     features = FeatureStore(workspace.features)
     export: dict[str, Any] | None = None
     hop = (embed_options or EmbedOptionsDefault()).hop_seconds

@@ -27,16 +27,16 @@ import numpy as np
 from embedtool.artefacts import check_compatible, read_meta
 from embedtool.config import settings_dict
 from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError, MissingArtefactError
+from embedtool.features.windows import crop_many, silence_floor, window_starts
 from embedtool.indexing.build import FORMAT_VERSION, KIND, SEGMENT_INDEX, SEGMENT_TABLE, TRACK_TABLE
 from embedtool.indexing.search import VectorIndex
 from embedtool.query.calibrate import STATISTIC, match_confidence, threshold_for
 from embedtool.query.voting import vote
-from embedtool.training.segments import crop_many, silence_floor, window_starts
 
 if TYPE_CHECKING:
     from embedtool.audio.settings import FeatureSettings
     from embedtool.features.store import FeatureStore
-    from embedtool.training.model import Encoder
+    from embedtool.model.encoder import Encoder
     from embedtool.workspace import Workspace
 
 Mode = Literal["similar", "identify"]
@@ -215,7 +215,7 @@ class Searcher:
     def open(cls, workspace: Workspace, options: NeighbourOptions | None = None, device: str = "cpu") -> Searcher:
         """Load the workspace's index, checking it against the model it was built with."""
         from embedtool.features.store import FeatureStore
-        from embedtool.training.model import Encoder
+        from embedtool.model.encoder import Encoder
 
         meta = read_meta(workspace.index, KIND, FORMAT_VERSION)
         if not (workspace.model / "meta.json").is_file():

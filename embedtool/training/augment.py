@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from embedtool.training.settings import TrainSettings
+from embedtool.model.settings import TrainSettings
 
 LN10 = math.log(10.0)
 

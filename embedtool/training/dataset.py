@@ -14,10 +14,10 @@ import torch
 from torch.utils.data import Dataset
 
 from embedtool.features.store import FeatureStore
+from embedtool.features.windows import crop
+from embedtool.model.settings import TrainSettings
 from embedtool.training.augment import Augmenter
 from embedtool.training.sampler import TripletPlan
-from embedtool.training.segments import crop
-from embedtool.training.settings import TrainSettings
 
 
 def shifted_crop(mel: np.ndarray, start: int, segment_frames: int, pad_value: float, shift: int) -> np.ndarray:

@@ -50,14 +50,16 @@ from embedtool.artefacts import atomic_write_bytes, settings_differences, staged
 from embedtool.config import settings_dict
 from embedtool.errors import EmbedtoolError, IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.features.store import FeatureStore
+from embedtool.features.windows import segment_frames_for, silence_floor
+from embedtool.model.device import resolve_device
+from embedtool.model.encoder import FORMAT_VERSION, KIND, WEIGHTS_FILE
+from embedtool.model.network import build_network
+from embedtool.model.settings import RESUMABLE_CHANGES, TrainSettings
+from embedtool.model.store import load_init_weights
 from embedtool.training import checkpoint as ckpt
 from embedtool.training.dataset import TripletDataset
 from embedtool.training.losses import triplet_loss
-from embedtool.training.model import FORMAT_VERSION, KIND, WEIGHTS_FILE, build_network, resolve_device
-from embedtool.training.pretrained import load_init_weights
 from embedtool.training.sampler import TripletSampler
-from embedtool.training.segments import segment_frames_for, silence_floor
-from embedtool.training.settings import RESUMABLE_CHANGES, TrainSettings
 from embedtool.training.splits import ensure_split
 from embedtool.training.validation import collapse_stats, retrieval_recall, validation_windows
 

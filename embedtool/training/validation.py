@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from embedtool.training.segments import crop, window_starts
+from embedtool.features.windows import crop, window_starts
 
 
 def spread_starts(n_frames: int, segment_frames: int, per_track: int) -> np.ndarray:

@@ -1,5 +1,8 @@
 """Options of `embedtool train` (configuration section ``train``) and their presets.
 
+They live with the model, not the trainer: they are the model's recipe, recorded in its ``meta.json`` (``config.train``),
+and the architecture a model is rebuilt from when it is loaded (stem, width, embedding size, segment length).
+
 Presets:
 
 - ``default``: trains a useful model on a 2-core CPU in well under an hour for a ~10-hour library: a ResNet18
@@ -38,7 +41,7 @@ class TrainSettings:
     width: float = 0.25  # channel multiplier of ResNet18 (1.0 = 64/128/256/512 channels)
     embedding_dim: int = 128
     dropout: float = 0.1
-    level_norm: Literal["off", "mean", "peak"] = "off"  # centre each window on its own level (see model.py)
+    level_norm: Literal["off", "mean", "peak"] = "off"  # centre each window on its own level (see model/network.py)
     # --- loss -----------------------------------------------------------------------------------------------
     loss: Literal["thesis", "tile2vec"] = "thesis"
     margin: float = 1.0
