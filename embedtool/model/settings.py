@@ -1,7 +1,8 @@
 """Options of `embedtool train` (configuration section ``train``) and their presets.
 
-They live with the model, not the trainer: they are the model's recipe, recorded in its ``meta.json`` (``config.train``),
-and the architecture a model is rebuilt from when it is loaded (stem, width, embedding size, segment length).
+They live with the model, not the trainer: they are the model's recipe, recorded in its ``meta.json``
+(``config.train``), and the architecture a model is rebuilt from when it is loaded (stem, width, embedding size,
+segment length).
 
 Presets:
 
