@@ -38,9 +38,11 @@ def log(msg: str) -> None:
 
 def prepare(corpus: str, root: Path, work: Path, args: argparse.Namespace) -> Any:
     """Extract, train (unless a model exists) and index one corpus; returns (workspace, timings, train facts)."""
+    from embedtool import pipeline
     from embedtool.audio.settings import FeatureSettings
-    from embedtool.features.extract import ExtractOptions, run_extract
-    from embedtool.indexing.build import IndexOptions, run_index
+    from embedtool.features.extract import run_extract
+    from embedtool.features.options import ExtractOptions
+    from embedtool.indexing.options import IndexOptions
     from embedtool.model.settings import TrainSettings
     from embedtool.training.trainer import train
     from embedtool.workspace import Workspace
@@ -76,7 +78,7 @@ def prepare(corpus: str, root: Path, work: Path, args: argparse.Namespace) -> An
         }
         log(f"{corpus}: trained in {timings['train_s']:.0f} s")
     t = time.perf_counter()
-    run_index(ws, IndexOptions())
+    pipeline.index(ws, IndexOptions())
     timings["index_s"] = time.perf_counter() - t
     return ws, timings, facts
 

@@ -47,7 +47,8 @@ import torch  # noqa: E402
 from embedtool.audio.decode import decode_file  # noqa: E402
 from embedtool.audio.discover import discover_audio  # noqa: E402
 from embedtool.audio.settings import FeatureSettings  # noqa: E402
-from embedtool.features.extract import ExtractOptions, run_extract  # noqa: E402
+from embedtool.features.extract import run_extract  # noqa: E402
+from embedtool.features.options import ExtractOptions  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_ROOT = Path.home() / ".cache" / "embedtool-corpora" / "music-dev"

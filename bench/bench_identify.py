@@ -43,7 +43,7 @@ def ranked_scores(searcher, mel: np.ndarray, exclude: str | None = None) -> list
 
 
 def statistic_of(name: str, best: float, runner_up: float | None) -> float:
-    from embedtool.query.calibrate import match_confidence
+    from embedtool.query.decision import match_confidence
 
     return best if name == "best_score" else match_confidence(best, runner_up)
 
@@ -126,8 +126,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from embedtool.features.store import FeatureStore
-    from embedtool.query.calibrate import calibrate_identify, calibrate_threshold, single_threaded, threshold_for
-    from embedtool.query.neighbours import Searcher
+    from embedtool.query.calibrate import calibrate_identify, calibrate_threshold
+    from embedtool.query.decision import threshold_for
+    from embedtool.query.searcher import Searcher
+    from embedtool.threads import single_threaded
     from embedtool.workspace import Workspace
 
     ws = Workspace(args.workspace)

@@ -24,7 +24,8 @@ import faiss
 import numpy as np
 
 from embedtool.embedding.pooling import l2_normalise
-from embedtool.indexing.build import IndexOptions, build_index
+from embedtool.indexing.build import build_index
+from embedtool.indexing.options import IndexOptions
 from embedtool.indexing.search import recall_at_k
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -38,7 +38,7 @@ t0 = time.perf_counter(); c0 = time.process_time()
 import torch
 t1 = time.perf_counter(); c1 = time.process_time()
 import embedtool.cli.app  # everything the command imports
-from embedtool.query.neighbours import Searcher
+from embedtool.query.searcher import Searcher
 from embedtool.workspace import Workspace
 t2 = time.perf_counter(); c2 = time.process_time()
 from pathlib import Path

@@ -32,9 +32,11 @@ CORPUS = Path.home() / ".cache" / "embedtool-corpora" / "music-dev"
 def prepare(ws_root: Path, corpus: Path, epochs: int | None, steps: int | None) -> None:
     import torch
 
+    from embedtool import pipeline
     from embedtool.audio.settings import FeatureSettings
-    from embedtool.features.extract import ExtractOptions, run_extract
-    from embedtool.indexing.build import IndexOptions, run_index
+    from embedtool.features.extract import run_extract
+    from embedtool.features.options import ExtractOptions
+    from embedtool.indexing.options import IndexOptions
     from embedtool.model.settings import TrainSettings
     from embedtool.training.trainer import train
     from embedtool.workspace import Workspace
@@ -53,7 +55,7 @@ def prepare(ws_root: Path, corpus: Path, epochs: int | None, steps: int | None) 
         train(ws.features, ws.split, ws.model, settings)
         print(f"train: {time.perf_counter() - t0:.0f} s")
     t0 = time.perf_counter()
-    report = run_index(ws, IndexOptions())
+    report = pipeline.index(ws, IndexOptions())
     print(f"index: {time.perf_counter() - t0:.1f} s; identify calibration: {report.identify}")
 
 
@@ -83,7 +85,7 @@ def main() -> None:
         prepare(args.workspace, args.corpus, args.epochs, args.steps_per_epoch)
     torch.set_num_threads(1)  # queries are measured as a single-threaded CLI would run them
 
-    from embedtool.query.neighbours import Searcher
+    from embedtool.query.searcher import Searcher
     from embedtool.workspace import Workspace
 
     searcher = Searcher.open(Workspace(args.workspace.resolve()))

@@ -47,7 +47,8 @@ def log(msg: str) -> None:
 def prepare_features(work: Path, args: argparse.Namespace) -> Path:
     from embedtool.artefacts import read_meta
     from embedtool.audio.settings import FeatureSettings
-    from embedtool.features.extract import ExtractOptions, run_extract
+    from embedtool.features.extract import run_extract
+    from embedtool.features.options import ExtractOptions
 
     features = work / "features"
     if (features / "meta.json").is_file():

@@ -1,3 +1,123 @@
-"""embedtool: learn, index and query audio embeddings from your own audio, without labels."""
+"""embedtool: learn, index and query audio embeddings from your own audio, without labels.
 
-__version__ = "0.1.0"
+The public API is the stages as the commands run them (``embedtool.pipeline``) and what answers queries::
+
+    import embedtool
+    ws = embedtool.Workspace.at("my-library")
+    embedtool.extract(ws, ["~/Music"])
+    embedtool.train(ws)              # or embedtool.adopt(ws, "general"): the bundled model, in seconds
+    embedtool.index(ws)              # exports embeddings first when they are stale
+    result = embedtool.Searcher.open(ws).query_file("clip.mp3", mode="identify")
+
+Names are imported on first use, so ``import embedtool`` stays cheap (no torch until a stage needs it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from embedtool._version import __version__
+
+# public name -> module that defines it
+_EXPORTS = {
+    "Workspace": "embedtool.workspace",
+    "extract": "embedtool.pipeline",
+    "train": "embedtool.pipeline",
+    "adopt": "embedtool.pipeline",
+    "embed": "embedtool.pipeline",
+    "index": "embedtool.pipeline",
+    "cluster": "embedtool.pipeline",
+    "classify": "embedtool.pipeline",
+    "predict": "embedtool.pipeline",
+    "evaluate": "embedtool.pipeline",
+    "embeddings_staleness": "embedtool.pipeline",
+    "Searcher": "embedtool.query.searcher",
+    "QueryResult": "embedtool.query.searcher",
+    "Encoder": "embedtool.model.encoder",
+    "FeatureSettings": "embedtool.audio.settings",
+    "TrainSettings": "embedtool.model.settings",
+    "ExtractOptions": "embedtool.features.options",
+    "EmbedOptions": "embedtool.embedding.options",
+    "IndexOptions": "embedtool.indexing.options",
+    "NeighbourOptions": "embedtool.query.options",
+    "ClusterOptions": "embedtool.analysis.cluster",
+    "ClassifyOptions": "embedtool.analysis.classify",
+    "EvaluateOptions": "embedtool.analysis.evaluate",
+    "FeatureStore": "embedtool.features.store",
+    "EmbeddingStore": "embedtool.embedding.store",
+    "EmbedtoolError": "embedtool.errors",
+}
+
+__all__ = [
+    "__version__",
+    "Workspace",
+    "extract",
+    "train",
+    "adopt",
+    "embed",
+    "index",
+    "cluster",
+    "classify",
+    "predict",
+    "evaluate",
+    "embeddings_staleness",
+    "Searcher",
+    "QueryResult",
+    "Encoder",
+    "FeatureSettings",
+    "TrainSettings",
+    "ExtractOptions",
+    "EmbedOptions",
+    "IndexOptions",
+    "NeighbourOptions",
+    "ClusterOptions",
+    "ClassifyOptions",
+    "EvaluateOptions",
+    "FeatureStore",
+    "EmbeddingStore",
+    "EmbedtoolError",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'embedtool' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from embedtool.analysis.classify import ClassifyOptions
+    from embedtool.analysis.cluster import ClusterOptions
+    from embedtool.analysis.evaluate import EvaluateOptions
+    from embedtool.audio.settings import FeatureSettings
+    from embedtool.embedding.options import EmbedOptions
+    from embedtool.embedding.store import EmbeddingStore
+    from embedtool.errors import EmbedtoolError
+    from embedtool.features.options import ExtractOptions
+    from embedtool.features.store import FeatureStore
+    from embedtool.indexing.options import IndexOptions
+    from embedtool.model.encoder import Encoder
+    from embedtool.model.settings import TrainSettings
+    from embedtool.pipeline import (
+        adopt,
+        classify,
+        cluster,
+        embed,
+        embeddings_staleness,
+        evaluate,
+        extract,
+        index,
+        predict,
+        train,
+    )
+    from embedtool.query.options import NeighbourOptions
+    from embedtool.query.searcher import QueryResult, Searcher
+    from embedtool.workspace import Workspace

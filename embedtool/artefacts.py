@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from embedtool import __version__
+from embedtool._version import __version__
 from embedtool.errors import IncompatibleArtefactError, MissingArtefactError
 
 META_FILE = "meta.json"

@@ -33,11 +33,11 @@ DEFAULT_WORKSPACE = "embedtool-workspace"
 # section name in embedtool.yaml -> "module:DataclassName" holding that stage's options
 SECTIONS: dict[str, str] = {
     "features": "embedtool.audio.settings:FeatureSettings",
-    "extract": "embedtool.features.extract:ExtractOptions",
+    "extract": "embedtool.features.options:ExtractOptions",
     "train": "embedtool.model.settings:TrainSettings",
-    "embed": "embedtool.embedding.export:EmbedOptions",
-    "index": "embedtool.indexing.build:IndexOptions",
-    "neighbours": "embedtool.query.neighbours:NeighbourOptions",
+    "embed": "embedtool.embedding.options:EmbedOptions",
+    "index": "embedtool.indexing.options:IndexOptions",
+    "neighbours": "embedtool.query.options:NeighbourOptions",
     "cluster": "embedtool.analysis.cluster:ClusterOptions",
     "classify": "embedtool.analysis.classify:ClassifyOptions",
     "evaluate": "embedtool.analysis.evaluate:EvaluateOptions",

@@ -13,6 +13,11 @@ class Workspace:
     root: Path
 
     @classmethod
+    def at(cls, path: Path | str) -> Workspace:
+        """The workspace in folder ``path`` (``~`` expanded, made absolute)."""
+        return cls(Path(path).expanduser().resolve())
+
+    @classmethod
     def resolve(cls, explicit: Path | str | None, config: ProjectConfig) -> Workspace:
         """``--workspace`` wins; else ``workspace:`` in embedtool.yaml (relative to that file); else the default."""
         if explicit:

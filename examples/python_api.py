@@ -11,12 +11,14 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from embedtool import pipeline
 from embedtool.audio.settings import FeatureSettings
 from embedtool.demo import SAMPLE_AUDIO
-from embedtool.features.extract import ExtractOptions, run_extract
-from embedtool.indexing.build import IndexOptions, run_index
+from embedtool.features.extract import run_extract
+from embedtool.features.options import ExtractOptions
+from embedtool.indexing.options import IndexOptions
 from embedtool.model.settings import TrainSettings
-from embedtool.query.neighbours import Searcher
+from embedtool.query.searcher import Searcher
 from embedtool.training.trainer import train
 from embedtool.workspace import Workspace
 
@@ -31,7 +33,7 @@ def main() -> None:
     settings = dataclasses.replace(TrainSettings.from_preset("default"), epochs=2, steps_per_epoch=30, batch_size=32)
     train(workspace.features, workspace.split, workspace.model, settings)
 
-    run_index(workspace, IndexOptions())
+    pipeline.index(workspace, IndexOptions())
     searcher = Searcher.open(workspace)
     query = next(audio.rglob("*.flac"))
     result = searcher.query_file(query, mode="similar", k=5)

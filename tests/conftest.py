@@ -24,3 +24,9 @@ def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run each test in its own folder so no test sees a developer's embedtool.yaml or workspace."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("EMBEDTOOL_WORKSPACE", raising=False)
+
+
+@pytest.fixture(scope="module")
+def sample_audio_dir_module() -> Path:
+    """:func:`sample_audio_dir` for module-scoped fixtures."""
+    return SAMPLE_AUDIO

@@ -28,9 +28,11 @@ def run_chain(workdir: Path) -> dict[str, np.ndarray]:
     import torch
 
     from embedtool.audio.settings import FeatureSettings
-    from embedtool.embedding.export import EmbedOptions, export_embeddings
+    from embedtool.embedding.export import export_embeddings
+    from embedtool.embedding.options import EmbedOptions
     from embedtool.embedding.store import EmbeddingStore
-    from embedtool.features.extract import ExtractOptions, run_extract
+    from embedtool.features.extract import run_extract
+    from embedtool.features.options import ExtractOptions
     from embedtool.features.store import FeatureStore
     from embedtool.model.encoder import Encoder
     from embedtool.model.settings import TrainSettings

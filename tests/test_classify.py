@@ -233,8 +233,10 @@ def test_classify_cli(tmp_path: Path) -> None:
 def test_predict_query_files_through_the_model(tmp_path: Path) -> None:
     """Real audio -> features -> (untrained) encoder -> embeddings -> classifier -> predictions for files."""
     from embedtool.audio.settings import FeatureSettings
-    from embedtool.embedding.export import EmbedOptions, export_embeddings
-    from embedtool.features.extract import ExtractOptions, run_extract
+    from embedtool.embedding.export import export_embeddings
+    from embedtool.embedding.options import EmbedOptions
+    from embedtool.features.extract import run_extract
+    from embedtool.features.options import ExtractOptions
     from embedtool.model.encoder import Encoder
     from embedtool.model.settings import TrainSettings
 

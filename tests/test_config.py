@@ -11,7 +11,7 @@ from embedtool.audio.settings import FeatureSettings
 from embedtool.cli.app import app
 from embedtool.config import SECTIONS, TOP_LEVEL_KEYS, load_project_config
 from embedtool.errors import ConfigError
-from embedtool.features.extract import ExtractOptions
+from embedtool.features.options import ExtractOptions
 from embedtool.workspace import Workspace
 
 

@@ -10,11 +10,13 @@ from audio_factory import make_class_corpus, write_tone
 
 from embedtool.artefacts import staged_dir
 from embedtool.audio.settings import FeatureSettings
-from embedtool.embedding.export import EmbedOptions, export_embeddings
+from embedtool.embedding.export import export_embeddings
+from embedtool.embedding.options import EmbedOptions
 from embedtool.embedding.pooling import DESCRIPTOR_KIND, l2_normalise, pool_descriptors, pool_track
 from embedtool.embedding.store import EmbeddingStore, EmbeddingWriter, segment_id
 from embedtool.errors import IncompatibleArtefactError, MissingArtefactError
-from embedtool.features.extract import ExtractOptions, run_extract
+from embedtool.features.extract import run_extract
+from embedtool.features.options import ExtractOptions
 from embedtool.features.store import FeatureStore
 from embedtool.model.encoder import Encoder
 from embedtool.model.settings import TrainSettings

@@ -36,9 +36,11 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     """One trained workspace for the module: 3 generated classes x 6 tracks of 4 s, a tiny model."""
     import torch
 
+    from embedtool import pipeline
     from embedtool.audio.settings import FeatureSettings
-    from embedtool.features.extract import ExtractOptions, run_extract
-    from embedtool.indexing.build import IndexOptions, run_index
+    from embedtool.features.extract import run_extract
+    from embedtool.features.options import ExtractOptions
+    from embedtool.indexing.options import IndexOptions
     from embedtool.training.trainer import train
 
     torch.set_num_threads(1)
@@ -48,7 +50,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     run_extract([corpus], ws.features, FeatureSettings(), ExtractOptions(jobs=1))
     settings = TINY_CHAIN_TRAIN
     train(ws.features, ws.split, ws.model, settings)
-    run_index(ws, IndexOptions(calibration_tracks=12, eval_queries=20))
+    pipeline.index(ws, IndexOptions(calibration_tracks=12, eval_queries=20))
     return ws
 
 

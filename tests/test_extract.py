@@ -31,8 +31,9 @@ from embedtool.audio.melspec import file_logmel
 from embedtool.audio.settings import FeatureSettings
 from embedtool.cli.app import app
 from embedtool.errors import InputError
-from embedtool.features.extract import ExtractOptions, ExtractProgress, run_extract
+from embedtool.features.extract import ExtractProgress, run_extract
 from embedtool.features.labels import read_labels_file
+from embedtool.features.options import ExtractOptions
 from embedtool.features.store import FeatureStore
 
 SETTINGS = FeatureSettings()

@@ -10,7 +10,8 @@ import pytest
 
 from embedtool.embedding.pooling import l2_normalise
 from embedtool.errors import ConfigError, InputError
-from embedtool.indexing.build import IndexOptions, build_index, choose_kind, default_pq_m
+from embedtool.indexing.build import build_index, choose_kind, default_pq_m
+from embedtool.indexing.options import IndexOptions
 from embedtool.indexing.search import VectorIndex, recall_at_k
 
 

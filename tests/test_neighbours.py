@@ -19,22 +19,20 @@ from conftest import SAMPLE_AUDIO
 from tiny import TINY_CHAIN_TRAIN
 from typer.testing import CliRunner
 
+from embedtool import pipeline
 from embedtool.artefacts import read_meta
 from embedtool.audio.decode import decode_file
 from embedtool.audio.settings import FeatureSettings
 from embedtool.cli.app import app
 from embedtool.embedding.store import EmbeddingStore
 from embedtool.errors import IncompatibleArtefactError, InputError, MissingArtefactError
-from embedtool.features.extract import ExtractOptions, run_extract
-from embedtool.indexing.build import IndexOptions, run_index
-from embedtool.query.calibrate import (
-    MAX_CONFIDENCE,
-    calibrate_threshold,
-    match_confidence,
-    threshold_for,
-    youden_threshold,
-)
-from embedtool.query.neighbours import NeighbourOptions, Searcher
+from embedtool.features.extract import run_extract
+from embedtool.features.options import ExtractOptions
+from embedtool.indexing.options import IndexOptions
+from embedtool.query.calibrate import calibrate_threshold, youden_threshold
+from embedtool.query.decision import MAX_CONFIDENCE, match_confidence, threshold_for
+from embedtool.query.options import NeighbourOptions
+from embedtool.query.searcher import Searcher
 from embedtool.query.voting import vote
 from embedtool.training.trainer import train
 from embedtool.workspace import Workspace
@@ -85,7 +83,7 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     ws = Workspace(root / "ws")
     run_extract([corpus], ws.features, FeatureSettings(), ExtractOptions(jobs=1))
     train(ws.features, ws.split, ws.model, TINY_CHAIN_TRAIN)
-    run_index(ws, INDEX)
+    pipeline.index(ws, INDEX)
     return ws
 
 
@@ -215,7 +213,7 @@ def test_segment_hits_report_window_times(searcher: Searcher) -> None:
 
 
 def test_long_queries_are_sampled_on_the_library_grid(searcher: Searcher) -> None:
-    from embedtool.query.neighbours import MAX_QUERY_WINDOWS
+    from embedtool.query.searcher import MAX_QUERY_WINDOWS
 
     fps = searcher.settings.frames_per_second
     library_hop = searcher.settings.seconds_to_frames(searcher.hop_seconds)
@@ -232,13 +230,13 @@ def test_ids_are_stable_across_reruns_and_additions(library: Workspace, tmp_path
     shutil.copytree(library.root, ws.root)
     before = EmbeddingStore(ws.embeddings)
     old_ids = before.segment_ids()
-    again = run_index(ws, INDEX)
+    again = pipeline.index(ws, INDEX)
     assert again.export is None  # embeddings current: no export
     corpus = Path(before.tracks[0]["path"]).parents[1]
     added = tmp_path / "extra"
     write_signal(added / "melody" / "m9.wav", melody(9), SR)
     run_extract([corpus, added], ws.features, FeatureSettings(), ExtractOptions(jobs=1))
-    grown = run_index(ws, INDEX)
+    grown = pipeline.index(ws, INDEX)
     assert grown.export is not None and grown.export["mode"] == "incremental"
     assert grown.export["embedded_tracks"] == 1 and grown.export["reused_tracks"] == len(before)
     after = EmbeddingStore(ws.embeddings)
@@ -257,7 +255,7 @@ def test_new_model_is_refused_then_fully_re_exported(library: Workspace, tmp_pat
     train(ws.features, ws.split, ws.model, TINY_CHAIN_TRAIN.replace(seed=1, epochs=1, steps_per_epoch=2))
     with pytest.raises(IncompatibleArtefactError, match="embedtool index"):
         Searcher.open(ws)
-    report = run_index(ws, INDEX)
+    report = pipeline.index(ws, INDEX)
     assert report.export["mode"] == "full" and "model changed" in report.export["reason"]
     assert read_meta(ws.index, "index").inputs["model"] == read_meta(ws.model, "model").fingerprint
     Searcher.open(ws)

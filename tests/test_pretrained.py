@@ -18,7 +18,8 @@ from embedtool.artefacts import read_meta
 from embedtool.audio.settings import FeatureSettings
 from embedtool.cli.app import app
 from embedtool.errors import ConfigError, IncompatibleArtefactError, MissingArtefactError
-from embedtool.features.extract import ExtractOptions, run_extract
+from embedtool.features.extract import run_extract
+from embedtool.features.options import ExtractOptions
 from embedtool.model.encoder import Encoder
 from embedtool.model.settings import TrainSettings
 from embedtool.model.store import attach_companion, resolve_model_source

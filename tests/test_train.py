@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from embedtool.artefacts import read_meta
 from embedtool.audio.settings import FeatureSettings
 from embedtool.errors import IncompatibleArtefactError, InputError, MissingArtefactError
-from embedtool.features.extract import ExtractOptions, run_extract
+from embedtool.features.extract import run_extract
+from embedtool.features.options import ExtractOptions
 from embedtool.features.store import FeatureStore, ShardWriter, commit
 from embedtool.model.encoder import Encoder
 from embedtool.model.settings import TrainSettings

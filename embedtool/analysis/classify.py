@@ -43,6 +43,7 @@ from typing import Any, Literal
 import numpy as np
 
 from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError, MissingArtefactError
+from embedtool.progress import Progress
 
 KIND = "classifier"
 FORMAT_VERSION = 1
@@ -481,7 +482,7 @@ def run_classify(
     classifier_dir: Path,
     options: ClassifyOptions,
     split_dir: Path | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> ClassifyResult:
     """Evaluate a classifier on held-out tracks, then save one (refitted on all labels unless told not to)."""
     from embedtool.analysis import plots
@@ -654,14 +655,14 @@ def predict_files(
     paths: Sequence[Path],
     segments: bool = False,
     encoder: Any = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[FilePrediction]:
     """Predict each audio file's label (and each segment's with ``segments``) with the saved classifier.
 
-    Audio goes through the features front end the model was trained with (``file_logmel``) and the model's
-    ``embed_track``; a classifier trained on another model's embeddings is refused.
+    Audio goes through the features front end library tracks went through (``features.frontend``) and the
+    model's ``embed_track``; a classifier trained on another model's embeddings is refused.
     """
-    from embedtool.audio.melspec import file_logmel
+    from embedtool.features.frontend import featurise_file
 
     saved = SavedClassifier(classifier_dir)
     if encoder is None:
@@ -674,11 +675,12 @@ def predict_files(
         path = Path(path)
         if not path.exists():
             raise InputError(f"query file not found: {path}")
-        mel, info = file_logmel(path, encoder.feature_settings)
+        mel, info = featurise_file(path, encoder.feature_settings)
+        mel = np.asarray(mel, dtype=np.float32)
         if mel.shape[0] == 0:
             raise InputError(f"{path} holds no audio frames")
         label, proba, seg_rows = saved.predict_mel(mel, encoder, segments)
         out.append(FilePrediction(str(path), label, proba, float(info.duration_s), seg_rows))
         if progress is not None:
-            progress(i + 1, len(paths))
+            progress("classifying", i + 1, len(paths))
     return out

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from embedtool.errors import ConfigError, InputError
+from embedtool.progress import Progress
 
 KIND = "clusters"
 FORMAT_VERSION = 1
@@ -342,7 +343,7 @@ def run_cluster(
     embeddings_dir: Path,
     clusters_dir: Path,
     options: ClusterOptions,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> ClusterResult:
     """Cluster the embeddings artefact and write the clusters artefact (atomically, meta.json last).
 

@@ -42,13 +42,12 @@ import numpy as np
 from embedtool.analysis.classify import ClassifyOptions, LabelledData, evaluate_classifier, uses_descriptors
 from embedtool.analysis.cluster import ClusterOptions, cluster_vectors, label_agreement
 from embedtool.errors import ConfigError, InputError
+from embedtool.progress import Progress
 
 KIND = "report"
 FORMAT_VERSION = 1
 MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 DEGRADATIONS = ("clean", "noise20", "noise10", "noise0", "mp3", "gain", "speed+3", "speed-3")
-
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -392,7 +391,8 @@ def _export_with(workspace: Any, store: Any, encoder: Any, tmp: Path) -> Any:
     """Embeddings of ``encoder`` over the workspace's features, exported with the same options as ``store``."""
     import dataclasses
 
-    from embedtool.embedding.export import EmbedOptions, export_embeddings
+    from embedtool.embedding.export import export_embeddings
+    from embedtool.embedding.options import EmbedOptions
     from embedtool.embedding.store import EmbeddingStore
 
     names = {f.name for f in dataclasses.fields(EmbedOptions)}
@@ -612,7 +612,7 @@ def run_evaluate(
 
 
 def _robustness(workspace: Any, store: Any, options: EvaluateOptions, progress: Progress | None) -> dict[str, Any]:
-    from embedtool.query.neighbours import Searcher
+    from embedtool.query.searcher import Searcher
 
     searcher = Searcher.open(workspace)
     tracks = [t for t in sorted(store.tracks, key=lambda t: t["row"]) if t.get("path") and Path(t["path"]).exists()]

@@ -8,8 +8,7 @@ import typer
 from rich.table import Table
 
 from embedtool.cli.app import app
-from embedtool.cli.cluster import _progress_callback
-from embedtool.cli.common import app_context, console, handle_errors, make_progress, print_json
+from embedtool.cli.common import app_context, console, handle_errors, make_progress, print_json, stage_progress
 
 
 @app.command()
@@ -36,13 +35,13 @@ def classify(
     actx = app_context(ctx)
     ws = actx.workspace
     if queries:
-        from embedtool.analysis.classify import predict_files
+        from embedtool import pipeline
 
         with make_progress(actx.quiet or as_json) as progress:
             task = progress.add_task("classifying", total=len(queries))
-            predictions = predict_files(
-                ws.classifier, ws.model, queries, segments=segments,
-                progress=lambda d, t: progress.update(task, completed=d, total=t),
+            predictions = pipeline.predict(
+                ws, queries, segments=segments,
+                progress=lambda _stage, d, t: progress.update(task, completed=d, total=t),
             )  # fmt: skip
         if as_json:
             print_json([p.to_dict() for p in predictions])
@@ -59,11 +58,11 @@ def classify(
                 console.print(table)
         return
 
-    from embedtool.analysis.classify import run_classify
+    from embedtool import pipeline
 
     options = actx.config.settings("classify", {"level": level, "features": features, "cv": cv, "C": c, "seed": seed})
     with make_progress(actx.quiet or as_json) as progress:
-        result = run_classify(ws.embeddings, ws.classifier, options, ws.split, _progress_callback(progress))
+        result = pipeline.classify(ws, options, stage_progress(progress))
     ev = result.evaluation
     if as_json:
         print_json(

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 from rich.table import Table
 
 from embedtool.cli.app import app
-from embedtool.cli.common import app_context, console, handle_errors, make_progress, print_json
-
-
-def _progress_callback(progress: Any) -> Any:
-    tasks: dict[str, Any] = {}
-
-    def report(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = progress.add_task(stage, total=total)
-        progress.update(tasks[stage], completed=done, total=total)
-
-    return report
+from embedtool.cli.common import app_context, console, handle_errors, make_progress, print_json, stage_progress
 
 
 @app.command()
@@ -35,7 +22,7 @@ def cluster(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Group the library into k-Means clusters; writes assignments, centroids, exemplars and map.png."""
-    from embedtool.analysis.cluster import run_cluster
+    from embedtool import pipeline
 
     actx = app_context(ctx)
     options = actx.config.settings(
@@ -43,7 +30,7 @@ def cluster(
     )
     ws = actx.workspace
     with make_progress(actx.quiet or as_json) as progress:
-        result = run_cluster(ws.embeddings, ws.clusters, options, _progress_callback(progress))
+        result = pipeline.cluster(ws, options, stage_progress(progress))
     if as_json:
         print_json(
             {

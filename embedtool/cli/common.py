@@ -102,3 +102,16 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TB"
+
+
+def stage_progress(progress: Progress) -> Callable[[str, int, int], None]:
+    """The library's ``progress(stage, done, total)`` drawn as one rich task per stage (the part before ':')."""
+    tasks: dict[str, Any] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        key = stage.split(":")[0]
+        if key not in tasks:
+            tasks[key] = progress.add_task(stage, total=total)
+        progress.update(tasks[key], description=stage, completed=done, total=total)
+
+    return report

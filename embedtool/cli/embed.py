@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 
 from embedtool.cli.app import app
-from embedtool.cli.common import app_context, console, handle_errors, make_progress, print_json
-
-
-def progress_callback(progress: Any) -> Any:
-    """A ``(stage, done, total)`` callback drawing one rich task per stage."""
-    tasks: dict[str, Any] = {}
-
-    def report(stage: str, done: int, total: int) -> None:
-        key = stage.split(":")[0]
-        if key not in tasks:
-            tasks[key] = progress.add_task(stage, total=total)
-        progress.update(tasks[key], description=stage, completed=done, total=total)
-
-    return report
+from embedtool.cli.common import app_context, console, handle_errors, make_progress, print_json, stage_progress
 
 
 @app.command()
@@ -34,7 +19,7 @@ def embed(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Embed every track (segments + pooled track vectors); only new tracks when the model is unchanged."""
-    from embedtool.embedding.export import export_embeddings
+    from embedtool import pipeline
 
     actx = app_context(ctx)
     options = actx.config.settings(
@@ -42,7 +27,7 @@ def embed(
     )
     ws = actx.workspace
     with make_progress(actx.quiet or as_json) as progress:
-        report = export_embeddings(ws.features, ws.model, ws.embeddings, options, progress_callback(progress))
+        report = pipeline.embed(ws, options, stage_progress(progress))
     if as_json:
         print_json({"directory": str(ws.embeddings), **report.to_dict()})
         return

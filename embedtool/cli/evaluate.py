@@ -6,8 +6,7 @@ import typer
 from rich.table import Table
 
 from embedtool.cli.app import app
-from embedtool.cli.cluster import _progress_callback
-from embedtool.cli.common import app_context, console, handle_errors, make_progress, print_json
+from embedtool.cli.common import app_context, console, handle_errors, make_progress, print_json, stage_progress
 
 
 @app.command()
@@ -32,7 +31,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print report.json to stdout too."),
 ) -> None:
     """Evaluate the embeddings: retrieval, classification, clustering, re-identification, vs baselines."""
-    from embedtool.analysis.evaluate import run_evaluate
+    from embedtool import pipeline
 
     actx = app_context(ctx)
     options = actx.config.settings(
@@ -50,7 +49,7 @@ def evaluate(
     classify_options = actx.config.settings("classify", {"cv": cv, "level": level, "seed": seed})
     cluster_options = actx.config.settings("cluster", {"seed": seed})
     with make_progress(actx.quiet or as_json) as progress:
-        result = run_evaluate(actx.workspace, options, classify_options, cluster_options, _progress_callback(progress))
+        result = pipeline.evaluate(actx.workspace, options, classify_options, cluster_options, stage_progress(progress))
     if as_json:
         print_json(result.report)
         return

@@ -9,6 +9,7 @@ import typer
 from rich.progress import TextColumn
 from rich.table import Table
 
+from embedtool import pipeline
 from embedtool.cli.app import app
 from embedtool.cli.common import (
     app_context,
@@ -19,7 +20,7 @@ from embedtool.cli.common import (
     make_progress,
     print_json,
 )
-from embedtool.features.extract import ERRORS_FILE, ExtractProgress, ExtractReport, run_extract
+from embedtool.features.extract import ERRORS_FILE, ExtractProgress, ExtractReport
 
 SHOW_ERRORS = 10
 
@@ -84,7 +85,7 @@ def extract(
                 audio_rate=f"{state.audio_seconds / 3600 / elapsed:.3f}",
             )
 
-        report = run_extract(list(paths or []), features_dir, settings, options, progress=on_progress)
+        report = pipeline.extract(actx.workspace, list(paths or []), settings, options, progress=on_progress)
     if as_json:
         print_json(report.to_dict())
         return

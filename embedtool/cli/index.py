@@ -6,8 +6,15 @@ import typer
 from rich.table import Table
 
 from embedtool.cli.app import app
-from embedtool.cli.common import app_context, console, handle_errors, human_bytes, make_progress, print_json
-from embedtool.cli.embed import progress_callback
+from embedtool.cli.common import (
+    app_context,
+    console,
+    handle_errors,
+    human_bytes,
+    make_progress,
+    print_json,
+    stage_progress,
+)
 
 
 @app.command()
@@ -24,7 +31,7 @@ def index(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Build the segment and track indexes (exporting embeddings first when missing or stale)."""
-    from embedtool.indexing.build import run_index
+    from embedtool import pipeline
 
     actx = app_context(ctx)
     options = actx.config.settings(
@@ -40,7 +47,7 @@ def index(
     embed_options = actx.config.settings("embed")
     ws = actx.workspace
     with make_progress(actx.quiet or as_json) as progress:
-        report = run_index(ws, options, embed_options, progress_callback(progress))
+        report = pipeline.index(ws, options, embed_options, stage_progress(progress))
     if as_json:
         print_json({"directory": str(ws.index), **report.to_dict()})
         return

@@ -13,7 +13,7 @@ from embedtool.cli.common import app_context, console, err_console, handle_error
 from embedtool.errors import InputError, NoMatchError
 
 if TYPE_CHECKING:
-    from embedtool.query.neighbours import QueryResult
+    from embedtool.query.searcher import QueryResult
 
 
 @app.command()
@@ -28,7 +28,7 @@ def neighbours(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Find the library tracks nearest a query, with the matching time ranges (exit 3: identify found none)."""
-    from embedtool.query.neighbours import Searcher
+    from embedtool.query.searcher import Searcher
 
     actx = app_context(ctx)
     options = actx.config.settings("neighbours", {"mode": mode, "k": k, "include_self": include_self or None})

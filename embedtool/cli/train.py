@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import TextColumn
@@ -11,9 +11,9 @@ from rich.table import Table
 from embedtool.cli.app import app
 from embedtool.cli.common import app_context, console, err_console, handle_errors, make_progress, print_json
 from embedtool.errors import ConfigError
-from embedtool.training.pretrained import adopt_model
-from embedtool.training.trainer import TrainReport
-from embedtool.training.trainer import train as run_train
+
+if TYPE_CHECKING:
+    from embedtool.training.trainer import TrainReport
 
 
 @app.command()
@@ -99,12 +99,14 @@ def train(
         "workers": workers,
         "init": init,
     }
+    from embedtool import pipeline
+
     settings = actx.config.settings("train", overrides)
     ws = actx.workspace
     if pretrained is not None:
         if resume or init is not None:
             raise ConfigError("--pretrained uses a model as it is: it does not combine with --init or --resume.")
-        encoder = adopt_model(pretrained, ws.features, ws.split, ws.model, settings)
+        encoder = pipeline.adopt(ws, pretrained, settings)
         summary = {
             "model_dir": str(ws.model),
             "adopted_from": pretrained,
@@ -157,7 +159,7 @@ def train(
             elif kind == "note":
                 progress.console.print(f"[yellow]note[/] {event['message']}", highlight=False)
 
-        report = run_train(ws.features, ws.split, ws.model, settings, resume=resume, progress=on_event)
+        report = pipeline.train(ws, settings, resume=resume, progress=on_event)
     if as_json:
         print_json(report.to_dict())
         return

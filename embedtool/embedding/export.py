@@ -14,7 +14,7 @@ and why.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,47 +23,20 @@ import numpy as np
 
 from embedtool.artefacts import fingerprint_of, staged_dir
 from embedtool.config import settings_dict
+from embedtool.embedding.options import EmbedOptions
 from embedtool.embedding.pooling import pool_descriptors
 from embedtool.embedding.store import EmbeddingStore, EmbeddingWriter
-from embedtool.errors import ConfigError, EmbedtoolError, InputError
+from embedtool.errors import EmbedtoolError, InputError
 from embedtool.features.store import FeatureStore
 from embedtool.features.windows import crop_many, silence_floor, window_starts
 from embedtool.model.device import resolve_device_name
+from embedtool.progress import Progress
 
 if TYPE_CHECKING:
     from embedtool.model.encoder import Encoder
 
-Progress = Callable[[str, int, int], None]
-
 # Track-table columns copied from the features table; a difference in any of them rewrites the tables.
 TRACK_FIELDS = ("track_id", "path", "label", "group", "duration_s")
-
-
-@dataclass
-class EmbedOptions:
-    """Options of `embedtool embed` (section ``embed`` in embedtool.yaml)."""
-
-    hop_seconds: float = 0.0  # step between segment windows; 0 = half a segment
-    batch_size: int = 256  # windows per forward pass
-    device: str = "auto"  # auto | cpu | cuda
-    full: bool = False  # re-embed every track even when the previous export could be reused
-    shard_mb: int = 64  # segment vectors per .npy shard, in MiB
-
-    @classmethod
-    def from_preset(cls, name: str) -> EmbedOptions:
-        if name in ("default", "thesis", "tile2vec"):
-            return cls()
-        raise ConfigError(f"Unknown embed preset {name!r}; valid: default, thesis, tile2vec")
-
-    def validate(self) -> None:
-        if self.hop_seconds < 0:
-            raise ConfigError(f"embed.hop_seconds must be >= 0 (0 = half a segment), not {self.hop_seconds}")
-        if self.batch_size < 1:
-            raise ConfigError(f"embed.batch_size must be at least 1, not {self.batch_size}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"embed.device must be auto, cpu or cuda, not {self.device!r}")
-        if self.shard_mb < 1:
-            raise ConfigError("embed.shard_mb must be at least 1")
 
 
 @dataclass

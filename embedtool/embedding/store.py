@@ -109,6 +109,21 @@ class EmbeddingStore:
     def features_fingerprint(self) -> str:
         return self.meta.inputs.get("features", "")
 
+    # --- the segment grid (what the export's config decided) -----------------------------------------------
+    @property
+    def hop_s(self) -> float:
+        """Seconds between consecutive segment starts (the hop actually used, in whole frames)."""
+        return float(self.meta.config["hop_s"])
+
+    @property
+    def hop_seconds_option(self) -> float:
+        """``embed.hop_seconds`` as asked for (0 = half a segment): what staleness is judged by."""
+        return float(self.meta.config.get("hop_seconds", -1))
+
+    @property
+    def segment_seconds(self) -> float:
+        return float(self.meta.config["segment_seconds"])
+
     def __len__(self) -> int:
         return len(self.tracks)
 

@@ -36,55 +36,18 @@ from typing import Any
 import numpy as np
 
 from embedtool.artefacts import META_FILE, atomic_write_json, dir_size_bytes, settings_differences
-from embedtool.audio.decode import DEFAULT_BLOCK_SECONDS
 from embedtool.audio.discover import FoundFile, discover_audio
 from embedtool.audio.settings import FeatureSettings
 from embedtool.config import settings_dict
-from embedtool.errors import ConfigError, InputError
+from embedtool.errors import InputError
 from embedtool.features import store
+from embedtool.features.frontend import featurise_file
 from embedtool.features.labels import read_labels_file
+from embedtool.features.options import ExtractOptions
 
 ERRORS_FILE = "errors.json"
 LOCK_FILE = ".extract.lock"
 HASH_CHUNK = 1 << 20
-
-
-@dataclass
-class ExtractOptions:
-    """Options of `embedtool extract` (configuration section ``extract``).
-
-    ``min_duration_s`` defaults to 30 ms: shorter than about one analysis window there is nothing to learn from,
-    while real one-shots (the bundled tabla hits) go down to about 43 ms. ``silence_db`` is the peak level
-    (dBFS) under which a file counts as silent.
-    """
-
-    jobs: int = 0  # worker processes; 0 = all cores
-    overwrite: bool = False  # recompute every file, ignoring what is already extracted
-    strict: bool = False  # any failed file fails the run (and nothing is published)
-    labels: str | None = None  # CSV/TSV of path,label[,group]; default: first folder level under each root
-    min_duration_s: float = 0.03
-    silence_db: float = -80.0
-    follow_symlinks: bool = True
-    block_seconds: float = DEFAULT_BLOCK_SECONDS  # native-rate audio decoded at a time (bounds memory)
-    flush_every_s: float = 20.0  # write a shard at least this often, so a killed run keeps its work
-    max_shard_mb: int = 256
-
-    def validate(self) -> None:
-        if self.jobs < 0:
-            raise ConfigError(f"extract.jobs must be 0 (all cores) or positive, not {self.jobs}")
-        if self.min_duration_s < 0:
-            raise ConfigError("extract.min_duration_s must not be negative")
-        if self.block_seconds <= 0:
-            raise ConfigError("extract.block_seconds must be positive")
-        if self.flush_every_s < 0:
-            raise ConfigError("extract.flush_every_s must not be negative")
-        if self.max_shard_mb < 1:
-            raise ConfigError("extract.max_shard_mb must be at least 1")
-        if self.silence_db >= 0:
-            raise ConfigError(f"extract.silence_db must be below 0 dBFS, not {self.silence_db}")
-
-    def resolved_jobs(self) -> int:
-        return self.jobs or os.cpu_count() or 1
 
 
 @dataclass
@@ -167,18 +130,16 @@ def _exit_with(pid: int) -> None:
 
 
 def _featurise_timed(*args: Any) -> tuple[tuple[str, Any], float]:
-    """:func:`featurise_file` and the CPU seconds it took in its process (for the report)."""
+    """:func:`extract_one` and the CPU seconds it took in its process (for the report)."""
     c0 = time.process_time()
-    outcome = featurise_file(*args)
+    outcome = extract_one(*args)
     return outcome, time.process_time() - c0
 
 
-def featurise_file(
+def extract_one(
     path: str, settings: FeatureSettings, min_duration_s: float, silence_db: float, block_seconds: float
 ) -> tuple[str, Any]:
     """("ok", (mel float16, info)) | ("skipped", reason) | ("failed", reason) for one file."""
-    from embedtool.audio.melspec import file_logmel
-
     peak = [0.0]
 
     def watch(block: np.ndarray) -> None:
@@ -186,7 +147,7 @@ def featurise_file(
             peak[0] = max(peak[0], float(np.max(np.abs(block))))
 
     try:
-        mel, info = file_logmel(path, settings, block_seconds=block_seconds, dtype=np.float16, on_block=watch)
+        mel, info = featurise_file(path, settings, block_seconds=block_seconds, on_block=watch)
     except InputError as exc:
         return "failed", _reason(str(exc), path)
     except MemoryError:

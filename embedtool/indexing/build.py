@@ -19,79 +19,28 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 
-from embedtool.artefacts import dir_size_bytes, fingerprint_of, staged_dir, write_meta
+from embedtool.artefacts import ArtefactMeta, dir_size_bytes, fingerprint_of, write_meta
 from embedtool.config import settings_dict
-from embedtool.errors import ConfigError, EmbedtoolError, InputError, MissingArtefactError
+from embedtool.errors import ConfigError, InputError
+from embedtool.indexing.options import IndexOptions
 from embedtool.indexing.search import KINDS, VectorIndex, recall_at_k
+from embedtool.indexing.store import FORMAT_VERSION, KIND, SEGMENT_INDEX, SEGMENT_TABLE, TRACK_INDEX, TRACK_TABLE
+from embedtool.progress import Progress
+from embedtool.threads import single_threaded
 
 if TYPE_CHECKING:
-    from embedtool.embedding.export import EmbedOptions
-    from embedtool.workspace import Workspace
-
-Progress = Callable[[str, int, int], None]
-
-KIND = "index"
-FORMAT_VERSION = 1
-SEGMENT_INDEX = "segments.faiss"
-TRACK_INDEX = "tracks.faiss"
-SEGMENT_TABLE = "segments.parquet"
-TRACK_TABLE = "tracks.parquet"
+    from embedtool.embedding.store import EmbeddingStore
 
 NPROBE_LADDER = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024, 2048, 4096)
 REFINE_FACTOR = 16  # ivf-pq: candidates fetched per wanted neighbour before exact re-scoring
 EF_LADDER = (16, 24, 32, 40, 48, 64, 80, 96, 128, 192, 256, 384, 512, 768, 1024, 2048)
-
-
-@dataclass
-class IndexOptions:
-    """Options of `embedtool index` (section ``index`` in embedtool.yaml)."""
-
-    kind: str = "auto"  # auto | flat | hnsw | ivf | ivf-pq
-    target_recall: float = 0.95  # recall@recall_k against exact search that tuning must reach
-    recall_k: int = 10
-    exact_max_cost: int = 20_000_000  # auto: exact search while n * dim is at most this
-    memory_budget_mb: float = 2048.0  # auto: raw float32 vectors above this go to ivf-pq
-    eval_queries: int = 200  # held-out queries for tuning and measuring recall
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 64
-    ivf_nlist: int = 0  # 0: about sqrt(n) cells
-    pq_m: int = 0  # 0: chosen from dim (sub-vectors of 8+ dims, at most 64 bytes a vector)
-    seed: int = 0
-    # identify-mode threshold on the confidence (query.calibrate): calibrated from library excerpts unless fixed
-    identify_threshold: float | None = None
-    calibration_tracks: int = 200  # library tracks whose excerpts calibrate the threshold
-    calibration_lengths_s: tuple[float, ...] = (1.0, 3.0, 10.0)  # excerpt lengths, one threshold each
-    calibration_snr_db: float = 15.0  # noise added (in the Mel domain) to calibration excerpts
-
-    @classmethod
-    def from_preset(cls, name: str) -> IndexOptions:
-        if name in ("default", "thesis", "tile2vec"):
-            return cls()
-        raise ConfigError(f"Unknown index preset {name!r}; valid: default, thesis, tile2vec")
-
-    def validate(self) -> None:
-        if self.kind != "auto" and self.kind not in KINDS:
-            raise ConfigError(f"index.kind must be one of auto, {', '.join(KINDS)}; not {self.kind!r}")
-        if not 0 < self.target_recall <= 1:
-            raise ConfigError(f"index.target_recall must be in (0, 1], not {self.target_recall}")
-        if self.recall_k < 1 or self.eval_queries < 1:
-            raise ConfigError("index.recall_k and index.eval_queries must be positive")
-        if self.memory_budget_mb <= 0 or self.exact_max_cost < 0:
-            raise ConfigError("index.memory_budget_mb must be positive and index.exact_max_cost non-negative")
-        if self.hnsw_m < 4 or self.hnsw_ef_construction < 8:
-            raise ConfigError("index.hnsw_m must be >= 4 and index.hnsw_ef_construction >= 8")
-        if self.ivf_nlist < 0 or self.pq_m < 0:
-            raise ConfigError("index.ivf_nlist and index.pq_m must be non-negative (0 = automatic)")
-        lengths = self.calibration_lengths_s
-        if not lengths or min(lengths) <= 0 or self.calibration_tracks < 1:
-            raise ConfigError("index.calibration_lengths_s and index.calibration_tracks must be positive")
 
 
 @dataclass
@@ -275,8 +224,6 @@ def _ladder(kind: str, params: dict[str, Any], k: int) -> list[int]:
 
 def measure_latency(index: VectorIndex, queries: np.ndarray, k: int) -> float:
     """Median wall time in milliseconds of one single-vector query at the tuned parameters, one thread."""
-    from embedtool.query.calibrate import single_threaded
-
     times = []
     with single_threaded():
         for q in queries[: min(len(queries), 200)]:
@@ -286,132 +233,57 @@ def measure_latency(index: VectorIndex, queries: np.ndarray, k: int) -> float:
     return float(np.median(times) * 1000) if times else 0.0
 
 
-# --- the stage -------------------------------------------------------------------------------------------------
+# --- the artefact ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class IndexReport:
-    """What `embedtool index` did: the export it ran first (if any) and both indexes' facts."""
-
-    export: dict[str, Any] | None
-    segments: dict[str, Any]
-    tracks: dict[str, Any]
-    identify: dict[str, Any]
-    bytes: int
-    seconds: float
-    fingerprint: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def run_index(
-    workspace: Workspace,
-    options: IndexOptions | None = None,
-    embed_options: EmbedOptions | None = None,
-    progress: Progress | None = None,
-) -> IndexReport:
-    """Export embeddings when missing or stale, build and tune both indexes, calibrate, write atomically."""
-    from embedtool.embedding.export import EmbedOptions as EmbedOptionsDefault
-    from embedtool.embedding.export import export_embeddings, load_encoder
+def copy_id_tables(store: EmbeddingStore, stage: Path) -> None:
+    """The embeddings' segment and track tables, copied beside the indexes (their rows are the index ids)."""
     from embedtool.embedding.store import SEGMENT_TABLE as STORE_SEGMENTS
     from embedtool.embedding.store import TRACK_TABLE as STORE_TRACKS
-    from embedtool.embedding.store import EmbeddingStore
-    from embedtool.features.store import FeatureStore
-    from embedtool.model.device import resolve_device_name
-    from embedtool.query.calibrate import STATISTIC, calibrate_identify
-    from embedtool.query.neighbours import IdTables, Searcher
 
-    options = options or IndexOptions()
-    options.validate()
-    started = time.perf_counter()
-    if not (workspace.model / "meta.json").is_file():
-        raise MissingArtefactError(f"No model at {workspace.model} (make it with `embedtool train`).")
-    encoder = load_encoder(workspace.model, resolve_device_name(embed_options.device if embed_options else "auto"))
-    features = FeatureStore(workspace.features)
-    export: dict[str, Any] | None = None
-    hop = (embed_options or EmbedOptionsDefault()).hop_seconds
-    stale = _embeddings_staleness(workspace, encoder.fingerprint, features.fingerprint, hop)
-    if stale:
-        report = export_embeddings(workspace.features, encoder, workspace.embeddings, embed_options, progress)
-        export = {**report.to_dict(), "why": stale}
-    store = EmbeddingStore(workspace.embeddings)
+    shutil.copyfile(store.directory / STORE_SEGMENTS, stage / SEGMENT_TABLE)
+    shutil.copyfile(store.directory / STORE_TRACKS, stage / TRACK_TABLE)
 
-    segments = build_index(store.segment_vectors(), options, progress, "segment index")
-    tracks = build_index(store.track_vectors(), options, progress, "track index")
-    hop_s = float(store.meta.config["hop_s"])
 
-    with staged_dir(workspace.index) as stage:
-        shutil.copyfile(store.directory / STORE_SEGMENTS, stage / SEGMENT_TABLE)
-        shutil.copyfile(store.directory / STORE_TRACKS, stage / TRACK_TABLE)
-        if options.identify_threshold is not None:
-            identify: dict[str, Any] = {"statistic": STATISTIC, "threshold": options.identify_threshold,
-                                        "calibrated": False, "reason": "fixed by index.identify_threshold"}  # fmt: skip
-        else:
-            tables = IdTables.read(stage / SEGMENT_TABLE, stage / TRACK_TABLE)
-            searcher = Searcher(encoder, segments.index, tables, hop_s, None)
-            identify = calibrate_identify(
-                searcher, features, options.calibration_tracks, options.calibration_lengths_s,
-                options.calibration_snr_db, options.seed, progress,
-            )  # fmt: skip
-        summaries = {}
-        for name, built, filename in (("segments", segments, SEGMENT_INDEX), ("tracks", tracks, TRACK_INDEX)):
-            faiss.write_index(built.index.index, str(stage / filename))
-            summaries[name] = {
-                **built.summary(),
-                "search_params": dict(built.index.params),
-                "bytes": (stage / filename).stat().st_size,
-                "file": filename,
-            }
-        total = dir_size_bytes(stage)
-        meta = write_meta(
-            stage,
-            KIND,
-            FORMAT_VERSION,
-            settings_dict(options),
-            inputs={
-                "embeddings": store.fingerprint,
-                "model": store.model_fingerprint,
-                "features": store.features_fingerprint,
-            },  # fmt: skip
-            extra={
-                "segments": summaries["segments"],
-                "tracks": summaries["tracks"],
-                "identify": identify,
-                "hop_s": hop_s,
-                "segment_seconds": float(store.meta.config["segment_seconds"]),
-                "feature_settings": store.meta.config["features"],
-                "dim": store.dim,
-                "metric": "inner product on L2-normalised vectors (cosine)",
-                "bytes": total,
-            },
-            fingerprint=fingerprint_of(store.fingerprint, settings_dict(options), summaries["segments"]["params"]),
-        )
-    return IndexReport(
-        export=export,
-        segments=summaries["segments"],
-        tracks=summaries["tracks"],
-        identify=identify,
-        bytes=total,
-        seconds=time.perf_counter() - started,
-        fingerprint=meta.fingerprint,
+def write_index_files(
+    stage: Path,
+    segments: BuiltIndex,
+    tracks: BuiltIndex,
+    store: EmbeddingStore,
+    options: IndexOptions,
+    identify: dict[str, Any],
+) -> tuple[dict[str, dict[str, Any]], ArtefactMeta]:
+    """Write both indexes and meta.json (last) into the staged folder; returns the indexes' summaries and the meta."""
+    summaries = {}
+    for name, built, filename in (("segments", segments, SEGMENT_INDEX), ("tracks", tracks, TRACK_INDEX)):
+        faiss.write_index(built.index.index, str(stage / filename))
+        summaries[name] = {
+            **built.summary(),
+            "search_params": dict(built.index.params),
+            "bytes": (stage / filename).stat().st_size,
+            "file": filename,
+        }
+    meta = write_meta(
+        stage,
+        KIND,
+        FORMAT_VERSION,
+        settings_dict(options),
+        inputs={
+            "embeddings": store.fingerprint,
+            "model": store.model_fingerprint,
+            "features": store.features_fingerprint,
+        },  # fmt: skip
+        extra={
+            "segments": summaries["segments"],
+            "tracks": summaries["tracks"],
+            "identify": identify,
+            "hop_s": store.hop_s,
+            "segment_seconds": store.segment_seconds,
+            "feature_settings": store.meta.config["features"],
+            "dim": store.dim,
+            "metric": "inner product on L2-normalised vectors (cosine)",
+            "bytes": dir_size_bytes(stage),
+        },
+        fingerprint=fingerprint_of(store.fingerprint, settings_dict(options), summaries["segments"]["params"]),
     )
-
-
-def _embeddings_staleness(workspace: Workspace, model_fp: str, features_fp: str, hop_seconds: float) -> str | None:
-    """Why the embeddings must be (re-)exported, or None when they are current."""
-    from embedtool.embedding.store import EmbeddingStore
-
-    try:
-        store = EmbeddingStore(workspace.embeddings)
-    except EmbedtoolError:
-        return "no embeddings yet"
-    if store.model_fingerprint != model_fp:
-        return f"the model changed ({store.model_fingerprint} -> {model_fp})"
-    if store.features_fingerprint != features_fp:
-        return "the features changed (tracks added, removed or re-extracted)"
-    if float(store.meta.config.get("hop_seconds", -1)) != float(hop_seconds):
-        return f"the segment hop changed ({store.meta.config.get('hop_seconds')} -> {hop_seconds} s)"
-    if not store.descriptors_current:
-        return "the embeddings' track descriptors are missing or outdated"
-    return None
+    return summaries, meta

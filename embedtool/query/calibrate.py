@@ -33,22 +33,20 @@ non-matching queries and a fixed fallback threshold is used (recorded as uncalib
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from embedtool.progress import Progress
+from embedtool.query.decision import STATISTIC, match_confidence
+from embedtool.threads import single_threaded
+
 if TYPE_CHECKING:
     from embedtool.features.store import FeatureStore
-    from embedtool.query.neighbours import Searcher
+    from embedtool.query.searcher import Searcher
 
-STATISTIC = "confidence"  # what the threshold applies to; indexes built before it hold a best-score threshold
 FALLBACK_THRESHOLD = 2.0  # the best track twice as near as the runner-up
-MAX_CONFIDENCE = 1000.0  # an exact copy (best score 1) would divide by zero
 MIN_QUERIES = 60  # excerpts drawn at least (several per track when the library is small)
-
-Progress = Callable[[str, int, int], None]
 
 
 def add_mel_noise(
@@ -63,33 +61,6 @@ def add_mel_noise(
     noisy_power = signal_power + noise
     noisy = np.sqrt(noisy_power) if power == 1.0 else noisy_power
     return np.log(noisy + log_offset).astype(np.float32)
-
-
-@contextmanager
-def single_threaded() -> Iterator[None]:
-    """Run torch and FAISS on one thread inside the block (restored after).
-
-    Calibration and latency measurements run many tiny batches: thread start-up and, on a busy machine,
-    OpenMP spin-waiting cost far more than the work (20x slower measured with 2 threads on 2 shared cores).
-    """
-    import faiss
-    import torch
-
-    torch_threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
-    torch.set_num_threads(1)
-    faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(torch_threads)
-        faiss.omp_set_num_threads(faiss_threads)
-
-
-def match_confidence(best: float, runner_up: float | None) -> float:
-    """How much nearer the best track is than the runner-up (a ratio of cosine distances; see the module doc).
-    Without a runner-up (a one-track library) the distance to nothing, 1, takes its place."""
-    runner_up = 0.0 if runner_up is None else runner_up
-    return float(min(MAX_CONFIDENCE, (1.0 - runner_up) / max(1.0 - best, 1.0 / MAX_CONFIDENCE)))
 
 
 def calibrate_identify(
@@ -112,14 +83,6 @@ def calibrate_identify(
         for r in results
     ]
     return {**main, "by_length": by_length}
-
-
-def threshold_for(by_length: list[dict[str, Any]], duration_s: float) -> float:
-    """The threshold for a query of ``duration_s``: linear in log-duration between calibrated lengths, the
-    nearest one's outside them."""
-    points = sorted((float(e["excerpt_s"]), float(e["threshold"])) for e in by_length)
-    lengths = np.log([p[0] for p in points])
-    return float(np.interp(np.log(max(duration_s, 1e-3)), lengths, [p[1] for p in points]))
 
 
 def youden_threshold(matching: np.ndarray, non_matching: np.ndarray) -> tuple[float, float, float]:

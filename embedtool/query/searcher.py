@@ -27,10 +27,12 @@ import numpy as np
 from embedtool.artefacts import check_compatible, read_meta
 from embedtool.config import settings_dict
 from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError, MissingArtefactError
+from embedtool.features.frontend import featurise_file, featurise_samples
 from embedtool.features.windows import crop_many, silence_floor, window_starts
-from embedtool.indexing.build import FORMAT_VERSION, KIND, SEGMENT_INDEX, SEGMENT_TABLE, TRACK_TABLE
 from embedtool.indexing.search import VectorIndex
-from embedtool.query.calibrate import STATISTIC, match_confidence, threshold_for
+from embedtool.indexing.store import FORMAT_VERSION, KIND, SEGMENT_INDEX, SEGMENT_TABLE, TRACK_TABLE, IdTables
+from embedtool.query.decision import STATISTIC, match_confidence, threshold_for
+from embedtool.query.options import NeighbourOptions
 from embedtool.query.voting import vote
 
 if TYPE_CHECKING:
@@ -45,38 +47,6 @@ DENSE_QUERY_SECONDS = 30.0
 # library's hop so the windows stay on its grid: 240 windows give voting plenty of support, and embedding and
 # search time stop growing with the query's length.
 MAX_QUERY_WINDOWS = 240
-
-
-@dataclass
-class NeighbourOptions:
-    """Options of `embedtool neighbours` (section ``neighbours`` in embedtool.yaml)."""
-
-    mode: str = "similar"  # similar | identify
-    k: int = 10  # tracks to return
-    hits_per_window: int = 32  # segment hits fetched per query window before voting
-    # Step between query windows; 0 = automatic: half the library's segment hop for queries shorter than
-    # DENSE_QUERY_SECONDS (twice the votes for a short excerpt, every other window within a quarter hop of the
-    # library's grid), the library's hop for longer ones (votes are plentiful; embedding time is not free).
-    query_hop_seconds: float = 0.0
-    tolerance_bins: int = 1  # voting: offsets within this many reference hops of the best agree
-    # Shorter queries are refused: too little to match on. Low enough for drum one-shots (a tabla hit is ~43 ms
-    # of sound plus its tail), high enough to refuse a click or an empty file.
-    min_query_seconds: float = 0.1
-    include_self: bool = False  # similar mode: keep the query's own track when it is in the library
-
-    @classmethod
-    def from_preset(cls, name: str) -> NeighbourOptions:
-        if name in ("default", "thesis", "tile2vec"):
-            return cls()
-        raise ConfigError(f"Unknown neighbours preset {name!r}; valid: default, thesis, tile2vec")
-
-    def validate(self) -> None:
-        if self.mode not in ("similar", "identify"):
-            raise ConfigError(f"neighbours.mode must be 'similar' or 'identify', not {self.mode!r}")
-        if self.k < 1 or self.hits_per_window < 1:
-            raise ConfigError("neighbours.k and neighbours.hits_per_window must be at least 1")
-        if self.query_hop_seconds < 0 or self.tolerance_bins < 0 or self.min_query_seconds < 0:
-            raise ConfigError("neighbours.query_hop_seconds, tolerance_bins and min_query_seconds must be >= 0")
 
 
 @dataclass
@@ -143,44 +113,6 @@ class QueryResult:
         }
 
 
-@dataclass
-class IdTables:
-    """Row -> stable id tables of an index (copies of the embeddings tables it was built from)."""
-
-    segment_ids: np.ndarray  # object array of segment ids, by row
-    segment_track: np.ndarray  # int64: row -> position in ``tracks``
-    segment_start: np.ndarray
-    segment_end: np.ndarray
-    tracks: list[dict[str, Any]]
-    first_row: np.ndarray  # per track: its first segment row
-    n_segments: np.ndarray  # per track
-
-    @classmethod
-    def read(cls, segments_path: Path, tracks_path: Path) -> IdTables:
-        import pyarrow.parquet as pq
-
-        seg = pq.read_table(segments_path)
-        tracks = pq.read_table(tracks_path).to_pylist()
-        position = {t["track_id"]: i for i, t in enumerate(tracks)}
-        seg_tracks = seg.column("track_id").to_pylist()
-        n_segments = np.array([int(t["n_segments"]) for t in tracks], dtype=np.int64)
-        return cls(
-            segment_ids=np.asarray(seg.column("segment_id").to_pylist(), dtype=object),
-            segment_track=np.fromiter((position[t] for t in seg_tracks), dtype=np.int64, count=len(seg_tracks)),
-            segment_start=seg.column("start_s").to_numpy().astype(np.float64),
-            segment_end=seg.column("end_s").to_numpy().astype(np.float64),
-            tracks=tracks,
-            first_row=np.concatenate([[0], np.cumsum(n_segments)[:-1]]).astype(np.int64),
-            n_segments=n_segments,
-        )
-
-    def position(self, track_id: str) -> int | None:
-        for i, t in enumerate(self.tracks):
-            if t["track_id"] == track_id:
-                return i
-        return None
-
-
 class Searcher:
     """Everything a query needs, loaded once: encoder, segment index, id tables, identify threshold."""
 
@@ -207,7 +139,6 @@ class Searcher:
         self.features = features
         self.settings: FeatureSettings = encoder.feature_settings
         self.segment_frames = int(encoder.segment_frames)
-        self._logmel: Any = None
         self._track_pos = {t["track_id"]: i for i, t in enumerate(tables.tracks)}
 
     # --- opening -------------------------------------------------------------------------------------------
@@ -258,30 +189,29 @@ class Searcher:
         include_self: bool | None = None,
         segments: bool = False,
     ) -> QueryResult:
-        """Query with an audio file of any supported format and length."""
-        from embedtool.audio.decode import decode_file
-
+        """Query with an audio file of any supported format and length (featurised block by block, like a
+        library file: memory stays bounded for a long query)."""
         path = Path(path)
         if not path.is_file():
             raise InputError(f"Query file not found: {path}")
         t0 = time.perf_counter()
         try:
-            decoded = decode_file(path, self.settings.sample_rate)
+            mel, _ = featurise_file(path, self.settings)
         except InputError:
             raise
         except Exception as exc:  # decoders raise many types for unreadable input
             raise InputError(f"Cannot read query audio {path}: {exc}") from exc
-        decode_s = time.perf_counter() - t0
+        features_s = time.perf_counter() - t0
         library = self._library_track_of_file(path)
         mode = mode or self.options.mode  # type: ignore[assignment]
         include = self.options.include_self if include_self is None else include_self
         if exclude_track is None and library is not None and mode == "similar" and not include:
             exclude_track = library
-        result = self.query_samples(
-            decoded.samples, decoded.sample_rate, mode=mode, k=k, exclude_track=exclude_track, segments=segments
+        result = self.query_mel(
+            np.asarray(mel, dtype=np.float32), mode=mode, k=k, exclude_track=exclude_track, segments=segments
         )
         result.query.update({"source": str(path), "library_track": library})
-        result.timings = {"decode": decode_s, **result.timings}
+        result.timings = {"features": features_s, **result.timings}
         return result
 
     def query_track(
@@ -319,24 +249,7 @@ class Searcher:
     ) -> QueryResult:
         """Query with mono (or (n, channels)) float samples at ``sample_rate``."""
         t0 = time.perf_counter()
-        samples = np.asarray(samples, dtype=np.float32)
-        if samples.ndim == 2:
-            samples = samples.mean(axis=1)
-        if samples.ndim != 1:
-            raise InputError(f"Query samples must be mono (n,) or (n, channels), not shape {samples.shape}")
-        if int(sample_rate) != self.settings.sample_rate and len(samples):
-            import torch
-            import torchaudio
-
-            samples = torchaudio.functional.resample(
-                torch.from_numpy(samples), int(sample_rate), self.settings.sample_rate
-            ).numpy()
-        if not np.all(np.isfinite(samples)):
-            raise InputError("Query audio holds non-finite samples (corrupt audio).")
-        mel = self._mel(samples)
-        # Round like the library's stored float16 features, so a library file queried as audio gives the
-        # same windows as the stored ones.
-        mel = mel.astype(np.float16).astype(np.float32)
+        mel = np.asarray(featurise_samples(samples, sample_rate, self.settings), dtype=np.float32)
         features_s = time.perf_counter() - t0
         result = self.query_mel(mel, mode=mode, k=k, exclude_track=exclude_track, segments=segments)
         result.timings = {"features": features_s, **result.timings}
@@ -509,13 +422,6 @@ class Searcher:
             return tid
         found = self.find_track(str(path)) if Path(path).exists() else None
         return found["track_id"] if found else None
-
-    def _mel(self, samples: np.ndarray) -> np.ndarray:
-        if self._logmel is None:
-            from embedtool.audio.melspec import LogMel
-
-            self._logmel = LogMel(self.settings)
-        return np.asarray(self._logmel(samples), dtype=np.float32)
 
 
 def _refine_vectors(workspace: Workspace, expected_fingerprint: str) -> np.ndarray:

@@ -1,0 +1,53 @@
+"""Options of `embedtool index` (section ``index`` in embedtool.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from embedtool.errors import ConfigError
+from embedtool.indexing.search import KINDS
+
+
+@dataclass
+class IndexOptions:
+    """Options of `embedtool index` (section ``index`` in embedtool.yaml)."""
+
+    kind: str = "auto"  # auto | flat | hnsw | ivf | ivf-pq
+    target_recall: float = 0.95  # recall@recall_k against exact search that tuning must reach
+    recall_k: int = 10
+    exact_max_cost: int = 20_000_000  # auto: exact search while n * dim is at most this
+    memory_budget_mb: float = 2048.0  # auto: raw float32 vectors above this go to ivf-pq
+    eval_queries: int = 200  # held-out queries for tuning and measuring recall
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 64
+    ivf_nlist: int = 0  # 0: about sqrt(n) cells
+    pq_m: int = 0  # 0: chosen from dim (sub-vectors of 8+ dims, at most 64 bytes a vector)
+    seed: int = 0
+    # identify-mode threshold on the confidence (query.calibrate): calibrated from library excerpts unless fixed
+    identify_threshold: float | None = None
+    calibration_tracks: int = 200  # library tracks whose excerpts calibrate the threshold
+    calibration_lengths_s: tuple[float, ...] = (1.0, 3.0, 10.0)  # excerpt lengths, one threshold each
+    calibration_snr_db: float = 15.0  # noise added (in the Mel domain) to calibration excerpts
+
+    @classmethod
+    def from_preset(cls, name: str) -> IndexOptions:
+        if name in ("default", "thesis", "tile2vec"):
+            return cls()
+        raise ConfigError(f"Unknown index preset {name!r}; valid: default, thesis, tile2vec")
+
+    def validate(self) -> None:
+        if self.kind != "auto" and self.kind not in KINDS:
+            raise ConfigError(f"index.kind must be one of auto, {', '.join(KINDS)}; not {self.kind!r}")
+        if not 0 < self.target_recall <= 1:
+            raise ConfigError(f"index.target_recall must be in (0, 1], not {self.target_recall}")
+        if self.recall_k < 1 or self.eval_queries < 1:
+            raise ConfigError("index.recall_k and index.eval_queries must be positive")
+        if self.memory_budget_mb <= 0 or self.exact_max_cost < 0:
+            raise ConfigError("index.memory_budget_mb must be positive and index.exact_max_cost non-negative")
+        if self.hnsw_m < 4 or self.hnsw_ef_construction < 8:
+            raise ConfigError("index.hnsw_m must be >= 4 and index.hnsw_ef_construction >= 8")
+        if self.ivf_nlist < 0 or self.pq_m < 0:
+            raise ConfigError("index.ivf_nlist and index.pq_m must be non-negative (0 = automatic)")
+        lengths = self.calibration_lengths_s
+        if not lengths or min(lengths) <= 0 or self.calibration_tracks < 1:
+            raise ConfigError("index.calibration_lengths_s and index.calibration_tracks must be positive")

@@ -1,0 +1,64 @@
+"""The index artefact's files and its row -> id tables.
+
+index/
+  meta.json          kind "index": the index options, inputs (embeddings, model, features fingerprints),
+                     extra: each index's kind, parameters, recall and latency; the identify calibration;
+                     hop_s, segment_seconds, feature_settings, dim
+  segments.faiss     FAISS index over segment embeddings (ids = rows of segments.parquet)
+  tracks.faiss       FAISS index over track embeddings (ids = rows of tracks.parquet)
+  segments.parquet   copies of the embeddings' tables the index was built from
+  tracks.parquet
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+KIND = "index"
+FORMAT_VERSION = 1
+SEGMENT_INDEX = "segments.faiss"
+TRACK_INDEX = "tracks.faiss"
+SEGMENT_TABLE = "segments.parquet"
+TRACK_TABLE = "tracks.parquet"
+
+
+@dataclass
+class IdTables:
+    """Row -> stable id tables of an index (copies of the embeddings tables it was built from)."""
+
+    segment_ids: np.ndarray  # object array of segment ids, by row
+    segment_track: np.ndarray  # int64: row -> position in ``tracks``
+    segment_start: np.ndarray
+    segment_end: np.ndarray
+    tracks: list[dict[str, Any]]
+    first_row: np.ndarray  # per track: its first segment row
+    n_segments: np.ndarray  # per track
+
+    @classmethod
+    def read(cls, segments_path: Path, tracks_path: Path) -> IdTables:
+        import pyarrow.parquet as pq
+
+        seg = pq.read_table(segments_path)
+        tracks = pq.read_table(tracks_path).to_pylist()
+        position = {t["track_id"]: i for i, t in enumerate(tracks)}
+        seg_tracks = seg.column("track_id").to_pylist()
+        n_segments = np.array([int(t["n_segments"]) for t in tracks], dtype=np.int64)
+        return cls(
+            segment_ids=np.asarray(seg.column("segment_id").to_pylist(), dtype=object),
+            segment_track=np.fromiter((position[t] for t in seg_tracks), dtype=np.int64, count=len(seg_tracks)),
+            segment_start=seg.column("start_s").to_numpy().astype(np.float64),
+            segment_end=seg.column("end_s").to_numpy().astype(np.float64),
+            tracks=tracks,
+            first_row=np.concatenate([[0], np.cumsum(n_segments)[:-1]]).astype(np.int64),
+            n_segments=n_segments,
+        )
+
+    def position(self, track_id: str) -> int | None:
+        for i, t in enumerate(self.tracks):
+            if t["track_id"] == track_id:
+                return i
+        return None

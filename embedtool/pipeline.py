@@ -1,0 +1,201 @@
+"""The stages as a user runs them, on a workspace: ``verb(workspace, options, progress=None) -> report``.
+
+Each function reads the artefacts its stage needs from the workspace and writes its own, exactly as the command of
+the same name does (the CLI is a thin adapter over these). Where a stage needs an earlier artefact that is missing
+or stale, it says so in its report rather than silently: ``index`` exports embeddings first when they are stale by
+:func:`embeddings_staleness` — the one rule for "the embeddings no longer match the model and features".
+
+    ws = Workspace.at("my-library")
+    extract(ws, ["~/Music"])
+    train(ws)                     # or adopt(ws, "general")
+    index(ws)                     # exports embeddings first when stale, builds, calibrates identify
+    Searcher.open(ws).query_file("clip.mp3", mode="identify")
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from embedtool.analysis.classify import ClassifyOptions, ClassifyResult, FilePrediction, predict_files, run_classify
+from embedtool.analysis.cluster import ClusterOptions, ClusterResult, run_cluster
+from embedtool.analysis.evaluate import EvaluateOptions, EvaluateResult, run_evaluate
+from embedtool.artefacts import staged_dir
+from embedtool.audio.settings import FeatureSettings
+from embedtool.embedding.export import EmbedReport, export_embeddings, load_encoder
+from embedtool.embedding.options import EmbedOptions
+from embedtool.embedding.store import EmbeddingStore
+from embedtool.errors import EmbedtoolError, MissingArtefactError
+from embedtool.features.extract import ExtractReport, run_extract
+from embedtool.features.options import ExtractOptions
+from embedtool.features.store import FeatureStore
+from embedtool.indexing.build import build_index, copy_id_tables, write_index_files
+from embedtool.indexing.options import IndexOptions
+from embedtool.indexing.store import SEGMENT_TABLE, TRACK_TABLE, IdTables
+from embedtool.model.device import resolve_device_name
+from embedtool.model.encoder import Encoder
+from embedtool.model.settings import TrainSettings
+from embedtool.progress import Progress
+from embedtool.query.calibrate import calibrate_identify
+from embedtool.query.decision import STATISTIC
+from embedtool.query.searcher import Searcher
+from embedtool.training.pretrained import adopt_model
+from embedtool.training.trainer import TrainReport
+from embedtool.training.trainer import train as run_train
+from embedtool.workspace import Workspace
+
+
+def extract(
+    workspace: Workspace,
+    roots: Sequence[Path | str],
+    settings: FeatureSettings | None = None,
+    options: ExtractOptions | None = None,
+    progress: Any = None,
+) -> ExtractReport:
+    """Decode and featurise the audio under ``roots`` into the workspace's features (incremental, resumable).
+    ``progress`` receives an :class:`ExtractProgress` after each file."""
+    folders = [Path(root).expanduser() for root in roots]
+    return run_extract(
+        folders, workspace.features, settings or FeatureSettings(), options or ExtractOptions(), progress
+    )
+
+
+def train(
+    workspace: Workspace, settings: TrainSettings | None = None, resume: bool = False, progress: Any = None
+) -> TrainReport:
+    """Train the workspace's model on its features (self-supervised); ``progress`` receives one dict per event."""
+    return run_train(
+        workspace.features, workspace.split, workspace.model, settings or TrainSettings(), resume=resume,
+        progress=progress,
+    )  # fmt: skip
+
+
+def adopt(workspace: Workspace, model: str = "general", settings: TrainSettings | None = None) -> Encoder:
+    """Make a bundled model (``general``) or another model folder this workspace's model, unchanged."""
+    return adopt_model(model, workspace.features, workspace.split, workspace.model, settings or TrainSettings())
+
+
+def embed(workspace: Workspace, options: EmbedOptions | None = None, progress: Progress | None = None) -> EmbedReport:
+    """Export segment and track embeddings (and track descriptors) with the workspace's model (incremental)."""
+    return export_embeddings(workspace.features, workspace.model, workspace.embeddings, options, progress)
+
+
+def embeddings_staleness(
+    workspace: Workspace, model_fingerprint: str, features_fingerprint: str, hop_seconds: float
+) -> str | None:
+    """Why the workspace's embeddings must be (re-)exported, or None when they are current."""
+    try:
+        store = EmbeddingStore(workspace.embeddings)
+    except EmbedtoolError:
+        return "no embeddings yet"
+    if store.model_fingerprint != model_fingerprint:
+        return f"the model changed ({store.model_fingerprint} -> {model_fingerprint})"
+    if store.features_fingerprint != features_fingerprint:
+        return "the features changed (tracks added, removed or re-extracted)"
+    if store.hop_seconds_option != float(hop_seconds):
+        return f"the segment hop changed ({store.meta.config.get('hop_seconds')} -> {hop_seconds} s)"
+    if not store.descriptors_current:
+        return "the embeddings' track descriptors are missing or outdated"
+    return None
+
+
+@dataclass
+class IndexReport:
+    """What `embedtool index` did: the export it ran first (if any) and both indexes' facts."""
+
+    export: dict[str, Any] | None
+    segments: dict[str, Any]
+    tracks: dict[str, Any]
+    identify: dict[str, Any]
+    bytes: int
+    seconds: float
+    fingerprint: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def index(
+    workspace: Workspace,
+    options: IndexOptions | None = None,
+    embed_options: EmbedOptions | None = None,
+    progress: Progress | None = None,
+) -> IndexReport:
+    """Export embeddings when missing or stale, build and tune both indexes, calibrate identify, write atomically."""
+    options = options or IndexOptions()
+    options.validate()
+    embed_options = embed_options or EmbedOptions()
+    started = time.perf_counter()
+    if not (workspace.model / "meta.json").is_file():
+        raise MissingArtefactError(f"No model at {workspace.model} (make it with `embedtool train`).")
+    encoder = load_encoder(workspace.model, resolve_device_name(embed_options.device))
+    features = FeatureStore(workspace.features)
+    export: dict[str, Any] | None = None
+    stale = embeddings_staleness(workspace, encoder.fingerprint, features.fingerprint, embed_options.hop_seconds)
+    if stale:
+        report = export_embeddings(workspace.features, encoder, workspace.embeddings, embed_options, progress)
+        export = {**report.to_dict(), "why": stale}
+    store = EmbeddingStore(workspace.embeddings)
+
+    segments = build_index(store.segment_vectors(), options, progress, "segment index")
+    tracks = build_index(store.track_vectors(), options, progress, "track index")
+    with staged_dir(workspace.index) as stage:
+        copy_id_tables(store, stage)
+        if options.identify_threshold is not None:
+            identify: dict[str, Any] = {"statistic": STATISTIC, "threshold": options.identify_threshold,
+                                        "calibrated": False, "reason": "fixed by index.identify_threshold"}  # fmt: skip
+        else:
+            tables = IdTables.read(stage / SEGMENT_TABLE, stage / TRACK_TABLE)
+            searcher = Searcher(encoder, segments.index, tables, store.hop_s, None)
+            identify = calibrate_identify(
+                searcher, features, options.calibration_tracks, options.calibration_lengths_s,
+                options.calibration_snr_db, options.seed, progress,
+            )  # fmt: skip
+        summaries, meta = write_index_files(stage, segments, tracks, store, options, identify)
+    return IndexReport(
+        export=export,
+        segments=summaries["segments"],
+        tracks=summaries["tracks"],
+        identify=identify,
+        bytes=int(meta.extra["bytes"]),
+        seconds=time.perf_counter() - started,
+        fingerprint=meta.fingerprint,
+    )
+
+
+def cluster(
+    workspace: Workspace, options: ClusterOptions | None = None, progress: Progress | None = None
+) -> ClusterResult:
+    """k-Means clusters of the workspace's track embeddings, with exemplars and a 2-D map."""
+    return run_cluster(workspace.embeddings, workspace.clusters, options or ClusterOptions(), progress)
+
+
+def classify(
+    workspace: Workspace, options: ClassifyOptions | None = None, progress: Progress | None = None
+) -> ClassifyResult:
+    """Fit and save a logistic classifier on the labelled tracks; held-out scores by the workspace's split."""
+    return run_classify(
+        workspace.embeddings, workspace.classifier, options or ClassifyOptions(), workspace.split, progress
+    )
+
+
+def predict(
+    workspace: Workspace, paths: Sequence[Path | str], segments: bool = False, progress: Progress | None = None
+) -> list[FilePrediction]:
+    """Label audio files with the workspace's saved classifier (``embedtool classify QUERY...``)."""
+    files = [Path(p).expanduser() for p in paths]
+    return predict_files(workspace.classifier, workspace.model, files, segments=segments, progress=progress)
+
+
+def evaluate(
+    workspace: Workspace,
+    options: EvaluateOptions | None = None,
+    classify_options: ClassifyOptions | None = None,
+    cluster_options: ClusterOptions | None = None,
+    progress: Progress | None = None,
+) -> EvaluateResult:
+    """An honest report on the workspace's embeddings against baselines (no leakage across the split)."""
+    return run_evaluate(workspace, options or EvaluateOptions(), classify_options, cluster_options, progress)

@@ -1,0 +1,39 @@
+"""Options of `embedtool neighbours` (section ``neighbours`` in embedtool.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from embedtool.errors import ConfigError
+
+
+@dataclass
+class NeighbourOptions:
+    """Options of `embedtool neighbours` (section ``neighbours`` in embedtool.yaml)."""
+
+    mode: str = "similar"  # similar | identify
+    k: int = 10  # tracks to return
+    hits_per_window: int = 32  # segment hits fetched per query window before voting
+    # Step between query windows; 0 = automatic: half the library's segment hop for queries shorter than
+    # DENSE_QUERY_SECONDS (twice the votes for a short excerpt, every other window within a quarter hop of the
+    # library's grid), the library's hop for longer ones (votes are plentiful; embedding time is not free).
+    query_hop_seconds: float = 0.0
+    tolerance_bins: int = 1  # voting: offsets within this many reference hops of the best agree
+    # Shorter queries are refused: too little to match on. Low enough for drum one-shots (a tabla hit is ~43 ms
+    # of sound plus its tail), high enough to refuse a click or an empty file.
+    min_query_seconds: float = 0.1
+    include_self: bool = False  # similar mode: keep the query's own track when it is in the library
+
+    @classmethod
+    def from_preset(cls, name: str) -> NeighbourOptions:
+        if name in ("default", "thesis", "tile2vec"):
+            return cls()
+        raise ConfigError(f"Unknown neighbours preset {name!r}; valid: default, thesis, tile2vec")
+
+    def validate(self) -> None:
+        if self.mode not in ("similar", "identify"):
+            raise ConfigError(f"neighbours.mode must be 'similar' or 'identify', not {self.mode!r}")
+        if self.k < 1 or self.hits_per_window < 1:
+            raise ConfigError("neighbours.k and neighbours.hits_per_window must be at least 1")
+        if self.query_hop_seconds < 0 or self.tolerance_bins < 0 or self.min_query_seconds < 0:
+            raise ConfigError("neighbours.query_hop_seconds, tolerance_bins and min_query_seconds must be >= 0")
