@@ -5,12 +5,8 @@ The decision reads a query's **confidence**: how much nearer the best track is t
 query from a library track sits far nearer its own track than any other; a query from elsewhere sits about as
 near its two closest tracks, however high both scores are (soundtracks reuse their themes, a genre shares its
 sound). Unlike the best score, this ratio does not sink when noise or a level change pulls every score down,
-nor rise for a short query whose few windows all score high. Measured on music-dev (``bench/bench_identify.py``;
-one threshold per rule, set for 5% false accepts of clean 3 s excerpts of tracks left out of the index): false
-accepts at 1 / 3 / 10 s 22% / 5% / 0.5% with the best score, 3% / 5% / 2.5% with the confidence; true accepts of
-10 s excerpts at -12 dB 0.40 -> 0.91; drum one-shots against that music index pass the calibrated threshold 53%
-of the time with the best score, 5% with the confidence. The price: more of a library's own look-alike tracks
-pass at 3-10 s under the Youden balance (README, identify benchmark).
+nor rise for a short query whose few windows all score high. Measured against the best score, and its price:
+docs/decisions/0005-identify-confidence-rule.md (``bench/bench_identify.py``).
 
 Each of the excerpt lengths ``calibration_lengths_s`` (1, 3 and 10 s) gets its own threshold, and a query's
 threshold is interpolated by its duration: a 1 s query sets its true track less far apart than a 10 s one, and
