@@ -29,11 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+from _common import CORPORA, log, result_path, timestamp, write_json
 
 
 def prepare(corpus: str, root: Path, work: Path, args: argparse.Namespace) -> Any:
@@ -84,8 +80,8 @@ def prepare(corpus: str, root: Path, work: Path, args: argparse.Namespace) -> An
 
 
 def evaluate(corpus: str, ws: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from embedtool.analysis.classify import ClassifyOptions
-    from embedtool.analysis.evaluate import EvaluateOptions, run_evaluate
+    from embedtool.analysis.evaluate import run_evaluate
+    from embedtool.analysis.options import ClassifyOptions, EvaluateOptions
 
     out: dict[str, Any] = {}
     t = time.perf_counter()
@@ -196,7 +192,7 @@ def main() -> None:
     parser.add_argument(
         "--corpora",
         type=Path,
-        default=Path(os.environ.get("EMBEDTOOL_CORPORA", "~/.cache/embedtool-corpora")).expanduser(),
+        default=Path(os.environ.get("EMBEDTOOL_CORPORA", CORPORA)).expanduser(),
     )
     parser.add_argument("--work", type=Path, default=Path("~/.cache/embedtool-bench").expanduser())
     parser.add_argument("--only", nargs="*", default=["music-dev", "drums"])
@@ -212,7 +208,7 @@ def main() -> None:
         for path in args.show:
             reprint(path)
         return
-    args.stamp = time.strftime("%Y%m%d-%H%M%S")
+    args.stamp = timestamp()
 
     import torch
 
@@ -229,11 +225,10 @@ def main() -> None:
             "facts": facts,
             "eval": evaluate(corpus, ws, args),
         }
-    out_dir = HERE / "results"
-    out_dir.mkdir(exist_ok=True)
-    path = out_dir / f"bench_evaluate-{args.stamp}.json"
-    path.write_text(
-        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2, default=str)
+    path = write_json(
+        result_path("bench_evaluate", args.stamp),
+        {"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
+        default=str,
     )
     print()
     reprint(path)

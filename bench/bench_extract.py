@@ -32,7 +32,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -43,6 +42,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
+from _common import MUSIC_DEV, result_path, write_json  # noqa: E402
 
 from embedtool.audio.decode import decode_file  # noqa: E402
 from embedtool.audio.discover import discover_audio  # noqa: E402
@@ -50,8 +50,6 @@ from embedtool.audio.settings import FeatureSettings  # noqa: E402
 from embedtool.features.extract import run_extract  # noqa: E402
 from embedtool.features.options import ExtractOptions  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_ROOT = Path.home() / ".cache" / "embedtool-corpora" / "music-dev"
 LONG_FILE = Path.home() / ".cache" / "embedtool-bench" / "two-hours-44k1-stereo.flac"
 
 
@@ -174,7 +172,7 @@ def long_file_peak_rss() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    parser.add_argument("--root", type=Path, default=MUSIC_DEV)
     parser.add_argument("--limit", type=int, default=0, help="use every k-th file so that N files remain")
     parser.add_argument("--no-long", action="store_true", help="skip the two-hour peak-RSS measurement")
     args = parser.parse_args()
@@ -264,9 +262,8 @@ def main() -> None:
     }
     if not args.no_long:
         out["long_file"] = long_file_peak_rss()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_extract.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(f"\nwrote {RESULTS / 'bench_extract.json'}")
+    path = write_json(result_path("bench_extract"), out, final_newline=True)
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

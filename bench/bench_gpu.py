@@ -36,10 +36,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import torch
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from bench_train import log, pipeline_rate, print_table, synthetic_rate  # noqa: E402
+from _common import log, pipeline_rate, print_table, result_path, synthetic_rate, timestamp, write_json
 
 SR = 16000
 
@@ -216,9 +213,7 @@ def main() -> None:
     except RuntimeError as exc:  # a failing CLI step is a finding: keep the figures measured so far
         results["checks"] = {"error": str(exc)}
     print(json.dumps(results["checks"], indent=2))
-    out = Path(args.out) if args.out else HERE / "results" / f"bench_gpu-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    out = write_json(Path(args.out) if args.out else result_path("bench_gpu", timestamp()), results)
     log(f"wrote {out}")
     required = ("losses_finite", "resumed_on_cpu", "embeddings_match", "identify_right", "general_matches")
     sys.exit(0 if all(results["checks"].get(k) for k in required) else 1)

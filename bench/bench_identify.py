@@ -22,12 +22,11 @@ Writes bench/results/bench_identify.json.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+from _common import result_path, write_json
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LENGTHS = (1.0, 3.0, 10.0)
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
 
@@ -172,8 +171,7 @@ def main() -> None:
         }
         report["rules"][name] = {"threshold_at_5pct": at_5, "by_length": rows, "calibrated": by_length,
                                  "as_calibrated": product, "out_of_domain_accepted": ood_rates}  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_identify.json").write_text(json.dumps(report, indent=2))
+    path = write_json(result_path("bench_identify"), report)
     for name, r in report["rules"].items():
         print(f"\n{name}: threshold for 5% false accepts at 3 s = {r['threshold_at_5pct']:.3f}")
         print(f"  {'length':>6} {'FAR':>6} " + " ".join(f"{k:>8}" for k in ("clean", "gain-12", "mel10dB", "mel5dB")))
@@ -185,7 +183,7 @@ def main() -> None:
             cells = " ".join(f"{row[k]:8.2f}" for k in ("clean", "gain-12", "mel10dB", "mel5dB"))
             print(f"  {length:>6} {row['false_accepts']:6.3f} {cells}   threshold {row['threshold']:.3f}")
         print("  out-of-domain accepted: " + ", ".join(f"{k} {v:.2f}" for k, v in r["out_of_domain_accepted"].items()))
-    print(f"\nwritten {RESULTS / 'bench_identify.json'}")
+    print(f"\nwritten {path}")
 
 
 if __name__ == "__main__":

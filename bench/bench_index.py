@@ -14,7 +14,6 @@ Annoy is a bench-only dependency (`.venv/bin/pip install annoy`). Writes bench/r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -22,13 +21,12 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from _common import result_path, write_json
 
 from embedtool.embedding.pooling import l2_normalise
 from embedtool.indexing.build import build_index
 from embedtool.indexing.options import IndexOptions
 from embedtool.indexing.search import recall_at_k
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def clustered(n: int, dim: int, n_clusters: int, spread: float, seed: int) -> np.ndarray:
@@ -150,9 +148,7 @@ def main() -> None:
             run(vectors[perm[nq:]], vectors[perm[:nq]], f"embedtool embeddings ({args.embeddings})", (30, 1000),
                 args.skip_sklearn, args.target_recall)
         )  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "bench_index.json"
-    out.write_text(json.dumps({"argv": sys.argv, "cpus": os.cpu_count(), "runs": runs}, indent=2, default=str))
+    out = write_json(result_path("bench_index"), {"argv": sys.argv, "cpus": os.cpu_count(), "runs": runs}, default=str)
     print(f"\nwritten {out}")
 
 

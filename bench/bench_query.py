@@ -29,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from _common import WS_MUSIC, result_path, write_json
 
 DRIVER = r"""
 import json, sys, time
@@ -74,7 +73,7 @@ def make_song(path: Path, seconds: float = 240.0, sr: int = 44100, seed: int = 0
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workspace", type=Path, default=RESULTS / "ws-music")
+    parser.add_argument("--workspace", type=Path, default=WS_MUSIC)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="OMP/MKL threads of the measured processes")
     args = parser.parse_args()
@@ -119,24 +118,20 @@ def main() -> None:
     print(f"CLI beyond importing torch {cli_s - torch_s:.2f} s")
     beyond_driver = median["total"] - median["import torch"]
     print(f"driver: beyond importing torch {beyond_driver:.2f} s (target <= 1.5 s)")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out_path = RESULTS / "bench_query.json"
-    out_path.write_text(
-        json.dumps(
-            {
-                "argv": sys.argv,
-                "workspace": str(ws),
-                "threads": args.threads,
-                "median_stages_s": median,
-                "cli_wall_s": runs["cli"],
-                "torch_import_s": runs["torch"],
-                "cli_beyond_torch_s": cli_s - torch_s,
-                "driver_beyond_torch_s": beyond_driver,
-                "driver_cpu_beyond_torch_s": median["cpu total"] - median["cpu import torch"],
-                "driver_runs": runs["driver"],
-            },
-            indent=2,
-        )
+    out_path = write_json(
+        result_path("bench_query"),
+        {
+            "argv": sys.argv,
+            "workspace": str(ws),
+            "threads": args.threads,
+            "median_stages_s": median,
+            "cli_wall_s": runs["cli"],
+            "torch_import_s": runs["torch"],
+            "cli_beyond_torch_s": cli_s - torch_s,
+            "driver_beyond_torch_s": beyond_driver,
+            "driver_cpu_beyond_torch_s": median["cpu total"] - median["cpu import torch"],
+            "driver_runs": runs["driver"],
+        },
     )
     print(f"written {out_path}")
 

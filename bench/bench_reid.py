@@ -16,7 +16,6 @@ Writes bench/results/bench_reid.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -24,9 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-
-RESULTS = Path(__file__).resolve().parent / "results"
-CORPUS = Path.home() / ".cache" / "embedtool-corpora" / "music-dev"
+from _common import MUSIC_DEV, WS_MUSIC, result_path, write_json
 
 
 def prepare(ws_root: Path, corpus: Path, epochs: int | None, steps: int | None) -> None:
@@ -68,8 +65,8 @@ def add_noise(x: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndar
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workspace", type=Path, default=RESULTS / "ws-music")
-    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--workspace", type=Path, default=WS_MUSIC)
+    parser.add_argument("--corpus", type=Path, default=MUSIC_DEV)
     parser.add_argument("--prepare", action="store_true", help="extract, train and index first where missing")
     parser.add_argument("--epochs", type=int, help="--prepare: time-box training to this many epochs")
     parser.add_argument("--steps-per-epoch", type=int)
@@ -143,9 +140,7 @@ def main() -> None:
         f"{n:8d} {summary['top1']:7.1%} {summary['top5']:7.1%} {summary['time_range_ok']:8.1%} "
         f"{summary['no_match_rate']:9.1%} {summary['median_latency_s'] * 1000:7.0f}ms"
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "bench_reid.json"
-    out.write_text(json.dumps({"argv": sys.argv, "summary": summary, "queries": rows}, indent=2))
+    out = write_json(result_path("bench_reid"), {"argv": sys.argv, "summary": summary, "queries": rows})
     print(f"written {out}")
 
 

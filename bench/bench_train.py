@@ -26,7 +26,6 @@ Prints tables and writes bench/results/bench_train-<time>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from dataclasses import replace
@@ -35,13 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-HERE = Path(__file__).resolve().parent
-CORPUS = Path.home() / ".cache" / "embedtool-corpora" / "music-dev"
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+from _common import MUSIC_DEV, log, pipeline_rate, print_table, result_path, synthetic_rate, timestamp, write_json
 
 
 def prepare_features(work: Path, args: argparse.Namespace) -> Path:
@@ -61,64 +54,12 @@ def prepare_features(work: Path, args: argparse.Namespace) -> Path:
             shutil.copytree(source, features)
             return features
     t = time.perf_counter()
-    report = run_extract([CORPUS], features, FeatureSettings(), ExtractOptions(jobs=args.jobs))
+    report = run_extract([MUSIC_DEV], features, FeatureSettings(), ExtractOptions(jobs=args.jobs))
     log(f"extracted {report.tracks} tracks ({report.total_hours:.2f} h) in {time.perf_counter() - t:.0f} s")
     return features
 
 
 # --- part 1: throughput -------------------------------------------------------------------------------------
-
-
-def synthetic_rate(settings: Any, n_mels: int, segment_frames: int, steps: int) -> float:
-    """Triplets/s of the bare training step on in-memory random tensors (no data pipeline), on
-    ``settings.device`` with the trainer's CUDA choices (bf16 autocast, channels-last) when that is a GPU."""
-    from contextlib import nullcontext
-
-    from embedtool.model.device import resolve_device
-    from embedtool.model.network import build_network
-    from embedtool.training.losses import triplet_loss
-    from embedtool.training.trainer import make_optimizer
-
-    torch.manual_seed(0)
-    device = resolve_device(settings.device)
-    cuda = device.type == "cuda"
-    net = build_network(settings).train().to(device)
-    if cuda and settings.channels_last:
-        net.to(memory_format=torch.channels_last)
-    opt = make_optimizer(net, settings)
-    bs = settings.batch_size
-    x = torch.randn(3 * bs, 1, segment_frames, n_mels, device=device)
-    if cuda and settings.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    tracks = torch.arange(bs, device=device)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda and settings.amp else nullcontext
-    elapsed = 0.0
-    for i in range(steps + 1):
-        if cuda:
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        with autocast():
-            emb = net(x)
-        a, p, n = emb.float().chunk(3)
-        loss, _ = triplet_loss(a, p, n, settings.loss, settings.margin, settings.norm_penalty, settings.mining,
-                               anchor_track=tracks, negative_track=tracks + bs)  # fmt: skip
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if cuda:
-            torch.cuda.synchronize()
-        if i:  # the first step pays one-off costs
-            elapsed += time.perf_counter() - t
-    return steps * bs / elapsed
-
-
-def pipeline_rate(features: Path, work: Path, settings: Any, steps: int) -> float:
-    """Triplets/s measured by the trainer itself over one short epoch (validation time excluded)."""
-    from embedtool.training.trainer import train
-
-    s = replace(settings, epochs=1, steps_per_epoch=steps + 1, val_triplets=0, split_by="track", warmup_steps=0)
-    report = train(features, work / "tp-split", work / "tp-model", s)
-    return report.triplets_per_s
 
 
 def throughput(features: Path, work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -260,14 +201,6 @@ def quality(features: Path, work: Path, args: argparse.Namespace, rate: float | 
     }
 
 
-def print_table(title: str, rows: list[dict[str, Any]]) -> None:
-    print(f"\n{title}")
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    print(" | ".join(keys))
-    for r in rows:
-        print(" | ".join(f"{r[k]:.3f}" if isinstance(r.get(k), float) else str(r.get(k, "-")) for k in keys))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default=str(Path.home() / ".cache" / "embedtool-bench-train"))
@@ -294,9 +227,7 @@ def main() -> None:
     if not args.skip_quality:
         results["quality"] = quality(features, work, args, rate)
         print_table(f"quality on music-dev ({results['quality']['train']})", results["quality"]["rows"])
-    out = HERE / "results" / f"bench_train-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    out = write_json(result_path("bench_train", timestamp()), results)
     log(f"wrote {out}")
 
 

@@ -41,9 +41,9 @@ _EXPORTS = {
     "EmbedOptions": "embedtool.embedding.options",
     "IndexOptions": "embedtool.indexing.options",
     "NeighbourOptions": "embedtool.query.options",
-    "ClusterOptions": "embedtool.analysis.cluster",
-    "ClassifyOptions": "embedtool.analysis.classify",
-    "EvaluateOptions": "embedtool.analysis.evaluate",
+    "ClusterOptions": "embedtool.analysis.options",
+    "ClassifyOptions": "embedtool.analysis.options",
+    "EvaluateOptions": "embedtool.analysis.options",
     "FeatureStore": "embedtool.features.store",
     "EmbeddingStore": "embedtool.embedding.store",
     "EmbedtoolError": "embedtool.errors",
@@ -94,9 +94,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from embedtool.analysis.classify import ClassifyOptions
-    from embedtool.analysis.cluster import ClusterOptions
-    from embedtool.analysis.evaluate import EvaluateOptions
+    from embedtool.analysis.options import ClassifyOptions, ClusterOptions, EvaluateOptions
     from embedtool.audio.settings import FeatureSettings
     from embedtool.embedding.options import EmbedOptions
     from embedtool.embedding.store import EmbeddingStore

@@ -38,9 +38,9 @@ SECTIONS: dict[str, str] = {
     "embed": "embedtool.embedding.options:EmbedOptions",
     "index": "embedtool.indexing.options:IndexOptions",
     "neighbours": "embedtool.query.options:NeighbourOptions",
-    "cluster": "embedtool.analysis.cluster:ClusterOptions",
-    "classify": "embedtool.analysis.classify:ClassifyOptions",
-    "evaluate": "embedtool.analysis.evaluate:EvaluateOptions",
+    "cluster": "embedtool.analysis.options:ClusterOptions",
+    "classify": "embedtool.analysis.options:ClassifyOptions",
+    "evaluate": "embedtool.analysis.options:EvaluateOptions",
 }
 TOP_LEVEL_KEYS = ("workspace", "preset")
 

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedtool.analysis.classify import ClassifyOptions, ClassifyResult, FilePrediction, predict_files, run_classify
-from embedtool.analysis.cluster import ClusterOptions, ClusterResult, run_cluster
-from embedtool.analysis.evaluate import EvaluateOptions, EvaluateResult, run_evaluate
+from embedtool.analysis.classify import ClassifyResult, FilePrediction, predict_files, run_classify
+from embedtool.analysis.cluster import ClusterResult, run_cluster
+from embedtool.analysis.evaluate import EvaluateResult, run_evaluate
+from embedtool.analysis.options import ClassifyOptions, ClusterOptions, EvaluateOptions
 from embedtool.artefacts import staged_dir
 from embedtool.audio.settings import FeatureSettings
 from embedtool.embedding.export import EmbedReport, export_embeddings, load_encoder

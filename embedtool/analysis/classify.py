@@ -38,11 +38,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError, MissingArtefactError
+from embedtool.analysis.options import ClassifyOptions
+from embedtool.errors import IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.progress import Progress
 
 KIND = "classifier"
@@ -50,29 +51,6 @@ FORMAT_VERSION = 1
 C_GRID = (0.01, 0.1, 1.0, 10.0)  # candidates of C="auto"
 INNER_FOLDS = 3
 FALLBACK_C = 1.0
-
-
-@dataclass(frozen=True)
-class ClassifyOptions:
-    """Options of ``embedtool classify`` (config section ``classify``)."""
-
-    level: Literal["track", "segment"] = "track"
-    features: Literal["descriptors", "embeddings"] = "descriptors"  # what a track-level classifier reads
-    cv: int = 0  # 0: the persisted train/val split; N >= 2: grouped, stratified N-fold cross-validation
-    C: Literal["auto"] | float = "auto"  # inverse L2 regularisation strength; auto: inner grouped CV (see doc)
-    class_weight: Literal["balanced", "none"] = "balanced"
-    max_iter: int = 2000
-    seed: int = 0
-    refit_all: bool = True  # the saved classifier is refitted on every labelled track after evaluation
-    plots: bool = True
-
-    def validate(self) -> None:
-        if self.cv == 1 or self.cv < 0:
-            raise ConfigError(f"classify.cv must be 0 (use the persisted split) or at least 2, not {self.cv}")
-        if self.C != "auto" and float(self.C) <= 0:
-            raise ConfigError(f"classify.C must be positive or 'auto', not {self.C}")
-        if self.max_iter < 1:
-            raise ConfigError("classify.max_iter must be positive")
 
 
 def uses_descriptors(options: ClassifyOptions) -> bool:

@@ -26,53 +26,16 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from embedtool.errors import ConfigError, InputError
+from embedtool.analysis.options import ClusterOptions
+from embedtool.errors import InputError
 from embedtool.progress import Progress
 
 KIND = "clusters"
 FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class ClusterOptions:
-    """Options of ``embedtool cluster`` (config section ``cluster``)."""
-
-    k: str = "auto"  # a number of clusters, or "auto" (silhouette over k_min..k_max)
-    k_min: int = 2
-    k_max: int = 12
-    level: Literal["track", "segment"] = "track"
-    seed: int = 0
-    n_init: int = 5  # seeded k-Means restarts; the lowest inertia wins
-    iterations: int = 50
-    exemplars: int = 3  # items nearest each centroid reported as its exemplars
-    max_points: int = 5000  # sample size for silhouette and the 2-D map on large sets
-    projection: Literal["auto", "tsne", "umap", "pca"] = "auto"
-    plots: bool = True
-
-    def validate(self) -> None:
-        if self.k != "auto":
-            try:
-                value = int(self.k)
-            except ValueError:
-                raise ConfigError(f"cluster.k must be a whole number or 'auto', not {self.k!r}") from None
-            if value < 1:
-                raise ConfigError(f"cluster.k must be at least 1, not {value}")
-        if not 2 <= self.k_min <= self.k_max:
-            raise ConfigError(f"cluster.k_min/k_max must satisfy 2 <= k_min <= k_max; got {self.k_min}..{self.k_max}")
-        if self.n_init < 1 or self.iterations < 1:
-            raise ConfigError("cluster.n_init and cluster.iterations must be positive")
-        if self.exemplars < 1:
-            raise ConfigError("cluster.exemplars must be positive")
-        if self.max_points < 10:
-            raise ConfigError("cluster.max_points must be at least 10")
-
-    @property
-    def fixed_k(self) -> int | None:
-        return None if self.k == "auto" else int(self.k)
 
 
 # --- algorithms on arrays -----------------------------------------------------------------------------------

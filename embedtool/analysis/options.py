@@ -1,0 +1,123 @@
+"""Options of the analyses: `embedtool cluster`, `embedtool classify` and `embedtool evaluate` (config sections
+``cluster``, ``classify``, ``evaluate``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from embedtool.errors import ConfigError
+
+# The degradations evaluate's re-identification robustness applies to excerpts (see analysis.robustness).
+DEGRADATIONS = ("clean", "noise20", "noise10", "noise0", "mp3", "gain", "speed+3", "speed-3")
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Options of ``embedtool cluster`` (config section ``cluster``)."""
+
+    k: str = "auto"  # a number of clusters, or "auto" (silhouette over k_min..k_max)
+    k_min: int = 2
+    k_max: int = 12
+    level: Literal["track", "segment"] = "track"
+    seed: int = 0
+    n_init: int = 5  # seeded k-Means restarts; the lowest inertia wins
+    iterations: int = 50
+    exemplars: int = 3  # items nearest each centroid reported as its exemplars
+    max_points: int = 5000  # sample size for silhouette and the 2-D map on large sets
+    projection: Literal["auto", "tsne", "umap", "pca"] = "auto"
+    plots: bool = True
+
+    def validate(self) -> None:
+        if self.k != "auto":
+            try:
+                value = int(self.k)
+            except ValueError:
+                raise ConfigError(f"cluster.k must be a whole number or 'auto', not {self.k!r}") from None
+            if value < 1:
+                raise ConfigError(f"cluster.k must be at least 1, not {value}")
+        if not 2 <= self.k_min <= self.k_max:
+            raise ConfigError(f"cluster.k_min/k_max must satisfy 2 <= k_min <= k_max; got {self.k_min}..{self.k_max}")
+        if self.n_init < 1 or self.iterations < 1:
+            raise ConfigError("cluster.n_init and cluster.iterations must be positive")
+        if self.exemplars < 1:
+            raise ConfigError("cluster.exemplars must be positive")
+        if self.max_points < 10:
+            raise ConfigError("cluster.max_points must be at least 10")
+
+    @property
+    def fixed_k(self) -> int | None:
+        return None if self.k == "auto" else int(self.k)
+
+
+@dataclass(frozen=True)
+class ClassifyOptions:
+    """Options of ``embedtool classify`` (config section ``classify``)."""
+
+    level: Literal["track", "segment"] = "track"
+    features: Literal["descriptors", "embeddings"] = "descriptors"  # what a track-level classifier reads
+    cv: int = 0  # 0: the persisted train/val split; N >= 2: grouped, stratified N-fold cross-validation
+    C: Literal["auto"] | float = "auto"  # inverse L2 regularisation strength; auto: inner grouped CV (see doc)
+    class_weight: Literal["balanced", "none"] = "balanced"
+    max_iter: int = 2000
+    seed: int = 0
+    refit_all: bool = True  # the saved classifier is refitted on every labelled track after evaluation
+    plots: bool = True
+
+    def validate(self) -> None:
+        if self.cv == 1 or self.cv < 0:
+            raise ConfigError(f"classify.cv must be 0 (use the persisted split) or at least 2, not {self.cv}")
+        if self.C != "auto" and float(self.C) <= 0:
+            raise ConfigError(f"classify.C must be positive or 'auto', not {self.C}")
+        if self.max_iter < 1:
+            raise ConfigError("classify.max_iter must be positive")
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """Options of ``embedtool evaluate`` (config section ``evaluate``)."""
+
+    name: str = ""  # report folder name under reports/; empty: a UTC timestamp
+    k: tuple[int, ...] = (1, 5, 10)  # precision@k
+    exclude_same_group: bool = False  # retrieval: also leave out the query's group (e.g. the same drum kit)
+    robustness: bool = True
+    excerpt_seconds: tuple[float, ...] = (1.0, 3.0, 5.0, 10.0)
+    degradations: tuple[str, ...] = DEGRADATIONS
+    excerpts: int = 20  # excerpts per excerpt length (the same excerpts under every degradation)
+    gain_db: float = -12.0
+    mp3_compression: float = 0.5  # soundfile's MP3 compression level, constant bit rate (0.5: ~80 kbps at 16 kHz)
+    cluster_k: str = "labels"  # "labels" (k = number of labels), "auto", or a number
+    baselines: bool = True  # MFCC statistics baseline
+    untrained_baseline: bool = True  # the same network untrained, exported into a temporary folder
+    # A bundled model applied as it is (see training/pretrained.py): does training on this audio beat it?
+    # "" = off; left out when it is the workspace's own model or was made for other feature settings. Its export
+    # is kept in reports/.baselines/NAME and reused by the next run (only new tracks are embedded).
+    pretrained_baseline: str = "general"
+    baseline_kind: Literal["mfcc", "logmel"] = "mfcc"
+    n_mfcc: int = 20
+    projection: Literal["auto", "tsne", "umap", "pca"] = "auto"
+    max_points: int = 5000
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not self.k or min(self.k) < 1:
+            raise ConfigError("evaluate.k must be a list of positive integers")
+        if self.excerpts < 1:
+            raise ConfigError("evaluate.excerpts must be positive")
+        if not self.excerpt_seconds or min(self.excerpt_seconds) <= 0:
+            raise ConfigError("evaluate.excerpt_seconds must be positive lengths in seconds")
+        unknown = [d for d in self.degradations if d not in DEGRADATIONS]
+        if unknown:
+            raise ConfigError(f"evaluate.degradations: unknown {', '.join(unknown)}; valid: {', '.join(DEGRADATIONS)}")
+        if not 0 <= self.mp3_compression <= 1:
+            raise ConfigError("evaluate.mp3_compression must be in 0..1")
+        if self.cluster_k not in ("labels", "auto"):
+            try:
+                if int(self.cluster_k) < 1:
+                    raise ValueError
+            except ValueError:
+                raise ConfigError(
+                    f"evaluate.cluster_k must be 'labels', 'auto' or a positive number, not {self.cluster_k!r}"
+                ) from None
+        if any(ch in self.name for ch in "/\\") or self.name in (".", ".."):
+            raise ConfigError(f"evaluate.name must be a plain folder name, not {self.name!r}")
