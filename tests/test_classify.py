@@ -12,7 +12,6 @@ from audio_factory import make_class_corpus
 from embedtool.analysis.classify import (
     C_GRID,
     FALLBACK_C,
-    ClassifyOptions,
     LabelledData,
     LinearClassifier,
     SavedClassifier,
@@ -23,6 +22,7 @@ from embedtool.analysis.classify import (
     run_classify,
     split_folds,
 )
+from embedtool.analysis.options import ClassifyOptions
 from embedtool.artefacts import read_meta, staged_dir
 from embedtool.embedding.store import EmbeddingStore, EmbeddingWriter
 from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError, MissingArtefactError

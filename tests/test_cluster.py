@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from embedtool.analysis.cluster import ClusterOptions, choose_k, cluster_vectors, kmeans, label_agreement, run_cluster
+from embedtool.analysis.cluster import choose_k, cluster_vectors, kmeans, label_agreement, run_cluster
+from embedtool.analysis.options import ClusterOptions
 from embedtool.artefacts import read_meta, staged_dir
 from embedtool.config import build_settings
 from embedtool.embedding.store import EmbeddingStore, EmbeddingWriter

@@ -13,15 +13,12 @@ from audio_factory import make_class_corpus
 from tiny import TINY_CHAIN_TRAIN
 
 from embedtool.analysis.baselines import baseline_vector, mfcc
-from embedtool.analysis.classify import ClassifyOptions, run_classify
-from embedtool.analysis.cluster import ClusterOptions, run_cluster
-from embedtool.analysis.evaluate import (
-    DEGRADATIONS,
-    EvaluateOptions,
-    degrade,
-    precision_at_k,
-    run_evaluate,
-)
+from embedtool.analysis.classify import run_classify
+from embedtool.analysis.cluster import run_cluster
+from embedtool.analysis.evaluate import run_evaluate
+from embedtool.analysis.options import DEGRADATIONS, ClassifyOptions, ClusterOptions, EvaluateOptions
+from embedtool.analysis.retrieval import precision_at_k
+from embedtool.analysis.robustness import degrade
 from embedtool.artefacts import read_meta
 from embedtool.embedding.store import EmbeddingStore
 from embedtool.errors import ConfigError, MissingArtefactError
@@ -243,7 +240,7 @@ def test_mfcc_baseline_is_the_dct_of_log_mels() -> None:
 def test_excerpts_are_read_in_place_and_mp3_handles_any_rate(tmp_path: Path) -> None:
     from audio_factory import write_signal
 
-    from embedtool.analysis.evaluate import read_excerpt
+    from embedtool.analysis.robustness import read_excerpt
 
     sr = 22050
     ramp = np.linspace(-0.5, 0.5, sr * 3, dtype=np.float32)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from embedtool import pipeline
-from embedtool.analysis.classify import ClassifyOptions
+from embedtool.analysis.options import ClassifyOptions
 from embedtool.audio.decode import decode_file
 from embedtool.audio.settings import FeatureSettings
 from embedtool.embedding.store import EmbeddingStore
