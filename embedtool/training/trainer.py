@@ -255,19 +255,23 @@ def _better(metric: str, value: float, best: float | None) -> bool:
     return value < best if metric == "val_loss" else value > best
 
 
-def train(
-    features_dir: Path,
-    split_dir: Path,
-    model_dir: Path,
-    settings: TrainSettings,
-    resume: bool = False,
-    progress: Progress | None = None,
-) -> TrainReport:
-    """Train an encoder on the features' training split and write the model artefact; see the module doc."""
-    emit = progress or (lambda event: None)
-    started = time.monotonic()
-    settings.validate()
-    features_dir, split_dir, model_dir = Path(features_dir), Path(split_dir), Path(model_dir)
+@dataclass
+class _Data:
+    """What a training run reads, prepared once: the features, the split, the triplet sampler."""
+
+    store: FeatureStore
+    segment_frames: int
+    radius: int
+    pad_value: float
+    train_ids: list[str]
+    val_ids: list[str]
+    split_fingerprint: str
+    sampler: TripletSampler
+    notes: list[str]
+
+
+def _prepare_data(features_dir: Path, split_dir: Path, settings: TrainSettings) -> _Data:
+    """Read the features, make or update the split and refuse unusable input before any training starts."""
     store = FeatureStore(features_dir)
     fs = store.settings
     if len(store) == 0:
@@ -277,7 +281,6 @@ def train(
         raise InputError(f"{len(empty)} track(s) in {features_dir} have no feature frames (e.g. {empty[0]}).")
     seg = segment_frames_for(settings.segment_seconds, fs.frames_per_second)
     radius = max(1, int(round(settings.neighbour_radius_s * fs.frames_per_second)))
-    pad_value = silence_floor(fs.log_offset)
     notes: list[str] = []
 
     assignments, split_fp = ensure_split(
@@ -304,252 +307,343 @@ def train(
         )
     if not val_ids:
         notes.append("No validation tracks (too few tracks or groups): the last epoch's weights are kept.")
+    return _Data(store, seg, radius, silence_floor(fs.log_offset), train_ids, val_ids, split_fp, sampler, notes)
 
-    device = resolve_device(settings.device)
-    cuda = device.type == "cuda"
-    torch.manual_seed(settings.seed)
-    net = build_network(settings)
-    mean, std = input_stats([store.mel(t) for t in train_ids])
-    net.input_mean.fill_(mean)
-    net.input_std.fill_(std)
-    init_fingerprint = ""
-    if settings.init and not resume:
-        # The starting model's input standardisation comes with its weights: its filters were learnt on it.
-        init_state, init_fingerprint = load_init_weights(settings.init, settings, fs)
-        net.load_state_dict(init_state)
-        notes.append(f"Started from the weights of {settings.init} (model {init_fingerprint}).")
-    net.to(device)
-    if cuda and settings.channels_last:
-        net.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(net, settings)
-    use_amp = cuda and settings.amp
-    workers = settings.resolved_workers(cuda)
 
-    def autocast() -> Any:
-        return torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
+@dataclass
+class _Position:
+    """Where a run stands: what a checkpoint saves and a resumed run restores."""
 
-    identity = {
-        "train": settings_dict(settings),
-        "features": settings_dict(fs),
-        "features_fingerprint": store.fingerprint,
-        "split_fingerprint": split_fp,
-    }
-    state_dir = partial_dir_for(model_dir)
-    epoch, step_in_epoch, global_step = 0, 0, 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
     best_value: float | None = None
     best_epoch: int | None = None
-    stale_epochs = 0
-    history: list[dict[str, Any]] = []
-    best_state: dict[str, torch.Tensor] | None = None
-    if resume:
-        source = state_dir if ckpt.has_checkpoint(state_dir) else model_dir
+    stale_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    init_fingerprint: str = ""  # the weights the run (first) started from, if not random
+
+
+class _Run:
+    """One training run, step by step: :meth:`start` (fresh, from init weights, or resumed), :meth:`run_epoch`,
+    :meth:`end_epoch`, :meth:`finish`. :func:`train` composes them."""
+
+    def __init__(self, data: _Data, features_dir: Path, model_dir: Path, settings: TrainSettings, emit: Progress):
+        self.data, self.features_dir, self.model_dir, self.settings, self.emit = (
+            data, features_dir, model_dir, settings, emit,
+        )  # fmt: skip
+        self.started = time.monotonic()
+        self.device = resolve_device(settings.device)
+        self.cuda = self.device.type == "cuda"
+        self.workers = settings.resolved_workers(self.cuda)
+        self.use_amp = self.cuda and settings.amp
+        self.state_dir = partial_dir_for(model_dir)
+        self.position = _Position()
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.triplets_done, self.train_seconds = 0, 0.0
+        self.stopped_early = False
+        fs = data.store.settings
+        self.identity = {
+            "train": settings_dict(settings),
+            "features": settings_dict(fs),
+            "features_fingerprint": data.store.fingerprint,
+            "split_fingerprint": data.split_fingerprint,
+        }
+
+    def autocast(self) -> Any:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.use_amp else nullcontext()
+
+    # --- start -------------------------------------------------------------------------------------------
+    def build(self, resume: bool) -> None:
+        """The network (seeded), its input standardisation or starting weights, and the optimiser."""
+        settings, data = self.settings, self.data
+        torch.manual_seed(settings.seed)
+        self.net = build_network(settings)
+        mean, std = input_stats([data.store.mel(t) for t in data.train_ids])
+        self.net.input_mean.fill_(mean)
+        self.net.input_std.fill_(std)
+        if settings.init and not resume:
+            # The starting model's input standardisation comes with its weights: its filters were learnt on it.
+            init_state, self.position.init_fingerprint = load_init_weights(settings.init, settings, data.store.settings)
+            self.net.load_state_dict(init_state)
+            data.notes.append(f"Started from the weights of {settings.init} (model {self.position.init_fingerprint}).")
+        self.net.to(self.device)
+        if self.cuda and settings.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(self.net, settings)
+
+    def start(self, resume: bool) -> None:
+        """A fresh work folder, or the state of the checkpoint to resume from."""
+        state_dir = self.state_dir
+        if not resume:
+            shutil.rmtree(state_dir, ignore_errors=True)
+            state_dir.mkdir(parents=True)
+            return
+        source = state_dir if ckpt.has_checkpoint(state_dir) else self.model_dir
         if not ckpt.has_checkpoint(source):
             raise MissingArtefactError(
-                f"Nothing to resume: no checkpoint in {state_dir} or {model_dir}. Run `embedtool train` first."
+                f"Nothing to resume: no checkpoint in {state_dir} or {self.model_dir}. Run `embedtool train` first."
             )
         state, info = ckpt.load_checkpoint(source)
-        _check_resumable(info, identity)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        _check_resumable(info, self.identity)
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
         ckpt.restore_rng(state["rng"])
-        epoch, step_in_epoch, global_step = info["epoch"], info["step_in_epoch"], info["global_step"]
-        best_value, best_epoch = info.get("best_value"), info.get("best_epoch")
-        stale_epochs, history = info.get("stale_epochs", 0), info.get("history", [])
-        init_fingerprint = info.get("init_model", "")  # the weights a resumed run first started from
+        self.position = _Position(
+            epoch=info["epoch"],
+            step_in_epoch=info["step_in_epoch"],
+            global_step=info["global_step"],
+            best_value=info.get("best_value"),
+            best_epoch=info.get("best_epoch"),
+            stale_epochs=info.get("stale_epochs", 0),
+            history=info.get("history", []),
+            init_fingerprint=info.get("init_model", ""),  # the weights a resumed run first started from
+        )
         if (source / ckpt.BEST_FILE).is_file():
-            best_state = ckpt.load_tensors(source / ckpt.BEST_FILE)
+            self.best_state = ckpt.load_tensors(source / ckpt.BEST_FILE)
         if source != state_dir:  # extending a finished model: continue in a fresh work folder
             shutil.rmtree(state_dir, ignore_errors=True)
             state_dir.mkdir(parents=True)
             shutil.copy2(source / METRICS_FILE, state_dir / METRICS_FILE)
-            if best_state is not None:
-                ckpt.save_tensors(state_dir / ckpt.BEST_FILE, best_state)
-        notes.append(f"Resumed from {source} at epoch {epoch + 1}, step {global_step}.")
-    else:
-        shutil.rmtree(state_dir, ignore_errors=True)
-        state_dir.mkdir(parents=True)
+            if self.best_state is not None:
+                ckpt.save_tensors(state_dir / ckpt.BEST_FILE, self.best_state)
+        pos = self.position
+        self.data.notes.append(f"Resumed from {source} at epoch {pos.epoch + 1}, step {pos.global_step}.")
 
-    validator = _Validator(store, features_dir, val_ids, settings, seg, radius, pad_value)
-    total_steps = settings.epochs * settings.steps_per_epoch
-    parameters = sum(p.numel() for p in net.parameters())
+    def info_now(self) -> dict[str, Any]:
+        """What a checkpoint records besides the weights: the run's identity and position."""
+        pos = self.position
+        return {
+            **self.identity,
+            "epoch": pos.epoch,
+            "step_in_epoch": pos.step_in_epoch,
+            "global_step": pos.global_step,
+            "best_value": pos.best_value,
+            "best_epoch": pos.best_epoch,
+            "best_metric": self.validator.metric,
+            "stale_epochs": pos.stale_epochs,
+            "history": pos.history,
+            "init_model": pos.init_fingerprint,
+        }
+
+    def checkpoint(self, best: dict[str, torch.Tensor] | None = None) -> None:
+        ckpt.save_checkpoint(self.state_dir, self.net.state_dict(), self.optimizer.state_dict(), self.info_now(), best)
+
+    # --- epochs ------------------------------------------------------------------------------------------
+    def run_epoch(self, stop: dict[str, bool]) -> dict[str, float]:
+        """The steps of the current epoch (from where a resumed run stopped); mean training loss and accuracy.
+        A stop request saves a checkpoint at the step boundary and raises :class:`TrainingInterrupted`."""
+        settings, data, pos = self.settings, self.data, self.position
+        fs, bs = data.store.settings, settings.batch_size
+        total_steps = settings.epochs * settings.steps_per_epoch
+        plan = data.sampler.sample(settings.steps_per_epoch * bs, np.random.default_rng([settings.seed, pos.epoch, 1]))
+        dataset = TripletDataset(
+            self.features_dir, data.train_ids, plan, settings, data.segment_frames, data.pad_value, pos.epoch,
+            settings.augment, shift_frames=int(round(settings.aug_shift_s * fs.frames_per_second)),
+            log_offset=fs.log_offset, power=fs.power,
+        )  # fmt: skip
+        loader = DataLoader(
+            dataset,
+            batch_size=bs,
+            sampler=range(pos.step_in_epoch * bs, len(plan)),
+            num_workers=self.workers,
+            pin_memory=self.cuda,
+            worker_init_fn=_ignore_sigint if self.workers else None,
+            generator=torch.Generator().manual_seed(settings.seed + pos.epoch),
+        )
+        self.net.train()
+        sums = {"loss": 0.0, "triplet_accuracy": 0.0}
+        seen = 0
+        tick = time.monotonic()
+        for batch in loader:
+            lo = pos.step_in_epoch * bs
+            x = _as_segments(batch.to(self.device, non_blocking=True))
+            if self.cuda and settings.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            lr = lr_at(pos.global_step, settings, total_steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            with self.autocast():
+                emb = self.net(x)
+            a, p, n = emb.float().chunk(3)
+            loss, stats = triplet_loss(
+                a, p, n, settings.loss, settings.margin, settings.norm_penalty, settings.mining,
+                anchor_track=torch.from_numpy(plan.anchor_track[lo : lo + len(batch)]),
+                negative_track=torch.from_numpy(plan.negative_track[lo : lo + len(batch)]),
+            )  # fmt: skip
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if settings.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), settings.grad_clip)
+            self.optimizer.step()
+            pos.step_in_epoch += 1
+            pos.global_step += 1
+            seen += 1
+            self.triplets_done += len(batch)
+            for key in sums:
+                sums[key] += stats[key]
+            now = time.monotonic()
+            self.train_seconds += now - tick
+            tick = now
+            self.emit(
+                {
+                    "event": "step",
+                    "step": pos.global_step,
+                    "epoch": pos.epoch + 1,
+                    "loss": stats["loss"],
+                    "triplet_accuracy": stats["triplet_accuracy"],
+                    "lr": lr,
+                    "triplets_per_s": self.triplets_per_s,
+                }
+            )
+            if stop["stop"]:
+                self.checkpoint()
+                raise TrainingInterrupted(
+                    f"Training interrupted at epoch {pos.epoch + 1}, step {pos.global_step}; a checkpoint is in "
+                    f"{self.state_dir}. Continue with `embedtool train --resume`."
+                )
+        return {key: value / max(seen, 1) for key, value in sums.items()}
+
+    @property
+    def triplets_per_s(self) -> float:
+        return self.triplets_done / max(self.train_seconds, 1e-9)
+
+    def end_epoch(self, means: dict[str, float], writer: Any) -> bool:
+        """Validate, keep the best weights, log, checkpoint; True when early stopping ends the run."""
+        settings, pos = self.settings, self.position
+        total_steps = settings.epochs * settings.steps_per_epoch
+        metrics: dict[str, Any] = {
+            "epoch": pos.epoch + 1,
+            "step": pos.global_step,
+            "lr": lr_at(max(0, pos.global_step - 1), settings, total_steps),
+            "train_loss": means["loss"],
+            "train_triplet_accuracy": means["triplet_accuracy"],
+        }
+        validator = self.validator
+        if validator.enabled:
+            measured = validator(self.net, self.device, self.autocast)
+            metrics.update({f"val_{k}" if k != "val_loss" else k: v for k, v in measured.items()})
+        metrics["seconds"] = round(time.monotonic() - self.started, 2)
+        metrics["triplets_per_s"] = self.triplets_per_s
+        key = _metric_key(validator.metric)
+        improved = False
+        if key is not None and key in metrics and np.isfinite(metrics[key]):
+            if _better(validator.metric, metrics[key], pos.best_value):
+                pos.best_value, pos.best_epoch, improved = float(metrics[key]), pos.epoch + 1, True
+        else:
+            pos.best_epoch, improved = pos.epoch + 1, True
+        pos.stale_epochs = 0 if improved else pos.stale_epochs + 1
+        if improved:
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+        metrics["best"] = improved
+        pos.history.append(metrics)
+        with open(self.state_dir / METRICS_FILE, "a") as fh:
+            fh.write(json.dumps(metrics) + "\n")
+        if writer is not None:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    writer.add_scalar(k, v, pos.global_step)
+        pos.epoch += 1
+        pos.step_in_epoch = 0
+        self.checkpoint(self.best_state if improved else None)
+        self.emit({"event": "epoch", **metrics})
+        if settings.early_stopping_patience and pos.stale_epochs >= settings.early_stopping_patience:
+            self.stopped_early = True
+            self.data.notes.append(
+                f"Stopped early after epoch {pos.epoch}: no improvement in {pos.stale_epochs} epochs."
+            )
+            self.emit({"event": "note", "message": self.data.notes[-1]})
+            return True
+        return False
+
+    # --- finish ------------------------------------------------------------------------------------------
+    def finish(self, resume: bool, parameters: int) -> TrainReport:
+        """Publish the best weights as the model artefact and report."""
+        if self.best_state is None:  # resumed a run that had already finished every epoch
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+        data, pos = self.data, self.position
+        report = TrainReport(
+            model_dir=self.model_dir,
+            epochs_run=pos.epoch,
+            steps=pos.global_step,
+            best_epoch=pos.best_epoch,
+            best_metric=self.validator.metric,
+            best_value=pos.best_value,
+            seconds=round(time.monotonic() - self.started, 2),
+            triplets_per_s=self.triplets_per_s,
+            train_tracks=len(data.train_ids),
+            val_tracks=len(data.val_ids),
+            parameters=parameters,
+            device=str(self.device),
+            workers=self.workers,
+            resumed=resume,
+            stopped_early=self.stopped_early,
+            history=pos.history,
+            notes=data.notes,
+        )
+        # The buffers, not the statistics computed at the start: a starting model or a checkpoint may have
+        # brought its own.
+        best = self.best_state
+        mean, std = float(best["input_mean"].float().mean()), float(best["input_std"].float().mean())
+        _publish(
+            self.model_dir, self.state_dir, best, self.identity, report, data.segment_frames, mean, std,
+            pos.init_fingerprint,
+        )  # fmt: skip
+        return report
+
+
+def train(
+    features_dir: Path,
+    split_dir: Path,
+    model_dir: Path,
+    settings: TrainSettings,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> TrainReport:
+    """Train an encoder on the features' training split and write the model artefact; see the module doc."""
+    emit = progress or (lambda event: None)
+    started = time.monotonic()
+    settings.validate()
+    features_dir, split_dir, model_dir = Path(features_dir), Path(split_dir), Path(model_dir)
+    data = _prepare_data(features_dir, split_dir, settings)
+    run = _Run(data, features_dir, model_dir, settings, emit)
+    run.started = started
+    run.build(resume)
+    run.start(resume)
+    run.validator = _Validator(
+        data.store, features_dir, data.val_ids, settings, data.segment_frames, data.radius, data.pad_value
+    )
+    parameters = sum(p.numel() for p in run.net.parameters())
     emit(
         {
             "event": "start",
-            "total_steps": total_steps,
-            "start_step": global_step,
+            "total_steps": settings.epochs * settings.steps_per_epoch,
+            "start_step": run.position.global_step,
             "epochs": settings.epochs,
-            "train_tracks": len(train_ids),
-            "val_tracks": len(val_ids),
-            "segment_frames": seg,
+            "train_tracks": len(data.train_ids),
+            "val_tracks": len(data.val_ids),
+            "segment_frames": data.segment_frames,
             "parameters": parameters,
-            "device": str(device),
-            "workers": workers,
-            "val_metric": validator.metric,
-            "notes": list(notes),
+            "device": str(run.device),
+            "workers": run.workers,
+            "val_metric": run.validator.metric,
+            "notes": list(data.notes),
         }
     )
-    writer = _tensorboard(state_dir / "tensorboard")
-    bs = settings.batch_size
-    triplets_done, train_seconds = 0, 0.0
-    stopped_early = False
-
-    def info_now() -> dict[str, Any]:
-        return {
-            **identity,
-            "epoch": epoch,
-            "step_in_epoch": step_in_epoch,
-            "global_step": global_step,
-            "best_value": best_value,
-            "best_epoch": best_epoch,
-            "best_metric": validator.metric,
-            "stale_epochs": stale_epochs,
-            "history": history,
-            "init_model": init_fingerprint,
-        }
-
+    writer = _tensorboard(run.state_dir / "tensorboard")
     with _stop_on_signals() as stop:
-        while epoch < settings.epochs:
-            plan = sampler.sample(settings.steps_per_epoch * bs, np.random.default_rng([settings.seed, epoch, 1]))
-            dataset = TripletDataset(
-                features_dir, train_ids, plan, settings, seg, pad_value, epoch, settings.augment,
-                shift_frames=int(round(settings.aug_shift_s * fs.frames_per_second)),
-                log_offset=fs.log_offset, power=fs.power,
-            )  # fmt: skip
-            loader = DataLoader(
-                dataset,
-                batch_size=bs,
-                sampler=range(step_in_epoch * bs, len(plan)),
-                num_workers=workers,
-                pin_memory=cuda,
-                worker_init_fn=_ignore_sigint if workers else None,
-                generator=torch.Generator().manual_seed(settings.seed + epoch),
-            )
-            net.train()
-            sums = {"loss": 0.0, "triplet_accuracy": 0.0}
-            seen = 0
-            tick = time.monotonic()
-            for batch in loader:
-                lo = step_in_epoch * bs
-                x = _as_segments(batch.to(device, non_blocking=True))
-                if cuda and settings.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                lr = lr_at(global_step, settings, total_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with autocast():
-                    emb = net(x)
-                a, p, n = emb.float().chunk(3)
-                loss, stats = triplet_loss(
-                    a, p, n, settings.loss, settings.margin, settings.norm_penalty, settings.mining,
-                    anchor_track=torch.from_numpy(plan.anchor_track[lo : lo + len(batch)]),
-                    negative_track=torch.from_numpy(plan.negative_track[lo : lo + len(batch)]),
-                )  # fmt: skip
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if settings.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
-                optimizer.step()
-                step_in_epoch += 1
-                global_step += 1
-                seen += 1
-                triplets_done += len(batch)
-                for key in sums:
-                    sums[key] += stats[key]
-                now = time.monotonic()
-                train_seconds += now - tick
-                tick = now
-                emit(
-                    {
-                        "event": "step",
-                        "step": global_step,
-                        "epoch": epoch + 1,
-                        "loss": stats["loss"],
-                        "triplet_accuracy": stats["triplet_accuracy"],
-                        "lr": lr,
-                        "triplets_per_s": triplets_done / max(train_seconds, 1e-9),
-                    }
-                )
-                if stop["stop"]:
-                    ckpt.save_checkpoint(state_dir, net.state_dict(), optimizer.state_dict(), info_now())
-                    raise TrainingInterrupted(
-                        f"Training interrupted at epoch {epoch + 1}, step {global_step}; a checkpoint is in "
-                        f"{state_dir}. Continue with `embedtool train --resume`."
-                    )
-            metrics: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "step": global_step,
-                "lr": lr_at(max(0, global_step - 1), settings, total_steps),
-                "train_loss": sums["loss"] / max(seen, 1),
-                "train_triplet_accuracy": sums["triplet_accuracy"] / max(seen, 1),
-            }
-            if validator.enabled:
-                metrics.update(
-                    {f"val_{k}" if k != "val_loss" else k: v for k, v in validator(net, device, autocast).items()}
-                )
-            metrics["seconds"] = round(time.monotonic() - started, 2)
-            metrics["triplets_per_s"] = triplets_done / max(train_seconds, 1e-9)
-            key = _metric_key(validator.metric)
-            improved = False
-            if key is not None and key in metrics and np.isfinite(metrics[key]):
-                if _better(validator.metric, metrics[key], best_value):
-                    best_value, best_epoch, improved = float(metrics[key]), epoch + 1, True
-            else:
-                best_epoch, improved = epoch + 1, True
-            stale_epochs = 0 if improved else stale_epochs + 1
-            if improved:
-                best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-            metrics["best"] = improved
-            history.append(metrics)
-            with open(state_dir / METRICS_FILE, "a") as fh:
-                fh.write(json.dumps(metrics) + "\n")
-            if writer is not None:
-                for k, v in metrics.items():
-                    if isinstance(v, (int, float)) and not isinstance(v, bool):
-                        writer.add_scalar(k, v, global_step)
-            epoch += 1
-            step_in_epoch = 0
-            ckpt.save_checkpoint(
-                state_dir, net.state_dict(), optimizer.state_dict(), info_now(), best_state if improved else None
-            )
-            emit({"event": "epoch", **metrics})
-            if settings.early_stopping_patience and stale_epochs >= settings.early_stopping_patience:
-                stopped_early = True
-                notes.append(f"Stopped early after epoch {epoch}: no improvement in {stale_epochs} epochs.")
-                emit({"event": "note", "message": notes[-1]})
+        while run.position.epoch < settings.epochs:
+            means = run.run_epoch(stop)
+            if run.end_epoch(means, writer):
                 break
             if stop["stop"]:
                 raise TrainingInterrupted(
-                    f"Training interrupted after epoch {epoch}; a checkpoint is in {state_dir}. "
+                    f"Training interrupted after epoch {run.position.epoch}; a checkpoint is in {run.state_dir}. "
                     "Continue with `embedtool train --resume`."
                 )
     if writer is not None:
         writer.close()
-
-    if best_state is None:  # resumed a run that had already finished every epoch
-        best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-    report = TrainReport(
-        model_dir=model_dir,
-        epochs_run=epoch,
-        steps=global_step,
-        best_epoch=best_epoch,
-        best_metric=validator.metric,
-        best_value=best_value,
-        seconds=round(time.monotonic() - started, 2),
-        triplets_per_s=triplets_done / max(train_seconds, 1e-9),
-        train_tracks=len(train_ids),
-        val_tracks=len(val_ids),
-        parameters=parameters,
-        device=str(device),
-        workers=workers,
-        resumed=resume,
-        stopped_early=stopped_early,
-        history=history,
-        notes=notes,
-    )
-    # The buffers, not the statistics computed above: a starting model or a checkpoint may have brought its own.
-    mean, std = float(best_state["input_mean"].float().mean()), float(best_state["input_std"].float().mean())
-    _publish(model_dir, state_dir, best_state, identity, report, seg, mean, std, init_fingerprint)
-    return report
+    return run.finish(resume, parameters)
 
 
 def _metric_key(metric: str | None) -> str | None:
