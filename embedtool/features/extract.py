@@ -42,7 +42,7 @@ from embedtool.config import settings_dict
 from embedtool.errors import InputError
 from embedtool.features import store
 from embedtool.features.frontend import featurise_file
-from embedtool.features.labels import read_labels_file
+from embedtool.features.labels import LabelTable, read_labels_file
 from embedtool.features.options import ExtractOptions
 
 ERRORS_FILE = "errors.json"
@@ -220,41 +220,51 @@ def _run_extract(
     options: ExtractOptions,
     progress: Callable[[ExtractProgress], None] | None,
 ) -> ExtractReport:
-    started = time.perf_counter()
-    report = ExtractReport(jobs=options.resolved_jobs())
-
-    previous, previous_extra, rebuild_reason = _previous_records(features_dir, settings)
-    if not roots:
-        if previous_extra and previous_extra.get("roots"):
-            roots = [Path(r) for r in previous_extra["roots"]]
-        else:
-            raise InputError("No audio folder given (e.g. `embedtool extract ~/Music`).")
+    """The three steps of a run (see the module docstring): plan, featurise, publish."""
+    run = _ExtractRun(features_dir, settings, options, progress)
+    roots = run.resolve_roots(roots)
     files = discover_audio(roots, follow_symlinks=options.follow_symlinks)
     if not files:
         raise InputError(f"No audio files found under {', '.join(str(r) for r in roots)}")
-    label_table = read_labels_file(options.labels) if options.labels else None
+    run.plan(files)
+    run.featurise()
+    return run.publish(roots)
 
-    # Earlier work worth keeping: the published table, then complete shards left by a killed run.
-    if options.overwrite:
-        reusable: list[dict] = []
-        report.full_rebuild_reason = "--overwrite"
-    else:
-        reusable = list(previous) + store.completed_shard_records(features_dir, settings)
-        report.full_rebuild_reason = rebuild_reason
-    by_stat = {(r["path"], r["file_size"], r["file_mtime_ns"]): r for r in reusable}
-    by_id = {r["track_id"]: r for r in reusable}
 
-    state = ExtractProgress(files_total=len(files))
-    _notify(progress, state)
-    writer = store.ShardWriter(features_dir, settings, max_shard_bytes=options.max_shard_mb * 1024 * 1024)
-    kept: dict[str, dict] = {}  # track_id -> final record
-    kept_path: dict[str, str] = {}  # track_id -> path that claimed it
-    errors: list[tuple[str, str]] = []
-    failed_paths: list[str] = []
+class _ExtractRun:
+    """One extract run's state: what is kept, what is queued, what failed, the report and the progress."""
 
-    def describe(found: FoundFile, st: os.stat_result) -> dict[str, Any]:
-        entry = label_table.lookup(found.path) if label_table is not None else None
-        label = entry.label if entry is not None else (None if label_table is not None else found.folder_label)
+    def __init__(
+        self,
+        features_dir: Path,
+        settings: FeatureSettings,
+        options: ExtractOptions,
+        progress: Callable[[ExtractProgress], None] | None,
+    ):
+        self.started = time.perf_counter()
+        self.features_dir, self.settings, self.options, self.progress = features_dir, settings, options, progress
+        self.report = ExtractReport(jobs=options.resolved_jobs())
+        self.previous, self.previous_extra, self.rebuild_reason = _previous_records(features_dir, settings)
+        self.label_table: LabelTable | None = None  # read in plan(), once the roots hold audio
+        self.state = ExtractProgress(files_total=0)
+        self.kept: dict[str, dict] = {}  # track_id -> final record
+        self.kept_path: dict[str, str] = {}  # track_id -> path that claimed it
+        self.todo: list[tuple[str, dict[str, Any]]] = []  # (track id, description) to decode
+        self.errors: list[tuple[str, str]] = []
+        self.failed_paths: list[str] = []
+
+    def resolve_roots(self, roots: list[Path]) -> list[Path]:
+        """The roots given, or (none given) those of the previous run."""
+        if roots:
+            return roots
+        if self.previous_extra and self.previous_extra.get("roots"):
+            return [Path(r) for r in self.previous_extra["roots"]]
+        raise InputError("No audio folder given (e.g. `embedtool extract ~/Music`).")
+
+    def describe(self, found: FoundFile, st: os.stat_result) -> dict[str, Any]:
+        table = self.label_table
+        entry = table.lookup(found.path) if table is not None else None
+        label = entry.label if entry is not None else (None if table is not None else found.folder_label)
         return {
             "path": str(found.path),
             "root": str(found.root),
@@ -264,65 +274,108 @@ def _run_extract(
             "file_mtime_ns": int(st.st_mtime_ns),
         }
 
-    def seen(path: str, kind: str) -> None:
+    def seen(self, path: str, kind: str) -> None:
+        state = self.state
         setattr(state, kind, getattr(state, kind) + 1)
         state.files_seen += 1
         state.last_path = path
-        _notify(progress, state)
+        _notify(self.progress, state)
 
-    # Pass 1 (in path order, so that which copy of duplicate content is kept does not depend on timing):
-    # settle every file that needs no decoding and queue the rest.
-    todo: list[tuple[str, dict[str, Any]]] = []  # (track id, description)
-    for found in files:
-        path = str(found.path)
-        try:
-            st = found.path.stat()
-        except OSError as exc:
-            errors.append((path, f"cannot stat: {exc.strerror or exc}"))
-            failed_paths.append(path)
-            seen(path, "failed")
-            continue
-        desc = describe(found, st)
-        old = by_stat.get((path, desc["file_size"], desc["file_mtime_ns"]))
-        if old is not None:
-            track_id = old["track_id"]
+    def fail(self, path: str, reason: str) -> None:
+        self.errors.append((path, reason))
+        self.failed_paths.append(path)
+        self.seen(path, "failed")
+
+    # --- 1. plan -------------------------------------------------------------------------------------------
+    def plan(self, files: list[FoundFile]) -> None:
+        """Settle every file that needs no decoding and queue the rest, in path order (so which copy of
+        duplicate content is kept does not depend on timing)."""
+        self.label_table = read_labels_file(self.options.labels) if self.options.labels else None
+        # Earlier work worth keeping: the published table, then complete shards left by a killed run.
+        if self.options.overwrite:
+            reusable: list[dict] = []
+            self.report.full_rebuild_reason = "--overwrite"
         else:
+            reusable = list(self.previous) + store.completed_shard_records(self.features_dir, self.settings)
+            self.report.full_rebuild_reason = self.rebuild_reason
+        by_stat = {(r["path"], r["file_size"], r["file_mtime_ns"]): r for r in reusable}
+        by_id = {r["track_id"]: r for r in reusable}
+        self.state.files_total = len(files)
+        _notify(self.progress, self.state)
+        for found in files:
+            path = str(found.path)
             try:
-                track_id = file_hash(found.path)
+                st = found.path.stat()
             except OSError as exc:
-                reason = "unreadable (permission denied)" if isinstance(exc, PermissionError) else str(exc)
-                errors.append((path, reason))
-                failed_paths.append(path)
-                seen(path, "failed")
+                self.fail(path, f"cannot stat: {exc.strerror or exc}")
                 continue
-        if track_id in kept_path:
-            errors.append((path, f"duplicate of {kept_path[track_id]} (same content)"))
-            report.duplicates.append((path, kept_path[track_id]))
-            seen(path, "skipped")
-            continue
-        kept_path[track_id] = path
-        reuse = old if old is not None else by_id.get(track_id)
-        if reuse is not None:
-            kept[track_id] = {**reuse, **desc, "track_id": track_id}
-            seen(path, "unchanged")
-        else:
-            todo.append((track_id, desc))
+            desc = self.describe(found, st)
+            old = by_stat.get((path, desc["file_size"], desc["file_mtime_ns"]))
+            if old is not None:
+                track_id = old["track_id"]
+            else:
+                try:
+                    track_id = file_hash(found.path)
+                except OSError as exc:
+                    self.fail(path, "unreadable (permission denied)" if isinstance(exc, PermissionError) else str(exc))
+                    continue
+            if track_id in self.kept_path:
+                self.errors.append((path, f"duplicate of {self.kept_path[track_id]} (same content)"))
+                self.report.duplicates.append((path, self.kept_path[track_id]))
+                self.seen(path, "skipped")
+                continue
+            self.kept_path[track_id] = path
+            reuse = old if old is not None else by_id.get(track_id)
+            if reuse is not None:
+                self.kept[track_id] = {**reuse, **desc, "track_id": track_id}
+                self.seen(path, "unchanged")
+            else:
+                self.todo.append((track_id, desc))
 
-    # Pass 2: decode and featurise what is new or changed, in worker processes.
-    state.phase = "extract"
-    _notify(progress, state)
-    last_flush = time.monotonic()
+    # --- 2. featurise --------------------------------------------------------------------------------------
+    def featurise(self) -> None:
+        """Decode and featurise what is new or changed (in worker processes), writing shards as it goes."""
+        options, settings = self.options, self.settings
+        self.state.phase = "extract"
+        _notify(self.progress, self.state)
+        self.writer = store.ShardWriter(self.features_dir, settings, max_shard_bytes=options.max_shard_mb * 1024 * 1024)
+        self.last_flush = time.monotonic()
+        args = (options.min_duration_s, options.silence_db, options.block_seconds)
+        try:
+            if self.report.jobs <= 1 or len(self.todo) <= 1:
+                import torch
 
-    def finish(track_id: str, desc: dict[str, Any], timed: tuple[tuple[str, Any], float]) -> None:
-        nonlocal last_flush
+                threads = torch.get_num_threads()
+                torch.set_num_threads(1)  # as in a worker: one file on one core
+                try:
+                    for track_id, desc in self.todo:
+                        self.finish(track_id, desc, _featurise_timed(desc["path"], settings, *args))
+                finally:
+                    torch.set_num_threads(threads)
+            else:
+                _run_parallel(self.todo, settings, args, min(self.report.jobs, len(self.todo)), self.finish)
+        except BaseException:
+            # Keep what is finished (Ctrl-C, an exception from the callback): the next run resumes from it.
+            try:
+                self.writer.flush()
+            except Exception:
+                pass
+            raise
+        self.writer.flush()
+        for record in self.writer.completed:
+            self.kept[record["track_id"]] = record
+
+    def finish(self, track_id: str, desc: dict[str, Any], timed: tuple[tuple[str, Any], float]) -> None:
+        """One file's outcome (in the parent process): a record and its features for the shard writer, or the
+        reason it was skipped or failed."""
         (status, payload), cpu_s = timed
-        report.featurise_cpu_s += cpu_s
+        self.report.featurise_cpu_s += cpu_s
         if status != "ok":
-            errors.append((desc["path"], payload))
+            self.errors.append((desc["path"], payload))
             if status == "failed":
-                failed_paths.append(desc["path"])
-            kept_path.pop(track_id, None)
-            seen(desc["path"], status)
+                self.failed_paths.append(desc["path"])
+            self.kept_path.pop(track_id, None)
+            self.seen(desc["path"], status)
             return
         mel, info = payload
         record = {
@@ -332,82 +385,62 @@ def _run_extract(
             "native_sample_rate": int(info.native_sample_rate),
             "channels": int(info.channels),
         }
+        writer = self.writer
         writer.add(record, mel)
-        if time.monotonic() - last_flush >= options.flush_every_s:
+        if time.monotonic() - self.last_flush >= self.options.flush_every_s:
             writer.flush()
-            last_flush = time.monotonic()
-        state.audio_seconds += float(info.duration_s)
-        state.bytes_written = writer.bytes_written + writer.pending_bytes
-        seen(desc["path"], "done")
+            self.last_flush = time.monotonic()
+        self.state.audio_seconds += float(info.duration_s)
+        self.state.bytes_written = writer.bytes_written + writer.pending_bytes
+        self.seen(desc["path"], "done")
 
-    args = (options.min_duration_s, options.silence_db, options.block_seconds)
-    try:
-        if report.jobs <= 1 or len(todo) <= 1:
-            import torch
+    # --- 3. publish ----------------------------------------------------------------------------------------
+    def publish(self, roots: list[Path]) -> ExtractReport:
+        """The report, errors.json, then the new table and meta.json (the swap that makes the run visible)."""
+        report, state, label_table, features_dir = self.report, self.state, self.label_table, self.features_dir
+        self.errors.sort()
+        report.errors = self.errors
+        report.failed, report.skipped = state.failed, state.skipped
+        report.done, report.unchanged = state.done, state.unchanged
+        report.hours = state.audio_seconds / 3600
+        report.bytes_written = self.writer.bytes_written
+        records = list(self.kept.values())
+        report.tracks = len(records)
+        report.labelled = sum(1 for r in records if r["label"] is not None)
+        report.labels_unmatched = label_table.unmatched() if label_table is not None else []
+        report.total_hours = sum(r["duration_s"] for r in records) / 3600
+        report.removed = len({r["track_id"] for r in self.previous} - set(self.kept))
 
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # as in a worker: one file on one core
-            try:
-                for track_id, desc in todo:
-                    finish(track_id, desc, _featurise_timed(desc["path"], settings, *args))
-            finally:
-                torch.set_num_threads(threads)
-        else:
-            _run_parallel(todo, settings, args, min(report.jobs, len(todo)), finish)
-    except BaseException:
-        # Keep what is finished (Ctrl-C, an exception from the callback): the next run resumes from it.
-        try:
-            writer.flush()
-        except Exception:
-            pass
-        raise
-    writer.flush()
-    for record in writer.completed:
-        kept[record["track_id"]] = record
+        atomic_write_json(features_dir / ERRORS_FILE, report.to_dict()["errors"])
+        if not records:
+            raise InputError(
+                f"No usable audio: {report.failed} file(s) failed and {report.skipped} were skipped "
+                f"(reasons in {features_dir / ERRORS_FILE})"
+            )
+        if self.options.strict and report.failed:
+            first = next(f"{p}: {r}" for p, r in self.errors if p in self.failed_paths)
+            raise InputError(
+                f"{report.failed} file(s) failed under --strict (nothing published; reasons in "
+                f"{features_dir / ERRORS_FILE}); first: {first}"
+            )
 
-    errors.sort()
-    report.errors = errors
-    report.failed, report.skipped = state.failed, state.skipped
-    report.done, report.unchanged = state.done, state.unchanged
-    report.hours = state.audio_seconds / 3600
-    report.bytes_written = writer.bytes_written
-    records = list(kept.values())
-    report.tracks = len(records)
-    report.labelled = sum(1 for r in records if r["label"] is not None)
-    report.labels_unmatched = label_table.unmatched() if label_table is not None else []
-    report.total_hours = sum(r["duration_s"] for r in records) / 3600
-    report.removed = len({r["track_id"] for r in previous} - set(kept))
-
-    atomic_write_json(features_dir / ERRORS_FILE, report.to_dict()["errors"])
-    if not records:
-        raise InputError(
-            f"No usable audio: {report.failed} file(s) failed and {report.skipped} were skipped "
-            f"(reasons in {features_dir / ERRORS_FILE})"
+        state.phase = "commit"
+        _notify(self.progress, state)
+        meta = store.commit(
+            features_dir,
+            records,
+            self.settings,
+            extra={
+                "roots": [str(Path(os.path.abspath(r))) for r in roots],
+                "labels_file": str(label_table.source) if label_table is not None else None,
+                "hours": round(report.total_hours, 6),
+                "labelled": report.labelled,
+            },
         )
-    if options.strict and report.failed:
-        first = next(f"{p}: {r}" for p, r in errors if p in failed_paths)
-        raise InputError(
-            f"{report.failed} file(s) failed under --strict (nothing published; reasons in "
-            f"{features_dir / ERRORS_FILE}); first: {first}"
-        )
-
-    state.phase = "commit"
-    _notify(progress, state)
-    meta = store.commit(
-        features_dir,
-        records,
-        settings,
-        extra={
-            "roots": [str(Path(os.path.abspath(r))) for r in roots],
-            "labels_file": str(label_table.source) if label_table is not None else None,
-            "hours": round(report.total_hours, 6),
-            "labelled": report.labelled,
-        },
-    )
-    report.fingerprint = meta.fingerprint
-    report.total_bytes = dir_size_bytes(features_dir)
-    report.elapsed_s = time.perf_counter() - started
-    return report
+        report.fingerprint = meta.fingerprint
+        report.total_bytes = dir_size_bytes(features_dir)
+        report.elapsed_s = time.perf_counter() - self.started
+        return report
 
 
 def _run_parallel(
