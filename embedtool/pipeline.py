@@ -26,10 +26,18 @@ from embedtool.analysis.evaluate import EvaluateResult, run_evaluate
 from embedtool.analysis.options import ClassifyOptions, ClusterOptions, EvaluateOptions
 from embedtool.artefacts import staged_dir
 from embedtool.audio.settings import FeatureSettings
-from embedtool.embedding.export import EmbedReport, export_embeddings, load_encoder
+from embedtool.embedding.export import (
+    EmbedReport,
+    export_config,
+    export_embeddings,
+    export_staleness,
+    hop_frames_for,
+    load_encoder,
+    open_export,
+)
 from embedtool.embedding.options import EmbedOptions
 from embedtool.embedding.store import EmbeddingStore
-from embedtool.errors import EmbedtoolError, MissingArtefactError
+from embedtool.errors import MissingArtefactError
 from embedtool.features.extract import ExtractReport, run_extract
 from embedtool.features.options import ExtractOptions
 from embedtool.features.store import FeatureStore
@@ -85,22 +93,17 @@ def embed(workspace: Workspace, options: EmbedOptions | None = None, progress: P
 
 
 def embeddings_staleness(
-    workspace: Workspace, model_fingerprint: str, features_fingerprint: str, hop_seconds: float
+    workspace: Workspace, encoder: Encoder, features: FeatureStore, options: EmbedOptions
 ) -> str | None:
-    """Why the workspace's embeddings must be (re-)exported, or None when they are current."""
-    try:
-        store = EmbeddingStore(workspace.embeddings)
-    except EmbedtoolError:
-        return "no embeddings yet"
-    if store.model_fingerprint != model_fingerprint:
-        return f"the model changed ({store.model_fingerprint} -> {model_fingerprint})"
-    if store.features_fingerprint != features_fingerprint:
-        return "the features changed (tracks added, removed or re-extracted)"
-    if store.hop_seconds_option != float(hop_seconds):
-        return f"the segment hop changed ({store.meta.config.get('hop_seconds')} -> {hop_seconds} s)"
-    if not store.descriptors_current:
-        return "the embeddings' track descriptors are missing or outdated"
-    return None
+    """Why the workspace's embeddings must be (re-)exported before they are indexed, or None when they are current:
+    the export's own reuse rule (``embedding.export.export_staleness``: model, segment grid, descriptors), and the
+    same features."""
+    store = open_export(workspace.embeddings)
+    config = export_config(encoder, options, hop_frames_for(encoder, options.hop_seconds))
+    why = export_staleness(store, encoder, config)
+    if why is None and store is not None and store.features_fingerprint != features.fingerprint:
+        why = "the features changed (tracks added, removed or re-extracted)"
+    return why
 
 
 @dataclass
@@ -135,7 +138,7 @@ def index(
     encoder = load_encoder(workspace.model, resolve_device_name(embed_options.device))
     features = FeatureStore(workspace.features)
     export: dict[str, Any] | None = None
-    stale = embeddings_staleness(workspace, encoder.fingerprint, features.fingerprint, embed_options.hop_seconds)
+    stale = embeddings_staleness(workspace, encoder, features, embed_options)
     if stale:
         report = export_embeddings(workspace.features, encoder, workspace.embeddings, embed_options, progress)
         export = {**report.to_dict(), "why": stale}

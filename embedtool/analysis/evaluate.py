@@ -31,7 +31,7 @@ import contextlib
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ import numpy as np
 from embedtool.analysis.classify import LabelledData, evaluate_classifier, uses_descriptors
 from embedtool.analysis.cluster import cluster_vectors, label_agreement
 from embedtool.analysis.options import ClassifyOptions, ClusterOptions, EvaluateOptions
-from embedtool.analysis.report import render_markdown
+from embedtool.analysis.report import render_markdown, write_figures
 from embedtool.analysis.retrieval import precision_at_k, standardise
 from embedtool.analysis.robustness import run_robustness
 from embedtool.errors import InputError
@@ -178,45 +178,79 @@ def run_evaluate(
     cluster_options: ClusterOptions | None = None,
     progress: Progress | None = None,
 ) -> EvaluateResult:
-    """Evaluate the workspace's embeddings (and baselines) and write a report folder under ``reports/``."""
-    from embedtool.analysis import plots
-    from embedtool.analysis.baselines import segment_baseline_vectors, track_baseline_vectors
-    from embedtool.analysis.projection import project_2d, write_projector_tsv
-    from embedtool.artefacts import atomic_write_bytes, atomic_write_json, check_compatible, staged_dir, write_meta
-    from embedtool.config import settings_dict
+    """Evaluate the workspace's embeddings (and baselines) and write a report folder under ``reports/``:
+    the learnt embeddings, the feature baseline, the network baselines, robustness, then the report."""
     from embedtool.embedding.store import EmbeddingStore
 
-    classify_options = classify_options or ClassifyOptions()
-    cluster_options = cluster_options or ClusterOptions()
-
-    def step(stage: str, done: int = 0, total: int = 1) -> None:
-        if progress is not None:
-            progress(stage, done, total)
-
-    timings: dict[str, float] = {}
-    notes: list[str] = []
-    clock = time.perf_counter()
+    run = _Evaluation(
+        workspace, options, classify_options or ClassifyOptions(), cluster_options or ClusterOptions(), progress
+    )
     store = EmbeddingStore(workspace.embeddings)
-    data = LabelledData.from_store(store, classify_options.level == "segment", uses_descriptors(classify_options))
-    split = None
-    if not classify_options.cv:
-        from embedtool.training.splits import load_split
-
-        split = load_split(workspace.split)
-    labels_count = Counter(data.labels)
-
-    step("embeddings")
-    systems: dict[str, dict[str, Any]] = {
-        "embeddings": evaluate_system(data, options, classify_options, cluster_options, split)
-    }
-    timings["embeddings"] = time.perf_counter() - clock
-
+    data = run.labelled(store)
+    run.timed("embeddings", lambda: run.system("embeddings", data))
     if options.baselines:
+        run.timed(options.baseline_kind, lambda: run.feature_baseline(store, data))
+    for system, encoder in run.network_baselines(store):
+        run.timed(system, lambda system=system, encoder=encoder: run.network_baseline(system, encoder, store, data))
+    robustness = None
+    if options.robustness:
+        robustness = run.timed("robustness", lambda: run_robustness(workspace, store, options, progress))
+    return run.write_report(store, data, robustness)
+
+
+class _Evaluation:
+    """One evaluate run: its options, the persisted split, the systems measured so far, timings and notes."""
+
+    def __init__(
+        self,
+        workspace: Any,
+        options: EvaluateOptions,
+        classify_options: ClassifyOptions,
+        cluster_options: ClusterOptions,
+        progress: Progress | None,
+    ):
+        self.workspace, self.options, self.progress = workspace, options, progress
+        self.classify_options, self.cluster_options = classify_options, cluster_options
+        self.systems: dict[str, dict[str, Any]] = {}
+        self.timings: dict[str, float] = {}
+        self.notes: list[str] = []
+        self.split: dict[str, str] | None = None
+
+    def step(self, stage: str, done: int = 0, total: int = 1) -> None:
+        if self.progress is not None:
+            self.progress(stage, done, total)
+
+    def timed(self, name: str, work: Callable[[], Any]) -> Any:
         clock = time.perf_counter()
-        step(f"{options.baseline_kind} baseline")
+        result = work()
+        self.timings[name] = time.perf_counter() - clock
+        return result
+
+    def labelled(self, store: Any) -> LabelledData:
+        """The labelled tracks (or segments) of an export, read as the classify options say."""
+        level = self.classify_options.level == "segment"
+        data = LabelledData.from_store(store, level, uses_descriptors(self.classify_options))
+        if not self.classify_options.cv and self.split is None:
+            from embedtool.training.splits import load_split
+
+            self.split = load_split(self.workspace.split)
+        return data
+
+    def system(self, name: str, data: LabelledData, standardise_vectors: bool = False) -> None:
+        self.step(name)
+        self.systems[name] = evaluate_system(
+            data, self.options, self.classify_options, self.cluster_options, self.split, standardise_vectors
+        )
+
+    def feature_baseline(self, store: Any, data: LabelledData) -> None:
+        """MFCC (or log-Mel) statistics of the same tracks, standardised, through the same classifier and folds."""
+        from embedtool.analysis.baselines import segment_baseline_vectors, track_baseline_vectors
+        from embedtool.artefacts import check_compatible
         from embedtool.features.store import FeatureStore
 
-        features = FeatureStore(workspace.features)
+        options = self.options
+        self.step(f"{options.baseline_kind} baseline")
+        features = FeatureStore(self.workspace.features)
         check_compatible(
             {"features": store.features_fingerprint},
             {"features": features.fingerprint},
@@ -224,158 +258,95 @@ def run_evaluate(
         )
         base_vectors = track_baseline_vectors(features, data.track_ids, options.baseline_kind, options.n_mfcc)
         base_segments = None
-        if classify_options.level == "segment":
+        if self.classify_options.level == "segment":
             seg_rows = [
                 {"track_id": data.track_ids[t], "start_s": a, "end_s": b}
                 for t, (a, b) in zip(data.segment_track, data.segment_times, strict=True)
             ]
             base_segments = segment_baseline_vectors(features, seg_rows, options.baseline_kind, options.n_mfcc)
-        systems[options.baseline_kind] = evaluate_system(
+        self.systems[options.baseline_kind] = evaluate_system(
             data.with_vectors(base_vectors, base_segments),
             options,
-            classify_options,
-            cluster_options,
-            split,
+            self.classify_options,
+            self.cluster_options,
+            self.split,
             standardise_vectors=True,
         )
-        timings[options.baseline_kind] = time.perf_counter() - clock
 
-    other_encoders: list[tuple[str, Any]] = []
-    if options.untrained_baseline:
-        other_encoders.append(("untrained", _untrained_encoder(workspace, options.seed)))
-    if options.pretrained_baseline:
-        encoder, why_not = _pretrained_encoder(workspace, store, options.pretrained_baseline)
-        if encoder is None:
-            notes.append(f"No {options.pretrained_baseline} baseline: {why_not}.")
-        else:
-            other_encoders.append((options.pretrained_baseline, encoder))
-    for system, encoder in other_encoders:
-        clock = time.perf_counter()
-        step(f"{system} network baseline")
-        with _baseline_export_dir(workspace, system, keep=system != "untrained") as directory:
-            other = _export_with(workspace, store, encoder, directory)
-            odata = LabelledData.from_store(
-                other, classify_options.level == "segment", uses_descriptors(classify_options)
-            )
+    def network_baselines(self, store: Any) -> list[tuple[str, Any]]:
+        """(name, encoder) of the other networks to compare with: untrained, and the bundled model."""
+        options = self.options
+        encoders: list[tuple[str, Any]] = []
+        if options.untrained_baseline:
+            encoders.append(("untrained", _untrained_encoder(self.workspace, options.seed)))
+        if options.pretrained_baseline:
+            encoder, why_not = _pretrained_encoder(self.workspace, store, options.pretrained_baseline)
+            if encoder is None:
+                self.notes.append(f"No {options.pretrained_baseline} baseline: {why_not}.")
+            else:
+                encoders.append((options.pretrained_baseline, encoder))
+        return encoders
+
+    def network_baseline(self, system: str, encoder: Any, store: Any, data: LabelledData) -> None:
+        """Another network's export of the same tracks, through the same classifier and folds."""
+        self.step(f"{system} network baseline")
+        with _baseline_export_dir(self.workspace, system, keep=system != "untrained") as directory:
+            other = _export_with(self.workspace, store, encoder, directory)
+            odata = self.labelled(other)
             if odata.track_ids != data.track_ids:
                 raise InputError(
                     f"the {system} export holds other tracks than the embeddings; re-run `embedtool embed`"
                 )
-            systems[system] = evaluate_system(odata, options, classify_options, cluster_options, split)
-        timings[system] = time.perf_counter() - clock
+            self.systems[system] = evaluate_system(
+                odata, self.options, self.classify_options, self.cluster_options, self.split
+            )
 
-    robustness = None
-    if options.robustness:
+    def write_report(self, store: Any, data: LabelledData, robustness: dict[str, Any] | None) -> EvaluateResult:
+        """Figures, report.json, report.md and meta.json (last) into ``reports/<name>/``, swapped into place."""
+        from embedtool.artefacts import atomic_write_bytes, atomic_write_json, staged_dir, write_meta
+        from embedtool.config import settings_dict
+
+        options, systems = self.options, self.systems
+        name = options.name or time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        final = Path(self.workspace.reports) / name
         clock = time.perf_counter()
-        robustness = run_robustness(workspace, store, options, progress)
-        timings["robustness"] = time.perf_counter() - clock
-
-    name = options.name or time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    final = Path(workspace.reports) / name
-    figures: dict[str, str] = {}
-    clock = time.perf_counter()
-    with staged_dir(final) as out:
-        # Map of the space: every track (sampled when huge), coloured by label and by the embeddings' clusters.
-        all_vectors = np.asarray(store.track_vectors(), dtype=np.float32)
-        assignments = dict(zip(data.track_ids, systems["embeddings"]["_assignments"].tolist(), strict=True))
-        rows = np.arange(len(store.tracks))
-        if len(rows) > options.max_points:
-            rows = np.sort(np.random.default_rng(options.seed).choice(len(rows), options.max_points, replace=False))
-        tracks_sorted = sorted(store.tracks, key=lambda t: t["row"])
-        meta_rows = [
-            {
-                "track_id": tracks_sorted[r]["track_id"],
-                "label": tracks_sorted[r].get("label") or "",
-                "group": tracks_sorted[r].get("group") or "",
-                "cluster": assignments.get(tracks_sorted[r]["track_id"], ""),
-                "path": tracks_sorted[r].get("path") or "",
+        with staged_dir(final) as out:
+            figures, projection = write_figures(out, store, data, systems, robustness, options)
+            for r in systems.values():
+                r.pop("_assignments", None)
+            report = {
+                "name": name,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "workspace": str(self.workspace.root),
+                "inputs": {
+                    "embeddings": store.fingerprint,
+                    "model": store.model_fingerprint,
+                    "features": store.features_fingerprint,
+                },
+                "tracks": len(store.tracks),
+                "segments": store.n_segments,
+                "labelled_tracks": len(data.track_ids),
+                "labels": dict(sorted(Counter(data.labels).items())),
+                "classification_scheme": systems["embeddings"]["classification"]["scheme"],
+                "classify_options": settings_dict(self.classify_options),
+                "systems": systems,
+                "robustness": robustness,
+                "projection": projection,
+                "figures": figures,
+                "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
+                "notes": self.notes,
             }
-            for r in rows
-        ]
-        coords, method = project_2d(all_vectors[rows], options.projection, options.seed)
-        plots.plot_map(
-            out / "map.png",
-            coords,
-            {"label": [m["label"] for m in meta_rows], "cluster": [m["cluster"] for m in meta_rows]},
-            title=f"tracks ({method})",
-        )
-        figures["map"] = "map.png"
-        write_projector_tsv(
-            out / "projector", all_vectors[rows], meta_rows, ["track_id", "label", "group", "cluster", "path"]
-        )
-        for sys_name, result in systems.items():
-            cls = result["classification"]
-            png = f"confusion_{sys_name}.png"
-            plots.plot_confusion(
-                out / png, np.asarray(cls["confusion"]), cls["labels"], f"{sys_name} ({cls['scheme']})"
+            atomic_write_json(out / "report.json", report)
+            atomic_write_bytes(out / "report.md", render_markdown(report).encode())
+            headline = {f"{s}_macro_f1": r["classification"]["macro_f1"] for s, r in systems.items()}
+            write_meta(
+                out,
+                KIND,
+                FORMAT_VERSION,
+                settings_dict(options),
+                inputs=report["inputs"],
+                extra={"name": name, **headline},
             )
-            figures[f"confusion_{sys_name}"] = png
-        comparison = {
-            sys_name: {
-                "macro-F1": r["classification"]["macro_f1"],
-                "accuracy": r["classification"]["accuracy"],
-                **{k: v for k, v in r["retrieval"].items()},
-                "purity": r["clustering"]["purity"] or 0.0,
-                "NMI": r["clustering"]["nmi"] or 0.0,
-            }
-            for sys_name, r in systems.items()
-        }
-        plots.plot_comparison(out / "comparison.png", comparison, "embeddings vs baselines")
-        figures["comparison"] = "comparison.png"
-        if robustness is not None:
-            top1 = np.array(
-                [
-                    [c["top1"] if c["top1"] is not None else np.nan for c in robustness["cells"] if c["seconds"] == g]
-                    for g in robustness["lengths"]
-                ]
-            )
-            plots.plot_robustness(
-                out / "robustness.png",
-                robustness["lengths"],
-                robustness["degradations"],
-                top1,
-                "re-identification top-1 accuracy",
-            )
-            figures["robustness"] = "robustness.png"
-        for r in systems.values():
-            r.pop("_assignments", None)
-        report = {
-            "name": name,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "workspace": str(workspace.root),
-            "inputs": {
-                "embeddings": store.fingerprint,
-                "model": store.model_fingerprint,
-                "features": store.features_fingerprint,
-            },
-            "tracks": len(store.tracks),
-            "segments": store.n_segments,
-            "labelled_tracks": len(data.track_ids),
-            "labels": dict(sorted(labels_count.items())),
-            "classification_scheme": systems["embeddings"]["classification"]["scheme"],
-            "classify_options": settings_dict(classify_options),
-            "systems": systems,
-            "robustness": robustness,
-            "projection": {
-                "method": method,
-                "points": int(len(rows)),
-                "files": ["projector/vectors.tsv", "projector/metadata.tsv"],
-            },
-            "figures": figures,
-            "timings_s": {k: round(v, 2) for k, v in timings.items()},
-            "notes": notes,
-        }
-        atomic_write_json(out / "report.json", report)
-        atomic_write_bytes(out / "report.md", render_markdown(report).encode())
-        headline = {f"{s}_macro_f1": r["classification"]["macro_f1"] for s, r in systems.items()}
-        write_meta(
-            out,
-            KIND,
-            FORMAT_VERSION,
-            settings_dict(options),
-            inputs=report["inputs"],
-            extra={"name": name, **headline},
-        )
-    timings["report"] = time.perf_counter() - clock
-    step("report written", 1, 1)
-    return EvaluateResult(final, report)
+        self.timings["report"] = time.perf_counter() - clock
+        self.step("report written", 1, 1)
+        return EvaluateResult(final, report)

@@ -1,7 +1,9 @@
-"""The evaluate report as Markdown (``report.md``), from the same dict as ``report.json``."""
+"""The evaluate report's files: its figures (maps, confusion matrices, comparison, robustness) and its Markdown
+(``report.md``), rendered from the same dict as ``report.json``."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,9 +43,20 @@ def _systems_paragraph(systems: dict[str, Any]) -> str:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    """The report as Markdown, referring to its PNGs by relative path."""
-    systems = report["systems"]
+    """The report as Markdown, referring to its PNGs by relative path: one section after another."""
     lines = [
+        *_header(report),
+        *_summary(report),
+        *_classification(report["systems"]),
+        *_clusters(report["systems"]["embeddings"]["clustering"]),
+        *_robustness(report.get("robustness")),
+        *_map(report),
+    ]
+    return "\n".join(lines)
+
+
+def _header(report: dict[str, Any]) -> list[str]:
+    return [
         f"# embedtool evaluation: {report['name']}",
         "",
         f"Created {report['created']} from workspace `{report['workspace']}`.",
@@ -52,15 +65,20 @@ def render_markdown(report: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in report["labels"].items())
         + ".",
         "",
-        _systems_paragraph(systems),
+        _systems_paragraph(report["systems"]),
         "",
         *[f"Note: {note}" for note in report.get("notes", [])],
         "",
+    ]
+
+
+def _summary(report: dict[str, Any]) -> list[str]:
+    """One row per system: classification, retrieval and clustering figures side by side."""
+    systems = report["systems"]
+    ks = list(next(iter(systems.values()))["retrieval"])
+    lines = [
         "## Summary",
         "",
-    ]
-    ks = list(next(iter(systems.values()))["retrieval"])
-    lines += [
         "| system | accuracy | macro-F1 | " + " | ".join(ks) + " | purity | NMI | ARI |",
         "|---|---|---|" + "---|" * len(ks) + "---|---|---|",
     ]
@@ -71,23 +89,26 @@ def render_markdown(report: dict[str, Any]) -> str:
             + " | ".join(_fmt(r["retrieval"][k]) for k in ks)
             + f" | {_fmt(cl['purity'])} | {_fmt(cl['nmi'])} | {_fmt(cl['ari'])} |"
         )
+    options = report["classify_options"]
+    reads_descriptors = options.get("level") == "track" and options.get("features") == "descriptors"
     lines += [
         "",
         f"Classification: logistic regression, {report['classification_scheme']} "
         "(`split`: the split persisted by `embedtool train`; `cv-N`: grouped stratified N-fold), "
-        f"{report['classify_options']['level']} level"
-        + (
-            " (learnt systems: track descriptors; MFCC: its statistics)"
-            if report["classify_options"].get("level") == "track"
-            and report["classify_options"].get("features") == "descriptors"
-            else ""
-        )
-        + f", C {report['classify_options'].get('C')}. Retrieval: precision@k of same-label tracks among each "
+        f"{options['level']} level"
+        + (" (learnt systems: track descriptors; MFCC: its statistics)" if reads_descriptors else "")
+        + f", C {options.get('C')}. Retrieval: precision@k of same-label tracks among each "
         "track's k nearest (cosine), its own track excluded. Clustering: k-Means, k as listed below.",
         "",
         "![comparison](comparison.png)",
         "",
     ]
+    return lines
+
+
+def _classification(systems: dict[str, Any]) -> list[str]:
+    """Each system's per-class table and confusion matrix."""
+    lines: list[str] = []
     for name, r in systems.items():
         c = r["classification"]
         lines += [
@@ -102,8 +123,12 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"{row['support']} |"
             )
         lines += ["", f"![confusion {name}](confusion_{name}.png)", ""]
-    emb = systems["embeddings"]["clustering"]
-    lines += [
+    return lines
+
+
+def _clusters(emb: dict[str, Any]) -> list[str]:
+    """The embeddings' clusters and the labels in each."""
+    lines = [
         "## Clusters of the embeddings",
         "",
         f"k = {emb['k']} ({emb['criterion']}), sizes {emb['sizes']}.",
@@ -113,33 +138,41 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     for c, counts in emb["composition"].items():
         lines.append(f"| {c} | " + ", ".join(f"{k} {v}" for k, v in counts.items()) + " |")
-    rob = report.get("robustness")
-    if rob:
-        lines += [
-            "",
-            "## Re-identification robustness",
-            "",
-            f"Excerpts at random offsets of library tracks, identified through the index (`Searcher`, identify "
-            f"mode; a no-match answer counts as a miss). Gain {rob['gain_db']:g} dB; MP3 {rob['mp3']}. "
-            "Cells: top-1 / top-1 of the ranking ignoring the no-match threshold / top-5 accuracy (n excerpts).",
-            "",
-            "| length | " + " | ".join(rob["degradations"]) + " |",
-            "|---|" + "---|" * len(rob["degradations"]),
-        ]
-        for g in rob["lengths"]:
-            cells = [c for c in rob["cells"] if c["seconds"] == g]
-            lines.append(
-                f"| {g:g} s | "
-                + " | ".join(
-                    f"{_fmt(c['top1'], 2)} / {_fmt(c.get('top1_ranked'), 2)} / {_fmt(c['top5'], 2)} ({c['n']})"
-                    if c["n"]
-                    else "- (0)"
-                    for c in cells
-                )
-                + " |"
+    return lines
+
+
+def _robustness(rob: dict[str, Any] | None) -> list[str]:
+    """Re-identification accuracy per excerpt length x degradation (nothing when it was not measured)."""
+    if not rob:
+        return []
+    lines = [
+        "",
+        "## Re-identification robustness",
+        "",
+        f"Excerpts at random offsets of library tracks, identified through the index (`Searcher`, identify "
+        f"mode; a no-match answer counts as a miss). Gain {rob['gain_db']:g} dB; MP3 {rob['mp3']}. "
+        "Cells: top-1 / top-1 of the ranking ignoring the no-match threshold / top-5 accuracy (n excerpts).",
+        "",
+        "| length | " + " | ".join(rob["degradations"]) + " |",
+        "|---|" + "---|" * len(rob["degradations"]),
+    ]
+    for g in rob["lengths"]:
+        cells = [c for c in rob["cells"] if c["seconds"] == g]
+        lines.append(
+            f"| {g:g} s | "
+            + " | ".join(
+                f"{_fmt(c['top1'], 2)} / {_fmt(c.get('top1_ranked'), 2)} / {_fmt(c['top5'], 2)} ({c['n']})"
+                if c["n"]
+                else "- (0)"
+                for c in cells
             )
-        lines += ["", "![robustness](robustness.png)"]
-    lines += [
+            + " |"
+        )
+    return lines + ["", "![robustness](robustness.png)"]
+
+
+def _map(report: dict[str, Any]) -> list[str]:
+    return [
         "",
         "## Map of the space",
         "",
@@ -152,4 +185,81 @@ def render_markdown(report: dict[str, Any]) -> str:
         "Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()),
         "",
     ]
-    return "\n".join(lines)
+
+
+def write_figures(
+    out: Path,
+    store: Any,
+    data: Any,
+    systems: dict[str, dict[str, Any]],
+    robustness: dict[str, Any] | None,
+    options: Any,
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """The report's PNGs and projector files in ``out``: (figure name -> file, the projection's facts)."""
+    from embedtool.analysis import plots
+    from embedtool.analysis.projection import project_2d, write_projector_tsv
+
+    figures: dict[str, str] = {}
+    # Map of the space: every track (sampled when huge), coloured by label and by the embeddings' clusters.
+    all_vectors = np.asarray(store.track_vectors(), dtype=np.float32)
+    assignments = dict(zip(data.track_ids, systems["embeddings"]["_assignments"].tolist(), strict=True))
+    rows = np.arange(len(store.tracks))
+    if len(rows) > options.max_points:
+        rows = np.sort(np.random.default_rng(options.seed).choice(len(rows), options.max_points, replace=False))
+    tracks_sorted = sorted(store.tracks, key=lambda t: t["row"])
+    meta_rows = [
+        {
+            "track_id": tracks_sorted[r]["track_id"],
+            "label": tracks_sorted[r].get("label") or "",
+            "group": tracks_sorted[r].get("group") or "",
+            "cluster": assignments.get(tracks_sorted[r]["track_id"], ""),
+            "path": tracks_sorted[r].get("path") or "",
+        }
+        for r in rows
+    ]
+    coords, method = project_2d(all_vectors[rows], options.projection, options.seed)
+    plots.plot_map(
+        out / "map.png",
+        coords,
+        {"label": [m["label"] for m in meta_rows], "cluster": [m["cluster"] for m in meta_rows]},
+        title=f"tracks ({method})",
+    )
+    figures["map"] = "map.png"
+    write_projector_tsv(
+        out / "projector", all_vectors[rows], meta_rows, ["track_id", "label", "group", "cluster", "path"]
+    )
+    for sys_name, result in systems.items():
+        cls = result["classification"]
+        png = f"confusion_{sys_name}.png"
+        plots.plot_confusion(out / png, np.asarray(cls["confusion"]), cls["labels"], f"{sys_name} ({cls['scheme']})")
+        figures[f"confusion_{sys_name}"] = png
+    comparison = {
+        sys_name: {
+            "macro-F1": r["classification"]["macro_f1"],
+            "accuracy": r["classification"]["accuracy"],
+            **{k: v for k, v in r["retrieval"].items()},
+            "purity": r["clustering"]["purity"] or 0.0,
+            "NMI": r["clustering"]["nmi"] or 0.0,
+        }
+        for sys_name, r in systems.items()
+    }
+    plots.plot_comparison(out / "comparison.png", comparison, "embeddings vs baselines")
+    figures["comparison"] = "comparison.png"
+    if robustness is not None:
+        top1 = np.array(
+            [
+                [c["top1"] if c["top1"] is not None else np.nan for c in robustness["cells"] if c["seconds"] == g]
+                for g in robustness["lengths"]
+            ]
+        )
+        plots.plot_robustness(
+            out / "robustness.png", robustness["lengths"], robustness["degradations"], top1,
+            "re-identification top-1 accuracy",
+        )  # fmt: skip
+        figures["robustness"] = "robustness.png"
+    projection = {
+        "method": method,
+        "points": int(len(rows)),
+        "files": ["projector/vectors.tsv", "projector/metadata.tsv"],
+    }
+    return figures, projection

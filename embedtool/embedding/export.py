@@ -188,31 +188,47 @@ def export_embeddings(
     )
 
 
+# The export settings that decide where segments start and what a window holds: vectors made with other values
+# cannot be reused.
+GRID_KEYS = ("hop_frames", "segment_frames", "features")
+
+
+def export_staleness(previous: EmbeddingStore | None, encoder: Encoder, config: dict[str, Any]) -> str | None:
+    """Why the vectors of an existing export cannot be reused with ``encoder`` and this export ``config`` (see
+    :func:`export_config`), or None when they can (tracks may still be added or removed incrementally). The one
+    rule, shared by the export itself and by ``pipeline.embeddings_staleness``."""
+    if previous is None:
+        return "no embeddings yet"
+    if not previous.descriptors_current:
+        return "the previous export's track descriptors are missing or outdated"
+    if previous.model_fingerprint != encoder.fingerprint:
+        return f"the model changed ({previous.model_fingerprint or 'unknown'} -> {encoder.fingerprint})"
+    for key in GRID_KEYS:
+        if fingerprint_of(previous.meta.config.get(key)) != fingerprint_of(config[key]):
+            return f"the segment setting {key!r} changed"
+    return None
+
+
+def open_export(directory: Path) -> EmbeddingStore | None:
+    """The export in ``directory``, or None when there is none (or it cannot be read)."""
+    try:
+        return EmbeddingStore(directory)
+    except EmbedtoolError:
+        return None
+
+
 def _previous_export(
     directory: Path, encoder: Encoder, config: dict[str, Any], options: EmbedOptions
 ) -> tuple[EmbeddingStore | None, str, str]:
     """The existing export if its vectors can be reused, else None with the reason for a full export."""
     if options.full:
         return None, "full", "full export requested"
-    try:
-        previous = EmbeddingStore(directory)
-    except EmbedtoolError:
+    previous = open_export(directory)
+    if previous is None:
         return None, "full", "no previous export"
-    if not previous.descriptors_current:
-        reason = "the previous export's track descriptors are missing or outdated: every track is embedded again"
-        return None, "full", reason
-    if previous.model_fingerprint != encoder.fingerprint:
-        return (
-            None,
-            "full",
-            (
-                f"the model changed ({previous.model_fingerprint or 'unknown'} -> {encoder.fingerprint}): "
-                "every track is embedded again"
-            ),
-        )
-    for key in ("hop_frames", "segment_frames", "features"):
-        if fingerprint_of(previous.meta.config.get(key)) != fingerprint_of(config[key]):
-            return None, "full", f"the segment setting {key!r} changed: every track is embedded again"
+    why = export_staleness(previous, encoder, config)
+    if why is not None:
+        return None, "full", f"{why}: every track is embedded again"
     return previous, "incremental", ""
 
 

@@ -116,11 +116,6 @@ class EmbeddingStore:
         return float(self.meta.config["hop_s"])
 
     @property
-    def hop_seconds_option(self) -> float:
-        """``embed.hop_seconds`` as asked for (0 = half a segment): what staleness is judged by."""
-        return float(self.meta.config.get("hop_seconds", -1))
-
-    @property
     def segment_seconds(self) -> float:
         return float(self.meta.config["segment_seconds"])
 
