@@ -312,12 +312,7 @@ class Searcher:
     ) -> QueryResult:
         """Search window vectors (starting at ``starts_s``) and vote them into a ranked track list."""
         t0 = time.perf_counter()
-        exclude_rows = None
-        if exclude_track is not None:
-            pos = self._track_pos.get(exclude_track)
-            if pos is not None:
-                first = int(self.tables.first_row[pos])
-                exclude_rows = (first, first + int(self.tables.n_segments[pos]))
+        exclude_rows = self._rows_of(exclude_track)
         scores, rows = self.segment_index.search(vectors, self.options.hits_per_window, exclude_rows=exclude_rows)
         search_s = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -335,59 +330,74 @@ class Searcher:
             tolerance_bins=self.options.tolerance_bins,
             top=max(k, 2) if mode == "identify" else k,  # identify's confidence needs the runner-up
         )
-        matches = []
-        for rank, v in enumerate(votes, start=1):
-            t = self.tables.tracks[v.track]
-            matches.append(
-                Match(
-                    rank=rank,
-                    track_id=t["track_id"],
-                    score=round(v.score, 6),
-                    windows=v.windows,
-                    query_start_s=round(v.query_start_s, 3),
-                    query_end_s=round(v.query_end_s, 3),
-                    ref_start_s=round(v.ref_start_s, 3),
-                    ref_end_s=round(v.ref_end_s, 3),
-                    path=t.get("path"),
-                    label=t.get("label"),
-                )
-            )
+        matches = [self._match(rank, v) for rank, v in enumerate(votes, start=1)]
         no_match, confidence, threshold = False, None, self.threshold
         if mode == "identify":
-            best = matches[0].score if matches else 0.0
-            confidence = match_confidence(best, matches[1].score if len(matches) > 1 else None)
-            if self.thresholds_by_length:
-                threshold = threshold_for(self.thresholds_by_length, duration_s)
-            measured = best if self.threshold_statistic == "best_score" else confidence
-            no_match = threshold is not None and measured < threshold or not matches
-        matches = matches[:k]
-        hits = []
-        if segments:
-            for i, start in enumerate(starts_s):
-                if rows[i, 0] < 0:
-                    continue
-                r = int(rows[i, 0])
-                hits.append(
-                    SegmentHit(
-                        query_start_s=round(float(start), 3),
-                        segment_id=str(self.tables.segment_ids[r]),
-                        track_id=self.tables.tracks[int(self.tables.segment_track[r])]["track_id"],
-                        ref_start_s=round(float(self.tables.segment_start[r]), 3),
-                        ref_end_s=round(float(self.tables.segment_end[r]), 3),
-                        score=round(float(scores[i, 0]), 6),
-                    )
-                )
+            no_match, confidence, threshold = self._decide(matches, duration_s)
         return QueryResult(
             mode=mode,
-            matches=matches,
+            matches=matches[:k],
             no_match=no_match,
             threshold=threshold,
             confidence=confidence,
             query={"duration_s": round(duration_s, 3), "windows": int(len(starts_s))},
             excluded_track=exclude_track if exclude_rows is not None else None,
-            segments=hits,
+            segments=self._segment_hits(starts_s, scores, rows) if segments else [],
             timings={"search": search_s, "voting": time.perf_counter() - t1},
         )
+
+    def _rows_of(self, track_id: str | None) -> tuple[int, int] | None:
+        """The [first, last) segment rows of a library track (to leave out of a search), or None."""
+        pos = self._track_pos.get(track_id) if track_id is not None else None
+        if pos is None:
+            return None
+        first = int(self.tables.first_row[pos])
+        return first, first + int(self.tables.n_segments[pos])
+
+    def _match(self, rank: int, v: Any) -> Match:
+        t = self.tables.tracks[v.track]
+        return Match(
+            rank=rank,
+            track_id=t["track_id"],
+            score=round(v.score, 6),
+            windows=v.windows,
+            query_start_s=round(v.query_start_s, 3),
+            query_end_s=round(v.query_end_s, 3),
+            ref_start_s=round(v.ref_start_s, 3),
+            ref_end_s=round(v.ref_end_s, 3),
+            path=t.get("path"),
+            label=t.get("label"),
+        )
+
+    def _decide(self, matches: list[Match], duration_s: float) -> tuple[bool, float, float | None]:
+        """Identify mode: (no match?, the confidence, the threshold it was held to) — see query.decision."""
+        best = matches[0].score if matches else 0.0
+        confidence = match_confidence(best, matches[1].score if len(matches) > 1 else None)
+        threshold = self.threshold
+        if self.thresholds_by_length:
+            threshold = threshold_for(self.thresholds_by_length, duration_s)
+        measured = best if self.threshold_statistic == "best_score" else confidence
+        no_match = threshold is not None and measured < threshold or not matches
+        return no_match, confidence, threshold
+
+    def _segment_hits(self, starts_s: np.ndarray, scores: np.ndarray, rows: np.ndarray) -> list[SegmentHit]:
+        """Each query window's nearest library segment (``--segments``)."""
+        hits = []
+        for i, start in enumerate(starts_s):
+            if rows[i, 0] < 0:
+                continue
+            r = int(rows[i, 0])
+            hits.append(
+                SegmentHit(
+                    query_start_s=round(float(start), 3),
+                    segment_id=str(self.tables.segment_ids[r]),
+                    track_id=self.tables.tracks[int(self.tables.segment_track[r])]["track_id"],
+                    ref_start_s=round(float(self.tables.segment_start[r]), 3),
+                    ref_end_s=round(float(self.tables.segment_end[r]), 3),
+                    score=round(float(scores[i, 0]), 6),
+                )
+            )
+        return hits
 
     # --- library lookups -----------------------------------------------------------------------------------
     def find_track(self, id_or_path: str) -> dict[str, Any] | None:
