@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from embedtool.analysis.options import ClassifyOptions
+from embedtool.embedding.store import SegmentGrid
 from embedtool.errors import IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.progress import Progress
 
@@ -514,7 +515,7 @@ def run_classify(
                 "scheme": evaluation.scheme,
                 "accuracy": evaluation.metrics["accuracy"],
                 "macro_f1": evaluation.metrics["macro_f1"],
-                "embeddings_config": dict(store.meta.config),
+                "embeddings_config": store.config,
             },
             fingerprint=fingerprint_of(config, store.fingerprint, classifier.coef.round(6).tolist()),
         )
@@ -582,14 +583,11 @@ class SavedClassifier:
         )
 
     def hop_frames(self, encoder: Any) -> int:
-        """The segment hop the embeddings were exported with (same windows as the training vectors)."""
+        """The segment hop the embeddings were exported with (same windows as the training vectors); half a
+        segment for classifiers saved without the export's config."""
         config = self.meta.extra.get("embeddings_config", {})
-        for key in ("hop_frames",):
-            if config.get(key):
-                return int(config[key])
-        for key in ("hop_s", "hop_seconds", "segment_hop_s"):
-            if config.get(key):
-                return max(1, encoder.feature_settings.seconds_to_frames(float(config[key])))
+        if "hop_frames" in config:
+            return SegmentGrid.from_config(config).hop_frames
         return max(1, encoder.segment_frames // 2)
 
     def predict_mel(self, mel: np.ndarray, encoder: Any, segments: bool = False) -> tuple[str, dict, list]:

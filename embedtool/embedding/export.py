@@ -204,7 +204,7 @@ def export_staleness(previous: EmbeddingStore | None, encoder: Encoder, config: 
     if previous.model_fingerprint != encoder.fingerprint:
         return f"the model changed ({previous.model_fingerprint or 'unknown'} -> {encoder.fingerprint})"
     for key in GRID_KEYS:
-        if fingerprint_of(previous.meta.config.get(key)) != fingerprint_of(config[key]):
+        if fingerprint_of(previous.config.get(key)) != fingerprint_of(config[key]):
             return f"the segment setting {key!r} changed"
     return None
 

@@ -22,6 +22,7 @@ never sees a half-written store.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,26 @@ def shard_name(index: int) -> str:
     return f"segments-{index:04d}.npy"
 
 
+@dataclass(frozen=True)
+class SegmentGrid:
+    """Where an export's segments start and how long they are, as its config records them: frames decide, the
+    seconds are the same values at the features' frame rate."""
+
+    hop_frames: int
+    segment_frames: int
+    hop_s: float
+    segment_seconds: float
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> SegmentGrid:
+        return cls(
+            hop_frames=int(config["hop_frames"]),
+            segment_frames=int(config["segment_frames"]),
+            hop_s=float(config["hop_s"]),
+            segment_seconds=float(config["segment_seconds"]),
+        )
+
+
 class EmbeddingStore:
     """Read access to an embeddings artefact (tables eagerly, vectors on demand, memory-mapped)."""
 
@@ -110,14 +131,28 @@ class EmbeddingStore:
         return self.meta.inputs.get("features", "")
 
     # --- the segment grid (what the export's config decided) -----------------------------------------------
+    @cached_property
+    def grid(self) -> SegmentGrid:
+        return SegmentGrid.from_config(self.meta.config)
+
     @property
     def hop_s(self) -> float:
         """Seconds between consecutive segment starts (the hop actually used, in whole frames)."""
-        return float(self.meta.config["hop_s"])
+        return self.grid.hop_s
 
     @property
     def segment_seconds(self) -> float:
-        return float(self.meta.config["segment_seconds"])
+        return self.grid.segment_seconds
+
+    @property
+    def feature_settings(self) -> dict[str, Any]:
+        """The settings of the features the export was made from (``FeatureSettings`` as a dict)."""
+        return dict(self.meta.config["features"])
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The export's provenance config (options, segment grid, features, model summary), for copies."""
+        return dict(self.meta.config)
 
     def __len__(self) -> int:
         return len(self.tracks)

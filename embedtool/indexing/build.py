@@ -279,7 +279,7 @@ def write_index_files(
             "identify": identify,
             "hop_s": store.hop_s,
             "segment_seconds": store.segment_seconds,
-            "feature_settings": store.meta.config["features"],
+            "feature_settings": store.feature_settings,
             "dim": store.dim,
             "metric": "inner product on L2-normalised vectors (cosine)",
             "bytes": dir_size_bytes(stage),

@@ -12,11 +12,13 @@ index/
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from embedtool.artefacts import ArtefactMeta, read_meta
 
 KIND = "index"
 FORMAT_VERSION = 1
@@ -62,3 +64,67 @@ class IdTables:
             if t["track_id"] == track_id:
                 return i
         return None
+
+
+@dataclass(frozen=True)
+class IdentifyThresholds:
+    """The identify decision an index was calibrated for (see query.calibrate and query.decision)."""
+
+    threshold: float | None
+    statistic: str  # "confidence"; "best_score" for indexes built before the confidence rule
+    by_length: list[dict[str, Any]] = field(default_factory=list)  # one threshold per calibrated excerpt length
+
+
+class IndexStore:
+    """Read access to an index artefact's facts (its meta.json, typed) and file paths; the FAISS indexes
+    themselves are loaded by ``indexing.search.VectorIndex``."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.meta: ArtefactMeta = read_meta(self.directory, KIND, FORMAT_VERSION)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.meta.fingerprint
+
+    @property
+    def model_fingerprint(self) -> str:
+        return self.meta.inputs.get("model", "")
+
+    @property
+    def embeddings_fingerprint(self) -> str:
+        return self.meta.inputs.get("embeddings", "")
+
+    @property
+    def feature_settings(self) -> dict[str, Any] | None:
+        """The feature settings the indexed embeddings were made from (None for indexes that predate it)."""
+        return self.meta.extra.get("feature_settings")
+
+    @property
+    def hop_s(self) -> float:
+        """Seconds between consecutive segment starts of the indexed embeddings."""
+        return float(self.meta.extra["hop_s"])
+
+    @property
+    def segment_kind(self) -> str:
+        return str(self.meta.extra["segments"]["kind"])
+
+    @property
+    def segment_search_params(self) -> dict[str, Any] | None:
+        return self.meta.extra["segments"].get("search_params")
+
+    @property
+    def identify(self) -> IdentifyThresholds:
+        identify = self.meta.extra.get("identify", {})
+        return IdentifyThresholds(
+            threshold=identify.get("threshold"),
+            statistic=identify.get("statistic", "best_score"),
+            by_length=identify.get("by_length") or [],
+        )
+
+    @property
+    def segment_index_path(self) -> Path:
+        return self.directory / SEGMENT_INDEX
+
+    def id_tables(self) -> IdTables:
+        return IdTables.read(self.directory / SEGMENT_TABLE, self.directory / TRACK_TABLE)

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from embedtool.artefacts import check_compatible, read_meta
+from embedtool.artefacts import check_compatible
 from embedtool.config import settings_dict
 from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.features.frontend import featurise_file, featurise_samples
 from embedtool.features.windows import crop_many, silence_floor, window_starts
 from embedtool.indexing.search import VectorIndex
-from embedtool.indexing.store import FORMAT_VERSION, KIND, SEGMENT_INDEX, SEGMENT_TABLE, TRACK_TABLE, IdTables
+from embedtool.indexing.store import IdTables, IndexStore
 from embedtool.query.decision import STATISTIC, match_confidence, threshold_for
 from embedtool.query.options import NeighbourOptions
 from embedtool.query.voting import vote
@@ -148,35 +148,34 @@ class Searcher:
         from embedtool.features.store import FeatureStore
         from embedtool.model.encoder import Encoder
 
-        meta = read_meta(workspace.index, KIND, FORMAT_VERSION)
+        built = IndexStore(workspace.index)
         if not (workspace.model / "meta.json").is_file():
             raise MissingArtefactError(
                 f"No model at {workspace.model} to embed queries with (make it with `embedtool train`)."
             )
         encoder = Encoder.load(workspace.model, device=device)
-        if encoder.fingerprint != meta.inputs.get("model"):
+        if encoder.fingerprint != built.model_fingerprint:
             raise IncompatibleArtefactError(
-                f"The index at {workspace.index} was built with model {meta.inputs.get('model')}, but the model "
+                f"The index at {workspace.index} was built with model {built.model_fingerprint}, but the model "
                 f"at {workspace.model} is {encoder.fingerprint}; re-run `embedtool index`."
             )
-        built_features = meta.extra.get("feature_settings")
-        if built_features:
-            check_compatible(built_features, settings_dict(encoder.feature_settings), "index vs model feature settings")
-        seg = meta.extra["segments"]
-        index = VectorIndex.load(workspace.index / SEGMENT_INDEX, seg["kind"], seg.get("search_params"))
-        if seg["kind"] == "ivf-pq":
-            index.refine_vectors = _refine_vectors(workspace, meta.inputs.get("embeddings", ""))
-        tables = IdTables.read(workspace.index / SEGMENT_TABLE, workspace.index / TRACK_TABLE)
+        if built.feature_settings:
+            check_compatible(
+                built.feature_settings, settings_dict(encoder.feature_settings), "index vs model feature settings"
+            )
+        index = VectorIndex.load(built.segment_index_path, built.segment_kind, built.segment_search_params)
+        if built.segment_kind == "ivf-pq":
+            index.refine_vectors = _refine_vectors(workspace, built.embeddings_fingerprint)
+        tables = built.id_tables()
         features = None
         try:
             features = FeatureStore(workspace.features)
         except (MissingArtefactError, IncompatibleArtefactError):
             features = None  # library lookups by id then go through the index's track table only
-        identify = meta.extra.get("identify", {})
-        statistic = identify.get("statistic", "best_score")  # indexes built before the confidence rule
+        identify = built.identify
         return cls(
-            encoder, index, tables, meta.extra["hop_s"], identify.get("threshold"), options, features, statistic,
-            identify.get("by_length"),
+            encoder, index, tables, built.hop_s, identify.threshold, options, features, identify.statistic,
+            identify.by_length or None,
         )  # fmt: skip
 
     # --- queries -------------------------------------------------------------------------------------------
