@@ -15,7 +15,7 @@ or stale, it says so in its report rather than silently: ``index`` exports embed
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from embedtool.embedding.export import (
 from embedtool.embedding.options import EmbedOptions
 from embedtool.embedding.store import EmbeddingStore
 from embedtool.errors import MissingArtefactError
-from embedtool.features.extract import ExtractReport, run_extract
+from embedtool.features.extract import ExtractProgress, ExtractReport, run_extract
 from embedtool.features.options import ExtractOptions
 from embedtool.features.store import FeatureStore
 from embedtool.indexing.build import build_index, copy_id_tables, write_index_files
@@ -62,7 +62,7 @@ def extract(
     roots: Sequence[Path | str],
     settings: FeatureSettings | None = None,
     options: ExtractOptions | None = None,
-    progress: Any = None,
+    progress: Callable[[ExtractProgress], None] | None = None,
 ) -> ExtractReport:
     """Decode and featurise the audio under ``roots`` into the workspace's features (incremental, resumable).
     ``progress`` receives an :class:`ExtractProgress` after each file."""
@@ -73,7 +73,10 @@ def extract(
 
 
 def train(
-    workspace: Workspace, settings: TrainSettings | None = None, resume: bool = False, progress: Any = None
+    workspace: Workspace,
+    settings: TrainSettings | None = None,
+    resume: bool = False,
+    progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainReport:
     """Train the workspace's model on its features (self-supervised); ``progress`` receives one dict per event."""
     return run_train(

@@ -10,12 +10,16 @@ audio front end, tracks and splits as the embeddings it is compared with.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from scipy.fft import dct
 
 from embedtool.errors import InputError
+
+if TYPE_CHECKING:
+    from embedtool.features.store import FeatureStore
+
 
 BaselineKind = Literal["mfcc", "logmel"]
 
@@ -47,7 +51,7 @@ def baseline_vector(mel: np.ndarray, kind: BaselineKind = "mfcc", n_mfcc: int = 
 
 
 def track_baseline_vectors(
-    feature_store: Any,
+    feature_store: FeatureStore,
     track_ids: Sequence[str],
     kind: BaselineKind = "mfcc",
     n_mfcc: int = 20,
@@ -66,7 +70,7 @@ def track_baseline_vectors(
 
 
 def segment_baseline_vectors(
-    feature_store: Any,
+    feature_store: FeatureStore,
     segments: Sequence[dict[str, Any]],
     kind: BaselineKind = "mfcc",
     n_mfcc: int = 20,

@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +46,11 @@ from embedtool.analysis.options import ClassifyOptions
 from embedtool.embedding.store import SegmentGrid
 from embedtool.errors import IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.progress import Progress
+
+if TYPE_CHECKING:
+    from embedtool.embedding.store import EmbeddingStore
+    from embedtool.model.encoder import Encoder
+
 
 KIND = "classifier"
 FORMAT_VERSION = 1
@@ -189,7 +194,7 @@ class LabelledData:
             )
 
     @classmethod
-    def from_store(cls, store: Any, segments: bool = False, descriptors: bool = False) -> LabelledData:
+    def from_store(cls, store: EmbeddingStore, segments: bool = False, descriptors: bool = False) -> LabelledData:
         """The labelled tracks of an ``EmbeddingStore`` (unlabelled tracks are left out); ``descriptors`` loads
         their descriptors too (a store without them raises ``MissingArtefactError``)."""
         tracks = sorted((t for t in store.tracks if t.get("label") not in (None, "")), key=lambda t: t["row"])
@@ -563,7 +568,7 @@ class SavedClassifier:
     def _input_dim(self, embedding_dim: int | None, descriptor_dim: int | None) -> int | None:
         return descriptor_dim if self.reads_descriptors else embedding_dim
 
-    def check_embeddings(self, store: Any) -> None:
+    def check_embeddings(self, store: EmbeddingStore) -> None:
         """Refuse embeddings other than the ones the classifier was trained on (model or dimension differ)."""
         from embedtool.artefacts import check_compatible
 
@@ -573,7 +578,7 @@ class SavedClassifier:
             "classifier vs embeddings (re-run `embedtool classify` after re-training or re-embedding)",
         )
 
-    def check_encoder(self, encoder: Any) -> None:
+    def check_encoder(self, encoder: Encoder) -> None:
         from embedtool.artefacts import check_compatible
 
         check_compatible(
@@ -582,7 +587,7 @@ class SavedClassifier:
             "classifier vs model (re-run `embedtool classify` after re-training)",
         )
 
-    def hop_frames(self, encoder: Any) -> int:
+    def hop_frames(self, encoder: Encoder) -> int:
         """The segment hop the embeddings were exported with (same windows as the training vectors); half a
         segment for classifiers saved without the export's config."""
         config = self.meta.extra.get("embeddings_config", {})
@@ -590,7 +595,7 @@ class SavedClassifier:
             return SegmentGrid.from_config(config).hop_frames
         return max(1, encoder.segment_frames // 2)
 
-    def predict_mel(self, mel: np.ndarray, encoder: Any, segments: bool = False) -> tuple[str, dict, list]:
+    def predict_mel(self, mel: np.ndarray, encoder: Encoder, segments: bool = False) -> tuple[str, dict, list]:
         """Label of one log-Mel matrix, read the way the training tracks were: the pooled descriptor or the pooled
         embedding of its windows (or their averaged probabilities at segment level)."""
         from embedtool.embedding.pooling import pool_descriptors, pool_track
@@ -630,7 +635,7 @@ def predict_files(
     model_dir: Path,
     paths: Sequence[Path],
     segments: bool = False,
-    encoder: Any = None,
+    encoder: Encoder = None,
     progress: Progress | None = None,
 ) -> list[FilePrediction]:
     """Predict each audio file's label (and each segment's with ``segments``) with the saved classifier.

@@ -26,13 +26,17 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from embedtool.analysis.options import ClusterOptions
 from embedtool.errors import InputError
 from embedtool.progress import Progress
+
+if TYPE_CHECKING:
+    from embedtool.embedding.store import EmbeddingStore
+
 
 KIND = "clusters"
 FORMAT_VERSION = 1
@@ -229,7 +233,7 @@ class ClusterResult:
         return self.clustering.agreement
 
 
-def _items(store: Any, level: str) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def _items(store: EmbeddingStore, level: str) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Vectors and per-item rows (ids, time range, label, path) at track or segment level."""
     tracks = {t["track_id"]: t for t in store.tracks}
     if level == "track":
@@ -267,7 +271,7 @@ def _items(store: Any, level: str) -> tuple[np.ndarray, list[dict[str, Any]]]:
 
 
 def _exemplars(
-    store: Any, clustering: Clustering, items: list[dict[str, Any]], level: str, count: int
+    store: EmbeddingStore, clustering: Clustering, items: list[dict[str, Any]], level: str, count: int
 ) -> dict[int, list[dict[str, Any]]]:
     """Items nearest each centroid; at track level each comes with its segment nearest the centroid."""
     seg_vectors = np.asarray(store.segment_vectors(), dtype=np.float32) if level == "track" else None

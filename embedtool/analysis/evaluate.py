@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +46,12 @@ from embedtool.analysis.retrieval import precision_at_k, standardise
 from embedtool.analysis.robustness import run_robustness
 from embedtool.errors import InputError
 from embedtool.progress import Progress
+
+if TYPE_CHECKING:
+    from embedtool.embedding.store import EmbeddingStore
+    from embedtool.model.encoder import Encoder
+    from embedtool.workspace import Workspace
+
 
 KIND = "report"
 FORMAT_VERSION = 1
@@ -110,7 +116,7 @@ class EvaluateResult:
         return self.report["systems"]
 
 
-def _untrained_encoder(workspace: Any, seed: int) -> Any:
+def _untrained_encoder(workspace: Workspace, seed: int) -> Any:
     """The workspace's network with random weights and the trained one's input standardisation: the baseline
     differs in its weights only."""
     from embedtool.model.encoder import Encoder
@@ -123,7 +129,7 @@ def _untrained_encoder(workspace: Any, seed: int) -> Any:
     return encoder
 
 
-def _pretrained_encoder(workspace: Any, store: Any, name: str) -> tuple[Any, str]:
+def _pretrained_encoder(workspace: Workspace, store: EmbeddingStore, name: str) -> tuple[Any, str]:
     """The bundled model ``name`` when it can embed these features and is not the model behind the
     embeddings ``store``; otherwise (None, why it is left out)."""
     from embedtool.errors import IncompatibleArtefactError
@@ -145,7 +151,7 @@ BASELINE_EXPORTS = ".baselines"  # under reports/: bundled models' exports, kept
 
 
 @contextlib.contextmanager
-def _baseline_export_dir(workspace: Any, system: str, keep: bool) -> Iterator[Path]:
+def _baseline_export_dir(workspace: Workspace, system: str, keep: bool) -> Iterator[Path]:
     """Where a baseline network's export goes. A bundled model's is kept in ``reports/.baselines/SYSTEM``, so
     evaluating an unchanged library again reuses it and a grown one embeds only the new tracks (the export's
     own model/settings/track checks decide); the untrained network's, whose input standardisation follows the
@@ -157,7 +163,7 @@ def _baseline_export_dir(workspace: Any, system: str, keep: bool) -> Iterator[Pa
         yield Path(tmp)
 
 
-def _export_with(workspace: Any, store: Any, encoder: Any, tmp: Path) -> Any:
+def _export_with(workspace: Workspace, store: EmbeddingStore, encoder: Encoder, tmp: Path) -> Any:
     """Embeddings of ``encoder`` over the workspace's features, exported with the same options as ``store``."""
     import dataclasses
 
@@ -172,7 +178,7 @@ def _export_with(workspace: Any, store: Any, encoder: Any, tmp: Path) -> Any:
 
 
 def run_evaluate(
-    workspace: Any,
+    workspace: Workspace,
     options: EvaluateOptions,
     classify_options: ClassifyOptions | None = None,
     cluster_options: ClusterOptions | None = None,
@@ -203,7 +209,7 @@ class _Evaluation:
 
     def __init__(
         self,
-        workspace: Any,
+        workspace: Workspace,
         options: EvaluateOptions,
         classify_options: ClassifyOptions,
         cluster_options: ClusterOptions,
@@ -226,7 +232,7 @@ class _Evaluation:
         self.timings[name] = time.perf_counter() - clock
         return result
 
-    def labelled(self, store: Any) -> LabelledData:
+    def labelled(self, store: EmbeddingStore) -> LabelledData:
         """The labelled tracks (or segments) of an export, read as the classify options say."""
         level = self.classify_options.level == "segment"
         data = LabelledData.from_store(store, level, uses_descriptors(self.classify_options))
@@ -242,7 +248,7 @@ class _Evaluation:
             data, self.options, self.classify_options, self.cluster_options, self.split, standardise_vectors
         )
 
-    def feature_baseline(self, store: Any, data: LabelledData) -> None:
+    def feature_baseline(self, store: EmbeddingStore, data: LabelledData) -> None:
         """MFCC (or log-Mel) statistics of the same tracks, standardised, through the same classifier and folds."""
         from embedtool.analysis.baselines import segment_baseline_vectors, track_baseline_vectors
         from embedtool.artefacts import check_compatible
@@ -273,7 +279,7 @@ class _Evaluation:
             standardise_vectors=True,
         )
 
-    def network_baselines(self, store: Any) -> list[tuple[str, Any]]:
+    def network_baselines(self, store: EmbeddingStore) -> list[tuple[str, Any]]:
         """(name, encoder) of the other networks to compare with: untrained, and the bundled model."""
         options = self.options
         encoders: list[tuple[str, Any]] = []
@@ -287,7 +293,7 @@ class _Evaluation:
                 encoders.append((options.pretrained_baseline, encoder))
         return encoders
 
-    def network_baseline(self, system: str, encoder: Any, store: Any, data: LabelledData) -> None:
+    def network_baseline(self, system: str, encoder: Encoder, store: EmbeddingStore, data: LabelledData) -> None:
         """Another network's export of the same tracks, through the same classifier and folds."""
         self.step(f"{system} network baseline")
         with _baseline_export_dir(self.workspace, system, keep=system != "untrained") as directory:
@@ -301,7 +307,9 @@ class _Evaluation:
                 odata, self.options, self.classify_options, self.cluster_options, self.split
             )
 
-    def write_report(self, store: Any, data: LabelledData, robustness: dict[str, Any] | None) -> EvaluateResult:
+    def write_report(
+        self, store: EmbeddingStore, data: LabelledData, robustness: dict[str, Any] | None
+    ) -> EvaluateResult:
         """Figures, report.json, report.md and meta.json (last) into ``reports/<name>/``, swapped into place."""
         from embedtool.artefacts import atomic_write_bytes, atomic_write_json, staged_dir, write_meta
         from embedtool.config import settings_dict

@@ -4,9 +4,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from embedtool.analysis.classify import LabelledData
+    from embedtool.analysis.options import EvaluateOptions
+    from embedtool.embedding.store import EmbeddingStore
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -189,11 +194,11 @@ def _map(report: dict[str, Any]) -> list[str]:
 
 def write_figures(
     out: Path,
-    store: Any,
-    data: Any,
+    store: EmbeddingStore,
+    data: LabelledData,
     systems: dict[str, dict[str, Any]],
     robustness: dict[str, Any] | None,
-    options: Any,
+    options: EvaluateOptions,
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """The report's PNGs and projector files in ``out``: (figure name -> file, the projection's facts)."""
     from embedtool.analysis import plots

@@ -6,13 +6,19 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from embedtool.analysis.options import EvaluateOptions
 from embedtool.errors import InputError
 from embedtool.progress import Progress
+
+if TYPE_CHECKING:
+    from embedtool.embedding.store import EmbeddingStore
+    from embedtool.query.searcher import Searcher
+    from embedtool.workspace import Workspace
+
 
 MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
@@ -65,7 +71,7 @@ def _match_track(match: Any) -> str:
 
 
 def reidentification(
-    searcher: Any,
+    searcher: Searcher,
     tracks: Sequence[dict[str, Any]],
     options: EvaluateOptions,
     read: Callable[[str, float, float], tuple[np.ndarray, int]],
@@ -143,7 +149,9 @@ def reidentification(
     }
 
 
-def run_robustness(workspace: Any, store: Any, options: EvaluateOptions, progress: Progress | None) -> dict[str, Any]:
+def run_robustness(
+    workspace: Workspace, store: EmbeddingStore, options: EvaluateOptions, progress: Progress | None
+) -> dict[str, Any]:
     from embedtool.query.searcher import Searcher
 
     searcher = Searcher.open(workspace)

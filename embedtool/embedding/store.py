@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pyarrow as pa
@@ -66,6 +66,19 @@ TRACK_SCHEMA = pa.schema(
 )
 
 
+class EmbeddedTrack(TypedDict):
+    """One row of the embeddings' track table (``TRACK_SCHEMA``): its segments are rows ``row``'s first segment
+    on, ``n_segments`` of them."""
+
+    track_id: str
+    path: str | None
+    label: str | None
+    group: str | None
+    duration_s: float
+    n_segments: int
+    row: int
+
+
 def segment_id(track_id: str, start_s: float) -> str:
     """A segment's stable id: the track's content id and the start time in whole milliseconds."""
     return f"{track_id}@{int(round(start_s * 1000))}"
@@ -103,7 +116,7 @@ class EmbeddingStore:
         self.meta: ArtefactMeta = read_meta(self.directory, KIND, FORMAT_VERSION)
         self.dim: int = int(self.meta.extra["dim"])
         self._segment_table = pq.read_table(self.directory / SEGMENT_TABLE)
-        self.tracks: list[dict[str, Any]] = pq.read_table(self.directory / TRACK_TABLE).to_pylist()
+        self.tracks: list[EmbeddedTrack] = pq.read_table(self.directory / TRACK_TABLE).to_pylist()  # type: ignore[assignment]
         self._track_by_id = {t["track_id"]: t for t in self.tracks}
         # Numpy columns for fast lookups from search results (a list of dicts is slow for 10^6 segments).
         self.segment_track_ids: np.ndarray = np.asarray(
@@ -173,7 +186,7 @@ class EmbeddingStore:
     def track_ids(self) -> list[str]:
         return [t["track_id"] for t in self.tracks]
 
-    def track(self, track_id: str) -> dict[str, Any]:
+    def track(self, track_id: str) -> EmbeddedTrack:
         try:
             return self._track_by_id[track_id]
         except KeyError:

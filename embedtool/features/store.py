@@ -20,7 +20,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pyarrow as pa
@@ -62,6 +62,24 @@ TRACK_SCHEMA = pa.schema(
 TRACK_COLUMNS = [f.name for f in TRACK_SCHEMA]
 
 
+class Track(TypedDict):
+    """One row of the track table (the columns of ``TABLE_SCHEMA``): a track's identity, origin and features."""
+
+    track_id: str
+    path: str
+    root: str
+    label: str | None
+    group: str | None
+    duration_s: float
+    native_sample_rate: int
+    channels: int
+    frames: int
+    shard: str
+    offset: int
+    file_size: int
+    file_mtime_ns: int
+
+
 def settings_fingerprint(settings: FeatureSettings) -> str:
     return fingerprint_of(settings_dict(settings))
 
@@ -74,7 +92,7 @@ class FeatureStore:
         self.meta: ArtefactMeta = read_meta(self.directory, KIND, FORMAT_VERSION)
         self.settings = FeatureSettings(**self.meta.config)
         table_path = self.directory / self.meta.extra["table"]
-        self.tracks: list[dict[str, Any]] = pq.read_table(table_path).to_pylist()
+        self.tracks: list[Track] = pq.read_table(table_path).to_pylist()  # type: ignore[assignment]
         self._by_id = {t["track_id"]: t for t in self.tracks}
         self._shards: dict[str, np.ndarray] = {}
 
@@ -88,13 +106,13 @@ class FeatureStore:
     def track_ids(self) -> list[str]:
         return [t["track_id"] for t in self.tracks]
 
-    def track(self, track_id: str) -> dict[str, Any]:
+    def track(self, track_id: str) -> Track:
         try:
             return self._by_id[track_id]
         except KeyError:
             raise InputError(f"No track with id {track_id!r} in {self.directory}") from None
 
-    def find(self, id_or_path: str) -> dict[str, Any] | None:
+    def find(self, id_or_path: str) -> Track | None:
         """A track by id, id prefix (unique), or path (absolute, or as given relative to cwd)."""
         if id_or_path in self._by_id:
             return self._by_id[id_or_path]

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from embedtool.artefacts import ArtefactMeta, read_meta
+
+if TYPE_CHECKING:
+    from embedtool.embedding.store import EmbeddedTrack
 
 KIND = "index"
 FORMAT_VERSION = 1
@@ -36,7 +39,7 @@ class IdTables:
     segment_track: np.ndarray  # int64: row -> position in ``tracks``
     segment_start: np.ndarray
     segment_end: np.ndarray
-    tracks: list[dict[str, Any]]
+    tracks: list[EmbeddedTrack]
     first_row: np.ndarray  # per track: its first segment row
     n_segments: np.ndarray  # per track
 

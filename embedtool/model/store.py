@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from embedtool.artefacts import check_compatible, fingerprint_of, read_meta, staged_dir, write_meta
+from embedtool.audio.settings import FeatureSettings
 from embedtool.config import settings_dict
 from embedtool.errors import ConfigError, MissingArtefactError
 from embedtool.model.encoder import COMPANION_DIR, FORMAT_VERSION, KIND, WEIGHTS_FILE, Encoder, check_companion
@@ -97,7 +98,9 @@ def copy_model(source: Path, target: Path) -> None:
             shutil.copy2(source / name, target / name)
 
 
-def load_init_weights(spec: str, settings: TrainSettings, feature_settings: Any) -> tuple[dict[str, Any], str]:
+def load_init_weights(
+    spec: str, settings: TrainSettings, feature_settings: FeatureSettings
+) -> tuple[dict[str, Any], str]:
     """The state dict of the model to start training from, checked against these settings; and its fingerprint."""
     source = resolve_model_source(spec)
     encoder = Encoder.load(source)

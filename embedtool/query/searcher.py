@@ -33,10 +33,11 @@ from embedtool.indexing.search import VectorIndex
 from embedtool.indexing.store import IdTables, IndexStore
 from embedtool.query.decision import STATISTIC, match_confidence, threshold_for
 from embedtool.query.options import NeighbourOptions
-from embedtool.query.voting import vote
+from embedtool.query.voting import TrackVote, vote
 
 if TYPE_CHECKING:
     from embedtool.audio.settings import FeatureSettings
+    from embedtool.embedding.store import EmbeddedTrack
     from embedtool.features.store import FeatureStore
     from embedtool.model.encoder import Encoder
     from embedtool.workspace import Workspace
@@ -353,7 +354,7 @@ class Searcher:
         first = int(self.tables.first_row[pos])
         return first, first + int(self.tables.n_segments[pos])
 
-    def _match(self, rank: int, v: Any) -> Match:
+    def _match(self, rank: int, v: TrackVote) -> Match:
         t = self.tables.tracks[v.track]
         return Match(
             rank=rank,
@@ -399,7 +400,7 @@ class Searcher:
         return hits
 
     # --- library lookups -----------------------------------------------------------------------------------
-    def find_track(self, id_or_path: str) -> dict[str, Any] | None:
+    def find_track(self, id_or_path: str) -> EmbeddedTrack | None:
         """A library track by id, unique id prefix (6+ characters), or path."""
         if id_or_path in self._track_pos:
             return self.tables.tracks[self._track_pos[id_or_path]]
