@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -13,7 +14,11 @@ from embedtool.cli.common import app_context, console, err_console, handle_error
 from embedtool.errors import ConfigError
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from embedtool.model.settings import TrainSettings
     from embedtool.training.trainer import TrainReport
+    from embedtool.workspace import Workspace
 
 
 @app.command()
@@ -106,22 +111,7 @@ def train(
     if pretrained is not None:
         if resume or init is not None:
             raise ConfigError("--pretrained uses a model as it is: it does not combine with --init or --resume.")
-        encoder = pipeline.adopt(ws, pretrained, settings)
-        summary = {
-            "model_dir": str(ws.model),
-            "adopted_from": pretrained,
-            "fingerprint": encoder.fingerprint,
-            "embedding_dim": encoder.embedding_dim,
-            "descriptor_dim": encoder.descriptor_dim,
-        }
-        if as_json:
-            print_json(summary)
-        else:
-            console.print(
-                f"model → {ws.model}: {pretrained} as it is (model {encoder.fingerprint}, not trained on these "
-                "features); next: `embedtool embed` or `embedtool index`.",
-                highlight=False,
-            )
+        _adopt(ws, pretrained, settings, as_json)
         return
     progress = make_progress(
         actx.quiet or as_json,
@@ -130,40 +120,67 @@ def train(
         TextColumn("{task.fields[rate]} triplets/s"),
     )
     with progress:
-        task = progress.add_task("train", total=None, loss="-", acc="-", rate="-")
-
-        def on_event(event: dict[str, Any]) -> None:
-            kind = event["event"]
-            if kind == "start":
-                progress.update(task, total=event["total_steps"], completed=event["start_step"])
-                for note in event["notes"]:
-                    progress.console.print(f"[yellow]note[/] {note}", highlight=False)
-                progress.console.print(
-                    f"{event['train_tracks']} training / {event['val_tracks']} validation tracks, "
-                    f"{event['parameters']:,} parameters, device {event['device']}"
-                    f"{f' ({n} loader workers)' if (n := event.get('workers')) else ''}, "
-                    f"best model by {event['val_metric'] or 'last epoch'}",
-                    highlight=False,
-                )
-            elif kind == "step":
-                progress.update(
-                    task,
-                    completed=event["step"],
-                    description=f"epoch {event['epoch']}",
-                    loss=f"{event['loss']:.3f}",
-                    acc=f"{event['triplet_accuracy']:.2f}",
-                    rate=f"{event['triplets_per_s']:.0f}",
-                )
-            elif kind == "epoch":
-                progress.console.print(_epoch_line(event), highlight=False)
-            elif kind == "note":
-                progress.console.print(f"[yellow]note[/] {event['message']}", highlight=False)
-
-        report = pipeline.train(ws, settings, resume=resume, progress=on_event)
+        report = pipeline.train(ws, settings, resume=resume, progress=_training_events(progress))
     if as_json:
         print_json(report.to_dict())
         return
     _print_summary(report)
+
+
+def _adopt(ws: Workspace, pretrained: str, settings: TrainSettings, as_json: bool) -> None:
+    """`train --pretrained NAME`: the model as it is, and what to run next."""
+    from embedtool import pipeline
+
+    encoder = pipeline.adopt(ws, pretrained, settings)
+    summary = {
+        "model_dir": str(ws.model),
+        "adopted_from": pretrained,
+        "fingerprint": encoder.fingerprint,
+        "embedding_dim": encoder.embedding_dim,
+        "descriptor_dim": encoder.descriptor_dim,
+    }
+    if as_json:
+        print_json(summary)
+        return
+    console.print(
+        f"model → {ws.model}: {pretrained} as it is (model {encoder.fingerprint}, not trained on these "
+        "features); next: `embedtool embed` or `embedtool index`.",
+        highlight=False,
+    )
+
+
+def _training_events(progress: Progress) -> Callable[[dict[str, Any]], None]:
+    """The trainer's events drawn as one bar (steps) and a line per epoch and note."""
+    task = progress.add_task("train", total=None, loss="-", acc="-", rate="-")
+
+    def on_event(event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "start":
+            progress.update(task, total=event["total_steps"], completed=event["start_step"])
+            for note in event["notes"]:
+                progress.console.print(f"[yellow]note[/] {note}", highlight=False)
+            progress.console.print(
+                f"{event['train_tracks']} training / {event['val_tracks']} validation tracks, "
+                f"{event['parameters']:,} parameters, device {event['device']}"
+                f"{f' ({n} loader workers)' if (n := event.get('workers')) else ''}, "
+                f"best model by {event['val_metric'] or 'last epoch'}",
+                highlight=False,
+            )
+        elif kind == "step":
+            progress.update(
+                task,
+                completed=event["step"],
+                description=f"epoch {event['epoch']}",
+                loss=f"{event['loss']:.3f}",
+                acc=f"{event['triplet_accuracy']:.2f}",
+                rate=f"{event['triplets_per_s']:.0f}",
+            )
+        elif kind == "epoch":
+            progress.console.print(_epoch_line(event), highlight=False)
+        elif kind == "note":
+            progress.console.print(f"[yellow]note[/] {event['message']}", highlight=False)
+
+    return on_event
 
 
 def _epoch_line(m: dict[str, Any]) -> str:
