@@ -71,7 +71,7 @@ def synthetic_rate(settings: Any, n_mels: int, segment_frames: int, steps: int) 
     from embedtool.model.device import resolve_device
     from embedtool.model.network import build_network
     from embedtool.training.losses import triplet_loss
-    from embedtool.training.trainer import make_optimizer
+    from embedtool.training.optim import make_optimizer
 
     torch.manual_seed(0)
     device = resolve_device(settings.device)

@@ -31,7 +31,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import math
 import shutil
 import signal
 import threading
@@ -59,12 +58,12 @@ from embedtool.model.store import load_init_weights
 from embedtool.training import checkpoint as ckpt
 from embedtool.training.dataset import TripletDataset
 from embedtool.training.losses import triplet_loss
+from embedtool.training.optim import lr_at, make_optimizer
 from embedtool.training.sampler import TripletSampler
 from embedtool.training.splits import ensure_split
-from embedtool.training.validation import collapse_stats, retrieval_recall, validation_windows
+from embedtool.training.validation import Validator, as_segments, better
 
 METRICS_FILE = "metrics.jsonl"
-VAL_EPOCH = 2**31 - 1  # the seed stream of validation triplets (never a training epoch)
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -105,31 +104,6 @@ def partial_dir_for(model_dir: Path) -> Path:
     return model_dir.with_name(f"{model_dir.name}.partial")
 
 
-def lr_at(step: int, settings: TrainSettings, total_steps: int) -> float:
-    """Learning rate at a global step: linear warm-up, then constant, step decay or cosine to zero."""
-    s = settings
-    if s.warmup_steps and step < s.warmup_steps:
-        return s.lr * (step + 1) / s.warmup_steps
-    if s.lr_schedule == "step":
-        return s.lr * s.lr_decay ** (step // s.lr_decay_steps)
-    if s.lr_schedule == "cosine":
-        span = max(1, total_steps - s.warmup_steps)
-        t = min(1.0, (step - s.warmup_steps) / span)
-        return s.lr * 0.5 * (1.0 + math.cos(math.pi * t))
-    return s.lr
-
-
-def make_optimizer(net: torch.nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
-    """Weight decay on convolution weights only (as the seed's Keras kernel_regularizer)."""
-    conv, other = [], []
-    for name, p in net.named_parameters():
-        (conv if p.dim() == 4 and name.endswith("weight") else other).append(p)
-    groups = [{"params": conv, "weight_decay": settings.weight_decay}, {"params": other, "weight_decay": 0.0}]
-    if settings.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=settings.lr)
-    return torch.optim.Adam(groups, lr=settings.lr)
-
-
 def input_stats(mels: list[np.ndarray], max_frames: int = 200_000) -> tuple[float, float]:
     """Mean and std of the training features (evenly subsampled frames), for input standardisation."""
     total = sum(m.shape[0] for m in mels)
@@ -162,97 +136,6 @@ def _stop_on_signals() -> Any:
 
 def _ignore_sigint(_: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # workers: the main process decides when to stop
-
-
-class _Validator:
-    """Everything validation needs, prepared once: fixed triplets and fixed retrieval windows."""
-
-    def __init__(
-        self,
-        store: FeatureStore,
-        features_dir: Path,
-        val_ids: list[str],
-        settings: TrainSettings,
-        segment_frames: int,
-        radius_frames: int,
-        pad_value: float,
-    ):
-        self.settings = settings
-        mels = [store.mel(t) for t in val_ids]
-        self.windows, self.owners = validation_windows(mels, segment_frames, settings.val_segments_per_track, pad_value)
-        counts = np.bincount(self.owners) if len(self.owners) else np.zeros(0)
-        self.has_recall = len(val_ids) >= 2 and bool((counts >= 2).any())
-        self.dataset: TripletDataset | None = None
-        if len(val_ids) >= 2 and settings.val_triplets > 0:
-            sampler = TripletSampler(
-                [m.shape[0] for m in mels],
-                segment_frames,
-                radius_frames,
-                "other-track",
-                short_shift_frames=max(1, int(round(settings.short_shift_s * store.settings.frames_per_second))),
-            )
-            plan = sampler.sample(settings.val_triplets, np.random.default_rng([settings.seed, 7919]))
-            fs = store.settings
-            self.dataset = TripletDataset(
-                features_dir, val_ids, plan, settings, segment_frames, pad_value, epoch=VAL_EPOCH, augment=False,
-                log_offset=fs.log_offset, power=fs.power,
-            )  # fmt: skip
-            self.plan = plan
-        if settings.val_metric != "auto":
-            self.metric = settings.val_metric
-        elif self.has_recall:
-            self.metric = "recall_at_1"
-        elif self.dataset is not None:
-            self.metric = "triplet_accuracy"
-        else:
-            self.metric = None  # no validation possible: the last epoch's weights are kept
-
-    @property
-    def enabled(self) -> bool:
-        return self.has_recall or self.dataset is not None
-
-    @torch.no_grad()
-    def __call__(self, net: torch.nn.Module, device: torch.device, autocast: Any) -> dict[str, float]:
-        s = self.settings
-        net.eval()
-        out: dict[str, float] = {}
-        bs = max(8, s.batch_size)
-        if self.dataset is not None:
-            losses, accs, weights = [], [], []
-            for i in range(0, len(self.dataset), bs):
-                idx = range(i, min(i + bs, len(self.dataset)))
-                batch = torch.stack([self.dataset[j] for j in idx]).to(device)
-                with autocast():
-                    emb = net(_as_segments(batch)).float()
-                a, p, n = emb.chunk(3)
-                _, stats = triplet_loss(a, p, n, s.loss, s.margin, s.norm_penalty, "none")
-                losses.append(stats["loss"])
-                accs.append(stats["triplet_accuracy"])
-                weights.append(len(idx))
-            out["val_loss"] = float(np.average(losses, weights=weights))
-            out["triplet_accuracy"] = float(np.average(accs, weights=weights))
-        if len(self.windows):
-            embs = []
-            for i in range(0, len(self.windows), bs):
-                chunk = torch.from_numpy(self.windows[i : i + bs]).to(device)
-                with autocast():
-                    embs.append(torch.nn.functional.normalize(net(chunk).float(), dim=1).cpu().numpy())
-            emb = np.concatenate(embs)
-            out.update(retrieval_recall(emb, self.owners, (1, s.recall_k)))
-            out.update(collapse_stats(emb))
-        return out
-
-
-def _as_segments(batch: torch.Tensor) -> torch.Tensor:
-    """(B, 3, frames, mels) triplets -> (3B, 1, frames, mels): all anchors, then positives, then negatives."""
-    b = batch.shape[0]
-    return batch.transpose(0, 1).reshape(3 * b, 1, batch.shape[2], batch.shape[3])
-
-
-def _better(metric: str, value: float, best: float | None) -> bool:
-    if best is None:
-        return True
-    return value < best if metric == "val_loss" else value > best
 
 
 @dataclass
@@ -457,7 +340,7 @@ class _Run:
         tick = time.monotonic()
         for batch in loader:
             lo = pos.step_in_epoch * bs
-            x = _as_segments(batch.to(self.device, non_blocking=True))
+            x = as_segments(batch.to(self.device, non_blocking=True))
             if self.cuda and settings.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             lr = lr_at(pos.global_step, settings, total_steps)
@@ -528,7 +411,7 @@ class _Run:
         key = _metric_key(validator.metric)
         improved = False
         if key is not None and key in metrics and np.isfinite(metrics[key]):
-            if _better(validator.metric, metrics[key], pos.best_value):
+            if better(validator.metric, metrics[key], pos.best_value):
                 pos.best_value, pos.best_epoch, improved = float(metrics[key]), pos.epoch + 1, True
         else:
             pos.best_epoch, improved = pos.epoch + 1, True
@@ -610,7 +493,7 @@ def train(
     run.started = started
     run.build(resume)
     run.start(resume)
-    run.validator = _Validator(
+    run.validator = Validator(
         data.store, features_dir, data.val_ids, settings, data.segment_frames, data.radius, data.pad_value
     )
     parameters = sum(p.numel() for p in run.net.parameters())

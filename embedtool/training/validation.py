@@ -1,4 +1,4 @@
-"""Validation measures computed on held-out tracks each epoch.
+"""Validation on held-out tracks each epoch (:class:`Validator`) and the measures it computes.
 
 - Same-track retrieval: up to N non-overlapping segments per validation track, spread evenly over it; each
   segment of a track with at least two segments queries all the other segments (itself excluded);
@@ -9,9 +9,18 @@
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
+from typing import Any
 
+import numpy as np
+import torch
+
+from embedtool.features.store import FeatureStore
 from embedtool.features.windows import crop, window_starts
+from embedtool.model.settings import TrainSettings
+from embedtool.training.dataset import TripletDataset
+from embedtool.training.losses import triplet_loss
+from embedtool.training.sampler import TripletSampler
 
 
 def spread_starts(n_frames: int, segment_frames: int, per_track: int) -> np.ndarray:
@@ -66,3 +75,97 @@ def collapse_stats(embeddings: np.ndarray) -> dict[str, float]:
         "effective_rank": float(np.exp(-(p * np.log(p)).sum())),
         "dim_std": float(embeddings.std(0).mean()),
     }
+
+
+VAL_EPOCH = 2**31 - 1  # the seed stream of validation triplets (never a training epoch)
+
+
+class Validator:
+    """Everything validation needs, prepared once: fixed triplets and fixed retrieval windows."""
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        features_dir: Path,
+        val_ids: list[str],
+        settings: TrainSettings,
+        segment_frames: int,
+        radius_frames: int,
+        pad_value: float,
+    ):
+        self.settings = settings
+        mels = [store.mel(t) for t in val_ids]
+        self.windows, self.owners = validation_windows(mels, segment_frames, settings.val_segments_per_track, pad_value)
+        counts = np.bincount(self.owners) if len(self.owners) else np.zeros(0)
+        self.has_recall = len(val_ids) >= 2 and bool((counts >= 2).any())
+        self.dataset: TripletDataset | None = None
+        if len(val_ids) >= 2 and settings.val_triplets > 0:
+            sampler = TripletSampler(
+                [m.shape[0] for m in mels],
+                segment_frames,
+                radius_frames,
+                "other-track",
+                short_shift_frames=max(1, int(round(settings.short_shift_s * store.settings.frames_per_second))),
+            )
+            plan = sampler.sample(settings.val_triplets, np.random.default_rng([settings.seed, 7919]))
+            fs = store.settings
+            self.dataset = TripletDataset(
+                features_dir, val_ids, plan, settings, segment_frames, pad_value, epoch=VAL_EPOCH, augment=False,
+                log_offset=fs.log_offset, power=fs.power,
+            )  # fmt: skip
+            self.plan = plan
+        if settings.val_metric != "auto":
+            self.metric = settings.val_metric
+        elif self.has_recall:
+            self.metric = "recall_at_1"
+        elif self.dataset is not None:
+            self.metric = "triplet_accuracy"
+        else:
+            self.metric = None  # no validation possible: the last epoch's weights are kept
+
+    @property
+    def enabled(self) -> bool:
+        return self.has_recall or self.dataset is not None
+
+    @torch.no_grad()
+    def __call__(self, net: torch.nn.Module, device: torch.device, autocast: Any) -> dict[str, float]:
+        s = self.settings
+        net.eval()
+        out: dict[str, float] = {}
+        bs = max(8, s.batch_size)
+        if self.dataset is not None:
+            losses, accs, weights = [], [], []
+            for i in range(0, len(self.dataset), bs):
+                idx = range(i, min(i + bs, len(self.dataset)))
+                batch = torch.stack([self.dataset[j] for j in idx]).to(device)
+                with autocast():
+                    emb = net(as_segments(batch)).float()
+                a, p, n = emb.chunk(3)
+                _, stats = triplet_loss(a, p, n, s.loss, s.margin, s.norm_penalty, "none")
+                losses.append(stats["loss"])
+                accs.append(stats["triplet_accuracy"])
+                weights.append(len(idx))
+            out["val_loss"] = float(np.average(losses, weights=weights))
+            out["triplet_accuracy"] = float(np.average(accs, weights=weights))
+        if len(self.windows):
+            embs = []
+            for i in range(0, len(self.windows), bs):
+                chunk = torch.from_numpy(self.windows[i : i + bs]).to(device)
+                with autocast():
+                    embs.append(torch.nn.functional.normalize(net(chunk).float(), dim=1).cpu().numpy())
+            emb = np.concatenate(embs)
+            out.update(retrieval_recall(emb, self.owners, (1, s.recall_k)))
+            out.update(collapse_stats(emb))
+        return out
+
+
+def as_segments(batch: torch.Tensor) -> torch.Tensor:
+    """(B, 3, frames, mels) triplets -> (3B, 1, frames, mels): all anchors, then positives, then negatives."""
+    b = batch.shape[0]
+    return batch.transpose(0, 1).reshape(3 * b, 1, batch.shape[2], batch.shape[3])
+
+
+def better(metric: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value < best if metric == "val_loss" else value > best
