@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from factories import run_cli, write_config
 
 from embedtool.artefacts import (
     atomic_save_npy,
@@ -75,17 +76,13 @@ def test_atomic_npy_leaves_no_temporary(tmp_path: Path) -> None:
 
 def test_workspace_resolution(tmp_path: Path) -> None:
     assert Workspace.resolve(None, load_project_config()).root == tmp_path / "embedtool-workspace"
-    (tmp_path / "embedtool.yaml").write_text("workspace: lib\n")
+    write_config(tmp_path, "workspace: lib\n")
     assert Workspace.resolve(None, load_project_config()).root == tmp_path / "lib"
     assert Workspace.resolve(tmp_path / "other", load_project_config()).root == tmp_path / "other"
 
 
 def test_info_on_empty_workspace_lists_stages(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from embedtool.cli.app import app
-
-    result = CliRunner().invoke(app, ["--workspace", str(tmp_path / "ws"), "info", "--json"])
+    result = run_cli("--workspace", tmp_path / "ws", "info", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["tracks"] == 0

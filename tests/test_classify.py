@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_factory import make_class_corpus
+from factories import extract_features, make_class_corpus, run_cli
 
 from embedtool.analysis.classify import (
     C_GRID,
@@ -205,28 +205,23 @@ def test_classify_errors(tmp_path: Path) -> None:
 
 
 def test_classify_cli(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from embedtool.cli.app import app
-
     ws = tmp_path / "ws"
     write_store(ws / "embeddings", THREE, GROUPS)
-    runner = CliRunner()
-    res = runner.invoke(app, ["-w", str(ws), "-q", "classify", "--cv", "3", "--json"])
+    res = run_cli("-w", ws, "-q", "classify", "--cv", "3", "--json")
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["scheme"] == "cv-3" and data["macro_f1"] >= 0.9 and data["classes"] == ["c0", "c1", "c2"]
-    res = runner.invoke(app, ["-w", str(ws), "-q", "classify", "--cv", "3", "--level", "segment"])
+    res = run_cli("-w", ws, "-q", "classify", "--cv", "3", "--level", "segment")
     assert res.exit_code == 0, res.output
     assert "macro-F1" in res.stdout and "confusion matrix" in res.stdout
-    res = runner.invoke(app, ["-w", str(ws), "-q", "classify", "--cv", "3", "--C", "0.5", "--json"])
+    res = run_cli("-w", ws, "-q", "classify", "--cv", "3", "--C", "0.5", "--json")
     assert res.exit_code == 0, res.output
     assert [f["C"] for f in json.loads(res.stdout)["folds"]] == [0.5] * 3
-    res = runner.invoke(app, ["-w", str(ws), "-q", "classify", "--cv", "3", "--C", "lots"])
+    res = run_cli("-w", ws, "-q", "classify", "--cv", "3", "--C", "lots")
     assert res.exit_code == 2 and "must be 'auto' or a number, not 'lots'" in res.output
-    res = runner.invoke(app, ["-w", str(ws), "-q", "classify", "--cv", "30"])
+    res = run_cli("-w", ws, "-q", "classify", "--cv", "30")
     assert res.exit_code == 1 and "--cv 30 needs at least 30 groups" in res.output
-    res = runner.invoke(app, ["-w", str(ws), "-q", "classify", "--cv", "1"])
+    res = run_cli("-w", ws, "-q", "classify", "--cv", "1")
     assert res.exit_code == 2
 
 
@@ -235,14 +230,12 @@ def test_predict_query_files_through_the_model(tmp_path: Path) -> None:
     from embedtool.audio.settings import FeatureSettings
     from embedtool.embedding.export import export_embeddings
     from embedtool.embedding.options import EmbedOptions
-    from embedtool.features.extract import run_extract
-    from embedtool.features.options import ExtractOptions
     from embedtool.model.encoder import Encoder
     from embedtool.model.settings import TrainSettings
 
     corpus = make_class_corpus(tmp_path / "corpus", classes=2, per_class=4, seconds=2.0, seed=3)
     fs = FeatureSettings()
-    run_extract([corpus], tmp_path / "features", fs, ExtractOptions(jobs=1))
+    extract_features(corpus, tmp_path / "features", fs)
     encoder = Encoder.untrained(fs, TrainSettings(width=0.125, embedding_dim=16, segment_seconds=0.5), seed=0)
     export_embeddings(tmp_path / "features", encoder, tmp_path / "emb", EmbedOptions(device="cpu"))
     run_classify(tmp_path / "emb", tmp_path / "clf", ClassifyOptions(cv=2))

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from factories import run_cli
 
 from embedtool.analysis.cluster import choose_k, cluster_vectors, kmeans, label_agreement, run_cluster
 from embedtool.analysis.options import ClusterOptions
@@ -132,18 +133,13 @@ def test_cluster_errors(tmp_path: Path) -> None:
 
 
 def test_cluster_cli(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from embedtool.cli.app import app
-
     write_store(tmp_path / "ws" / "embeddings")
-    runner = CliRunner()
-    res = runner.invoke(app, ["--workspace", str(tmp_path / "ws"), "-q", "cluster", "-k", "3", "--json"])
+    res = run_cli("--workspace", tmp_path / "ws", "-q", "cluster", "-k", "3", "--json")
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["k"] == 3 and data["labels"]["purity"] == 1.0
-    res = runner.invoke(app, ["--workspace", str(tmp_path / "ws"), "-q", "cluster", "-k", "auto", "--k-max", "5"])
+    res = run_cli("--workspace", tmp_path / "ws", "-q", "cluster", "-k", "auto", "--k-max", "5")
     assert res.exit_code == 0, res.output
     assert "3 clusters" in res.stdout and "purity 1.000" in res.stdout
-    res = runner.invoke(app, ["--workspace", str(tmp_path / "empty"), "cluster"])
+    res = run_cli("--workspace", tmp_path / "empty", "cluster")
     assert res.exit_code == 4 and "embedtool embed" in res.output

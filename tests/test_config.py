@@ -5,20 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from factories import flat, run_cli, write_config
 
 from embedtool.audio.settings import FeatureSettings
-from embedtool.cli.app import app
 from embedtool.config import SECTIONS, TOP_LEVEL_KEYS, load_project_config
 from embedtool.errors import ConfigError
 from embedtool.features.options import ExtractOptions
 from embedtool.workspace import Workspace
-
-
-def write_config(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "embedtool.yaml"
-    path.write_text(text)
-    return path
 
 
 def test_no_file_gives_defaults(tmp_path: Path) -> None:
@@ -120,19 +113,18 @@ def test_workspace_from_config_is_relative_to_the_file(tmp_path: Path) -> None:
 
 
 def test_labels_file_from_config_is_relative_to_the_file(tmp_path: Path) -> None:
-    (tmp_path / "project").mkdir()
-    (tmp_path / "project" / "embedtool.yaml").write_text("extract:\n  labels: meta/labels.tsv\n")
-    config = load_project_config(tmp_path / "project" / "embedtool.yaml")
+    path = write_config(tmp_path / "project", "extract:\n  labels: meta/labels.tsv\n")
+    config = load_project_config(path)
     assert config.settings("extract").labels == str((tmp_path / "project" / "meta" / "labels.tsv").resolve())
-    (tmp_path / "project" / "embedtool.yaml").write_text("extract:\n  labels: /data/labels.tsv\n")
-    assert load_project_config(tmp_path / "project" / "embedtool.yaml").settings("extract").labels == "/data/labels.tsv"
+    write_config(tmp_path / "project", "extract:\n  labels: /data/labels.tsv\n")
+    assert load_project_config(path).settings("extract").labels == "/data/labels.tsv"
 
 
 def test_cli_reports_config_errors_with_exit_status_2(tmp_path: Path) -> None:
     write_config(tmp_path, "extract: {jobz: 2}\n")
-    result = CliRunner().invoke(app, ["extract", str(tmp_path)])
+    result = run_cli("extract", tmp_path)
     assert result.exit_code == 2
-    output = " ".join(result.output.split())  # without rich's line wrapping
+    output = flat(result.output)
     assert "jobz" in output and "valid keys" in output
-    missing = CliRunner().invoke(app, ["--config", str(tmp_path / "nope.yaml"), "extract", str(tmp_path)])
-    assert missing.exit_code == 2 and "Configuration file not found" in " ".join(missing.output.split())
+    missing = run_cli("--config", tmp_path / "nope.yaml", "extract", tmp_path)
+    assert missing.exit_code == 2 and "Configuration file not found" in flat(missing.output)

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio
-from audio_factory import (
+from factories import (
     tone,
     write_corrupt,
     write_empty,

@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from typer.testing import CliRunner
+from factories import run_cli
 
 from embedtool.artefacts import read_meta
-from embedtool.cli.app import app
 
 
 def test_demo_runs_the_whole_chain_and_is_safe_to_rerun(tmp_path: Path) -> None:
-    runner = CliRunner()
     ws = tmp_path / "demo-ws"
     # A shorter training than the real demo's, to keep the suite fast; every other step is the demo's own.
-    first = runner.invoke(app, ["-q", "-w", str(ws), "demo", "--epochs", "1", "--steps-per-epoch", "6"])
+    first = run_cli("-q", "-w", ws, "demo", "--epochs", "1", "--steps-per-epoch", "6")
     assert first.exit_code == 0, first.output
     for kind, folder in [
         ("features", "features"),
@@ -33,13 +31,13 @@ def test_demo_runs_the_whole_chain_and_is_safe_to_rerun(tmp_path: Path) -> None:
 
     # The demo's identify query: a noisy 3 s excerpt of the amen loop is found in its own track.
     snippet = ws / "demo-queries" / "amen-snippet-noisy.ogg"
-    answer = runner.invoke(app, ["-w", str(ws), "neighbours", str(snippet), "--mode", "similar", "--json"])
+    answer = run_cli("-w", ws, "neighbours", snippet, "--mode", "similar", "--json")
     assert answer.exit_code == 0, answer.output
     best = json.loads(answer.output)["matches"][0]
     assert best["label"] == "loop"
 
     model_before = read_meta(ws / "model", "model").fingerprint
-    second = runner.invoke(app, ["-q", "-w", str(ws), "demo", "--epochs", "1", "--steps-per-epoch", "6"])
+    second = run_cli("-q", "-w", ws, "demo", "--epochs", "1", "--steps-per-epoch", "6")
     assert second.exit_code == 0, second.output
     assert "already trained" in second.output
     assert read_meta(ws / "model", "model").fingerprint == model_before

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_factory import make_class_corpus, write_tone
+from factories import extract_features, make_class_corpus, write_tone
 
 from embedtool.artefacts import staged_dir
 from embedtool.audio.settings import FeatureSettings
@@ -15,8 +15,6 @@ from embedtool.embedding.options import EmbedOptions
 from embedtool.embedding.pooling import DESCRIPTOR_KIND, l2_normalise, pool_descriptors, pool_track
 from embedtool.embedding.store import EmbeddingStore, EmbeddingWriter, segment_id
 from embedtool.errors import IncompatibleArtefactError, MissingArtefactError
-from embedtool.features.extract import run_extract
-from embedtool.features.options import ExtractOptions
 from embedtool.features.store import FeatureStore
 from embedtool.model.encoder import Encoder
 from embedtool.model.settings import TrainSettings
@@ -95,14 +93,10 @@ def _encoder(seed: int = 0) -> Encoder:
     return enc
 
 
-def _extract(root: Path, features: Path) -> None:
-    run_extract([root], features, FeatureSettings(), ExtractOptions(jobs=1))
-
-
 def test_export_segments_pooling_and_provenance(tmp_path: Path) -> None:
     root = make_class_corpus(tmp_path / "audio", classes=2, per_class=2, seconds=3.0)
     write_tone(root / "tone" / "short.wav", 440.0, seconds=0.4)  # shorter than one 1 s segment
-    _extract(root, tmp_path / "features")
+    extract_features(root, tmp_path / "features")
     report = export_embeddings(tmp_path / "features", _encoder(), tmp_path / "emb", EmbedOptions())
     assert report.mode == "full" and report.tracks == 5 and report.embedded_tracks == 5
     store = EmbeddingStore(tmp_path / "emb")
@@ -134,7 +128,7 @@ def test_export_segments_pooling_and_provenance(tmp_path: Path) -> None:
 
 def test_export_is_incremental_with_the_same_model(tmp_path: Path) -> None:
     root = make_class_corpus(tmp_path / "audio", classes=2, per_class=2, seconds=2.0)
-    _extract(root, tmp_path / "features")
+    extract_features(root, tmp_path / "features")
     first = export_embeddings(tmp_path / "features", _encoder(), tmp_path / "emb")
     before = EmbeddingStore(tmp_path / "emb")
     old_ids, old_vectors = before.segment_ids(), np.array(before.segment_vectors())
@@ -143,7 +137,7 @@ def test_export_is_incremental_with_the_same_model(tmp_path: Path) -> None:
     assert again.mode == "unchanged" and again.embedded_tracks == 0 and again.fingerprint == first.fingerprint
 
     write_tone(root / "tone" / "new.wav", 330.0, seconds=2.0)
-    _extract(root, tmp_path / "features")
+    extract_features(root, tmp_path / "features")
     grown = export_embeddings(tmp_path / "features", _encoder(), tmp_path / "emb")
     assert grown.mode == "incremental" and grown.embedded_tracks == 1 and grown.reused_tracks == 4
     after = EmbeddingStore(tmp_path / "emb")
@@ -157,7 +151,7 @@ def test_export_is_incremental_with_the_same_model(tmp_path: Path) -> None:
     (root / "tone" / "new.wav").unlink()
     removed_track = sorted(root.glob("*/*.wav"))[0]
     removed_track.unlink()
-    _extract(root, tmp_path / "features")
+    extract_features(root, tmp_path / "features")
     shrunk = export_embeddings(tmp_path / "features", _encoder(), tmp_path / "emb")
     assert shrunk.mode == "incremental" and shrunk.removed_tracks == 2 and shrunk.tracks == 3
 
@@ -176,7 +170,7 @@ def test_export_is_incremental_with_the_same_model(tmp_path: Path) -> None:
 
 def test_export_refuses_features_the_model_was_not_made_for(tmp_path: Path) -> None:
     root = make_class_corpus(tmp_path / "audio", classes=1, per_class=1, seconds=1.5)
-    run_extract([root], tmp_path / "features", FeatureSettings(n_mels=32), ExtractOptions(jobs=1))
+    extract_features(root, tmp_path / "features", FeatureSettings(n_mels=32))
     with pytest.raises(IncompatibleArtefactError, match="n_mels"):
         export_embeddings(tmp_path / "features", _encoder(), tmp_path / "emb")
     with pytest.raises(MissingArtefactError, match="embedtool extract"):

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_factory import make_class_corpus
-from tiny import TINY_CHAIN_TRAIN
+from factories import CHAIN_CLASSES, CHAIN_PER_CLASS, run_cli, write_signal
 
 from embedtool.analysis.baselines import baseline_vector, mfcc
 from embedtool.analysis.classify import run_classify
@@ -24,31 +23,15 @@ from embedtool.embedding.store import EmbeddingStore
 from embedtool.errors import ConfigError, MissingArtefactError
 from embedtool.workspace import Workspace
 
-CLASSES = 3
-PER_CLASS = 6
+# The session's trained workspace (conftest.py): generated classes, a tiny model, embeddings and index.
+CLASSES = CHAIN_CLASSES
+PER_CLASS = CHAIN_PER_CLASS
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
-    """One trained workspace for the module: 3 generated classes x 6 tracks of 4 s, a tiny model."""
-    import torch
-
-    from embedtool import pipeline
-    from embedtool.audio.settings import FeatureSettings
-    from embedtool.features.extract import run_extract
-    from embedtool.features.options import ExtractOptions
-    from embedtool.indexing.options import IndexOptions
-    from embedtool.training.trainer import train
-
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("chain")
-    corpus = make_class_corpus(root / "corpus", classes=CLASSES, per_class=PER_CLASS, seconds=4.0, seed=7)
-    ws = Workspace(root / "ws")
-    run_extract([corpus], ws.features, FeatureSettings(), ExtractOptions(jobs=1))
-    settings = TINY_CHAIN_TRAIN
-    train(ws.features, ws.split, ws.model, settings)
-    pipeline.index(ws, IndexOptions(calibration_tracks=12, eval_queries=20))
-    return ws
+@pytest.fixture
+def workspace(trained_workspace_copy: Workspace) -> Workspace:
+    """The session's trained workspace, copied: evaluate, classify and cluster write into it."""
+    return trained_workspace_copy
 
 
 def _in_unit(value: float | None) -> bool:
@@ -126,11 +109,7 @@ def test_classify_and_cluster_on_the_trained_chain(workspace: Workspace) -> None
     truth = {t["path"]: t["label"] for t in clusters.items}
     assert sum(p.label == truth[p.path] for p in predictions) >= len(some) - 1
 
-    from typer.testing import CliRunner
-
-    from embedtool.cli.app import app
-
-    res = CliRunner().invoke(app, ["-w", str(workspace.root), "-q", "classify", str(some[0]), "--segments", "--json"])
+    res = run_cli("-w", workspace.root, "-q", "classify", some[0], "--segments", "--json")
     assert res.exit_code == 0, res.output
     (answer,) = json.loads(res.stdout)
     assert answer["label"] == predictions[0].label and len(answer["segments"]) >= 2
@@ -138,11 +117,6 @@ def test_classify_and_cluster_on_the_trained_chain(workspace: Workspace) -> None
 
 
 def test_evaluate_cli_and_its_errors(workspace: Workspace, tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from embedtool.cli.app import app
-
-    runner = CliRunner()
     args = [
         "-w",
         str(workspace.root),
@@ -155,23 +129,23 @@ def test_evaluate_cli_and_its_errors(workspace: Workspace, tmp_path: Path) -> No
         "--pretrained",
         "",
     ]
-    res = runner.invoke(app, [*args, "--cv", "3", "--json"])
+    res = run_cli(*args, "--cv", "3", "--json")
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert set(report["systems"]) == {"embeddings", "mfcc"} and report["robustness"] is None
     assert report["classification_scheme"] == "cv-3"
-    res = runner.invoke(app, ["-w", str(tmp_path / "empty"), "evaluate"])
+    res = run_cli("-w", tmp_path / "empty", "evaluate")
     assert res.exit_code == 4 and "embedtool embed" in res.output
-    res = runner.invoke(app, ["-w", str(workspace.root), "evaluate", "--name", "../x"])
+    res = run_cli("-w", workspace.root, "evaluate", "--name", "../x")
     assert res.exit_code == 2 and "plain folder name" in res.output
 
 
-def test_evaluate_needs_the_index_for_robustness(workspace: Workspace, tmp_path: Path) -> None:
+def test_evaluate_needs_the_index_for_robustness(trained_workspace: Workspace, tmp_path: Path) -> None:
     import shutil
 
     ws = Workspace(tmp_path / "ws")
-    for stage in ("features", "split", "model", "embeddings"):
-        shutil.copytree(getattr(workspace, stage), getattr(ws, stage))
+    for stage in ("features", "split", "model", "embeddings"):  # every stage but the index
+        shutil.copytree(getattr(trained_workspace, stage), getattr(ws, stage))
     with pytest.raises(MissingArtefactError, match="embedtool index"):
         run_evaluate(ws, EvaluateOptions(name="x", baselines=False, untrained_baseline=False))
     assert not (ws.reports / "x").exists()
@@ -238,8 +212,6 @@ def test_mfcc_baseline_is_the_dct_of_log_mels() -> None:
 
 
 def test_excerpts_are_read_in_place_and_mp3_handles_any_rate(tmp_path: Path) -> None:
-    from audio_factory import write_signal
-
     from embedtool.analysis.robustness import read_excerpt
 
     sr = 22050

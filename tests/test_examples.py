@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from factories import run_cli, write_config
+
 from embedtool.config import load_project_config
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -27,12 +29,8 @@ def test_cpu_music_example_loads_every_section() -> None:
 
 
 def test_config_command_prints_a_loadable_configuration(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from embedtool.cli.app import app
-
-    (tmp_path / "embedtool.yaml").write_text("train:\n  epochs: 7\n")
-    result = CliRunner().invoke(app, ["config", "--preset", "thesis"])
+    write_config(tmp_path, "train:\n  epochs: 7\n")
+    result = run_cli("config", "--preset", "thesis")
     assert result.exit_code == 0, result.output
     printed = result.output.split("\n", 1)[1]
     (tmp_path / "printed.yaml").write_text(printed)

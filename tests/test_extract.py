@@ -15,8 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_factory import (
+from factories import (
+    flat,
     make_class_corpus,
+    run_cli,
+    write_config,
     write_corrupt,
     write_empty,
     write_not_audio,
@@ -24,12 +27,10 @@ from audio_factory import (
     write_tone,
     write_truncated,
 )
-from typer.testing import CliRunner
 
 from embedtool.artefacts import read_meta
 from embedtool.audio.melspec import file_logmel
 from embedtool.audio.settings import FeatureSettings
-from embedtool.cli.app import app
 from embedtool.errors import InputError
 from embedtool.features.extract import ExtractProgress, run_extract
 from embedtool.features.labels import read_labels_file
@@ -285,29 +286,23 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
 # --- the command line ----------------------------------------------------------------------------------------
 
 
-def flat(text: str) -> str:
-    """Console output without rich's line wrapping."""
-    return " ".join(text.split())
-
-
 def test_cli_extract_json_and_exit_codes(tmp_path: Path) -> None:
     root = corpus(tmp_path / "audio", classes=2, per_class=1, seconds=0.5)
-    runner = CliRunner()
-    result = runner.invoke(app, ["-w", str(tmp_path / "ws"), "extract", str(root), "--json", "-j", "1"])
+    result = run_cli("-w", tmp_path / "ws", "extract", root, "--json", "-j", "1")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["done"] == 2 and report["tracks"] == 2
-    table = runner.invoke(app, ["-w", str(tmp_path / "ws"), "-q", "extract"])
+    table = run_cli("-w", tmp_path / "ws", "-q", "extract")
     assert table.exit_code == 0 and "files unchanged" in table.stdout
     write_not_audio(tmp_path / "junk" / "x.wav")
-    bad = runner.invoke(app, ["-w", str(tmp_path / "ws2"), "extract", str(tmp_path / "junk")])
+    bad = run_cli("-w", tmp_path / "ws2", "extract", tmp_path / "junk")
     assert bad.exit_code == 1 and "No usable audio" in flat(bad.output)
-    missing = runner.invoke(app, ["-w", str(tmp_path / "ws2"), "extract", str(tmp_path / "nowhere")])
+    missing = run_cli("-w", tmp_path / "ws2", "extract", tmp_path / "nowhere")
     assert missing.exit_code == 1 and "no such file or folder" in flat(missing.output)
-    wrong = runner.invoke(app, ["-w", str(tmp_path / "ws2"), "extract", str(root), "--preset", "bogus"])
+    wrong = run_cli("-w", tmp_path / "ws2", "extract", root, "--preset", "bogus")
     assert wrong.exit_code == 2 and "Unknown features preset 'bogus'" in flat(wrong.output)
     write_corrupt(root / "clicks" / "broken.wav")
-    strict = runner.invoke(app, ["-w", str(tmp_path / "ws"), "extract", "--strict", "-j", "1"])
+    strict = run_cli("-w", tmp_path / "ws", "extract", "--strict", "-j", "1")
     assert strict.exit_code == 1 and "failed under --strict" in flat(strict.output)
 
 
@@ -330,7 +325,7 @@ app(["-w", sys.argv[2], "extract", sys.argv[1], "-j", "1"])
 
 def test_cli_ctrl_c_exits_130_and_the_next_run_finishes(tmp_path: Path) -> None:
     root = corpus(tmp_path / "audio", classes=2, per_class=2, seconds=0.5)
-    (tmp_path / "embedtool.yaml").write_text("extract: {flush_every_s: 0}\n")
+    write_config(tmp_path, "extract: {flush_every_s: 0}\n")
     driver = tmp_path / "driver.py"
     driver.write_text(textwrap.dedent(INTERRUPT_DRIVER))
     ws = tmp_path / "ws"
@@ -341,7 +336,7 @@ def test_cli_ctrl_c_exits_130_and_the_next_run_finishes(tmp_path: Path) -> None:
     assert proc.returncode == 130, proc.stderr
     assert "interrupted" in proc.stderr and "Traceback" not in proc.stderr
     assert not (ws / "features" / "meta.json").exists()
-    result = CliRunner().invoke(app, ["-w", str(ws), "extract", str(root), "--json"])
+    result = run_cli("-w", ws, "extract", root, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["unchanged"] == 2 and report["done"] == 2

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_factory import tone, write_signal
+from factories import tone, write_signal
 
 from embedtool.audio.decode import decode_file
 from embedtool.audio.melspec import LogMel, file_logmel

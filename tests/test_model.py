@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from factories import write_config
 
 from embedtool.audio.settings import FeatureSettings
 from embedtool.errors import ConfigError, IncompatibleArtefactError, MissingArtefactError
@@ -147,7 +148,7 @@ def test_presets_and_validation() -> None:
 def test_train_settings_layer_preset_file_and_flags(tmp_path: Path) -> None:
     from embedtool.config import load_project_config
 
-    (tmp_path / "embedtool.yaml").write_text("preset: thesis\ntrain: {epochs: 3, mining: hard}\n")
+    write_config(tmp_path, "preset: thesis\ntrain: {epochs: 3, mining: hard}\n")
     config = load_project_config(search_dir=tmp_path)
     s = config.settings("train", {"lr": 0.01, "epochs": None})
     assert s.segment_seconds == 5.0 and s.epochs == 3 and s.mining == "hard" and s.lr == 0.01

@@ -14,20 +14,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_factory import tone, write_corrupt, write_signal, write_tone
-from conftest import SAMPLE_AUDIO
-from tiny import TINY_CHAIN_TRAIN
-from typer.testing import CliRunner
+from factories import (
+    SAMPLE_AUDIO,
+    TINY_CHAIN_TRAIN,
+    copy_workspace,
+    extract_features,
+    run_cli,
+    tone,
+    write_corrupt,
+    write_signal,
+    write_tone,
+)
 
 from embedtool import pipeline
 from embedtool.artefacts import read_meta
 from embedtool.audio.decode import decode_file
-from embedtool.audio.settings import FeatureSettings
-from embedtool.cli.app import app
 from embedtool.embedding.store import EmbeddingStore
 from embedtool.errors import IncompatibleArtefactError, InputError, MissingArtefactError
-from embedtool.features.extract import run_extract
-from embedtool.features.options import ExtractOptions
 from embedtool.indexing.options import IndexOptions
 from embedtool.query.calibrate import calibrate_threshold, youden_threshold
 from embedtool.query.decision import MAX_CONFIDENCE, match_confidence, threshold_for
@@ -71,6 +74,7 @@ def noisy_mp3_excerpt(path: Path, out: Path, start_s: float, seconds: float, snr
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """Its own library (not the session's trained_workspace): the tests cut excerpts from these melodies."""
     import torch
 
     torch.set_num_threads(1)
@@ -81,7 +85,7 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     for folder in ("snare",):
         shutil.copytree(SAMPLE_AUDIO / folder, corpus / folder)
     ws = Workspace(root / "ws")
-    run_extract([corpus], ws.features, FeatureSettings(), ExtractOptions(jobs=1))
+    extract_features(corpus, ws.features)
     train(ws.features, ws.split, ws.model, TINY_CHAIN_TRAIN)
     pipeline.index(ws, INDEX)
     return ws
@@ -226,8 +230,7 @@ def test_long_queries_are_sampled_on_the_library_grid(searcher: Searcher) -> Non
 
 
 def test_ids_are_stable_across_reruns_and_additions(library: Workspace, tmp_path: Path) -> None:
-    ws = Workspace(tmp_path / "ws")
-    shutil.copytree(library.root, ws.root)
+    ws = copy_workspace(library, tmp_path / "ws")
     before = EmbeddingStore(ws.embeddings)
     old_ids = before.segment_ids()
     again = pipeline.index(ws, INDEX)
@@ -235,7 +238,7 @@ def test_ids_are_stable_across_reruns_and_additions(library: Workspace, tmp_path
     corpus = Path(before.tracks[0]["path"]).parents[1]
     added = tmp_path / "extra"
     write_signal(added / "melody" / "m9.wav", melody(9), SR)
-    run_extract([corpus, added], ws.features, FeatureSettings(), ExtractOptions(jobs=1))
+    extract_features([corpus, added], ws.features)
     grown = pipeline.index(ws, INDEX)
     assert grown.export is not None and grown.export["mode"] == "incremental"
     assert grown.export["embedded_tracks"] == 1 and grown.export["reused_tracks"] == len(before)
@@ -249,8 +252,7 @@ def test_ids_are_stable_across_reruns_and_additions(library: Workspace, tmp_path
 
 
 def test_new_model_is_refused_then_fully_re_exported(library: Workspace, tmp_path: Path) -> None:
-    ws = Workspace(tmp_path / "ws")
-    shutil.copytree(library.root, ws.root)
+    ws = copy_workspace(library, tmp_path / "ws")
     shutil.rmtree(ws.model)
     train(ws.features, ws.split, ws.model, TINY_CHAIN_TRAIN.replace(seed=1, epochs=1, steps_per_epoch=2))
     with pytest.raises(IncompatibleArtefactError, match="embedtool index"):
@@ -311,38 +313,35 @@ def test_options_validate() -> None:
 
 
 def test_cli_identify_json_and_no_match_exit_code(library: Workspace, searcher: Searcher, tmp_path: Path) -> None:
-    runner = CliRunner()
     track_id, path = _path_of(searcher, "m5.wav")
     query = noisy_mp3_excerpt(path, tmp_path / "q.mp3", 1.2, 3.0, snr_db=SNR_DB, seed=3)
     ws = ["--workspace", str(library.root)]
-    result = runner.invoke(app, [*ws, "neighbours", str(query), "--mode", "identify", "--json"])
+    result = run_cli(*ws, "neighbours", query, "--mode", "identify", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["matches"][0]["track_id"] == track_id and data["no_match"] is False
     unseen = write_signal(tmp_path / "unseen.wav", melody(91, seconds=3.0), SR)
-    result = runner.invoke(app, [*ws, "neighbours", str(unseen), "--mode", "identify"])
+    result = run_cli(*ws, "neighbours", unseen, "--mode", "identify")
     assert result.exit_code == 3 and "no match: confidence" in result.output
-    result = runner.invoke(app, [*ws, "neighbours", track_id[:10], "-k", "2"])
+    result = run_cli(*ws, "neighbours", track_id[:10], "-k", "2")
     assert result.exit_code == 0 and "left out" in result.stdout
-    result = runner.invoke(app, [*ws, "neighbours", "no-such-thing"])
+    result = run_cli(*ws, "neighbours", "no-such-thing")
     assert result.exit_code == 1 and "neither an audio file nor a library track" in result.output
-    result = runner.invoke(app, ["--workspace", str(tmp_path / "none"), "neighbours", str(query)])
+    result = run_cli("--workspace", tmp_path / "none", "neighbours", query)
     assert result.exit_code == 4 and "embedtool index" in result.output
 
 
 def test_cli_embed_and_index(library: Workspace, tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    shutil.copytree(library.root, ws)
-    runner = CliRunner()
-    result = runner.invoke(app, ["--workspace", str(ws), "embed", "--json"])
+    ws = copy_workspace(library, tmp_path / "ws").root
+    result = run_cli("--workspace", ws, "embed", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["mode"] == "unchanged"
-    result = runner.invoke(app, ["--workspace", str(ws), "embed", "--full"])
+    result = run_cli("--workspace", ws, "embed", "--full")
     assert result.exit_code == 0 and "full export" in result.stdout
-    result = runner.invoke(app, ["--workspace", str(ws), "index", "--kind", "hnsw", "--json"])
+    result = run_cli("--workspace", ws, "index", "--kind", "hnsw", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["segments"]["kind"] == "hnsw" and data["segments"]["bytes"] > 0
     assert read_meta(ws / "index", "index").extra["segments"]["kind"] == "hnsw"
-    result = runner.invoke(app, ["--workspace", str(ws), "index", "--kind", "annoy"])
+    result = run_cli("--workspace", ws, "index", "--kind", "annoy")
     assert result.exit_code == 2 and "index.kind" in result.output

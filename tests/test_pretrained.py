@@ -11,15 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import TINY_CHAIN_TRAIN
-from typer.testing import CliRunner
+from factories import SAMPLE_AUDIO, TINY_CHAIN_TRAIN, extract_features, run_cli
 
 from embedtool.artefacts import read_meta
 from embedtool.audio.settings import FeatureSettings
-from embedtool.cli.app import app
 from embedtool.errors import ConfigError, IncompatibleArtefactError, MissingArtefactError
-from embedtool.features.extract import run_extract
-from embedtool.features.options import ExtractOptions
 from embedtool.model.encoder import Encoder
 from embedtool.model.settings import TrainSettings
 from embedtool.model.store import attach_companion, resolve_model_source
@@ -31,9 +27,8 @@ from embedtool.workspace import Workspace
 @pytest.fixture(scope="module")
 def cc0_workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     """The bundled CC0 set (72 labelled one-shots and loops), features at the default settings."""
-    sample = Path(__file__).resolve().parent.parent / "embedtool" / "sample_audio" / "sonicpi-cc0"
     ws = Workspace(tmp_path_factory.mktemp("cc0") / "ws")
-    run_extract([sample], ws.features, FeatureSettings(), ExtractOptions(jobs=1, labels=str(sample / "labels.csv")))
+    extract_features(SAMPLE_AUDIO, ws.features, labels=str(SAMPLE_AUDIO / "labels.csv"))
     return ws
 
 
@@ -53,24 +48,24 @@ def test_bundled_model_loads_and_embeds() -> None:
 
 def test_pretrained_adopts_the_model_and_the_chain_runs(cc0_workspace: Workspace) -> None:
     torch.set_num_threads(1)
-    ws, runner = str(cc0_workspace.root), CliRunner()
-    res = runner.invoke(app, ["-w", ws, "-q", "train", "--pretrained", "general", "--json"])
+    ws = str(cc0_workspace.root)
+    res = run_cli("-w", ws, "-q", "train", "--pretrained", "general", "--json")
     assert res.exit_code == 0, res.output
     bundled = read_meta(resolve_model_source("general"), "model")
     meta = read_meta(cc0_workspace.model, "model")
     assert json.loads(res.output)["fingerprint"] == meta.fingerprint == bundled.fingerprint
     assert meta.extra["adopted_from"] == "general" and meta.extra["trained_on_these_features"] is False
     assert (cc0_workspace.split / "meta.json").is_file()  # classify and evaluate hold tracks out by it
-    res = runner.invoke(app, ["-w", ws, "info", "--json"])
+    res = run_cli("-w", ws, "info", "--json")
     model_stage = next(s for s in json.loads(res.output)["stages"] if s["name"] == "model")
     assert list(model_stage["summary"])[:2] == ["adopted_from", "companion"]  # what `info` shows first
-    assert runner.invoke(app, ["-w", ws, "-q", "embed"]).exit_code == 0
-    res = runner.invoke(app, ["-w", ws, "-q", "classify", "--cv", "4", "--json"])
+    assert run_cli("-w", ws, "-q", "embed").exit_code == 0
+    res = run_cli("-w", ws, "-q", "classify", "--cv", "4", "--json")
     assert res.exit_code == 0, res.output
     # Never trained on these sounds, the bundled model still tells kick, snare, cymbal, tom, tabla, loops apart.
     assert json.loads(res.output)["macro_f1"] >= 0.6
     # evaluate leaves out the "general" baseline when it is the workspace's own model, and says so
-    res = runner.invoke(app, ["-w", ws, "-q", "evaluate", "--no-robustness", "--cv", "4", "--name", "own", "--json"])
+    res = run_cli("-w", ws, "-q", "evaluate", "--no-robustness", "--cv", "4", "--name", "own", "--json")
     assert res.exit_code == 0, res.output
     report = json.loads(res.output)
     assert "general" not in report["systems"]
@@ -80,15 +75,14 @@ def test_pretrained_adopts_the_model_and_the_chain_runs(cc0_workspace: Workspace
 
 
 def test_pretrained_refuses_other_feature_settings(tmp_path: Path) -> None:
-    sample = Path(__file__).resolve().parent.parent / "embedtool" / "sample_audio" / "sonicpi-cc0" / "kick"
     ws = Workspace(tmp_path / "ws")
-    run_extract([sample], ws.features, FeatureSettings(n_mels=32), ExtractOptions(jobs=1))
+    extract_features(SAMPLE_AUDIO / "kick", ws.features, FeatureSettings(n_mels=32))
     with pytest.raises(IncompatibleArtefactError, match="n_mels"):
         adopt_model("general", ws.features, ws.split, ws.model, TrainSettings())
     assert not ws.model.exists()  # nothing half-written
-    res = CliRunner().invoke(app, ["-w", str(ws.root), "-q", "train", "--pretrained", "general"])
+    res = run_cli("-w", ws.root, "-q", "train", "--pretrained", "general")
     assert res.exit_code == 5 and "n_mels" in res.output
-    res = CliRunner().invoke(app, ["-w", str(ws.root), "-q", "train", "--pretrained", "general", "--resume"])
+    res = run_cli("-w", ws.root, "-q", "train", "--pretrained", "general", "--resume")
     assert res.exit_code == 2 and "--resume" in res.output
 
 

@@ -11,14 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from audio_factory import make_class_corpus
-from typer.testing import CliRunner
+from factories import extract_features, make_class_corpus, run_cli
 
 from embedtool.artefacts import read_meta
 from embedtool.audio.settings import FeatureSettings
 from embedtool.errors import IncompatibleArtefactError, InputError, MissingArtefactError
-from embedtool.features.extract import run_extract
-from embedtool.features.options import ExtractOptions
 from embedtool.features.store import FeatureStore, ShardWriter, commit
 from embedtool.model.encoder import Encoder
 from embedtool.model.settings import TrainSettings
@@ -49,7 +46,7 @@ def class_features(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Real generated audio of 4 distinct sound classes (6 tracks of 4 s each), extracted once."""
     root = tmp_path_factory.mktemp("classes")
     corpus = make_class_corpus(root / "corpus", classes=4, per_class=6, seconds=4.0, seed=1)
-    run_extract([corpus], root / "features", FeatureSettings(), ExtractOptions(jobs=1))
+    extract_features(corpus, root / "features")
     return root / "features"
 
 
@@ -216,27 +213,24 @@ def test_bad_input_is_refused_before_training(tmp_path: Path) -> None:
 
 
 def test_cli_trains_on_one_shot_samples_and_reports_errors(sample_audio_dir: Path, tmp_path: Path) -> None:
-    from embedtool.cli.app import app
-
-    runner = CliRunner()
     ws = tmp_path / "ws"
-    result = runner.invoke(app, ["-w", str(ws), "train", "--epochs", "1"])
+    result = run_cli("-w", ws, "train", "--epochs", "1")
     assert result.exit_code == 4 and "embedtool extract" in result.output
-    run_extract([sample_audio_dir], ws / "features", FeatureSettings(), ExtractOptions(jobs=1))
+    extract_features(sample_audio_dir, ws / "features")
     store = FeatureStore(ws / "features")
     seg = 100  # 1 s
     assert sum(t["frames"] <= seg for t in store.tracks) > len(store) * 0.6  # mostly one-shots
     args = ["-w", str(ws), "train", "--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "8"]
     args += ["--width", "0.0625", "--segment-seconds", "1.0", "--embedding-dim", "8", "--device", "cpu", "--json"]
-    result = runner.invoke(app, [*args, "--level-norm", "peak"])
+    result = run_cli(*args, "--level-norm", "peak")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout[result.stdout.index("{") :])
     assert report["steps"] == 3 and any("short-track rule" in n for n in report["notes"])
     model = Encoder.load(ws / "model")
     assert model.embedding_dim == 8 and model.net.level_norm == "peak"
-    result = runner.invoke(app, ["-w", str(ws), "train", "--mining", "extreme"])
+    result = run_cli("-w", ws, "train", "--mining", "extreme")
     assert result.exit_code == 2 and "mining" in result.output
-    result = runner.invoke(app, ["-w", str(ws), "train", "--level-norm", "loud"])
+    result = run_cli("-w", ws, "train", "--level-norm", "loud")
     assert result.exit_code == 2 and "level_norm" in result.output
 
 

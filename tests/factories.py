@@ -1,15 +1,31 @@
-"""Generated test audio: tones, noise, click trains and small labelled corpora written to real files.
+"""Test data builders: generated audio, labelled corpora, a tiny training configuration, and the few steps every
+test file repeats (extract a corpus, copy a workspace, write embedtool.yaml, run the command line).
 
-Every helper writes a real file through soundfile (wav, flac, ogg-vorbis, mp3, aiff) or PyAV (m4a/AAC), so
-tests exercise the same decoders users hit. Signals are tiny and deterministic (seeded).
+Every audio helper writes a real file through soundfile (wav, flac, ogg-vorbis, mp3, aiff) or PyAV (m4a/AAC), so
+tests exercise the same decoders users hit. Signals are tiny and deterministic (seeded). The session's trained
+workspace (``trained_workspace`` in conftest.py) is built from :func:`make_chain_corpus` and :data:`TINY_CHAIN_TRAIN`.
 """
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile as sf
+
+from embedtool.model.settings import TrainSettings
+from embedtool.workspace import Workspace
+
+if TYPE_CHECKING:
+    from click.testing import Result
+
+    from embedtool.audio.settings import FeatureSettings
+    from embedtool.features.extract import ExtractReport
+
+SAMPLE_AUDIO = Path(__file__).resolve().parents[1] / "embedtool" / "sample_audio" / "sonicpi-cc0"
 
 # file suffix -> (soundfile format, subtype)
 SOUNDFILE_FORMATS: dict[str, tuple[str, str | None]] = {
@@ -251,3 +267,80 @@ def make_class_corpus(
         for i in range(per_class):
             write_signal(root / name / f"{name}_{i}.{fmt}", class_signal(cls, seconds, sr, rng), sr, fmt)
     return root
+
+
+# The labelled corpus of the session's trained workspace (conftest.py): 3 classes x 6 tracks of 4 s.
+CHAIN_CLASSES = 3
+CHAIN_PER_CLASS = 6
+
+
+def make_chain_corpus(root: Path | str) -> Path:
+    """The corpus the session's trained workspace is made from: :data:`CHAIN_CLASSES` classes x
+    :data:`CHAIN_PER_CLASS` tracks of 4 s (seed 7)."""
+    return make_class_corpus(root, classes=CHAIN_CLASSES, per_class=CHAIN_PER_CLASS, seconds=4.0, seed=7)
+
+
+# --- a tiny training -------------------------------------------------------------------------------------------
+
+# For tests that need a trained model but not a good one (seconds on a CPU).
+TINY_CHAIN_TRAIN = TrainSettings(
+    segment_seconds=0.5,
+    neighbour_radius_s=1.0,
+    width=0.125,
+    embedding_dim=32,
+    batch_size=16,
+    epochs=2,
+    steps_per_epoch=12,
+    warmup_steps=2,
+    val_fraction=0.34,
+    split_by="track",
+    val_triplets=32,
+    device="cpu",
+    workers=0,
+)
+
+
+# --- steps the tests repeat ------------------------------------------------------------------------------------
+
+
+def extract_features(
+    roots: Path | str | Sequence[Path | str],
+    features: Path | str,
+    settings: FeatureSettings | None = None,
+    **options: Any,
+) -> ExtractReport:
+    """``run_extract`` as tests set it up: default feature settings, one job; ``options`` are ExtractOptions."""
+    from embedtool.audio.settings import FeatureSettings
+    from embedtool.features.extract import run_extract
+    from embedtool.features.options import ExtractOptions
+
+    folders = [Path(roots)] if isinstance(roots, (str, Path)) else [Path(r) for r in roots]
+    return run_extract(folders, Path(features), settings or FeatureSettings(), ExtractOptions(**{"jobs": 1, **options}))
+
+
+def copy_workspace(workspace: Workspace, destination: Path | str) -> Workspace:
+    """A copy of every artefact of ``workspace`` at ``destination``, for a test that writes to it."""
+    shutil.copytree(workspace.root, destination)
+    return Workspace.at(destination)
+
+
+def write_config(folder: Path | str, text: str) -> Path:
+    """Write ``text`` as ``folder/embedtool.yaml``."""
+    path = Path(folder) / "embedtool.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def run_cli(*args: str | Path) -> Result:
+    """Run the command line in this process (typer's CliRunner): ``run_cli("-w", ws, "info", "--json")``."""
+    from typer.testing import CliRunner
+
+    from embedtool.cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def flat(text: str) -> str:
+    """Console output without rich's line wrapping."""
+    return " ".join(text.split())
