@@ -207,9 +207,8 @@ class Searcher:
         include = self.options.include_self if include_self is None else include_self
         if exclude_track is None and library is not None and mode == "similar" and not include:
             exclude_track = library
-        result = self.query_mel(
-            np.asarray(mel, dtype=np.float32), mode=mode, k=k, exclude_track=exclude_track, segments=segments
-        )
+        # The features stay float16: windows are cut to float32 one batch at a time (a long query's frames exist once).
+        result = self.query_mel(mel, mode=mode, k=k, exclude_track=exclude_track, segments=segments)
         result.query.update({"source": str(path), "library_track": library})
         result.timings = {"features": features_s, **result.timings}
         return result
@@ -231,7 +230,7 @@ class Searcher:
         include = self.options.include_self if include_self is None else include_self
         exclude = tid if mode == "similar" and not include else None
         if self.features is not None and tid in {t["track_id"] for t in self.features.tracks}:
-            mel = np.asarray(self.features.mel(tid), dtype=np.float32)
+            mel = self.features.mel(tid)  # memory-mapped float16; windows are cut to float32 batch by batch
             result = self.query_mel(mel, mode=mode, k=k, exclude_track=exclude, segments=segments)
         else:
             return self.query_file(track["path"], mode=mode, k=k, exclude_track=exclude, segments=segments)
@@ -263,7 +262,8 @@ class Searcher:
         exclude_track: str | None = None,
         segments: bool = False,
     ) -> QueryResult:
-        """Query with a log-Mel matrix (frames, n_mels) made with the library's feature settings."""
+        """Query with a log-Mel matrix (frames, n_mels; float16 as stored, or float32) made with the library's
+        feature settings."""
         mode = mode or self.options.mode  # type: ignore[assignment]
         if mode not in ("similar", "identify"):
             raise ConfigError(f"mode must be 'similar' or 'identify', not {mode!r}")
