@@ -4,8 +4,8 @@ Each run is a fresh process (cold: nothing imported or loaded). Two kinds of run
 
 - the real command, ``embedtool -q -w WS neighbours song.mp3 --json`` (wall time of the whole process);
 - a driver process doing the same steps with a clock around each: importing torch, importing the rest of
-  embedtool's CLI, opening the index (model, FAISS index, id tables), then the query's own stages (decode,
-  features, embedding, search, voting) as ``QueryResult.timings`` reports them.
+  embedtool's CLI, opening the index (model, FAISS index, id tables), then the query's own stages (features:
+  decoded and featurised block by block; embedding, search, voting) as ``QueryResult.timings`` reports them.
 
 Target: at most 1.5 s beyond importing torch. The song is generated (a 4-minute stereo 44.1 kHz mp3 of random
 notes over a noise bed). Needs a workspace with a model and an index (default: the one bench_reid prepares).
@@ -101,7 +101,7 @@ def main() -> None:
                 [sys.executable, "-c", DRIVER, str(ws), str(song)], check=True, env=env, capture_output=True, text=True
             )
             runs["driver"].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    stages = ["import torch", "import embedtool", "open index", "decode", "features", "embedding", "search", "voting"]
+    stages = ["import torch", "import embedtool", "open index", "features", "embedding", "search", "voting"]
     cpu = ["cpu import torch", "cpu import embedtool", "cpu open index", "cpu query", "cpu total"]
     median = {s: float(np.median([r[s] for r in runs["driver"]])) for s in stages + ["total"] + cpu}
     torch_s = float(np.median(runs["torch"]))
