@@ -86,7 +86,9 @@ def load_project_config(path: Path | None = None, search_dir: Path | None = None
     if not path.is_file():
         raise ConfigError(f"Configuration file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -95,6 +97,9 @@ def load_project_config(path: Path | None = None, search_dir: Path | None = None
     unknown = sorted(set(data) - set(valid))
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+    for key in TOP_LEVEL_KEYS:
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise ConfigError(f"{path}: {key!r} must be a single name or path, not {data[key]!r}")
     sections: dict[str, dict[str, Any]] = {}
     for name in SECTIONS:
         value = data.get(name) or {}

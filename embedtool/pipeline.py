@@ -192,9 +192,12 @@ def classify(
 def predict(
     workspace: Workspace, paths: Sequence[Path | str], segments: bool = False, progress: Progress | None = None
 ) -> list[FilePrediction]:
-    """Label audio files with the workspace's saved classifier (``embedtool classify QUERY...``)."""
+    """Label audio files with the workspace's saved classifier (``embedtool classify QUERY...``); a file that
+    cannot be read is reported in its entry (``error``) and the others are still labelled."""
     files = [Path(p).expanduser() for p in paths]
-    return predict_files(workspace.classifier, workspace.model, files, segments=segments, progress=progress)
+    return predict_files(
+        workspace.classifier, workspace.model, files, segments=segments, progress=progress, errors="report"
+    )
 
 
 def evaluate(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedtool.config import DEFAULT_WORKSPACE, ProjectConfig
+from embedtool.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -19,13 +20,18 @@ class Workspace:
 
     @classmethod
     def resolve(cls, explicit: Path | str | None, config: ProjectConfig) -> Workspace:
-        """``--workspace`` wins; else ``workspace:`` in embedtool.yaml (relative to that file); else the default."""
+        """``--workspace`` wins; else ``workspace:`` in embedtool.yaml (relative to that file); else the default.
+        A path that exists but is not a folder is refused (ConfigError)."""
         if explicit:
-            return cls(Path(explicit).expanduser().resolve())
-        if config.workspace:
+            root, source = Path(explicit).expanduser().resolve(), "--workspace"
+        elif config.workspace:
             base = config.path.parent if config.path else Path.cwd()
-            return cls((base / Path(config.workspace).expanduser()).resolve())
-        return cls((Path.cwd() / DEFAULT_WORKSPACE).resolve())
+            root, source = (base / Path(config.workspace).expanduser()).resolve(), f"workspace: in {config.path}"
+        else:
+            root, source = (Path.cwd() / DEFAULT_WORKSPACE).resolve(), "the default workspace"
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"The workspace {root} ({source}) is a file, not a folder: name a folder.")
+        return cls(root)
 
     @property
     def features(self) -> Path:

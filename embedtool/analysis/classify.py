@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -534,13 +534,22 @@ def run_classify(
 
 @dataclass
 class FilePrediction:
+    """One query file's predicted label; or, with ``error`` set, why it could not be classified."""
+
     path: str
     label: str
     probabilities: dict[str, float]
     duration_s: float
     segments: list[dict[str, Any]] = field(default_factory=list)  # start_s, end_s, label, probabilities
+    error: str | None = None
+
+    @classmethod
+    def failed(cls, path: Path, error: str) -> FilePrediction:
+        return cls(str(path), "", {}, 0.0, error=error)
 
     def to_dict(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
         out = {
             "path": self.path,
             "label": self.label,
@@ -635,16 +644,17 @@ def predict_files(
     model_dir: Path,
     paths: Sequence[Path],
     segments: bool = False,
-    encoder: Encoder = None,
+    encoder: Encoder | None = None,
     progress: Progress | None = None,
+    errors: Literal["raise", "report"] = "raise",
 ) -> list[FilePrediction]:
     """Predict each audio file's label (and each segment's with ``segments``) with the saved classifier.
 
     Audio goes through the features front end library tracks went through (``features.frontend``) and the
-    model's ``embed_track``; a classifier trained on another model's embeddings is refused.
+    model's ``embed_track``; a classifier trained on another model's embeddings is refused. A file that cannot be
+    read raises :class:`InputError`, or with ``errors="report"`` becomes a :meth:`FilePrediction.failed` entry
+    while the other files are still classified.
     """
-    from embedtool.features.frontend import featurise_file
-
     saved = SavedClassifier(classifier_dir)
     if encoder is None:
         from embedtool.model.encoder import Encoder
@@ -654,14 +664,30 @@ def predict_files(
     out = []
     for i, path in enumerate(paths):
         path = Path(path)
-        if not path.exists():
-            raise InputError(f"query file not found: {path}")
-        mel, info = featurise_file(path, encoder.feature_settings)
-        mel = np.asarray(mel, dtype=np.float32)
-        if mel.shape[0] == 0:
-            raise InputError(f"{path} holds no audio frames")
-        label, proba, seg_rows = saved.predict_mel(mel, encoder, segments)
-        out.append(FilePrediction(str(path), label, proba, float(info.duration_s), seg_rows))
+        try:
+            out.append(_predict_file(saved, encoder, path, segments))
+        except InputError as exc:
+            if errors == "raise":
+                raise
+            out.append(FilePrediction.failed(path, str(exc)))
         if progress is not None:
             progress("classifying", i + 1, len(paths))
     return out
+
+
+def _predict_file(saved: SavedClassifier, encoder: Encoder, path: Path, segments: bool) -> FilePrediction:
+    from embedtool.features.frontend import featurise_file
+
+    if not path.is_file():
+        raise InputError(f"query file not found: {path}")
+    try:
+        mel, info = featurise_file(path, encoder.feature_settings)
+    except InputError:
+        raise
+    except Exception as exc:  # decoders raise many types for unreadable input
+        raise InputError(f"Cannot read query audio {path}: {exc}") from exc
+    mel = np.asarray(mel, dtype=np.float32)
+    if mel.shape[0] == 0:
+        raise InputError(f"{path} holds no audio frames")
+    label, proba, seg_rows = saved.predict_mel(mel, encoder, segments)
+    return FilePrediction(str(path), label, proba, float(info.duration_s), seg_rows)

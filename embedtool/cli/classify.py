@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from embedtool.cli.app import app
-from embedtool.cli.common import app_context, console, handle_errors, make_progress, print_json, stage_progress
+from embedtool.cli.common import (
+    app_context,
+    console,
+    err_console,
+    handle_errors,
+    make_progress,
+    print_json,
+    stage_progress,
+)
+
+if TYPE_CHECKING:
+    from embedtool.analysis.classify import FilePrediction
 
 
 @app.command()
@@ -43,19 +55,14 @@ def classify(
                 ws, queries, segments=segments,
                 progress=lambda _stage, d, t: progress.update(task, completed=d, total=t),
             )  # fmt: skip
-        if as_json:
-            print_json([p.to_dict() for p in predictions])
-            return
-        for p in predictions:
-            ranked = sorted(p.probabilities.items(), key=lambda kv: -kv[1])
-            console.print(f"[bold]{p.path}[/]: {p.label}  (" + ", ".join(f"{k} {v:.2f}" for k, v in ranked[:5]) + ")")
-            if p.segments:
-                table = Table("start s", "end s", "label", "p")
-                for s in p.segments:
-                    table.add_row(
-                        f"{s['start_s']:.2f}", f"{s['end_s']:.2f}", s["label"], f"{s['probabilities'][s['label']]:.2f}"
-                    )
-                console.print(table)
+        _print_predictions(predictions, as_json)
+        failed = [p for p in predictions if p.error is not None]
+        if failed:
+            err_console.print(
+                f"[bold red]error:[/] {len(failed)} of {len(predictions)} file(s) could not be classified",
+                highlight=False,
+            )
+            raise typer.Exit(code=1)
         return
 
     from embedtool import pipeline
@@ -95,3 +102,23 @@ def classify(
         + (f"; confusion matrix: {result.figures['confusion']}" if "confusion" in result.figures else "")
         + ")"
     )
+
+
+def _print_predictions(predictions: list[FilePrediction], as_json: bool) -> None:
+    """Each file's label and top probabilities (and segments), or why it could not be classified."""
+    if as_json:
+        print_json([p.to_dict() for p in predictions])
+        return
+    for p in predictions:
+        if p.error is not None:
+            err_console.print(f"[bold]{p.path}[/]: [red]skipped[/] {p.error}", highlight=False)
+            continue
+        ranked = sorted(p.probabilities.items(), key=lambda kv: -kv[1])
+        console.print(f"[bold]{p.path}[/]: {p.label}  (" + ", ".join(f"{k} {v:.2f}" for k, v in ranked[:5]) + ")")
+        if p.segments:
+            table = Table("start s", "end s", "label", "p")
+            for s in p.segments:
+                table.add_row(
+                    f"{s['start_s']:.2f}", f"{s['end_s']:.2f}", s["label"], f"{s['probabilities'][s['label']]:.2f}"
+                )
+            console.print(table)

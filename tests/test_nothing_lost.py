@@ -1,0 +1,59 @@
+"""Issue 20: nothing lost, nothing silent — bad configuration values, partly bad batches, ..."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from factories import run_cli, write_config, write_corrupt, write_tone
+
+from embedtool import pipeline
+from embedtool.analysis.options import ClassifyOptions
+from embedtool.workspace import Workspace
+
+# --- configuration values that used to crash with exit 1 ---------------------------------------------------------
+
+
+def test_a_workspace_that_is_a_list_is_a_usage_error(tmp_path: Path) -> None:
+    write_config(tmp_path, "workspace: [a, b]\n")
+    result = run_cli("info")
+    assert result.exit_code == 2, result.output
+    assert "'workspace' must be a single name or path" in result.output
+
+
+def test_a_workspace_path_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    write_config(tmp_path, "workspace: afile\n")
+    result = run_cli("info")
+    assert result.exit_code == 2, result.output
+    assert "is a file, not a folder" in result.output
+    result = run_cli("-w", tmp_path / "afile", "extract", tmp_path)
+    assert result.exit_code == 2, result.output
+
+
+def test_a_configuration_file_that_is_not_utf8_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "embedtool.yaml").write_bytes(b"workspace: ws\n# \xff\xfe latin-1 here\n")
+    result = run_cli("info")
+    assert result.exit_code == 2, result.output
+    assert "not UTF-8" in result.output
+
+
+# --- classify A B: the good files are classified, the bad one reported -------------------------------------------
+
+
+def test_classify_labels_the_good_files_and_reports_the_bad_one(
+    trained_workspace_copy: Workspace, tmp_path: Path
+) -> None:
+    ws = trained_workspace_copy
+    pipeline.classify(ws, ClassifyOptions(cv=2, plots=False))
+    good = write_tone(tmp_path / "good.wav", 440.0, 1.5)
+    bad = write_corrupt(tmp_path / "bad.mp3")
+    result = run_cli("-w", ws.root, "-q", "classify", good, bad, "--json")
+    assert result.exit_code == 1, result.output
+    entries = json.loads(result.stdout)
+    assert [e["path"] for e in entries] == [str(good), str(bad)]
+    assert entries[0]["label"] and abs(sum(entries[0]["probabilities"].values()) - 1) < 1e-6
+    assert "error" not in entries[0] and entries[1]["error"]
+    result = run_cli("-w", ws.root, "-q", "classify", good, bad)
+    assert result.exit_code == 1
+    assert "good.wav" in result.stdout and "bad.mp3" in result.output and "1 of 2 file(s)" in result.output
