@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from factories import run_cli, write_config, write_corrupt, write_tone
+from factories import flat, run_cli, write_config, write_corrupt, write_tone
 
 from embedtool import pipeline
 from embedtool.analysis.options import ClassifyOptions
@@ -57,3 +57,37 @@ def test_classify_labels_the_good_files_and_reports_the_bad_one(
     result = run_cli("-w", ws.root, "-q", "classify", good, bad)
     assert result.exit_code == 1
     assert "good.wav" in result.stdout and "bad.mp3" in result.output and "1 of 2 file(s)" in result.output
+
+
+# --- discovery reports what it cannot look at ---------------------------------------------------------------------
+
+
+def test_extract_reports_dangling_and_looping_symlinks_fifos_and_repeated_folders(tmp_path: Path) -> None:
+    import os
+
+    audio = tmp_path / "audio"
+    write_tone(audio / "a" / "tone.wav", 330.0, 1.0)
+    (audio / "a" / "gone.wav").symlink_to(audio / "nowhere.wav")  # dangling
+    (audio / "a" / "self.wav").symlink_to(audio / "a" / "self.wav")  # a loop
+    os.mkfifo(audio / "a" / "pipe.wav")
+    (audio / "a" / "back").symlink_to(audio)  # a folder scanned already
+    result = run_cli("-w", tmp_path / "ws", "-q", "extract", audio, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    reasons = {Path(e["path"]).name: e["reason"] for e in report["errors"]}
+    assert reasons["gone.wav"].startswith("dangling symlink")
+    assert reasons["self.wav"] == "symlink loop"
+    assert reasons["pipe.wav"] == "a FIFO (named pipe), not a regular file"
+    assert reasons["back"].startswith("symlink to a folder scanned already")
+    assert report["tracks"] == 1 and report["skipped"] == 4
+    written = {Path(e["path"]).name for e in json.loads((tmp_path / "ws" / "features" / "errors.json").read_text())}
+    assert {"gone.wav", "self.wav", "pipe.wav", "back"} <= written
+
+
+def test_a_fifo_given_as_the_path_is_named_for_what_it_is(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "pipe.wav")
+    result = run_cli("-w", tmp_path / "ws", "extract", tmp_path / "pipe.wav")
+    assert result.exit_code == 1
+    assert "a FIFO (named pipe), not an audio file or folder" in flat(result.output)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,15 +44,19 @@ def discover_audio(
     roots: Iterable[Path | str],
     follow_symlinks: bool = True,
     extensions: Iterable[str] = AUDIO_EXTENSIONS,
+    skipped: list[tuple[str, str]] | None = None,
 ) -> list[FoundFile]:
     """All audio files under ``roots`` (files may be given directly), sorted by path, each listed once.
 
     Hidden files and folders (name starting with '.') are skipped. Symlinked folders are followed when
     ``follow_symlinks`` is set, but a folder already visited (same device and inode) is never entered twice,
-    so symlink loops end. A missing root is an :class:`InputError`.
+    so symlink loops end. A missing root, or one that is neither a folder nor a file, is an :class:`InputError`.
+    What cannot be looked at — dangling or looping symlinks, FIFOs, sockets and devices, unreadable subfolders,
+    a symlink to a folder scanned already — is appended to ``skipped`` as (path, reason), never dropped silently.
     """
     exts = {e.lower() for e in extensions}
     found: dict[Path, FoundFile] = {}
+    notes = skipped if skipped is not None else []
     for given in roots:
         root = _absolute(Path(given))
         if not root.exists():
@@ -60,33 +66,78 @@ def discover_audio(
                 raise InputError(f"{given}: not an audio file (known extensions: {', '.join(sorted(exts))})")
             found.setdefault(root, FoundFile(root, root, Path(root.name)))
             continue
+        if not root.is_dir():
+            raise InputError(f"{given}: {_special_kind(root)}, not an audio file or folder")
         if not os.access(root, os.R_OK | os.X_OK):
             raise InputError(f"{given}: folder is unreadable (permission denied)")
-        visited: set[tuple[int, int]] = set()
-        stack = [root]
-        while stack:
-            folder = stack.pop()
-            try:
-                st = folder.stat()
-            except OSError:
-                continue
-            key = (st.st_dev, st.st_ino)
-            if key in visited:
-                continue
-            visited.add(key)
-            try:
-                entries = list(os.scandir(folder))
-            except OSError:
-                continue  # an unreadable subfolder is skipped, like a hidden one
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                path = Path(entry.path)
-                try:
-                    if entry.is_dir(follow_symlinks=follow_symlinks):
-                        stack.append(path)
-                    elif entry.is_file(follow_symlinks=follow_symlinks) and path.suffix.lower() in exts:
-                        found.setdefault(path, FoundFile(path, root, path.relative_to(root)))
-                except OSError:
-                    continue  # a dangling symlink
+        _walk(root, follow_symlinks, exts, found, notes)
     return sorted(found.values(), key=lambda f: str(f.path))
+
+
+def _walk(
+    root: Path, follow_symlinks: bool, exts: set[str], found: dict[Path, FoundFile], skipped: list[tuple[str, str]]
+) -> None:
+    visited: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = folder.stat()
+        except OSError as exc:
+            skipped.append((str(folder), f"folder cannot be read ({exc.strerror or exc})"))
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in visited:
+            if folder.is_symlink():
+                skipped.append((str(folder), "symlink to a folder scanned already (a loop, or a second path to it)"))
+            continue
+        visited.add(key)
+        try:
+            entries = list(os.scandir(folder))
+        except PermissionError:
+            skipped.append((str(folder), "folder is unreadable (permission denied)"))
+            continue
+        except OSError as exc:
+            skipped.append((str(folder), f"folder cannot be read ({exc.strerror or exc})"))
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            why = _unusable(entry)
+            if why is not None:
+                skipped.append((str(path), why))
+            elif entry.is_dir(follow_symlinks=follow_symlinks):
+                stack.append(path)
+            elif entry.is_file(follow_symlinks=follow_symlinks) and path.suffix.lower() in exts:
+                found.setdefault(path, FoundFile(path, root, path.relative_to(root)))
+
+
+def _unusable(entry: os.DirEntry) -> str | None:
+    """Why a directory entry can be neither scanned nor decoded (None when it can, or is simply not audio)."""
+    try:
+        st = os.stat(entry.path)  # through symlinks
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop"
+        if entry.is_symlink():
+            return "dangling symlink (its target is missing)"
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+        return None
+    return f"{_special_kind(Path(entry.path))}, not a regular file"
+
+
+def _special_kind(path: Path) -> str:
+    """What a path that is neither a regular file nor a folder is, in words."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return "not readable"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"

@@ -27,7 +27,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,10 +223,12 @@ def _run_extract(
     """The three steps of a run (see the module docstring): plan, featurise, publish."""
     run = _ExtractRun(features_dir, settings, options, progress)
     roots = run.resolve_roots(roots)
-    files = discover_audio(roots, follow_symlinks=options.follow_symlinks)
+    unusable: list[tuple[str, str]] = []  # (path, reason): what discovery could not look at
+    files = discover_audio(roots, follow_symlinks=options.follow_symlinks, skipped=unusable)
     if not files:
-        raise InputError(f"No audio files found under {', '.join(str(r) for r in roots)}")
-    run.plan(files)
+        listed = f" (skipped: {'; '.join(f'{p}: {r}' for p, r in unusable[:3])})" if unusable else ""
+        raise InputError(f"No audio files found under {', '.join(str(r) for r in roots)}{listed}")
+    run.plan(files, unusable)
     run.featurise()
     return run.publish(roots)
 
@@ -287,9 +289,10 @@ class _ExtractRun:
         self.seen(path, "failed")
 
     # --- 1. plan -------------------------------------------------------------------------------------------
-    def plan(self, files: list[FoundFile]) -> None:
+    def plan(self, files: list[FoundFile], unusable: Sequence[tuple[str, str]] = ()) -> None:
         """Settle every file that needs no decoding and queue the rest, in path order (so which copy of
-        duplicate content is kept does not depend on timing)."""
+        duplicate content is kept does not depend on timing). ``unusable`` (path, reason) entries that discovery
+        could not look at are reported as skipped."""
         self.label_table = read_labels_file(self.options.labels) if self.options.labels else None
         # Earlier work worth keeping: the published table, then complete shards left by a killed run.
         if self.options.overwrite:
@@ -300,8 +303,11 @@ class _ExtractRun:
             self.report.full_rebuild_reason = self.rebuild_reason
         by_stat = {(r["path"], r["file_size"], r["file_mtime_ns"]): r for r in reusable}
         by_id = {r["track_id"]: r for r in reusable}
-        self.state.files_total = len(files)
+        self.state.files_total = len(files) + len(unusable)
         _notify(self.progress, self.state)
+        for path, reason in unusable:
+            self.errors.append((path, reason))
+            self.seen(path, "skipped")
         for found in files:
             path = str(found.path)
             try:
