@@ -50,6 +50,9 @@ class ArtefactMeta:
     fingerprint: str = ""
     tool_version: str = __version__
     created: str = ""
+    # setting ("n_mels", "train.width") -> fingerprint of its value when the artefact was written: an edited or
+    # damaged meta.json is caught on open and the setting named (artefacts written before this have none)
+    config_fingerprints: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +63,7 @@ class ArtefactMeta:
             "created": self.created,
             "inputs": self.inputs,
             "config": self.config,
+            "config_fingerprints": self.config_fingerprints,
             "extra": self.extra,
         }
 
@@ -74,6 +78,7 @@ class ArtefactMeta:
             fingerprint=data.get("fingerprint", ""),
             tool_version=data.get("tool_version", ""),
             created=data.get("created", ""),
+            config_fingerprints=dict(data.get("config_fingerprints") or {}),
         )
 
 
@@ -103,6 +108,7 @@ def write_meta(
         extra=dict(extra or {}),
         fingerprint=fingerprint or uuid.uuid4().hex[:16],
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        config_fingerprints=config_fingerprints(config),
     )
     atomic_write_json(Path(directory) / META_FILE, meta.to_dict())
     return meta
@@ -127,7 +133,46 @@ def read_meta(directory: Path, kind: str, format_version: int | None = None) -> 
             f"{directory} has {kind} format version {meta.format_version}; this embedtool reads version "
             f"{format_version}. Re-run `{MADE_BY.get(kind, 'the stage')}` to rebuild it."
         )
+    changed = changed_settings(meta)
+    if changed:
+        raise IncompatibleArtefactError(
+            f"{path} was changed after it was written: {', '.join(changed)} no longer "
+            f"{'is' if len(changed) == 1 else 'are'} what made the artefact. Its contents were made with other "
+            f"settings: re-make it with `{MADE_BY.get(kind, 'the stage that makes it')}` (or restore the file)."
+        )
     return meta
+
+
+def config_fingerprints(config: Mapping[str, Any]) -> dict[str, str]:
+    """A fingerprint per setting, two levels deep ("n_mels", "train.width"), of a configuration."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            for sub, inner in value.items():
+                out[f"{key}.{sub}"] = fingerprint_of(inner)
+        else:
+            out[str(key)] = fingerprint_of(value)
+    return out
+
+
+def changed_settings(meta: ArtefactMeta) -> list[str]:
+    """Settings of ``meta.config`` whose value is no longer the one recorded when it was written, each as
+    ``name (now value)``; settings added or removed count too. Empty for artefacts written before the check."""
+    if not meta.config_fingerprints:
+        return []
+    now = config_fingerprints(meta.config)
+    changed = []
+    for key in sorted(set(now) | set(meta.config_fingerprints)):
+        if now.get(key) != meta.config_fingerprints.get(key):
+            value = _setting(meta.config, key)
+            changed.append(f"{key} (now {value!r})" if key in now else f"{key} (removed)")
+    return changed
+
+
+def _setting(config: Mapping[str, Any], key: str) -> Any:
+    head, _, rest = key.partition(".")
+    value = config.get(head)
+    return value.get(rest) if rest and isinstance(value, Mapping) else value
 
 
 def settings_differences(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> list[str]:

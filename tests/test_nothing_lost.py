@@ -91,3 +91,38 @@ def test_a_fifo_given_as_the_path_is_named_for_what_it_is(tmp_path: Path) -> Non
     result = run_cli("-w", tmp_path / "ws", "extract", tmp_path / "pipe.wav")
     assert result.exit_code == 1
     assert "a FIFO (named pipe), not an audio file or folder" in flat(result.output)
+
+
+# --- tampered provenance is caught ---------------------------------------------------------------------------------
+
+
+def test_an_edited_setting_in_features_meta_is_named_by_every_command_that_reads_it(
+    trained_workspace_copy: Workspace, tmp_path: Path
+) -> None:
+    ws = trained_workspace_copy
+    meta_path = ws.features / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["n_mels"] = 128
+    meta_path.write_text(json.dumps(meta))
+    query = write_tone(tmp_path / "q.wav", 330.0, 2.0)
+    for args in (["index"], ["neighbours", query], ["embed"], ["train", "--epochs", "1"]):
+        result = run_cli("-w", ws.root, "-q", *args)
+        assert result.exit_code == 5, (args, result.output)
+        assert "n_mels (now 128)" in flat(result.output), args
+    info = run_cli("-w", ws.root, "info", "--json")
+    assert info.exit_code == 0
+    features = next(s for s in json.loads(info.stdout)["stages"] if s["name"] == "features")
+    assert "n_mels (now 128)" in features["problem"]
+
+
+def test_a_track_table_swapped_under_the_meta_is_refused(trained_workspace_copy: Workspace, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    ws = trained_workspace_copy
+    meta = json.loads((ws.features / "meta.json").read_text())
+    table_path = ws.features / meta["extra"]["table"]
+    table = pq.read_table(table_path)
+    pq.write_table(table.slice(1), table_path)  # one track fewer, the meta untouched
+    result = run_cli("-w", ws.root, "-q", "index")
+    assert result.exit_code == 5, result.output
+    assert "no longer belong together" in flat(result.output)

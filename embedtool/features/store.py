@@ -36,7 +36,7 @@ from embedtool.artefacts import (
 )
 from embedtool.audio.settings import FeatureSettings
 from embedtool.config import settings_dict
-from embedtool.errors import InputError
+from embedtool.errors import IncompatibleArtefactError, InputError
 
 KIND = "features"
 FORMAT_VERSION = 1
@@ -94,6 +94,15 @@ class FeatureStore:
         table_path = self.directory / self.meta.extra["table"]
         self.tracks: list[Track] = pq.read_table(table_path).to_pylist()  # type: ignore[assignment]
         self._by_id = {t["track_id"]: t for t in self.tracks}
+        # The fingerprint covers the settings and the track ids (see commit): recomputed, it catches a table
+        # swapped or a meta.json edited by hand, which later stages would otherwise believe.
+        recomputed = fingerprint_of(self.meta.config, [t["track_id"] for t in self.tracks])
+        if recomputed != self.meta.fingerprint:
+            raise IncompatibleArtefactError(
+                f"{self.directory}: meta.json and {table_path.name} no longer belong together (fingerprint "
+                f"{self.meta.fingerprint} recorded, {recomputed} from their contents): they were edited or mixed up "
+                "after `embedtool extract` wrote them. Re-make the features with `embedtool extract --overwrite`."
+            )
         self._shards: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:

@@ -171,7 +171,7 @@ class Searcher:
         features = None
         try:
             features = FeatureStore(workspace.features)
-        except (MissingArtefactError, IncompatibleArtefactError):
+        except MissingArtefactError:
             features = None  # library lookups by id then go through the index's track table only
         identify = built.identify
         return cls(
