@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from factories import flat, run_cli, write_config, write_corrupt, write_tone
+from factories import flat, run_cli, write_config, write_corrupt, write_noise, write_tone
 
 from embedtool import pipeline
 from embedtool.analysis.options import ClassifyOptions
@@ -126,3 +126,42 @@ def test_a_track_table_swapped_under_the_meta_is_refused(trained_workspace_copy:
     result = run_cli("-w", ws.root, "-q", "index")
     assert result.exit_code == 5, result.output
     assert "no longer belong together" in flat(result.output)
+
+
+# --- files cut short are reported, not indexed as shorter tracks ---------------------------------------------------
+
+
+def _cut_in_half(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_truncated_ogg_and_mp3_fail_with_what_was_decoded_unless_kept(tmp_path: Path) -> None:
+    audio = tmp_path / "audio"
+    whole = write_tone(audio / "whole.ogg", 330.0, 6.0)
+    ogg = _cut_in_half(write_noise(audio / "cut.ogg", 6.0))  # noise: a tone compresses into the first pages
+    mp3 = _cut_in_half(write_tone(audio / "cut.mp3", 550.0, 6.0))
+    result = run_cli("-w", tmp_path / "ws", "-q", "extract", audio, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    reasons = {Path(e["path"]).name: e["reason"] for e in report["errors"]}
+    assert reasons["cut.mp3"].startswith("truncated (decoded ") and "of 6.00 s)" in reasons["cut.mp3"]
+    assert reasons["cut.ogg"].startswith("truncated (decoded ") and "end-of-stream" in reasons["cut.ogg"]
+    assert "whole.ogg" not in reasons and report["tracks"] == 1 and report["failed"] == 2
+
+    kept = run_cli("-w", tmp_path / "ws2", "-q", "extract", audio, "--keep-truncated", "--json")
+    assert kept.exit_code == 0, kept.output
+    report = json.loads(kept.stdout)
+    assert report["tracks"] == 3 and report["failed"] == 0
+    notes = {Path(e["path"]).name: e["reason"] for e in report["errors"]}
+    assert notes[ogg.name].endswith("the decoded part kept (--keep-truncated)")
+    assert notes[mp3.name].endswith("the decoded part kept (--keep-truncated)")
+    assert whole.name not in notes
+
+
+def test_a_truncated_query_is_still_an_excerpt(trained_workspace: Workspace, tmp_path: Path) -> None:
+    query = _cut_in_half(write_tone(tmp_path / "q.mp3", 440.0, 4.0))
+    result = run_cli("-w", trained_workspace.root, "-q", "neighbours", query, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["query"]["duration_s"] < 3.0

@@ -37,6 +37,8 @@ class AudioInfo:
     native_sample_rate: int
     channels: int
     duration_s: float
+    # Set after decoding when less came out than the file declares (or an Ogg stream lacks its end): the reason.
+    truncated: str | None = None
 
 
 @dataclass
@@ -185,6 +187,8 @@ class _SoundfileSource(_Source):
             raise InputError(f"{path}: no audio stream")
         frames = self.file.frames if self.file.frames and self.file.frames > 0 else 0
         self.info = AudioInfo(self.file.samplerate, self.file.channels, frames / self.file.samplerate)
+        self.declared_s = self.info.duration_s  # what the header says (libsndfile reads Xing/VBRI for mp3)
+        self.ogg = self.file.format == "OGG"
 
     def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
         total = 0
@@ -199,7 +203,11 @@ class _SoundfileSource(_Source):
             yield downmix(data)
             if len(data) < block_frames:
                 break
-        self.info = AudioInfo(self.info.native_sample_rate, self.info.channels, total / self.info.native_sample_rate)
+        decoded = total / self.info.native_sample_rate
+        truncated = _shortfall(decoded, self.declared_s)
+        if truncated is None and self.ogg and not _ogg_ends_cleanly(self.path):
+            truncated = f"truncated (decoded {decoded:.2f} s; the Ogg stream ends without its end-of-stream page)"
+        self.info = AudioInfo(self.info.native_sample_rate, self.info.channels, decoded, truncated)
 
     def close(self) -> None:
         self.file.close()
@@ -231,6 +239,9 @@ class _PyAVSource(_Source):
         if self.stream.duration is not None and self.stream.time_base is not None:
             duration = float(self.stream.duration * self.stream.time_base)
         self.info = AudioInfo(int(rate), int(channels), duration)
+        # MP4/MOV state their length in the moov box; other containers' durations are estimates (an mp3 with
+        # trailing junk "lasts" minutes longer), so only MP4's is held against what decodes.
+        self.declared_s = duration if "mp4" in (self.container.format.name or "") else 0.0
 
     def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
         import av
@@ -254,10 +265,40 @@ class _PyAVSource(_Source):
             block = np.concatenate(pending)
             total += len(block)
             yield block
-        self.info = AudioInfo(self.info.native_sample_rate, self.info.channels, total / self.info.native_sample_rate)
+        decoded = total / self.info.native_sample_rate
+        self.info = AudioInfo(
+            self.info.native_sample_rate, self.info.channels, decoded, _shortfall(decoded, self.declared_s)
+        )
 
     def close(self) -> None:
         self.container.close()
+
+
+def _shortfall(decoded_s: float, declared_s: float) -> str | None:
+    """ "truncated (decoded X s of Y s)" when clearly less decoded than declared (codec priming and padding are
+    a few hundredths of a second), else None."""
+    if declared_s > 0 and declared_s - decoded_s > max(0.25, 0.01 * declared_s):
+        return f"truncated (decoded {decoded_s:.2f} s of {declared_s:.2f} s)"
+    return None
+
+
+def _ogg_ends_cleanly(path: Path, tail_bytes: int = 1 << 16) -> bool:
+    """Whether an Ogg file ends with a complete page flagged end-of-stream. Ogg has no length in a header: a
+    file cut short decodes without error to a shorter stream, and only its end shows the cut."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - tail_bytes))
+        tail = fh.read()
+    at = tail.rfind(b"OggS")
+    if at < 0 or len(tail) - at < 27:
+        return False
+    segments = tail[at + 26]
+    if len(tail) - at < 27 + segments:
+        return False
+    body = sum(tail[at + 27 : at + 27 + segments])
+    complete = at + 27 + segments + body == len(tail)
+    return complete and bool(tail[at + 5] & 0x04)
 
 
 def downmix(data: np.ndarray) -> np.ndarray:
@@ -301,9 +342,16 @@ def _open(path: Path) -> _Source:
 class AudioStream:
     """An open audio file yielding mono float32 blocks at ``target_sr``; ``info`` is final after iterating."""
 
-    def __init__(self, path: Path | str, target_sr: int, block_seconds: float = DEFAULT_BLOCK_SECONDS):
+    def __init__(
+        self,
+        path: Path | str,
+        target_sr: int,
+        block_seconds: float = DEFAULT_BLOCK_SECONDS,
+        allow_truncated: bool = True,
+    ):
         self.path = Path(path)
         self.target_sr = int(target_sr)
+        self.allow_truncated = allow_truncated
         self._source = _open(self.path)
         native = self._source.info.native_sample_rate
         self._resampler = StreamingResampler(native, self.target_sr)
@@ -330,6 +378,8 @@ class AudioStream:
             self._source.close()
         if not produced:
             raise InputError(f"{self.path}: no audio samples in the file")
+        if self.info.truncated and not self.allow_truncated:
+            raise InputError(f"{self.path}: {self.info.truncated}")
 
     def __enter__(self) -> AudioStream:
         return self
@@ -338,9 +388,13 @@ class AudioStream:
         self._source.close()
 
 
-def stream_audio(path: Path | str, target_sr: int, block_seconds: float = DEFAULT_BLOCK_SECONDS) -> AudioStream:
-    """Open ``path`` for block-wise decoding to mono float32 at ``target_sr`` (bounded memory)."""
-    return AudioStream(path, target_sr, block_seconds)
+def stream_audio(
+    path: Path | str, target_sr: int, block_seconds: float = DEFAULT_BLOCK_SECONDS, allow_truncated: bool = True
+) -> AudioStream:
+    """Open ``path`` for block-wise decoding to mono float32 at ``target_sr`` (bounded memory). A file that
+    decodes to clearly less than it declares (``AudioInfo.truncated``) is an :class:`InputError` at the end of
+    the stream unless ``allow_truncated``."""
+    return AudioStream(path, target_sr, block_seconds, allow_truncated)
 
 
 def decode_file(path: Path | str, target_sr: int) -> DecodedAudio:

@@ -102,16 +102,18 @@ def file_logmel(
     block_seconds: float = DEFAULT_BLOCK_SECONDS,
     dtype: type = np.float32,
     on_block: Callable[[np.ndarray], None] | None = None,
+    allow_truncated: bool = True,
 ) -> tuple[np.ndarray, AudioInfo]:
     """Decode, resample and log-Mel a file block by block with bounded memory.
 
     Only one block of native-rate audio (``block_seconds``) is held at a time; the frames are kept, as
     ``dtype`` (float16 halves what a long file costs). ``on_block`` sees each resampled block (e.g. to measure
     the peak level). The result equals ``LogMel(settings)(decode_file(path, settings.sample_rate).samples)``
-    up to float tolerance.
+    up to float tolerance. A file cut short (``AudioInfo.truncated``) is an :class:`InputError` unless
+    ``allow_truncated``.
     """
     logmel = LogMel(settings)
-    stream = stream_audio(path, settings.sample_rate, block_seconds)
+    stream = stream_audio(path, settings.sample_rate, block_seconds, allow_truncated)
 
     def watched() -> Iterator[np.ndarray]:
         for block in stream:

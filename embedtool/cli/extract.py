@@ -38,6 +38,9 @@ def extract(
     jobs: int | None = typer.Option(None, "--jobs", "-j", help="Worker processes (0 = all cores).", min=0),
     overwrite: bool = typer.Option(False, "--overwrite", help="Re-extract every file, ignoring earlier results."),
     strict: bool = typer.Option(False, "--strict", help="Fail (publish nothing) if any file cannot be decoded."),
+    keep_truncated: bool = typer.Option(
+        False, "--keep-truncated", help="Keep the decoded part of files cut short (they fail otherwise)."
+    ),
     labels: Path | None = typer.Option(
         None, "--labels", help="CSV/TSV of path,label[,group] (default: the first folder level under each PATH)."
     ),
@@ -60,6 +63,7 @@ def extract(
             "jobs": jobs,
             "overwrite": True if overwrite else None,  # an unset flag leaves embedtool.yaml's value
             "strict": True if strict else None,
+            "keep_truncated": True if keep_truncated else None,
             "labels": str(labels) if labels else None,
             "min_duration_s": min_duration,
         },

@@ -137,9 +137,15 @@ def _featurise_timed(*args: Any) -> tuple[tuple[str, Any], float]:
 
 
 def extract_one(
-    path: str, settings: FeatureSettings, min_duration_s: float, silence_db: float, block_seconds: float
+    path: str,
+    settings: FeatureSettings,
+    min_duration_s: float,
+    silence_db: float,
+    block_seconds: float,
+    keep_truncated: bool = False,
 ) -> tuple[str, Any]:
-    """("ok", (mel float16, info)) | ("skipped", reason) | ("failed", reason) for one file."""
+    """("ok", (mel float16, info)) | ("skipped", reason) | ("failed", reason) for one file. A file cut short
+    fails ("truncated (decoded X s of Y s)") unless ``keep_truncated``."""
     peak = [0.0]
 
     def watch(block: np.ndarray) -> None:
@@ -147,7 +153,9 @@ def extract_one(
             peak[0] = max(peak[0], float(np.max(np.abs(block))))
 
     try:
-        mel, info = featurise_file(path, settings, block_seconds=block_seconds, on_block=watch)
+        mel, info = featurise_file(
+            path, settings, block_seconds=block_seconds, on_block=watch, allow_truncated=keep_truncated
+        )
     except InputError as exc:
         return "failed", _reason(str(exc), path)
     except MemoryError:
@@ -346,7 +354,7 @@ class _ExtractRun:
         _notify(self.progress, self.state)
         self.writer = store.ShardWriter(self.features_dir, settings, max_shard_bytes=options.max_shard_mb * 1024 * 1024)
         self.last_flush = time.monotonic()
-        args = (options.min_duration_s, options.silence_db, options.block_seconds)
+        args = (options.min_duration_s, options.silence_db, options.block_seconds, options.keep_truncated)
         try:
             if self.report.jobs <= 1 or len(self.todo) <= 1:
                 import torch
@@ -384,6 +392,8 @@ class _ExtractRun:
             self.seen(desc["path"], status)
             return
         mel, info = payload
+        if info.truncated:  # kept under --keep-truncated: still said
+            self.errors.append((desc["path"], f"{info.truncated}: the decoded part kept (--keep-truncated)"))
         record = {
             **desc,
             "track_id": track_id,

@@ -29,10 +29,15 @@ def featurise_file(
     settings: FeatureSettings,
     block_seconds: float = DEFAULT_BLOCK_SECONDS,
     on_block: Callable[[np.ndarray], None] | None = None,
+    allow_truncated: bool = True,
 ) -> tuple[np.ndarray, AudioInfo]:
     """(log-Mel frames as ``FEATURE_DTYPE`` (frames, n_mels), the file's info): decoded, resampled and featurised
-    block by block (``on_block`` sees each resampled block, e.g. to measure the peak level)."""
-    return file_logmel(path, settings, block_seconds=block_seconds, dtype=FEATURE_DTYPE, on_block=on_block)
+    block by block (``on_block`` sees each resampled block, e.g. to measure the peak level). A file cut short
+    (``info.truncated``) is refused unless ``allow_truncated`` (queries: an excerpt is an excerpt)."""
+    return file_logmel(
+        path, settings, block_seconds=block_seconds, dtype=FEATURE_DTYPE, on_block=on_block,
+        allow_truncated=allow_truncated,
+    )  # fmt: skip
 
 
 def featurise_samples(samples: np.ndarray, sample_rate: int, settings: FeatureSettings) -> np.ndarray:

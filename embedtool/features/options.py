@@ -25,6 +25,7 @@ class ExtractOptions:
     min_duration_s: float = 0.03
     silence_db: float = -80.0
     follow_symlinks: bool = True
+    keep_truncated: bool = False  # extract the decoded part of a file cut short (reported) instead of failing it
     block_seconds: float = DEFAULT_BLOCK_SECONDS  # native-rate audio decoded at a time (bounds memory)
     flush_every_s: float = 20.0  # write a shard at least this often, so a killed run keeps its work
     max_shard_mb: int = 256
