@@ -165,3 +165,57 @@ def test_a_truncated_query_is_still_an_excerpt(trained_workspace: Workspace, tmp
     result = run_cli("-w", trained_workspace.root, "-q", "neighbours", query, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["query"]["duration_s"] < 3.0
+
+
+# --- extract adds to a library ---------------------------------------------------------------------------------------
+
+
+def _extract(ws: Path, *args: str | Path) -> dict:
+    result = run_cli("-w", ws, "-q", "extract", *args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_extract_adds_a_folder_to_the_library_and_remembers_every_folder(tmp_path: Path) -> None:
+    import shutil
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for i in range(3):
+        write_tone(first / "a" / f"t{i}.wav", 200.0 + 50 * i, 1.0)
+    write_tone(second / "b" / "u.wav", 700.0, 1.0)
+    ws = tmp_path / "ws"
+    assert _extract(ws, first)["tracks"] == 3
+    added = _extract(ws, second)  # used to replace the library: "tracks removed 3"
+    assert (added["tracks"], added["removed"], added["done"], added["unchanged"]) == (4, 0, 1, 3)
+    assert added["roots"] == [str(first), str(second)]
+
+    (first / "a" / "t0.wav").unlink()
+    rescan = _extract(ws)  # every remembered folder again; the gone file is removed and listed
+    assert (rescan["tracks"], rescan["removed"]) == (3, 1)
+    assert rescan["removed_paths"] == [str(first / "a" / "t0.wav")]
+
+    shutil.move(first, tmp_path / "unplugged")
+    kept = _extract(ws)
+    assert (kept["tracks"], kept["removed"], kept["kept_unscanned"]) == (3, 0, 2)
+    assert kept["missing_roots"] == [str(first)]
+    printed = run_cli("-w", ws, "-q", "extract")
+    assert "folder missing" in flat(printed.output) and "--prune drops them" in flat(printed.output)
+    pruned = _extract(ws, "--prune")
+    assert (pruned["tracks"], pruned["removed"], pruned["roots"]) == (1, 2, [str(second)])
+
+    shutil.move(tmp_path / "unplugged", first)
+    replaced = _extract(ws, first, "--replace")  # today's behaviour, asked for
+    assert (replaced["tracks"], replaced["removed"], replaced["roots"]) == (2, 1, [str(first)])
+    assert replaced["removed_paths"] == [str(second / "b" / "u.wav")]
+
+
+def test_a_folder_inside_a_remembered_one_is_covered_by_it(tmp_path: Path) -> None:
+    root = tmp_path / "music"
+    write_tone(root / "jazz" / "a.wav", 300.0, 1.0)
+    write_tone(root / "rock" / "b.wav", 500.0, 1.0)
+    ws = tmp_path / "ws"
+    _extract(ws, root / "jazz")
+    both = _extract(ws, root)  # the outer folder takes the inner one in
+    assert (both["tracks"], both["roots"]) == (2, [str(root)])
+    again = _extract(ws, root / "rock")  # already covered
+    assert (again["tracks"], again["roots"], again["done"]) == (2, [str(root)], 0)

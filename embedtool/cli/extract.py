@@ -32,11 +32,17 @@ def extract(
     paths: list[Path] = typer.Argument(
         None,
         metavar="PATH",
-        help="Audio folders or files (default: the folders of the previous run).",
+        help="Audio folders or files to add to the library (its remembered folders are re-scanned too).",
         show_default=False,
     ),
     jobs: int | None = typer.Option(None, "--jobs", "-j", help="Worker processes (0 = all cores).", min=0),
     overwrite: bool = typer.Option(False, "--overwrite", help="Re-extract every file, ignoring earlier results."),
+    replace: bool = typer.Option(
+        False, "--replace", help="PATH becomes the whole library: tracks under other folders are removed."
+    ),
+    prune: bool = typer.Option(
+        False, "--prune", help="Drop the tracks of remembered folders that are missing (kept otherwise)."
+    ),
     strict: bool = typer.Option(False, "--strict", help="Fail (publish nothing) if any file cannot be decoded."),
     keep_truncated: bool = typer.Option(
         False, "--keep-truncated", help="Keep the decoded part of files cut short (they fail otherwise)."
@@ -52,8 +58,11 @@ def extract(
 ) -> None:
     """Find audio under PATH (recursively), decode it and store log-Mel features in the workspace.
 
-    Re-runs only process new or changed files and drop removed ones; files that cannot be used are listed in
-    features/errors.json and skipped. Labels come from the first folder level under each PATH, or --labels.
+    The workspace remembers its folders: PATH is added to them and all are scanned again; only new or changed
+    files are processed, and files gone from a folder are removed (listed). A remembered folder that is missing
+    keeps its tracks (--prune drops them); --replace makes PATH the whole library. Files that cannot be used are
+    listed in features/errors.json and skipped. Labels come from the first folder level under each PATH, or
+    --labels.
     """
     actx = app_context(ctx)
     settings = actx.config.settings("features", {"preset": preset, "sample_rate": sample_rate, "n_mels": n_mels})
@@ -61,7 +70,9 @@ def extract(
         "extract",
         {
             "jobs": jobs,
-            "overwrite": True if overwrite else None,  # an unset flag leaves embedtool.yaml's value
+            "overwrite": True if overwrite else None,
+            "replace": True if replace else None,
+            "prune": True if prune else None,  # an unset flag leaves embedtool.yaml's value
             "strict": True if strict else None,
             "keep_truncated": True if keep_truncated else None,
             "labels": str(labels) if labels else None,
@@ -118,6 +129,18 @@ def _print_summary(report: ExtractReport, features_dir: Path) -> None:
     console.print(table)
     if report.full_rebuild_reason:
         console.print(f"full re-extraction: {report.full_rebuild_reason}", highlight=False)
+    if report.removed_paths:
+        shown = "\n  ".join(report.removed_paths[:SHOW_ERRORS])
+        more = len(report.removed_paths) - SHOW_ERRORS
+        console.print(
+            f"removed {len(report.removed_paths)} track(s) whose file is gone"
+            f"{' or outside the library (--replace)' if report.removed_paths else ''}:\n  {shown}"
+            + (f"\n  ({more} more)" if more > 0 else ""),
+            highlight=False,
+        )
+    for root in report.missing_roots:
+        action = "dropped (--prune)" if root not in report.roots else "kept (--prune drops them)"
+        err_console.print(f"[yellow]folder missing[/] {root}: its tracks {action}", highlight=False)
     if report.labels_unmatched:
         shown = ", ".join(report.labels_unmatched[:3])
         err_console.print(

@@ -73,6 +73,10 @@ class ExtractReport:
     skipped: int = 0  # duplicates, silent and too-short files
     failed: int = 0  # files that could not be decoded
     removed: int = 0  # tracks dropped because their file is gone
+    removed_paths: list[str] = field(default_factory=list)  # ... and their paths
+    roots: list[str] = field(default_factory=list)  # the library's roots after this run
+    missing_roots: list[str] = field(default_factory=list)  # remembered roots not found: their tracks kept
+    kept_unscanned: int = 0  # tracks kept from missing roots (dropped with prune)
     tracks: int = 0  # tracks in the published artefact
     hours: float = 0.0  # audio newly extracted in this run
     total_hours: float = 0.0  # audio in the published artefact
@@ -230,7 +234,7 @@ def _run_extract(
 ) -> ExtractReport:
     """The three steps of a run (see the module docstring): plan, featurise, publish."""
     run = _ExtractRun(features_dir, settings, options, progress)
-    roots = run.resolve_roots(roots)
+    roots = run.resolve_roots([Path(os.path.abspath(os.path.expanduser(r))) for r in roots])
     unusable: list[tuple[str, str]] = []  # (path, reason): what discovery could not look at
     files = discover_audio(roots, follow_symlinks=options.follow_symlinks, skipped=unusable)
     if not files:
@@ -238,7 +242,7 @@ def _run_extract(
         raise InputError(f"No audio files found under {', '.join(str(r) for r in roots)}{listed}")
     run.plan(files, unusable)
     run.featurise()
-    return run.publish(roots)
+    return run.publish()
 
 
 class _ExtractRun:
@@ -256,6 +260,7 @@ class _ExtractRun:
         self.report = ExtractReport(jobs=options.resolved_jobs())
         self.previous, self.previous_extra, self.rebuild_reason = _previous_records(features_dir, settings)
         self.label_table: LabelTable | None = None  # read in plan(), once the roots hold audio
+        self.missing_roots: list[Path] = []
         self.state = ExtractProgress(files_total=0)
         self.kept: dict[str, dict] = {}  # track_id -> final record
         self.kept_path: dict[str, str] = {}  # track_id -> path that claimed it
@@ -263,13 +268,26 @@ class _ExtractRun:
         self.errors: list[tuple[str, str]] = []
         self.failed_paths: list[str] = []
 
-    def resolve_roots(self, roots: list[Path]) -> list[Path]:
-        """The roots given, or (none given) those of the previous run."""
-        if roots:
-            return roots
-        if self.previous_extra and self.previous_extra.get("roots"):
-            return [Path(r) for r in self.previous_extra["roots"]]
-        raise InputError("No audio folder given (e.g. `embedtool extract ~/Music`).")
+    def resolve_roots(self, given: list[Path]) -> list[Path]:
+        """The roots to scan: the remembered ones and those given (only those given with ``replace``). A
+        remembered root that is missing is not scanned: its tracks are kept (dropped with ``prune``)."""
+        remembered = [Path(r) for r in (self.previous_extra or {}).get("roots") or []]
+        if self.options.replace:
+            if not given:
+                raise InputError("--replace needs the folders that are to make up the library.")
+            wanted = given
+        else:
+            wanted = _outermost(remembered + [r for r in given if r not in remembered])
+        if not wanted:
+            raise InputError("No audio folder given (e.g. `embedtool extract ~/Music`).")
+        self.missing_roots = [r for r in wanted if r not in given and not r.exists()]
+        self.report.missing_roots = [str(r) for r in self.missing_roots]
+        self.report.roots = [str(r) for r in wanted if not (self.options.prune and r in self.missing_roots)]
+        scan = [r for r in wanted if r not in self.missing_roots]
+        if not scan:
+            missing = ", ".join(str(r) for r in self.missing_roots)
+            raise InputError(f"None of the library's folders is there ({missing}): reconnect them, or give a folder.")
+        return scan
 
     def describe(self, found: FoundFile, st: os.stat_result) -> dict[str, Any]:
         table = self.label_table
@@ -345,6 +363,18 @@ class _ExtractRun:
                 self.seen(path, "unchanged")
             else:
                 self.todo.append((track_id, desc))
+        self.keep_unscanned()
+
+    def keep_unscanned(self) -> None:
+        """Tracks of remembered roots that are missing stay as they are, unless ``prune``."""
+        if self.options.prune or not self.missing_roots:
+            return
+        missing = {str(r) for r in self.missing_roots}
+        for record in self.previous:
+            if record["root"] in missing and record["track_id"] not in self.kept_path:
+                self.kept_path[record["track_id"]] = record["path"]
+                self.kept[record["track_id"]] = record
+                self.report.kept_unscanned += 1
 
     # --- 2. featurise --------------------------------------------------------------------------------------
     def featurise(self) -> None:
@@ -411,7 +441,7 @@ class _ExtractRun:
         self.seen(desc["path"], "done")
 
     # --- 3. publish ----------------------------------------------------------------------------------------
-    def publish(self, roots: list[Path]) -> ExtractReport:
+    def publish(self) -> ExtractReport:
         """The report, errors.json, then the new table and meta.json (the swap that makes the run visible)."""
         report, state, label_table, features_dir = self.report, self.state, self.label_table, self.features_dir
         self.errors.sort()
@@ -425,7 +455,9 @@ class _ExtractRun:
         report.labelled = sum(1 for r in records if r["label"] is not None)
         report.labels_unmatched = label_table.unmatched() if label_table is not None else []
         report.total_hours = sum(r["duration_s"] for r in records) / 3600
-        report.removed = len({r["track_id"] for r in self.previous} - set(self.kept))
+        removed = [r for r in self.previous if r["track_id"] not in self.kept]
+        report.removed = len(removed)
+        report.removed_paths = sorted(r["path"] for r in removed)
 
         atomic_write_json(features_dir / ERRORS_FILE, report.to_dict()["errors"])
         if not records:
@@ -447,7 +479,7 @@ class _ExtractRun:
             records,
             self.settings,
             extra={
-                "roots": [str(Path(os.path.abspath(r))) for r in roots],
+                "roots": report.roots,
                 "labels_file": str(label_table.source) if label_table is not None else None,
                 "hours": round(report.total_hours, 6),
                 "labelled": report.labelled,
@@ -457,6 +489,12 @@ class _ExtractRun:
         report.total_bytes = dir_size_bytes(features_dir)
         report.elapsed_s = time.perf_counter() - self.started
         return report
+
+
+def _outermost(roots: list[Path]) -> list[Path]:
+    """The roots that lie inside no other root, in order: a folder given inside a remembered one is covered by it
+    (and its files keep the labels the outer folder gives them); a folder around remembered ones takes them in."""
+    return [r for r in roots if not any(other != r and r.is_relative_to(other) for other in roots)]
 
 
 def _run_parallel(

@@ -20,6 +20,11 @@ class ExtractOptions:
 
     jobs: int = 0  # worker processes; 0 = all cores
     overwrite: bool = False  # recompute every file, ignoring what is already extracted
+    # The library is every folder ever given (remembered in the features' meta): `extract PATH` adds PATH and
+    # re-scans them all. replace: the given paths become the library's only roots (their tracks alone remain);
+    # prune: also drop the tracks of remembered roots that are missing (an unplugged drive keeps them otherwise).
+    replace: bool = False
+    prune: bool = False
     strict: bool = False  # any failed file fails the run (and nothing is published)
     labels: str | None = None  # CSV/TSV of path,label[,group]; default: first folder level under each root
     min_duration_s: float = 0.03
