@@ -676,16 +676,9 @@ def predict_files(
 
 
 def _predict_file(saved: SavedClassifier, encoder: Encoder, path: Path, segments: bool) -> FilePrediction:
-    from embedtool.features.frontend import featurise_file
+    from embedtool.features.frontend import featurise_query
 
-    if not path.is_file():
-        raise InputError(f"query file not found: {path}")
-    try:
-        mel, info = featurise_file(path, encoder.feature_settings)
-    except InputError:
-        raise
-    except Exception as exc:  # decoders raise many types for unreadable input
-        raise InputError(f"Cannot read query audio {path}: {exc}") from exc
+    mel, info = featurise_query(path, encoder.feature_settings)
     mel = np.asarray(mel, dtype=np.float32)
     if mel.shape[0] == 0:
         raise InputError(f"{path} holds no audio frames")

@@ -54,3 +54,17 @@ def featurise_samples(samples: np.ndarray, sample_rate: int, settings: FeatureSe
     if not np.all(np.isfinite(samples)):
         raise InputError("The audio holds non-finite samples (corrupt audio).")
     return np.asarray(LogMel(settings)(samples)).astype(FEATURE_DTYPE)
+
+
+def featurise_query(path: Path | str, settings: FeatureSettings) -> tuple[np.ndarray, AudioInfo]:
+    """:func:`featurise_file` for a query file (``neighbours``, ``classify QUERY``): an excerpt cut short is used
+    as it is, and a missing or unreadable file is an :class:`InputError` naming it, whatever the decoder raised."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Query file not found: {path}")
+    try:
+        return featurise_file(path, settings)
+    except InputError:
+        raise
+    except Exception as exc:  # decoders raise many types for unreadable input
+        raise InputError(f"Cannot read query audio {path}: {exc}") from exc

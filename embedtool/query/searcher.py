@@ -27,7 +27,7 @@ import numpy as np
 from embedtool.artefacts import check_compatible
 from embedtool.config import settings_dict
 from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError, MissingArtefactError
-from embedtool.features.frontend import featurise_file, featurise_samples
+from embedtool.features.frontend import featurise_query, featurise_samples
 from embedtool.features.windows import crop_many, silence_floor, window_starts
 from embedtool.indexing.search import VectorIndex
 from embedtool.indexing.store import IdTables, IndexStore
@@ -192,15 +192,8 @@ class Searcher:
         """Query with an audio file of any supported format and length (featurised block by block, like a
         library file: memory stays bounded for a long query)."""
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"Query file not found: {path}")
         t0 = time.perf_counter()
-        try:
-            mel, _ = featurise_file(path, self.settings)
-        except InputError:
-            raise
-        except Exception as exc:  # decoders raise many types for unreadable input
-            raise InputError(f"Cannot read query audio {path}: {exc}") from exc
+        mel, _ = featurise_query(path, self.settings)
         features_s = time.perf_counter() - t0
         library = self._library_track_of_file(path)
         mode = mode or self.options.mode  # type: ignore[assignment]
