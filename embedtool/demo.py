@@ -7,8 +7,6 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from embedtool.audio.decode import decode_file
-
 SAMPLE_AUDIO = Path(__file__).resolve().parent / "sample_audio" / "sonicpi-cc0"
 DEMO_WORKSPACE = "embedtool-demo"
 
@@ -26,6 +24,8 @@ def make_noisy_excerpt(
 
     This is the re-identification case users meet: a short, noisy, lossy snippet of a track in the library.
     """
+    from embedtool.audio.decode import decode_file  # deferred: torch is only needed once the demo runs
+
     audio = decode_file(source, sample_rate).samples
     start = int(start_s * sample_rate)
     excerpt = audio[start : start + int(seconds * sample_rate)].astype(np.float64)

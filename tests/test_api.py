@@ -30,3 +30,32 @@ def test_unknown_names_raise_attribute_error() -> None:
         assert "no_such_stage" in str(exc)
     else:
         raise AssertionError("expected AttributeError")
+
+
+def test_help_version_info_and_config_run_without_torch_faiss_or_sklearn(tmp_path) -> None:
+    """`embedtool --help` (and every command's), --version, info and config must start fast: torch, FAISS and
+    scikit-learn are made unimportable, and each must still succeed."""
+    code = r"""
+import sys, importlib.abc
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchaudio", "faiss", "sklearn"):
+            raise ImportError(f"{name} is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, Block())
+import typer
+from typer.testing import CliRunner
+from embedtool.cli.app import app
+
+commands = sorted(typer.main.get_command(app).commands)
+runs = [["--help"], ["--version"], ["-w", sys.argv[1], "info"], ["config"]] + [[c, "--help"] for c in commands]
+for args in runs:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, (args, result.output, result.exception)
+print(len(commands), "commands")
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ws")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert int(out.stdout.split()[0]) >= 10

@@ -25,9 +25,8 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from embedtool.audio.settings import DEFAULT_BLOCK_SECONDS
 from embedtool.errors import InputError
-
-DEFAULT_BLOCK_SECONDS = 30.0
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torchaudio
 
-from embedtool.audio.decode import DEFAULT_BLOCK_SECONDS, AudioInfo, stream_audio
-from embedtool.audio.settings import FeatureSettings
+from embedtool.audio.decode import AudioInfo, stream_audio
+from embedtool.audio.settings import DEFAULT_BLOCK_SECONDS, FeatureSettings
 from embedtool.errors import InputError
 
 

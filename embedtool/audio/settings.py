@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from embedtool.errors import ConfigError
 
+# Native-rate audio decoded at a time (extract.block_seconds): bounds the memory a long file needs.
+DEFAULT_BLOCK_SECONDS = 30.0
+
 
 @dataclass(frozen=True)
 class FeatureSettings:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import TextColumn
 from rich.table import Table
 
-from embedtool import pipeline
 from embedtool.cli.app import app
 from embedtool.cli.common import (
     app_context,
@@ -20,7 +20,9 @@ from embedtool.cli.common import (
     make_progress,
     print_json,
 )
-from embedtool.features.extract import ERRORS_FILE, ExtractProgress, ExtractReport
+
+if TYPE_CHECKING:
+    from embedtool.features.extract import ExtractProgress, ExtractReport
 
 SHOW_ERRORS = 10
 
@@ -64,6 +66,8 @@ def extract(
     listed in features/errors.json and skipped. Labels come from the first folder level under each PATH, or
     --labels.
     """
+    from embedtool import pipeline  # deferred: `embedtool --help` must not import torch
+
     actx = app_context(ctx)
     settings = actx.config.settings("features", {"preset": preset, "sample_rate": sample_rate, "n_mels": n_mels})
     options = actx.config.settings(
@@ -108,6 +112,8 @@ def extract(
 
 
 def _print_summary(report: ExtractReport, features_dir: Path) -> None:
+    from embedtool.features.extract import ERRORS_FILE
+
     table = Table(title=f"extract → {features_dir}", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")

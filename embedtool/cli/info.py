@@ -7,7 +7,6 @@ from rich.table import Table
 
 from embedtool.cli.app import app
 from embedtool.cli.common import app_context, console, handle_errors, human_bytes, print_json
-from embedtool.inspect import summarise_workspace
 
 
 @app.command()
@@ -18,6 +17,8 @@ def info(
 ) -> None:
     """Show what the workspace holds: tracks, hours, labels, settings, sizes, and which stages exist."""
     actx = app_context(ctx)
+    from embedtool.inspect import summarise_workspace  # deferred: numpy only when the command runs
+
     summary = summarise_workspace(actx.workspace)
     if as_json:
         print_json(summary.to_dict())

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from embedtool.audio.decode import DEFAULT_BLOCK_SECONDS, AudioInfo, StreamingResampler
+from embedtool.audio.decode import AudioInfo, StreamingResampler
 from embedtool.audio.melspec import LogMel, file_logmel
-from embedtool.audio.settings import FeatureSettings
+from embedtool.audio.settings import DEFAULT_BLOCK_SECONDS, FeatureSettings
 from embedtool.errors import InputError
 
 FEATURE_DTYPE = np.float16  # halves what the library costs on disk; queries are rounded the same way

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from embedtool.audio.decode import DEFAULT_BLOCK_SECONDS
+from embedtool.audio.settings import DEFAULT_BLOCK_SECONDS
 from embedtool.errors import ConfigError
 
 

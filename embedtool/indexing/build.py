@@ -29,8 +29,8 @@ import numpy as np
 from embedtool.artefacts import ArtefactMeta, dir_size_bytes, fingerprint_of, write_meta
 from embedtool.config import settings_dict
 from embedtool.errors import ConfigError, InputError
-from embedtool.indexing.options import IndexOptions
-from embedtool.indexing.search import KINDS, VectorIndex, recall_at_k
+from embedtool.indexing.options import KINDS, IndexOptions
+from embedtool.indexing.search import VectorIndex, recall_at_k
 from embedtool.indexing.store import FORMAT_VERSION, KIND, SEGMENT_INDEX, SEGMENT_TABLE, TRACK_INDEX, TRACK_TABLE
 from embedtool.progress import Progress
 from embedtool.threads import single_threaded

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from embedtool.errors import ConfigError
-from embedtool.indexing.search import KINDS
+
+KINDS = ("flat", "hnsw", "ivf", "ivf-pq")  # the index kinds besides "auto"
 
 
 @dataclass

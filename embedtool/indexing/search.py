@@ -14,8 +14,6 @@ from typing import Any
 import faiss
 import numpy as np
 
-KINDS = ("flat", "hnsw", "ivf", "ivf-pq")
-
 
 @dataclass
 class VectorIndex:
