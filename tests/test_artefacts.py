@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import run_cli, write_config
+from factories import run_cli, write_config, write_tone
 
 from embedtool.artefacts import (
     atomic_save_npy,
@@ -88,3 +88,36 @@ def test_info_on_empty_workspace_lists_stages(tmp_path: Path) -> None:
     assert data["tracks"] == 0
     assert {s["name"] for s in data["stages"]} >= {"features", "model", "embeddings", "index"}
     assert not any(s["exists"] for s in data["stages"])
+
+
+def test_written_files_follow_the_umask_not_mkstemps_owner_only_mode(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from embedtool.artefacts import atomic_save_npy, atomic_write_json
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_json(tmp_path / "a.json", {"x": 1})
+        atomic_save_npy(tmp_path / "a.npy", np.zeros(3))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "a.npy").stat().st_mode) == 0o640
+
+
+def test_a_workspace_is_readable_by_others_under_the_usual_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        root = write_tone(tmp_path / "audio" / "a" / "t.wav", 330.0, 1.0).parents[1]
+        result = run_cli("-w", tmp_path / "ws", "-q", "extract", root)
+        assert result.exit_code == 0, result.output
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "ws").rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert files and all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in files), [
+        (p.name, oct(p.stat().st_mode)) for p in files
+    ]
