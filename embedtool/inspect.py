@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from embedtool.artefacts import META_FILE, dir_size_bytes, read_meta
@@ -45,9 +46,12 @@ class WorkspaceSummary:
 def summarise_workspace(workspace: Workspace) -> WorkspaceSummary:
     summary = WorkspaceSummary(root=str(workspace.root), stages=[])
     for kind, directory in workspace.stages().items():
+        size_of = directory
+        if kind == "report":  # reports/ holds one folder per evaluate run: the newest stands for the stage
+            directory = _latest_report(directory) or directory
         status = StageStatus(name=kind, exists=(directory / META_FILE).is_file())
-        if directory.exists():
-            status.size_bytes = dir_size_bytes(directory)
+        if size_of.exists():
+            status.size_bytes = dir_size_bytes(size_of)
         if status.exists:
             try:
                 meta = read_meta(directory, kind)
@@ -72,3 +76,11 @@ def summarise_workspace(workspace: Workspace) -> WorkspaceSummary:
         summary.labels = dict(Counter(t["label"] for t in store.tracks if t["label"]).most_common())
         summary.feature_settings = dict(store.meta.config)
     return summary
+
+
+def _latest_report(reports: Path) -> Path | None:
+    """The newest finished evaluate report under ``reports/`` (one with its meta.json), or None."""
+    if not reports.is_dir():
+        return None
+    finished = [d for d in reports.iterdir() if not d.name.startswith(".") and (d / META_FILE).is_file()]
+    return max(finished, key=lambda d: (d / META_FILE).stat().st_mtime_ns, default=None)
