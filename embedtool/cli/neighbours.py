@@ -1,60 +1,182 @@
-"""`embedtool neighbours QUERY`: similar tracks, or which track an excerpt is from, with time ranges."""
+"""`embedtool neighbours QUERY...`: similar tracks, or which track an excerpt is from, with time ranges.
+
+Many queries run in one process (the model and the index are loaded once): files, folders (every audio file
+under them), library tracks, or a list file. Results print as a table, or as JSON, JSON lines, CSV or TSV for
+scripts and spreadsheets (one row per query and matched track).
+"""
 
 from __future__ import annotations
 
+import csv
+import json
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from embedtool.cli.app import app
 from embedtool.cli.common import app_context, console, err_console, handle_errors, print_json
-from embedtool.errors import InputError, NoMatchError
+from embedtool.errors import EmbedtoolError, InputError, NoMatchError
 
 if TYPE_CHECKING:
-    from embedtool.query.searcher import QueryResult
+    from embedtool.query.searcher import QueryResult, Searcher
+
+FORMATS = ("table", "json", "jsonl", "csv", "tsv")
+# The columns of --format csv/tsv: the query, then one matched track per row.
+COLUMNS = (
+    "query", "mode", "rank", "track_id", "path", "label", "score", "windows", "query_start_s", "query_end_s",
+    "ref_start_s", "ref_end_s", "no_match", "confidence", "error",
+)  # fmt: skip
 
 
 @app.command()
 @handle_errors
 def neighbours(
     ctx: typer.Context,
-    query: str = typer.Argument(..., help="An audio file, or a library track (id, id prefix or path)."),
+    queries: list[str] = typer.Argument(
+        None,
+        metavar="QUERY...",
+        help="Audio files, folders of audio, or library tracks (id, id prefix or path).",
+        show_default=False,
+    ),
+    query_list: Path | None = typer.Option(None, "--list", help="A file of queries, one per line."),
     mode: str | None = typer.Option(None, "--mode", "-m", help="similar (default) or identify."),
     k: int | None = typer.Option(None, "-k", "--k", help="Number of tracks to return."),
     segments: bool = typer.Option(False, "--segments", help="Also list each query window's nearest segment."),
     include_self: bool = typer.Option(False, "--include-self", help="similar: keep the query's own track."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    output: str = typer.Option("table", "--format", "-f", help="table, json, jsonl, csv or tsv."),
+    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
 ) -> None:
-    """Find the library tracks nearest a query, with the matching time ranges (exit 3: identify found none)."""
+    """Find the library tracks nearest each query, with the matching time ranges.
+
+    Exit 3 when a single identify query finds no match; with several queries, no-match is a column and the exit
+    status is 1 when a query could not be answered (the others still are).
+    """
     from embedtool.query.searcher import Searcher
 
+    output = "json" if as_json else output
+    if output not in FORMATS:
+        raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}, not {output!r}")
+    sources = _sources(list(queries or []), query_list)
     actx = app_context(ctx)
     options = actx.config.settings("neighbours", {"mode": mode, "k": k, "include_self": include_self or None})
     searcher = Searcher.open(actx.workspace, options)
-    path = Path(query).expanduser()
-    if path.is_file():
-        result = searcher.query_file(path, segments=segments)
-    elif searcher.find_track(query) is not None:
-        result = searcher.query_track(query, segments=segments)
+    if len(sources) == 1:
+        result = searcher.query(sources[0], segments=segments)
+        _write([(sources[0], result)], output, single=True)
+        _raise_no_match(searcher, result)
+        return
+    answered = _answer_all(searcher, sources, segments, output)
+    failed = [s for s, r in answered if not hasattr(r, "matches")]
+    if failed:
+        err_console.print(f"[bold red]error:[/] {len(failed)} of {len(sources)} queries could not be answered")
+        raise typer.Exit(code=1)
+
+
+def _sources(queries: list[str], query_list: Path | None) -> list[str]:
+    """The queries in order: a folder stands for every audio file under it; a list file for its lines."""
+    from embedtool.audio.discover import discover_audio
+
+    given = list(queries)
+    if query_list is not None:
+        if not query_list.is_file():
+            raise InputError(f"--list {query_list}: no such file")
+        given += [line.strip() for line in query_list.read_text().splitlines() if line.strip()]
+    if not given:
+        raise InputError("No query given: name audio files, folders, library tracks, or --list FILE.")
+    sources: list[str] = []
+    for item in given:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = discover_audio([path])
+            if not found:
+                raise InputError(f"{item}: no audio files in this folder")
+            sources += [str(f.path) for f in found]
+        else:
+            sources.append(item)
+    return sources
+
+
+def _answer_all(searcher: Searcher, sources: list[str], segments: bool, output: str) -> list[tuple[str, Any]]:
+    """Every query, streamed out as it is answered (a JSON list is written once all are in)."""
+    answered: list[tuple[str, Any]] = []
+    writer = _RowWriter(output) if output in ("csv", "tsv") else None
+    for source in sources:
+        try:
+            result: Any = searcher.query(source, segments=segments)
+        except EmbedtoolError as exc:
+            result = exc
+        answered.append((source, result))
+        if writer is not None:
+            writer.write(source, result)
+        elif output == "jsonl":
+            print(json.dumps(_as_dict(source, result), ensure_ascii=False), flush=True)
+        elif output == "table":
+            if isinstance(result, EmbedtoolError):
+                err_console.print(f"[bold]{source}[/]: [red]not answered[/] {result}", highlight=False)
+            else:
+                _print(result)
+    if output == "json":
+        print_json([_as_dict(source, result) for source, result in answered])
+    return answered
+
+
+def _as_dict(source: str, result: Any) -> dict[str, Any]:
+    """A result as JSON, its ``query`` naming the query as given; a failed query as its reason."""
+    if isinstance(result, EmbedtoolError):
+        return {"query": {"given": source}, "error": str(result)}
+    out = result.to_dict()
+    out["query"] = {"given": source, **out["query"]}
+    return out
+
+
+class _RowWriter:
+    """CSV/TSV rows on stdout: a header, then one row per query and matched track (one for a failed query)."""
+
+    def __init__(self, output: str):
+        self.out = csv.writer(sys.stdout, delimiter="\t" if output == "tsv" else ",", lineterminator="\n")
+        self.out.writerow(COLUMNS)
+
+    def write(self, source: str, result: Any) -> None:
+        if isinstance(result, EmbedtoolError):
+            self.out.writerow([source] + [""] * (len(COLUMNS) - 2) + [str(result)])
+            return
+        head = {"query": source, "mode": result.mode, "no_match": result.no_match, "confidence": result.confidence}
+        for m in result.matches or [None]:
+            row = {**head, **(m.to_dict() if m is not None else {})}
+            self.out.writerow(["" if row.get(c) is None else row.get(c) for c in COLUMNS])
+
+
+def _write(answered: list[tuple[str, QueryResult]], output: str, single: bool) -> None:
+    if output == "table":
+        for _, result in answered:
+            _print(result)
+    elif output == "json" and single:
+        print_json(answered[0][1].to_dict())  # one query: the result itself, as before batches existed
+    elif output in ("csv", "tsv"):
+        writer = _RowWriter(output)
+        for source, result in answered:
+            writer.write(source, result)
     else:
-        raise InputError(f"{query!r} is neither an audio file nor a library track (id, id prefix or path).")
-    if as_json:
-        print_json(result.to_dict())
-    else:
-        _print(result)
-    if result.mode == "identify" and result.no_match:
-        if result.best is None or result.threshold is None:
-            raise NoMatchError("no match: no candidate track")
-        if searcher.threshold_statistic == "best_score":  # an index built before the confidence rule
-            raise NoMatchError(
-                f"no match: best score {result.best.score:.3f} is below the identify threshold {result.threshold:.3f}"
-            )
+        for source, result in answered:
+            print(json.dumps(_as_dict(source, result), ensure_ascii=False))
+
+
+def _raise_no_match(searcher: Searcher, result: QueryResult) -> None:
+    if not (result.mode == "identify" and result.no_match):
+        return
+    if result.best is None or result.threshold is None:
+        raise NoMatchError("no match: no candidate track")
+    if searcher.threshold_statistic == "best_score":  # an index built before the confidence rule
         raise NoMatchError(
-            f"no match: confidence {result.confidence:.2f} (how much nearer the best track is than the runner-up) "
-            f"is below the identify threshold {result.threshold:.2f}"
+            f"no match: best score {result.best.score:.3f} is below the identify threshold {result.threshold:.3f}"
         )
+    raise NoMatchError(
+        f"no match: confidence {result.confidence:.2f} (how much nearer the best track is than the runner-up) "
+        f"is below the identify threshold {result.threshold:.2f}"
+    )
 
 
 def _print(result: QueryResult) -> None:

@@ -206,6 +206,15 @@ class Searcher:
         result.timings = {"features": features_s, **result.timings}
         return result
 
+    def query(self, source: str, mode: Mode | None = None, k: int | None = None, segments: bool = False) -> QueryResult:
+        """Query with an audio file's path or a library track (id, unique id prefix, or path)."""
+        path = Path(source).expanduser()
+        if path.is_file():
+            return self.query_file(path, mode=mode, k=k, segments=segments)
+        if self.find_track(source) is not None:
+            return self.query_track(source, mode=mode, k=k, segments=segments)
+        raise InputError(f"{source!r} is neither an audio file nor a library track (id, id prefix or path).")
+
     def query_track(
         self,
         id_or_path: str,
