@@ -211,12 +211,14 @@ class _Run:
     """One training run, step by step: :meth:`start` (fresh, from init weights, or resumed), :meth:`run_epoch`,
     :meth:`end_epoch`, :meth:`finish`. :func:`train` composes them."""
 
-    def __init__(self, data: _Data, features_dir: Path, model_dir: Path, settings: TrainSettings, emit: Progress):
+    def __init__(
+        self, data: _Data, features_dir: Path, model_dir: Path, settings: TrainSettings, emit: Progress, started: float
+    ):
         self.data, self.features_dir, self.model_dir, self.settings, self.emit = (
             data, features_dir, model_dir, settings, emit,
         )  # fmt: skip
-        self.started = time.monotonic()
-        self.device = resolve_device(settings.device)
+        self.started = started
+        self.device = resolve_device(settings.device, "train.device")
         self.cuda = self.device.type == "cuda"
         self.workers = settings.resolved_workers(self.cuda)
         self.use_amp = self.cuda and settings.amp
@@ -489,8 +491,7 @@ def train(
     settings.validate()
     features_dir, split_dir, model_dir = Path(features_dir), Path(split_dir), Path(model_dir)
     data = _prepare_data(features_dir, split_dir, settings)
-    run = _Run(data, features_dir, model_dir, settings, emit)
-    run.started = started
+    run = _Run(data, features_dir, model_dir, settings, emit, started)
     run.build(resume)
     run.start(resume)
     run.validator = Validator(
