@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedtool.audio.decode import AudioInfo, StreamingResampler
+from embedtool.audio.decode import AudioInfo, StreamingResampler, downmix
 from embedtool.audio.melspec import LogMel, file_logmel
 from embedtool.audio.settings import DEFAULT_BLOCK_SECONDS, FeatureSettings
 from embedtool.errors import InputError
@@ -45,7 +45,7 @@ def featurise_samples(samples: np.ndarray, sample_rate: int, settings: FeatureSe
     with the resampler files go through."""
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim == 2:
-        samples = samples.mean(axis=1)
+        samples = downmix(samples)  # as a decoded file's channels are
     if samples.ndim != 1:
         raise InputError(f"Audio samples must be mono (n,) or (n, channels), not shape {samples.shape}")
     if int(sample_rate) != settings.sample_rate and len(samples):
