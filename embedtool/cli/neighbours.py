@@ -63,9 +63,12 @@ def neighbours(
     actx = app_context(ctx)
     options = actx.config.settings("neighbours", {"mode": mode, "k": k, "include_self": include_self or None})
     searcher = Searcher.open(actx.workspace, options)
-    if len(sources) == 1:
+    if len(sources) == 1:  # one query: its errors and no-match end the run (exit 1 or 3), JSON is the result itself
         result = searcher.query(sources[0], segments=segments)
-        _write([(sources[0], result)], output, single=True)
+        if output == "json":
+            print_json(result.to_dict())
+        else:
+            _Output(output).write(sources[0], result)
         _raise_no_match(searcher, result)
         return
     answered = _answer_all(searcher, sources, segments, output)
@@ -100,24 +103,17 @@ def _sources(queries: list[str], query_list: Path | None) -> list[str]:
 
 
 def _answer_all(searcher: Searcher, sources: list[str], segments: bool, output: str) -> list[tuple[str, Any]]:
-    """Every query, streamed out as it is answered (a JSON list is written once all are in)."""
+    """Every query, written out as it is answered (a JSON list once all are in); a failed query is reported in
+    its place and the others are still answered."""
     answered: list[tuple[str, Any]] = []
-    writer = _RowWriter(output) if output in ("csv", "tsv") else None
+    out = _Output(output)
     for source in sources:
         try:
             result: Any = searcher.query(source, segments=segments)
         except EmbedtoolError as exc:
             result = exc
         answered.append((source, result))
-        if writer is not None:
-            writer.write(source, result)
-        elif output == "jsonl":
-            print(json.dumps(_as_dict(source, result), ensure_ascii=False), flush=True)
-        elif output == "table":
-            if isinstance(result, EmbedtoolError):
-                err_console.print(f"[bold]{source}[/]: [red]not answered[/] {result}", highlight=False)
-            else:
-                _print(result)
+        out.write(source, result)
     if output == "json":
         print_json([_as_dict(source, result) for source, result in answered])
     return answered
@@ -132,36 +128,37 @@ def _as_dict(source: str, result: Any) -> dict[str, Any]:
     return out
 
 
-class _RowWriter:
-    """CSV/TSV rows on stdout: a header, then one row per query and matched track (one for a failed query)."""
+class _Output:
+    """One query's answer in the chosen format: a table, a JSON line, or CSV/TSV rows (a header first; one row
+    per matched track, one for a failed query). JSON lists are written by the caller."""
 
     def __init__(self, output: str):
-        self.out = csv.writer(sys.stdout, delimiter="\t" if output == "tsv" else ",", lineterminator="\n")
-        self.out.writerow(COLUMNS)
+        self.output = output
+        self.rows = None
+        if output in ("csv", "tsv"):
+            self.rows = csv.writer(sys.stdout, delimiter="\t" if output == "tsv" else ",", lineterminator="\n")
+            self.rows.writerow(COLUMNS)
 
     def write(self, source: str, result: Any) -> None:
+        failed = isinstance(result, EmbedtoolError)
+        if self.rows is not None:
+            self._write_rows(source, result)
+        elif self.output == "jsonl":
+            print(json.dumps(_as_dict(source, result), ensure_ascii=False), flush=True)
+        elif self.output == "table" and failed:
+            err_console.print(f"[bold]{source}[/]: [red]not answered[/] {result}", highlight=False)
+        elif self.output == "table":
+            _print(result)
+
+    def _write_rows(self, source: str, result: Any) -> None:
+        assert self.rows is not None
         if isinstance(result, EmbedtoolError):
-            self.out.writerow([source] + [""] * (len(COLUMNS) - 2) + [str(result)])
+            self.rows.writerow([source] + [""] * (len(COLUMNS) - 2) + [str(result)])
             return
         head = {"query": source, "mode": result.mode, "no_match": result.no_match, "confidence": result.confidence}
         for m in result.matches or [None]:
             row = {**head, **(m.to_dict() if m is not None else {})}
-            self.out.writerow(["" if row.get(c) is None else row.get(c) for c in COLUMNS])
-
-
-def _write(answered: list[tuple[str, QueryResult]], output: str, single: bool) -> None:
-    if output == "table":
-        for _, result in answered:
-            _print(result)
-    elif output == "json" and single:
-        print_json(answered[0][1].to_dict())  # one query: the result itself, as before batches existed
-    elif output in ("csv", "tsv"):
-        writer = _RowWriter(output)
-        for source, result in answered:
-            writer.write(source, result)
-    else:
-        for source, result in answered:
-            print(json.dumps(_as_dict(source, result), ensure_ascii=False))
+            self.rows.writerow(["" if row.get(c) is None else row.get(c) for c in COLUMNS])
 
 
 def _raise_no_match(searcher: Searcher, result: QueryResult) -> None:
