@@ -1,0 +1,238 @@
+"""Landmark fingerprints: exact re-identification of a short, noisy, re-encoded excerpt.
+
+Embeddings answer "what sounds like this"; they are a blunt tool for "which recording is this", because a
+noisy excerpt's windows land near many tracks of the same style. Audio fingerprinters (Shazam's landmarks,
+audfprint, Panako, Olaf) answer it with the *positions* of spectral peaks, which survive background sound and
+lossy codecs: a peak of the music stays a peak when babble is mixed under it, and an mp3 encoder keeps the
+loudest components. This module does the same on the library's own log-Mel features, so fingerprints cost no
+second decode:
+
+1. **peaks**: time-frequency points that are the maximum of their neighbourhood (``PEAK_TIME_FRAMES`` x
+   ``PEAK_MEL_BANDS``) and stand above the local background; the most prominent ``peaks_per_second`` are kept
+   in each second, so loud and quiet passages are covered alike;
+2. **landmarks**: each peak paired with the next ``fan_out`` peaks within ``MAX_DT_FRAMES`` and
+   ``MAX_DF_BANDS``; a pair's hash packs (anchor band, band difference, time difference), and is stored with
+   the track and the anchor's frame;
+3. **matching**: every query hash is looked up; the (track, reference time - query time) pairs are counted in
+   bins of ``OFFSET_BIN_FRAMES``, so only hits that agree on one alignment add up — random hash collisions
+   scatter over all offsets. A track's score is its best alignment's *support*: the distinct moments of the
+   query (``SUPPORT_BIN_FRAMES``) with landmarks on it (with the neighbouring bins). Counting moments, not
+   landmarks, matters: a note or chord the query shares with another recording aligns all of its own peak
+   pairs at once, but only at one moment; the right recording agrees all along.
+
+The decision (``accept``) asks for at least ``min_hits`` supporting moments and a margin over the runner-up
+track: unrelated audio almost never agrees at ``min_hits`` moments on one alignment
+(``bench/bench_identify_real.py`` measures true and impostor support on real degradations).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy.ndimage import maximum_filter, uniform_filter
+
+if TYPE_CHECKING:
+    from embedtool.embedding.store import EmbeddedTrack
+    from embedtool.features.store import FeatureStore
+    from embedtool.progress import Progress
+
+PEAK_TIME_FRAMES = 15  # neighbourhood a peak must dominate, in frames (0.15 s at the default 10 ms hop)
+PEAK_MEL_BANDS = 7  # ... and in Mel bands
+BACKGROUND_FRAMES = 51  # the local background a peak must stand above (about half a second)
+HASH_BANDS = 64  # anchor bands are quantised to this many levels (any n_mels hashes alike)
+MAX_DF_BANDS = 15
+MAX_DT_FRAMES = 126
+DT_STEP_FRAMES = 2  # time differences quantised: a peak's frame jitters by one under noise
+OFFSET_BIN_FRAMES = 4  # alignment bins of the vote
+SUPPORT_BIN_FRAMES = 10  # an alignment's support: the distinct query moments (of this many frames) that agree
+MAX_LOOKAHEAD = 24  # peaks after the anchor examined for its fan-out
+FILES = ("fingerprint_hashes.npy", "fingerprint_tracks.npy", "fingerprint_frames.npy")
+BYTES_PER_LANDMARK = 12  # hash, track, frame: 4 bytes each
+
+
+@dataclass(frozen=True)
+class FingerprintSettings:
+    peaks_per_second: int = 20
+    fan_out: int = 6
+    min_hits: int = 6  # distinct aligned moments a match needs at least
+    margin: float = 2.0  # ... and this many times the runner-up's count
+    max_postings: int = 4000  # a hash this common (silence, a drone) says nothing and is skipped
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> FingerprintSettings:
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in (d or {}).items() if k in known})
+
+    def estimated_bytes(self, audio_seconds: float) -> int:
+        """The index's size for this much audio (every peak anchors at most ``fan_out`` landmarks)."""
+        return int(audio_seconds * self.peaks_per_second * self.fan_out * BYTES_PER_LANDMARK)
+
+
+def find_peaks(mel: np.ndarray, frames_per_second: float, peaks_per_second: int) -> tuple[np.ndarray, np.ndarray]:
+    """Spectral peaks of a log-Mel matrix (frames, bands): their (frames, bands), sorted by frame."""
+    mel = np.asarray(mel, dtype=np.float32)
+    if mel.shape[0] < 3:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    local_max = maximum_filter(mel, size=(PEAK_TIME_FRAMES, PEAK_MEL_BANDS), mode="nearest")
+    background = uniform_filter(mel, size=(BACKGROUND_FRAMES, PEAK_MEL_BANDS), mode="nearest")
+    prominence = mel - background
+    # A peak rises above its background, and digital silence (all frames at the floor) has none.
+    is_peak = (mel == local_max) & (prominence > 0.5) & (mel > mel.min() + 1.0)
+    frames, bands = np.nonzero(is_peak)
+    if len(frames) == 0:
+        return frames, bands
+    # Keep the most prominent peaks of each second: loud passages do not crowd out quiet ones.
+    second = (frames / frames_per_second).astype(np.int64)
+    order = np.lexsort((-prominence[frames, bands], second))
+    frames, bands, second = frames[order], bands[order], second[order]
+    first_of_second = np.searchsorted(second, second, side="left")
+    keep = (np.arange(len(second)) - first_of_second) < peaks_per_second
+    frames, bands = frames[keep], bands[keep]
+    order = np.lexsort((bands, frames))
+    return frames[order], bands[order]
+
+
+def landmarks(frames: np.ndarray, bands: np.ndarray, n_bands: int, fan_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Peak pairs as (hashes uint32, anchor frames int64)."""
+    n = len(frames)
+    if n < 2:
+        return np.zeros(0, np.uint32), np.zeros(0, np.int64)
+    look = np.arange(1, min(MAX_LOOKAHEAD, n - 1) + 1)
+    target = np.arange(n)[:, None] + look[None, :]
+    inside = target < n
+    target = np.minimum(target, n - 1)
+    dt = frames[target] - frames[:, None]
+    df = bands[target] - bands[:, None]
+    valid = inside & (dt > 0) & (dt <= MAX_DT_FRAMES) & (np.abs(df) <= MAX_DF_BANDS)
+    valid &= np.cumsum(valid, axis=1) <= fan_out
+    anchor, which = np.nonzero(valid)
+    anchor_band = bands[anchor] * HASH_BANDS // max(n_bands, 1)
+    dt_q = dt[anchor, which] // DT_STEP_FRAMES
+    df_q = df[anchor, which] + MAX_DF_BANDS
+    hashes = (anchor_band.astype(np.uint32) << 12) | (df_q.astype(np.uint32) << 6) | dt_q.astype(np.uint32)
+    return hashes, frames[anchor].astype(np.int64)
+
+
+def mel_landmarks(
+    mel: np.ndarray, frames_per_second: float, settings: FingerprintSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """A log-Mel matrix's landmarks: (hashes, anchor frames)."""
+    frames, bands = find_peaks(mel, frames_per_second, settings.peaks_per_second)
+    return landmarks(frames, bands, mel.shape[1], settings.fan_out)
+
+
+def accept(ranked: list[TrackHits], settings: FingerprintSettings) -> bool:
+    """Enough aligned landmarks, and clearly more than the runner-up track has."""
+    if not ranked:
+        return False
+    runner_up = ranked[1].hits if len(ranked) > 1 else 0
+    return ranked[0].hits >= settings.min_hits and ranked[0].hits >= settings.margin * runner_up
+
+
+def fingerprint_library(
+    features: FeatureStore,
+    tracks: list[EmbeddedTrack],
+    settings: FingerprintSettings,
+    progress: Progress | None = None,
+) -> FingerprintIndex:
+    """Landmarks of every track of an index's track table (in its order), from the stored log-Mel features."""
+    fps = features.settings.frames_per_second
+    per_track = []
+    for i, track in enumerate(tracks):
+        per_track.append(mel_landmarks(features.mel(track["track_id"]), fps, settings))
+        if progress:
+            progress("fingerprints", i + 1, len(tracks))
+    return FingerprintIndex.build(per_track, settings)
+
+
+@dataclass
+class TrackHits:
+    track: int  # position in the index's track table
+    hits: int  # distinct query moments (SUPPORT_BIN_FRAMES) whose landmarks agree on the best alignment
+    offset_frames: int  # reference frame - query frame of that alignment
+
+
+@dataclass
+class FingerprintMatch:
+    ranked: list[TrackHits]
+    landmarks: int  # the query's landmarks
+    accepted: bool
+
+
+class FingerprintIndex:
+    """Landmark hashes of every library track, sorted by hash, with the track and frame of each."""
+
+    def __init__(self, hashes: np.ndarray, tracks: np.ndarray, frames: np.ndarray, settings: FingerprintSettings):
+        self.hashes, self.tracks, self.frames = hashes, tracks, frames
+        self.settings = settings
+
+    @classmethod
+    def build(cls, per_track: list[tuple[np.ndarray, np.ndarray]], settings: FingerprintSettings) -> FingerprintIndex:
+        """From each track's (hashes, anchor frames), in the order of the index's track table."""
+        hashes = np.concatenate([h for h, _ in per_track]) if per_track else np.zeros(0, np.uint32)
+        frames = np.concatenate([f for _, f in per_track]) if per_track else np.zeros(0, np.int64)
+        tracks = np.repeat(np.arange(len(per_track), dtype=np.int32), [len(h) for h, _ in per_track])
+        order = np.argsort(hashes, kind="stable")
+        return cls(hashes[order], tracks[order], frames[order].astype(np.int32), settings)
+
+    def save(self, directory: Path) -> list[Path]:
+        paths = [Path(directory) / name for name in FILES]
+        for path, array in zip(paths, (self.hashes, self.tracks, self.frames), strict=True):
+            np.save(path, array)
+        return paths
+
+    @classmethod
+    def load(cls, directory: Path, settings: FingerprintSettings) -> FingerprintIndex:
+        hashes, tracks, frames = (np.load(Path(directory) / name, mmap_mode="r") for name in FILES)
+        return cls(hashes, tracks, frames, settings)
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def match(
+        self, hashes: np.ndarray, frames: np.ndarray, top: int = 5, exclude_track: int | None = None
+    ) -> FingerprintMatch:
+        """Rank library tracks by landmarks that agree on one alignment with the query's (``exclude_track``: a
+        track position left out, as if the library did not hold it)."""
+        s = self.settings
+        lo = np.searchsorted(self.hashes, hashes, side="left")
+        hi = np.searchsorted(self.hashes, hashes, side="right")
+        count = hi - lo
+        use = (count > 0) & (count <= s.max_postings)
+        lo, count, qframes = lo[use], count[use], frames[use]
+        if count.sum() == 0:
+            return FingerprintMatch([], len(hashes), False)
+        # Every posting of every query hash: its row in the index, and the query frame it pairs with.
+        rows = np.repeat(lo - np.cumsum(count) + count, count) + np.arange(count.sum())
+        offsets = np.asarray(self.frames[rows], dtype=np.int64) - np.repeat(qframes, count)
+        track = np.asarray(self.tracks[rows], dtype=np.int64)
+        bins = np.floor_divide(offsets, OFFSET_BIN_FRAMES)
+        key = (track << 32) + (bins + (1 << 31))
+        order = np.argsort(key, kind="stable")
+        key, qframe = key[order], np.repeat(qframes, count)[order]
+        keys, first, counts = np.unique(key, return_index=True, return_counts=True)
+        # A true alignment's hits straddle bin edges: add the neighbouring bins' counts.
+        smoothed = counts.copy()
+        for step in (-1, 1):
+            pos = np.searchsorted(keys, keys + step)
+            found = (pos < len(keys)) & (keys[np.minimum(pos, len(keys) - 1)] == keys + step)
+            smoothed[found] += counts[pos[found]]
+        best: dict[int, TrackHits] = {}
+        for i in np.argsort(-smoothed, kind="stable")[: max(top * 20, 50)]:
+            t = int(keys[i] >> 32)
+            if t == exclude_track:
+                continue
+            # Support: the distinct moments of the query that agree, not the landmarks. One chord the query
+            # shares with another recording aligns all its own peak pairs at once, at a single moment.
+            a, b = np.searchsorted(key, [keys[i] - 1, keys[i] + 2])
+            support = len(np.unique(qframe[a:b] // SUPPORT_BIN_FRAMES))
+            if t not in best or support > best[t].hits:
+                best[t] = TrackHits(t, support, (int(keys[i] & 0xFFFFFFFF) - (1 << 31)) * OFFSET_BIN_FRAMES)
+        ranked = sorted(best.values(), key=lambda h: -h.hits)[:top]
+        return FingerprintMatch(ranked, len(hashes), accept(ranked, s))
