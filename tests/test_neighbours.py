@@ -30,8 +30,9 @@ from embedtool import pipeline
 from embedtool.artefacts import read_meta
 from embedtool.audio.decode import decode_file
 from embedtool.embedding.store import EmbeddingStore
-from embedtool.errors import IncompatibleArtefactError, InputError, MissingArtefactError
+from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.indexing.options import IndexOptions
+from embedtool.indexing.store import IndexStore
 from embedtool.query.calibrate import calibrate_threshold, youden_threshold
 from embedtool.query.decision import MAX_CONFIDENCE, match_confidence, threshold_for
 from embedtool.query.options import NeighbourOptions
@@ -163,6 +164,47 @@ def test_identify_thresholds_are_calibrated_per_length_and_interpolated(searcher
     assert threshold_for(by, 1.0) == 1.5 and threshold_for(by, 3.0) == 2.5 and threshold_for(by, 10.0) == 2.0
     assert threshold_for(by, 3.0**0.5) == pytest.approx(2.0)  # halfway between 1 and 3 s in log-duration
     assert threshold_for(by, 0.2) == 1.5 and threshold_for(by, 60.0) == 2.0  # the nearest outside
+
+
+def test_identify_by_fingerprint_survives_loud_background_music(
+    library: Workspace, searcher: Searcher, tmp_path: Path
+) -> None:
+    """Another recording mixed in at 0 dB, then mp3: the landmarks still align on the excerpt's track and place
+    it to the frame; the embeddings alone (a tiny model) cannot say."""
+    meta = IndexStore(library.index).fingerprints
+    assert meta["built"] and meta["landmarks"] > 1000 and searcher.fingerprints is not None
+    track_id, path = _path_of(searcher, "m4.wav")
+    start, seconds = 3.37, 3.0
+    x = decode_file(path, SR).samples[int(start * SR) : int((start + seconds) * SR)]
+    other = melody(77, seconds=seconds)[: len(x)]
+    mixed = x + other * np.sqrt(np.mean(x**2) / np.mean(other**2))  # 0 dB: as loud as the music
+    query = write_signal(tmp_path / "q.mp3", mixed / np.abs(mixed).max(), SR, "mp3")
+    result = searcher.query_file(query, mode="identify", k=3)
+    assert result.decided_by == "fingerprint" and not result.no_match
+    assert result.best.track_id == track_id and result.fingerprint_hits >= 6
+    assert result.best.ref_start_s == pytest.approx(start, abs=0.1)  # mp3's encoder delay is a few ms
+    assert [m.rank for m in result.matches] == list(range(1, len(result.matches) + 1))
+    assert len({m.track_id for m in result.matches}) == len(result.matches)
+    assert result.to_dict()["decided_by"] == "fingerprint"
+    # The same query with the track left out (as if the library did not hold it): no fingerprint answer.
+    alone = searcher.query_file(query, mode="identify", k=3, exclude_track=track_id)
+    assert alone.decided_by == "embedding" and track_id not in [m.track_id for m in alone.matches]
+
+
+def test_index_without_fingerprints_answers_by_embeddings(library: Workspace, tmp_path: Path) -> None:
+    ws = copy_workspace(library, tmp_path / "ws")
+    pipeline.index(ws, IndexOptions(calibration_snr_db=40.0, eval_queries=50, fingerprints="off"))
+    facts = read_meta(ws.index, "index", 1).extra["fingerprints"]
+    assert facts == {"built": False, "reason": "index.fingerprints is off"}
+    assert not list(ws.index.glob("fingerprint_*"))
+    searcher = Searcher.open(ws)
+    assert searcher.fingerprints is None
+    track_id, path = _path_of(searcher, "m1.wav")
+    query = noisy_mp3_excerpt(path, tmp_path / "q.mp3", 2.0, 3.0, snr_db=SNR_DB, seed=3)
+    result = searcher.query_file(query, mode="identify")
+    assert result.decided_by == "embedding" and result.best.track_id == track_id
+    with pytest.raises(ConfigError, match="index.fingerprints must be auto, on or off"):
+        IndexOptions(fingerprints="yes").validate()
 
 
 def test_match_confidence_is_the_ratio_of_distances() -> None:

@@ -252,8 +252,10 @@ def write_index_files(
     store: EmbeddingStore,
     options: IndexOptions,
     identify: dict[str, Any],
+    fingerprints: dict[str, Any],
 ) -> tuple[dict[str, dict[str, Any]], ArtefactMeta]:
-    """Write both indexes and meta.json (last) into the staged folder; returns the indexes' summaries and the meta."""
+    """Write both indexes and meta.json (last) into the staged folder; returns the indexes' summaries and the meta.
+    ``fingerprints`` describes the landmark index already saved there (``built: false`` when there is none)."""
     summaries = {}
     for name, built, filename in (("segments", segments, SEGMENT_INDEX), ("tracks", tracks, TRACK_INDEX)):
         faiss.write_index(built.index.index, str(stage / filename))
@@ -277,6 +279,7 @@ def write_index_files(
             "segments": summaries["segments"],
             "tracks": summaries["tracks"],
             "identify": identify,
+            "fingerprints": fingerprints,
             "hop_s": store.hop_s,
             "segment_seconds": store.segment_seconds,
             "feature_settings": store.feature_settings,

@@ -29,6 +29,9 @@ class IndexOptions:
     calibration_tracks: int = 200  # library tracks whose excerpts calibrate the threshold
     calibration_lengths_s: tuple[float, ...] = (1.0, 3.0, 10.0)  # excerpt lengths, one threshold each
     calibration_snr_db: float = 15.0  # noise added (in the Mel domain) to calibration excerpts
+    # landmark fingerprints for identify (indexing.fingerprint): auto = built while their estimated size fits
+    # in memory_budget_mb (about 5 MB per hour of audio)
+    fingerprints: str = "auto"  # auto | on | off
 
     @classmethod
     def from_preset(cls, name: str) -> IndexOptions:
@@ -49,6 +52,8 @@ class IndexOptions:
             raise ConfigError("index.hnsw_m must be >= 4 and index.hnsw_ef_construction >= 8")
         if self.ivf_nlist < 0 or self.pq_m < 0:
             raise ConfigError("index.ivf_nlist and index.pq_m must be non-negative (0 = automatic)")
+        if self.fingerprints not in ("auto", "on", "off"):
+            raise ConfigError(f"index.fingerprints must be auto, on or off; not {self.fingerprints!r}")
         lengths = self.calibration_lengths_s
         if not lengths or min(lengths) <= 0 or self.calibration_tracks < 1:
             raise ConfigError("index.calibration_lengths_s and index.calibration_tracks must be positive")

@@ -8,6 +8,7 @@ index/
   tracks.faiss       FAISS index over track embeddings (ids = rows of tracks.parquet)
   segments.parquet   copies of the embeddings' tables the index was built from
   tracks.parquet
+  fingerprint_*.npy  landmark fingerprints of the tracks (indexing.fingerprint), when built
 """
 
 from __future__ import annotations
@@ -124,6 +125,11 @@ class IndexStore:
             statistic=identify.get("statistic", "best_score"),
             by_length=identify.get("by_length") or [],
         )
+
+    @property
+    def fingerprints(self) -> dict[str, Any]:
+        """How the landmark fingerprints were built (``built`` false, with a ``reason``, when they were not)."""
+        return self.meta.extra.get("fingerprints") or {"built": False, "reason": "index made before fingerprints"}
 
     @property
     def segment_index_path(self) -> Path:

@@ -5,8 +5,11 @@ library's own settings and segment rule, embedded with the index's model, and ev
 segment index. Hits become a ranked track list by time-consistent voting (``query.voting``).
 
 ``similar`` leaves the query's own track out when the query is in the library (found by content id or path).
-``identify`` answers "no match" when the query's confidence — how much nearer the best track is than the
-runner-up (``query.calibrate``) — is below the threshold calibrated at index time.
+``identify`` first asks the index's landmark fingerprints (``indexing.fingerprint``), when it has them: enough
+spectral-peak pairs agreeing on one alignment name the track and where the excerpt sits in it, exactly, through
+background sound and lossy codecs. Otherwise the embeddings answer, and "no match" is given when the query's
+confidence — how much nearer the best track is than the runner-up (``query.calibrate``) — is below the threshold
+calibrated at index time.
 
 :class:`Searcher` loads the index, its id tables and the encoder once; use it for many queries::
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,6 +32,7 @@ from embedtool.config import settings_dict
 from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.features.frontend import featurise_query, featurise_samples
 from embedtool.features.windows import crop_many, silence_floor, window_starts
+from embedtool.indexing.fingerprint import FingerprintIndex, FingerprintSettings, mel_landmarks
 from embedtool.indexing.search import VectorIndex
 from embedtool.indexing.store import IdTables, IndexStore
 from embedtool.query.decision import STATISTIC, match_confidence, threshold_for
@@ -93,6 +97,9 @@ class QueryResult:
     query: dict[str, Any]  # source, duration_s, windows, library_track (when the query is in the library)
     excluded_track: str | None = None
     confidence: float | None = None  # identify: best vs runner-up (see query.calibrate); None in similar mode
+    # identify: what decided the answer, "fingerprint" (aligned landmarks) or "embedding" (confidence threshold)
+    decided_by: str | None = None
+    fingerprint_hits: int | None = None  # identify: aligned landmarks of the best track by fingerprint
     segments: list[SegmentHit] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -106,6 +113,8 @@ class QueryResult:
             "no_match": self.no_match,
             "threshold": self.threshold,
             "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "decided_by": self.decided_by,
+            "fingerprint_hits": self.fingerprint_hits,
             "query": self.query,
             "excluded_track": self.excluded_track,
             "matches": [m.to_dict() for m in self.matches],
@@ -128,6 +137,7 @@ class Searcher:
         features: FeatureStore | None = None,
         threshold_statistic: str = STATISTIC,
         thresholds_by_length: list[dict[str, Any]] | None = None,
+        fingerprints: FingerprintIndex | None = None,
     ):
         self.encoder = encoder
         self.segment_index = segment_index
@@ -138,6 +148,7 @@ class Searcher:
         self.thresholds_by_length = thresholds_by_length  # calibrated per excerpt length (query.calibrate)
         self.options = options or NeighbourOptions()
         self.features = features
+        self.fingerprints = fingerprints
         self.settings: FeatureSettings = encoder.feature_settings
         self.segment_frames = int(encoder.segment_frames)
         self._track_pos = {t["track_id"]: i for i, t in enumerate(tables.tracks)}
@@ -174,9 +185,13 @@ class Searcher:
         except MissingArtefactError:
             features = None  # library lookups by id then go through the index's track table only
         identify = built.identify
+        fingerprints = None
+        if built.fingerprints.get("built"):
+            fingerprints = FingerprintIndex.load(built.directory, FingerprintSettings.from_dict(
+                built.fingerprints.get("settings")))  # fmt: skip
         return cls(
             encoder, index, tables, built.hop_s, identify.threshold, options, features, identify.statistic,
-            identify.by_length or None,
+            identify.by_length or None, fingerprints,
         )  # fmt: skip
 
     # --- queries -------------------------------------------------------------------------------------------
@@ -283,7 +298,47 @@ class Searcher:
         starts_s = starts_f / self.settings.frames_per_second
         result = self.search_vectors(vectors, starts_s, duration, mode, k, exclude_track, segments)
         result.timings = {"embedding": embed_s, **result.timings}
+        if mode == "identify":
+            self._identify_by_fingerprint(result, mel, duration, exclude_track)
         return result
+
+    def _identify_by_fingerprint(
+        self, result: QueryResult, mel: np.ndarray, duration_s: float, exclude_track: str | None
+    ) -> None:
+        """Let the landmark fingerprints decide an identify query when they find its track: it goes first, with
+        the time range the landmarks aligned on, and the answer is accepted. Otherwise the embeddings' decision
+        stands."""
+        result.decided_by = "embedding"
+        if self.fingerprints is None:
+            return
+        t0 = time.perf_counter()
+        fps = self.settings.frames_per_second
+        hashes, frames = mel_landmarks(mel, fps, self.fingerprints.settings)
+        exclude = self._track_pos.get(exclude_track) if exclude_track is not None else None
+        found = self.fingerprints.match(hashes, frames, exclude_track=exclude)
+        result.timings["fingerprints"] = time.perf_counter() - t0
+        result.fingerprint_hits = found.ranked[0].hits if found.ranked else 0
+        if not found.accepted:
+            return
+        best = found.ranked[0]
+        track = self.tables.tracks[best.track]
+        ref_start = max(0.0, best.offset_frames / fps)
+        others = [m for m in result.matches if m.track_id != track["track_id"]]
+        embedded = next((m for m in result.matches if m.track_id == track["track_id"]), None)
+        first = Match(
+            rank=1,
+            track_id=track["track_id"],
+            score=embedded.score if embedded else 0.0,
+            windows=embedded.windows if embedded else 0,
+            query_start_s=0.0,
+            query_end_s=round(duration_s, 3),
+            ref_start_s=round(ref_start, 3),
+            ref_end_s=round(min(ref_start + duration_s, float(track["duration_s"])), 3),
+            path=track.get("path"),
+            label=track.get("label"),
+        )
+        result.matches = [first] + [replace(m, rank=i) for i, m in enumerate(others[: len(result.matches) - 1], 2)]
+        result.no_match, result.decided_by = False, "fingerprint"
 
     # --- the parts of a query ------------------------------------------------------------------------------
     def window_starts(self, n_frames: int) -> np.ndarray:
