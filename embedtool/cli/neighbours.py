@@ -27,7 +27,7 @@ FORMATS = ("table", "json", "jsonl", "csv", "tsv")
 # The columns of --format csv/tsv: the query, then one matched track per row.
 COLUMNS = (
     "query", "mode", "rank", "track_id", "path", "label", "score", "windows", "query_start_s", "query_end_s",
-    "ref_start_s", "ref_end_s", "no_match", "confidence", "error",
+    "ref_start_s", "ref_end_s", "no_match", "confidence", "decided_by", "fingerprint_hits", "error",
 )  # fmt: skip
 
 
@@ -155,7 +155,8 @@ class _Output:
         if isinstance(result, EmbedtoolError):
             self.rows.writerow([source] + [""] * (len(COLUMNS) - 2) + [str(result)])
             return
-        head = {"query": source, "mode": result.mode, "no_match": result.no_match, "confidence": result.confidence}
+        head = {"query": source, "mode": result.mode, "no_match": result.no_match, "confidence": result.confidence,
+                "decided_by": result.decided_by, "fingerprint_hits": result.fingerprint_hits}  # fmt: skip
         for m in result.matches or [None]:
             row = {**head, **(m.to_dict() if m is not None else {})}
             self.rows.writerow(["" if row.get(c) is None else row.get(c) for c in COLUMNS])
@@ -198,7 +199,12 @@ def _print(result: QueryResult) -> None:
             f"{m.ref_start_s:.1f}-{m.ref_end_s:.1f}",
         )
     console.print(table)
-    if result.mode == "identify" and result.confidence is not None and result.threshold is not None:
+    if result.decided_by == "fingerprint":
+        console.print(
+            f"identified by fingerprint: landmarks agree on this alignment at {result.fingerprint_hits} moments "
+            "of the query"
+        )
+    elif result.mode == "identify" and result.confidence is not None and result.threshold is not None:
         console.print(
             f"confidence {result.confidence:.2f}: the best track is that much nearer than the runner-up "
             f"(identify threshold {result.threshold:.2f})"
