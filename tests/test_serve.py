@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from factories import write_corrupt, write_signal
+from factories import flat, run_cli, write_corrupt, write_signal
 
 from embedtool.workspace import Workspace
 
@@ -151,6 +151,7 @@ def test_audio_range_requests(client: TestClient, tracks: list[dict]) -> None:
 def test_audio_serves_library_tracks_by_id_only(client: TestClient, bad: str) -> None:
     res = client.get(f"/api/audio/{bad}")
     assert res.status_code == 404
+    assert client.get("/api/search", params={"track": bad}).status_code == 404
     assert "root:" not in res.text
 
 
@@ -273,3 +274,11 @@ def test_a_token_is_required_when_set(served_workspace: Workspace) -> None:
     assert c.get("/api/tracks", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert c.get("/", params={"token": "s3cret"}).status_code == 200  # sets the cookie the page's audio uses
     assert c.get("/api/tracks").status_code == 200
+
+
+def test_the_command_names_the_extra_when_the_web_packages_are_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as on an install without embedtool[serve]
+    res = run_cli("serve")
+    assert res.exit_code == 2 and "pip install 'embedtool[serve]'" in flat(res.output)

@@ -38,6 +38,7 @@ class Library:
     def __init__(self, workspace: Workspace):
         self.workspace = workspace
         self._lock = threading.Lock()
+        self._map_lock = threading.Lock()  # the first map takes seconds (t-SNE): searches need not wait for it
         self._map: dict[str, Any] | None = None
         self.searcher: Searcher | None = None
         self.searcher_error: EmbedtoolError | None = None
@@ -193,7 +194,7 @@ class Library:
         ``cluster`` keeps only a picture of its map, so the projection is recomputed here, once, with its
         options (method, seed, sample size) over the same track vectors; colours come from its assignments.
         """
-        with self._lock:
+        with self._map_lock:
             if self._map is None:
                 self._map = self._make_map()
             return self._map
