@@ -48,7 +48,7 @@ def summarise_workspace(workspace: Workspace) -> WorkspaceSummary:
     for kind, directory in workspace.stages().items():
         size_of = directory
         if kind == "report":  # reports/ holds one folder per evaluate run: the newest stands for the stage
-            directory = _latest_report(directory) or directory
+            directory = latest_report(directory) or directory
         status = StageStatus(name=kind, exists=(directory / META_FILE).is_file())
         if size_of.exists():
             status.size_bytes = dir_size_bytes(size_of)
@@ -78,7 +78,7 @@ def summarise_workspace(workspace: Workspace) -> WorkspaceSummary:
     return summary
 
 
-def _latest_report(reports: Path) -> Path | None:
+def latest_report(reports: Path) -> Path | None:
     """The newest finished evaluate report under ``reports/`` (one with its meta.json), or None."""
     if not reports.is_dir():
         return None

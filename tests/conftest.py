@@ -70,3 +70,22 @@ def trained_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Work
 def trained_workspace_copy(trained_workspace: Workspace, tmp_path: Path) -> Workspace:
     """A copy of :func:`trained_workspace` of this test's own, to write to."""
     return copy_workspace(trained_workspace, tmp_path / "ws")
+
+
+@pytest.fixture(scope="session")
+def served_workspace(trained_workspace: Workspace, tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """A copy of :func:`trained_workspace` with every artefact the web app shows: clusters, a classifier and a
+    (light) evaluate report. Read only, like the original."""
+    from embedtool import pipeline
+    from embedtool.analysis.options import ClusterOptions, EvaluateOptions
+
+    ws = copy_workspace(trained_workspace, tmp_path_factory.mktemp("served") / "ws")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ws.root.parent)
+        pipeline.cluster(ws, ClusterOptions(k="3"))
+        pipeline.classify(ws)
+        light = EvaluateOptions(
+            name="served", k=(1,), robustness=False, baselines=False, untrained_baseline=False, pretrained_baseline=""
+        )
+        pipeline.evaluate(ws, light)
+    return ws

@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "cluster",
     "classify",
     "evaluate",
+    "serve",
     "demo",
 ]
 

@@ -56,7 +56,9 @@ def app_context(ctx: typer.Context) -> AppContext:
 
 
 def fail(exc: EmbedtoolError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    from rich.markup import escape  # a message is text: "embedtool[serve]" must not be read as markup
+
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
     raise typer.Exit(code=exc.exit_code)
 
 

@@ -1,0 +1,301 @@
+"""What the server knows about one workspace, opened once: tracks, the Searcher, clusters, the classifier, the map.
+
+No web framework here: :class:`Library` answers in plain dicts, and raises the library's own errors
+(:mod:`embedtool.errors`) that the app turns into 4xx answers. Nothing is written to the workspace.
+
+Artefacts that are missing are not an error at start: the server opens what exists, and a request that needs a
+missing one gets the message of the error that opening it raised (which names the command that makes it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from embedtool.errors import EmbedtoolError, InputError, MissingArtefactError
+
+if TYPE_CHECKING:
+    from embedtool.analysis.classify import SavedClassifier
+    from embedtool.query.searcher import Mode, Searcher
+    from embedtool.workspace import Workspace
+
+MAX_TRACKS_LISTED = 200
+
+
+class NotFound(EmbedtoolError):
+    """A track, file or artefact the client asked for does not exist (or may not be served): HTTP 404."""
+
+
+class Library:
+    """The workspace's artefacts, loaded once and shared by every request (searches are serialised by a lock:
+    the encoder and FAISS are not shared between threads)."""
+
+    def __init__(self, workspace: Workspace):
+        self.workspace = workspace
+        self._lock = threading.Lock()
+        self._map_lock = threading.Lock()  # the first map takes seconds (t-SNE): searches need not wait for it
+        self._map: dict[str, Any] | None = None
+        self.searcher: Searcher | None = None
+        self.searcher_error: EmbedtoolError | None = None
+        self.tracks: list[dict[str, Any]] = []
+        self._roots: dict[str, str] = {}  # track id -> the extract root it was found under
+        self._open_searcher()
+        self._open_tracks()
+        self.classifier: SavedClassifier | None = None
+        self.classifier_error: EmbedtoolError | None = None
+        self._open_classifier()
+
+    # --- opening -------------------------------------------------------------------------------------------
+    def _open_searcher(self) -> None:
+        from embedtool.query.searcher import Searcher
+
+        try:
+            self.searcher = Searcher.open(self.workspace)
+        except EmbedtoolError as exc:
+            self.searcher_error = exc
+
+    def _open_tracks(self) -> None:
+        """The searchable tracks (the index's table); their extract roots from the features table, which bound
+        what may be streamed."""
+        from embedtool.features.store import FeatureStore
+
+        try:
+            features = FeatureStore(self.workspace.features)
+            self._roots = {t["track_id"]: t["root"] for t in features.tracks}
+            source: list[dict[str, Any]] = list(features.tracks)
+        except EmbedtoolError:
+            features, source = None, []
+        if self.searcher is not None:
+            source = list(self.searcher.tables.tracks)
+        self.tracks = [_track_row(t) for t in source]
+        self._by_id = {t["track_id"]: t for t in self.tracks}
+
+    def _open_classifier(self) -> None:
+        from embedtool.analysis.classify import SavedClassifier
+
+        try:
+            self.classifier = SavedClassifier(self.workspace.classifier)
+            if self.searcher is not None:
+                self.classifier.check_encoder(self.searcher.encoder)
+        except EmbedtoolError as exc:
+            self.classifier, self.classifier_error = None, exc
+
+    def status(self) -> dict[str, Any]:
+        """Which features the page can offer, and why not when one is missing."""
+        clusters = (self.workspace.clusters / "summary.json").is_file()
+        return {
+            "workspace": str(self.workspace.root),
+            "tracks": len(self.tracks),
+            "search": self.searcher is not None,
+            "search_error": None if self.searcher_error is None else str(self.searcher_error),
+            "classify": self.classifier is not None,
+            "classify_error": None if self.classifier_error is None else str(self.classifier_error),
+            "classes": list(self.classifier.classifier.classes) if self.classifier is not None else [],
+            "clusters": clusters,
+            "report": self.latest_report() is not None,
+            "identify_threshold": self.searcher.threshold if self.searcher is not None else None,
+        }
+
+    # --- tracks --------------------------------------------------------------------------------------------
+    def find_tracks(self, query: str = "", limit: int = 50) -> list[dict[str, Any]]:
+        """Tracks whose id, file name or path contains every word of ``query`` (case-insensitive); all tracks
+        (up to ``limit``) for an empty query."""
+        words = query.lower().split()
+        limit = max(1, min(int(limit), MAX_TRACKS_LISTED))
+        found = [t for t in self.tracks if all(w in t["_haystack"] for w in words)]
+        return [_public(t) for t in found[:limit]]
+
+    def track(self, track_id: str) -> dict[str, Any]:
+        try:
+            return self._by_id[track_id]
+        except KeyError:
+            raise NotFound(f"No library track with id {track_id!r}.") from None
+
+    def audio_file(self, track_id: str) -> Path:
+        """The file of a library track, refused (NotFound) when it is gone or resolves outside the folder it was
+        extracted from (a symlink swapped out of the library)."""
+        track = self.track(track_id)
+        path = Path(track["path"])
+        real = Path(os.path.realpath(path))
+        root = self._roots.get(track_id)
+        if root is not None and not real.is_relative_to(os.path.realpath(root)):
+            raise NotFound(f"The file of track {track_id} is no longer inside the library folder {root}.")
+        if not real.is_file():
+            raise NotFound(f"The file of track {track_id} is gone: {path}")
+        return real
+
+    # --- search --------------------------------------------------------------------------------------------
+    def _need_searcher(self) -> Searcher:
+        if self.searcher is None:
+            assert self.searcher_error is not None
+            raise self.searcher_error
+        return self.searcher
+
+    def search_track(self, track_id: str, mode: Mode, k: int) -> dict[str, Any]:
+        searcher = self._need_searcher()
+        self.track(track_id)  # an unknown id is a 404, not a decoding attempt of a client string
+        with self._lock:
+            result = searcher.query_track(track_id, mode=mode, k=k)
+        return self._answer(result.to_dict())
+
+    def search_file(self, path: Path, mode: Mode, k: int) -> dict[str, Any]:
+        searcher = self._need_searcher()
+        with self._lock:
+            result = searcher.query_file(path, mode=mode, k=k)
+        answer = result.to_dict()
+        answer["query"].pop("source", None)  # a temporary file's name means nothing to the client
+        return self._answer(answer)
+
+    def _answer(self, answer: dict[str, Any]) -> dict[str, Any]:
+        for m in answer["matches"]:
+            track = self._by_id.get(m["track_id"])
+            m["name"] = track["name"] if track else m["track_id"]
+        return answer
+
+    # --- classify ------------------------------------------------------------------------------------------
+    def classify_file(self, path: Path) -> dict[str, Any]:
+        from embedtool.analysis.classify import predict_files
+
+        if self.classifier is None:
+            assert self.classifier_error is not None
+            raise self.classifier_error
+        searcher = self._need_searcher()
+        with self._lock:
+            (prediction,) = predict_files(
+                self.workspace.classifier, self.workspace.model, [path], encoder=searcher.encoder
+            )
+        answer = prediction.to_dict()
+        answer.pop("path", None)
+        return answer
+
+    # --- clusters and the map ------------------------------------------------------------------------------
+    def clusters(self) -> dict[str, Any]:
+        """The clusters artefact's summary: k, sizes, label make-up, exemplars (with names)."""
+        from embedtool.analysis.cluster import FORMAT_VERSION, KIND
+        from embedtool.artefacts import read_meta
+
+        read_meta(self.workspace.clusters, KIND, FORMAT_VERSION)
+        summary = json.loads((self.workspace.clusters / "summary.json").read_text())
+        for entries in summary.get("exemplars", {}).values():
+            for e in entries:
+                e["name"] = _name(e.get("path"), e["track_id"])
+                e.pop("path", None)
+        summary.pop("figures", None)
+        return summary
+
+    def map(self) -> dict[str, Any]:
+        """Every track (sampled as ``cluster`` samples) at its 2-D position, with its label and cluster.
+
+        ``cluster`` keeps only a picture of its map, so the projection is recomputed here, once, with its
+        options (method, seed, sample size) over the same track vectors; colours come from its assignments.
+        """
+        with self._map_lock:
+            if self._map is None:
+                self._map = self._make_map()
+            return self._map
+
+    def _make_map(self) -> dict[str, Any]:
+        from embedtool.analysis.cluster import FORMAT_VERSION, KIND
+        from embedtool.analysis.options import ClusterOptions
+        from embedtool.analysis.projection import project_2d
+        from embedtool.artefacts import read_meta
+        from embedtool.embedding.store import EmbeddingStore
+
+        store = EmbeddingStore(self.workspace.embeddings)
+        options, assigned = ClusterOptions(), {}
+        try:
+            meta = read_meta(self.workspace.clusters, KIND, FORMAT_VERSION)
+            known = {k: v for k, v in meta.config.items() if k in ("seed", "max_points", "projection")}
+            options = ClusterOptions(**known)
+            assigned = self._track_clusters()
+        except MissingArtefactError:
+            pass  # no clusters yet: the map is coloured by label only
+        tracks = sorted(store.tracks, key=lambda t: t["row"])
+        rows = np.arange(len(tracks))
+        if len(rows) > options.max_points:
+            rows = np.sort(np.random.default_rng(options.seed).choice(len(rows), options.max_points, replace=False))
+        vectors = np.asarray(store.track_vectors(), dtype=np.float32)
+        coords, method = project_2d(vectors[rows], options.projection, options.seed)
+        segments = store.segment_vectors()
+        points = []
+        for (x, y), r in zip(coords.tolist(), rows.tolist(), strict=True):
+            t = tracks[r]
+            # The window that stands for the track when it is played from the map: its segment nearest its mean.
+            seg_rows, _ = store.segments_of(t["track_id"])
+            best = int(seg_rows[int(np.argmax(segments[seg_rows] @ vectors[r]))]) if len(seg_rows) else None
+            points.append(
+                {
+                    "track_id": t["track_id"],
+                    "name": _name(t.get("path"), t["track_id"]),
+                    "label": t.get("label"),
+                    "cluster": assigned.get(t["track_id"]),
+                    "x": round(x, 4),
+                    "y": round(y, 4),
+                    "exemplar_start_s": 0.0 if best is None else float(store.segment_starts[best]),
+                    "exemplar_end_s": store.segment_seconds if best is None else float(store.segment_ends[best]),
+                }
+            )
+        return {"method": method, "points": points, "has_clusters": bool(assigned)}
+
+    def _track_clusters(self) -> dict[str, int]:
+        """Track id -> cluster (at segment level: the cluster most of its segments fell in)."""
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(self.workspace.clusters / "assignments.parquet", columns=["track_id", "cluster"])
+        votes: dict[str, dict[int, int]] = {}
+        for tid, c in zip(table.column("track_id").to_pylist(), table.column("cluster").to_pylist(), strict=True):
+            votes.setdefault(tid, {}).setdefault(c, 0)
+            votes[tid][c] += 1
+        return {tid: max(v, key=lambda c: v[c]) for tid, v in votes.items()}
+
+    # --- the report ----------------------------------------------------------------------------------------
+    def latest_report(self) -> Path | None:
+        from embedtool.inspect import latest_report
+
+        return latest_report(self.workspace.reports)
+
+    def report_file(self, name: str) -> Path:
+        """A file of the latest report by its plain name (a figure); nothing outside that folder."""
+        folder = self.latest_report()
+        if folder is None:
+            raise NotFound("No evaluate report yet (make one with `embedtool evaluate`).")
+        files = {p.name: p for p in folder.iterdir() if p.is_file() and not p.is_symlink()}
+        if name not in files:
+            raise NotFound(f"The report has no file {name!r}.")
+        return files[name]
+
+
+def _name(path: str | None, track_id: str) -> str:
+    """The file with its folder (which often names the album or class)."""
+    if not path:
+        return track_id
+    return "/".join(Path(path).parts[-2:])
+
+
+def _track_row(t: dict[str, Any]) -> dict[str, Any]:
+    name = _name(t.get("path"), t["track_id"])
+    row = {
+        "track_id": t["track_id"],
+        "name": name,
+        "path": t.get("path"),
+        "label": t.get("label"),
+        "duration_s": round(float(t.get("duration_s") or 0.0), 3),
+    }
+    row["_haystack"] = " ".join(str(v) for v in (t["track_id"], name, t.get("path") or "")).lower()
+    return row
+
+
+def _public(t: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in t.items() if not k.startswith("_")}
+
+
+def require_nonempty(value: str, what: str) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise InputError(f"Empty {what}: give one.")
+    return value
