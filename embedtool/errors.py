@@ -33,6 +33,11 @@ class IncompatibleArtefactError(EmbedtoolError):
     exit_code = 5
 
 
+class DamagedArtefactError(IncompatibleArtefactError):
+    """A file of an artefact is missing, cut short, altered or unreadable (the message names it and the command
+    that re-makes it; `embedtool verify --repair` re-makes what is damaged). Exit status 5."""
+
+
 class NoMatchError(EmbedtoolError):
     """`neighbours --mode identify` found no track above the threshold. Exit status 3."""
 

@@ -164,7 +164,7 @@ class Searcher:
             check_compatible(
                 built.feature_settings, settings_dict(encoder.feature_settings), "index vs model feature settings"
             )
-        index = VectorIndex.load(built.segment_index_path, built.segment_kind, built.segment_search_params)
+        index = built.segment_index()
         if built.segment_kind == "ivf-pq":
             index.refine_vectors = _refine_vectors(workspace, built.embeddings_fingerprint)
         tables = built.id_tables()
@@ -445,4 +445,4 @@ def _refine_vectors(workspace: Workspace, expected_fingerprint: str) -> np.ndarr
         raise IncompatibleArtefactError(
             f"The embeddings at {workspace.embeddings} changed since the index was built; re-run `embedtool index`."
         )
-    return store.segment_vectors()
+    return store.segment_vectors(check_finite=False)  # read piecewise by queries: not scanned whole at open
