@@ -161,7 +161,7 @@ def read_meta(directory: Path, kind: str, format_version: int | None = None) -> 
             f"{'is' if len(changed) == 1 else 'are'} what made the artefact. Its contents were made with other "
             f"settings: re-make it with `{MADE_BY.get(kind, 'the stage that makes it')}` (or restore the file)."
         )
-    problems = damaged_files(directory, meta)
+    problems = list(damaged_files(directory, meta).values())
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise DamagedArtefactError(f"The {kind} at {directory} is damaged: {problems[0]}{more}. {remake_hint(kind)}")
@@ -217,21 +217,21 @@ def recorded_checksums(directory: Path) -> dict[str, dict[str, Any]]:
         return {}
 
 
-def damaged_files(directory: Path, meta: ArtefactMeta, hashes: bool = False) -> list[str]:
-    """What is wrong with the files ``meta.json`` lists: missing, another size, and (``hashes``) other contents.
-    Sizes cost a ``stat`` per file; hashes read every byte."""
-    problems = []
+def damaged_files(directory: Path, meta: ArtefactMeta, hashes: bool = False) -> dict[str, str]:
+    """What is wrong with the files ``meta.json`` lists (name -> what): missing, another size, and (``hashes``)
+    other contents. Sizes cost a ``stat`` per file; hashes read every byte."""
+    problems = {}
     for name, recorded in sorted(meta.files.items()):
         path = member_path(Path(directory), name, meta.kind)
         try:
             size = path.stat().st_size
         except OSError:
-            problems.append(f"{path} is missing")
+            problems[name] = f"{path} is missing"
             continue
         if size != recorded.get("size"):
-            problems.append(f"{path} is {size} bytes, it was {recorded.get('size')} when written")
-        elif hashes and recorded.get("blake2b") and file_checksum(path)["blake2b"] != recorded["blake2b"]:
-            problems.append(f"{path} was altered after it was written (its checksum differs)")
+            problems[name] = f"{path} is {size} bytes, it was {recorded.get('size')} when written"
+        elif hashes and _altered(path, recorded.get("blake2b")):
+            problems[name] = f"{path} was altered after it was written (its checksum differs)"
     return problems
 
 

@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "classify",
     "evaluate",
     "demo",
+    "verify",
 ]
 
 

@@ -215,14 +215,17 @@ class EmbeddingStore:
     def segment_vectors(self, check_finite: bool = True) -> np.ndarray:
         """All segment vectors, float32 (n_segments, dim); memory-mapped (read-only) when in one shard. A NaN or
         infinite value is refused naming its track (``check_finite``: one pass over the vectors)."""
-        shards = [self._load_shard(name) for name in self.meta.extra["segment_shards"]]
+        names = list(self.meta.extra["segment_shards"])
+        shards = [self._load_shard(name) for name in names]
         if not shards:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = shards[0] if len(shards) == 1 else np.concatenate(shards)
-        self._check_rows(vectors, self.n_segments, "segment vectors", self.meta.extra["segment_shards"][0])
-        if check_finite:
-            self._check_finite(vectors, lambda row: str(self.segment_track_ids[row]), "segment vectors")
-        return vectors
+        self._check_rows(sum(len(s) for s in shards), self.n_segments, "segment vectors", names[-1])
+        first = 0
+        for name, shard in zip(names, shards, strict=True):
+            if check_finite:
+                self._check_finite(shard, name, lambda row, first=first: str(self.segment_track_ids[first + row]))
+            first += len(shard)
+        return shards[0] if len(shards) == 1 else np.concatenate(shards)
 
     def track_vectors(self) -> np.ndarray:
         """Pooled track vectors, float32 (n_tracks, dim), in ``tracks`` order (NaN or inf refused, the track named)."""
@@ -236,27 +239,28 @@ class EmbeddingStore:
                 f"{self.directory / name} holds {array.dtype} {array.shape}, expected float32 (tracks, {width}). "
                 + remake_hint(KIND)
             )
-        self._check_rows(array, len(self.tracks), what, name)
-        self._check_finite(array, lambda row: self.tracks[row]["track_id"], what)
+        self._check_rows(len(array), len(self.tracks), what, name)
+        self._check_finite(array, name, lambda row: self.tracks[row]["track_id"])
         return array
 
-    def _check_rows(self, array: np.ndarray, rows: int, what: str, name: str) -> None:
-        if array.shape[0] != rows:
+    def _check_rows(self, found: int, rows: int, what: str, name: str) -> None:
+        if found != rows:
             raise DamagedArtefactError(
-                f"{self.directory / name}: {array.shape[0]} {what} for {rows} rows of the tables. " + remake_hint(KIND)
+                f"{self.directory / name}: {found} {what} for {rows} rows of the tables. " + remake_hint(KIND)
             )
 
-    def _check_finite(self, array: np.ndarray, track_of_row: Any, what: str) -> None:
-        """Refuse NaN or infinite values, naming the first track that holds one (scanned in blocks)."""
+    def _check_finite(self, array: np.ndarray, name: str, track_of_row: Any) -> None:
+        """Refuse NaN or infinite values in the file ``name``, naming the first track that holds one (scanned in
+        blocks, so a memory-mapped file is not read into memory whole)."""
         block = max(1, (64 << 20) // max(1, array.shape[1] * 4))
         for start in range(0, array.shape[0], block):
             bad = ~np.isfinite(array[start : start + block]).all(axis=1)
             if bad.any():
-                row = start + int(np.argmax(bad))
-                track = self._track_by_id.get(track_of_row(row), {})
+                track_id = track_of_row(start + int(np.argmax(bad)))
+                path = self._track_by_id.get(track_id, {}).get("path")
                 raise DamagedArtefactError(
-                    f"The {what} in {self.directory} hold NaN or infinite values (first: track {track_of_row(row)}"
-                    f"{' ' + str(track.get('path')) if track.get('path') else ''}). " + remake_hint(KIND)
+                    f"{self.directory / name} holds NaN or infinite values (first: track {track_id}"
+                    f"{f' {path}' if path else ''}). " + remake_hint(KIND)
                 )
 
     @property

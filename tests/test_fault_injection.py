@@ -1,0 +1,220 @@
+"""Damaged artefacts end in a clear error (exit 4 or 5, the file named, no traceback), `embedtool verify` finds
+them, and `verify --repair` brings back the results of the undamaged workspace."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from factories import flat, run_cli
+
+from embedtool.embedding.store import EmbeddingStore
+from embedtool.features.store import FeatureStore
+from embedtool.query.searcher import Searcher
+from embedtool.workspace import Workspace
+
+# --- the damage ------------------------------------------------------------------------------------------------
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def delete(path: Path) -> None:
+    path.unlink()
+
+
+def corrupt_json(path: Path) -> None:
+    path.write_text(path.read_text()[:-40] + "}}garbage")
+
+
+def flip_header(path: Path) -> None:
+    """Invert the first bytes (the format's magic): the size stays, the file no longer reads."""
+    data = bytearray(path.read_bytes())
+    data[:8] = bytes(b ^ 0xFF for b in data[:8])
+    path.write_bytes(bytes(data))
+
+
+def inject_nan(path: Path) -> None:
+    """A NaN in the first row of a .npy, in place (the size stays)."""
+    array = np.load(path, mmap_mode="r+")
+    array[0, 0] = np.nan
+    array.flush()
+
+
+# --- where ------------------------------------------------------------------------------------------------------
+
+
+def shard(ws: Workspace) -> Path:
+    return sorted((ws.features / "shards").glob("*.npy"))[0]
+
+
+def feature_table(ws: Workspace) -> Path:
+    return next(ws.features.glob("tracks-*.parquet"))
+
+
+def query_file(ws: Workspace) -> Path:
+    return Path(FeatureStore(ws.features).tracks[0]["path"])
+
+
+TARGETS: dict[str, Callable[[Workspace], Path]] = {
+    "feature shard": shard,
+    "feature table": feature_table,
+    "features meta": lambda ws: ws.features / "meta.json",
+    "split table": lambda ws: ws.split / "split.parquet",
+    "model weights": lambda ws: ws.model / "model.pt",
+    "segment vectors": lambda ws: ws.embeddings / "segments-0000.npy",
+    "track vectors": lambda ws: ws.embeddings / "tracks.npy",
+    "track descriptors": lambda ws: ws.embeddings / "track_descriptors.npy",
+    "embeddings tracks": lambda ws: ws.embeddings / "tracks.parquet",
+    "embeddings meta": lambda ws: ws.embeddings / "meta.json",
+    "segment index": lambda ws: ws.index / "segments.faiss",
+    "index tracks": lambda ws: ws.index / "tracks.parquet",
+    "index meta": lambda ws: ws.index / "meta.json",
+}
+
+# (what, damage, command that reads it); "QUERY" stands for a library file.
+CASES = [
+    ("feature shard", truncate, ["embed", "--full"]),
+    ("feature shard", truncate, ["neighbours", "QUERY"]),
+    ("feature shard", flip_header, ["embed", "--full"]),
+    ("feature table", delete, ["embed", "--full"]),
+    ("feature table", flip_header, ["index"]),
+    ("features meta", corrupt_json, ["index"]),
+    ("split table", delete, ["classify"]),
+    ("model weights", truncate, ["neighbours", "QUERY"]),
+    ("segment vectors", truncate, ["cluster"]),
+    ("segment vectors", flip_header, ["classify", "--level", "segment"]),
+    ("track vectors", inject_nan, ["cluster"]),
+    ("track descriptors", inject_nan, ["classify"]),
+    ("embeddings tracks", delete, ["classify"]),
+    ("embeddings meta", corrupt_json, ["cluster"]),
+    ("segment index", truncate, ["neighbours", "QUERY"]),
+    ("segment index", flip_header, ["neighbours", "QUERY"]),
+    ("index tracks", delete, ["neighbours", "QUERY"]),
+    ("index meta", corrupt_json, ["neighbours", "QUERY"]),
+]
+
+
+def _run(ws: Workspace, command: list[str], query: Path):
+    return run_cli("-w", ws.root, "-q", *[str(query) if a == "QUERY" else a for a in command])
+
+
+def _assert_clear_error(result, path: Path, codes: tuple[int, ...] = (4, 5)) -> None:
+    output = flat(result.output)
+    assert result.exit_code in codes, output
+    assert path.name in "".join(output.split()), output  # the console may break a long path anywhere
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("what", "damage", "command"),
+    CASES,
+    ids=[f"{what}-{damage.__name__}-{command[0]}" for what, damage, command in CASES],
+)
+def test_a_damaged_file_is_a_clear_error(
+    trained_workspace_copy: Workspace, what: str, damage: Callable[[Path], None], command: list[str]
+) -> None:
+    ws = trained_workspace_copy
+    query = query_file(ws)
+    path = TARGETS[what](ws)
+    damage(path)
+    _assert_clear_error(_run(ws, command, query), path)
+    found = run_cli("-w", ws.root, "verify")
+    _assert_clear_error(found, path, codes=(5,))
+    assert "damaged" in found.output
+
+
+def test_nan_in_features_is_refused_at_export_naming_the_track(trained_workspace_copy: Workspace) -> None:
+    ws = trained_workspace_copy
+    store = FeatureStore(ws.features)
+    first = store.tracks[0]
+    path = ws.features / "shards" / f"{first['shard']}.npy"
+    array = np.load(path, mmap_mode="r+")
+    array[first["offset"] : first["offset"] + first["frames"]] = np.nan
+    array.flush()
+    result = run_cli("-w", ws.root, "-q", "embed", "--full")
+    assert result.exit_code == 5 and first["track_id"] in flat(result.output), result.output
+    assert not (ws.embeddings / ".embeddings.staging").exists()  # the previous export is untouched
+    verdict = run_cli("-w", ws.root, "verify", "--json")
+    assert verdict.exit_code == 5
+    features = next(a for a in json.loads(verdict.stdout)["artefacts"] if a["kind"] == "features")
+    assert features["status"] == "damaged" and features["damaged_files"] == [f"shards/{first['shard']}.npy"]
+
+
+def test_an_undamaged_workspace_verifies(trained_workspace: Workspace) -> None:
+    result = run_cli("-w", trained_workspace.root, "verify", "--json")
+    assert result.exit_code == 0, result.output
+    status = {a["kind"]: a["status"] for a in json.loads(result.stdout)["artefacts"]}
+    assert status == {
+        "features": "ok", "split": "ok", "model": "ok", "embeddings": "ok", "index": "ok",
+        "clusters": "missing", "classifier": "missing",
+    }  # fmt: skip
+
+
+def test_stale_embeddings_are_reported_and_re_made(trained_workspace_copy: Workspace, tmp_path: Path) -> None:
+    ws = trained_workspace_copy
+    library = shutil.copytree(FeatureStore(ws.features).tracks[0]["root"], tmp_path / "audio")
+    next(library.rglob("*.wav")).unlink()  # the library loses a track: the embeddings no longer match
+    assert run_cli("-w", ws.root, "-q", "extract", "--replace", library).exit_code == 0
+    found = run_cli("-w", ws.root, "verify", "--json")
+    assert found.exit_code == 0  # stale is not damage
+    status = {a["kind"]: a["status"] for a in json.loads(found.stdout)["artefacts"]}
+    assert status["embeddings"] == "stale" and status["features"] == "ok"
+    repaired = run_cli("-w", ws.root, "-q", "verify", "--repair", "--json")
+    assert repaired.exit_code == 0, repaired.output
+    report = json.loads(repaired.stdout)
+    assert [r.split(":")[0] for r in report["repaired"]] == ["embeddings", "index"]  # the index follows them
+    assert all(a["status"] in ("ok", "missing") for a in report["artefacts"])
+    assert len(EmbeddingStore(ws.embeddings)) == len(FeatureStore(ws.features)) == 3 * 6 - 1
+
+
+def _results(ws: Workspace, query: Path) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list, float | None]:
+    features = FeatureStore(ws.features)
+    mels = [np.array(features.mel(t)) for t in sorted(features.track_ids())]
+    store = EmbeddingStore(ws.embeddings)
+    answer = Searcher.open(ws).query_file(query, mode="similar").to_dict()
+    matches = [(m["track_id"], round(m["score"], 6)) for m in answer["matches"]]
+    return mels, np.array(store.segment_vectors()), np.array(store.track_descriptors()), matches, features.fingerprint
+
+
+REPAIRS = [
+    ("feature shard", truncate, {"features"}),
+    ("feature shard", inject_nan, {"features"}),
+    ("feature table", delete, {"features"}),
+    ("segment vectors", truncate, {"embeddings"}),  # re-made the same: the index built from them stays valid
+    ("track descriptors", inject_nan, {"embeddings"}),
+    ("segment index", truncate, {"index"}),
+    ("index meta", corrupt_json, {"index"}),
+    ("split table", delete, {"split"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "damage", "remade"), REPAIRS, ids=[f"{what}-{damage.__name__}" for what, damage, _ in REPAIRS]
+)
+def test_repair_brings_back_the_undamaged_results(
+    trained_workspace: Workspace,
+    trained_workspace_copy: Workspace,
+    what: str,
+    damage: Callable[[Path], None],
+    remade: set[str],
+) -> None:
+    ws = trained_workspace_copy
+    query = query_file(ws)
+    expected = _results(trained_workspace, query)
+    damage(TARGETS[what](ws))
+    repaired = run_cli("-w", ws.root, "-q", "verify", "--repair", "--json")
+    assert repaired.exit_code == 0, repaired.output
+    report = json.loads(repaired.stdout)
+    assert {r.split(":")[0] for r in report["repaired"]} == remade
+    assert all(a["status"] in ("ok", "missing") for a in report["artefacts"]), report
+    got = _results(ws, query)
+    assert all(np.array_equal(a, b) for a, b in zip(got[0], expected[0], strict=True))
+    assert np.array_equal(got[1], expected[1]) and np.array_equal(got[2], expected[2])
+    assert got[3:] == expected[3:]
