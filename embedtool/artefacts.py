@@ -23,7 +23,13 @@ from typing import Any, BinaryIO, TypeVar
 import numpy as np
 
 from embedtool._version import __version__
-from embedtool.errors import DamagedArtefactError, EmbedtoolError, IncompatibleArtefactError, MissingArtefactError
+from embedtool.errors import (
+    DamagedArtefactError,
+    DiskSpaceError,
+    EmbedtoolError,
+    IncompatibleArtefactError,
+    MissingArtefactError,
+)
 
 META_FILE = "meta.json"
 HASH_CHUNK = 1 << 20
@@ -435,6 +441,19 @@ def recover_replaced_dir(final: Path) -> None:
     old = final.with_name(f".{final.name}.old")
     if not final.exists() and old.exists():
         os.replace(old, final)
+
+
+def check_free_space(directory: Path, needed_bytes: int, what: str) -> None:
+    """Refuse (:class:`DiskSpaceError`, with the numbers) to write about ``needed_bytes`` of ``what`` under
+    ``directory`` when the disk holding it has less free space than that."""
+    directory = Path(directory)
+    existing = next((p for p in (directory, *directory.parents) if p.exists()), directory)
+    free = shutil.disk_usage(existing).free
+    if needed_bytes > free:
+        raise DiskSpaceError(
+            f"Not enough free space for {what}: about {needed_bytes / 1e6:,.1f} MB to write to {directory}, "
+            f"{free / 1e6:,.1f} MB free. Free some space, or use a workspace on a larger disk (--workspace)."
+        )
 
 
 def dir_size_bytes(directory: Path) -> int:

@@ -21,6 +21,13 @@ class InputError(EmbedtoolError):
     exit_code = 1
 
 
+class DiskSpaceError(EmbedtoolError):
+    """Too little free space to write an artefact (refused before writing, with the numbers), or the disk filled
+    up during a run (what was kept and how to resume are said). Exit status 1."""
+
+    exit_code = 1
+
+
 class MissingArtefactError(EmbedtoolError):
     """A stage needs an artefact that has not been made yet (say which command makes it). Exit status 4."""
 

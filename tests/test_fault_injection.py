@@ -3,16 +3,23 @@ them, and `verify --repair` brings back the results of the undamaged workspace."
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from factories import flat, run_cli
+from factories import extract_features, flat, make_class_corpus, run_cli
 
+from embedtool import artefacts
 from embedtool.embedding.store import EmbeddingStore
+from embedtool.errors import DiskSpaceError
 from embedtool.features.store import FeatureStore
 from embedtool.query.searcher import Searcher
 from embedtool.workspace import Workspace
@@ -218,3 +225,68 @@ def test_repair_brings_back_the_undamaged_results(
     assert all(np.array_equal(a, b) for a, b in zip(got[0], expected[0], strict=True))
     assert np.array_equal(got[1], expected[1]) and np.array_equal(got[2], expected[2])
     assert got[3:] == expected[3:]
+
+
+# --- a full disk --------------------------------------------------------------------------------------------
+
+
+class _FillingFile:
+    """A file whose disk fills up: writes beyond the bytes ``left`` (shared by every file) raise ENOSPC."""
+
+    def __init__(self, fh: Any, left: list[int]):
+        self.fh, self.left = fh, left
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.left[0]:
+            self.fh.write(data[: self.left[0]])
+            self.left[0] = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.left[0] -= len(data)
+        return self.fh.write(data)
+
+
+def fill_disk_after(monkeypatch: pytest.MonkeyPatch, room: int) -> None:
+    """Every artefact file written (they all go through ``artefacts.atomic_file``) fills a disk of ``room`` bytes."""
+    real, left = artefacts.atomic_file, [room]
+
+    @contextmanager
+    def filling(path: Path) -> Iterator[_FillingFile]:
+        with real(path) as fh:
+            yield _FillingFile(fh, left)
+
+    monkeypatch.setattr(artefacts, "atomic_file", filling)
+
+
+def test_a_full_disk_stops_extract_cleanly_and_the_next_run_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = make_class_corpus(tmp_path / "audio", classes=2, per_class=3, seconds=2.0)
+    features = tmp_path / "features"
+    fill_disk_after(monkeypatch, room=80_000)  # a few one-track shards (flushed after every file) fit
+    with pytest.raises(DiskSpaceError, match=r"full.*Kept: [1-5] newly extracted track\(s\).*`embedtool extract`"):
+        extract_features(corpus, features, flush_every_s=0)
+    kept = {p.stem for p in (features / "shards").glob("*.npy")}
+    assert kept and kept == {p.stem for p in (features / "shards").glob("*.json")}  # each with its sidecar
+    assert not [p for p in features.rglob(".*") if p.name.endswith(".tmp")]  # the partial file is gone
+    assert not (features / "meta.json").exists()  # nothing published
+    monkeypatch.undo()
+    resumed = extract_features(corpus, features, flush_every_s=0)
+    assert resumed.unchanged == len(kept) and resumed.done == 6 - len(kept)
+    extract_features(corpus, tmp_path / "reference")
+    reference, again = FeatureStore(tmp_path / "reference"), FeatureStore(features)
+    assert again.track_ids() == reference.track_ids()
+    assert all(np.array_equal(again.mel(t), reference.mel(t)) for t in reference.track_ids())
+
+
+def test_extract_refuses_to_start_without_the_space_it_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    corpus = make_class_corpus(tmp_path / "audio", classes=2, per_class=2, seconds=10.0)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(artefacts.shutil, "disk_usage", lambda path: usage._replace(free=100_000))
+    result = run_cli("-w", tmp_path / "ws", "-q", "extract", corpus)
+    output = flat(result.output)
+    assert result.exit_code == 1 and "Traceback" not in output, output
+    # 40 s of audio at 100 frames/s x 64 mels x 2 bytes: about 0.5 MB needed, 0.1 MB free
+    assert re.search(
+        r"Not enough free space for the features of 4 audio file\(s\).*about 0.5 MB .* 0.1 MB free", output
+    )
+    assert not list((tmp_path / "ws").rglob("*.npy"))

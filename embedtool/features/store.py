@@ -231,9 +231,13 @@ class ShardWriter:
         # A single (long) track is saved as it is: no concatenated copy of it in memory.
         data = self._pending[0][1] if len(self._pending) == 1 else np.concatenate([m for _, m in self._pending])
         atomic_save_npy(self.shard_dir / f"{name}.npy", data)
-        atomic_write_json(
-            self.shard_dir / f"{name}.json", {"settings_fingerprint": self.settings_fp, "tracks": records}
-        )
+        try:
+            atomic_write_json(
+                self.shard_dir / f"{name}.json", {"settings_fingerprint": self.settings_fp, "tracks": records}
+            )
+        except BaseException:  # (a full disk) a shard without its sidecar is of no use to a resumed run
+            (self.shard_dir / f"{name}.npy").unlink(missing_ok=True)
+            raise
         self.bytes_written += offset * self.n_mels * 2
         self._pending, self._pending_bytes = [], 0
         self.completed.extend(records)
@@ -275,7 +279,11 @@ def commit(
     rows = {col: [r.get(col) for r in records] for col in TRACK_COLUMNS}
     table = pa.Table.from_pydict(rows, schema=TRACK_SCHEMA)
     tmp = directory / f".{table_name}.tmp"
-    pq.write_table(table, tmp)
+    try:
+        pq.write_table(table, tmp)
+    except BaseException:  # (a full disk) no half-written table is left behind
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(directory / table_name)
     config = settings_dict(settings)
     live = {r["shard"] for r in records}
