@@ -28,6 +28,13 @@ class DiskSpaceError(EmbedtoolError):
     exit_code = 1
 
 
+class WorkspaceBusyError(EmbedtoolError):
+    """Another process is running a stage that writes to the same workspace (the message names its command and
+    process id). Exit status 1: run again when it has finished."""
+
+    exit_code = 1
+
+
 class MissingArtefactError(EmbedtoolError):
     """A stage needs an artefact that has not been made yet (say which command makes it). Exit status 4."""
 

@@ -106,12 +106,13 @@ def repair_workspace(
     config = config or ProjectConfig()
     fingerprints: dict[str, str] = {}
     repaired = []
-    for kind in KINDS:
-        check = check_artefact(workspace, kind, fingerprints)
-        if check.status in (DAMAGED, STALE):
-            REMAKE[kind](workspace, check, config, progress)
-            repaired.append(f"{kind}: {check.status} ({check.detail})")
-            check_artefact(workspace, kind, fingerprints)  # the re-made one's fingerprint, for those after it
+    with workspace.lock("verify --repair"):
+        for kind in KINDS:
+            check = check_artefact(workspace, kind, fingerprints)
+            if check.status in (DAMAGED, STALE):
+                REMAKE[kind](workspace, check, config, progress)
+                repaired.append(f"{kind}: {check.status} ({check.detail})")
+                check_artefact(workspace, kind, fingerprints)  # the re-made one's fingerprint, for those after it
     report = verify_workspace(workspace)
     report.repaired = repaired
     return report

@@ -8,6 +8,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -290,3 +292,35 @@ def test_extract_refuses_to_start_without_the_space_it_needs(tmp_path: Path, mon
         r"Not enough free space for the features of 4 audio file\(s\).*about 0.5 MB .* 0.1 MB free", output
     )
     assert not list((tmp_path / "ws").rglob("*.npy"))
+
+
+# --- two runs on one workspace ------------------------------------------------------------------------------
+
+
+def test_a_second_writing_run_on_a_busy_workspace_is_refused_naming_the_first(tmp_path: Path) -> None:
+    ws = Workspace.at(tmp_path / "ws")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from embedtool.workspace import Workspace\n"
+         f"with Workspace.at({str(ws.root)!r}).lock('train'):\n print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        corpus = make_class_corpus(tmp_path / "audio", classes=1, per_class=1, seconds=1.0)
+        result = run_cli("-w", ws.root, "-q", "extract", corpus)
+        output = flat(result.output)
+        assert result.exit_code == 1 and "Traceback" not in output, output
+        assert f"is busy: `embedtool train` (process {holder.pid}" in output
+        assert not ws.features.exists()  # refused before writing anything
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_cli("-w", ws.root, "-q", "extract", corpus).exit_code == 0  # a killed holder leaves no lock behind
+
+
+def test_the_lock_is_reentrant_within_a_process(tmp_path: Path) -> None:
+    ws = Workspace.at(tmp_path / "ws")
+    with ws.lock("verify --repair"), ws.lock("extract"):  # a repair runs stages that lock too
+        pass
+    with ws.lock("extract"):  # released: free again
+        pass
