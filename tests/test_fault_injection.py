@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from factories import extract_features, flat, make_class_corpus, run_cli
 
@@ -324,3 +326,39 @@ def test_the_lock_is_reentrant_within_a_process(tmp_path: Path) -> None:
         pass
     with ws.lock("extract"):  # released: free again
         pass
+
+
+def test_a_file_name_leading_outside_the_artefact_is_refused(trained_workspace_copy: Workspace) -> None:
+    ws = trained_workspace_copy
+    meta_path = ws.features / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["files"]  # as an older workspace, without checksums to catch the edit
+    meta_path.write_text(json.dumps(meta))
+    table = feature_table(ws)
+    tracks = pq.read_table(table)
+    shards = pa.array(["../../outside"] * tracks.num_rows)
+    pq.write_table(tracks.set_column(tracks.schema.get_field_index("shard"), "shard", shards), table)
+    result = run_cli("-w", ws.root, "-q", "embed", "--full")
+    assert result.exit_code == 5 and "outside its folder" in flat(result.output), result.output
+    meta["extra"]["table"] = "../../tracks.parquet"
+    meta_path.write_text(json.dumps(meta))
+    info = run_cli("-w", ws.root, "info", "--json")  # info shows the problem instead of failing
+    assert info.exit_code == 0, info.output
+    features = next(s for s in json.loads(info.stdout)["stages"] if s["name"] == "features")
+    assert "outside its folder" in features["problem"]
+    assert run_cli("-w", ws.root, "verify").exit_code == 5
+
+
+def test_a_workspace_made_before_checksums_opens_and_verifies(trained_workspace_copy: Workspace) -> None:
+    ws = trained_workspace_copy
+    for meta_path in ws.root.rglob("meta.json"):
+        meta = json.loads(meta_path.read_text())
+        meta.pop("files", None)
+        meta_path.write_text(json.dumps(meta))
+    assert run_cli("-w", ws.root, "-q", "neighbours", query_file(ws)).exit_code == 0
+    result = run_cli("-w", ws.root, "verify", "--json")
+    assert result.exit_code == 0, result.output
+    made = [a for a in json.loads(result.stdout)["artefacts"] if a["status"] != "missing"]
+    assert len(made) == 5 and all(a["status"] == "ok" and "no checksums" in a["detail"] for a in made)
+    truncate(shard(ws))  # without checksums, damage is still found by reading the files whole
+    assert run_cli("-w", ws.root, "verify").exit_code == 5
