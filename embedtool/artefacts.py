@@ -14,18 +14,26 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, BinaryIO
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
 from embedtool._version import __version__
-from embedtool.errors import IncompatibleArtefactError, MissingArtefactError
+from embedtool.errors import (
+    DamagedArtefactError,
+    DiskSpaceError,
+    EmbedtoolError,
+    IncompatibleArtefactError,
+    MissingArtefactError,
+)
 
 META_FILE = "meta.json"
+HASH_CHUNK = 1 << 20
+T = TypeVar("T")
 
 # Which command makes each kind of artefact: used in "missing artefact" messages.
 MADE_BY = {
@@ -38,6 +46,11 @@ MADE_BY = {
     "classifier": "embedtool classify",
     "report": "embedtool evaluate",
 }
+
+
+def remake_hint(kind: str) -> str:
+    """How to re-make an artefact of ``kind``: its command, or verify's repair."""
+    return f"Re-make it with `{MADE_BY.get(kind, 'the stage that makes it')}` (or `embedtool verify --repair`)."
 
 
 @dataclass
@@ -53,6 +66,9 @@ class ArtefactMeta:
     # setting ("n_mels", "train.width") -> fingerprint of its value when the artefact was written: an edited or
     # damaged meta.json is caught on open and the setting named (artefacts written before this have none)
     config_fingerprints: dict[str, str] = field(default_factory=dict)
+    # file (relative to the folder) -> {"size": bytes, "blake2b": hex} when written: sizes are checked on every
+    # open, contents by `embedtool verify` and when a read fails (artefacts written before this have none)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +80,7 @@ class ArtefactMeta:
             "inputs": self.inputs,
             "config": self.config,
             "config_fingerprints": self.config_fingerprints,
+            "files": self.files,
             "extra": self.extra,
         }
 
@@ -79,6 +96,7 @@ class ArtefactMeta:
             tool_version=data.get("tool_version", ""),
             created=data.get("created", ""),
             config_fingerprints=dict(data.get("config_fingerprints") or {}),
+            files={str(k): dict(v) for k, v in (data.get("files") or {}).items()},
         )
 
 
@@ -98,8 +116,16 @@ def write_meta(
     inputs: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
     fingerprint: str | None = None,
+    files: Iterable[str] | None = None,
+    known_checksums: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ArtefactMeta:
-    """Write ``meta.json`` atomically. Call it last, once everything else in the folder is in place."""
+    """Write ``meta.json`` atomically. Call it last, once everything else in the folder is in place.
+
+    ``meta.json`` records the size and checksum of ``files`` (names relative to ``directory``; default: every file
+    in it, see :func:`artefact_files`); ``known_checksums`` are reused for files of the same name and size (give
+    only those of files that never change once written)."""
+    directory = Path(directory)
+    names = artefact_files(directory) if files is None else list(files)
     meta = ArtefactMeta(
         kind=kind,
         format_version=format_version,
@@ -109,8 +135,9 @@ def write_meta(
         fingerprint=fingerprint or uuid.uuid4().hex[:16],
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         config_fingerprints=config_fingerprints(config),
+        files=checksum_files(directory, names, known_checksums),
     )
-    atomic_write_json(Path(directory) / META_FILE, meta.to_dict())
+    atomic_write_json(directory / META_FILE, meta.to_dict())
     return meta
 
 
@@ -124,8 +151,8 @@ def read_meta(directory: Path, kind: str, format_version: int | None = None) -> 
         raise MissingArtefactError(f"No {kind} artefact at {directory} (make it with `{hint}`).")
     try:
         meta = ArtefactMeta.from_dict(json.loads(path.read_text()))
-    except (ValueError, KeyError) as exc:
-        raise IncompatibleArtefactError(f"Unreadable metadata in {path}: {exc}") from exc
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DamagedArtefactError(f"Unreadable metadata in {path} ({_brief(exc)}). {remake_hint(kind)}") from exc
     if meta.kind != kind:
         raise IncompatibleArtefactError(f"{directory} holds a {meta.kind!r} artefact, not {kind!r}.")
     if format_version is not None and meta.format_version != format_version:
@@ -140,7 +167,122 @@ def read_meta(directory: Path, kind: str, format_version: int | None = None) -> 
             f"{'is' if len(changed) == 1 else 'are'} what made the artefact. Its contents were made with other "
             f"settings: re-make it with `{MADE_BY.get(kind, 'the stage that makes it')}` (or restore the file)."
         )
+    problems = list(damaged_files(directory, meta).values())
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise DamagedArtefactError(f"The {kind} at {directory} is damaged: {problems[0]}{more}. {remake_hint(kind)}")
     return meta
+
+
+# --- checksums and guarded reads ---------------------------------------------------------------------------
+
+
+def file_checksum(path: Path) -> dict[str, Any]:
+    """``{"size": bytes, "blake2b": hex}`` of a file, read in blocks."""
+    digest = hashlib.blake2b(digest_size=16)
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"size": size, "blake2b": digest.hexdigest()}
+
+
+def artefact_files(directory: Path) -> list[str]:
+    """Every file under ``directory`` ('/'-separated, relative) but its ``meta.json`` and hidden temporaries."""
+    directory = Path(directory)
+    names = []
+    for path in directory.rglob("*"):
+        relative = path.relative_to(directory)
+        if path.is_file() and relative.as_posix() != META_FILE and not relative.name.startswith("."):
+            names.append(relative.as_posix())
+    return sorted(names)
+
+
+def checksum_files(
+    directory: Path, names: Iterable[str], known: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """:func:`file_checksum` of each of ``names`` in ``directory``; ``known`` ones of the same size are reused."""
+    out = {}
+    for name in sorted(names):
+        path = Path(directory) / name
+        old = (known or {}).get(name)
+        if old and old.get("blake2b") and old.get("size") == path.stat().st_size:
+            out[name] = {"size": int(old["size"]), "blake2b": str(old["blake2b"])}
+        else:
+            out[name] = file_checksum(path)
+    return out
+
+
+def recorded_checksums(directory: Path) -> dict[str, dict[str, Any]]:
+    """The file checksums the folder's ``meta.json`` records; empty when it has none or cannot be read."""
+    try:
+        files = json.loads((Path(directory) / META_FILE).read_text()).get("files") or {}
+        return {str(k): dict(v) for k, v in files.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def damaged_files(directory: Path, meta: ArtefactMeta, hashes: bool = False) -> dict[str, str]:
+    """What is wrong with the files ``meta.json`` lists (name -> what): missing, another size, and (``hashes``)
+    other contents. Sizes cost a ``stat`` per file; hashes read every byte."""
+    problems = {}
+    for name, recorded in sorted(meta.files.items()):
+        path = member_path(Path(directory), name, meta.kind)
+        try:
+            size = path.stat().st_size
+        except OSError:
+            problems[name] = f"{path} is missing"
+            continue
+        if size != recorded.get("size"):
+            problems[name] = f"{path} is {size} bytes, it was {recorded.get('size')} when written"
+        elif hashes and _altered(path, recorded.get("blake2b")):
+            problems[name] = f"{path} was altered after it was written (its checksum differs)"
+    return problems
+
+
+def member_path(directory: Path, name: str, kind: str) -> Path:
+    """``directory / name`` for a file name an artefact's own meta or tables give; a name that leads outside the
+    folder (absolute, ``..``) is refused as damage rather than followed."""
+    pure = PurePosixPath(name)
+    if not name or pure.is_absolute() or ".." in pure.parts or "\\" in name or "\0" in name:
+        raise DamagedArtefactError(
+            f"The {kind} at {directory} names a file {name!r} outside its folder: the artefact was tampered with. "
+            + remake_hint(kind)
+        )
+    return Path(directory) / name
+
+
+def read_member(meta: ArtefactMeta, directory: Path, name: str, read: Callable[[Path], T]) -> T:
+    """``read(directory / name)`` for a file of the artefact ``meta`` describes: any error reading or decoding it
+    (truncated, altered, deleted, foreign) becomes a :class:`DamagedArtefactError` naming the file, whether its
+    checksum still matches, and the command that re-makes it. Every store reads its files through this."""
+    path = member_path(Path(directory), name, meta.kind)
+    try:
+        return read(path)
+    except EmbedtoolError:
+        raise
+    except FileNotFoundError:
+        raise DamagedArtefactError(f"{path} is missing from the {meta.kind}. {remake_hint(meta.kind)}") from None
+    except Exception as exc:  # whatever numpy, pyarrow, FAISS or torch raise on a bad file
+        altered = _altered(path, meta.files.get(name, {}).get("blake2b"))
+        note = "; it is not the file that was written (its checksum differs)" if altered else ""
+        raise DamagedArtefactError(f"Cannot read {path} ({_brief(exc)}){note}. {remake_hint(meta.kind)}") from exc
+
+
+def _altered(path: Path, recorded: str | None) -> bool:
+    """Whether the file's contents differ from the checksum recorded when it was written (False when unknown)."""
+    try:
+        return bool(recorded) and file_checksum(path)["blake2b"] != recorded
+    except OSError:
+        return False
+
+
+def _brief(exc: BaseException) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0][:200] if lines else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def config_fingerprints(config: Mapping[str, Any]) -> dict[str, str]:
@@ -299,6 +441,19 @@ def recover_replaced_dir(final: Path) -> None:
     old = final.with_name(f".{final.name}.old")
     if not final.exists() and old.exists():
         os.replace(old, final)
+
+
+def check_free_space(directory: Path, needed_bytes: int, what: str) -> None:
+    """Refuse (:class:`DiskSpaceError`, with the numbers) to write about ``needed_bytes`` of ``what`` under
+    ``directory`` when the disk holding it has less free space than that."""
+    directory = Path(directory)
+    existing = next((p for p in (directory, *directory.parents) if p.exists()), directory)
+    free = shutil.disk_usage(existing).free
+    if needed_bytes > free:
+        raise DiskSpaceError(
+            f"Not enough free space for {what}: about {needed_bytes / 1e6:,.1f} MB to write to {directory}, "
+            f"{free / 1e6:,.1f} MB free. Free some space, or use a workspace on a larger disk (--workspace)."
+        )
 
 
 def dir_size_bytes(directory: Path) -> int:

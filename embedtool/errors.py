@@ -21,6 +21,20 @@ class InputError(EmbedtoolError):
     exit_code = 1
 
 
+class DiskSpaceError(EmbedtoolError):
+    """Too little free space to write an artefact (refused before writing, with the numbers), or the disk filled
+    up during a run (what was kept and how to resume are said). Exit status 1."""
+
+    exit_code = 1
+
+
+class WorkspaceBusyError(EmbedtoolError):
+    """Another process is running a stage that writes to the same workspace (the message names its command and
+    process id). Exit status 1: run again when it has finished."""
+
+    exit_code = 1
+
+
 class MissingArtefactError(EmbedtoolError):
     """A stage needs an artefact that has not been made yet (say which command makes it). Exit status 4."""
 
@@ -31,6 +45,11 @@ class IncompatibleArtefactError(EmbedtoolError):
     """Two artefacts were made with settings that do not fit together. Exit status 5."""
 
     exit_code = 5
+
+
+class DamagedArtefactError(IncompatibleArtefactError):
+    """A file of an artefact is missing, cut short, altered or unreadable (the message names it and the command
+    that re-makes it; `embedtool verify --repair` re-makes what is damaged). Exit status 5."""
 
 
 class NoMatchError(EmbedtoolError):

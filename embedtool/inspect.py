@@ -70,7 +70,11 @@ def summarise_workspace(workspace: Workspace) -> WorkspaceSummary:
     if features.exists and not features.problem:
         from embedtool.features.store import FeatureStore  # deferred: pulls in pyarrow
 
-        store = FeatureStore(workspace.features)
+        try:
+            store = FeatureStore(workspace.features)
+        except EmbedtoolError as exc:  # a damaged table: shown as the stage's problem
+            features.problem = str(exc)
+            return summary
         summary.tracks = len(store)
         summary.hours = sum(t["duration_s"] for t in store.tracks) / 3600
         summary.labels = dict(Counter(t["label"] for t in store.tracks if t["label"]).most_common())

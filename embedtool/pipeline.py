@@ -14,11 +14,12 @@ or stale, it says so in its report rather than silently: ``index`` exports embed
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from embedtool.analysis.classify import ClassifyResult, FilePrediction, predict_files, run_classify
 from embedtool.analysis.cluster import ClusterResult, run_cluster
@@ -57,7 +58,22 @@ from embedtool.training.trainer import TrainReport
 from embedtool.training.trainer import train as run_train
 from embedtool.workspace import Workspace
 
+F = TypeVar("F", bound=Callable[..., Any])
 
+
+def _writes(stage: F) -> F:
+    """A stage that writes to its workspace holds the workspace's lock while it runs: a second run on the same
+    workspace is refused naming the first (``Workspace.lock``)."""
+
+    @functools.wraps(stage)
+    def locked(workspace: Workspace, *args: Any, **kwargs: Any) -> Any:
+        with workspace.lock(stage.__name__):
+            return stage(workspace, *args, **kwargs)
+
+    return cast(F, locked)
+
+
+@_writes
 def extract(
     workspace: Workspace,
     roots: Sequence[Path | str],
@@ -73,6 +89,7 @@ def extract(
     )
 
 
+@_writes
 def train(
     workspace: Workspace,
     settings: TrainSettings | None = None,
@@ -86,11 +103,13 @@ def train(
     )  # fmt: skip
 
 
+@_writes
 def adopt(workspace: Workspace, model: str = "general", settings: TrainSettings | None = None) -> Encoder:
     """Make a bundled model (``general``) or another model folder this workspace's model, unchanged."""
     return adopt_model(model, workspace.features, workspace.split, workspace.model, settings or TrainSettings())
 
 
+@_writes
 def embed(workspace: Workspace, options: EmbedOptions | None = None, progress: Progress | None = None) -> EmbedReport:
     """Export segment and track embeddings (and track descriptors) with the workspace's model (incremental)."""
     return export_embeddings(workspace.features, workspace.model, workspace.embeddings, options, progress)
@@ -126,6 +145,7 @@ class IndexReport:
         return dict(self.__dict__)
 
 
+@_writes
 def index(
     workspace: Workspace,
     options: IndexOptions | None = None,
@@ -193,6 +213,7 @@ def _fingerprints(
             "settings": settings.to_dict()}  # fmt: skip
 
 
+@_writes
 def cluster(
     workspace: Workspace, options: ClusterOptions | None = None, progress: Progress | None = None
 ) -> ClusterResult:
@@ -200,6 +221,7 @@ def cluster(
     return run_cluster(workspace.embeddings, workspace.clusters, options or ClusterOptions(), progress)
 
 
+@_writes
 def classify(
     workspace: Workspace, options: ClassifyOptions | None = None, progress: Progress | None = None
 ) -> ClassifyResult:
@@ -220,6 +242,7 @@ def predict(
     )
 
 
+@_writes
 def evaluate(
     workspace: Workspace,
     options: EvaluateOptions | None = None,

@@ -119,8 +119,11 @@ def test_encoder_load_refuses_missing_and_mismatched_artefacts(tmp_path: Path) -
     del config["train"]["level_norm"]
     write_meta(model_dir, "model", 1, config, fingerprint="abc")
     assert Encoder.load(model_dir).net.level_norm == "off"
-    (model_dir / "model.pt").write_bytes(b"garbage")
-    with pytest.raises(IncompatibleArtefactError, match="Cannot read"):
+    (model_dir / "model.pt").write_bytes(b"garbage")  # cut short: caught by its size, before torch reads it
+    with pytest.raises(IncompatibleArtefactError, match="damaged: .*model.pt is 7 bytes"):
+        Encoder.load(model_dir)
+    write_meta(model_dir, "model", 1, config, fingerprint="abc")  # garbage recorded as written: torch refuses it
+    with pytest.raises(IncompatibleArtefactError, match="Cannot read .*model.pt"):
         Encoder.load(model_dir)
     meta = json.loads((model_dir / "meta.json").read_text())
     meta["kind"] = "index"

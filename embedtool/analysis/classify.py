@@ -114,15 +114,25 @@ class LinearClassifier:
     def load(cls, directory: Path) -> LinearClassifier:
         directory = Path(directory)
         try:
-            return cls(
-                classes=list(json.loads((directory / "classes.json").read_text())),
-                coef=np.load(directory / "coef.npy"),
-                intercept=np.load(directory / "intercept.npy"),
-                mean=np.load(directory / "scaler_mean.npy"),
-                scale=np.load(directory / "scaler_scale.npy"),
-            )
+            return cls.load_from(directory / "coef.npy")
         except (OSError, ValueError) as exc:
             raise IncompatibleArtefactError(f"Unreadable classifier in {directory}: {exc}") from exc
+
+    @classmethod
+    def load_from(cls, coef_path: Path) -> LinearClassifier:
+        """The classifier whose ``coef.npy`` is ``coef_path`` (its other arrays beside it); raises on a bad file."""
+        directory = coef_path.parent
+        classifier = cls(
+            classes=list(json.loads((directory / "classes.json").read_text())),
+            coef=np.load(coef_path),
+            intercept=np.load(directory / "intercept.npy"),
+            mean=np.load(directory / "scaler_mean.npy"),
+            scale=np.load(directory / "scaler_scale.npy"),
+        )
+        arrays = (classifier.coef, classifier.intercept, classifier.mean, classifier.scale)
+        if not all(np.isfinite(a).all() for a in arrays):
+            raise ValueError("NaN or infinite values in the classifier's arrays")
+        return classifier
 
 
 def fit_classifier(
@@ -565,11 +575,11 @@ class SavedClassifier:
     """A classifier artefact with the model it belongs to, ready to label new audio files."""
 
     def __init__(self, classifier_dir: Path):
-        from embedtool.artefacts import read_meta
+        from embedtool.artefacts import read_member, read_meta
 
         self.directory = Path(classifier_dir)
         self.meta = read_meta(self.directory, KIND, FORMAT_VERSION)
-        self.classifier = LinearClassifier.load(self.directory)
+        self.classifier = read_member(self.meta, self.directory, "coef.npy", LinearClassifier.load_from)
         self.level = self.meta.config.get("level", "track")
         # Classifiers saved before descriptors existed read embeddings.
         self.reads_descriptors = self.level == "track" and self.meta.config.get("features") == "descriptors"

@@ -326,6 +326,15 @@ def _to_float_planar(data: np.ndarray, fmt: str, planar: bool, channels: int) ->
     return data.astype(np.float32, copy=False)
 
 
+def declared_duration_s(path: Path | str) -> float | None:
+    """The duration a file's header declares (soundfile reads only the header), or None when it does not tell."""
+    try:
+        info = sf.info(str(path))
+    except Exception:  # not a format libsndfile reads (m4a, ...) or no readable header
+        return None
+    return float(info.frames) / info.samplerate if info.samplerate > 0 and info.frames > 0 else None
+
+
 def _open(path: Path) -> _Source:
     check_readable(path)
     try:

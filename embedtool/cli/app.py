@@ -36,6 +36,7 @@ COMMAND_MODULES = [
     "evaluate",
     "serve",
     "demo",
+    "verify",
 ]
 
 

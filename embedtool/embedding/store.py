@@ -31,9 +31,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embedtool.artefacts import ArtefactMeta, atomic_save_npy, fingerprint_of, read_meta, write_meta
+from embedtool.artefacts import (
+    ArtefactMeta,
+    atomic_save_npy,
+    fingerprint_of,
+    read_member,
+    read_meta,
+    remake_hint,
+    write_meta,
+)
 from embedtool.embedding.pooling import DESCRIPTOR_KIND, pool_track
-from embedtool.errors import IncompatibleArtefactError, InputError, MissingArtefactError
+from embedtool.errors import DamagedArtefactError, InputError, MissingArtefactError
 
 KIND = "embeddings"
 FORMAT_VERSION = 1
@@ -115,8 +123,9 @@ class EmbeddingStore:
         self.directory = Path(directory)
         self.meta: ArtefactMeta = read_meta(self.directory, KIND, FORMAT_VERSION)
         self.dim: int = int(self.meta.extra["dim"])
-        self._segment_table = pq.read_table(self.directory / SEGMENT_TABLE)
-        self.tracks: list[EmbeddedTrack] = pq.read_table(self.directory / TRACK_TABLE).to_pylist()  # type: ignore[assignment]
+        self._segment_table = read_member(self.meta, self.directory, SEGMENT_TABLE, pq.read_table)
+        track_table = read_member(self.meta, self.directory, TRACK_TABLE, pq.read_table)
+        self.tracks: list[EmbeddedTrack] = track_table.to_pylist()  # type: ignore[assignment]
         self._track_by_id = {t["track_id"]: t for t in self.tracks}
         # Numpy columns for fast lookups from search results (a list of dicts is slow for 10^6 segments).
         self.segment_track_ids: np.ndarray = np.asarray(
@@ -203,16 +212,56 @@ class EmbeddingStore:
         return rows, self.segment_starts[rows]
 
     # --- vectors ---------------------------------------------------------------------------------------
-    def segment_vectors(self) -> np.ndarray:
-        """All segment vectors, float32 (n_segments, dim); memory-mapped (read-only) when in one shard."""
-        shards = [self._load_shard(name) for name in self.meta.extra["segment_shards"]]
+    def segment_vectors(self, check_finite: bool = True) -> np.ndarray:
+        """All segment vectors, float32 (n_segments, dim); memory-mapped (read-only) when in one shard. A NaN or
+        infinite value is refused naming its track (``check_finite``: one pass over the vectors)."""
+        names = list(self.meta.extra["segment_shards"])
+        shards = [self._load_shard(name) for name in names]
         if not shards:
             return np.zeros((0, self.dim), dtype=np.float32)
+        self._check_rows(sum(len(s) for s in shards), self.n_segments, "segment vectors", names[-1])
+        first = 0
+        for name, shard in zip(names, shards, strict=True):
+            if check_finite:
+                self._check_finite(shard, name, lambda row, first=first: str(self.segment_track_ids[first + row]))
+            first += len(shard)
         return shards[0] if len(shards) == 1 else np.concatenate(shards)
 
     def track_vectors(self) -> np.ndarray:
-        """Pooled track vectors, float32 (n_tracks, dim), in ``tracks`` order."""
-        return np.load(self.directory / TRACK_VECTORS, mmap_mode="r")
+        """Pooled track vectors, float32 (n_tracks, dim), in ``tracks`` order (NaN or inf refused, the track named)."""
+        return self._track_array(TRACK_VECTORS, self.dim, "track vectors")
+
+    def _track_array(self, name: str, width: int, what: str) -> np.ndarray:
+        """A float32 (n_tracks, width) file of per-track rows, checked for shape and finite values."""
+        array = read_member(self.meta, self.directory, name, lambda p: np.load(p, mmap_mode="r"))
+        if array.ndim != 2 or array.shape[1] != width or array.dtype != np.float32:
+            raise DamagedArtefactError(
+                f"{self.directory / name} holds {array.dtype} {array.shape}, expected float32 (tracks, {width}). "
+                + remake_hint(KIND)
+            )
+        self._check_rows(len(array), len(self.tracks), what, name)
+        self._check_finite(array, name, lambda row: self.tracks[row]["track_id"])
+        return array
+
+    def _check_rows(self, found: int, rows: int, what: str, name: str) -> None:
+        if found != rows:
+            raise DamagedArtefactError(
+                f"{self.directory / name}: {found} {what} for {rows} rows of the tables. " + remake_hint(KIND)
+            )
+
+    def _check_finite(self, array: np.ndarray, name: str, track_of_row: Any) -> None:
+        """Refuse NaN or infinite values in the file ``name``, naming the first track that holds one (scanned in
+        blocks, so a memory-mapped file is not read into memory whole)."""
+        block = max(1, (64 << 20) // max(1, array.shape[1] * 4))
+        for start in range(0, array.shape[0], block):
+            bad = ~np.isfinite(array[start : start + block]).all(axis=1)
+            if bad.any():
+                track_id = track_of_row(start + int(np.argmax(bad)))
+                path = self._track_by_id.get(track_id, {}).get("path")
+                raise DamagedArtefactError(
+                    f"{self.directory / name} holds NaN or infinite values (first: track {track_id}"
+                    f"{f' {path}' if path else ''}). " + remake_hint(KIND)
+                )
 
     @property
     def descriptor_dim(self) -> int | None:
@@ -232,13 +281,14 @@ class EmbeddingStore:
             raise MissingArtefactError(
                 f"{self.directory} holds {state} track descriptors (an older export): re-run `embedtool embed`"
             )
-        return np.load(self.directory / TRACK_DESCRIPTORS, mmap_mode="r")
+        return self._track_array(TRACK_DESCRIPTORS, int(self.descriptor_dim or 0), "track descriptors")
 
     def _load_shard(self, name: str) -> np.ndarray:
-        array = np.load(self.directory / name, mmap_mode="r")
+        array = read_member(self.meta, self.directory, name, lambda p: np.load(p, mmap_mode="r"))
         if array.ndim != 2 or array.shape[1] != self.dim or array.dtype != np.float32:
-            raise IncompatibleArtefactError(
-                f"{self.directory / name} holds {array.dtype} {array.shape}, expected float32 (rows, {self.dim})"
+            raise DamagedArtefactError(
+                f"{self.directory / name} holds {array.dtype} {array.shape}, expected float32 (rows, {self.dim}). "
+                + remake_hint(KIND)
             )
         return array
 
@@ -293,6 +343,11 @@ class EmbeddingWriter:
             raise ValueError(f"track {track_id}: {n} vectors but {starts_s.shape} starts / {ends_s.shape} ends")
         if track_id in self._seen:
             raise ValueError(f"track {track_id} added twice")
+        if not np.isfinite(vectors).all() or (descriptor is not None and not np.isfinite(descriptor).all()):
+            raise DamagedArtefactError(
+                f"Track {track_id} ({track.get('path')}) embeds to NaN or infinite values: its features are damaged "
+                "(see `embedtool verify`; `embedtool verify --repair` re-extracts them) or the model is."
+            )
         if (descriptor is None) != (not self._track_descriptors) and self._track_vectors:
             raise ValueError(f"track {track_id}: give a descriptor for every track or for none")
         if descriptor is not None:

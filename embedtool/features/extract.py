@@ -19,6 +19,7 @@ Killed at any point before step 5, the previous artefact stays as it was; the ne
 from __future__ import annotations
 
 import concurrent.futures as cf
+import errno
 import fcntl
 import hashlib
 import multiprocessing
@@ -35,11 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from embedtool.artefacts import META_FILE, atomic_write_json, dir_size_bytes, settings_differences
+from embedtool.artefacts import META_FILE, atomic_write_json, check_free_space, dir_size_bytes, settings_differences
+from embedtool.audio.decode import declared_duration_s
 from embedtool.audio.discover import FoundFile, discover_audio
 from embedtool.audio.settings import FeatureSettings
 from embedtool.config import settings_dict
-from embedtool.errors import InputError
+from embedtool.errors import DiskSpaceError, InputError
 from embedtool.features import store
 from embedtool.features.frontend import featurise_file
 from embedtool.features.labels import LabelTable, read_labels_file
@@ -48,6 +50,8 @@ from embedtool.features.options import ExtractOptions
 ERRORS_FILE = "errors.json"
 LOCK_FILE = ".extract.lock"
 HASH_CHUNK = 1 << 20
+# For the space estimate of a file whose header gives no duration: compressed audio at 128 kbit/s or more.
+COMPRESSED_BYTES_PER_S = 16_000
 
 
 @dataclass
@@ -241,8 +245,14 @@ def _run_extract(
         listed = f" (skipped: {'; '.join(f'{p}: {r}' for p, r in unusable[:3])})" if unusable else ""
         raise InputError(f"No audio files found under {', '.join(str(r) for r in roots)}{listed}")
     run.plan(files, unusable)
-    run.featurise()
-    return run.publish()
+    run.check_space()
+    try:
+        run.featurise()
+        return run.publish()
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise run.out_of_space() from exc
 
 
 class _ExtractRun:
@@ -375,6 +385,28 @@ class _ExtractRun:
                 self.kept_path[record["track_id"]] = record["path"]
                 self.kept[record["track_id"]] = record
                 self.report.kept_unscanned += 1
+
+    def check_space(self) -> None:
+        """Refuse to start when the features of the files to decode would not fit on the disk (frames per
+        second x mels x 2 bytes of float16 per second of audio: ~46 MB per hour with the default settings)."""
+        if not self.todo:
+            return
+        seconds = sum(declared_duration_s(d["path"]) or d["file_size"] / COMPRESSED_BYTES_PER_S for _, d in self.todo)
+        per_second = self.settings.frames_per_second * self.settings.n_mels * 2
+        what = f"the features of {len(self.todo)} audio file(s) (about {seconds / 3600:.2f} h of audio)"
+        check_free_space(self.features_dir, int(seconds * per_second), what)
+
+    def out_of_space(self) -> DiskSpaceError:
+        """The error for a disk that filled up during the run: what was kept, and how to go on."""
+        kept = getattr(self, "writer", None)
+        tracks = len(kept.completed) if kept is not None else 0
+        written = kept.bytes_written if kept is not None else 0
+        return DiskSpaceError(
+            f"The disk holding {self.features_dir} is full: extraction stopped. Kept: {tracks} newly extracted "
+            f"track(s) in finished shards ({written / 1e6:,.1f} MB); the file being written was removed and the "
+            "published features are as before. Free some space and run `embedtool extract` again: it resumes "
+            "from the kept shards."
+        )
 
     # --- 2. featurise --------------------------------------------------------------------------------------
     def featurise(self) -> None:

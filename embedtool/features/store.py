@@ -31,12 +31,15 @@ from embedtool.artefacts import (
     atomic_save_npy,
     atomic_write_json,
     fingerprint_of,
+    read_member,
     read_meta,
+    recorded_checksums,
+    remake_hint,
     write_meta,
 )
 from embedtool.audio.settings import FeatureSettings
 from embedtool.config import settings_dict
-from embedtool.errors import IncompatibleArtefactError, InputError
+from embedtool.errors import DamagedArtefactError, IncompatibleArtefactError, InputError
 
 KIND = "features"
 FORMAT_VERSION = 1
@@ -91,9 +94,16 @@ class FeatureStore:
         self.directory = Path(directory)
         self.meta: ArtefactMeta = read_meta(self.directory, KIND, FORMAT_VERSION)
         self.settings = FeatureSettings(**self.meta.config)
-        table_path = self.directory / self.meta.extra["table"]
-        self.tracks: list[Track] = pq.read_table(table_path).to_pylist()  # type: ignore[assignment]
+        table_name = self.meta.extra.get("table")
+        if not isinstance(table_name, str):
+            raise DamagedArtefactError(f"{self.directory}/meta.json names no track table. {remake_hint(KIND)}")
+        table_path = self.directory / table_name
+        table = read_member(self.meta, self.directory, table_name, pq.read_table)
+        self.tracks: list[Track] = table.to_pylist()  # type: ignore[assignment]
         self._by_id = {t["track_id"]: t for t in self.tracks}
+        self._shard_rows: dict[str, int] = {}  # rows each shard must hold for the tracks in it
+        for t in self.tracks:
+            self._shard_rows[t["shard"]] = max(self._shard_rows.get(t["shard"], 0), t["offset"] + t["frames"])
         # The fingerprint covers the settings and the track ids (see commit): recomputed, it catches a table
         # swapped or a meta.json edited by hand, which later stages would otherwise believe.
         recomputed = fingerprint_of(self.meta.config, [t["track_id"] for t in self.tracks])
@@ -153,8 +163,25 @@ class FeatureStore:
 
     def _shard(self, name: str) -> np.ndarray:
         if name not in self._shards:
-            self._shards[name] = np.load(self.directory / "shards" / f"{name}.npy", mmap_mode="r")
+            shard = read_member(self.meta, self.directory, shard_file(name), lambda p: np.load(p, mmap_mode="r"))
+            rows = self._shard_rows.get(name, 0)
+            if (
+                shard.ndim != 2
+                or shard.shape[1] != self.settings.n_mels
+                or shard.dtype != np.float16
+                or (shard.shape[0] < rows)
+            ):
+                raise DamagedArtefactError(
+                    f"{self.directory / shard_file(name)} holds {shard.dtype} {shard.shape}, not the float16 "
+                    f"({rows}+, {self.settings.n_mels}) its tracks need. {remake_hint(KIND)}"
+                )
+            self._shards[name] = shard
         return self._shards[name]
+
+    def check_shards(self) -> None:
+        """Open every shard the table names (what a stage reading all tracks would do): raises on damage."""
+        for name in sorted(self._shard_rows):
+            self._shard(name)
 
     def total_frames(self) -> int:
         return int(sum(t["frames"] for t in self.tracks))
@@ -204,13 +231,22 @@ class ShardWriter:
         # A single (long) track is saved as it is: no concatenated copy of it in memory.
         data = self._pending[0][1] if len(self._pending) == 1 else np.concatenate([m for _, m in self._pending])
         atomic_save_npy(self.shard_dir / f"{name}.npy", data)
-        atomic_write_json(
-            self.shard_dir / f"{name}.json", {"settings_fingerprint": self.settings_fp, "tracks": records}
-        )
+        try:
+            atomic_write_json(
+                self.shard_dir / f"{name}.json", {"settings_fingerprint": self.settings_fp, "tracks": records}
+            )
+        except BaseException:  # (a full disk) a shard without its sidecar is of no use to a resumed run
+            (self.shard_dir / f"{name}.npy").unlink(missing_ok=True)
+            raise
         self.bytes_written += offset * self.n_mels * 2
         self._pending, self._pending_bytes = [], 0
         self.completed.extend(records)
         return records
+
+
+def shard_file(name: str) -> str:
+    """A shard's array file, relative to the features folder."""
+    return f"shards/{name}.npy"
 
 
 def completed_shard_records(directory: Path, settings: FeatureSettings) -> list[dict[str, Any]]:
@@ -243,9 +279,14 @@ def commit(
     rows = {col: [r.get(col) for r in records] for col in TRACK_COLUMNS}
     table = pa.Table.from_pydict(rows, schema=TRACK_SCHEMA)
     tmp = directory / f".{table_name}.tmp"
-    pq.write_table(table, tmp)
+    try:
+        pq.write_table(table, tmp)
+    except BaseException:  # (a full disk) no half-written table is left behind
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(directory / table_name)
     config = settings_dict(settings)
+    live = {r["shard"] for r in records}
     meta = write_meta(
         directory,
         KIND,
@@ -253,8 +294,11 @@ def commit(
         config,
         extra={"table": table_name, "tracks": len(records), **(extra or {})},
         fingerprint=fingerprint_of(config, [r["track_id"] for r in records]),
+        # Shards never change once written: the checksums of those the last commit listed are kept.
+        files=[table_name, *(shard_file(name) for name in live)],
+        known_checksums=recorded_checksums(directory),
     )
-    _collect_garbage(directory, table_name, {r["shard"] for r in records})
+    _collect_garbage(directory, table_name, live)
     return meta
 
 

@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedtool.artefacts import ArtefactMeta, read_meta
+from embedtool.artefacts import ArtefactMeta, read_member, read_meta
 
 if TYPE_CHECKING:
     from embedtool.embedding.store import EmbeddedTrack
+    from embedtool.indexing.fingerprint import FingerprintIndex
+    from embedtool.indexing.search import VectorIndex
 
 KIND = "index"
 FORMAT_VERSION = 1
@@ -48,8 +50,12 @@ class IdTables:
     def read(cls, segments_path: Path, tracks_path: Path) -> IdTables:
         import pyarrow.parquet as pq
 
-        seg = pq.read_table(segments_path)
-        tracks = pq.read_table(tracks_path).to_pylist()
+        return cls.from_tables(pq.read_table(segments_path), pq.read_table(tracks_path))
+
+    @classmethod
+    def from_tables(cls, seg: Any, track_table: Any) -> IdTables:
+        """From the segment and track tables (pyarrow) of an embeddings export."""
+        tracks = track_table.to_pylist()
         position = {t["track_id"]: i for i, t in enumerate(tracks)}
         seg_tracks = seg.column("track_id").to_pylist()
         n_segments = np.array([int(t["n_segments"]) for t in tracks], dtype=np.int64)
@@ -131,9 +137,39 @@ class IndexStore:
         """How the landmark fingerprints were built (``built`` false, with a ``reason``, when they were not)."""
         return self.meta.extra.get("fingerprints") or {"built": False, "reason": "index made before fingerprints"}
 
-    @property
-    def segment_index_path(self) -> Path:
-        return self.directory / SEGMENT_INDEX
+    def fingerprint_index(self) -> FingerprintIndex | None:
+        """The landmark fingerprints (memory-mapped), or None when the index was built without them."""
+        from embedtool.indexing.fingerprint import FILES, FingerprintIndex, FingerprintSettings
+
+        if not self.fingerprints.get("built"):
+            return None
+        hashes, tracks, frames = (
+            read_member(self.meta, self.directory, name, lambda path: np.load(path, mmap_mode="r")) for name in FILES
+        )
+        settings = FingerprintSettings.from_dict(self.fingerprints.get("settings"))
+        return FingerprintIndex(hashes, tracks, frames, settings)
 
     def id_tables(self) -> IdTables:
-        return IdTables.read(self.directory / SEGMENT_TABLE, self.directory / TRACK_TABLE)
+        import pyarrow.parquet as pq
+
+        segments = read_member(self.meta, self.directory, SEGMENT_TABLE, pq.read_table)
+        tracks = read_member(self.meta, self.directory, TRACK_TABLE, pq.read_table)
+        return read_member(self.meta, self.directory, SEGMENT_TABLE, lambda _: IdTables.from_tables(segments, tracks))
+
+    def segment_index(self) -> VectorIndex:
+        """The segment index, loaded with its tuned search parameters."""
+        from embedtool.indexing.search import VectorIndex
+
+        return read_member(
+            self.meta,
+            self.directory,
+            SEGMENT_INDEX,
+            lambda path: VectorIndex.load(path, self.segment_kind, self.segment_search_params),
+        )
+
+    def track_index(self) -> VectorIndex:
+        from embedtool.indexing.search import VectorIndex
+
+        kind = str(self.meta.extra["tracks"]["kind"])
+        params = self.meta.extra["tracks"].get("search_params")
+        return read_member(self.meta, self.directory, TRACK_INDEX, lambda path: VectorIndex.load(path, kind, params))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from embedtool.artefacts import check_compatible, read_meta
+from embedtool.artefacts import check_compatible, read_member, read_meta
 from embedtool.audio.settings import FeatureSettings
 from embedtool.config import settings_dict
 from embedtool.errors import IncompatibleArtefactError, MissingArtefactError
@@ -34,6 +34,15 @@ KIND = "model"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.pt"
 COMPANION_DIR = "companion"  # a second model whose window descriptors are appended (see the module doc)
+# What makes a model (beside meta.json), what a copy of it holds and what its checksums cover; training state
+# (checkpoint, metrics, TensorBoard) may sit beside them but is not part of what loading reads.
+MODEL_FILES = (WEIGHTS_FILE, "CREDITS.md")
+
+
+def model_files(directory: Path) -> list[str]:
+    """The files of the model in ``directory`` its meta.json records checksums of: :data:`MODEL_FILES` that are
+    there (a companion's are in the companion's own meta.json; the model's names the companion by fingerprint)."""
+    return [name for name in MODEL_FILES if (Path(directory) / name).is_file()]
 
 
 class Encoder:
@@ -76,10 +85,9 @@ class Encoder:
         weights = model_dir / WEIGHTS_FILE
         if not weights.is_file():
             raise MissingArtefactError(f"{weights} is missing (re-make the model with `embedtool train`).")
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a truncated or foreign file
-            raise IncompatibleArtefactError(f"Cannot read model weights {weights}: {exc}") from exc
+        state = read_member(
+            meta, model_dir, WEIGHTS_FILE, lambda path: torch.load(path, map_location="cpu", weights_only=True)
+        )
         net = build_network(train_settings)
         try:
             net.load_state_dict(state)

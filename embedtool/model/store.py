@@ -25,7 +25,15 @@ from embedtool.artefacts import check_compatible, fingerprint_of, read_meta, sta
 from embedtool.audio.settings import FeatureSettings
 from embedtool.config import settings_dict
 from embedtool.errors import ConfigError, MissingArtefactError
-from embedtool.model.encoder import COMPANION_DIR, FORMAT_VERSION, KIND, WEIGHTS_FILE, Encoder, check_companion
+from embedtool.model.encoder import (
+    COMPANION_DIR,
+    FORMAT_VERSION,
+    KIND,
+    MODEL_FILES,
+    Encoder,
+    check_companion,
+    model_files,
+)
 from embedtool.model.settings import TrainSettings
 
 PRETRAINED_ROOT = Path(__file__).resolve().parent.parent / "pretrained"
@@ -86,14 +94,17 @@ def attach_companion(model_dir: Path, companion_spec: str, description: str = ""
             elif item.name != "meta.json":
                 shutil.copy2(item, staging / item.name)
         copy_model(source, staging / COMPANION_DIR)
-        write_meta(staging, KIND, FORMAT_VERSION, meta.config, meta.inputs, extra, fingerprint=fingerprint)
+        write_meta(
+            staging, KIND, FORMAT_VERSION, meta.config, meta.inputs, extra, fingerprint=fingerprint,
+            files=model_files(staging),
+        )  # fmt: skip
     return Encoder.load(model_dir)
 
 
 def copy_model(source: Path, target: Path) -> None:
     """A model's weights and meta.json (and credits): what loading it needs, not its training state."""
     target.mkdir(parents=True, exist_ok=True)
-    for name in (WEIGHTS_FILE, "CREDITS.md", "meta.json"):
+    for name in (*MODEL_FILES, "meta.json"):
         if (source / name).is_file():
             shutil.copy2(source / name, target / name)
 

@@ -32,7 +32,7 @@ from embedtool.config import settings_dict
 from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.features.frontend import featurise_query, featurise_samples
 from embedtool.features.windows import crop_many, silence_floor, window_starts
-from embedtool.indexing.fingerprint import FingerprintIndex, FingerprintSettings, mel_landmarks
+from embedtool.indexing.fingerprint import FingerprintIndex, mel_landmarks
 from embedtool.indexing.search import VectorIndex
 from embedtool.indexing.store import IdTables, IndexStore
 from embedtool.query.decision import STATISTIC, match_confidence, threshold_for
@@ -175,7 +175,7 @@ class Searcher:
             check_compatible(
                 built.feature_settings, settings_dict(encoder.feature_settings), "index vs model feature settings"
             )
-        index = VectorIndex.load(built.segment_index_path, built.segment_kind, built.segment_search_params)
+        index = built.segment_index()
         if built.segment_kind == "ivf-pq":
             index.refine_vectors = _refine_vectors(workspace, built.embeddings_fingerprint)
         tables = built.id_tables()
@@ -185,10 +185,7 @@ class Searcher:
         except MissingArtefactError:
             features = None  # library lookups by id then go through the index's track table only
         identify = built.identify
-        fingerprints = None
-        if built.fingerprints.get("built"):
-            fingerprints = FingerprintIndex.load(built.directory, FingerprintSettings.from_dict(
-                built.fingerprints.get("settings")))  # fmt: skip
+        fingerprints = built.fingerprint_index()
         return cls(
             encoder, index, tables, built.hop_s, identify.threshold, options, features, identify.statistic,
             identify.by_length or None, fingerprints,
@@ -500,4 +497,4 @@ def _refine_vectors(workspace: Workspace, expected_fingerprint: str) -> np.ndarr
         raise IncompatibleArtefactError(
             f"The embeddings at {workspace.embeddings} changed since the index was built; re-run `embedtool index`."
         )
-    return store.segment_vectors()
+    return store.segment_vectors(check_finite=False)  # read piecewise by queries: not scanned whole at open

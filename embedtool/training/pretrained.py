@@ -7,7 +7,7 @@ from pathlib import Path
 
 from embedtool.artefacts import read_meta, staged_dir, write_meta
 from embedtool.features.store import FeatureStore
-from embedtool.model.encoder import COMPANION_DIR, FORMAT_VERSION, KIND, WEIGHTS_FILE, Encoder
+from embedtool.model.encoder import COMPANION_DIR, FORMAT_VERSION, KIND, WEIGHTS_FILE, Encoder, model_files
 from embedtool.model.settings import TrainSettings
 from embedtool.model.store import copy_model, resolve_model_source, source_label
 from embedtool.training.splits import ensure_split
@@ -36,5 +36,8 @@ def adopt_model(spec: str, features_dir: Path, split_dir: Path, model_dir: Path,
             shutil.copy2(source / "CREDITS.md", staging / "CREDITS.md")
         if encoder.companion is not None:
             copy_model(source / COMPANION_DIR, staging / COMPANION_DIR)
-        write_meta(staging, KIND, FORMAT_VERSION, meta.config, meta.inputs, extra, fingerprint=meta.fingerprint)
+        write_meta(
+            staging, KIND, FORMAT_VERSION, meta.config, meta.inputs, extra, fingerprint=meta.fingerprint,
+            files=model_files(staging),
+        )  # fmt: skip
     return Encoder.load(Path(model_dir))

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embedtool.artefacts import fingerprint_of, read_meta, staged_dir, write_meta
+from embedtool.artefacts import fingerprint_of, read_member, read_meta, staged_dir, write_meta
 from embedtool.errors import IncompatibleArtefactError, MissingArtefactError
 
 KIND = "split"
@@ -39,12 +39,9 @@ SCHEMA = pa.schema([("track_id", pa.string()), ("group", pa.string()), ("label",
 def load_split(split_dir: Path) -> dict[str, str]:
     """track_id -> "train" | "val" from a split artefact."""
     split_dir = Path(split_dir)
-    read_meta(split_dir, KIND, FORMAT_VERSION)
-    path = split_dir / TABLE
-    if not path.is_file():
-        raise MissingArtefactError(f"{path} is missing (re-make the split with `embedtool train`).")
-    table = pq.read_table(path).to_pydict()
-    return dict(zip(table["track_id"], table["subset"], strict=True))
+    meta = read_meta(split_dir, KIND, FORMAT_VERSION)
+    table = read_member(meta, split_dir, TABLE, lambda path: pq.read_table(path, columns=["track_id", "subset"]))
+    return dict(zip(table.column("track_id").to_pylist(), table.column("subset").to_pylist(), strict=True))
 
 
 def split_config(seed: int, val_fraction: float, split_by: str) -> dict[str, Any]:

@@ -51,7 +51,7 @@ from embedtool.errors import EmbedtoolError, IncompatibleArtefactError, InputErr
 from embedtool.features.store import FeatureStore
 from embedtool.features.windows import segment_frames_for, silence_floor
 from embedtool.model.device import resolve_device
-from embedtool.model.encoder import FORMAT_VERSION, KIND, WEIGHTS_FILE
+from embedtool.model.encoder import FORMAT_VERSION, KIND, WEIGHTS_FILE, model_files
 from embedtool.model.network import build_network
 from embedtool.model.settings import RESUMABLE_CHANGES, TrainSettings
 from embedtool.model.store import load_init_weights
@@ -613,5 +613,6 @@ def _publish(
                 "device": report.device,
             },
             fingerprint=fingerprint,
+            files=model_files(staging),
         )
     shutil.rmtree(state_dir, ignore_errors=True)
