@@ -150,7 +150,11 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> dict[str, Any]:
     )
     classify = ClassifyOptions(cv=5, plots=False)
     clock = time.perf_counter()
-    report = pipeline.evaluate(ws, options, classify).report
+    report = None if args.fresh else reusable_report(ws, options.name)
+    if report is None:
+        report = pipeline.evaluate(ws, options, classify).report
+    else:
+        log(f"{corpus}: embeddings unchanged since the last suite run: evaluation reused (--fresh redoes it)")
     timings["evaluate_s"] = time.perf_counter() - clock
     systems = {("general" if name == "embeddings" else name): figures for name, figures in report["systems"].items()}
 
@@ -177,6 +181,18 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> dict[str, Any]:
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "notes": notes,
     }
+
+
+def reusable_report(ws: Any, name: str) -> dict[str, Any] | None:
+    """The workspace's earlier suite report when it evaluated exactly the current embeddings (same export, hence
+    same model, features and labels), else None. Evaluation is deterministic (seeded folds and baselines)."""
+    from embedtool.embedding.store import EmbeddingStore
+
+    path = Path(ws.reports) / name / "report.json"
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    return report if report["inputs"]["embeddings"] == EmbeddingStore(ws.embeddings).fingerprint else None
 
 
 def summary(figures: dict[str, Any]) -> dict[str, float]:
@@ -274,6 +290,7 @@ def main() -> None:
     parser.add_argument("--max-files", type=int, default=0, help="at most N files per corpus, stratified (0: all)")
     parser.add_argument("--jobs", type=int, default=2, help="extraction processes")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--fresh", action="store_true", help="re-evaluate even when the embeddings are unchanged")
     parser.add_argument("--no-musicnn", action="store_true", help="leave musicnn out even when installed")
     parser.add_argument("--show", type=Path, nargs="*", help="print the table of earlier results JSON files")
     args = parser.parse_args()
@@ -289,25 +306,35 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     results: dict[str, Any] = {}
+    failed: dict[str, str] = {}
     started = time.perf_counter()
+    path = result_path("bench_suite", stamp)
     for corpus in corpora:
         if not (args.corpora / corpus / "labels.tsv").is_file():
             log(f"skipping {corpus}: {args.corpora / corpus}/labels.tsv missing (run bench/corpora/fetch {corpus})")
             continue
         clock = time.perf_counter()
-        results[corpus] = run_corpus(corpus, args)
+        try:
+            results[corpus] = run_corpus(corpus, args)
+        except Exception as exc:  # one corpus failing must not lose the others' figures
+            failed[corpus] = f"{type(exc).__name__}: {exc}"
+            log(f"{corpus}: FAILED: {failed[corpus]}")
+            continue
         log(f"{corpus}: done in {time.perf_counter() - clock:.0f} s")
-    path = write_json(
-        result_path("bench_suite", stamp),
-        {
-            "args": {k: str(v) for k, v in vars(args).items()},
-            "seconds": round(time.perf_counter() - started, 1),
-            "results": results,
-        },
-        default=str,
-    )
+        write_json(  # after each corpus, so an interrupted run keeps what it measured
+            path,
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "seconds": round(time.perf_counter() - started, 1),
+                "results": results,
+                "failed": failed,
+            },
+            default=str,
+        )
     print()
     print(table(results))
+    for corpus, why in failed.items():
+        print(f"{corpus}: failed: {why}")
     print(f"\nresults: {path}")
 
 
