@@ -1,0 +1,342 @@
+"""Benchmark: the evaluation suite (issue 18) — every corpus x every system, one protocol, one table.
+
+Corpora come from ``bench/corpora/fetch`` (``~/.cache/embedtool-corpora``, or ``$EMBEDTOOL_CORPORA``):
+
+- the **tuning** set (``music-dev``, ``drums``): the project's choices were made on these;
+- the **check** set (``music-unseen``, ``speech-lang``, ``voices``, ``sfx``, ``instruments``, ``ambience``): run
+  once per change that is kept and reported as it comes out. Never pick anything by its figures.
+
+For each corpus: a workspace of its (optionally capped) files -> ``pipeline.extract`` (labels and groups from the
+corpus' labels.tsv) -> ``pipeline.adopt`` the bundled ``general`` model -> ``pipeline.embed`` -> ``pipeline.evaluate``
+with grouped 5-fold cross-validation (``classify.cv=5``: folds by the corpus' group, so near-copies never straddle
+train and test) and retrieval with the query's whole group left out (``evaluate.exclude_same_group``). Evaluate
+computes, on the same tracks and folds: ``general`` (the workspace's model: logistic regression on its track
+descriptors; retrieval on its track embeddings), ``mfcc`` (MFCC statistics of the same log-Mels,
+``analysis.baselines``) and ``untrained`` (the same network with random weights). ``musicnn`` (when the package is
+importable: ``pip install musicnn``, an optional bench extra) is the MSD model's penultimate layer, mean-pooled over
+each file, scored by the same classifier, folds and retrieval (``analysis.evaluate.evaluate_system``).
+
+Figures: classification macro-F1 (grouped 5-fold, logistic regression, C by inner grouped CV) and same-label
+precision@5 among tracks of *other* groups (cosine). Re-identification is measured elsewhere (bench_reid).
+
+    ./dev bench bench_suite                              # the check set, every file
+    ./dev bench bench_suite --set all --max-files 200    # both sets, at most 200 files per corpus (stratified)
+    ./dev bench bench_suite --only sfx voices
+    ./dev bench bench_suite --show bench/results/bench_suite-*.json
+
+Workspaces go to --work (default ~/.cache/embedtool-bench/suite), one per corpus and cap, and are reused:
+extraction and export are incremental, so a re-run after a model change redoes only what changed. Prints the
+table and writes bench/results/bench_suite-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from _common import CORPORA, log, result_path, timestamp, write_json
+
+TUNING = ("music-dev", "drums")
+CHECK = ("music-unseen", "speech-lang", "voices", "sfx", "instruments", "ambience")
+KIND = {
+    "music-dev": "music style (game)",
+    "drums": "drum instrument",
+    "music-unseen": "music style (game)",
+    "speech-lang": "spoken language",
+    "voices": "voice character",
+    "sfx": "sound-effect class",
+    "instruments": "instrument family",
+    "ambience": "city sound scene",
+}
+GROUP_BY_TRACK = {"music-dev"}  # its labels.tsv groups by album, and one style is a single album
+SYSTEMS = ("mfcc", "untrained", "musicnn", "general")
+K = 5
+
+
+# --- the corpus' files ---------------------------------------------------------------------------------------
+
+
+def read_rows(corpus_dir: Path, corpus: str) -> list[dict[str, str]]:
+    """labels.tsv's rows with absolute paths (symlinks resolved) and a group that a split must keep together."""
+    rows = []
+    with open(corpus_dir / "labels.tsv", newline="") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            path = os.path.realpath(corpus_dir / row["path"])
+            group = path if corpus in GROUP_BY_TRACK or not row.get("group") else row["group"]
+            rows.append({"path": path, "label": row["label"], "group": group})
+    return rows
+
+
+def stratified_cap(rows: list[dict[str, str]], max_files: int, seed: int = 0) -> list[dict[str, str]]:
+    """At most ``max_files`` rows, each label's share as even as its files allow, taken group by group in a seeded
+    order (so a kept prompt or patch keeps its siblings where the quota allows)."""
+    if max_files <= 0 or len(rows) <= max_files:
+        return rows
+    by_label: dict[str, list[dict[str, str]]] = defaultdict(list)
+    groups = sorted({r["group"] for r in rows})
+    rank = {g: i for i, g in enumerate(random.Random(seed).sample(groups, len(groups)))}
+    for row in sorted(rows, key=lambda r: (rank[r["group"]], r["path"])):
+        by_label[row["label"]].append(row)
+    quota, left, chosen = {}, max_files, []
+    for i, (label, items) in enumerate(sorted(by_label.items(), key=lambda kv: len(kv[1]))):
+        quota[label] = min(len(items), left // (len(by_label) - i))  # small labels first; leftovers go on
+        left -= quota[label]
+    for label, items in by_label.items():
+        chosen += items[: quota[label]]
+    return sorted(chosen, key=lambda r: r["path"])
+
+
+def lay_out(rows: list[dict[str, str]], folder: Path) -> Path:
+    """Symlinks ``folder/audio/<label>/<n>__<name>`` to the chosen files and ``folder/labels.tsv`` naming them;
+    returns the audio folder (the workspace's only root)."""
+    audio = folder / "audio"
+    audio.mkdir(parents=True, exist_ok=True)
+    with open(folder / "labels.tsv", "w", newline="") as f:
+        writer = csv.writer(f, delimiter="\t")
+        writer.writerow(["path", "label", "group"])
+        for i, row in enumerate(rows):
+            link = audio / row["label"] / f"{i:05d}__{Path(row['path']).name}"
+            link.parent.mkdir(exist_ok=True)
+            if not link.is_symlink() or os.readlink(link) != row["path"]:
+                link.unlink(missing_ok=True)
+                link.symlink_to(row["path"])
+            writer.writerow([str(link), row["label"], row["group"]])
+    return audio
+
+
+# --- one corpus ----------------------------------------------------------------------------------------------
+
+
+def run_corpus(corpus: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Extract, adopt ``general``, embed and evaluate one corpus; musicnn beside when importable."""
+    from embedtool import pipeline
+    from embedtool.analysis.options import ClassifyOptions, EvaluateOptions
+    from embedtool.features.options import ExtractOptions
+    from embedtool.workspace import Workspace
+
+    rows = stratified_cap(read_rows(args.corpora / corpus, corpus), args.max_files)
+    folder = args.work / (f"{corpus}-n{args.max_files}" if args.max_files else corpus)
+    audio = lay_out(rows, folder)
+    ws = Workspace(folder / "ws")
+    timings: dict[str, float] = {}
+
+    clock = time.perf_counter()
+    extract = pipeline.extract(ws, [audio], options=ExtractOptions(jobs=args.jobs, labels=str(folder / "labels.tsv")))
+    timings["extract_s"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    pipeline.adopt(ws, "general")
+    timings["adopt_s"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    pipeline.embed(ws)
+    timings["embed_s"] = time.perf_counter() - clock
+    log(f"{corpus}: {extract.tracks} files ({extract.total_hours:.2f} h) extracted and embedded")
+
+    options = EvaluateOptions(
+        name="suite",
+        k=(1, K),
+        exclude_same_group=True,
+        robustness=False,
+        untrained_baseline=True,
+        pretrained_baseline="",  # the workspace's own model is the bundled one
+        seed=0,
+    )
+    classify = ClassifyOptions(cv=5, plots=False)
+    clock = time.perf_counter()
+    report = None if args.fresh else reusable_report(ws, options.name)
+    if report is None:
+        report = pipeline.evaluate(ws, options, classify).report
+    else:
+        log(f"{corpus}: embeddings unchanged since the last suite run: evaluation reused (--fresh redoes it)")
+    timings["evaluate_s"] = time.perf_counter() - clock
+    systems = {("general" if name == "embeddings" else name): figures for name, figures in report["systems"].items()}
+
+    notes = list(report.get("notes", []))
+    musicnn, why_not = musicnn_system(ws, options, classify, args)
+    if musicnn is not None:
+        systems["musicnn"] = musicnn
+        timings["musicnn_s"] = musicnn.pop("seconds")
+    else:
+        notes.append(f"no musicnn: {why_not}")
+    labels = Counter(report["labels"])
+    return {
+        "set": "tuning" if corpus in TUNING else "check",
+        "kind": KIND.get(corpus, ""),
+        "workspace": str(ws.root),
+        "files": report["labelled_tracks"],
+        "hours": extract.total_hours,
+        "labels": dict(labels),
+        "groups": len({r["group"] for r in rows}),
+        "failed": extract.failed,
+        "skipped": extract.skipped,
+        "systems": {name: summary(figures) for name, figures in systems.items()},
+        "details": {name: figures for name, figures in systems.items()},
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "notes": notes,
+    }
+
+
+def reusable_report(ws: Any, name: str) -> dict[str, Any] | None:
+    """The workspace's earlier suite report when it evaluated exactly the current embeddings (same export, hence
+    same model, features and labels), else None. Evaluation is deterministic (seeded folds and baselines)."""
+    from embedtool.embedding.store import EmbeddingStore
+
+    path = Path(ws.reports) / name / "report.json"
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    return report if report["inputs"]["embeddings"] == EmbeddingStore(ws.embeddings).fingerprint else None
+
+
+def summary(figures: dict[str, Any]) -> dict[str, float]:
+    return {
+        "macro_f1": figures["classification"]["macro_f1"],
+        "accuracy": figures["classification"]["accuracy"],
+        f"p@{K}": figures["retrieval"].get(f"p@{K}", float("nan")),
+        "p@1": figures["retrieval"].get("p@1", float("nan")),
+    }
+
+
+# --- musicnn ------------------------------------------------------------------------------------------------
+
+
+def musicnn_system(ws: Any, options: Any, classify: Any, args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
+    """musicnn's penultimate layer (MSD model), mean-pooled per file, through evaluate's own scoring; or
+    (None, why not) when the package is missing or fails."""
+    if args.no_musicnn:
+        return None, "left out (--no-musicnn)"
+    try:
+        from musicnn.extractor import extractor
+    except Exception as exc:  # ImportError, or TensorFlow failing to load
+        return None, f"not importable ({type(exc).__name__}: {exc})"
+    import numpy as np
+
+    from embedtool.analysis.classify import LabelledData
+    from embedtool.analysis.evaluate import evaluate_system
+    from embedtool.analysis.options import ClusterOptions
+    from embedtool.embedding.store import EmbeddingStore
+
+    clock = time.perf_counter()
+    store = EmbeddingStore(ws.embeddings)
+    data = LabelledData.from_store(store)
+    paths = {t["track_id"]: t["path"] for t in store.tracks}
+    cache_file = ws.root / "musicnn-msd-penultimate.npz"
+    cache = dict(np.load(cache_file)) if cache_file.is_file() else {}
+    vectors = []
+    for track_id in data.track_ids:
+        if track_id not in cache:
+            _, _, features = extractor(paths[track_id], model="MSD_musicnn", extract_features=True)
+            cache[track_id] = np.asarray(features["penultimate"], dtype=np.float32).mean(axis=0)
+        vectors.append(cache[track_id])
+    np.savez(cache_file, **cache)
+    figures = evaluate_system(
+        data.with_vectors(np.stack(vectors)), options, classify, ClusterOptions(plots=False), None, True
+    )
+    figures.pop("_assignments", None)
+    figures["seconds"] = time.perf_counter() - clock
+    return figures, ""
+
+
+# --- the table -----------------------------------------------------------------------------------------------
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite and len(finite) == len(values) else float("nan")
+
+
+def table(results: dict[str, Any]) -> str:
+    """One row per corpus (tuning first), the systems' macro-F1 then their p@5; a mean row per set."""
+    systems = [s for s in SYSTEMS if any(s in r["systems"] for r in results.values())]
+    head = "| corpus | set | kind | files | labels | " + " | ".join(f"{s} F1" for s in systems)
+    head += " | " + " | ".join(f"{s} p@{K}" for s in systems) + " |"
+    lines = [head, "|" + "---|" * 5 + "---:|" * (2 * len(systems))]
+
+    def cells(get: Any) -> str:
+        values = [get(s, "macro_f1") for s in systems] + [get(s, f"p@{K}") for s in systems]
+        return " | ".join("–" if math.isnan(v) else f"{v:.3f}" for v in values)
+
+    for which in ("tuning", "check"):
+        names = [c for c, r in results.items() if r["set"] == which]
+        for corpus in names:
+            r = results[corpus]
+
+            def one(system: str, metric: str, r: dict[str, Any] = r) -> float:
+                return r["systems"].get(system, {}).get(metric, float("nan"))
+
+            lines.append(f"| {corpus} | {which} | {r['kind']} | {r['files']} | {len(r['labels'])} | {cells(one)} |")
+        if names:
+
+            def mean(system: str, metric: str, names: list[str] = names) -> float:
+                return _mean([results[c]["systems"].get(system, {}).get(metric, float("nan")) for c in names])
+
+            lines.append(f"| **mean, {which} set** ({len(names)}) | {which} | | | | {cells(mean)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpora", type=Path, default=Path(os.environ.get("EMBEDTOOL_CORPORA", CORPORA)))
+    parser.add_argument("--work", type=Path, default=Path("~/.cache/embedtool-bench/suite"))
+    parser.add_argument("--set", choices=("tuning", "check", "all"), default="check", dest="which")
+    parser.add_argument("--only", nargs="*", help="these corpora (any set)")
+    parser.add_argument("--max-files", type=int, default=0, help="at most N files per corpus, stratified (0: all)")
+    parser.add_argument("--jobs", type=int, default=2, help="extraction processes")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--fresh", action="store_true", help="re-evaluate even when the embeddings are unchanged")
+    parser.add_argument("--no-musicnn", action="store_true", help="leave musicnn out even when installed")
+    parser.add_argument("--show", type=Path, nargs="*", help="print the table of earlier results JSON files")
+    args = parser.parse_args()
+    if args.show:
+        for path in args.show:
+            print(table(json.loads(path.read_text())["results"]))
+        return
+    args.corpora, args.work = args.corpora.expanduser(), args.work.expanduser()
+    corpora = args.only or {"tuning": TUNING, "check": CHECK, "all": TUNING + CHECK}[args.which]
+    stamp = timestamp()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    results: dict[str, Any] = {}
+    failed: dict[str, str] = {}
+    started = time.perf_counter()
+    path = result_path("bench_suite", stamp)
+    for corpus in corpora:
+        if not (args.corpora / corpus / "labels.tsv").is_file():
+            log(f"skipping {corpus}: {args.corpora / corpus}/labels.tsv missing (run bench/corpora/fetch {corpus})")
+            continue
+        clock = time.perf_counter()
+        try:
+            results[corpus] = run_corpus(corpus, args)
+        except Exception as exc:  # one corpus failing must not lose the others' figures
+            failed[corpus] = f"{type(exc).__name__}: {exc}"
+            log(f"{corpus}: FAILED: {failed[corpus]}")
+            continue
+        log(f"{corpus}: done in {time.perf_counter() - clock:.0f} s")
+        write_json(  # after each corpus, so an interrupted run keeps what it measured
+            path,
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "seconds": round(time.perf_counter() - started, 1),
+                "results": results,
+                "failed": failed,
+            },
+            default=str,
+        )
+    print()
+    print(table(results))
+    for corpus, why in failed.items():
+        print(f"{corpus}: failed: {why}")
+    print(f"\nresults: {path}")
+
+
+if __name__ == "__main__":
+    main()
