@@ -85,6 +85,21 @@ def test_streaming_resampler_equals_whole_signal_resample(orig: int, new: int) -
     np.testing.assert_allclose(streamed, whole, atol=5e-5)  # float32 sums in another order
 
 
+def test_an_odd_sample_rate_resamples_without_a_giant_kernel(tmp_path: Path) -> None:
+    """22302 Hz -> 16 kHz reduces to 8000/11151: torchaudio's kernel would be 8000 x 11169 taps (GBs to build);
+    the polyphase fallback keeps pitch, length, and streamed == whole."""
+    resampler = StreamingResampler(22302, 16000)
+    assert resampler._resample is None  # no torchaudio kernel was built
+    path = write_tone(tmp_path / "odd.wav", freq=1000.0, seconds=1.5, sr=22302, amplitude=0.5)
+    audio = decode_file(path, 16000)
+    assert len(audio.samples) == 24000
+    assert dominant_frequency(audio.samples, 16000) == pytest.approx(1000.0, abs=3)
+    x = np.random.default_rng(3).standard_normal(22302 * 3).astype(np.float32)
+    parts = [resampler.push(x[i : i + 7001]) for i in range(0, len(x), 7001)] + [resampler.finish()]
+    whole = StreamingResampler(22302, 16000)
+    np.testing.assert_allclose(np.concatenate(parts), np.concatenate([whole.push(x), whole.finish()]), atol=1e-6)
+
+
 def test_stream_audio_blocks_concatenate_to_decode_file(tmp_path: Path) -> None:
     x = np.random.default_rng(2).uniform(-0.5, 0.5, 44100 * 3).astype(np.float32)
     path = write_signal(tmp_path / "n.flac", x, 44100)

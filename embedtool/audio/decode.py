@@ -53,6 +53,9 @@ class DecodedAudio:
         return AudioInfo(self.native_sample_rate, self.channels, self.duration_s)
 
 
+MAX_KERNEL_PHASES = 2048  # torchaudio's kernel holds new x (orig + 2 width) taps: keep it to a few MB
+
+
 class StreamingResampler:
     """Resample a signal pushed in blocks so that the output equals resampling it in one piece.
 
@@ -60,14 +63,20 @@ class StreamingResampler:
     Each call resamples the unconsumed input plus ``margin`` samples of context on both sides, starting at a
     multiple of ``orig / gcd`` so output indices line up, and keeps only outputs whose whole filter support lay
     inside the chunk; the file's own edges see the same zero padding as a whole-file call.
+
+    An odd rate (a 22302 Hz sample, 16000/22302 = 8000/11151) would make torchaudio's kernel ``new x orig`` taps,
+    gigabytes; above ``MAX_KERNEL_PHASES`` phases scipy's ``resample_poly`` (a Kaiser-windowed FIR applied
+    polyphase, whose memory does not grow with the ratio) resamples instead, on the same output grid.
     """
 
     def __init__(self, orig_sr: int, new_sr: int):
         g = math.gcd(int(orig_sr), int(new_sr))
         self.orig, self.new = int(orig_sr) // g, int(new_sr) // g
         self.identity = self.orig == self.new
+        self._odd_ratio = max(self.orig, self.new) > MAX_KERNEL_PHASES
         # One cached kernel (torchaudio.transforms.Resample), default sinc/Hann, 6 zero crossings, rolloff 0.99.
-        self._resample = None if self.identity else torchaudio.transforms.Resample(orig_sr, new_sr)
+        plain = self.identity or self._odd_ratio
+        self._resample = None if plain else torchaudio.transforms.Resample(orig_sr, new_sr)
         self._groups = _phase_groups(self._resample) if self._resample is not None and self.new >= 16 else None
         width = math.ceil(6 * self.orig / (min(self.orig, self.new) * 0.99))
         self.margin = self.orig * (math.ceil((2 * width + self.orig) / self.orig) + 1)
@@ -76,6 +85,10 @@ class StreamingResampler:
         self._done = 0  # input index up to which output has been emitted (a multiple of self.orig)
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
+        if self._odd_ratio:
+            from scipy.signal import resample_poly
+
+            return resample_poly(chunk, self.new, self.orig).astype(np.float32)
         with torch.inference_mode():
             x = torch.from_numpy(chunk)
             if self._groups is None:
