@@ -172,7 +172,7 @@ def main() -> None:
                 emb_s = time.perf_counter() - t1
                 t1 = time.perf_counter()
                 hashes, frames = mel_landmarks(mel, fps, fp_settings)
-                fp = fp_index.match(hashes, frames, top=6, exclude_track=pos if impostor else None)
+                fp = fp_index.match(hashes, frames, length, top=6, exclude_track=pos if impostor else None)
                 fp_s = time.perf_counter() - t1
                 searcher.fingerprints = fp_index  # what `neighbours --mode identify` answers
                 both = searcher.query_mel(mel, mode="identify", k=5, exclude_track=exclude)
@@ -187,7 +187,11 @@ def main() -> None:
                         "emb_accepted": not emb.no_match,
                         "fp_top1": fp_top == t["track_id"],
                         "fp_accepted": fp.accepted,
-                        "fp_hits": [h.hits for h in fp.ranked[:2]],
+                        "fp_hits": [h.hits for h in fp.ranked[:3]],
+                        "path": t["path"],
+                        "emb_track": emb_top,
+                        "emb_confidence": emb.confidence,
+                        "fp_track": fp_top,
                         "fp_landmarks": fp.landmarks,
                         "combined_top1": (both.best.track_id if both.best else None) == t["track_id"],
                         "combined_accepted": not both.no_match,
@@ -224,6 +228,13 @@ def main() -> None:
             f"{s['length_s']:6g} {s['system']:>12} {s['queries']:7d} {s['top1']:7.1%} "
             f"{s['correct_and_accepted']:11.1%} {imp:>8} {ms:>6}"
         )
+    # Impostors answered with a track, by name: another version of the same piece (a remaster, a loop) is a
+    # fair answer; anything else is a false accept.
+    names = {t["track_id"]: Path(t["path"]).name for t in tracks}
+    for r in rows:
+        if r["impostor"] and r["combined_accepted"]:
+            answer = r["fp_track"] if r["fp_accepted"] else r["emb_track"]
+            print(f"impostor {r['length_s']:g} s {Path(r['path']).name} -> {names.get(answer)}")
     out = result_path(f"bench_identify_real-{args.corpus.resolve().name}", timestamp())
     write_json(out, {"argv": sys.argv, "summary": summary, "queries": rows})
     print(f"written {out}")

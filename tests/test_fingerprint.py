@@ -61,7 +61,7 @@ def test_noisy_excerpt_finds_its_track_and_offset(library):
     noisy = excerpt + babble * np.sqrt(np.mean(excerpt**2) / np.mean(babble**2) / 10**0.6)
     noisy += rng.normal(0, 0.01, len(noisy)).astype(np.float32)
     hashes, frames = mel_landmarks(mel_of(noisy), FPS, index.settings)
-    match = index.match(hashes, frames)
+    match = index.match(hashes, frames, 3.0)
     assert match.accepted
     best = match.ranked[0]
     assert best.track == 2
@@ -73,8 +73,8 @@ def test_audio_from_elsewhere_is_not_accepted(library):
     _, index = library
     hashes, frames = mel_landmarks(mel_of(melody(5.0, 1234)), FPS, index.settings)
     assert len(hashes) > 100
-    assert not index.match(hashes, frames).accepted
-    empty = index.match(np.zeros(0, np.uint32), np.zeros(0, np.int64))
+    assert not index.match(hashes, frames, 5.0).accepted
+    empty = index.match(np.zeros(0, np.uint32), np.zeros(0, np.int64), 1.0)
     assert not empty.accepted and empty.ranked == []
 
 
@@ -84,5 +84,5 @@ def test_saved_index_answers_alike(library, tmp_path):
     assert all(p.is_file() for p in paths)
     loaded = FingerprintIndex.load(tmp_path, index.settings)
     hashes, frames = mel_landmarks(mel_of(tracks[1][5 * SR : 8 * SR]), FPS, index.settings)
-    assert loaded.match(hashes, frames).ranked == index.match(hashes, frames).ranked
-    assert loaded.match(hashes, frames).ranked[0].track == 1
+    assert loaded.match(hashes, frames, 3.0).ranked == index.match(hashes, frames, 3.0).ranked
+    assert loaded.match(hashes, frames, 3.0).ranked[0].track == 1

@@ -20,8 +20,10 @@ second decode:
    landmarks, matters: a note or chord the query shares with another recording aligns all of its own peak
    pairs at once, but only at one moment; the right recording agrees all along.
 
-The decision (``accept``) asks for at least ``min_hits`` supporting moments and a margin over the runner-up
-track: unrelated audio almost never agrees at ``min_hits`` moments on one alignment
+The decision (``accept``) asks for a support that grows with the query's length (``hits_per_second``, between
+``min_hits`` and ``max_min_hits``) and a ``margin`` over the runner-up track: unrelated audio almost never
+agrees at that many moments on one alignment. The settings were chosen on the tuning corpus (music-dev, speech
+babble at 10 dB then mp3 at 128 kbit/s) and measured once on the check corpus
 (``bench/bench_identify_real.py`` measures true and impostor support on real degradations).
 """
 
@@ -47,7 +49,7 @@ MAX_DF_BANDS = 15
 MAX_DT_FRAMES = 126
 DT_STEP_FRAMES = 2  # time differences quantised: a peak's frame jitters by one under noise
 OFFSET_BIN_FRAMES = 4  # alignment bins of the vote
-SUPPORT_BIN_FRAMES = 10  # an alignment's support: the distinct query moments (of this many frames) that agree
+SUPPORT_BIN_FRAMES = 5  # an alignment's support: the distinct query moments (of this many frames) that agree
 MAX_LOOKAHEAD = 24  # peaks after the anchor examined for its fan-out
 FILES = ("fingerprint_hashes.npy", "fingerprint_tracks.npy", "fingerprint_frames.npy")
 BYTES_PER_LANDMARK = 12  # hash, track, frame: 4 bytes each
@@ -55,10 +57,12 @@ BYTES_PER_LANDMARK = 12  # hash, track, frame: 4 bytes each
 
 @dataclass(frozen=True)
 class FingerprintSettings:
-    peaks_per_second: int = 20
-    fan_out: int = 6
-    min_hits: int = 6  # distinct aligned moments a match needs at least
-    margin: float = 2.0  # ... and this many times the runner-up's count
+    peaks_per_second: int = 30
+    fan_out: int = 8
+    min_hits: int = 6  # distinct aligned moments a match needs at least, ...
+    hits_per_second: float = 4.0  # ... more for a longer query: this many per second of it, ...
+    max_min_hits: int = 20  # ... up to this many (a long recording may hold the track only in part)
+    margin: float = 1.5  # and this many times the runner-up track's support
     max_postings: int = 4000  # a hash this common (silence, a drone) says nothing and is skipped
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,12 +131,17 @@ def mel_landmarks(
     return landmarks(frames, bands, mel.shape[1], settings.fan_out)
 
 
-def accept(ranked: list[TrackHits], settings: FingerprintSettings) -> bool:
-    """Enough aligned landmarks, and clearly more than the runner-up track has."""
+def required_support(settings: FingerprintSettings, duration_s: float) -> int:
+    """The support a match of a query this long needs (see the module doc)."""
+    return int(np.clip(round(settings.hits_per_second * duration_s), settings.min_hits, settings.max_min_hits))
+
+
+def accept(ranked: list[TrackHits], settings: FingerprintSettings, duration_s: float) -> bool:
+    """Enough aligned moments for the query's length, and clearly more than the runner-up track has."""
     if not ranked:
         return False
     runner_up = ranked[1].hits if len(ranked) > 1 else 0
-    return ranked[0].hits >= settings.min_hits and ranked[0].hits >= settings.margin * runner_up
+    return ranked[0].hits >= required_support(settings, duration_s) and ranked[0].hits >= settings.margin * runner_up
 
 
 def fingerprint_library(
@@ -196,7 +205,12 @@ class FingerprintIndex:
         return len(self.hashes)
 
     def match(
-        self, hashes: np.ndarray, frames: np.ndarray, top: int = 5, exclude_track: int | None = None
+        self,
+        hashes: np.ndarray,
+        frames: np.ndarray,
+        duration_s: float,
+        top: int = 5,
+        exclude_track: int | None = None,
     ) -> FingerprintMatch:
         """Rank library tracks by landmarks that agree on one alignment with the query's (``exclude_track``: a
         track position left out, as if the library did not hold it)."""
@@ -235,4 +249,4 @@ class FingerprintIndex:
             if t not in best or support > best[t].hits:
                 best[t] = TrackHits(t, support, (int(keys[i] & 0xFFFFFFFF) - (1 << 31)) * OFFSET_BIN_FRAMES)
         ranked = sorted(best.values(), key=lambda h: -h.hits)[:top]
-        return FingerprintMatch(ranked, len(hashes), accept(ranked, s))
+        return FingerprintMatch(ranked, len(hashes), accept(ranked, s, duration_s))

@@ -312,7 +312,7 @@ class Searcher:
         fps = self.settings.frames_per_second
         hashes, frames = mel_landmarks(mel, fps, self.fingerprints.settings)
         exclude = self._track_pos.get(exclude_track) if exclude_track is not None else None
-        found = self.fingerprints.match(hashes, frames, exclude_track=exclude)
+        found = self.fingerprints.match(hashes, frames, duration_s, exclude_track=exclude)
         result.timings["fingerprints"] = time.perf_counter() - t0
         result.fingerprint_hits = found.ranked[0].hits if found.ranked else 0
         if not found.accepted:

@@ -61,8 +61,10 @@ function renderResults(list, answer, queryFile) {
 function describe(answer, what) {
   let text = `${answer.mode} for ${what}: ${answer.query.duration_s.toFixed(1)} s, ${answer.query.windows} windows`;
   if (answer.mode === "identify") {
-    text += answer.no_match ? " — no match above the calibrated threshold; the closest candidates:"
-      : ` — identified (confidence ${answer.confidence.toFixed(2)}, threshold ${Number(answer.threshold).toFixed(2)})`;
+    if (answer.no_match) text += " — no match above the calibrated threshold; the closest candidates:";
+    else if (answer.decided_by === "fingerprint")
+      text += ` — identified by fingerprint (landmarks agree at ${answer.fingerprint_hits} moments)`;
+    else text += ` — identified (confidence ${answer.confidence.toFixed(2)}, threshold ${Number(answer.threshold).toFixed(2)})`;
   }
   return text;
 }
