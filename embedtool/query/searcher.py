@@ -303,8 +303,10 @@ class Searcher:
         self, result: QueryResult, mel: np.ndarray, duration_s: float, exclude_track: str | None
     ) -> None:
         """Let the landmark fingerprints decide an identify query when they find its track: it goes first, with
-        the time range the landmarks aligned on, and the answer is accepted. Otherwise the embeddings' decision
-        stands."""
+        the time range the landmarks aligned on, and the answer is accepted. Otherwise the embeddings' answer
+        stands only where the fingerprints' best track is the same one: two independent views agreeing (on the
+        tuning corpus this kept every true accept of the embeddings and none of their false ones,
+        docs/decisions/0010-landmark-fingerprints.md)."""
         result.decided_by = "embedding"
         if self.fingerprints is None:
             return
@@ -316,6 +318,9 @@ class Searcher:
         result.timings["fingerprints"] = time.perf_counter() - t0
         result.fingerprint_hits = found.ranked[0].hits if found.ranked else 0
         if not found.accepted:
+            fingerprint_best = self.tables.tracks[found.ranked[0].track]["track_id"] if found.ranked else None
+            if found.ranked and result.best is not None and result.best.track_id != fingerprint_best:
+                result.no_match = True  # the two views disagree: not sure enough to name a track
             return
         best = found.ranked[0]
         track = self.tables.tracks[best.track]
