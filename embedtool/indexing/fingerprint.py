@@ -22,9 +22,10 @@ second decode:
 
 The decision (``accept``) asks for a support that grows with the query's length (``hits_per_second``, between
 ``min_hits`` and ``max_min_hits``) and a ``margin`` over the runner-up track: unrelated audio almost never
-agrees at that many moments on one alignment. The settings were chosen on the tuning corpus (music-dev, speech
-babble at 10 dB then mp3 at 128 kbit/s) and measured once on the check corpus
-(``bench/bench_identify_real.py`` measures true and impostor support on real degradations).
+agrees at that many moments on one alignment. When the embeddings rank the same track first, a smaller margin
+(``agreement_margin``) suffices. The settings were chosen on the tuning corpus (music-dev, speech babble at
+10 dB then mp3 at 128 kbit/s) and measured on the check corpus (``bench/bench_identify_real.py``;
+docs/decisions/0010-landmark-fingerprints.md).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class FingerprintSettings:
     min_hits: int = 6  # distinct aligned moments a match needs at least, ...
     hits_per_second: float = 4.0  # ... more for a longer query: this many per second of it, ...
     max_min_hits: int = 20  # ... up to this many (a long recording may hold the track only in part)
-    margin: float = 1.5  # and this many times the runner-up track's support
+    margin: float = 1.5  # and this many times the runner-up track's support,
+    agreement_margin: float = 1.2  # or this many when the embeddings rank the same track first
     max_postings: int = 4000  # a hash this common (silence, a drone) says nothing and is skipped
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,12 +138,14 @@ def required_support(settings: FingerprintSettings, duration_s: float) -> int:
     return int(np.clip(round(settings.hits_per_second * duration_s), settings.min_hits, settings.max_min_hits))
 
 
-def accept(ranked: list[TrackHits], settings: FingerprintSettings, duration_s: float) -> bool:
-    """Enough aligned moments for the query's length, and clearly more than the runner-up track has."""
+def accept(ranked: list[TrackHits], settings: FingerprintSettings, duration_s: float, agreed: bool = False) -> bool:
+    """Enough aligned moments for the query's length, and clearly more than the runner-up track has (less clearly
+    when an independent view, the embeddings, ranks the same track first: ``agreed``)."""
     if not ranked:
         return False
     runner_up = ranked[1].hits if len(ranked) > 1 else 0
-    return ranked[0].hits >= required_support(settings, duration_s) and ranked[0].hits >= settings.margin * runner_up
+    margin = settings.agreement_margin if agreed else settings.margin
+    return ranked[0].hits >= required_support(settings, duration_s) and ranked[0].hits >= margin * runner_up
 
 
 def fingerprint_library(

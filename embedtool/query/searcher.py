@@ -32,7 +32,7 @@ from embedtool.config import settings_dict
 from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.features.frontend import featurise_query, featurise_samples
 from embedtool.features.windows import crop_many, silence_floor, window_starts
-from embedtool.indexing.fingerprint import FingerprintIndex, mel_landmarks
+from embedtool.indexing.fingerprint import FingerprintIndex, accept, mel_landmarks
 from embedtool.indexing.search import VectorIndex
 from embedtool.indexing.store import IdTables, IndexStore
 from embedtool.query.decision import STATISTIC, match_confidence, threshold_for
@@ -303,9 +303,10 @@ class Searcher:
         self, result: QueryResult, mel: np.ndarray, duration_s: float, exclude_track: str | None
     ) -> None:
         """Let the landmark fingerprints decide an identify query when they find its track: it goes first, with
-        the time range the landmarks aligned on, and the answer is accepted. Otherwise the embeddings' answer
-        stands only where the fingerprints' best track is the same one: two independent views agreeing (on the
-        tuning corpus this kept every true accept of the embeddings and none of their false ones,
+        the time range the landmarks aligned on, and the answer is accepted; where the embeddings rank the same
+        track first, a smaller fingerprint margin suffices. Otherwise the embeddings' answer stands only where the
+        fingerprints' best track is the same one: two independent views agreeing (on the tuning corpus this kept
+        every true accept of the embeddings and none of their false ones;
         docs/decisions/0010-landmark-fingerprints.md)."""
         result.decided_by = "embedding"
         if self.fingerprints is None:
@@ -317,9 +318,10 @@ class Searcher:
         found = self.fingerprints.match(hashes, frames, duration_s, exclude_track=exclude)
         result.timings["fingerprints"] = time.perf_counter() - t0
         result.fingerprint_hits = found.ranked[0].hits if found.ranked else 0
-        if not found.accepted:
-            fingerprint_best = self.tables.tracks[found.ranked[0].track]["track_id"] if found.ranked else None
-            if found.ranked and result.best is not None and result.best.track_id != fingerprint_best:
+        fingerprint_best = self.tables.tracks[found.ranked[0].track]["track_id"] if found.ranked else None
+        agreed = result.best is not None and result.best.track_id == fingerprint_best
+        if not (found.accepted or accept(found.ranked, self.fingerprints.settings, duration_s, agreed=agreed)):
+            if found.ranked and not agreed:
                 result.no_match = True  # the two views disagree: not sure enough to name a track
             return
         best = found.ranked[0]
