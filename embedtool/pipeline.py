@@ -25,7 +25,7 @@ from embedtool.analysis.classify import ClassifyResult, FilePrediction, predict_
 from embedtool.analysis.cluster import ClusterResult, run_cluster
 from embedtool.analysis.evaluate import EvaluateResult, run_evaluate
 from embedtool.analysis.options import ClassifyOptions, ClusterOptions, EvaluateOptions
-from embedtool.artefacts import staged_dir
+from embedtool.artefacts import check_free_space, staged_dir
 from embedtool.audio.settings import FeatureSettings
 from embedtool.embedding.export import (
     EmbedReport,
@@ -42,7 +42,7 @@ from embedtool.errors import MissingArtefactError
 from embedtool.features.extract import ExtractProgress, ExtractReport, run_extract
 from embedtool.features.options import ExtractOptions
 from embedtool.features.store import FeatureStore
-from embedtool.indexing.build import build_index, copy_id_tables, write_index_files
+from embedtool.indexing.build import build_index, copy_id_tables, index_bytes, write_index_files
 from embedtool.indexing.fingerprint import FingerprintSettings, fingerprint_library
 from embedtool.indexing.options import IndexOptions
 from embedtool.indexing.store import SEGMENT_TABLE, TRACK_TABLE, IdTables
@@ -167,6 +167,7 @@ def index(
         report = export_embeddings(workspace.features, encoder, workspace.embeddings, embed_options, progress)
         export = {**report.to_dict(), "why": stale}
     store = EmbeddingStore(workspace.embeddings)
+    check_free_space(workspace.index.parent, index_bytes(store, options), "the index")
 
     segments = build_index(store.segment_vectors(), options, progress, "segment index")
     tracks = build_index(store.track_vectors(), options, progress, "track index")

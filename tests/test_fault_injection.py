@@ -296,6 +296,24 @@ def test_extract_refuses_to_start_without_the_space_it_needs(tmp_path: Path, mon
     assert not list((tmp_path / "ws").rglob("*.npy"))
 
 
+@pytest.mark.parametrize("command", ["embed", "index"])
+def test_embed_and_index_refuse_to_start_without_the_space_they_need(
+    command: str, trained_workspace_copy: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = trained_workspace_copy
+    folder = ws.embeddings if command == "embed" else ws.index
+    before = sorted(p.name for p in folder.iterdir())
+    usage = shutil.disk_usage(ws.root)
+    monkeypatch.setattr(artefacts.shutil, "disk_usage", lambda path: usage._replace(free=1_000))
+    args = ("embed", "--full") if command == "embed" else ("index",)
+    result = run_cli("-w", ws.root, "-q", *args)
+    output = flat(result.output)
+    assert result.exit_code == 1 and "Traceback" not in output, output
+    what = "the embeddings" if command == "embed" else "the index"
+    assert re.search(rf"Not enough free space for {what}: about [\d.,]+ MB to write .* 0.0 MB free", output), output
+    assert sorted(p.name for p in folder.iterdir()) == before  # nothing written, nothing removed
+
+
 # --- two runs on one workspace ------------------------------------------------------------------------------
 
 

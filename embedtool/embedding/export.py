@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedtool.artefacts import fingerprint_of, staged_dir
+from embedtool.artefacts import check_free_space, fingerprint_of, staged_dir
 from embedtool.config import settings_dict
 from embedtool.embedding.options import EmbedOptions
 from embedtool.embedding.pooling import pool_descriptors
@@ -153,6 +153,7 @@ def export_embeddings(
         )
 
     to_embed = [t for t in wanted if t["track_id"] not in reusable]
+    check_free_space(embeddings_dir.parent, export_bytes(features, encoder, hop_frames), "the embeddings")
     embedded = _embed_tracks(features, encoder, to_embed, hop_frames, options.batch_size, progress)
     old_vectors = previous.segment_vectors() if previous is not None and reusable else None
     old_descriptors = previous.track_descriptors() if previous is not None and reusable else None
@@ -186,6 +187,16 @@ def export_embeddings(
         device=device,
         fingerprint=meta.fingerprint,
     )
+
+
+SEGMENT_ROW_BYTES = 96  # a segment's row in the tables (ids, times) beside its vector, generously
+
+
+def export_bytes(features: FeatureStore, encoder: Encoder, hop_frames: int) -> int:
+    """About how much an export of ``features`` writes: every segment's float32 vector and table row (the whole
+    export is written anew, reused vectors included), and each track's descriptor."""
+    segments = sum(max(0, int(t["frames"]) - 1) // hop_frames + 1 for t in features.tracks)
+    return segments * (4 * int(encoder.embedding_dim) + SEGMENT_ROW_BYTES) + len(features) * 4 * encoder.descriptor_dim
 
 
 # The export settings that decide where segments start and what a window holds: vectors made with other values

@@ -236,6 +236,22 @@ def measure_latency(index: VectorIndex, queries: np.ndarray, k: int) -> float:
 # --- the artefact ----------------------------------------------------------------------------------------------
 
 
+def index_bytes(store: EmbeddingStore, options: IndexOptions) -> int:
+    """About how much ``embedtool index`` writes: both indexes (raw float32 vectors, or ~72 bytes a vector when
+    they go to IVF-PQ), the copied id tables, and the fingerprints unless they are off."""
+    from embedtool.embedding.store import SEGMENT_TABLE as STORE_SEGMENTS
+    from embedtool.embedding.store import TRACK_TABLE as STORE_TRACKS
+    from embedtool.indexing.fingerprint import FingerprintSettings
+
+    n = store.n_segments + len(store)
+    raw = n * store.dim * 4
+    compressed = options.kind == "ivf-pq" or (options.kind == "auto" and raw > options.memory_budget_mb * 2**20)
+    tables = sum((store.directory / name).stat().st_size for name in (STORE_SEGMENTS, STORE_TRACKS))
+    audio_s = sum(float(t["duration_s"]) for t in store.tracks)
+    fingerprints = 0 if options.fingerprints == "off" else FingerprintSettings().estimated_bytes(audio_s)
+    return (n * 72 if compressed else raw) + tables + fingerprints
+
+
 def copy_id_tables(store: EmbeddingStore, stage: Path) -> None:
     """The embeddings' segment and track tables, copied beside the indexes (their rows are the index ids)."""
     from embedtool.embedding.store import SEGMENT_TABLE as STORE_SEGMENTS
