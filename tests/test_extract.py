@@ -310,6 +310,10 @@ INTERRUPT_DRIVER = """
 import os, signal, sys
 from embedtool.features import extract
 
+# Python leaves SIGINT ignored when it starts with it ignored (a background job of a non-interactive shell, as
+# `nohup ... &` runs CI): restore Ctrl-C's usual handler so the test sees what a terminal user sees.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 notify = extract._notify
 
 def interrupt_after_two(progress, state):  # a real SIGINT, as Ctrl-C sends, once two files are done
