@@ -57,7 +57,7 @@ def main_callback(
         envvar="EMBEDTOOL_WORKSPACE",
     ),
     config: Path | None = typer.Option(
-        None, "--config", "-c", help="Configuration file (default: ./embedtool.yaml when present)."
+        None, "--config", "-c", help="Configuration file (default: embedtool.yaml here or in the nearest folder above)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     version: bool = typer.Option(

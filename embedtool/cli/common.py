@@ -46,12 +46,16 @@ def init_context(ctx: typer.Context, workspace: Path | None, config_path: Path |
         fail(exc)
 
 
-def app_context(ctx: typer.Context) -> AppContext:
-    """The global context; commands invoked without the callback (tests) get one from the cwd."""
+def app_context(ctx: typer.Context, existing: bool = True) -> AppContext:
+    """The global context; commands invoked without the callback (tests) get one from the cwd. With
+    ``existing`` (every command but those that make a workspace or need none), a workspace that does not exist or
+    holds no artefact is an error naming its path (exit 4), not an empty library."""
     root = ctx.find_root()
     if root.obj is None:
         config = load_project_config()
         root.obj = AppContext(config=config, workspace=Workspace.resolve(None, config))
+    if existing:
+        root.obj.workspace.require()
     return root.obj
 
 

@@ -17,7 +17,7 @@ def show_config(
     preset: str | None = typer.Option(None, "--preset", help="Show this preset's values (default, thesis, tile2vec)."),
 ) -> None:
     """Print every option of every stage with its effective value; the output is a valid embedtool.yaml."""
-    actx = app_context(ctx)
+    actx = app_context(ctx, existing=False)
     overrides = {"preset": preset} if preset else {}
     data: dict[str, object] = {"workspace": str(actx.workspace.root)}
     if preset or actx.config.preset:

@@ -68,7 +68,7 @@ def extract(
     """
     from embedtool import pipeline  # deferred: `embedtool --help` must not import torch
 
-    actx = app_context(ctx)
+    actx = app_context(ctx, existing=False)  # extract makes the workspace
     settings = actx.config.settings("features", {"preset": preset, "sample_rate": sample_rate, "n_mels": n_mels})
     options = actx.config.settings(
         "extract",
