@@ -18,7 +18,9 @@ app = typer.Typer(
         "`embedtool neighbours song.mp3`."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    rich_markup_mode="markdown",  # help paragraphs are re-flowed to the terminal, `code` is shown as code
+    context_settings={"show_default": True},
     pretty_exceptions_show_locals=False,
 )
 

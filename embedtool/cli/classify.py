@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import typer
 from rich.table import Table
@@ -12,6 +12,7 @@ from embedtool.cli.app import app
 from embedtool.cli.common import (
     app_context,
     console,
+    default_of,
     err_console,
     handle_errors,
     make_progress,
@@ -23,22 +24,40 @@ if TYPE_CHECKING:
     from embedtool.analysis.classify import FilePrediction
 
 
-@app.command()
+@app.command(
+    epilog="Examples: `embedtool classify --cv 5` (train and report), `embedtool classify new/*.wav --format csv`"
+)
 @handle_errors
 def classify(
     ctx: typer.Context,
     queries: list[Path] | None = typer.Argument(
         None, metavar="QUERY", help="Audio files to label (omit to train the classifier)."
     ),
-    level: str | None = typer.Option(None, "--level", help="Train on 'track' or 'segment' embeddings."),
-    features: str | None = typer.Option(
-        None, "--features", help="Track level: classify 'descriptors' (default) or 'embeddings'."
+    level: Literal["track", "segment"] | None = typer.Option(
+        None, "--level", help="Train on track or segment embeddings.", show_default=default_of("classify", "level")
     ),
-    cv: int | None = typer.Option(None, "--cv", help="Grouped stratified N-fold CV instead of the persisted split."),
+    features: Literal["descriptors", "embeddings"] | None = typer.Option(
+        None,
+        "--features",
+        help="Track level: what the classifier reads.",
+        show_default=default_of("classify", "features"),
+    ),
+    cv: int | None = typer.Option(
+        None,
+        "--cv",
+        help="Grouped stratified N-fold CV instead of the persisted split (0: the split).",
+        show_default=default_of("classify", "cv"),
+    ),
     c: str | None = typer.Option(
-        None, "--C", help="Inverse regularisation strength of the logistic regression, or 'auto' (inner grouped CV)."
+        None,
+        "--c",
+        help="Inverse regularisation strength of the logistic regression, or 'auto' (inner grouped CV).",
+        show_default=default_of("classify", "C"),
     ),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of the folds and the solver."),
+    c_old: str | None = typer.Option(None, "--C", hidden=True, help="The old spelling of --c."),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed of the folds and the solver.", show_default=default_of("classify", "seed")
+    ),
     segments: bool = typer.Option(False, "--segments", help="With QUERY files: a prediction per segment too."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -67,7 +86,9 @@ def classify(
 
     from embedtool import pipeline
 
-    options = actx.config.settings("classify", {"level": level, "features": features, "cv": cv, "C": c, "seed": seed})
+    options = actx.config.settings(
+        "classify", {"level": level, "features": features, "cv": cv, "C": c if c is not None else c_old, "seed": seed}
+    )
     with make_progress(actx.quiet or as_json) as progress:
         result = pipeline.classify(ws, options, stage_progress(progress))
     ev = result.evaluation

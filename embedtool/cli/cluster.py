@@ -2,23 +2,49 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import typer
 from rich.table import Table
 
 from embedtool.cli.app import app
-from embedtool.cli.common import app_context, console, handle_errors, make_progress, print_json, stage_progress
+from embedtool.cli.common import (
+    app_context,
+    console,
+    default_of,
+    handle_errors,
+    make_progress,
+    print_json,
+    stage_progress,
+)
 
 
-@app.command()
+@app.command(epilog="Example: `embedtool cluster -k auto --k-max 12 --format csv > clusters.csv`")
 @handle_errors
 def cluster(
     ctx: typer.Context,
-    k: str | None = typer.Option(None, "-k", "--k", help="Number of clusters, or 'auto' (best silhouette)."),
-    k_min: int | None = typer.Option(None, "--k-min", help="Smallest k tried by -k auto."),
-    k_max: int | None = typer.Option(None, "--k-max", help="Largest k tried by -k auto."),
-    level: str | None = typer.Option(None, "--level", help="Cluster 'track' or 'segment' embeddings."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of k-Means and the map."),
-    exemplars: int | None = typer.Option(None, "--exemplars", help="Exemplars listed per cluster."),
+    k: str | None = typer.Option(
+        None,
+        "-k",
+        "--k",
+        help="Number of clusters, or 'auto' (best silhouette).",
+        show_default=default_of("cluster", "k"),
+    ),
+    k_min: int | None = typer.Option(
+        None, "--k-min", help="Smallest k tried by -k auto.", show_default=default_of("cluster", "k_min")
+    ),
+    k_max: int | None = typer.Option(
+        None, "--k-max", help="Largest k tried by -k auto.", show_default=default_of("cluster", "k_max")
+    ),
+    level: Literal["track", "segment"] | None = typer.Option(
+        None, "--level", help="Cluster track or segment embeddings.", show_default=default_of("cluster", "level")
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed of k-Means and the map.", show_default=default_of("cluster", "seed")
+    ),
+    exemplars: int | None = typer.Option(
+        None, "--exemplars", help="Exemplars listed per cluster.", show_default=default_of("cluster", "exemplars")
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Group the library into k-Means clusters; writes assignments, centroids, exemplars and map.png."""

@@ -46,6 +46,16 @@ def init_context(ctx: typer.Context, workspace: Path | None, config_path: Path |
         fail(exc)
 
 
+def default_of(section: str, key: str) -> str:
+    """What an option left unset means: the section's built-in default (``embedtool.yaml`` may set another), for
+    ``show_default`` in ``--help``. Reads only the section's options dataclass (no torch)."""
+    from embedtool.config import section_class
+
+    cls = section_class(section)
+    value = getattr(cls.from_preset("default") if hasattr(cls, "from_preset") else cls(), key)
+    return "none" if value in ("", None) else str(value)
+
+
 def app_context(ctx: typer.Context, existing: bool = True) -> AppContext:
     """The global context; commands invoked without the callback (tests) get one from the cwd. With
     ``existing`` (every command but those that make a workspace or need none), a workspace that does not exist or

@@ -9,7 +9,7 @@ from embedtool.cli.app import app
 from embedtool.cli.common import app_context, console, handle_errors, human_bytes, print_json
 
 
-@app.command()
+@app.command(epilog="Example: `embedtool info --json`, or `embedtool -w ~/lib-ws info` for another workspace")
 @handle_errors
 def info(
     ctx: typer.Context,

@@ -11,13 +11,13 @@ import csv
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
 from rich.table import Table
 
 from embedtool.cli.app import app
-from embedtool.cli.common import app_context, console, err_console, handle_errors, print_json
+from embedtool.cli.common import app_context, console, default_of, err_console, handle_errors, print_json
 from embedtool.errors import EmbedtoolError, InputError, NoMatchError
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ COLUMNS = (
 )  # fmt: skip
 
 
-@app.command()
+@app.command(epilog="Example: `embedtool neighbours song.mp3 queries/ --mode identify -k 3 --format csv > matches.csv`")
 @handle_errors
 def neighbours(
     ctx: typer.Context,
@@ -42,11 +42,21 @@ def neighbours(
         show_default=False,
     ),
     query_list: Path | None = typer.Option(None, "--list", help="A file of queries, one per line."),
-    mode: str | None = typer.Option(None, "--mode", "-m", help="similar (default) or identify."),
-    k: int | None = typer.Option(None, "-k", "--k", help="Number of tracks to return."),
+    mode: Literal["similar", "identify"] | None = typer.Option(
+        None,
+        "--mode",
+        "-m",
+        help="Similar tracks, or which track an excerpt is from.",
+        show_default=default_of("neighbours", "mode"),
+    ),
+    k: int | None = typer.Option(
+        None, "-k", "--k", help="Number of tracks to return.", show_default=default_of("neighbours", "k")
+    ),
     segments: bool = typer.Option(False, "--segments", help="Also list each query window's nearest segment."),
     include_self: bool = typer.Option(False, "--include-self", help="similar: keep the query's own track."),
-    output: str = typer.Option("table", "--format", "-f", help="table, json, jsonl, csv or tsv."),
+    output: Literal["table", "json", "jsonl", "csv", "tsv"] = typer.Option(
+        "table", "--format", "-f", help="How to print the results."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
 ) -> None:
     """Find the library tracks nearest each query, with the matching time ranges.
