@@ -72,6 +72,9 @@ def cluster(
             }
         )
         return
+    from embedtool.features.naming import library_roots, relative_path
+
+    roots = library_roots(ws.features)
     how = "chosen by silhouette" if result.clustering.criterion == "silhouette" else "fixed"
     console.print(f"[bold]{result.k} clusters[/] of {len(result.items)} {result.level}s ({how})")
     if result.clustering.k_scores:
@@ -85,7 +88,7 @@ def cluster(
             str(c),
             str(size),
             "\n".join(
-                f"{_short(e['path'] or e['track_id'])} [{e['start_s']:.1f}-{e['end_s']:.1f} s]"
+                f"{_short(relative_path(e['path'], roots) or e['track_id'])} [{e['start_s']:.1f}-{e['end_s']:.1f} s]"
                 + (f" ({e['label']})" if e.get("label") else "")
                 for e in ex
             ),

@@ -78,7 +78,7 @@ def neighbours(
         if output == "json":
             print_json(result.to_dict())
         else:
-            _Output(output).write(sources[0], result)
+            _Output(output, searcher.roots).write(sources[0], result)
         _raise_no_match(searcher, result)
         return
     answered = _answer_all(searcher, sources, segments, output)
@@ -116,7 +116,7 @@ def _answer_all(searcher: Searcher, sources: list[str], segments: bool, output: 
     """Every query, written out as it is answered (a JSON list once all are in); a failed query is reported in
     its place and the others are still answered."""
     answered: list[tuple[str, Any]] = []
-    out = _Output(output)
+    out = _Output(output, searcher.roots)
     for source in sources:
         try:
             result: Any = searcher.query(source, segments=segments)
@@ -142,8 +142,9 @@ class _Output:
     """One query's answer in the chosen format: a table, a JSON line, or CSV/TSV rows (a header first; one row
     per matched track, one for a failed query). JSON lists are written by the caller."""
 
-    def __init__(self, output: str):
+    def __init__(self, output: str, roots: list[str] | None = None):
         self.output = output
+        self.roots = roots or []
         self.rows = None
         if output in ("csv", "tsv"):
             self.rows = csv.writer(sys.stdout, delimiter="\t" if output == "tsv" else ",", lineterminator="\n")
@@ -158,7 +159,7 @@ class _Output:
         elif self.output == "table" and failed:
             err_console.print(f"[bold]{source}[/]: [red]not answered[/] {result}", highlight=False)
         elif self.output == "table":
-            _print(result)
+            _print(result, self.roots)
 
     def _write_rows(self, source: str, result: Any) -> None:
         assert self.rows is not None
@@ -187,7 +188,7 @@ def _raise_no_match(searcher: Searcher, result: QueryResult) -> None:
     )
 
 
-def _print(result: QueryResult) -> None:
+def _print(result: QueryResult, roots: list[str]) -> None:
     q = result.query
     where = f" (library track {q['library_track']})" if q.get("library_track") else ""
     console.print(
@@ -201,7 +202,7 @@ def _print(result: QueryResult) -> None:
     for m in result.matches:
         table.add_row(
             str(m.rank),
-            _display_name(m.path, m.track_id),
+            _shown(m.path, m.track_id, roots),
             m.label or "",
             f"{m.score:.3f}",
             str(m.windows),
@@ -227,9 +228,9 @@ def _print(result: QueryResult) -> None:
         console.print(seg)
 
 
-def _display_name(path: str | None, track_id: str) -> str:
-    """The file with its folder (which often names the album or class), and the id for scripts to reuse."""
-    if not path:
-        return track_id
-    parts = Path(path).parts
-    return f"{'/'.join(parts[-2:])} [dim]{track_id[:8]}[/]"
+def _shown(path: str | None, track_id: str, roots: list[str]) -> str:
+    """The path relative to the library folder and the start of the id, both of which name the track back."""
+    from embedtool.features.naming import SHOWN_ID, relative_path
+
+    rel = relative_path(path, roots)
+    return f"{rel} [dim]{track_id[:SHOWN_ID]}[/]" if rel else track_id
