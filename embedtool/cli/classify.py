@@ -18,6 +18,7 @@ from embedtool.cli.common import (
     make_progress,
     print_json,
     stage_progress,
+    write_table_rows,
 )
 
 if TYPE_CHECKING:
@@ -59,22 +60,32 @@ def classify(
         None, "--seed", help="Seed of the folds and the solver.", show_default=default_of("classify", "seed")
     ),
     segments: bool = typer.Option(False, "--segments", help="With QUERY files: a prediction per segment too."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    output: Literal["table", "json", "csv", "tsv"] = typer.Option(
+        "table", "--format", "-f", help="With QUERY files: csv/tsv give one row per file (per segment with --segments)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
 ) -> None:
     """Without QUERY: fit a logistic regression on labelled tracks, report held-out accuracy/macro-F1 and save it.
     With QUERY files: predict each file's label with probabilities."""
     actx = app_context(ctx)
     ws = actx.workspace
+    output = "json" if as_json else output
+    as_json = output == "json"
+    if output in ("csv", "tsv") and not queries:
+        raise typer.BadParameter("csv/tsv print predictions: name the QUERY files to label", param_hint="--format")
     if queries:
         from embedtool import pipeline
 
-        with make_progress(actx.quiet or as_json) as progress:
+        with make_progress(actx.quiet or output != "table") as progress:
             task = progress.add_task("classifying", total=len(queries))
             predictions = pipeline.predict(
                 ws, queries, segments=segments,
                 progress=lambda _stage, d, t: progress.update(task, completed=d, total=t),
             )  # fmt: skip
-        _print_predictions(predictions, as_json)
+        if output in ("csv", "tsv"):
+            _write_predictions(predictions, output, segments)
+        else:
+            _print_predictions(predictions, as_json)
         failed = [p for p in predictions if p.error is not None]
         if failed:
             err_console.print(
@@ -123,6 +134,25 @@ def classify(
         + (f"; confusion matrix: {result.figures['confusion']}" if "confusion" in result.figures else "")
         + ")"
     )
+
+
+def _write_predictions(predictions: list[FilePrediction], output: str, segments: bool) -> None:
+    """One row per file (per segment with ``segments``): the label, its probability, then each class's."""
+    classes = sorted({c for p in predictions for c in p.probabilities})
+    columns = ["file", "start_s", "end_s", "label", "probability", *[f"p_{c}" for c in classes], "error"]
+    rows = []
+    for p in predictions:
+        if p.error is not None:
+            rows.append({"file": p.path, "error": p.error})
+            continue
+        whole = {"start_s": 0.0, "end_s": p.duration_s, "label": p.label, "probabilities": p.probabilities}
+        parts = p.segments if segments and p.segments else [whole]
+        for part in parts:
+            probs = part["probabilities"]
+            rows.append({"file": p.path, "start_s": part["start_s"], "end_s": part["end_s"], "label": part["label"],
+                         "probability": round(probs[part["label"]], 4),
+                         **{f"p_{c}": round(probs.get(c, 0.0), 4) for c in classes}})  # fmt: skip
+    write_table_rows(output, columns, rows)
 
 
 def _print_predictions(predictions: list[FilePrediction], as_json: bool) -> None:

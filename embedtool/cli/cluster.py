@@ -16,7 +16,11 @@ from embedtool.cli.common import (
     make_progress,
     print_json,
     stage_progress,
+    write_table_rows,
 )
+
+# --format csv/tsv: one row per clustered item; `track` is the name tables print (accepted back by every command).
+CSV_COLUMNS = ("track", "track_id", "path", "label", "group", "cluster", "distance", "start_s", "end_s", "item_id")
 
 
 @app.command(epilog="Example: `embedtool cluster -k auto --k-max 12 --format csv > clusters.csv`")
@@ -45,7 +49,10 @@ def cluster(
     exemplars: int | None = typer.Option(
         None, "--exemplars", help="Exemplars listed per cluster.", show_default=default_of("cluster", "exemplars")
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    output: Literal["table", "json", "csv", "tsv"] = typer.Option(
+        "table", "--format", "-f", help="table: clusters and exemplars; csv/tsv: one row per track (or segment)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
 ) -> None:
     """Group the library into k-Means clusters; writes assignments, centroids, exemplars and map.png."""
     from embedtool import pipeline
@@ -55,9 +62,17 @@ def cluster(
         "cluster", {"k": k, "k_min": k_min, "k_max": k_max, "level": level, "seed": seed, "exemplars": exemplars}
     )
     ws = actx.workspace
-    with make_progress(actx.quiet or as_json) as progress:
+    output = "json" if as_json else output
+    with make_progress(actx.quiet or output != "table") as progress:
         result = pipeline.cluster(ws, options, stage_progress(progress))
-    if as_json:
+    from embedtool.features.naming import library_roots, relative_path
+
+    roots = library_roots(ws.features)
+    if output in ("csv", "tsv"):
+        rows = ({**item, "track": relative_path(item.get("path"), roots) or item["track_id"]} for item in result.items)
+        write_table_rows(output, CSV_COLUMNS, rows)
+        return
+    if output == "json":
         print_json(
             {
                 "directory": str(result.directory),
@@ -72,9 +87,6 @@ def cluster(
             }
         )
         return
-    from embedtool.features.naming import library_roots, relative_path
-
-    roots = library_roots(ws.features)
     how = "chosen by silhouette" if result.clustering.criterion == "silhouette" else "fixed"
     console.print(f"[bold]{result.k} clusters[/] of {len(result.items)} {result.level}s ({how})")
     if result.clustering.k_scores:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -94,6 +94,23 @@ def handle_errors(func: F) -> F:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def csv_writer(output: str, columns: Sequence[str]) -> Any:
+    """A CSV (``output`` 'csv') or TSV ('tsv') writer on stdout with its header row written: spreadsheets open
+    what it writes. None (a blank cell) is written for a missing value."""
+    import csv
+
+    writer = csv.writer(sys.stdout, delimiter="\t" if output == "tsv" else ",", lineterminator="\n")
+    writer.writerow(columns)
+    return writer
+
+
+def write_table_rows(output: str, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """``rows`` (dicts) as CSV/TSV with ``columns`` in that order; a column a row lacks is left empty."""
+    writer = csv_writer(output, columns)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
 
 
 def make_progress(quiet: bool = False, *extra_columns: Any) -> Progress:

@@ -7,9 +7,7 @@ scripts and spreadsheets (one row per query and matched track).
 
 from __future__ import annotations
 
-import csv
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -17,7 +15,15 @@ import typer
 from rich.table import Table
 
 from embedtool.cli.app import app
-from embedtool.cli.common import app_context, console, default_of, err_console, handle_errors, print_json
+from embedtool.cli.common import (
+    app_context,
+    console,
+    csv_writer,
+    default_of,
+    err_console,
+    handle_errors,
+    print_json,
+)
 from embedtool.errors import EmbedtoolError, InputError, NoMatchError
 
 if TYPE_CHECKING:
@@ -147,8 +153,7 @@ class _Output:
         self.roots = roots or []
         self.rows = None
         if output in ("csv", "tsv"):
-            self.rows = csv.writer(sys.stdout, delimiter="\t" if output == "tsv" else ",", lineterminator="\n")
-            self.rows.writerow(COLUMNS)
+            self.rows = csv_writer(output, COLUMNS)
 
     def write(self, source: str, result: Any) -> None:
         failed = isinstance(result, EmbedtoolError)
