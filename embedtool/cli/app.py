@@ -62,11 +62,18 @@ def main_callback(
         None, "--config", "-c", help="Configuration file (default: embedtool.yaml here or in the nearest folder above)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help="More detail on stderr: progress lines every 2 s when not on a terminal, library log messages, and "
+        "the underlying cause of an error.",
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
     ),
 ) -> None:
-    init_context(ctx, workspace, config, quiet)
+    init_context(ctx, workspace, config, quiet, verbose)
 
 
 for _name in COMMAND_MODULES:
