@@ -75,13 +75,24 @@ def section_class(section: str) -> type:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def find_config_file(start: Path | None = None) -> Path | None:
+    """The ``embedtool.yaml`` in ``start`` (default: the cwd) or the nearest folder above it, as git finds
+    ``.git``; None when there is none up to the filesystem root."""
+    folder = Path(start or Path.cwd()).resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate / CONFIG_FILE
+    return None
+
+
 def load_project_config(path: Path | None = None, search_dir: Path | None = None) -> ProjectConfig:
-    """Read ``embedtool.yaml`` (explicit ``path``, else the one in ``search_dir``/cwd if present)."""
+    """Read ``embedtool.yaml``: explicit ``path``, else the nearest one in ``search_dir`` (default: the cwd) or a
+    folder above it (:func:`find_config_file`); an empty configuration when there is none."""
     if path is None:
-        candidate = Path(search_dir or Path.cwd()) / CONFIG_FILE
-        if not candidate.is_file():
+        found = find_config_file(search_dir)
+        if found is None:
             return ProjectConfig()
-        path = candidate
+        path = found
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Configuration file not found: {path}")

@@ -219,7 +219,9 @@ def cluster(
     workspace: Workspace, options: ClusterOptions | None = None, progress: Progress | None = None
 ) -> ClusterResult:
     """k-Means clusters of the workspace's track embeddings, with exemplars and a 2-D map."""
-    return run_cluster(workspace.embeddings, workspace.clusters, options or ClusterOptions(), progress)
+    return run_cluster(
+        workspace.embeddings, workspace.clusters, options or ClusterOptions(), progress, workspace.features
+    )
 
 
 @_writes
@@ -228,8 +230,9 @@ def classify(
 ) -> ClassifyResult:
     """Fit and save a logistic classifier on the labelled tracks; held-out scores by the workspace's split."""
     return run_classify(
-        workspace.embeddings, workspace.classifier, options or ClassifyOptions(), workspace.split, progress
-    )
+        workspace.embeddings, workspace.classifier, options or ClassifyOptions(), workspace.split, progress,
+        workspace.features,
+    )  # fmt: skip
 
 
 def predict(

@@ -7,20 +7,23 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from embedtool.config import DEFAULT_WORKSPACE, ProjectConfig
-from embedtool.errors import ConfigError, WorkspaceBusyError
+from embedtool.errors import ConfigError, MissingArtefactError, WorkspaceBusyError
 
 LOCK_FILE = ".embedtool.lock"
+META_FILE = "meta.json"  # the file that makes a folder an artefact (artefacts.META_FILE; a sibling, not imported)
 _held: dict[Path, int] = {}  # workspaces this process holds the lock of -> nesting depth (repair runs stages)
 
 
 @dataclass(frozen=True)
 class Workspace:
     root: Path
+    source: str = field(default="", compare=False)  # where the path came from, for messages ("--workspace", ...)
 
     @classmethod
     def at(cls, path: Path | str) -> Workspace:
@@ -32,7 +35,7 @@ class Workspace:
         """``--workspace`` wins; else ``workspace:`` in embedtool.yaml (relative to that file); else the default.
         A path that exists but is not a folder is refused (ConfigError)."""
         if explicit:
-            root, source = Path(explicit).expanduser().resolve(), "--workspace"
+            root, source = Path(explicit).expanduser().resolve(), "--workspace or EMBEDTOOL_WORKSPACE"
         elif config.workspace:
             base = config.path.parent if config.path else Path.cwd()
             root, source = (base / Path(config.workspace).expanduser()).resolve(), f"workspace: in {config.path}"
@@ -40,7 +43,25 @@ class Workspace:
             root, source = (Path.cwd() / DEFAULT_WORKSPACE).resolve(), "the default workspace"
         if root.exists() and not root.is_dir():
             raise ConfigError(f"The workspace {root} ({source}) is a file, not a folder: name a folder.")
-        return cls(root)
+        return cls(root, source)
+
+    def has_artefacts(self) -> bool:
+        """Whether any stage's artefact (a folder with its ``meta.json``) or a finished report is here."""
+        if any((d / META_FILE).is_file() for name, d in self.stages().items() if name != "report"):
+            return True
+        return self.reports.is_dir() and any((d / META_FILE).is_file() for d in self.reports.iterdir())
+
+    def require(self) -> Workspace:
+        """This workspace if it holds an artefact; else a :class:`MissingArtefactError` naming the path (and
+        where it came from), so a mistyped ``--workspace`` or an audio folder is not taken for an empty library."""
+        if self.has_artefacts():
+            return self
+        where = f" ({self.source})" if self.source else ""
+        what = "does not exist" if not self.root.exists() else "is not an embedtool workspace (no artefacts in it)"
+        raise MissingArtefactError(
+            f"The workspace {self.root}{where} {what}: name the right one with --workspace/-w, or make this one "
+            "with `embedtool extract AUDIO_FOLDER`."
+        )
 
     @property
     def features(self) -> Path:
@@ -87,24 +108,26 @@ class Workspace:
             finally:
                 _held[self.root] -= 1
             return
+        created = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / LOCK_FILE, "a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.seek(0)
-                raise WorkspaceBusyError(f"The workspace {self.root} is busy: {_holder(fh.read())} is writing to it; "
-                                         "run again when it has finished.") from None  # fmt: skip
-            try:
-                fh.truncate(0)
+        failed = True
+        try:
+            with held_lock_file(self.root / LOCK_FILE) as fh:
+                if fh is None:
+                    raise WorkspaceBusyError(f"The workspace {self.root} is busy: {_holder(self.root / LOCK_FILE)} "
+                                             "is writing to it; run again when it has finished.")  # fmt: skip
                 fh.write(json.dumps({"pid": os.getpid(), "command": command, "since": time.strftime("%H:%M:%S")}))
                 fh.flush()
                 _held[self.root] = 1
-                yield
-            finally:
-                _held.pop(self.root, None)
-                fh.truncate(0)
-                fcntl.flock(fh, fcntl.LOCK_UN)
+                try:
+                    yield
+                finally:
+                    _held.pop(self.root, None)
+                failed = False
+        finally:
+            if failed and created:
+                with suppress(OSError):  # a first run that failed leaves no workspace behind
+                    remove_empty_tree(self.root)
 
     def stages(self) -> dict[str, Path]:
         return {
@@ -119,10 +142,52 @@ class Workspace:
         }
 
 
-def _holder(text: str) -> str:
+@contextmanager
+def held_lock_file(path: Path, mode: str = "a+") -> Iterator[IO[str] | None]:
+    """An exclusive ``flock`` on ``path``, or None when another process holds it. The file is removed on release
+    (so no lock file stays behind after a run, failed or not); a lock taken on a file another process removed
+    meanwhile is retried on the new one."""
+    while True:
+        fh = open(path, mode)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            yield None
+            return
+        try:
+            same = os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        fh.close()  # the holder removed this file as we opened it: lock the one now at `path`
+    try:
+        fh.seek(0)
+        fh.truncate(0)
+        yield fh
+    finally:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def remove_empty_tree(root: Path) -> None:
+    """Remove ``root`` if it holds nothing but empty folders (what a failed first run leaves)."""
+    if any(p.is_file() or p.is_symlink() for p in root.rglob("*")):
+        return
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        folder.rmdir()
+    root.rmdir()
+
+
+def _holder(lock_file: Path) -> str:
     """Who holds a workspace lock, from what the holder wrote in the lock file."""
     try:
-        info = json.loads(text)
+        info = json.loads(lock_file.read_text())
         return f"`embedtool {info['command']}` (process {info['pid']}, since {info['since']})"
-    except (ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):
         return "another embedtool process"

@@ -54,8 +54,12 @@ runs = [["--help"], ["--version"], ["-w", sys.argv[1], "info"], ["config"]] + [[
 for args in runs:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, (args, result.output, result.exception)
+missing = CliRunner().invoke(app, ["-w", sys.argv[1] + "-missing", "info"])
+assert missing.exit_code == 4, missing.output  # not a workspace: said without loading anything heavy
 print(len(commands), "commands")
 """
+    (tmp_path / "ws" / "features").mkdir(parents=True)
+    (tmp_path / "ws" / "features" / "meta.json").write_text("{}")  # a workspace (a damaged one: info says so)
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ws")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert int(out.stdout.split()[0]) >= 10

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -81,13 +80,12 @@ def test_workspace_resolution(tmp_path: Path) -> None:
     assert Workspace.resolve(tmp_path / "other", load_project_config()).root == tmp_path / "other"
 
 
-def test_info_on_empty_workspace_lists_stages(tmp_path: Path) -> None:
+def test_info_on_a_workspace_without_artefacts_is_an_error_not_an_empty_table(tmp_path: Path) -> None:
+    (tmp_path / "ws").mkdir()
     result = run_cli("--workspace", tmp_path / "ws", "info", "--json")
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
-    assert data["tracks"] == 0
-    assert {s["name"] for s in data["stages"]} >= {"features", "model", "embeddings", "index"}
-    assert not any(s["exists"] for s in data["stages"])
+    assert result.exit_code == 4, result.output
+    assert "is not an embedtool workspace" in result.output
+    assert not result.stdout.startswith("{")  # no JSON of an empty library
 
 
 def test_written_files_follow_the_umask_not_mkstemps_owner_only_mode(tmp_path: Path) -> None:

@@ -214,10 +214,13 @@ def test_classify_cli(tmp_path: Path) -> None:
     res = run_cli("-w", ws, "-q", "classify", "--cv", "3", "--level", "segment")
     assert res.exit_code == 0, res.output
     assert "macro-F1" in res.stdout and "confusion matrix" in res.stdout
-    res = run_cli("-w", ws, "-q", "classify", "--cv", "3", "--C", "0.5", "--json")
+    res = run_cli("-w", ws, "-q", "classify", "--cv", "3", "--c", "0.5", "--json")
     assert res.exit_code == 0, res.output
     assert [f["C"] for f in json.loads(res.stdout)["folds"]] == [0.5] * 3
-    res = run_cli("-w", ws, "-q", "classify", "--cv", "3", "--C", "lots")
+    res = run_cli("-w", ws, "-q", "classify", "--cv", "3", "--C", "0.25", "--json")  # the old spelling, hidden
+    assert res.exit_code == 0, res.output
+    assert [f["C"] for f in json.loads(res.stdout)["folds"]] == [0.25] * 3
+    res = run_cli("-w", ws, "-q", "classify", "--cv", "3", "--c", "lots")
     assert res.exit_code == 2 and "must be 'auto' or a number, not 'lots'" in res.output
     res = run_cli("-w", ws, "-q", "classify", "--cv", "30")
     assert res.exit_code == 1 and "--cv 30 needs at least 30 groups" in res.output

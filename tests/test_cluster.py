@@ -142,4 +142,8 @@ def test_cluster_cli(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "3 clusters" in res.stdout and "purity 1.000" in res.stdout
     res = run_cli("--workspace", tmp_path / "empty", "cluster")
+    assert res.exit_code == 4 and "does not exist" in res.output  # a mistyped -w is named as such
+    (tmp_path / "empty" / "split").mkdir(parents=True)
+    (tmp_path / "empty" / "split" / "meta.json").write_text("{}")  # a workspace, without embeddings
+    res = run_cli("--workspace", tmp_path / "empty", "cluster")
     assert res.exit_code == 4 and "embedtool embed" in res.output

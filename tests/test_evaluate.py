@@ -135,7 +135,7 @@ def test_evaluate_cli_and_its_errors(workspace: Workspace, tmp_path: Path) -> No
     assert set(report["systems"]) == {"embeddings", "mfcc"} and report["robustness"] is None
     assert report["classification_scheme"] == "cv-3"
     res = run_cli("-w", tmp_path / "empty", "evaluate")
-    assert res.exit_code == 4 and "embedtool embed" in res.output
+    assert res.exit_code == 4 and "does not exist" in res.output  # a mistyped -w is named, not "run embed"
     res = run_cli("-w", workspace.root, "evaluate", "--name", "../x")
     assert res.exit_code == 2 and "plain folder name" in res.output
 

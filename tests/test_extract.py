@@ -300,7 +300,7 @@ def test_cli_extract_json_and_exit_codes(tmp_path: Path) -> None:
     missing = run_cli("-w", tmp_path / "ws2", "extract", tmp_path / "nowhere")
     assert missing.exit_code == 1 and "no such file or folder" in flat(missing.output)
     wrong = run_cli("-w", tmp_path / "ws2", "extract", root, "--preset", "bogus")
-    assert wrong.exit_code == 2 and "Unknown features preset 'bogus'" in flat(wrong.output)
+    assert wrong.exit_code == 2 and "'bogus' is not one of" in flat(wrong.output)
     write_corrupt(root / "clicks" / "broken.wav")
     strict = run_cli("-w", tmp_path / "ws", "extract", "--strict", "-j", "1")
     assert strict.exit_code == 1 and "failed under --strict" in flat(strict.output)

@@ -477,14 +477,18 @@ def run_classify(
     options: ClassifyOptions,
     split_dir: Path | None = None,
     progress: Progress | None = None,
+    features_dir: Path | None = None,
 ) -> ClassifyResult:
-    """Evaluate a classifier on held-out tracks, then save one (refitted on all labels unless told not to)."""
+    """Evaluate a classifier on held-out tracks, then save one (refitted on all labels unless told not to).
+    With ``features_dir``, labels and groups are the features' current ones (``extract --labels`` after
+    ``embed``), not those recorded in the embeddings."""
     from embedtool.analysis import plots
     from embedtool.artefacts import atomic_write_json, fingerprint_of, staged_dir, write_meta
     from embedtool.config import settings_dict
     from embedtool.embedding.store import EmbeddingStore
 
     store = EmbeddingStore(Path(embeddings_dir))
+    store.use_current_labels(features_dir)
     data = LabelledData.from_store(store, options.level == "segment", uses_descriptors(options))
     split = None
     if not options.cv:

@@ -311,8 +311,10 @@ def run_cluster(
     clusters_dir: Path,
     options: ClusterOptions,
     progress: Progress | None = None,
+    features_dir: Path | None = None,
 ) -> ClusterResult:
-    """Cluster the embeddings artefact and write the clusters artefact (atomically, meta.json last).
+    """Cluster the embeddings artefact and write the clusters artefact (atomically, meta.json last). With
+    ``features_dir``, the labels compared with the clusters are the features' current ones.
 
     ``progress(stage, done, total)`` is called while choosing k and writing.
     """
@@ -326,6 +328,7 @@ def run_cluster(
     from embedtool.embedding.store import EmbeddingStore
 
     store = EmbeddingStore(Path(embeddings_dir))
+    store.use_current_labels(features_dir)
     vectors, items = _items(store, options.level)
     labels = [it["label"] for it in items]
     has_labels = any(lab not in (None, "") for lab in labels)

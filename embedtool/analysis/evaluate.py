@@ -192,6 +192,7 @@ def run_evaluate(
         workspace, options, classify_options or ClassifyOptions(), cluster_options or ClusterOptions(), progress
     )
     store = EmbeddingStore(workspace.embeddings)
+    store.use_current_labels(workspace.features)  # labels are the features' (extract --labels after embed)
     data = run.labelled(store)
     run.timed("embeddings", lambda: run.system("embeddings", data))
     if options.baselines:

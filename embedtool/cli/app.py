@@ -18,7 +18,9 @@ app = typer.Typer(
         "`embedtool neighbours song.mp3`."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    rich_markup_mode="markdown",  # help paragraphs are re-flowed to the terminal, `code` is shown as code
+    context_settings={"show_default": True},
     pretty_exceptions_show_locals=False,
 )
 
@@ -57,14 +59,21 @@ def main_callback(
         envvar="EMBEDTOOL_WORKSPACE",
     ),
     config: Path | None = typer.Option(
-        None, "--config", "-c", help="Configuration file (default: ./embedtool.yaml when present)."
+        None, "--config", "-c", help="Configuration file (default: embedtool.yaml here or in the nearest folder above)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help="More detail on stderr: progress lines every 2 s when not on a terminal, library log messages, and "
+        "the underlying cause of an error.",
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
     ),
 ) -> None:
-    init_context(ctx, workspace, config, quiet)
+    init_context(ctx, workspace, config, quiet, verbose)
 
 
 for _name in COMMAND_MODULES:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import typer
 from rich.table import Table
@@ -12,50 +12,80 @@ from embedtool.cli.app import app
 from embedtool.cli.common import (
     app_context,
     console,
+    default_of,
     err_console,
     handle_errors,
     make_progress,
     print_json,
     stage_progress,
+    write_table_rows,
 )
 
 if TYPE_CHECKING:
     from embedtool.analysis.classify import FilePrediction
 
 
-@app.command()
+@app.command(
+    epilog="Examples: `embedtool classify --cv 5` (train and report), `embedtool classify new/*.wav --format csv`"
+)
 @handle_errors
 def classify(
     ctx: typer.Context,
     queries: list[Path] | None = typer.Argument(
         None, metavar="QUERY", help="Audio files to label (omit to train the classifier)."
     ),
-    level: str | None = typer.Option(None, "--level", help="Train on 'track' or 'segment' embeddings."),
-    features: str | None = typer.Option(
-        None, "--features", help="Track level: classify 'descriptors' (default) or 'embeddings'."
+    level: Literal["track", "segment"] | None = typer.Option(
+        None, "--level", help="Train on track or segment embeddings.", show_default=default_of("classify", "level")
     ),
-    cv: int | None = typer.Option(None, "--cv", help="Grouped stratified N-fold CV instead of the persisted split."),
+    features: Literal["descriptors", "embeddings"] | None = typer.Option(
+        None,
+        "--features",
+        help="Track level: what the classifier reads.",
+        show_default=default_of("classify", "features"),
+    ),
+    cv: int | None = typer.Option(
+        None,
+        "--cv",
+        help="Grouped stratified N-fold CV instead of the persisted split (0: the split).",
+        show_default=default_of("classify", "cv"),
+    ),
     c: str | None = typer.Option(
-        None, "--C", help="Inverse regularisation strength of the logistic regression, or 'auto' (inner grouped CV)."
+        None,
+        "--c",
+        help="Inverse regularisation strength of the logistic regression, or 'auto' (inner grouped CV).",
+        show_default=default_of("classify", "C"),
     ),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of the folds and the solver."),
+    c_old: str | None = typer.Option(None, "--C", hidden=True, help="The old spelling of --c."),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed of the folds and the solver.", show_default=default_of("classify", "seed")
+    ),
     segments: bool = typer.Option(False, "--segments", help="With QUERY files: a prediction per segment too."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    output: Literal["table", "json", "csv", "tsv"] = typer.Option(
+        "table", "--format", "-f", help="With QUERY files: csv/tsv give one row per file (per segment with --segments)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
 ) -> None:
     """Without QUERY: fit a logistic regression on labelled tracks, report held-out accuracy/macro-F1 and save it.
     With QUERY files: predict each file's label with probabilities."""
     actx = app_context(ctx)
     ws = actx.workspace
+    output = "json" if as_json else output
+    as_json = output == "json"
+    if output in ("csv", "tsv") and not queries:
+        raise typer.BadParameter("csv/tsv print predictions: name the QUERY files to label", param_hint="--format")
     if queries:
         from embedtool import pipeline
 
-        with make_progress(actx.quiet or as_json) as progress:
+        with make_progress(actx.quiet or output != "table") as progress:
             task = progress.add_task("classifying", total=len(queries))
             predictions = pipeline.predict(
                 ws, queries, segments=segments,
                 progress=lambda _stage, d, t: progress.update(task, completed=d, total=t),
             )  # fmt: skip
-        _print_predictions(predictions, as_json)
+        if output in ("csv", "tsv"):
+            _write_predictions(predictions, output, segments)
+        else:
+            _print_predictions(predictions, as_json)
         failed = [p for p in predictions if p.error is not None]
         if failed:
             err_console.print(
@@ -67,7 +97,9 @@ def classify(
 
     from embedtool import pipeline
 
-    options = actx.config.settings("classify", {"level": level, "features": features, "cv": cv, "C": c, "seed": seed})
+    options = actx.config.settings(
+        "classify", {"level": level, "features": features, "cv": cv, "C": c if c is not None else c_old, "seed": seed}
+    )
     with make_progress(actx.quiet or as_json) as progress:
         result = pipeline.classify(ws, options, stage_progress(progress))
     ev = result.evaluation
@@ -102,6 +134,25 @@ def classify(
         + (f"; confusion matrix: {result.figures['confusion']}" if "confusion" in result.figures else "")
         + ")"
     )
+
+
+def _write_predictions(predictions: list[FilePrediction], output: str, segments: bool) -> None:
+    """One row per file (per segment with ``segments``): the label, its probability, then each class's."""
+    classes = sorted({c for p in predictions for c in p.probabilities})
+    columns = ["file", "start_s", "end_s", "label", "probability", *[f"p_{c}" for c in classes], "error"]
+    rows = []
+    for p in predictions:
+        if p.error is not None:
+            rows.append({"file": p.path, "error": p.error})
+            continue
+        whole = {"start_s": 0.0, "end_s": p.duration_s, "label": p.label, "probabilities": p.probabilities}
+        parts = p.segments if segments and p.segments else [whole]
+        for part in parts:
+            probs = part["probabilities"]
+            rows.append({"file": p.path, "start_s": part["start_s"], "end_s": part["end_s"], "label": part["label"],
+                         "probability": round(probs[part["label"]], 4),
+                         **{f"p_{c}": round(probs.get(c, 0.0), 4) for c in classes}})  # fmt: skip
+    write_table_rows(output, columns, rows)
 
 
 def _print_predictions(predictions: list[FilePrediction], as_json: bool) -> None:

@@ -2,24 +2,57 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import typer
 from rich.table import Table
 
 from embedtool.cli.app import app
-from embedtool.cli.common import app_context, console, handle_errors, make_progress, print_json, stage_progress
+from embedtool.cli.common import (
+    app_context,
+    console,
+    default_of,
+    handle_errors,
+    make_progress,
+    print_json,
+    stage_progress,
+    write_table_rows,
+)
+
+# --format csv/tsv: one row per clustered item; `track` is the name tables print (accepted back by every command).
+CSV_COLUMNS = ("track", "track_id", "path", "label", "group", "cluster", "distance", "start_s", "end_s", "item_id")
 
 
-@app.command()
+@app.command(epilog="Example: `embedtool cluster -k auto --k-max 12 --format csv > clusters.csv`")
 @handle_errors
 def cluster(
     ctx: typer.Context,
-    k: str | None = typer.Option(None, "-k", "--k", help="Number of clusters, or 'auto' (best silhouette)."),
-    k_min: int | None = typer.Option(None, "--k-min", help="Smallest k tried by -k auto."),
-    k_max: int | None = typer.Option(None, "--k-max", help="Largest k tried by -k auto."),
-    level: str | None = typer.Option(None, "--level", help="Cluster 'track' or 'segment' embeddings."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of k-Means and the map."),
-    exemplars: int | None = typer.Option(None, "--exemplars", help="Exemplars listed per cluster."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    k: str | None = typer.Option(
+        None,
+        "-k",
+        "--k",
+        help="Number of clusters, or 'auto' (best silhouette).",
+        show_default=default_of("cluster", "k"),
+    ),
+    k_min: int | None = typer.Option(
+        None, "--k-min", help="Smallest k tried by -k auto.", show_default=default_of("cluster", "k_min")
+    ),
+    k_max: int | None = typer.Option(
+        None, "--k-max", help="Largest k tried by -k auto.", show_default=default_of("cluster", "k_max")
+    ),
+    level: Literal["track", "segment"] | None = typer.Option(
+        None, "--level", help="Cluster track or segment embeddings.", show_default=default_of("cluster", "level")
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed of k-Means and the map.", show_default=default_of("cluster", "seed")
+    ),
+    exemplars: int | None = typer.Option(
+        None, "--exemplars", help="Exemplars listed per cluster.", show_default=default_of("cluster", "exemplars")
+    ),
+    output: Literal["table", "json", "csv", "tsv"] = typer.Option(
+        "table", "--format", "-f", help="table: clusters and exemplars; csv/tsv: one row per track (or segment)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
 ) -> None:
     """Group the library into k-Means clusters; writes assignments, centroids, exemplars and map.png."""
     from embedtool import pipeline
@@ -29,9 +62,17 @@ def cluster(
         "cluster", {"k": k, "k_min": k_min, "k_max": k_max, "level": level, "seed": seed, "exemplars": exemplars}
     )
     ws = actx.workspace
-    with make_progress(actx.quiet or as_json) as progress:
+    output = "json" if as_json else output
+    with make_progress(actx.quiet or output != "table") as progress:
         result = pipeline.cluster(ws, options, stage_progress(progress))
-    if as_json:
+    from embedtool.features.naming import library_roots, relative_path
+
+    roots = library_roots(ws.features)
+    if output in ("csv", "tsv"):
+        rows = ({**item, "track": relative_path(item.get("path"), roots) or item["track_id"]} for item in result.items)
+        write_table_rows(output, CSV_COLUMNS, rows)
+        return
+    if output == "json":
         print_json(
             {
                 "directory": str(result.directory),
@@ -59,7 +100,7 @@ def cluster(
             str(c),
             str(size),
             "\n".join(
-                f"{_short(e['path'] or e['track_id'])} [{e['start_s']:.1f}-{e['end_s']:.1f} s]"
+                f"{_short(relative_path(e['path'], roots) or e['track_id'])} [{e['start_s']:.1f}-{e['end_s']:.1f} s]"
                 + (f" ({e['label']})" if e.get("label") else "")
                 for e in ex
             ),

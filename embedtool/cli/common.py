@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +18,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -36,22 +39,49 @@ class AppContext:
     config: ProjectConfig
     workspace: Workspace
     quiet: bool = False
+    verbose: bool = False
 
 
-def init_context(ctx: typer.Context, workspace: Path | None, config_path: Path | None, quiet: bool) -> None:
+def init_context(
+    ctx: typer.Context, workspace: Path | None, config_path: Path | None, quiet: bool, verbose: bool = False
+) -> None:
+    _RUN["verbose"] = verbose
+    if verbose:  # embedtool's own log messages (e.g. embedtool.serve) on stderr, not other libraries'
+        logger = logging.getLogger("embedtool")
+        if not logger.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+            logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
     try:
         config = load_project_config(config_path)
-        ctx.obj = AppContext(config=config, workspace=Workspace.resolve(workspace, config), quiet=quiet)
+        ctx.obj = AppContext(
+            config=config, workspace=Workspace.resolve(workspace, config), quiet=quiet, verbose=verbose
+        )
     except EmbedtoolError as exc:
         fail(exc)
 
 
-def app_context(ctx: typer.Context) -> AppContext:
-    """The global context; commands invoked without the callback (tests) get one from the cwd."""
+def default_of(section: str, key: str) -> str:
+    """What an option left unset means: the section's built-in default (``embedtool.yaml`` may set another), for
+    ``show_default`` in ``--help``. Reads only the section's options dataclass (no torch)."""
+    from embedtool.config import section_class
+
+    cls = section_class(section)
+    value = getattr(cls.from_preset("default") if hasattr(cls, "from_preset") else cls(), key)
+    return "none" if value in ("", None) else str(value)
+
+
+def app_context(ctx: typer.Context, existing: bool = True) -> AppContext:
+    """The global context; commands invoked without the callback (tests) get one from the cwd. With
+    ``existing`` (every command but those that make a workspace or need none), a workspace that does not exist or
+    holds no artefact is an error naming its path (exit 4), not an empty library."""
     root = ctx.find_root()
     if root.obj is None:
         config = load_project_config()
         root.obj = AppContext(config=config, workspace=Workspace.resolve(None, config))
+    if existing:
+        root.obj.workspace.require()
     return root.obj
 
 
@@ -59,7 +89,18 @@ def fail(exc: EmbedtoolError) -> None:
     from rich.markup import escape  # a message is text: "embedtool[serve]" must not be read as markup
 
     err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and _verbose():
+        err_console.print(f"[dim]cause:[/] {escape(type(cause).__name__)}: {escape(str(cause))}", highlight=False)
     raise typer.Exit(code=exc.exit_code)
+
+
+def _verbose() -> bool:
+    """Whether this run was given -v (set by :func:`init_context` for each invocation)."""
+    return _RUN["verbose"]
+
+
+_RUN = {"verbose": False}  # what the running invocation's global options ask of the shared helpers
 
 
 def handle_errors(func: F) -> F:
@@ -82,8 +123,28 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def csv_writer(output: str, columns: Sequence[str]) -> Any:
+    """A CSV (``output`` 'csv') or TSV ('tsv') writer on stdout with its header row written: spreadsheets open
+    what it writes. None (a blank cell) is written for a missing value."""
+    import csv
+
+    writer = csv.writer(sys.stdout, delimiter="\t" if output == "tsv" else ",", lineterminator="\n")
+    writer.writerow(columns)
+    return writer
+
+
+def write_table_rows(output: str, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """``rows`` (dicts) as CSV/TSV with ``columns`` in that order; a column a row lacks is left empty."""
+    writer = csv_writer(output, columns)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+
+
 def make_progress(quiet: bool = False, *extra_columns: Any) -> Progress:
-    """A rich progress bar; ``extra_columns`` add rate/ETA-style fields a stage reports."""
+    """A rich progress bar; ``extra_columns`` add rate/ETA-style fields a stage reports. When stderr is not a
+    terminal (a log file, CI, nohup) it is :class:`LineProgress`: plain lines, not a cut-off bar."""
+    if not quiet and not err_console.is_terminal:
+        return LineProgress(interval=VERBOSE_LINE_INTERVAL_S if _verbose() else LINE_INTERVAL_S)
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -96,6 +157,60 @@ def make_progress(quiet: bool = False, *extra_columns: Any) -> Progress:
         disable=quiet,
         transient=False,
     )
+
+
+LINE_INTERVAL_S = 15.0  # seconds between a task's progress lines when stderr is not a terminal
+VERBOSE_LINE_INTERVAL_S = 2.0  # ... with -v
+
+
+class LineProgress(Progress):
+    """Progress for a log file, CI or nohup: no live bar, but one plain line per task when it starts, every
+    ``interval`` seconds while it runs, and when it finishes, with counts, rate, elapsed time, ETA and the
+    stage's own fields (loss, files/s, ...)."""
+
+    def __init__(self, interval: float = LINE_INTERVAL_S) -> None:
+        super().__init__(console=err_console, disable=True)
+        self.interval = interval
+        self._last: dict[TaskID, float] = {}
+        self._done: set[TaskID] = set()
+
+    def update(self, task_id: TaskID, **kwargs: Any) -> None:  # type: ignore[override]
+        super().update(task_id, **kwargs)
+        self._line(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._line(task_id)
+
+    def stop(self) -> None:
+        for task_id in list(self._tasks):
+            if task_id not in self._done and task_id in self._last:
+                self._line(task_id, force=True)
+        super().stop()
+
+    def _line(self, task_id: TaskID, force: bool = False) -> None:
+        task = self._tasks[task_id]
+        now = time.monotonic()
+        finished = task.total is not None and task.completed >= task.total
+        if task_id in self._done or not (force or finished or now - self._last.get(task_id, -1e9) >= self.interval):
+            return
+        self._last[task_id] = now
+        if finished:
+            self._done.add(task_id)
+        total = f"/{task.total:.0f} ({100 * task.completed / task.total:.0f}%)" if task.total else ""
+        parts = [f"{task.description}: {task.completed:.0f}{total}"]
+        if task.speed:
+            parts.append(f"{task.speed:.1f}/s")
+        parts.append(f"elapsed {_clock(task.elapsed or 0.0)}")
+        if task.time_remaining is not None and not finished:
+            parts.append(f"eta {_clock(task.time_remaining)}")
+        parts += [f"{key} {value}" for key, value in task.fields.items() if value not in ("", "-", None)]
+        self.console.print(", ".join(parts), markup=False, highlight=False, soft_wrap=True)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
 def human_bytes(n: float) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import typer
 import yaml
 
@@ -10,14 +12,16 @@ from embedtool.cli.common import app_context, handle_errors
 from embedtool.config import SECTIONS, section_class, settings_dict
 
 
-@app.command("config")
+@app.command("config", epilog="Example: `embedtool config --preset thesis > embedtool.yaml`")
 @handle_errors
 def show_config(
     ctx: typer.Context,
-    preset: str | None = typer.Option(None, "--preset", help="Show this preset's values (default, thesis, tile2vec)."),
+    preset: Literal["default", "thesis", "tile2vec"] | None = typer.Option(
+        None, "--preset", help="Show this preset's values."
+    ),
 ) -> None:
     """Print every option of every stage with its effective value; the output is a valid embedtool.yaml."""
-    actx = app_context(ctx)
+    actx = app_context(ctx, existing=False)
     overrides = {"preset": preset} if preset else {}
     data: dict[str, object] = {"workspace": str(actx.workspace.root)}
     if preset or actx.config.preset:

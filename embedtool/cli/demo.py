@@ -41,7 +41,7 @@ def _model_is_current(workspace: Workspace) -> bool:
     return model.inputs.get("features") == features.fingerprint
 
 
-@app.command()
+@app.command(epilog="Example: `embedtool demo` (then `embedtool -w embedtool-demo info`)")
 @handle_errors
 def demo(
     ctx: typer.Context,

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import typer
 
 from embedtool.cli.app import app
-from embedtool.cli.common import app_context, console, handle_errors, make_progress, print_json, stage_progress
+from embedtool.cli.common import (
+    app_context,
+    console,
+    default_of,
+    handle_errors,
+    make_progress,
+    print_json,
+    stage_progress,
+)
 
 
-@app.command()
+@app.command(epilog="Example: `embedtool embed --device cpu` (after `embedtool train`)")
 @handle_errors
 def embed(
     ctx: typer.Context,
     hop: float | None = typer.Option(None, "--hop", help="Seconds between segment windows (0 = half a segment)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Windows per forward pass."),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    device: Literal["auto", "cpu", "cuda"] | None = typer.Option(
+        None, "--device", help="Where the model runs.", show_default=default_of("embed", "device")
+    ),
     full: bool = typer.Option(False, "--full", help="Re-embed every track, even when the last export fits."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:

@@ -2,31 +2,62 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import typer
 from rich.table import Table
 
 from embedtool.cli.app import app
-from embedtool.cli.common import app_context, console, handle_errors, make_progress, print_json, stage_progress
+from embedtool.cli.common import (
+    app_context,
+    console,
+    default_of,
+    handle_errors,
+    make_progress,
+    print_json,
+    stage_progress,
+)
 
 
-@app.command()
+@app.command(epilog="Example: `embedtool evaluate --name first --cv 5 --no-robustness`")
 @handle_errors
 def evaluate(
     ctx: typer.Context,
     name: str | None = typer.Option(None, "--name", help="Report folder name under reports/ (default: timestamp)."),
-    excerpts: int | None = typer.Option(None, "--excerpts", help="Re-identification excerpts per excerpt length."),
-    robustness: bool | None = typer.Option(
-        None, "--robustness/--no-robustness", help="Run the re-identification test."
+    excerpts: int | None = typer.Option(
+        None,
+        "--excerpts",
+        help="Re-identification excerpts per excerpt length.",
+        show_default=default_of("evaluate", "excerpts"),
     ),
-    baselines: bool | None = typer.Option(None, "--baselines/--no-baselines", help="Compute the MFCC baseline."),
+    robustness: bool | None = typer.Option(
+        None,
+        "--robustness/--no-robustness",
+        help="Run the re-identification test.",
+        show_default=default_of("evaluate", "robustness"),
+    ),
+    baselines: bool | None = typer.Option(
+        None,
+        "--baselines/--no-baselines",
+        help="Compute the MFCC baseline.",
+        show_default=default_of("evaluate", "baselines"),
+    ),
     untrained: bool | None = typer.Option(
-        None, "--untrained/--no-untrained", help="Compute the untrained-network baseline."
+        None,
+        "--untrained/--no-untrained",
+        help="Compute the untrained-network baseline.",
+        show_default=default_of("evaluate", "untrained_baseline"),
     ),
     pretrained: str | None = typer.Option(
-        None, "--pretrained", help="Bundled model to compare with, applied as it is (general; '' = none)."
+        None,
+        "--pretrained",
+        help="Bundled model to compare with, applied as it is (general; '' = none).",
+        show_default=default_of("evaluate", "pretrained_baseline"),
     ),
     cv: int | None = typer.Option(None, "--cv", help="Grouped N-fold CV instead of the persisted split."),
-    level: str | None = typer.Option(None, "--level", help="Classifier on 'track' or 'segment' embeddings."),
+    level: Literal["track", "segment"] | None = typer.Option(
+        None, "--level", help="Classifier on track or segment embeddings.", show_default=default_of("classify", "level")
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Seed of excerpts, folds, clusters and the map."),
     as_json: bool = typer.Option(False, "--json", help="Print report.json to stdout too."),
 ) -> None:

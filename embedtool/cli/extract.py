@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import typer
 from rich.progress import TextColumn
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 SHOW_ERRORS = 10
 
 
-@app.command()
+@app.command(epilog="Example: `embedtool extract ~/Music/library --labels labels.csv -j 4`")
 @handle_errors
 def extract(
     ctx: typer.Context,
@@ -53,7 +53,7 @@ def extract(
         None, "--labels", help="CSV/TSV of path,label[,group] (default: the first folder level under each PATH)."
     ),
     min_duration: float | None = typer.Option(None, "--min-duration", help="Skip files shorter than this (s)."),
-    preset: str | None = typer.Option(None, "--preset", help="Feature preset: default or thesis."),
+    preset: Literal["default", "thesis"] | None = typer.Option(None, "--preset", help="Feature preset."),
     sample_rate: int | None = typer.Option(None, "--sample-rate", help="Resample audio to this rate (Hz)."),
     n_mels: int | None = typer.Option(None, "--n-mels", help="Number of Mel bands."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's report as JSON."),
@@ -68,7 +68,7 @@ def extract(
     """
     from embedtool import pipeline  # deferred: `embedtool --help` must not import torch
 
-    actx = app_context(ctx)
+    actx = app_context(ctx, existing=False)  # extract makes the workspace
     settings = actx.config.settings("features", {"preset": preset, "sample_rate": sample_rate, "n_mels": n_mels})
     options = actx.config.settings(
         "extract",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import typer
 from rich.table import Table
 
@@ -9,6 +11,7 @@ from embedtool.cli.app import app
 from embedtool.cli.common import (
     app_context,
     console,
+    default_of,
     handle_errors,
     human_bytes,
     make_progress,
@@ -17,11 +20,13 @@ from embedtool.cli.common import (
 )
 
 
-@app.command()
+@app.command(epilog="Example: `embedtool index --kind hnsw --target-recall 0.95`")
 @handle_errors
 def index(
     ctx: typer.Context,
-    kind: str | None = typer.Option(None, "--kind", help="auto, flat, hnsw, ivf or ivf-pq."),
+    kind: Literal["auto", "flat", "hnsw", "ivf", "ivf-pq"] | None = typer.Option(
+        None, "--kind", help="FAISS index kind (auto: by size and memory).", show_default=default_of("index", "kind")
+    ),
     target_recall: float | None = typer.Option(None, "--target-recall", help="recall@k that tuning must reach."),
     recall_k: int | None = typer.Option(None, "--recall-k", help="k of the recall measurement."),
     memory_mb: float | None = typer.Option(None, "--memory-mb", help="Memory budget for auto (MiB)."),

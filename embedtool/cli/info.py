@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import typer
 from rich.table import Table
 
 from embedtool.cli.app import app
-from embedtool.cli.common import app_context, console, handle_errors, human_bytes, print_json
+from embedtool.cli.common import app_context, console, handle_errors, human_bytes, print_json, write_table_rows
 
 
-@app.command()
+@app.command(epilog="Example: `embedtool info --json`, or `embedtool -w ~/lib-ws info` for another workspace")
 @handle_errors
 def info(
     ctx: typer.Context,
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    output: Literal["table", "json", "csv", "tsv"] = typer.Option(
+        "table", "--format", "-f", help="csv/tsv: one row per stage."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
 ) -> None:
     """Show what the workspace holds: tracks, hours, labels, settings, sizes, and which stages exist."""
     actx = app_context(ctx)
     from embedtool.inspect import summarise_workspace  # deferred: numpy only when the command runs
 
     summary = summarise_workspace(actx.workspace)
-    if as_json:
+    if output in ("csv", "tsv"):
+        stages = [{**vars(st), "status": st.problem or ("ready" if st.exists else "not made")} for st in summary.stages]
+        write_table_rows(output, ("stage", "status", "size_bytes", "created", "fingerprint"),
+                         ({**st, "stage": st["name"]} for st in stages))  # fmt: skip
+        return
+    if as_json or output == "json":
         print_json(summary.to_dict())
         return
     console.print(f"[bold]Workspace[/] {summary.root}")

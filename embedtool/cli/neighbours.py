@@ -7,17 +7,23 @@ scripts and spreadsheets (one row per query and matched track).
 
 from __future__ import annotations
 
-import csv
 import json
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
 from rich.table import Table
 
 from embedtool.cli.app import app
-from embedtool.cli.common import app_context, console, err_console, handle_errors, print_json
+from embedtool.cli.common import (
+    app_context,
+    console,
+    csv_writer,
+    default_of,
+    err_console,
+    handle_errors,
+    print_json,
+)
 from embedtool.errors import EmbedtoolError, InputError, NoMatchError
 
 if TYPE_CHECKING:
@@ -31,7 +37,7 @@ COLUMNS = (
 )  # fmt: skip
 
 
-@app.command()
+@app.command(epilog="Example: `embedtool neighbours song.mp3 queries/ --mode identify -k 3 --format csv > matches.csv`")
 @handle_errors
 def neighbours(
     ctx: typer.Context,
@@ -42,11 +48,21 @@ def neighbours(
         show_default=False,
     ),
     query_list: Path | None = typer.Option(None, "--list", help="A file of queries, one per line."),
-    mode: str | None = typer.Option(None, "--mode", "-m", help="similar (default) or identify."),
-    k: int | None = typer.Option(None, "-k", "--k", help="Number of tracks to return."),
+    mode: Literal["similar", "identify"] | None = typer.Option(
+        None,
+        "--mode",
+        "-m",
+        help="Similar tracks, or which track an excerpt is from.",
+        show_default=default_of("neighbours", "mode"),
+    ),
+    k: int | None = typer.Option(
+        None, "-k", "--k", help="Number of tracks to return.", show_default=default_of("neighbours", "k")
+    ),
     segments: bool = typer.Option(False, "--segments", help="Also list each query window's nearest segment."),
     include_self: bool = typer.Option(False, "--include-self", help="similar: keep the query's own track."),
-    output: str = typer.Option("table", "--format", "-f", help="table, json, jsonl, csv or tsv."),
+    output: Literal["table", "json", "jsonl", "csv", "tsv"] = typer.Option(
+        "table", "--format", "-f", help="How to print the results."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
 ) -> None:
     """Find the library tracks nearest each query, with the matching time ranges.
@@ -68,7 +84,7 @@ def neighbours(
         if output == "json":
             print_json(result.to_dict())
         else:
-            _Output(output).write(sources[0], result)
+            _Output(output, searcher.roots).write(sources[0], result)
         _raise_no_match(searcher, result)
         return
     answered = _answer_all(searcher, sources, segments, output)
@@ -106,7 +122,7 @@ def _answer_all(searcher: Searcher, sources: list[str], segments: bool, output: 
     """Every query, written out as it is answered (a JSON list once all are in); a failed query is reported in
     its place and the others are still answered."""
     answered: list[tuple[str, Any]] = []
-    out = _Output(output)
+    out = _Output(output, searcher.roots)
     for source in sources:
         try:
             result: Any = searcher.query(source, segments=segments)
@@ -132,12 +148,12 @@ class _Output:
     """One query's answer in the chosen format: a table, a JSON line, or CSV/TSV rows (a header first; one row
     per matched track, one for a failed query). JSON lists are written by the caller."""
 
-    def __init__(self, output: str):
+    def __init__(self, output: str, roots: list[str] | None = None):
         self.output = output
+        self.roots = roots or []
         self.rows = None
         if output in ("csv", "tsv"):
-            self.rows = csv.writer(sys.stdout, delimiter="\t" if output == "tsv" else ",", lineterminator="\n")
-            self.rows.writerow(COLUMNS)
+            self.rows = csv_writer(output, COLUMNS)
 
     def write(self, source: str, result: Any) -> None:
         failed = isinstance(result, EmbedtoolError)
@@ -148,7 +164,7 @@ class _Output:
         elif self.output == "table" and failed:
             err_console.print(f"[bold]{source}[/]: [red]not answered[/] {result}", highlight=False)
         elif self.output == "table":
-            _print(result)
+            _print(result, self.roots)
 
     def _write_rows(self, source: str, result: Any) -> None:
         assert self.rows is not None
@@ -177,7 +193,7 @@ def _raise_no_match(searcher: Searcher, result: QueryResult) -> None:
     )
 
 
-def _print(result: QueryResult) -> None:
+def _print(result: QueryResult, roots: list[str]) -> None:
     q = result.query
     where = f" (library track {q['library_track']})" if q.get("library_track") else ""
     console.print(
@@ -191,7 +207,7 @@ def _print(result: QueryResult) -> None:
     for m in result.matches:
         table.add_row(
             str(m.rank),
-            _display_name(m.path, m.track_id),
+            _shown(m.path, m.track_id, roots),
             m.label or "",
             f"{m.score:.3f}",
             str(m.windows),
@@ -217,9 +233,9 @@ def _print(result: QueryResult) -> None:
         console.print(seg)
 
 
-def _display_name(path: str | None, track_id: str) -> str:
-    """The file with its folder (which often names the album or class), and the id for scripts to reuse."""
-    if not path:
-        return track_id
-    parts = Path(path).parts
-    return f"{'/'.join(parts[-2:])} [dim]{track_id[:8]}[/]"
+def _shown(path: str | None, track_id: str, roots: list[str]) -> str:
+    """The path relative to the library folder and the start of the id, both of which name the track back."""
+    from embedtool.features.naming import SHOWN_ID, relative_path
+
+    rel = relative_path(path, roots)
+    return f"{rel} [dim]{track_id[:SHOWN_ID]}[/]" if rel else track_id

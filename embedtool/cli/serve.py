@@ -11,7 +11,7 @@ from embedtool.errors import ConfigError
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
-@app.command()
+@app.command(epilog="Example: `embedtool serve --port 8080` then open http://127.0.0.1:8080")
 @handle_errors
 def serve(
     ctx: typer.Context,

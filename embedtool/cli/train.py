@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
 from rich.progress import TextColumn
 from rich.table import Table
 
 from embedtool.cli.app import app
-from embedtool.cli.common import app_context, console, err_console, handle_errors, make_progress, print_json
+from embedtool.cli.common import (
+    app_context,
+    console,
+    default_of,
+    err_console,
+    handle_errors,
+    make_progress,
+    print_json,
+)
 from embedtool.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -21,38 +29,109 @@ if TYPE_CHECKING:
     from embedtool.workspace import Workspace
 
 
-@app.command()
+@app.command(epilog="Examples: `embedtool train --epochs 20 --device cuda`, `embedtool train --pretrained general`")
 @handle_errors
 def train(
     ctx: typer.Context,
-    preset: str | None = typer.Option(None, "--preset", help="default, thesis or tile2vec."),
-    epochs: int | None = typer.Option(None, "--epochs", "-e", help="Epochs (with --resume: the new total)."),
-    steps_per_epoch: int | None = typer.Option(None, "--steps-per-epoch", help="Optimiser steps per epoch."),
-    batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="Triplets per step."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
-    weight_decay: float | None = typer.Option(None, "--weight-decay", help="Weight decay on conv weights."),
-    lr_schedule: str | None = typer.Option(None, "--lr-schedule", help="constant, step or cosine."),
-    segment_seconds: float | None = typer.Option(None, "--segment-seconds", help="Segment length (s)."),
-    radius: float | None = typer.Option(None, "--radius", help="Neighbour radius for positives (s)."),
-    negatives: str | None = typer.Option(None, "--negatives", help="other-track, same-track-far or mixed."),
-    stem: str | None = typer.Option(None, "--stem", help="imagenet or tile2vec."),
-    width: float | None = typer.Option(None, "--width", help="ResNet18 channel multiplier."),
-    embedding_dim: int | None = typer.Option(None, "--embedding-dim", help="Embedding size."),
-    dropout: float | None = typer.Option(None, "--dropout", help="Dropout before the projection."),
-    level_norm: str | None = typer.Option(
-        None, "--level-norm", help="off, mean or peak: centre each window on its own level (gain-invariant)."
+    preset: Literal["default", "thesis", "tile2vec"] | None = typer.Option(
+        None, "--preset", help="Starting values of every training option."
     ),
-    loss: str | None = typer.Option(None, "--loss", help="thesis or tile2vec."),
-    margin: float | None = typer.Option(None, "--margin", help="Triplet margin."),
-    mining: str | None = typer.Option(None, "--mining", help="none, semi-hard or hard."),
+    epochs: int | None = typer.Option(
+        None,
+        "--epochs",
+        "-e",
+        help="Epochs (with --resume: the new total).",
+        show_default=default_of("train", "epochs"),
+    ),
+    steps_per_epoch: int | None = typer.Option(
+        None,
+        "--steps-per-epoch",
+        help="Optimiser steps per epoch.",
+        show_default=default_of("train", "steps_per_epoch"),
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", "-b", help="Triplets per step.", show_default=default_of("train", "batch_size")
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate.", show_default=default_of("train", "lr")),
+    weight_decay: float | None = typer.Option(
+        None, "--weight-decay", help="Weight decay on conv weights.", show_default=default_of("train", "weight_decay")
+    ),
+    lr_schedule: Literal["constant", "step", "cosine"] | None = typer.Option(
+        None, "--lr-schedule", help="Learning-rate schedule.", show_default=default_of("train", "lr_schedule")
+    ),
+    segment_seconds: float | None = typer.Option(
+        None, "--segment-seconds", help="Segment length (s).", show_default=default_of("train", "segment_seconds")
+    ),
+    radius: float | None = typer.Option(
+        None,
+        "--radius",
+        help="Neighbour radius for positives (s).",
+        show_default=default_of("train", "neighbour_radius_s"),
+    ),
+    negatives: Literal["other-track", "same-track-far", "mixed"] | None = typer.Option(
+        None,
+        "--negatives",
+        help="Where a triplet's negative comes from.",
+        show_default=default_of("train", "negatives"),
+    ),
+    stem: Literal["imagenet", "tile2vec"] | None = typer.Option(
+        None, "--stem", help="The network's first layers.", show_default=default_of("train", "stem")
+    ),
+    width: float | None = typer.Option(
+        None, "--width", help="ResNet18 channel multiplier.", show_default=default_of("train", "width")
+    ),
+    embedding_dim: int | None = typer.Option(
+        None, "--embedding-dim", help="Embedding size.", show_default=default_of("train", "embedding_dim")
+    ),
+    dropout: float | None = typer.Option(
+        None, "--dropout", help="Dropout before the projection.", show_default=default_of("train", "dropout")
+    ),
+    level_norm: Literal["off", "mean", "peak"] | None = typer.Option(
+        None,
+        "--level-norm",
+        help="Centre each window on its own level (gain-invariant).",
+        show_default=default_of("train", "level_norm"),
+    ),
+    loss: Literal["thesis", "tile2vec"] | None = typer.Option(
+        None, "--loss", help="Triplet loss form.", show_default=default_of("train", "loss")
+    ),
+    margin: float | None = typer.Option(
+        None, "--margin", help="Triplet margin.", show_default=default_of("train", "margin")
+    ),
+    mining: Literal["none", "semi-hard", "hard"] | None = typer.Option(
+        None, "--mining", help="Which negatives a batch trains on.", show_default=default_of("train", "mining")
+    ),
     augment: bool | None = typer.Option(None, "--augment/--no-augment", help="Augmentations on or off."),
-    val_fraction: float | None = typer.Option(None, "--val-fraction", help="Share of tracks/groups held out."),
-    split_by: str | None = typer.Option(None, "--split-by", help="group or track."),
-    patience: int | None = typer.Option(None, "--patience", help="Early-stopping patience in epochs (0 = off)."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of the split, triplets and initialisation."),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    val_fraction: float | None = typer.Option(
+        None,
+        "--val-fraction",
+        help="Share of tracks/groups held out.",
+        show_default=default_of("train", "val_fraction"),
+    ),
+    split_by: Literal["group", "track"] | None = typer.Option(
+        None,
+        "--split-by",
+        help="Hold out whole groups (labels file) or single tracks.",
+        show_default=default_of("train", "split_by"),
+    ),
+    patience: int | None = typer.Option(
+        None,
+        "--patience",
+        help="Early-stopping patience in epochs (0 = off).",
+        show_default=default_of("train", "early_stopping_patience"),
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed of the split, triplets and initialisation.", show_default=default_of("train", "seed")
+    ),
+    device: Literal["auto", "cpu", "cuda"] | None = typer.Option(
+        None, "--device", help="Where training runs.", show_default=default_of("train", "device")
+    ),
     workers: int | None = typer.Option(
-        None, "--workers", "-j", help="DataLoader worker processes (-1: auto: 8 at most on CUDA, none on the CPU)."
+        None,
+        "--workers",
+        "-j",
+        help="DataLoader worker processes (-1: auto: 8 at most on CUDA, none on the CPU).",
+        show_default=default_of("train", "workers"),
     ),
     init: str | None = typer.Option(
         None, "--init", help="Start from this model's weights: a bundled model (general) or a model folder."

@@ -12,7 +12,7 @@ from embedtool.errors import DamagedArtefactError
 STYLE = {"ok": "green", "stale": "yellow", "damaged": "bold red", "missing": "dim"}
 
 
-@app.command()
+@app.command(epilog="Example: `embedtool verify --repair`")
 @handle_errors
 def verify(
     ctx: typer.Context,

@@ -139,6 +139,24 @@ class EmbeddingStore:
             self._first_row[t["track_id"]] = first
             first += int(t["n_segments"])
 
+    def use_current_labels(self, features_dir: Path | None) -> int:
+        """Take labels and groups from the features' track table, by track id: they are metadata of the features
+        (`extract --labels` changes them without changing a vector), so a relabelled library is classified,
+        clustered and evaluated by its current labels without re-embedding. Returns how many tracks changed;
+        a track the features no longer hold keeps its own. Without a features artefact nothing changes."""
+        if features_dir is None or not (Path(features_dir) / "meta.json").is_file():
+            return 0
+        from embedtool.features.store import FeatureStore
+
+        current = {t["track_id"]: t for t in FeatureStore(Path(features_dir)).tracks}
+        changed = 0
+        for t in self.tracks:
+            now = current.get(t["track_id"])
+            if now is not None and (t.get("label"), t.get("group")) != (now.get("label"), now.get("group")):
+                t["label"], t["group"] = now.get("label"), now.get("group")
+                changed += 1
+        return changed
+
     # --- provenance ------------------------------------------------------------------------------------
     @property
     def fingerprint(self) -> str:

@@ -19,8 +19,8 @@ Killed at any point before step 5, the previous artefact stays as it was; the ne
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import errno
-import fcntl
 import hashlib
 import multiprocessing
 import os
@@ -46,6 +46,7 @@ from embedtool.features import store
 from embedtool.features.frontend import featurise_file
 from embedtool.features.labels import LabelTable, read_labels_file
 from embedtool.features.options import ExtractOptions
+from embedtool.workspace import held_lock_file, remove_empty_tree
 
 ERRORS_FILE = "errors.json"
 LOCK_FILE = ".extract.lock"
@@ -216,17 +217,17 @@ def run_extract(
     features_dir = Path(features_dir)
     features_dir.mkdir(parents=True, exist_ok=True)
     # Two runs on one workspace would delete each other's new shards when publishing: one at a time.
-    with open(features_dir / LOCK_FILE, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(
-                f"Another `embedtool extract` is writing to {features_dir}; wait for it to finish."
-            ) from None
-        try:
+    created = not any(features_dir.iterdir())
+    try:
+        with held_lock_file(features_dir / LOCK_FILE) as lock:
+            if lock is None:
+                raise InputError(f"Another `embedtool extract` is writing to {features_dir}; wait for it to finish.")
             return _run_extract(roots, features_dir, settings, options, progress)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    except BaseException:
+        if created:  # a first run that failed leaves no empty features folder
+            with contextlib.suppress(OSError):
+                remove_empty_tree(features_dir)
+        raise
 
 
 def _run_extract(

@@ -16,7 +16,6 @@ leaves the previous table valid, and the shards it completed are picked up by th
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +39,7 @@ from embedtool.artefacts import (
 from embedtool.audio.settings import FeatureSettings
 from embedtool.config import settings_dict
 from embedtool.errors import DamagedArtefactError, IncompatibleArtefactError, InputError
+from embedtool.features.naming import find_track
 
 KIND = "features"
 FORMAT_VERSION = 1
@@ -131,25 +131,14 @@ class FeatureStore:
         except KeyError:
             raise InputError(f"No track with id {track_id!r} in {self.directory}") from None
 
-    def find(self, id_or_path: str) -> Track | None:
-        """A track by id, id prefix (unique), or path (absolute, or as given relative to cwd)."""
-        if id_or_path in self._by_id:
-            return self._by_id[id_or_path]
-        # Stored paths are absolute but not resolved through symlinks (the path the user knows).
-        given = Path(id_or_path).expanduser()
-        absolute = os.path.normpath(os.path.abspath(given))
-        for t in self.tracks:
-            if t["path"] == absolute:
-                return t
-        matches = [t for t in self.tracks if t["track_id"].startswith(id_or_path)] if len(id_or_path) >= 6 else []
-        if len(matches) == 1:
-            return matches[0]
-        if given.exists():  # the same file reached through a symlink
-            resolved = os.path.realpath(given)
-            for t in self.tracks:
-                if os.path.realpath(t["path"]) == resolved:
-                    return t
-        return None
+    @property
+    def roots(self) -> list[str]:
+        """The library folders the tracks were found under (what table paths are shown relative to)."""
+        return [str(r) for r in self.meta.extra.get("roots") or []]
+
+    def find(self, name: str) -> Track | None:
+        """The track ``name`` names: id, path, end of a path or id prefix (:func:`naming.find_track`)."""
+        return find_track(self.tracks, name, self.roots)
 
     def mel(self, track_id: str) -> np.ndarray:
         """The track's log-Mel matrix, float16, shape (frames, n_mels)."""

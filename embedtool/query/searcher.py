@@ -20,6 +20,7 @@ calibrated at index time.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -31,6 +32,7 @@ from embedtool.artefacts import check_compatible
 from embedtool.config import settings_dict
 from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.features.frontend import featurise_query, featurise_samples
+from embedtool.features.naming import find_track
 from embedtool.features.windows import crop_many, silence_floor, window_starts
 from embedtool.indexing.fingerprint import FingerprintIndex, accept, mel_landmarks
 from embedtool.indexing.search import VectorIndex
@@ -461,25 +463,16 @@ class Searcher:
         return hits
 
     # --- library lookups -----------------------------------------------------------------------------------
-    def find_track(self, id_or_path: str) -> EmbeddedTrack | None:
-        """A library track by id, unique id prefix (6+ characters), or path."""
-        if id_or_path in self._track_pos:
-            return self.tables.tracks[self._track_pos[id_or_path]]
-        if self.features is not None:
-            found = self.features.find(id_or_path)
-            if found is not None and found["track_id"] in self._track_pos:
-                return self.tables.tracks[self._track_pos[found["track_id"]]]
-        import os
+    @property
+    def roots(self) -> list[str]:
+        """The library folders (from the features), which shown paths are relative to."""
+        return self.features.roots if self.features is not None else []
 
-        absolute = os.path.normpath(os.path.abspath(Path(id_or_path).expanduser()))
-        for t in self.tables.tracks:
-            if t.get("path") == absolute:
-                return t
-        if len(id_or_path) >= 6:
-            matches = [t for t in self.tables.tracks if t["track_id"].startswith(id_or_path)]
-            if len(matches) == 1:
-                return matches[0]
-        return None
+    def find_track(self, name: str) -> EmbeddedTrack | None:
+        """A library track by the shared naming rule (:func:`embedtool.features.naming.find_track`): id, path
+        (also relative to the library folder), end of a path, or id prefix of 6+ characters; an ambiguous name is
+        an :class:`InputError` listing the candidates."""
+        return find_track(self.tables.tracks, name, self.roots)
 
     def _library_track_of_file(self, path: Path) -> str | None:
         """The library track a query file is, by content id (any copy of the file) or by path."""
@@ -491,7 +484,8 @@ class Searcher:
             tid = None
         if tid is not None and tid in self._track_pos:
             return tid
-        found = self.find_track(str(path)) if Path(path).exists() else None
+        # by its absolute path only: a query file is not a library track because their names end alike
+        found = self.find_track(os.path.abspath(Path(path).expanduser())) if Path(path).exists() else None
         return found["track_id"] if found else None
 
 
