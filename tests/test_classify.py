@@ -12,6 +12,7 @@ from factories import extract_features, make_class_corpus, run_cli
 from embedtool.analysis.classify import (
     C_GRID,
     FALLBACK_C,
+    SMALL_HELD_OUT_TRACKS,
     LabelledData,
     LinearClassifier,
     SavedClassifier,
@@ -134,9 +135,9 @@ def test_run_classify_on_the_persisted_split(tmp_path: Path) -> None:
     store_dir = write_store(tmp_path / "emb", THREE, GROUPS)
     split = write_split(tmp_path / "split", store_dir)
     out = tmp_path / "classifier"
-    result = run_classify(store_dir, out, ClassifyOptions(), tmp_path / "split")
+    result = run_classify(store_dir, out, ClassifyOptions(small_split="keep"), tmp_path / "split")
     val = [t for t, s in split.items() if s == "val"]
-    assert result.evaluation.scheme == "split"
+    assert result.evaluation.scheme == "split" and result.evaluation.note is None
     assert sorted(p["track_id"] for p in result.evaluation.predictions) == sorted(val)
     assert result.evaluation.metrics["macro_f1"] >= 0.9
     meta = read_meta(out, "classifier")
@@ -152,7 +153,7 @@ def test_run_classify_on_the_persisted_split(tmp_path: Path) -> None:
     assert saved.classifier.predict(descriptors) == THREE  # refitted on all tracks: separable classes come back
     saved.check_embeddings(EmbeddingStore(store_dir))
     on_embeddings = run_classify(
-        store_dir, tmp_path / "c-emb", ClassifyOptions(features="embeddings"), tmp_path / "split"
+        store_dir, tmp_path / "c-emb", ClassifyOptions(features="embeddings", small_split="keep"), tmp_path / "split"
     )
     assert on_embeddings.classifier.dim == 16 and on_embeddings.evaluation.metrics["macro_f1"] >= 0.9
     assert SavedClassifier(tmp_path / "c-emb").classifier.predict(EmbeddingStore(store_dir).track_vectors()) == THREE
@@ -163,8 +164,22 @@ def test_run_classify_on_the_persisted_split(tmp_path: Path) -> None:
     with pytest.raises(IncompatibleArtefactError, match="dim"):
         saved.check_embeddings(EmbeddingStore(old))
     # without refitting, the classifier is the one evaluated: trained on the training tracks only
-    kept = run_classify(store_dir, out, ClassifyOptions(refit_all=False), tmp_path / "split")
+    kept = run_classify(store_dir, out, ClassifyOptions(refit_all=False, small_split="keep"), tmp_path / "split")
     assert kept.trained_on == len(split) - len(val)
+
+
+def test_a_split_too_small_to_judge_by_switches_to_grouped_cv_and_says_so(tmp_path: Path) -> None:
+    store_dir = write_store(tmp_path / "emb", THREE, GROUPS)
+    split = write_split(tmp_path / "split", store_dir)
+    held_out = sum(s == "val" for s in split.values())
+    assert held_out < SMALL_HELD_OUT_TRACKS  # 18 tracks: a few held out, 1.000 or 0.000 by chance
+    result = run_classify(store_dir, tmp_path / "c", ClassifyOptions(), tmp_path / "split")
+    ev = result.evaluation
+    assert ev.scheme.startswith("cv-") and int(ev.scheme[3:]) >= 2
+    assert ev.note is not None and f"holds out only {held_out} labelled track(s)" in ev.note
+    assert len(ev.predictions) == len(THREE)  # every labelled track tested once
+    assert json.loads((tmp_path / "c" / "evaluation.json").read_text())["note"] == ev.note
+
 
 
 def test_classify_errors(tmp_path: Path) -> None:
@@ -183,13 +198,17 @@ def test_classify_errors(tmp_path: Path) -> None:
         evaluate_classifier(LabelledData.from_store(confined), ClassifyOptions(cv=2))
     with pytest.raises(InputError, match="at least 6 groups of tracks, but the labelled tracks form only 5"):
         evaluate_classifier(LabelledData.from_store(confined), ClassifyOptions(cv=6))
-    # persisted split: a label whose only tracks are in validation
+    # persisted split, kept as it is: a label whose only tracks are in validation
     data = LabelledData.from_store(few)
     split = {t: "train" for t in data.track_ids[:6]} | {t: "val" for t in data.track_ids[6:]}
+    keep = ClassifyOptions(small_split="keep")
     with pytest.raises(InputError, match=r"no training track for b \(2 track\(s\), all in validation\)"):
-        evaluate_classifier(data, ClassifyOptions(), split)
+        evaluate_classifier(data, keep, split)
     with pytest.raises(InputError, match="no labelled validation tracks"):
-        evaluate_classifier(data, ClassifyOptions(), dict.fromkeys(data.track_ids, "train"))
+        evaluate_classifier(data, keep, dict.fromkeys(data.track_ids, "train"))
+    # ... which grouped cross-validation, the default for a split this small, gets round when the groups allow
+    rescued = evaluate_classifier(data, ClassifyOptions(), split)
+    assert rescued.scheme.startswith("cv-") and rescued.note and len(rescued.predictions) == len(data.track_ids)
     with pytest.raises(MissingArtefactError, match="embedtool train"):
         run_classify(tmp_path / "few", tmp_path / "clf", ClassifyOptions(), tmp_path / "no-split")
     with pytest.raises(ConfigError, match="classify.cv"):

@@ -51,7 +51,8 @@ def test_evaluate_writes_every_file_with_valid_values(workspace: Workspace) -> N
     val_tracks = None
     for name, system in report["systems"].items():
         c = system["classification"]
-        assert c["scheme"] == "split"
+        # 18 tracks: the persisted split holds out too few to judge by, so grouped CV tests every track, and says so
+        assert c["scheme"].startswith("cv-") and "too few to judge by" in c["note"]
         assert _in_unit(c["accuracy"]) and _in_unit(c["macro_f1"]), name
         # the same held-out tracks for every system
         tracks = sorted(p["track_id"] for p in c["predictions"])

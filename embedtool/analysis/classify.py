@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -348,9 +348,37 @@ class ClassifierEvaluation:
     metrics: dict[str, Any]
     predictions: list[dict[str, Any]]  # track_id, label, predicted, probabilities, fold
     folds: list[dict[str, Any]]  # per fold: train/test track counts, accuracy, macro-F1
+    note: str | None = None  # why the scheme is not the one asked for (a persisted split too small to judge by)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"scheme": self.scheme, **self.metrics, "folds": self.folds, "predictions": self.predictions}
+        return {"scheme": self.scheme, "note": self.note, **self.metrics, "folds": self.folds,
+                "predictions": self.predictions}  # fmt: skip
+
+
+# A persisted split holding out fewer tracks than this (in all, or of some label) gives figures that say little:
+# 1 held-out track scores 1.000 or 0.000. Grouped cross-validation then tests every labelled track once.
+SMALL_HELD_OUT_TRACKS = 20
+SMALL_HELD_OUT_PER_LABEL = 5
+
+
+def small_split_switch(data: LabelledData, split: dict[str, str]) -> tuple[int, str] | None:
+    """(folds, why) when the persisted split holds out too few labelled tracks to judge a classifier by and grouped
+    cross-validation is possible instead (at least 2 folds: that many groups, and tracks of every label); None
+    when the split is fine or nothing better can be done."""
+    held_out = [i for i, t in enumerate(data.track_ids) if split.get(t) == "val"]
+    per_label = data.label_counts(np.asarray(held_out, dtype=np.int64))
+    smallest = min((per_label.get(lab, 0) for lab in set(data.labels)), default=0)
+    if len(held_out) >= SMALL_HELD_OUT_TRACKS and smallest >= SMALL_HELD_OUT_PER_LABEL:
+        return None
+    counts = data.label_counts()
+    folds = min(5, len(set(data.groups)), min(counts.values(), default=0))
+    if folds < 2:
+        return None
+    why = (
+        f"the persisted split holds out only {len(held_out)} labelled track(s) ({smallest} of the rarest label), "
+        f"too few to judge by: grouped {folds}-fold cross-validation instead, every labelled track tested once"
+    )
+    return folds, why
 
 
 def split_folds(
@@ -421,8 +449,18 @@ def evaluate_classifier(
     split: dict[str, str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ClassifierEvaluation:
-    """Fit on training tracks and predict held-out ones: the persisted ``split`` or ``options.cv`` folds."""
-    scheme, folds = split_folds(data, split, options)
+    """Fit on training tracks and predict held-out ones: the persisted ``split`` or ``options.cv`` folds (grouped
+    cross-validation instead of a persisted split too small to judge by: ``small_split_switch``)."""
+    note = None
+    wanted = split is not None and not options.cv and options.small_split == "cv"
+    switch = small_split_switch(data, split) if wanted else None
+    try:
+        scheme, folds = split_folds(data, split, replace(options, cv=switch[0]) if switch else options)
+        note = switch[1] if switch else None
+    except InputError:
+        if switch is None:
+            raise
+        scheme, folds = split_folds(data, split, options)  # the groups cannot make folds: keep the split
     labels = sorted(set(data.labels))
     predictions: list[dict[str, Any]] = []
     fold_rows: list[dict[str, Any]] = []
@@ -456,7 +494,7 @@ def evaluate_classifier(
         if progress is not None:
             progress(f + 1, len(folds))
     metrics = classification_metrics([p["label"] for p in predictions], [p["predicted"] for p in predictions], labels)
-    return ClassifierEvaluation(scheme, metrics, predictions, fold_rows)
+    return ClassifierEvaluation(scheme, metrics, predictions, fold_rows, note)
 
 
 # --- the artefact --------------------------------------------------------------------------------------------

@@ -337,6 +337,7 @@ class _Evaluation:
                 "labelled_tracks": len(data.track_ids),
                 "labels": dict(sorted(Counter(data.labels).items())),
                 "classification_scheme": systems["embeddings"]["classification"]["scheme"],
+                "classification_note": systems["embeddings"]["classification"].get("note"),
                 "classify_options": settings_dict(self.classify_options),
                 "systems": systems,
                 "robustness": robustness,

@@ -57,6 +57,9 @@ class ClassifyOptions:
     level: Literal["track", "segment"] = "track"
     features: Literal["descriptors", "embeddings"] = "descriptors"  # what a track-level classifier reads
     cv: int = 0  # 0: the persisted train/val split; N >= 2: grouped, stratified N-fold cross-validation
+    # a persisted split holding out too few tracks to judge by (analysis.classify.small_split_switch): "cv" uses
+    # grouped cross-validation instead and says so; "keep" keeps the split
+    small_split: Literal["cv", "keep"] = "cv"
     C: Literal["auto"] | float = "auto"  # inverse L2 regularisation strength; auto: inner grouped CV (see doc)
     class_weight: Literal["balanced", "none"] = "balanced"
     max_iter: int = 2000

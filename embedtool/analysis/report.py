@@ -104,6 +104,7 @@ def _summary(report: dict[str, Any]) -> list[str]:
         + (" (learnt systems: track descriptors; MFCC: its statistics)" if reads_descriptors else "")
         + f", C {options.get('C')}. Retrieval: precision@k of same-label tracks among each "
         "track's k nearest (cosine), its own track excluded. Clustering: k-Means, k as listed below.",
+        *(["", f"**Note:** {report['classification_note']}."] if report.get("classification_note") else []),
         "",
         "![comparison](comparison.png)",
         "",

@@ -115,6 +115,8 @@ def classify(
         return
     m = ev.metrics
     scheme = "persisted train/val split" if ev.scheme == "split" else f"grouped {ev.scheme[3:]}-fold cross-validation"
+    if ev.note:
+        err_console.print(f"[yellow]note:[/] {ev.note}")
     console.print(
         f"[bold]held-out ({scheme}, {options.level} level, {m['n']} tracks):[/] accuracy {m['accuracy']:.3f}, "
         f"macro-F1 {m['macro_f1']:.3f}"
