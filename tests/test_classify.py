@@ -181,7 +181,6 @@ def test_a_split_too_small_to_judge_by_switches_to_grouped_cv_and_says_so(tmp_pa
     assert json.loads((tmp_path / "c" / "evaluation.json").read_text())["note"] == ev.note
 
 
-
 def test_classify_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="No labelled tracks"):
         LabelledData.from_store(EmbeddingStore(write_store(tmp_path / "none", [None] * 4)))

@@ -52,3 +52,22 @@ def test_a_folder_and_a_list_file_expand_to_their_queries(trained_workspace: Wor
     as_json = run_cli("-w", ws.root, "-q", "neighbours", files[0], files[1], "--json")
     assert [x["query"]["given"] for x in json.loads(as_json.stdout)] == [str(files[0]), str(files[1])]
     assert run_cli("-w", ws.root, "neighbours", files[0], "--format", "xml").exit_code == 2
+
+
+def test_labels_dir_writes_an_audacity_label_track_per_query(trained_workspace: Workspace, tmp_path: Path) -> None:
+    ws = trained_workspace
+    files = _library_files(ws, 2)
+    out = tmp_path / "labels"
+    result = run_cli("-w", ws.root, "-q", "neighbours", *files, "-k", "2", "--format", "jsonl", "--labels-dir", out)
+    assert result.exit_code == 0, result.output
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    for path, answer in zip(files, answers, strict=True):
+        lines = (out / f"{path.stem}.txt").read_text().splitlines()
+        assert len(lines) == len(answer["matches"]) == 2
+        for line, match in zip(lines, answer["matches"], strict=True):
+            start, end, text = line.split("\t")
+            assert float(start) == match["query_start_s"] and float(end) == match["query_end_s"]
+            assert text.startswith(f"{match['rank']}. ") and match["track_id"][:8] in text
+    # the same query twice: a second file, not an overwrite
+    again = run_cli("-w", ws.root, "-q", "neighbours", files[0], files[0], "--format", "csv", "--labels-dir", out)
+    assert again.exit_code == 0 and (out / f"{files[0].stem}-2.txt").is_file()

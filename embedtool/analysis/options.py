@@ -89,7 +89,8 @@ class EvaluateOptions:
     excerpts: int = 20  # excerpts per excerpt length (the same excerpts under every degradation)
     gain_db: float = -12.0
     mp3_compression: float = 0.5  # soundfile's MP3 compression level, constant bit rate (0.5: ~80 kbps at 16 kHz)
-    cluster_k: str = "labels"  # "labels" (k = number of labels), "auto", or a number
+    # "auto" (the rule of `embedtool cluster -k auto`: silhouette), "labels" (k = number of labels), or a number
+    cluster_k: str = "auto"
     baselines: bool = True  # MFCC statistics baseline
     untrained_baseline: bool = True  # the same network untrained, exported into a temporary folder
     # A bundled model applied as it is (see training/pretrained.py): does training on this audio beat it?

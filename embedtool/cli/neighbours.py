@@ -64,6 +64,12 @@ def neighbours(
         "table", "--format", "-f", help="How to print the results."
     ),
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
+    labels_dir: Path | None = typer.Option(
+        None,
+        "--labels-dir",
+        help="Also write each query's matches as an Audacity label track, DIR/<query name>.txt "
+        "(File > Import > Labels, beside the query's audio): one label per match over the query's matched range.",
+    ),
 ) -> None:
     """Find the library tracks nearest each query, with the matching time ranges.
 
@@ -79,15 +85,18 @@ def neighbours(
     actx = app_context(ctx)
     options = actx.config.settings("neighbours", {"mode": mode, "k": k, "include_self": include_self or None})
     searcher = Searcher.open(actx.workspace, options)
+    labels = _LabelTracks(labels_dir, searcher.roots) if labels_dir is not None else None
     if len(sources) == 1:  # one query: its errors and no-match end the run (exit 1 or 3), JSON is the result itself
         result = searcher.query(sources[0], segments=segments)
+        if labels is not None:
+            labels.write(sources[0], result)
         if output == "json":
             print_json(result.to_dict())
         else:
             _Output(output, searcher.roots).write(sources[0], result)
         _raise_no_match(searcher, result)
         return
-    answered = _answer_all(searcher, sources, segments, output)
+    answered = _answer_all(searcher, sources, segments, output, labels)
     failed = [s for s, r in answered if not hasattr(r, "matches")]
     if failed:
         err_console.print(f"[bold red]error:[/] {len(failed)} of {len(sources)} queries could not be answered")
@@ -118,7 +127,9 @@ def _sources(queries: list[str], query_list: Path | None) -> list[str]:
     return sources
 
 
-def _answer_all(searcher: Searcher, sources: list[str], segments: bool, output: str) -> list[tuple[str, Any]]:
+def _answer_all(
+    searcher: Searcher, sources: list[str], segments: bool, output: str, labels: _LabelTracks | None = None
+) -> list[tuple[str, Any]]:
     """Every query, written out as it is answered (a JSON list once all are in); a failed query is reported in
     its place and the others are still answered."""
     answered: list[tuple[str, Any]] = []
@@ -130,6 +141,8 @@ def _answer_all(searcher: Searcher, sources: list[str], segments: bool, output: 
             result = exc
         answered.append((source, result))
         out.write(source, result)
+        if labels is not None and not isinstance(result, EmbedtoolError):
+            labels.write(source, result)
     if output == "json":
         print_json([_as_dict(source, result) for source, result in answered])
     return answered
@@ -176,6 +189,38 @@ class _Output:
         for m in result.matches or [None]:
             row = {**head, **(m.to_dict() if m is not None else {})}
             self.rows.writerow(["" if row.get(c) is None else row.get(c) for c in COLUMNS])
+
+
+class _LabelTracks:
+    """Audacity label tracks (``start<TAB>end<TAB>text`` per line, seconds): one file per query, named after it
+    (a second query of the same name gets ``-2``), each match a label over the query's matched range."""
+
+    def __init__(self, directory: Path, roots: list[str]):
+        self.directory, self.roots = directory, roots
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.used: set[str] = set()
+
+    def write(self, source: str, result: QueryResult) -> Path:
+        from embedtool.features.naming import display_name
+
+        stem = Path(source).stem or "query"
+        name, n = stem, 1
+        while name in self.used:
+            n += 1
+            name = f"{stem}-{n}"
+        self.used.add(name)
+        lines = []
+        if result.mode == "identify" and result.no_match:
+            lines.append(f"0.000000\t{result.query['duration_s']:.6f}\tno match")
+        for m in result.matches:
+            track = display_name({"track_id": m.track_id, "path": m.path}, self.roots)
+            lines.append(
+                f"{m.query_start_s:.6f}\t{m.query_end_s:.6f}\t{m.rank}. {track} "
+                f"@ {m.ref_start_s:.1f}-{m.ref_end_s:.1f} s (score {m.score:.3f})"
+            )
+        path = self.directory / f"{name}.txt"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
 
 
 def _raise_no_match(searcher: Searcher, result: QueryResult) -> None:
