@@ -116,6 +116,19 @@ class EvaluateResult:
         return self.report["systems"]
 
 
+def _model_origin(workspace: Workspace) -> str:
+    """What the model behind the embeddings is, in a report's words: a bundled model applied as it is, one trained
+    on from another model's weights, or one trained on this audio."""
+    from embedtool.artefacts import read_meta
+
+    extra = read_meta(workspace.model, "model").extra
+    if extra.get("adopted_from"):
+        return f"the bundled model `{extra['adopted_from']}` applied as it is, not trained on this audio"
+    if extra.get("init_model"):
+        return f"a model trained on this audio from the weights of model `{extra['init_model']}`"
+    return "a model trained on this audio"
+
+
 def _untrained_encoder(workspace: Workspace, seed: int) -> Any:
     """The workspace's network with random weights and the trained one's input standardisation: the baseline
     differs in its weights only."""
@@ -338,6 +351,7 @@ class _Evaluation:
                 "labels": dict(sorted(Counter(data.labels).items())),
                 "classification_scheme": systems["embeddings"]["classification"]["scheme"],
                 "classification_note": systems["embeddings"]["classification"].get("note"),
+                "model_origin": _model_origin(self.workspace),
                 "classify_options": settings_dict(self.classify_options),
                 "systems": systems,
                 "robustness": robustness,

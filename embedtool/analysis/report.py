@@ -33,16 +33,16 @@ SYSTEM_DESCRIPTIONS = {
 }
 
 
-def _systems_paragraph(systems: dict[str, Any]) -> str:
+def _systems_paragraph(systems: dict[str, Any], origin: str = "the learnt model") -> str:
     baselines = [
         SYSTEM_DESCRIPTIONS.get(name, f"**{name}** (the model {name}, applied as it is)")
         for name in systems
         if name != "embeddings"
     ]
     if not baselines:
-        return "Systems: **embeddings** (the learnt model); no baselines."
+        return f"Systems: **embeddings** ({origin}); no baselines."
     return (
-        "Systems: **embeddings** (the learnt model); baselines computed in the same run on the same tracks and "
+        f"Systems: **embeddings** ({origin}); baselines computed in the same run on the same tracks and "
         "splits: " + ", ".join(baselines) + "."
     )
 
@@ -70,7 +70,7 @@ def _header(report: dict[str, Any]) -> list[str]:
         + ", ".join(f"{k} {v}" for k, v in report["labels"].items())
         + ".",
         "",
-        _systems_paragraph(report["systems"]),
+        _systems_paragraph(report["systems"], report.get("model_origin") or "the learnt model"),
         "",
         *[f"Note: {note}" for note in report.get("notes", [])],
         "",
