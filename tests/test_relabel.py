@@ -41,6 +41,11 @@ def test_classify_and_cluster_use_the_features_current_labels(trained_workspace_
     result = run_cli("-w", ws.root, "-q", "cluster", "-k", "2", "--format", "csv")
     assert result.exit_code == 0, result.output
     assert {row.split(",")[3] for row in result.stdout.splitlines()[1:]} == {"merged", "noise_high"}
+    # queries show the current labels too (the index's table is as stale as the embeddings')
+    track = next(t for t in FeatureStore(ws.features).tracks if t["label"] == "merged")
+    result = run_cli("-w", ws.root, "-q", "neighbours", track["track_id"], "--include-self", "-k", "1", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["matches"][0]["label"] == "merged"
 
 
 def test_evaluate_uses_the_current_labels_and_groups(trained_workspace_copy: Workspace) -> None:

@@ -71,7 +71,7 @@ class Library:
         except EmbedtoolError:
             features, source = None, []
         if self.searcher is not None:
-            source = list(self.searcher.tables.tracks)
+            source = list(self.searcher.tables.tracks)  # labels as the features have them now (Searcher.open)
         self.tracks = [_track_row(t) for t in source]
         self._by_id = {t["track_id"]: t for t in self.tracks}
 
@@ -207,6 +207,7 @@ class Library:
         from embedtool.embedding.store import EmbeddingStore
 
         store = EmbeddingStore(self.workspace.embeddings)
+        store.use_current_labels(self.workspace.features)
         options, assigned = ClusterOptions(), {}
         try:
             meta = read_meta(self.workspace.clusters, KIND, FORMAT_VERSION)
