@@ -99,7 +99,8 @@ def _summary(report: dict[str, Any]) -> list[str]:
     lines += [
         "",
         f"Classification: logistic regression, {report['classification_scheme']} "
-        "(`split`: the split persisted by `embedtool train`; `cv-N`: grouped stratified N-fold), "
+        "(`split`: the split persisted by `embedtool train`; `cv-N`: stratified N-fold grouped by "
+        f"{options.get('cv_by', 'group')}), "
         f"{options['level']} level"
         + (" (learnt systems: track descriptors; MFCC: its statistics)" if reads_descriptors else "")
         + f", C {options.get('C')}. Retrieval: precision@k of same-label tracks among each "
