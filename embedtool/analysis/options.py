@@ -92,7 +92,9 @@ class EvaluateOptions:
     robustness: bool = True
     excerpt_seconds: tuple[float, ...] = (1.0, 3.0, 5.0, 10.0)
     degradations: tuple[str, ...] = DEGRADATIONS
-    excerpts: int = 20  # excerpts per excerpt length (the same excerpts under every degradation)
+    # excerpts per excerpt length (the same excerpts under every degradation); at most: a small library gets one
+    # per two tracks (analysis.robustness.excerpts_per_length)
+    excerpts: int = 20
     gain_db: float = -12.0
     mp3_compression: float = 0.5  # soundfile's MP3 compression level, constant bit rate (0.5: ~80 kbps at 16 kHz)
     cluster_k: str = "labels"  # "labels" (k = number of labels), "auto", or a number

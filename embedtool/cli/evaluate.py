@@ -28,7 +28,7 @@ def evaluate(
     excerpts: int | None = typer.Option(
         None,
         "--excerpts",
-        help="Re-identification excerpts per excerpt length.",
+        help="Re-identification excerpts per excerpt length, at most (a small library gets one per two tracks).",
         show_default=default_of("evaluate", "excerpts"),
     ),
     robustness: bool | None = typer.Option(
