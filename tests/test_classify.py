@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import extract_features, make_class_corpus, run_cli
+from factories import extract_features, flat, make_class_corpus, run_cli
 
 from embedtool.analysis.classify import (
     C_GRID,
@@ -109,6 +109,29 @@ def test_grouped_cv_keeps_groups_apart_and_separates_classes(tmp_path: Path) -> 
         assert np.asarray(ev.metrics["confusion"]).sum() == 18
         for p in ev.predictions:
             assert sum(p["probabilities"].values()) == pytest.approx(1.0)
+
+
+def test_cv_by_track_folds_tracks_of_one_group_apart(tmp_path: Path) -> None:
+    data = LabelledData.from_store(EmbeddingStore(write_store(tmp_path / "emb", THREE, GROUPS)))
+
+    def straddling(cv_by: str) -> set[str]:
+        """Groups with tracks on both sides of some fold."""
+        _, folds = split_folds(data, None, ClassifyOptions(cv=3, cv_by=cv_by))
+        assert sorted(np.concatenate([te for _, te in folds]).tolist()) == list(range(18))
+        return {g for train, test in folds for g in {data.groups[i] for i in test} & {data.groups[i] for i in train}}
+
+    assert straddling("group") == set()
+    assert straddling("track")  # each track its own group: the two tracks of a group can land in different folds
+    # a label confined to one group cannot be folded by group, but can be by track
+    confined = LabelledData.from_store(
+        EmbeddingStore(write_store(tmp_path / "confined", ["a"] * 4 + ["b"] * 4, ["g1", "g2", "g3", "g4"] + ["gb"] * 4))
+    )
+    with pytest.raises(InputError, match=r"fold by track \(--cv-by track\)"):
+        evaluate_classifier(confined, ClassifyOptions(cv=2))
+    ev = evaluate_classifier(confined, ClassifyOptions(cv=2, cv_by="track"))
+    assert ev.scheme == "cv-2" and ev.metrics["n"] == 8
+    with pytest.raises(ConfigError, match="classify.cv_by must be 'group' or 'track'"):
+        ClassifyOptions(cv_by="album").validate()  # type: ignore[arg-type]
 
 
 def test_auto_C_is_chosen_on_the_training_tracks_alone(tmp_path: Path) -> None:
@@ -242,6 +265,12 @@ def test_classify_cli(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "must be 'auto' or a number, not 'lots'" in res.output
     res = run_cli("-w", ws, "-q", "classify", "--cv", "30")
     assert res.exit_code == 1 and "--cv 30 needs at least 30 groups" in res.output
+    assert "use a smaller --cv or --cv-by track" in flat(res.output)
+    res = run_cli("-w", ws, "-q", "classify", "--cv", "6", "--cv-by", "track")
+    assert res.exit_code == 0, res.output
+    assert "6-fold cross-validation by track" in flat(res.stdout)
+    res = run_cli("-w", ws, "-q", "classify", "--cv", "3", "--cv-by", "album")
+    assert res.exit_code == 2
     res = run_cli("-w", ws, "-q", "classify", "--cv", "1")
     assert res.exit_code == 2
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from embedtool.analysis.cluster import run_cluster
 from embedtool.analysis.evaluate import run_evaluate
 from embedtool.analysis.options import DEGRADATIONS, ClassifyOptions, ClusterOptions, EvaluateOptions
 from embedtool.analysis.retrieval import precision_at_k
-from embedtool.analysis.robustness import degrade
+from embedtool.analysis.robustness import degrade, reidentification, run_robustness
 from embedtool.artefacts import read_meta
 from embedtool.embedding.store import EmbeddingStore
 from embedtool.errors import ConfigError, MissingArtefactError
@@ -69,6 +70,7 @@ def test_evaluate_writes_every_file_with_valid_values(workspace: Workspace) -> N
     assert emb["clustering"]["purity"] >= 0.8
     rob = report["robustness"]
     assert rob["degradations"] == list(DEGRADATIONS) and rob["lengths"] == [1.0, 3.0]
+    assert rob["queries"] == 3 * 2 * len(DEGRADATIONS)
     assert len(rob["cells"]) == 2 * len(DEGRADATIONS)
     for cell in rob["cells"]:
         assert cell["n"] == 3
@@ -157,7 +159,60 @@ def test_evaluate_needs_the_index_for_robustness(trained_workspace: Workspace, t
     assert not (ws.reports / "x").exists()
 
 
+def test_robustness_on_the_small_workspace_runs_fewer_queries(trained_workspace: Workspace) -> None:
+    """18 tracks of 4 s: 9 excerpts a length instead of the configured 20 (18 before the library set the size)."""
+    store = EmbeddingStore(trained_workspace.embeddings)
+    options = EvaluateOptions(excerpt_seconds=(1.0, 3.0), degradations=("clean", "noise10"))
+    assert options.excerpts == 20 and len(store.tracks) == CLASSES * PER_CLASS == 18
+    stages: list[str] = []
+    rob = run_robustness(trained_workspace, store, options, lambda stage, done, total: stages.append(stage))
+    assert rob["excerpts_per_length"] == {"1.0": 9, "3.0": 9} and rob["queries"] == 9 * 2 * 2 < 18 * 2 * 2
+    assert sum(c["n"] for c in rob["cells"]) == rob["queries"]
+    assert stages[0].startswith("re-identification: 36 queries") and "about" in stages[-1]
+
+
 # --- the parts on their own ----------------------------------------------------------------------------------
+
+
+def test_the_robustness_test_is_sized_to_the_library_and_says_its_time_first() -> None:
+    class Found:
+        """A searcher that always finds the excerpt's track (the test counts queries, not accuracy)."""
+
+        def __init__(self) -> None:
+            self.queries = 0
+            self.track = ""
+
+        def query_samples(self, samples: np.ndarray, sample_rate: int, mode: str, k: int) -> SimpleNamespace:
+            self.queries += 1
+            return SimpleNamespace(matches=[{"track_id": self.track}], no_match=False)
+
+    options = EvaluateOptions(excerpt_seconds=(1.0, 3.0), degradations=("clean", "gain"), excerpts=20)
+
+    def run(n_tracks: int) -> tuple[dict, int, list[tuple[str, int, int]]]:
+        tracks = [{"track_id": f"t{i}", "path": f"t{i}", "duration_s": 4.0} for i in range(n_tracks)]
+        searcher = Found()
+        calls: list[tuple[str, int, int]] = []
+
+        def read(path: str, start_s: float, seconds: float) -> tuple[np.ndarray, int]:
+            searcher.track = path
+            return np.zeros(int(seconds * 8000), np.float32), 8000
+
+        def progress(stage: str, done: int, total: int) -> None:
+            calls.append((stage, done, total))
+
+        rob = reidentification(searcher, tracks, options, read, progress)  # type: ignore[arg-type]
+        return rob, searcher.queries, calls
+
+    for n_tracks, per_length in ((100, 20), (40, 20), (18, 9), (12, 6), (5, 4), (3, 3)):
+        rob, ran, calls = run(n_tracks)
+        queries = per_length * 2 * 2
+        assert rob["excerpts_per_length"] == {"1.0": per_length, "3.0": per_length}, n_tracks
+        assert rob["queries"] == ran == queries
+        assert all(c["n"] == per_length and c["top1"] == 1.0 for c in rob["cells"])
+        # before the first query: how many; after it: how long
+        assert calls[0] == (f"re-identification: {queries} queries ({2 * per_length} excerpts over 2 length(s) x "
+                            "2 degradation(s))", 0, queries)  # fmt: skip
+        assert "about" in calls[1][0] and "s a query" in calls[-1][0] and calls[-1][1:] == (queries, queries)
 
 
 def test_precision_at_k_by_hand() -> None:

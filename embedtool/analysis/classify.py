@@ -3,7 +3,8 @@
 Evaluation never mixes a track (or a group of tracks) between training and test:
 - the default uses the split persisted by ``embedtool train`` (``split/``: by track, or by group when known);
 - ``cv=N`` uses N-fold cross-validation grouped by track group (StratifiedGroupKFold: folds keep label
-  proportions as far as the groups allow); tracks without a group are their own group.
+  proportions as far as the groups allow); tracks without a group are their own group. ``cv_by="track"`` makes
+  every track its own group (folds by track, for groups that are not worth keeping apart).
 
 ``level="track"`` (the default) classifies one vector per track: with ``features="descriptors"`` (the default)
 the track's descriptor, the network's stage activations pooled over its windows (see ``model.network`` and
@@ -244,6 +245,10 @@ class LabelledData:
             self.segment_times if segment_vectors is not None else [],
         )  # no descriptors: a baseline is one set of vectors
 
+    def fold_groups(self, cv_by: Literal["group", "track"]) -> list[str]:
+        """The group of each track that cross-validation folds keep together: its group, or the track itself."""
+        return list(self.track_ids) if cv_by == "track" else self.groups
+
     def label_counts(self, rows: Sequence[int] | None = None) -> Counter:
         rows = range(len(self.labels)) if rows is None else rows
         return Counter(self.labels[i] for i in rows)
@@ -269,7 +274,8 @@ def choose_C(data: LabelledData, rows: np.ndarray, options: ClassifyOptions) -> 
     from sklearn.model_selection import StratifiedGroupKFold
 
     labels = [data.labels[r] for r in rows]
-    groups = [data.groups[r] for r in rows]
+    all_groups = data.fold_groups(options.cv_by)
+    groups = [all_groups[r] for r in rows]
     counts = Counter(labels)
     n_folds = min(INNER_FOLDS, len(set(groups)), min(counts.values()))
     if n_folds < 2 or len(counts) < 2:
@@ -361,17 +367,19 @@ SMALL_HELD_OUT_TRACKS = 20
 SMALL_HELD_OUT_PER_LABEL = 5
 
 
-def small_split_switch(data: LabelledData, split: dict[str, str]) -> tuple[int, str] | None:
+def small_split_switch(
+    data: LabelledData, split: dict[str, str], cv_by: Literal["group", "track"] = "group"
+) -> tuple[int, str] | None:
     """(folds, why) when the persisted split holds out too few labelled tracks to judge a classifier by and grouped
-    cross-validation is possible instead (at least 2 folds: that many groups, and tracks of every label); None
-    when the split is fine or nothing better can be done."""
+    cross-validation is possible instead (at least 2 folds: that many groups of ``cv_by``, and tracks of every
+    label); None when the split is fine or nothing better can be done."""
     held_out = [i for i, t in enumerate(data.track_ids) if split.get(t) == "val"]
     per_label = data.label_counts(np.asarray(held_out, dtype=np.int64))
     smallest = min((per_label.get(lab, 0) for lab in set(data.labels)), default=0)
     if len(held_out) >= SMALL_HELD_OUT_TRACKS and smallest >= SMALL_HELD_OUT_PER_LABEL:
         return None
     counts = data.label_counts()
-    folds = min(5, len(set(data.groups)), min(counts.values(), default=0))
+    folds = min(5, len(set(data.fold_groups(cv_by))), min(counts.values(), default=0))
     if folds < 2:
         return None
     why = (
@@ -388,11 +396,12 @@ def split_folds(
     trainable. Raises ``InputError`` naming the labels and counts when the split asked for cannot work."""
     counts = data.label_counts()
     if options.cv:
-        n_groups = len(set(data.groups))
+        groups = data.fold_groups(options.cv_by)
+        n_groups = len(set(groups))
         if n_groups < options.cv:
             raise InputError(
                 f"--cv {options.cv} needs at least {options.cv} groups of tracks, but the labelled tracks form "
-                f"only {n_groups}; use a smaller --cv"
+                f"only {n_groups}; use a smaller --cv" + (" or --cv-by track" if options.cv_by == "group" else "")
             )
         short = {lab: n for lab, n in sorted(counts.items()) if n < options.cv}
         if short:
@@ -408,16 +417,15 @@ def split_folds(
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "least populated class" — checked ourselves below
-            folds = [
-                (np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(data.vectors, data.labels, data.groups)
-            ]
+            folds = [(np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(data.vectors, data.labels, groups)]
         for i, (train_rows, test_rows) in enumerate(folds):
             missing = sorted(set(data.label_counts(test_rows)) - set(data.label_counts(train_rows)))
             if missing:
                 raise InputError(
                     f"grouped cross-validation fold {i + 1} holds out every track of label(s) "
                     f"{', '.join(missing)}: their tracks share too few groups (a label confined to one group "
-                    "cannot be tested on unseen groups). Relabel the groups, or use the persisted split"
+                    "cannot be tested on unseen groups). Relabel the groups, fold by track (--cv-by track), or use "
+                    "the persisted split"
                 )
         return f"cv-{options.cv}", folds
     if split is None:
@@ -453,7 +461,7 @@ def evaluate_classifier(
     cross-validation instead of a persisted split too small to judge by: ``small_split_switch``)."""
     note = None
     wanted = split is not None and not options.cv and options.small_split == "cv"
-    switch = small_split_switch(data, split) if wanted else None
+    switch = small_split_switch(data, split, options.cv_by) if wanted else None
     try:
         scheme, folds = split_folds(data, split, replace(options, cv=switch[0]) if switch else options)
         note = switch[1] if switch else None

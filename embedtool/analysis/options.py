@@ -57,6 +57,10 @@ class ClassifyOptions:
     level: Literal["track", "segment"] = "track"
     features: Literal["descriptors", "embeddings"] = "descriptors"  # what a track-level classifier reads
     cv: int = 0  # 0: the persisted train/val split; N >= 2: grouped, stratified N-fold cross-validation
+    # what cross-validation folds (and the inner folds of C="auto") keep together: "group" (the labels file's group
+    # column; a track without one is its own group) or "track" (every track on its own). The features record no
+    # other column of a labels file, so there is nothing else to group by.
+    cv_by: Literal["group", "track"] = "group"
     # a persisted split holding out too few tracks to judge by (analysis.classify.small_split_switch): "cv" uses
     # grouped cross-validation instead and says so; "keep" keeps the split
     small_split: Literal["cv", "keep"] = "cv"
@@ -70,6 +74,8 @@ class ClassifyOptions:
     def validate(self) -> None:
         if self.cv == 1 or self.cv < 0:
             raise ConfigError(f"classify.cv must be 0 (use the persisted split) or at least 2, not {self.cv}")
+        if self.cv_by not in ("group", "track"):
+            raise ConfigError(f"classify.cv_by must be 'group' or 'track', not {self.cv_by!r}")
         if self.C != "auto" and float(self.C) <= 0:
             raise ConfigError(f"classify.C must be positive or 'auto', not {self.C}")
         if self.max_iter < 1:
@@ -86,7 +92,9 @@ class EvaluateOptions:
     robustness: bool = True
     excerpt_seconds: tuple[float, ...] = (1.0, 3.0, 5.0, 10.0)
     degradations: tuple[str, ...] = DEGRADATIONS
-    excerpts: int = 20  # excerpts per excerpt length (the same excerpts under every degradation)
+    # excerpts per excerpt length (the same excerpts under every degradation); at most: a small library gets one
+    # per two tracks (analysis.robustness.excerpts_per_length)
+    excerpts: int = 20
     gain_db: float = -12.0
     mp3_compression: float = 0.5  # soundfile's MP3 compression level, constant bit rate (0.5: ~80 kbps at 16 kHz)
     # "auto" (the rule of `embedtool cluster -k auto`: silhouette), "labels" (k = number of labels), or a number

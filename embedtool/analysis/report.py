@@ -99,7 +99,8 @@ def _summary(report: dict[str, Any]) -> list[str]:
     lines += [
         "",
         f"Classification: logistic regression, {report['classification_scheme']} "
-        "(`split`: the split persisted by `embedtool train`; `cv-N`: grouped stratified N-fold), "
+        "(`split`: the split persisted by `embedtool train`; `cv-N`: stratified N-fold grouped by "
+        f"{options.get('cv_by', 'group')}), "
         f"{options['level']} level"
         + (" (learnt systems: track descriptors; MFCC: its statistics)" if reads_descriptors else "")
         + f", C {options.get('C')}. Retrieval: precision@k of same-label tracks among each "
@@ -157,7 +158,12 @@ def _robustness(rob: dict[str, Any] | None) -> list[str]:
         "",
         f"Excerpts at random offsets of library tracks, identified through the index (`Searcher`, identify "
         f"mode; a no-match answer counts as a miss). Gain {rob['gain_db']:g} dB; MP3 {rob['mp3']}. "
-        "Cells: top-1 / top-1 of the ranking ignoring the no-match threshold / top-5 accuracy (n excerpts).",
+        "Cells: top-1 / top-1 of the ranking ignoring the no-match threshold / top-5 accuracy (n excerpts)."
+        + (
+            f" {rob['queries']} queries in all (a small library gets one excerpt per two tracks at each length)."
+            if "queries" in rob
+            else ""
+        ),
         "",
         "| length | " + " | ".join(rob["degradations"]) + " |",
         "|---|" + "---|" * len(rob["degradations"]),

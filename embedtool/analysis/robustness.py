@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,22 @@ if TYPE_CHECKING:
 
 
 MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+
+# The test's size follows the library: at each length one excerpt per TRACKS_PER_EXCERPT tracks long enough (at
+# least MIN_EXCERPTS), never more than ``EvaluateOptions.excerpts``. A library of 2 x excerpts tracks or more is
+# not affected; on a dozen tracks every figure rests on a handful of excerpts whatever their number, and the test
+# should not outlast the rest of evaluate (12 tracks once took 739 s of a 14 min run).
+TRACKS_PER_EXCERPT = 2
+MIN_EXCERPTS = 4
+
+
+def excerpts_per_length(long_enough: int, configured: int) -> int:
+    """How many excerpts of one length to draw, without replacement, from ``long_enough`` tracks."""
+    return min(configured, long_enough, max(MIN_EXCERPTS, -(-long_enough // TRACKS_PER_EXCERPT)))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def degrade(
@@ -75,15 +92,16 @@ def reidentification(
     tracks: Sequence[dict[str, Any]],
     options: EvaluateOptions,
     read: Callable[[str, float, float], tuple[np.ndarray, int]],
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Top-1 / top-5 re-identification of degraded excerpts of library tracks, per length x degradation.
 
-    For each excerpt length, ``options.excerpts`` tracks at least that long are drawn (seeded; fewer when fewer
-    are that long) with a random offset each; the same excerpts go through every degradation, so the columns
-    differ only by the degradation. A "no match" answer counts as a miss. ``read(path, start_s, seconds)``
-    returns the excerpt's mono samples and their rate (the file's own: degradations such as MP3 re-encoding then
-    happen where a user's would, and the query stage resamples).
+    For each excerpt length, ``excerpts_per_length`` tracks at least that long are drawn (seeded: up to
+    ``options.excerpts``, fewer on a small library) with a random offset each; the same excerpts go through every
+    degradation, so the columns differ only by the degradation. A "no match" answer counts as a miss.
+    ``read(path, start_s, seconds)`` returns the excerpt's mono samples and their rate (the file's own:
+    degradations such as MP3 re-encoding then happen where a user's would, and the query stage resamples).
+    ``progress`` names the number of queries before the first one and their estimated time after it.
     """
     rng = np.random.default_rng(options.seed)
     lengths = sorted(options.excerpt_seconds)
@@ -94,7 +112,9 @@ def reidentification(
         if not long_enough:
             planned[length] = 0
             continue
-        picks = rng.choice(len(long_enough), size=min(options.excerpts, len(long_enough)), replace=False)
+        picks = rng.choice(
+            len(long_enough), size=excerpts_per_length(len(long_enough), options.excerpts), replace=False
+        )
         planned[length] = len(picks)
         for p in sorted(picks.tolist()):
             t = long_enough[p]
@@ -102,8 +122,15 @@ def reidentification(
             plan.setdefault(t["track_id"], []).append((length, start))
     by_id = {t["track_id"]: t for t in tracks}
     results: dict[tuple[float, str], list[tuple[bool, bool, bool, bool]]] = {}
-    total = sum(len(v) for v in plan.values()) * len(options.degradations)
+    total = sum(planned.values()) * len(options.degradations)
+    stage = (
+        f"re-identification: {total} queries ({sum(planned.values())} excerpts over {len(lengths)} length(s) x "
+        f"{len(options.degradations)} degradation(s))"
+    )
+    if progress is not None:
+        progress(stage, 0, total)
     done = 0
+    started = time.perf_counter()
     for track_id, excerpts in plan.items():
         for length, start in excerpts:
             excerpt, sample_rate = read(by_id[track_id]["path"], start, length)
@@ -120,8 +147,11 @@ def reidentification(
                     (ranked_first and not no_match, track_id in ranked[:5], no_match, ranked_first)
                 )
                 done += 1
+                if done == 1:  # the first query, timed, tells how long the rest will take
+                    first = time.perf_counter() - started
+                    stage += f", about {_duration(first * total)} at {first:.2f} s a query"
                 if progress is not None:
-                    progress(done, total)
+                    progress(stage, done, total)
     cells = []
     for length in lengths:
         for kind in options.degradations:
@@ -143,6 +173,7 @@ def reidentification(
         "lengths": lengths,
         "degradations": list(options.degradations),
         "excerpts_per_length": {str(k): v for k, v in planned.items()},
+        "queries": total,
         "gain_db": options.gain_db,
         "mp3": f"constant bit rate, compression level {options.mp3_compression}, at the file's own sample rate",
         "cells": cells,
@@ -162,8 +193,7 @@ def run_robustness(
     def read(path: str, start_s: float, seconds: float) -> tuple[np.ndarray, int]:
         return read_excerpt(Path(path), start_s, seconds, searcher.settings.sample_rate)
 
-    step = (lambda d, t: progress("re-identification", d, t)) if progress else None
-    return reidentification(searcher, tracks, options, read, step)
+    return reidentification(searcher, tracks, options, read, progress)
 
 
 def read_excerpt(path: Path, start_s: float, seconds: float, fallback_sr: int = 16000) -> tuple[np.ndarray, int]:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from embedtool.cli.app import app
 from embedtool.cli.common import (
+    CV_BY_HELP,
     app_context,
     console,
     default_of,
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 
 
 @app.command(
-    epilog="Examples: `embedtool classify --cv 5` (train and report), `embedtool classify new/*.wav --format csv`"
+    epilog="Examples: `embedtool classify --cv 5` (train and report), `embedtool classify --cv 5 --cv-by track` "
+    "(folds by track), `embedtool classify new/*.wav --format csv`"
 )
 @handle_errors
 def classify(
@@ -48,6 +50,12 @@ def classify(
         "--cv",
         help="Grouped stratified N-fold CV instead of the persisted split (0: the split).",
         show_default=default_of("classify", "cv"),
+    ),
+    cv_by: Literal["group", "track"] | None = typer.Option(
+        None,
+        "--cv-by",
+        help=CV_BY_HELP,
+        show_default=default_of("classify", "cv_by"),
     ),
     c: str | None = typer.Option(
         None,
@@ -97,8 +105,9 @@ def classify(
 
     from embedtool import pipeline
 
+    chosen_c = c if c is not None else c_old
     options = actx.config.settings(
-        "classify", {"level": level, "features": features, "cv": cv, "C": c if c is not None else c_old, "seed": seed}
+        "classify", {"level": level, "features": features, "cv": cv, "cv_by": cv_by, "C": chosen_c, "seed": seed}
     )
     with make_progress(actx.quiet or as_json) as progress:
         result = pipeline.classify(ws, options, stage_progress(progress))
@@ -114,7 +123,11 @@ def classify(
         )
         return
     m = ev.metrics
-    scheme = "persisted train/val split" if ev.scheme == "split" else f"grouped {ev.scheme[3:]}-fold cross-validation"
+    scheme = (
+        "persisted train/val split"
+        if ev.scheme == "split"
+        else f"{ev.scheme[3:]}-fold cross-validation by {options.cv_by}"
+    )
     if ev.note:
         err_console.print(f"[yellow]note:[/] {ev.note}")
     console.print(

@@ -72,6 +72,13 @@ def default_of(section: str, key: str) -> str:
     return "none" if value in ("", None) else str(value)
 
 
+# --cv-by of classify and evaluate (ClassifyOptions.cv_by)
+CV_BY_HELP = (
+    "What CV folds keep together: the labels file's group column (a track without one is its own group), or each "
+    "track on its own. Other columns of a labels file are not kept by extract, so they cannot group folds."
+)
+
+
 def app_context(ctx: typer.Context, existing: bool = True) -> AppContext:
     """The global context; commands invoked without the callback (tests) get one from the cwd. With
     ``existing`` (every command but those that make a workspace or need none), a workspace that does not exist or

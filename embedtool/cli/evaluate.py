@@ -9,6 +9,7 @@ from rich.table import Table
 
 from embedtool.cli.app import app
 from embedtool.cli.common import (
+    CV_BY_HELP,
     app_context,
     console,
     default_of,
@@ -27,7 +28,7 @@ def evaluate(
     excerpts: int | None = typer.Option(
         None,
         "--excerpts",
-        help="Re-identification excerpts per excerpt length.",
+        help="Re-identification excerpts per excerpt length, at most (a small library gets one per two tracks).",
         show_default=default_of("evaluate", "excerpts"),
     ),
     robustness: bool | None = typer.Option(
@@ -55,6 +56,9 @@ def evaluate(
         show_default=default_of("evaluate", "pretrained_baseline"),
     ),
     cv: int | None = typer.Option(None, "--cv", help="Grouped N-fold CV instead of the persisted split."),
+    cv_by: Literal["group", "track"] | None = typer.Option(
+        None, "--cv-by", help=CV_BY_HELP, show_default=default_of("classify", "cv_by")
+    ),
     level: Literal["track", "segment"] | None = typer.Option(
         None, "--level", help="Classifier on track or segment embeddings.", show_default=default_of("classify", "level")
     ),
@@ -77,7 +81,7 @@ def evaluate(
             "seed": seed,
         },
     )
-    classify_options = actx.config.settings("classify", {"cv": cv, "level": level, "seed": seed})
+    classify_options = actx.config.settings("classify", {"cv": cv, "cv_by": cv_by, "level": level, "seed": seed})
     cluster_options = actx.config.settings("cluster", {"seed": seed})
     with make_progress(actx.quiet or as_json) as progress:
         result = pipeline.evaluate(actx.workspace, options, classify_options, cluster_options, stage_progress(progress))
