@@ -9,6 +9,10 @@ workspace (``trained_workspace`` in conftest.py) is built from :func:`make_chain
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -344,3 +348,19 @@ def run_cli(*args: str | Path) -> Result:
 def flat(text: str) -> str:
     """Console output without rich's line wrapping."""
     return " ".join(text.split())
+
+
+def kill_9_when_marked(driver: Path, args: Sequence[Any], marker: Path, timeout_s: float = 120.0) -> None:
+    """Run ``python driver args...``, wait until it writes ``marker`` (it then waits to be killed), and SIGKILL it:
+    no Python cleanup, no finally blocks, only what the kernel releases."""
+    proc = subprocess.Popen([sys.executable, str(driver), *map(str, args)])
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not marker.exists():
+            assert proc.poll() is None, f"{driver.name} ended before it was killed"
+            assert time.monotonic() < deadline, f"{driver.name} did not reach its marker"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL

@@ -6,17 +6,16 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from factories import (
     flat,
+    kill_9_when_marked,
     make_class_corpus,
     run_cli,
     write_config,
@@ -264,17 +263,7 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
     driver.write_text(KILL_DRIVER)
     run_extract([root / "tone_low"], features, SETTINGS, opts())  # a previous artefact, 3 tracks
     before = snapshot(features)
-    proc = subprocess.Popen([sys.executable, str(driver), str(root), str(features), str(marker)])
-    try:
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert proc.poll() is None, "driver ended before it was killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    kill_9_when_marked(driver, [root, features, marker], marker, timeout_s=60)
     assert snapshot(features) == before  # the previous artefact is intact, nothing half-published
     assert len(list((features / "shards").glob("*.json"))) >= 1 + 3  # the killed run's flushed work survived
     resumed = run_extract([root], features, SETTINGS, opts())

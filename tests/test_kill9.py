@@ -9,14 +9,10 @@ and waits, and the test sends SIGKILL: no Python cleanup, no finally blocks, no 
 from __future__ import annotations
 
 import hashlib
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from factories import copy_workspace
+from factories import copy_workspace, kill_9_when_marked
 
 from embedtool import pipeline
 from embedtool.analysis.options import ClusterOptions
@@ -91,17 +87,7 @@ def test_kill_9_mid_stage_keeps_the_old_artefact_and_a_rerun_equals_a_clean_run(
     before = digest(ws.root / folder)
     marker, driver = tmp_path / "marker", tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    proc = subprocess.Popen([sys.executable, str(driver), stage, str(ws.root), str(marker), at])
-    try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert proc.poll() is None, f"the {stage} driver ended before it was killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    kill_9_when_marked(driver, [stage, ws.root, marker, at], marker)
     assert digest(ws.root / folder) == before, "the killed run changed the previous artefact"
 
     run_stage(stage, ws)  # the rerun: takes the lock the dead process held, clears its staging folder
