@@ -63,11 +63,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _writes(stage: F) -> F:
     """A stage that writes to its workspace holds the workspace's lock while it runs: a second run on the same
-    workspace is refused naming the first (``Workspace.lock``)."""
+    workspace is refused naming the first (``Workspace.lock``); its start and end go to the workspace's log
+    (``Workspace.run_log``)."""
 
     @functools.wraps(stage)
     def locked(workspace: Workspace, *args: Any, **kwargs: Any) -> Any:
-        with workspace.lock(stage.__name__):
+        with workspace.lock(stage.__name__), workspace.run_log(stage.__name__):
             return stage(workspace, *args, **kwargs)
 
     return cast(F, locked)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
+import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -16,6 +19,7 @@ from embedtool.config import DEFAULT_WORKSPACE, ProjectConfig
 from embedtool.errors import ConfigError, MissingArtefactError, WorkspaceBusyError
 
 LOCK_FILE = ".embedtool.lock"
+LOG_FILE = Path("logs") / "embedtool.log"  # every writing stage's start, end or failure, and embedtool's log
 META_FILE = "meta.json"  # the file that makes a folder an artefact (artefacts.META_FILE; a sibling, not imported)
 _held: dict[Path, int] = {}  # workspaces this process holds the lock of -> nesting depth (repair runs stages)
 
@@ -127,7 +131,46 @@ class Workspace:
         finally:
             if failed and created:
                 with suppress(OSError):  # a first run that failed leaves no workspace behind
+                    shutil.rmtree(self.root / LOG_FILE.parent, ignore_errors=True)
                     remove_empty_tree(self.root)
+
+    @contextmanager
+    def run_log(self, stage: str) -> Iterator[None]:
+        """Append a long stage's story to ``logs/embedtool.log`` in the workspace: when it started (the command
+        line, the process), embedtool's own log messages meanwhile, and how it ended (finished after N s, failed
+        with the error, interrupted). What scrolled past in a terminal, or never showed under nohup, stays."""
+        path = self.root / LOG_FILE
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handler: logging.Handler | None = logging.FileHandler(path, encoding="utf-8")
+        except OSError:
+            handler = None  # a read-only or full disk: the stage itself says what is wrong
+        if handler is None:
+            yield
+            return
+        handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s"))
+        logger = logging.getLogger("embedtool")
+        level = logger.level
+        logger.addHandler(handler)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+        run_logger = logging.getLogger(f"embedtool.{stage}")
+        started = time.perf_counter()
+        run_logger.info("started: %s", " ".join(sys.argv) or stage)
+        try:
+            yield
+        except KeyboardInterrupt:
+            run_logger.info("interrupted after %.1f s", time.perf_counter() - started)
+            raise
+        except BaseException as exc:
+            run_logger.info("failed after %.1f s: %s: %s", time.perf_counter() - started, type(exc).__name__, exc)
+            raise
+        else:
+            run_logger.info("finished in %.1f s", time.perf_counter() - started)
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            handler.close()
 
     def stages(self) -> dict[str, Path]:
         return {

@@ -119,3 +119,22 @@ def test_a_workspace_is_readable_by_others_under_the_usual_umask(tmp_path: Path)
     assert files and all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in files), [
         (p.name, oct(p.stat().st_mode)) for p in files
     ]
+
+
+def test_writing_stages_keep_a_log_in_the_workspace(trained_workspace_copy: Workspace, tmp_path: Path) -> None:
+    ws = trained_workspace_copy
+    log = ws.root / "logs" / "embedtool.log"
+    log.unlink(missing_ok=True)
+    assert run_cli("-w", ws.root, "-q", "cluster", "-k", "2").exit_code == 0
+    bad = run_cli("-w", ws.root, "-q", "classify", "--cv", "50")  # more folds than groups: fails
+    assert bad.exit_code == 1
+    lines = log.read_text().splitlines()
+    assert any("embedtool.cluster INFO: started:" in line for line in lines)
+    assert any("embedtool.cluster INFO: finished in" in line for line in lines)
+    assert any("embedtool.classify INFO: failed after" in line and "InputError" in line for line in lines)
+    # a first run that fails leaves no workspace behind, log included
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    fresh = tmp_path / "fresh-ws"
+    assert run_cli("-w", fresh, "-q", "extract", empty).exit_code == 1
+    assert not fresh.exists()
