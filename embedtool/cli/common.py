@@ -46,13 +46,16 @@ def init_context(
     ctx: typer.Context, workspace: Path | None, config_path: Path | None, quiet: bool, verbose: bool = False
 ) -> None:
     _RUN["verbose"] = verbose
-    if verbose:  # embedtool's own log messages (e.g. embedtool.serve) on stderr, not other libraries'
-        logger = logging.getLogger("embedtool")
-        if not logger.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-            logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+    # -v: embedtool's own log messages (e.g. embedtool.serve) on stderr, not other libraries'. One handler per
+    # process, added or removed by each invocation (tests run many in one process).
+    logger = logging.getLogger("embedtool")
+    for old in [h for h in logger.handlers if isinstance(h, _VerboseHandler)]:
+        logger.removeHandler(old)
+    logger.setLevel(logging.INFO if verbose else logging.NOTSET)
+    if verbose:
+        handler = _VerboseHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
     try:
         config = load_project_config(config_path)
         ctx.obj = AppContext(
@@ -77,6 +80,21 @@ CV_BY_HELP = (
     "What CV folds keep together: the labels file's group column (a track without one is its own group), or each "
     "track on its own. Other columns of a labels file are not kept by extract, so they cannot group folds."
 )
+
+
+class _VerboseHandler(logging.StreamHandler):
+    """-v's handler: writes to whatever ``sys.stderr`` is when a message comes (not the stream of its birth)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it
+        pass
 
 
 def app_context(ctx: typer.Context, existing: bool = True) -> AppContext:
