@@ -11,13 +11,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 from factories import flat, run_cli, write_corrupt, write_signal
+from fastapi.testclient import TestClient  # the serve extra is part of the dev extra: missing is a failure
 
+from embedtool.serve.app import create_app
 from embedtool.workspace import Workspace
-
-pytest.importorskip("fastapi", reason="the serve extra (pip install 'embedtool[serve]') is not installed")
-from fastapi.testclient import TestClient  # noqa: E402
-
-from embedtool.serve.app import create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")

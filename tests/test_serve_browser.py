@@ -3,7 +3,7 @@ running in a subprocess on a free port. Each view is saved as a screenshot under
 (and copied to ``$EMBEDTOOL_SCREENSHOTS`` when set, which is how docs/serve-*.png are made).
 
 Chromium is installed with apt-get when missing and the tests run as root (as on CI); the tests are skipped, with
-the reason, only when no browser or no Playwright can be had.
+the reason, only when no chromium can be found or installed (Playwright comes with the dev extra).
 """
 
 from __future__ import annotations
@@ -24,9 +24,6 @@ import pytest
 import soundfile as sf
 
 from embedtool.workspace import Workspace
-
-pytest.importorskip("fastapi", reason="the serve extra (pip install 'embedtool[serve]') is not installed")
-pytest.importorskip("playwright", reason="Playwright is not installed (pip install 'embedtool[dev]')")
 
 pytestmark = pytest.mark.slow
 
