@@ -148,14 +148,7 @@ class EmbeddingStore:
             return 0
         from embedtool.features.store import FeatureStore
 
-        current = {t["track_id"]: t for t in FeatureStore(Path(features_dir)).tracks}
-        changed = 0
-        for t in self.tracks:
-            now = current.get(t["track_id"])
-            if now is not None and (t.get("label"), t.get("group")) != (now.get("label"), now.get("group")):
-                t["label"], t["group"] = now.get("label"), now.get("group")
-                changed += 1
-        return changed
+        return FeatureStore(Path(features_dir)).relabel(self.tracks)
 
     # --- provenance ------------------------------------------------------------------------------------
     @property

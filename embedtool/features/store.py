@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -135,6 +135,20 @@ class FeatureStore:
     def roots(self) -> list[str]:
         """The library folders the tracks were found under (what table paths are shown relative to)."""
         return [str(r) for r in self.meta.extra.get("roots") or []]
+
+    def relabel(self, tracks: Iterable[Any]) -> int:
+        """Give ``tracks`` (rows of a later artefact's track table, by ``track_id``) the labels and groups these
+        features have now: they are metadata of the features (`extract --labels` changes them without changing
+        a vector), so later artefacts need not be remade for them. Returns how many rows changed; a track the
+        features no longer hold keeps its own."""
+        current = {t["track_id"]: t for t in self.tracks}
+        changed = 0
+        for t in tracks:
+            now = current.get(t["track_id"])
+            if now is not None and (t.get("label"), t.get("group")) != (now.get("label"), now.get("group")):
+                t["label"], t["group"] = now.get("label"), now.get("group")
+                changed += 1
+        return changed
 
     def find(self, name: str) -> Track | None:
         """The track ``name`` names: id, path, end of a path or id prefix (:func:`naming.find_track`)."""

@@ -187,10 +187,7 @@ class Searcher:
         except MissingArtefactError:
             features = None  # library lookups by id then go through the index's track table only
         if features is not None:  # labels and groups as the features have them now (`extract --labels NEW`)
-            current = {t["track_id"]: t for t in features.tracks}
-            for t in tables.tracks:
-                if t["track_id"] in current:
-                    t["label"], t["group"] = current[t["track_id"]].get("label"), current[t["track_id"]].get("group")
+            features.relabel(tables.tracks)
         identify = built.identify
         fingerprints = built.fingerprint_index()
         return cls(
