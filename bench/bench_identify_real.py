@@ -125,7 +125,7 @@ def main() -> None:
     import torch
 
     from embedtool.features.frontend import featurise_query
-    from embedtool.indexing.fingerprint import FingerprintIndex, FingerprintSettings, mel_landmarks
+    from embedtool.indexing.fingerprint import FingerprintSettings, fingerprint_library, mel_landmarks
     from embedtool.query.searcher import Searcher
     from embedtool.workspace import Workspace
 
@@ -139,10 +139,7 @@ def main() -> None:
     t0 = time.perf_counter()
     fp_index = searcher.fingerprints
     if fp_index is None:  # an index made with index.fingerprints off
-        fp_index = FingerprintIndex.build(
-            [mel_landmarks(searcher.features.mel(t["track_id"]), fps, fp_settings) for t in searcher.tables.tracks],
-            fp_settings,
-        )
+        fp_index = fingerprint_library(searcher.features, searcher.tables.tracks, fp_settings)
     log(f"fingerprints: {len(fp_index)} landmarks, {time.perf_counter() - t0:.1f} s")
 
     rng = np.random.default_rng(args.seed)

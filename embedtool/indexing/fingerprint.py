@@ -144,7 +144,7 @@ def accept(ranked: list[TrackHits], settings: FingerprintSettings, duration_s: f
     if not ranked:
         return False
     runner_up = ranked[1].hits if len(ranked) > 1 else 0
-    margin = settings.agreement_margin if agreed else settings.margin
+    margin = min(settings.margin, settings.agreement_margin) if agreed else settings.margin
     return ranked[0].hits >= required_support(settings, duration_s) and ranked[0].hits >= margin * runner_up
 
 

@@ -324,7 +324,8 @@ class Searcher:
         result.fingerprint_hits = found.ranked[0].hits if found.ranked else 0
         fingerprint_best = self.tables.tracks[found.ranked[0].track]["track_id"] if found.ranked else None
         agreed = result.best is not None and result.best.track_id == fingerprint_best
-        if not (found.accepted or accept(found.ranked, self.fingerprints.settings, duration_s, agreed=agreed)):
+        # (agreeing never asks for more than not: this covers the match's own decision)
+        if not accept(found.ranked, self.fingerprints.settings, duration_s, agreed=agreed):
             if found.ranked and not agreed:
                 result.no_match = True  # the two views disagree: not sure enough to name a track
             return
