@@ -42,10 +42,10 @@ from embedtool.errors import MissingArtefactError
 from embedtool.features.extract import ExtractProgress, ExtractReport, run_extract
 from embedtool.features.options import ExtractOptions
 from embedtool.features.store import FeatureStore
-from embedtool.indexing.build import build_index, copy_id_tables, index_bytes, write_index_files
+from embedtool.indexing.build import build_index, index_bytes, write_id_tables, write_index_files
 from embedtool.indexing.fingerprint import FingerprintSettings, fingerprint_library
 from embedtool.indexing.options import IndexOptions
-from embedtool.indexing.store import SEGMENT_TABLE, TRACK_TABLE, IdTables
+from embedtool.indexing.vectors import ShardedVectors
 from embedtool.model.device import resolve_device_name
 from embedtool.model.encoder import Encoder
 from embedtool.model.settings import TrainSettings
@@ -170,15 +170,15 @@ def index(
     store = EmbeddingStore(workspace.embeddings)
     check_free_space(workspace.index.parent, index_bytes(store, options), "the index")
 
-    segments = build_index(store.segment_vectors(), options, progress, "segment index")
-    tracks = build_index(store.track_vectors(), options, progress, "track index")
     with staged_dir(workspace.index) as stage:
-        copy_id_tables(store, stage)
+        vectors = ShardedVectors(store.segment_shards(), store.dim)  # memory-mapped, never concatenated
+        segments = build_index(vectors, options, progress, "segment index", directory=stage, stem="segments")
+        tracks = build_index(store.track_vectors(), options, progress, "track index")
+        tables = write_id_tables(stage, store)
         if options.identify_threshold is not None:
             identify: dict[str, Any] = {"statistic": STATISTIC, "threshold": options.identify_threshold,
                                         "calibrated": False, "reason": "fixed by index.identify_threshold"}  # fmt: skip
         else:
-            tables = IdTables.read(stage / SEGMENT_TABLE, stage / TRACK_TABLE)
             searcher = Searcher(encoder, segments.index, tables, store.hop_s, None)
             identify = calibrate_identify(
                 searcher, features, options.calibration_tracks, options.calibration_lengths_s,

@@ -187,7 +187,8 @@ def _lenient_meta(directory: Path) -> ArtefactMeta | None:
 
 def _open_embeddings(directory: Path) -> None:
     store = EmbeddingStore(directory)
-    store.segment_vectors()
+    store.segment_shards()  # each shard scanned for NaN, none concatenated
+    store.segment_starts  # noqa: B018 - reads (and checks) the segment table
     store.track_vectors()
     if store.descriptors_current:
         store.track_descriptors()

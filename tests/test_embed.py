@@ -68,8 +68,8 @@ def test_store_roundtrip_with_small_shards(tmp_path: Path) -> None:
     rows, starts = store.segments_of("c" * 16)
     assert np.array_equal(seg[rows], vectors["c" * 16])
     assert np.allclose(starts, np.arange(7) * 0.5)
-    assert store.segments[6]["segment_id"] == segment_id("c" * 16, 0.0) == "c" * 16 + "@0"
-    assert store.segments[7]["segment_id"] == "c" * 16 + "@500"
+    assert store.segment_id_of(6) == segment_id("c" * 16, 0.0) == "c" * 16 + "@0"
+    assert store.segment_id_of(7) == "c" * 16 + "@500"
     assert store.track_ids() == [t for t, _ in tracks]
     tv = store.track_vectors()
     assert tv.shape == (3, dim)

@@ -235,7 +235,6 @@ class ClusterResult:
 
 def _items(store: EmbeddingStore, level: str) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Vectors and per-item rows (ids, time range, label, path) at track or segment level."""
-    tracks = {t["track_id"]: t for t in store.tracks}
     if level == "track":
         vectors = np.asarray(store.track_vectors(), dtype=np.float32)
         rows = []
@@ -253,15 +252,16 @@ def _items(store: EmbeddingStore, level: str) -> tuple[np.ndarray, list[dict[str
             )
         return vectors, rows
     vectors = np.asarray(store.segment_vectors(), dtype=np.float32)
+    track_rows = store.track_row_of(np.arange(store.n_segments))
     rows = []
-    for s in sorted(store.segments, key=lambda s: s["row"]):
-        t = tracks.get(s["track_id"], {})
+    for r, (t_row, start, end) in enumerate(zip(track_rows, store.segment_starts, store.segment_ends, strict=True)):
+        t = store.tracks[int(t_row)]
         rows.append(
             {
-                "item_id": str(s["segment_id"]),
-                "track_id": s["track_id"],
-                "start_s": float(s["start_s"]),
-                "end_s": float(s["end_s"]),
+                "item_id": store.segment_id_of(r),
+                "track_id": t["track_id"],
+                "start_s": float(start),
+                "end_s": float(end),
                 "label": t.get("label"),
                 "group": t.get("group"),
                 "path": t.get("path"),

@@ -4,7 +4,10 @@ Layout of ``<workspace>/embeddings/``::
 
     meta.json              provenance (written last): kind "embeddings", config = EmbedOptions + model summary,
                            inputs = {"features": fp, "model": fp}, extra = dim, counts, table and shard names
-    segments.parquet       segment_id (f"{track_id}@{start_ms}"), track_id, start_s, end_s, row
+    segments.parquet       track_row (int32: the segment's track, a row of tracks.parquet), start_s, end_s, by
+                           segment row; a segment's id (f"{track_id}@{start_ms}") is computed from them, so the
+                           table holds no string per segment (exports before 2026-12 also hold segment_id,
+                           track_id and row columns, which readers ignore)
     segments-NNNN.npy      float32 (rows, dim) segment vectors, L2-normalised; shards of bounded size, laid end
                            to end in ``row`` order
     tracks.parquet         track_id, path, label, group, duration_s, n_segments, row
@@ -52,15 +55,7 @@ TRACK_DESCRIPTORS = "track_descriptors.npy"
 # 64 MiB of float32 per shard at most: large collections stay in files a reader can memory-map piecewise.
 DEFAULT_SHARD_BYTES = 64 * 1024 * 1024
 
-SEGMENT_SCHEMA = pa.schema(
-    [
-        ("segment_id", pa.string()),
-        ("track_id", pa.string()),
-        ("start_s", pa.float64()),
-        ("end_s", pa.float64()),
-        ("row", pa.int64()),
-    ]
-)
+SEGMENT_SCHEMA = pa.schema([("track_row", pa.int32()), ("start_s", pa.float64()), ("end_s", pa.float64())])
 TRACK_SCHEMA = pa.schema(
     [
         ("track_id", pa.string()),
@@ -123,21 +118,46 @@ class EmbeddingStore:
         self.directory = Path(directory)
         self.meta: ArtefactMeta = read_meta(self.directory, KIND, FORMAT_VERSION)
         self.dim: int = int(self.meta.extra["dim"])
-        self._segment_table = read_member(self.meta, self.directory, SEGMENT_TABLE, pq.read_table)
         track_table = read_member(self.meta, self.directory, TRACK_TABLE, pq.read_table)
         self.tracks: list[EmbeddedTrack] = track_table.to_pylist()  # type: ignore[assignment]
         self._track_by_id = {t["track_id"]: t for t in self.tracks}
-        # Numpy columns for fast lookups from search results (a list of dicts is slow for 10^6 segments).
-        self.segment_track_ids: np.ndarray = np.asarray(
-            self._segment_table.column("track_id").to_numpy(zero_copy_only=False), dtype=object
+        # A track's segments are consecutive rows, tracks in table order: a row's track is arithmetic.
+        self._counts = np.array([int(t["n_segments"]) for t in self.tracks], dtype=np.int64)
+        self.first_rows: np.ndarray = np.concatenate([[0], np.cumsum(self._counts)[:-1]]).astype(np.int64)
+        self._first_row = {t["track_id"]: int(f) for t, f in zip(self.tracks, self.first_rows, strict=True)}
+
+    @cached_property
+    def _segment_times(self) -> tuple[np.ndarray, np.ndarray]:
+        # Only the numeric columns are read (on first use): no Python object per segment (10^7-10^8 at scale).
+        times = read_member(
+            self.meta, self.directory, SEGMENT_TABLE, lambda p: pq.read_table(p, columns=["start_s", "end_s"])
         )
-        self.segment_starts: np.ndarray = self._segment_table.column("start_s").to_numpy().astype(np.float64)
-        self.segment_ends: np.ndarray = self._segment_table.column("end_s").to_numpy().astype(np.float64)
-        self._first_row: dict[str, int] = {}
-        first = 0
-        for t in self.tracks:  # segments of a track are consecutive rows, tracks in table order
-            self._first_row[t["track_id"]] = first
-            first += int(t["n_segments"])
+        if times.num_rows != self.n_segments:
+            raise DamagedArtefactError(
+                f"{self.directory / SEGMENT_TABLE} has {times.num_rows} segments; the track table counts "
+                f"{self.n_segments}. " + remake_hint(KIND)
+            )
+        return (
+            times.column("start_s").to_numpy().astype(np.float64),
+            times.column("end_s").to_numpy().astype(np.float64),
+        )
+
+    @property
+    def segment_starts(self) -> np.ndarray:
+        """Start time in seconds of every segment, by row."""
+        return self._segment_times[0]
+
+    @property
+    def segment_ends(self) -> np.ndarray:
+        return self._segment_times[1]
+
+    def track_row_of(self, rows: np.ndarray | int) -> np.ndarray:
+        """The track row (into ``tracks``) of segment rows, by binary search over the tracks' first rows."""
+        return np.searchsorted(self.first_rows, rows, side="right") - 1
+
+    def segment_id_of(self, row: int) -> str:
+        """The stable id of the segment at ``row`` (its track's id and start in whole milliseconds)."""
+        return segment_id(self.tracks[int(self.track_row_of(row))]["track_id"], float(self.segment_starts[row]))
 
     def use_current_labels(self, features_dir: Path | None) -> int:
         """Take labels and groups from the features' track table, by track id: they are metadata of the features
@@ -192,16 +212,12 @@ class EmbeddingStore:
 
     @property
     def n_segments(self) -> int:
-        return int(self._segment_table.num_rows)
+        return int(self._counts.sum())
 
     # --- tables ----------------------------------------------------------------------------------------
-    @cached_property
-    def segments(self) -> list[dict[str, Any]]:
-        """One dict per segment (segment_id, track_id, start_s, end_s, row), in row order."""
-        return self._segment_table.to_pylist()
-
     def segment_ids(self) -> list[str]:
-        return self._segment_table.column("segment_id").to_pylist()
+        """Every segment's id, by row: one string each, so for small collections and tests."""
+        return [self.segment_id_of(r) for r in range(self.n_segments)]
 
     def track_ids(self) -> list[str]:
         return [t["track_id"] for t in self.tracks]
@@ -223,19 +239,25 @@ class EmbeddingStore:
         return rows, self.segment_starts[rows]
 
     # --- vectors ---------------------------------------------------------------------------------------
-    def segment_vectors(self, check_finite: bool = True) -> np.ndarray:
-        """All segment vectors, float32 (n_segments, dim); memory-mapped (read-only) when in one shard. A NaN or
-        infinite value is refused naming its track (``check_finite``: one pass over the vectors)."""
+    def segment_shards(self, check_finite: bool = True) -> list[np.ndarray]:
+        """The segment vectors as their shards, float32 (rows, dim) each, memory-mapped (read-only) and laid end
+        to end in row order. A NaN or infinite value is refused naming its track (``check_finite``: one pass)."""
         names = list(self.meta.extra["segment_shards"])
         shards = [self._load_shard(name) for name in names]
-        if not shards:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        self._check_rows(sum(len(s) for s in shards), self.n_segments, "segment vectors", names[-1])
+        self._check_rows(sum(len(s) for s in shards), self.n_segments, "segment vectors", names[-1] if names else "")
         first = 0
         for name, shard in zip(names, shards, strict=True):
             if check_finite:
-                self._check_finite(shard, name, lambda row, first=first: str(self.segment_track_ids[first + row]))
+                self._check_finite(shard, name, lambda row, first=first: self._track_id_of_segment(first + row))
             first += len(shard)
+        return shards
+
+    def segment_vectors(self, check_finite: bool = True) -> np.ndarray:
+        """All segment vectors, float32 (n_segments, dim), in one array: memory-mapped when in one shard, else
+        concatenated in memory (large collections: read ``segment_shards`` instead)."""
+        shards = self.segment_shards(check_finite)
+        if not shards:
+            return np.zeros((0, self.dim), dtype=np.float32)
         return shards[0] if len(shards) == 1 else np.concatenate(shards)
 
     def track_vectors(self) -> np.ndarray:
@@ -253,6 +275,9 @@ class EmbeddingStore:
         self._check_rows(len(array), len(self.tracks), what, name)
         self._check_finite(array, name, lambda row: self.tracks[row]["track_id"])
         return array
+
+    def _track_id_of_segment(self, row: int) -> str:
+        return str(self.tracks[int(self.track_row_of(row))]["track_id"])
 
     def _check_rows(self, found: int, rows: int, what: str, name: str) -> None:
         if found != rows:
@@ -318,7 +343,8 @@ class EmbeddingWriter:
         self._pending: list[np.ndarray] = []
         self._pending_rows = 0
         self._shards: list[str] = []
-        self._segments: dict[str, list[Any]] = {name: [] for name in SEGMENT_SCHEMA.names}
+        self._starts: list[np.ndarray] = []  # per track: numeric arrays, no Python object per segment
+        self._ends: list[np.ndarray] = []
         self._tracks: dict[str, list[Any]] = {name: [] for name in TRACK_SCHEMA.names}
         self._track_vectors: list[np.ndarray] = []
         self._track_descriptors: list[np.ndarray] = []
@@ -364,14 +390,10 @@ class EmbeddingWriter:
         if descriptor is not None:
             self._track_descriptors.append(np.asarray(descriptor, dtype=np.float32).reshape(-1))
         self._seen.add(track_id)
-        ids = [segment_id(track_id, s) for s in starts_s]
-        if len(set(ids)) != n:
+        if len(np.unique(np.round(starts_s * 1000).astype(np.int64))) != n:  # segment ids must be unique
             raise ValueError(f"track {track_id}: segment start times collide at millisecond resolution")
-        self._segments["segment_id"].extend(ids)
-        self._segments["track_id"].extend([track_id] * n)
-        self._segments["start_s"].extend(starts_s.tolist())
-        self._segments["end_s"].extend(ends_s.tolist())
-        self._segments["row"].extend(range(self._rows, self._rows + n))
+        self._starts.append(starts_s)
+        self._ends.append(ends_s)
         self._tracks["track_id"].append(track_id)
         self._tracks["path"].append(track.get("path"))
         self._tracks["label"].append(track.get("label"))
@@ -404,7 +426,13 @@ class EmbeddingWriter:
         """Write the last shard, the tables, the pooled vectors, then ``meta.json`` (last)."""
         if self._pending_rows:
             self._flush(self._pending_rows)
-        pq.write_table(pa.Table.from_pydict(self._segments, schema=SEGMENT_SCHEMA), self.directory / SEGMENT_TABLE)
+        counts = np.asarray(self._tracks["n_segments"], dtype=np.int64)
+        segments = {
+            "track_row": np.repeat(np.arange(len(counts), dtype=np.int32), counts),
+            "start_s": np.concatenate(self._starts) if self._starts else np.zeros(0),
+            "end_s": np.concatenate(self._ends) if self._ends else np.zeros(0),
+        }
+        pq.write_table(pa.Table.from_pydict(segments, schema=SEGMENT_SCHEMA), self.directory / SEGMENT_TABLE)
         pq.write_table(pa.Table.from_pydict(self._tracks, schema=TRACK_SCHEMA), self.directory / TRACK_TABLE)
         track_vectors = (
             np.stack(self._track_vectors) if self._track_vectors else np.zeros((0, self.dim), dtype=np.float32)

@@ -30,8 +30,17 @@ from embedtool.artefacts import ArtefactMeta, dir_size_bytes, fingerprint_of, wr
 from embedtool.config import settings_dict
 from embedtool.errors import ConfigError, InputError
 from embedtool.indexing.options import KINDS, IndexOptions
-from embedtool.indexing.search import VectorIndex, recall_at_k
-from embedtool.indexing.store import FORMAT_VERSION, KIND, SEGMENT_INDEX, SEGMENT_TABLE, TRACK_INDEX, TRACK_TABLE
+from embedtool.indexing.search import VectorIndex, faiss_stdout_silenced, recall_at_k
+from embedtool.indexing.store import (
+    FORMAT_VERSION,
+    KIND,
+    SEGMENT_INDEX,
+    TRACK_INDEX,
+    TRACK_TABLE,
+    IdTables,
+    save_id_arrays,
+)
+from embedtool.indexing.vectors import ShardedVectors, exact_top_k
 from embedtool.progress import Progress
 from embedtool.threads import single_threaded
 
@@ -129,58 +138,57 @@ def _new_index(kind: str, dim: int, n: int, options: IndexOptions) -> tuple[fais
 
 
 def build_index(
-    vectors: np.ndarray,
+    vectors: np.ndarray | ShardedVectors,
     options: IndexOptions,
     progress: Progress | None = None,
     label: str = "index",
+    directory: Path | None = None,
+    stem: str = "segments",
 ) -> BuiltIndex:
-    """Build the index ``options`` asks for over L2-normalised ``vectors`` (ids = rows) and tune it."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[0] == 0:
-        raise InputError(f"Nothing to index for {label}: got an array of shape {vectors.shape}")
-    n, dim = vectors.shape
+    """Build the index ``options`` asks for over L2-normalised ``vectors`` (ids = rows) and tune it.
+
+    ``vectors`` may be sharded (memory-mapped): they are read block by block and never concatenated. An on-disk
+    ivf-pq index (``index.on_disk``) keeps its inverted lists in ``directory/<stem>.ivfdata``."""
+    source = ShardedVectors.of(vectors)
+    n, dim = source.shape
+    if n == 0 or dim == 0:
+        raise InputError(f"Nothing to index for {label}: got {n} vectors of {dim} dimensions")
     kind = choose_kind(n, dim, options)
     rng = np.random.default_rng(options.seed)
     start = time.perf_counter()
     index, params = _new_index(kind, dim, n, options)
-
-    # Held-out queries: real collection vectors kept out of the index while it is tuned, added afterwards.
-    n_eval = 0 if kind == "flat" else min(options.eval_queries, max(1, n // 10))
-    perm = rng.permutation(n)
-    held, kept = np.sort(perm[:n_eval]), np.sort(perm[n_eval:])
-
     if kind in ("ivf", "ivf-pq"):
-        nlist = params["nlist"]
-        # k-means on a sample: 40 points per cell is enough for cells this coarse (FAISS asks for 39) and
-        # keeps training time bounded; PQ codebooks need 40 per code.
-        want = 40 * nlist if kind == "ivf" else max(40 * nlist, 40 * 2 ** params["pq_nbits"])
-        sample = kept if len(kept) <= want else np.sort(rng.choice(kept, want, replace=False))
-        if progress:
-            progress(f"{label}: training {kind} ({nlist} cells)", 0, 1)
-        index.train(vectors[sample])
-    wrapped = VectorIndex(_with_ids(index, kind), kind, {})
+        _train(index, kind, params, source, options, rng, progress, label)
+    if kind == "ivf-pq" and directory is not None and use_on_disk(n, params, options):
+        # A block's float32 vectors are read into memory whole: at most a quarter of the memory budget.
+        block = min(options.block_vectors, max(1000, int(options.memory_budget_mb * 2**20 / 4 // (4 * dim))))
+        index = _fill_on_disk(index, source, Path(directory), stem, block, progress, label)
+        params["on_disk"] = True
+        wrapped = VectorIndex(index, kind, {"on_disk": True})
+    else:
+        wrapped = VectorIndex(_with_ids(index, kind), kind, {})
+        _add(wrapped.index, source, progress, label)
     if kind == "ivf-pq":
         # Compressed codes rank candidates; the exact vectors (memory-mapped at query time) re-score them.
         params["refine"] = REFINE_FACTOR
         wrapped.params["refine"] = REFINE_FACTOR
-        wrapped.refine_vectors = vectors
-    _add(wrapped.index, vectors, kept, progress, label)
+        wrapped.refine_vectors = source
 
     tuning: list[dict[str, Any]] = []
     recall: float | None = None
     reached = True
+    # Held-out queries: collection vectors searched for with their own row left out of both the answer and the
+    # exact ground truth (a sharded scan), so an index is tuned without being rebuilt.
+    n_eval = 0 if kind == "flat" else min(options.eval_queries, max(1, n // 10))
     if n_eval:
-        queries = vectors[held]
-        k = min(options.recall_k, len(kept))
-        exact = faiss.IndexFlatIP(dim)
-        exact.add(vectors[kept])
-        _, truth_pos = exact.search(queries, k)
-        truth = kept[truth_pos]
-        del exact
+        held = np.sort(rng.choice(n, n_eval, replace=False))
+        queries = source[held]
+        k = min(options.recall_k, n - 1)
+        truth = exact_top_k(source, queries, k, query_rows=held)
         name = "nprobe" if kind in ("ivf", "ivf-pq") else "efSearch"
         ladder = _ladder(kind, params, k)
         for value in ladder:
-            _, found = wrapped.search(queries, k, **{name: value})
+            found = _search_excluding_self(wrapped, queries, held, k, **{name: value})
             r = recall_at_k(found, truth)
             tuning.append({name: value, "recall": round(r, 4)})
             if progress:
@@ -190,14 +198,96 @@ def build_index(
                 break
         reached = recall is not None and recall >= options.target_recall
         wrapped.params[name] = params[name]
-        _add(wrapped.index, vectors, held, None, label)
     build_s = time.perf_counter() - start
-    latency = measure_latency(wrapped, vectors[perm[: min(200, n)]], options.recall_k)
+    latency = measure_latency(wrapped, source[rng.choice(n, min(200, n), replace=False)], options.recall_k)
     return BuiltIndex(wrapped, kind, params, n, dim, recall, options.recall_k, latency, build_s, reached, tuning)
 
 
+def use_on_disk(n: int, params: dict[str, Any], options: IndexOptions) -> bool:
+    """Whether an ivf-pq index keeps its inverted lists on disk: when asked, or (auto) when its codes and ids
+    would take more than a quarter of the memory budget."""
+    if options.on_disk != "auto":
+        return options.on_disk == "on"
+    code_bytes = params["pq_m"] * params["pq_nbits"] // 8 + 8
+    return n * code_bytes > options.memory_budget_mb * 2**20 / 4
+
+
+def _train(
+    index: faiss.Index,
+    kind: str,
+    params: dict[str, Any],
+    source: ShardedVectors,
+    options: IndexOptions,
+    rng: np.random.Generator,
+    progress: Progress | None,
+    label: str,
+) -> None:
+    """k-means (and PQ codebooks) on a sample of the collection, no larger than a quarter of the memory budget."""
+    nlist = params["nlist"]
+    # 40 points per cell is enough for cells this coarse (FAISS asks for 39) and keeps training time bounded;
+    # PQ codebooks need 40 per code.
+    want = 40 * nlist if kind == "ivf" else max(40 * nlist, 40 * 2 ** params["pq_nbits"])
+    cap = max(nlist, int(options.memory_budget_mb * 2**20 / 4 // (4 * source.dim)))
+    want = min(want, cap, len(source))
+    sample = np.sort(rng.choice(len(source), want, replace=False)) if want < len(source) else np.arange(len(source))
+    if progress:
+        progress(f"{label}: training {kind} ({nlist} cells, {len(sample)} sample vectors)", 0, 1)
+    index.train(source[sample])
+
+
+def _fill_on_disk(
+    trained: faiss.Index,
+    source: ShardedVectors,
+    directory: Path,
+    stem: str,
+    block_vectors: int,
+    progress: Progress | None,
+    label: str,
+) -> faiss.Index:
+    """Fill a trained IVF index block by block, each block into its own file, then merge their inverted lists
+    into ``directory/<stem>.ivfdata`` (faiss ``merge_ondisk``). Each block is an independent unit of work and
+    memory is bounded by one block's codes."""
+    from faiss.contrib.ondisk import merge_ondisk
+
+    blocks_dir = directory / f".{stem}-blocks"
+    blocks_dir.mkdir(parents=True, exist_ok=True)
+    trained_bytes = faiss.serialize_index(trained)
+    files = []
+    n = len(source)
+    for i, first in enumerate(range(0, n, block_vectors)):
+        rows = np.arange(first, min(n, first + block_vectors), dtype=np.int64)
+        files.append(str(fill_block(trained_bytes, source[rows], rows, blocks_dir / f"block-{i:05d}.faiss")))
+        if progress:
+            progress(f"{label}: filling on-disk blocks", int(rows[-1]) + 1, n)
+    merged = faiss.deserialize_index(trained_bytes)
+    with faiss_stdout_silenced():
+        merge_ondisk(merged, files, str(directory / f"{stem}.ivfdata"))
+    shutil.rmtree(blocks_dir)
+    return merged
+
+
+def fill_block(trained_bytes: np.ndarray, vectors: np.ndarray, rows: np.ndarray, path: Path) -> Path:
+    """Add ``vectors`` (ids ``rows``) to a copy of the trained, empty index and write it to ``path``."""
+    index = faiss.deserialize_index(trained_bytes)
+    index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(rows, dtype=np.int64))
+    faiss.write_index(index, str(path))
+    return path
+
+
+def _search_excluding_self(
+    index: VectorIndex, queries: np.ndarray, own_rows: np.ndarray, k: int, **params: Any
+) -> np.ndarray:
+    """Top-``k`` rows per query from ``index`` with each query's own row removed from its answer."""
+    _, found = index.search(queries, k + 1, **params)
+    out = np.full((len(queries), k), -1, dtype=np.int64)
+    for i, (row, own) in enumerate(zip(found, own_rows, strict=True)):
+        kept = row[row != own][:k]
+        out[i, : len(kept)] = kept
+    return out
+
+
 def _with_ids(index: faiss.Index, kind: str) -> faiss.Index:
-    # Flat and HNSW number vectors by insertion order; an IDMap makes ids explicit (rows added out of order).
+    # Flat and HNSW number vectors by insertion order; an IDMap makes ids explicit, like IVF's native ids.
     if kind in ("flat", "hnsw"):
         mapped = faiss.IndexIDMap2(index)
         mapped.own_fields = True
@@ -206,13 +296,11 @@ def _with_ids(index: faiss.Index, kind: str) -> faiss.Index:
     return index  # IVF indexes store ids natively
 
 
-def _add(index: faiss.Index, vectors: np.ndarray, rows: np.ndarray, progress: Progress | None, label: str) -> None:
-    batch = 50_000
-    for i in range(0, len(rows), batch):
-        part = rows[i : i + batch]
-        index.add_with_ids(vectors[part], part.astype(np.int64))
+def _add(index: faiss.Index, source: ShardedVectors, progress: Progress | None, label: str) -> None:
+    for first, block in source.blocks(50_000):
+        index.add_with_ids(block, np.arange(first, first + len(block), dtype=np.int64))
         if progress:
-            progress(f"{label}: adding vectors", min(i + batch, len(rows)), len(rows))
+            progress(f"{label}: adding vectors", first + len(block), len(source))
 
 
 def _ladder(kind: str, params: dict[str, Any], k: int) -> list[int]:
@@ -238,27 +326,29 @@ def measure_latency(index: VectorIndex, queries: np.ndarray, k: int) -> float:
 
 def index_bytes(store: EmbeddingStore, options: IndexOptions) -> int:
     """About how much ``embedtool index`` writes: both indexes (raw float32 vectors, or ~72 bytes a vector when
-    they go to IVF-PQ), the copied id tables, and the fingerprints unless they are off."""
-    from embedtool.embedding.store import SEGMENT_TABLE as STORE_SEGMENTS
+    they go to IVF-PQ), the id tables (20 bytes a segment, the copied track table), and the fingerprints unless
+    they are off."""
     from embedtool.embedding.store import TRACK_TABLE as STORE_TRACKS
     from embedtool.indexing.fingerprint import FingerprintSettings
 
     n = store.n_segments + len(store)
     raw = n * store.dim * 4
     compressed = options.kind == "ivf-pq" or (options.kind == "auto" and raw > options.memory_budget_mb * 2**20)
-    tables = sum((store.directory / name).stat().st_size for name in (STORE_SEGMENTS, STORE_TRACKS))
+    tables = (store.directory / STORE_TRACKS).stat().st_size + 20 * store.n_segments
     audio_s = sum(float(t["duration_s"]) for t in store.tracks)
     fingerprints = 0 if options.fingerprints == "off" else FingerprintSettings().estimated_bytes(audio_s)
     return (n * 72 if compressed else raw) + tables + fingerprints
 
 
-def copy_id_tables(store: EmbeddingStore, stage: Path) -> None:
-    """The embeddings' segment and track tables, copied beside the indexes (their rows are the index ids)."""
-    from embedtool.embedding.store import SEGMENT_TABLE as STORE_SEGMENTS
+def write_id_tables(stage: Path, store: EmbeddingStore) -> IdTables:
+    """The embeddings' track table (copied) and per-segment id arrays, beside the indexes (their rows are the
+    index ids); returns them as the searcher reads them."""
     from embedtool.embedding.store import TRACK_TABLE as STORE_TRACKS
 
-    shutil.copyfile(store.directory / STORE_SEGMENTS, stage / SEGMENT_TABLE)
     shutil.copyfile(store.directory / STORE_TRACKS, stage / TRACK_TABLE)
+    track_rows = np.repeat(np.arange(len(store), dtype=np.int32), [int(t["n_segments"]) for t in store.tracks])
+    save_id_arrays(stage, track_rows, store.segment_starts, store.segment_ends)
+    return IdTables.from_arrays(track_rows, np.stack([store.segment_starts, store.segment_ends], axis=1), store.tracks)
 
 
 def write_index_files(

@@ -23,6 +23,10 @@ class IndexOptions:
     hnsw_ef_construction: int = 64
     ivf_nlist: int = 0  # 0: about sqrt(n) cells
     pq_m: int = 0  # 0: chosen from dim (sub-vectors of 8+ dims, at most 64 bytes a vector)
+    # ivf-pq: inverted lists in a file beside the index (memory-mapped, filled in blocks and merged) rather than
+    # in memory; auto = when the codes would take more than a quarter of memory_budget_mb
+    on_disk: str = "auto"  # auto | on | off
+    block_vectors: int = 2_000_000  # on disk: vectors per fill block (each block is one unit of work)
     seed: int = 0
     # identify-mode threshold on the confidence (query.calibrate): calibrated from library excerpts unless fixed
     identify_threshold: float | None = None
@@ -52,6 +56,10 @@ class IndexOptions:
             raise ConfigError("index.hnsw_m must be >= 4 and index.hnsw_ef_construction >= 8")
         if self.ivf_nlist < 0 or self.pq_m < 0:
             raise ConfigError("index.ivf_nlist and index.pq_m must be non-negative (0 = automatic)")
+        if self.on_disk not in ("auto", "on", "off"):
+            raise ConfigError(f"index.on_disk must be auto, on or off; not {self.on_disk!r}")
+        if self.block_vectors < 1000:
+            raise ConfigError(f"index.block_vectors must be at least 1000, not {self.block_vectors}")
         if self.fingerprints not in ("auto", "on", "off"):
             raise ConfigError(f"index.fingerprints must be auto, on or off; not {self.fingerprints!r}")
         lengths = self.calibration_lengths_s

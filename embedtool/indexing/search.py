@@ -7,12 +7,18 @@ L2-normalised vectors and uses inner product, so scores are cosine similarities.
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
+
+from embedtool.indexing.vectors import ShardedVectors
 
 
 @dataclass
@@ -24,7 +30,7 @@ class VectorIndex:
     params: dict[str, Any] = field(default_factory=dict)
     # ivf-pq: the exact vectors (memory-mapped from the embeddings store) to re-score candidates with;
     # ``params["refine"]`` candidates per wanted neighbour are fetched from the compressed codes first.
-    refine_vectors: np.ndarray | None = None
+    refine_vectors: np.ndarray | ShardedVectors | None = None
 
     @property
     def ntotal(self) -> int:
@@ -36,7 +42,13 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: Path, kind: str, params: dict[str, Any] | None = None) -> VectorIndex:
-        # IO_FLAG_MMAP keeps large flat/IVF indexes out of RAM until touched; HNSW graphs are read fully.
+        # IO_FLAG_MMAP keeps large flat/IVF indexes out of RAM until touched; HNSW graphs are read fully. An
+        # on-disk index (merged inverted lists in a .ivfdata file) must not be read with IO_FLAG_MMAP (it crashes
+        # at search in faiss 1.15); ONDISK_SAME_DIR finds the .ivfdata beside the index wherever the folder moved.
+        if (params or {}).get("on_disk"):
+            with faiss_stdout_silenced():  # faiss prints where it found the .ivfdata: not for our stdout
+                index = faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
+            return cls(index, kind, dict(params or {}))
         flags = faiss.IO_FLAG_MMAP if kind in ("flat", "ivf", "ivf-pq") else 0
         try:
             index = faiss.read_index(str(path), flags)
@@ -104,6 +116,22 @@ class VectorIndex:
             params.sel = selector
             params.referenced = selector
         return params
+
+
+@contextmanager
+def faiss_stdout_silenced() -> Iterator[None]:
+    """Send what FAISS's C++ code prints to standard output (on-disk index messages) to /dev/null meanwhile, so
+    that the CLI's output (JSON, CSV) stays clean."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:

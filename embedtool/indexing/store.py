@@ -6,8 +6,10 @@ index/
                      hop_s, segment_seconds, feature_settings, dim
   segments.faiss     FAISS index over segment embeddings (ids = rows of segments.parquet)
   tracks.faiss       FAISS index over track embeddings (ids = rows of tracks.parquet)
-  segments.parquet   copies of the embeddings' tables the index was built from
-  tracks.parquet
+  tracks.parquet     a copy of the embeddings' track table the index was built from
+  segment_track.npy  int32 per segment row: its track's row in tracks.parquet  } memory-mapped at query time: no
+  segment_times.npy  float64 (segments, 2): start and end in seconds           } per-segment Python objects
+                     (indexes built before 2026-12 hold a copy of the embeddings' segments.parquet instead)
   fingerprint_*.npy  landmark fingerprints of the tracks (indexing.fingerprint), when built
 """
 
@@ -30,50 +32,64 @@ KIND = "index"
 FORMAT_VERSION = 1
 SEGMENT_INDEX = "segments.faiss"
 TRACK_INDEX = "tracks.faiss"
-SEGMENT_TABLE = "segments.parquet"
+SEGMENT_TABLE = "segments.parquet"  # older indexes only
 TRACK_TABLE = "tracks.parquet"
+SEGMENT_TRACK = "segment_track.npy"
+SEGMENT_TIMES = "segment_times.npy"
 
 
 @dataclass
 class IdTables:
-    """Row -> stable id tables of an index (copies of the embeddings tables it was built from)."""
+    """Row -> id tables of an index: per segment row its track (a position in ``tracks``) and time range, as
+    arrays (memory-mapped from the index folder), and the track rows."""
 
-    segment_ids: np.ndarray  # object array of segment ids, by row
-    segment_track: np.ndarray  # int64: row -> position in ``tracks``
-    segment_start: np.ndarray
+    segment_track: np.ndarray  # int32: row -> position in ``tracks``
+    segment_start: np.ndarray  # float64 seconds
     segment_end: np.ndarray
     tracks: list[EmbeddedTrack]
     first_row: np.ndarray  # per track: its first segment row
     n_segments: np.ndarray  # per track
 
     @classmethod
-    def read(cls, segments_path: Path, tracks_path: Path) -> IdTables:
-        import pyarrow.parquet as pq
-
-        return cls.from_tables(pq.read_table(segments_path), pq.read_table(tracks_path))
-
-    @classmethod
-    def from_tables(cls, seg: Any, track_table: Any) -> IdTables:
-        """From the segment and track tables (pyarrow) of an embeddings export."""
-        tracks = track_table.to_pylist()
-        position = {t["track_id"]: i for i, t in enumerate(tracks)}
-        seg_tracks = seg.column("track_id").to_pylist()
+    def from_arrays(cls, segment_track: np.ndarray, times: np.ndarray, tracks: list[EmbeddedTrack]) -> IdTables:
         n_segments = np.array([int(t["n_segments"]) for t in tracks], dtype=np.int64)
         return cls(
-            segment_ids=np.asarray(seg.column("segment_id").to_pylist(), dtype=object),
-            segment_track=np.fromiter((position[t] for t in seg_tracks), dtype=np.int64, count=len(seg_tracks)),
-            segment_start=seg.column("start_s").to_numpy().astype(np.float64),
-            segment_end=seg.column("end_s").to_numpy().astype(np.float64),
+            segment_track=segment_track,
+            segment_start=times[:, 0],
+            segment_end=times[:, 1],
             tracks=tracks,
             first_row=np.concatenate([[0], np.cumsum(n_segments)[:-1]]).astype(np.int64),
             n_segments=n_segments,
         )
 
+    @classmethod
+    def from_tables(cls, seg: Any, track_table: Any) -> IdTables:
+        """From the segment and track tables (pyarrow) of an embeddings export (either layout: older ones hold
+        string columns as well, which are not read)."""
+        tracks = track_table.to_pylist()
+        counts = np.array([int(t["n_segments"]) for t in tracks], dtype=np.int64)
+        times = np.stack([seg.column("start_s").to_numpy(), seg.column("end_s").to_numpy()], axis=1)
+        segment_track = np.repeat(np.arange(len(tracks), dtype=np.int32), counts)
+        return cls.from_arrays(segment_track, times.astype(np.float64), tracks)
+
+    def segment_id(self, row: int) -> str:
+        """The stable id of the segment at ``row`` (as the embeddings' ``segment_id`` makes it)."""
+        track_id = self.tracks[int(self.segment_track[row])]["track_id"]
+        return f"{track_id}@{int(round(float(self.segment_start[row]) * 1000))}"
+
     def position(self, track_id: str) -> int | None:
-        for i, t in enumerate(self.tracks):
-            if t["track_id"] == track_id:
-                return i
-        return None
+        """The track's position in ``tracks`` (a dict built once: O(1) per lookup)."""
+        if not hasattr(self, "_positions"):
+            self._positions = {t["track_id"]: i for i, t in enumerate(self.tracks)}
+        return self._positions.get(track_id)
+
+
+def save_id_arrays(stage: Path, track_rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+    """The per-segment id arrays of an index (``SEGMENT_TRACK``, ``SEGMENT_TIMES``) into its staged folder."""
+    from embedtool.artefacts import atomic_save_npy
+
+    atomic_save_npy(stage / SEGMENT_TRACK, np.ascontiguousarray(track_rows, dtype=np.int32))
+    atomic_save_npy(stage / SEGMENT_TIMES, np.ascontiguousarray(np.stack([starts, ends], axis=1), dtype=np.float64))
 
 
 @dataclass(frozen=True)
@@ -152,9 +168,29 @@ class IndexStore:
     def id_tables(self) -> IdTables:
         import pyarrow.parquet as pq
 
-        segments = read_member(self.meta, self.directory, SEGMENT_TABLE, pq.read_table)
         tracks = read_member(self.meta, self.directory, TRACK_TABLE, pq.read_table)
-        return read_member(self.meta, self.directory, SEGMENT_TABLE, lambda _: IdTables.from_tables(segments, tracks))
+        if SEGMENT_TRACK not in self.meta.files and not (self.directory / SEGMENT_TRACK).exists():  # older index
+            segments = read_member(self.meta, self.directory, SEGMENT_TABLE, pq.read_table)
+            return read_member(
+                self.meta, self.directory, SEGMENT_TABLE, lambda _: IdTables.from_tables(segments, tracks)
+            )
+        segment_track, times = (
+            read_member(self.meta, self.directory, name, lambda path: np.load(path, mmap_mode="r"))
+            for name in (SEGMENT_TRACK, SEGMENT_TIMES)
+        )
+        if (
+            len(segment_track) != len(times)
+            or times.ndim != 2
+            or len(segment_track) != int(sum(t["n_segments"] for t in tracks.to_pylist()))
+        ):
+            from embedtool.artefacts import remake_hint
+            from embedtool.errors import DamagedArtefactError
+
+            raise DamagedArtefactError(
+                f"{self.directory}: {SEGMENT_TRACK} and {SEGMENT_TIMES} do not match the track table. "
+                + remake_hint(KIND)
+            )
+        return IdTables.from_arrays(segment_track, times, tracks.to_pylist())
 
     def segment_index(self) -> VectorIndex:
         """The segment index, loaded with its tuned search parameters."""

@@ -37,6 +37,7 @@ from embedtool.features.windows import crop_many, silence_floor, window_starts
 from embedtool.indexing.fingerprint import FingerprintIndex, accept, mel_landmarks
 from embedtool.indexing.search import VectorIndex
 from embedtool.indexing.store import IdTables, IndexStore
+from embedtool.indexing.vectors import ShardedVectors
 from embedtool.query.decision import STATISTIC, match_confidence, threshold_for
 from embedtool.query.options import NeighbourOptions
 from embedtool.query.voting import TrackVote, vote
@@ -456,7 +457,7 @@ class Searcher:
             hits.append(
                 SegmentHit(
                     query_start_s=round(float(start), 3),
-                    segment_id=str(self.tables.segment_ids[r]),
+                    segment_id=self.tables.segment_id(r),
                     track_id=self.tables.tracks[int(self.tables.segment_track[r])]["track_id"],
                     ref_start_s=round(float(self.tables.segment_start[r]), 3),
                     ref_end_s=round(float(self.tables.segment_end[r]), 3),
@@ -492,8 +493,8 @@ class Searcher:
         return found["track_id"] if found else None
 
 
-def _refine_vectors(workspace: Workspace, expected_fingerprint: str) -> np.ndarray:
-    """The exact segment vectors an ivf-pq index re-scores its candidates with (memory-mapped)."""
+def _refine_vectors(workspace: Workspace, expected_fingerprint: str) -> ShardedVectors:
+    """The exact segment vectors an ivf-pq index re-scores its candidates with (memory-mapped shards)."""
     from embedtool.embedding.store import EmbeddingStore
 
     store = EmbeddingStore(workspace.embeddings)
@@ -501,4 +502,4 @@ def _refine_vectors(workspace: Workspace, expected_fingerprint: str) -> np.ndarr
         raise IncompatibleArtefactError(
             f"The embeddings at {workspace.embeddings} changed since the index was built; re-run `embedtool index`."
         )
-    return store.segment_vectors(check_finite=False)  # read piecewise by queries: not scanned whole at open
+    return ShardedVectors(store.segment_shards(check_finite=False), store.dim)  # read piecewise, not scanned

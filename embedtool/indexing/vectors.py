@@ -1,0 +1,100 @@
+"""Vectors laid out in shards, read as one collection without being concatenated.
+
+An embeddings export keeps its segment vectors in shard files of bounded size (``segments-NNNN.npy``), each
+memory-mapped. Index building and ivf-pq re-scoring read them through :class:`ShardedVectors`: blocks in row
+order for filling an index and exact search, and gathers of arbitrary rows for samples and candidates. No step
+holds more than one shard (or the rows asked for) in memory, so a collection larger than RAM can be indexed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+
+class ShardedVectors:
+    """float32 (n, dim) vectors split over row-ordered shards (memory-mapped arrays, or any 2-D arrays)."""
+
+    def __init__(self, shards: Sequence[np.ndarray], dim: int | None = None):
+        self.shards = [s for s in shards if len(s)]
+        widths = {int(s.shape[1]) for s in self.shards}
+        if len(widths) > 1:
+            raise ValueError(f"shards of different widths: {sorted(widths)}")
+        self.dim = int(widths.pop()) if widths else int(dim or 0)
+        sizes = np.array([len(s) for s in self.shards], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)  # shard i holds [starts[i], starts[i+1])
+
+    @classmethod
+    def of(cls, vectors: np.ndarray | ShardedVectors) -> ShardedVectors:
+        return vectors if isinstance(vectors, ShardedVectors) else cls([np.asarray(vectors)], np.shape(vectors)[-1])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self), self.dim)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * self.dim * 4
+
+    def blocks(self, rows: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, float32 block) in row order: each shard, cut into pieces of at most ``rows`` rows."""
+        for first, s in zip(self.starts, range(len(self.shards)), strict=False):
+            shard = self._open(s)
+            step = rows or len(shard)
+            for at in range(0, len(shard), step):
+                yield int(first + at), np.ascontiguousarray(shard[at : at + step], dtype=np.float32)
+            del shard
+
+    def _open(self, s: int) -> np.ndarray:
+        """Shard ``s``; a memory-mapped one is mapped afresh, so that its pages leave this process's resident
+        memory once the caller drops it (a scan over a collection larger than RAM stays at one shard)."""
+        shard = self.shards[s]
+        if isinstance(shard, np.memmap) and shard.filename and str(shard.filename).endswith(".npy"):
+            fresh = np.load(shard.filename, mmap_mode="r")
+            if fresh.shape == shard.shape and fresh.dtype == shard.dtype and fresh.offset == shard.offset:
+                return fresh  # the whole file, as given (not a slice of it)
+        return shard
+
+    def __getitem__(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
+        """The vectors at ``rows`` (any order, repeats allowed), float32 (len(rows), dim)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        if len(rows) == 0:
+            return out
+        if rows.min() < 0 or rows.max() >= len(self):
+            raise IndexError(f"rows outside 0..{len(self) - 1}")
+        shard_of = np.searchsorted(self.starts, rows, side="right") - 1
+        for s in np.unique(shard_of):
+            mine = np.flatnonzero(shard_of == s)
+            local = rows[mine] - self.starts[s]
+            order = np.argsort(local, kind="stable")  # ascending reads from a memory map
+            out[mine[order]] = self._open(s)[local[order]]
+        return out
+
+
+def exact_top_k(
+    vectors: ShardedVectors, queries: np.ndarray, k: int, query_rows: np.ndarray | None = None, block_rows: int = 65536
+) -> np.ndarray:
+    """Rows of the ``k`` largest inner products per query, by a scan over the shards (the ground truth that
+    approximate indexes are tuned against). ``query_rows``: each query's own row, left out of its answer."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    nq = len(queries)
+    best_scores = np.full((nq, k), -np.inf, dtype=np.float32)
+    best_rows = np.full((nq, k), -1, dtype=np.int64)
+    for first, block in vectors.blocks(block_rows):
+        scores = queries @ block.T
+        if query_rows is not None:
+            own = (query_rows >= first) & (query_rows < first + len(block))
+            scores[np.flatnonzero(own), query_rows[own] - first] = -np.inf
+        take = min(k, scores.shape[1])
+        part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        merged_scores = np.concatenate([best_scores, np.take_along_axis(scores, part, 1)], axis=1)
+        merged_rows = np.concatenate([best_rows, part + first], axis=1)
+        order = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]
+        best_scores = np.take_along_axis(merged_scores, order, 1)
+        best_rows = np.take_along_axis(merged_rows, order, 1)
+    return best_rows
