@@ -29,7 +29,15 @@ def index(
     ),
     target_recall: float | None = typer.Option(None, "--target-recall", help="recall@k that tuning must reach."),
     recall_k: int | None = typer.Option(None, "--recall-k", help="k of the recall measurement."),
-    memory_mb: float | None = typer.Option(None, "--memory-mb", help="Memory budget for auto (MiB)."),
+    memory_mb: float | None = typer.Option(
+        None, "--memory-mb", help="Memory budget (MiB): auto's choice of kind, the training sample, on-disk blocks."
+    ),
+    on_disk: Literal["auto", "on", "off"] | None = typer.Option(
+        None,
+        "--on-disk",
+        help="ivf-pq: inverted lists in a file beside the index (auto: when over a quarter of the budget).",
+        show_default=default_of("index", "on_disk"),
+    ),
     threshold: float | None = typer.Option(
         None, "--threshold", help="Fixed identify confidence threshold (skip calibration)."
     ),
@@ -46,6 +54,7 @@ def index(
             "target_recall": target_recall,
             "recall_k": recall_k,
             "memory_budget_mb": memory_mb,
+            "on_disk": on_disk,
             "identify_threshold": threshold,
         },
     )
