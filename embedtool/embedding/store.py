@@ -247,8 +247,10 @@ class EmbeddingStore:
         self._check_rows(sum(len(s) for s in shards), self.n_segments, "segment vectors", names[-1] if names else "")
         first = 0
         for name, shard in zip(names, shards, strict=True):
-            if check_finite:
-                self._check_finite(shard, name, lambda row, first=first: self._track_id_of_segment(first + row))
+            if check_finite:  # scanned through a mapping of its own, dropped after: resident memory stays bounded
+                scanned = self._load_shard(name)
+                self._check_finite(scanned, name, lambda row, first=first: self._track_id_of_segment(first + row))
+                del scanned
             first += len(shard)
         return shards
 
