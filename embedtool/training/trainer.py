@@ -104,8 +104,28 @@ def partial_dir_for(model_dir: Path) -> Path:
     return model_dir.with_name(f"{model_dir.name}.partial")
 
 
-def input_stats(mels: list[np.ndarray], max_frames: int = 200_000) -> tuple[float, float]:
-    """Mean and std of the training features (evenly subsampled frames), for input standardisation."""
+# Input statistics read the features of at most this many training tracks (a seeded sample above it).
+STATS_MAX_TRACKS = 1000
+
+
+def input_stats(
+    store: FeatureStore,
+    track_ids: list[str],
+    seed: int,
+    max_frames: int = 200_000,
+    max_tracks: int = STATS_MAX_TRACKS,
+) -> tuple[float, float]:
+    """Mean and std of the training features, for input standardisation: :func:`frame_stats` of all the tracks
+    when they are at most ``max_tracks``, else of a seeded sample of ``max_tracks`` of them (only their features
+    are read, so the cost does not grow with the library)."""
+    if len(track_ids) > max_tracks:
+        pick = np.sort(np.random.default_rng([seed, 7331]).choice(len(track_ids), size=max_tracks, replace=False))
+        track_ids = [track_ids[i] for i in pick]
+    return frame_stats([store.mel(t) for t in track_ids], max_frames)
+
+
+def frame_stats(mels: list[np.ndarray], max_frames: int = 200_000) -> tuple[float, float]:
+    """Mean and std of evenly subsampled frames (about ``max_frames`` at most) of ``mels``."""
     total = sum(m.shape[0] for m in mels)
     every = max(1, total // max_frames)
     parts = [np.asarray(m[::every], dtype=np.float64) for m in mels if m.shape[0]]
@@ -244,7 +264,7 @@ class _Run:
         settings, data = self.settings, self.data
         torch.manual_seed(settings.seed)
         self.net = build_network(settings)
-        mean, std = input_stats([data.store.mel(t) for t in data.train_ids])
+        mean, std = input_stats(data.store, data.train_ids, settings.seed)
         self.net.input_mean.fill_(mean)
         self.net.input_std.fill_(std)
         if settings.init and not resume:
