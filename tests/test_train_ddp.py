@@ -1,7 +1,9 @@
-"""The bounded reads of large libraries in training (input statistics, validation windows)."""
+"""Training with several processes (DDP under torchrun; gloo on the CPU here), the triplet plan's per-rank shares,
+and the bounded reads of large libraries (input statistics, validation windows)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +13,45 @@ from embedtool.audio.settings import FeatureSettings
 from embedtool.features.store import FeatureStore, ShardWriter, commit
 from embedtool.model.settings import TrainSettings
 from embedtool.training import validation
+from embedtool.training.sampler import TripletSampler, rank_share
 from embedtool.training.trainer import frame_stats, input_stats
 from embedtool.training.validation import Validator, validation_windows
+
+# --- the plan's shares -----------------------------------------------------------------------------------------
+
+
+def test_rank_shares_partition_each_step_of_the_single_process_plan() -> None:
+    sampler = TripletSampler([500, 80, 700, 260, 40], 50, 20, negatives="mixed")
+    steps, batch, world = 6, 8, 4
+    plan = sampler.epoch_plan(steps * batch, seed=3, epoch=2)
+    again = sampler.epoch_plan(steps * batch, seed=3, epoch=2)  # what every rank draws for itself
+    assert all(np.array_equal(getattr(plan, f), getattr(again, f)) for f in plan.__dataclass_fields__)
+    assert not np.array_equal(plan.anchor_start, sampler.epoch_plan(steps * batch, seed=3, epoch=3).anchor_start)
+    shares = [list(rank_share(len(plan), batch, rank, world)) for rank in range(world)]
+    assert sorted(i for share in shares for i in share) == list(range(len(plan)))  # union: the whole plan
+    for a in range(world):
+        for b in range(a + 1, world):
+            assert not set(shares[a]) & set(shares[b])  # disjoint
+    per_rank = batch // world
+    for step in range(steps):  # each step: the ranks' batches together are the single-process step's batch
+        together = sorted(i for share in shares for i in share[step * per_rank : (step + 1) * per_rank])
+        assert together == list(range(step * batch, (step + 1) * batch))
+    # a resumed epoch starts each rank's share at the step it stopped after
+    assert list(rank_share(len(plan), batch, 1, world, start_step=4)) == shares[1][4 * per_rank :]
+    with pytest.raises(ValueError):
+        rank_share(len(plan), 6, 0, world)  # the global batch must split evenly
+    with pytest.raises(ValueError):
+        rank_share(len(plan), batch, world, world)
+
+
+def test_auto_loader_workers_share_the_cpus_among_the_processes_of_a_machine() -> None:
+    cpus = os.cpu_count() or 1
+    auto = TrainSettings()
+    assert auto.resolved_workers(cuda=True, processes=4) == min(8, max(0, cpus // 4 - 1))
+    assert auto.resolved_workers(cuda=True, processes=1) == auto.resolved_workers(cuda=True)
+    assert auto.resolved_workers(cuda=False, processes=4) == 0
+    assert auto.replace(workers=3).resolved_workers(cuda=True, processes=4) == 3
+
 
 # --- bounded reads of a large library --------------------------------------------------------------------------
 
