@@ -186,11 +186,12 @@ class TrainSettings:
         need(0 <= self.aug_freq_mask < 1, "aug_freq_mask must be in [0, 1)")
         need(self.aug_shift_s >= 0, "aug_shift_s must be >= 0")
 
-    def resolved_workers(self, cuda: bool) -> int:
-        """The DataLoader workers to start: ``workers``, or for -1 (auto) min(8, CPUs - 1) on CUDA and 0 on the CPU."""
+    def resolved_workers(self, cuda: bool, processes: int = 1) -> int:
+        """The DataLoader workers to start: ``workers``, or for -1 (auto) min(8, CPUs - 1) on CUDA and 0 on the CPU.
+        With several training processes on one machine (``processes``, DDP) auto shares the CPUs among them."""
         if self.workers >= 0:
             return self.workers
-        return min(8, max(0, (os.cpu_count() or 1) - 1)) if cuda else 0
+        return min(8, max(0, (os.cpu_count() or 1) // max(1, processes) - 1)) if cuda else 0
 
     def replace(self, **changes: object) -> TrainSettings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

@@ -50,7 +50,9 @@ def save_checkpoint(
     token = uuid.uuid4().hex
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
+        # The current GPU's generator only: under DDP every rank restores it into its own GPU, whose generator
+        # was seeded alike and drew as often as rank 0's.
+        rng["cuda_device"] = torch.cuda.get_rng_state()
     save_tensors(
         directory / STATE_FILE, {"model": model_state, "optimizer": optimizer_state, "rng": rng, "token": token}
     )
@@ -81,5 +83,9 @@ def load_checkpoint(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def restore_rng(rng: dict[str, Any]) -> None:
     torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
+    if not torch.cuda.is_available():
+        return
+    if "cuda_device" in rng:
+        torch.cuda.set_rng_state(rng["cuda_device"])
+    elif "cuda" in rng:  # a checkpoint from before: every GPU's generator
         torch.cuda.set_rng_state_all(rng["cuda"])

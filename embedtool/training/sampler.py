@@ -14,6 +14,11 @@ from; cutting and augmenting the segments happens later (``dataset.py``), readin
   short for that); ``mixed`` — either, with probability ``mixed_same_track_prob`` for the same track.
 
 Everything comes from one ``numpy.random.Generator``, so a plan is a pure function of its seed.
+
+Data-parallel training (several processes, one optimiser step together): every rank draws the same epoch plan
+(:func:`epoch_plan`, seeded by (seed, epoch)) and trains on its own share of it (:func:`rank_share`: every
+``world_size``-th triplet from its rank on). With the batch size a multiple of the number of ranks, the shares of
+one step are disjoint and together make exactly that step's batch of the single-process run.
 """
 
 from __future__ import annotations
@@ -41,6 +46,18 @@ class TripletPlan:
 
     def slice(self, start: int, stop: int) -> TripletPlan:
         return TripletPlan(*(getattr(self, f)[start:stop] for f in self.__dataclass_fields__))
+
+
+def rank_share(n_triplets: int, batch_size: int, rank: int, world_size: int, start_step: int = 0) -> range:
+    """The plan indices one rank trains on, from step ``start_step`` on: ``rank``, ``rank + world_size``, ...
+
+    ``batch_size`` is the global batch (all ranks together) and must be a multiple of ``world_size``: step ``s``
+    then takes ``batch_size // world_size`` indices from each rank, and their union is ``range(s * batch_size,
+    (s + 1) * batch_size)``, the single-process step.
+    """
+    if not 0 <= rank < world_size or batch_size % world_size:
+        raise ValueError(f"rank {rank} of {world_size} with a global batch of {batch_size}")
+    return range(start_step * batch_size + rank, n_triplets, world_size)
 
 
 class TripletSampler:
@@ -126,6 +143,10 @@ class TripletSampler:
         far = np.where(far < left, far, a_start + self.radius + 1 + (far - left))
         n_start = np.where(same, far, n_start)
         return TripletPlan(a_track, a_start, p_start, p_shift, n_track, n_start)
+
+    def epoch_plan(self, n: int, seed: int, epoch: int) -> TripletPlan:
+        """The plan of one training epoch: the same on every rank of a data-parallel run (seeded by seed, epoch)."""
+        return self.sample(n, np.random.default_rng([seed, epoch, 1]))
 
     def _other_tracks(self, a_track: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """A track other than the anchor's for each triplet (length-weighted, redrawn on collision)."""

@@ -20,9 +20,14 @@ finished model, whose final checkpoint is kept in ``model_dir``). Data order, au
 all seeded, so a resumed run follows the uninterrupted one.
 
 Devices: ``auto`` picks CUDA when present; on CUDA, bf16 autocast (``amp``), channels-last memory format and
-pinned-memory DataLoader workers are used. Multi-GPU (DDP) is not wired in yet; the code is ready for it in
-that each step's batch is a pure function of (seed, epoch, step) — a DDP version gives each rank every
-world_size-th triplet of the plan, wraps the network in ``DistributedDataParallel`` and lets rank 0 write.
+pinned-memory DataLoader workers are used.
+
+Several processes (``torchrun``, see ``distributed.py`` and docs/distributed-training.md): every rank draws the
+same epoch plan and trains on every world_size-th triplet of it (``batch_size`` is the global batch, split
+evenly), the network is wrapped in ``DistributedDataParallel``; rank 0 alone makes the split, validates, keeps
+the best weights, writes metrics, checkpoints and the model, and its decisions (best epoch, early stop) are
+broadcast so all ranks stop together. A stop request (Ctrl-C/SIGTERM) on any rank is all-reduced at each step
+boundary. At the end the ranks compare hashes of their weights (``TrainReport.weights_digests``).
 """
 
 from __future__ import annotations
@@ -47,19 +52,19 @@ from torch.utils.data import DataLoader
 
 from embedtool.artefacts import atomic_write_bytes, settings_differences, staged_dir, write_meta
 from embedtool.config import settings_dict
-from embedtool.errors import EmbedtoolError, IncompatibleArtefactError, InputError, MissingArtefactError
+from embedtool.errors import ConfigError, EmbedtoolError, IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.features.store import FeatureStore
 from embedtool.features.windows import segment_frames_for, silence_floor
-from embedtool.model.device import resolve_device
 from embedtool.model.encoder import FORMAT_VERSION, KIND, WEIGHTS_FILE, model_files
 from embedtool.model.network import build_network
 from embedtool.model.settings import RESUMABLE_CHANGES, TrainSettings
 from embedtool.model.store import load_init_weights
 from embedtool.training import checkpoint as ckpt
 from embedtool.training.dataset import TripletDataset
+from embedtool.training.distributed import Ranks, process_group, state_digest
 from embedtool.training.losses import triplet_loss
 from embedtool.training.optim import lr_at, make_optimizer
-from embedtool.training.sampler import TripletSampler
+from embedtool.training.sampler import TripletSampler, rank_share
 from embedtool.training.splits import ensure_split
 from embedtool.training.validation import Validator, as_segments, better
 
@@ -87,7 +92,9 @@ class TrainReport:
     val_tracks: int
     parameters: int
     device: str
-    workers: int = 0  # DataLoader worker processes used (auto resolved)
+    workers: int = 0  # DataLoader worker processes used (auto resolved), per training process
+    world_size: int = 1  # training processes (DDP ranks)
+    weights_digests: list[str] = field(default_factory=list)  # per rank, a hash of its final weights
     resumed: bool = False
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -104,8 +111,28 @@ def partial_dir_for(model_dir: Path) -> Path:
     return model_dir.with_name(f"{model_dir.name}.partial")
 
 
-def input_stats(mels: list[np.ndarray], max_frames: int = 200_000) -> tuple[float, float]:
-    """Mean and std of the training features (evenly subsampled frames), for input standardisation."""
+# Input statistics read the features of at most this many training tracks (a seeded sample above it).
+STATS_MAX_TRACKS = 1000
+
+
+def input_stats(
+    store: FeatureStore,
+    track_ids: list[str],
+    seed: int,
+    max_frames: int = 200_000,
+    max_tracks: int = STATS_MAX_TRACKS,
+) -> tuple[float, float]:
+    """Mean and std of the training features, for input standardisation: :func:`frame_stats` of all the tracks
+    when they are at most ``max_tracks``, else of a seeded sample of ``max_tracks`` of them (only their features
+    are read, so the cost does not grow with the library)."""
+    if len(track_ids) > max_tracks:
+        pick = np.sort(np.random.default_rng([seed, 7331]).choice(len(track_ids), size=max_tracks, replace=False))
+        track_ids = [track_ids[i] for i in pick]
+    return frame_stats([store.mel(t) for t in track_ids], max_frames)
+
+
+def frame_stats(mels: list[np.ndarray], max_frames: int = 200_000) -> tuple[float, float]:
+    """Mean and std of evenly subsampled frames (about ``max_frames`` at most) of ``mels``."""
     total = sum(m.shape[0] for m in mels)
     every = max(1, total // max_frames)
     parts = [np.asarray(m[::every], dtype=np.float64) for m in mels if m.shape[0]]
@@ -212,15 +239,24 @@ class _Run:
     :meth:`end_epoch`, :meth:`finish`. :func:`train` composes them."""
 
     def __init__(
-        self, data: _Data, features_dir: Path, model_dir: Path, settings: TrainSettings, emit: Progress, started: float
+        self,
+        data: _Data,
+        features_dir: Path,
+        model_dir: Path,
+        settings: TrainSettings,
+        emit: Progress,
+        started: float,
+        ranks: Ranks,
+        device: torch.device,
     ):
         self.data, self.features_dir, self.model_dir, self.settings, self.emit = (
             data, features_dir, model_dir, settings, emit,
         )  # fmt: skip
         self.started = started
-        self.device = resolve_device(settings.device, "train.device")
+        self.ranks = ranks
+        self.device = device
         self.cuda = self.device.type == "cuda"
-        self.workers = settings.resolved_workers(self.cuda)
+        self.workers = settings.resolved_workers(self.cuda, processes=ranks.local_world_size)
         self.use_amp = self.cuda and settings.amp
         self.state_dir = partial_dir_for(model_dir)
         self.position = _Position()
@@ -244,7 +280,7 @@ class _Run:
         settings, data = self.settings, self.data
         torch.manual_seed(settings.seed)
         self.net = build_network(settings)
-        mean, std = input_stats([data.store.mel(t) for t in data.train_ids])
+        mean, std = input_stats(data.store, data.train_ids, settings.seed)
         self.net.input_mean.fill_(mean)
         self.net.input_std.fill_(std)
         if settings.init and not resume:
@@ -256,15 +292,27 @@ class _Run:
         if self.cuda and settings.channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.net, settings)
+        self.train_net: torch.nn.Module = self.net  # the DDP wrapper under several processes (see wrap)
+
+    def wrap(self) -> None:
+        """Under several processes, train through ``DistributedDataParallel`` (gradients averaged over ranks);
+        ``self.net`` stays the plain network, which validation, checkpoints and the model use."""
+        if self.ranks.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.cuda else None  # one device per process (CPU: none)
+            self.train_net = DistributedDataParallel(self.net, device_ids=ids)
 
     def start(self, resume: bool) -> None:
         """A fresh work folder, or the state of the checkpoint to resume from."""
-        state_dir = self.state_dir
+        state_dir, ranks = self.state_dir, self.ranks
         if not resume:
-            shutil.rmtree(state_dir, ignore_errors=True)
-            state_dir.mkdir(parents=True)
+            if ranks.main:
+                shutil.rmtree(state_dir, ignore_errors=True)
+                state_dir.mkdir(parents=True)
             return
-        source = state_dir if ckpt.has_checkpoint(state_dir) else self.model_dir
+        # Every rank loads rank 0's choice of checkpoint; only rank 0 then touches the work folder.
+        source = ranks.broadcast(state_dir if ckpt.has_checkpoint(state_dir) else self.model_dir)
         if not ckpt.has_checkpoint(source):
             raise MissingArtefactError(
                 f"Nothing to resume: no checkpoint in {state_dir} or {self.model_dir}. Run `embedtool train` first."
@@ -284,9 +332,11 @@ class _Run:
             history=info.get("history", []),
             init_fingerprint=info.get("init_model", ""),  # the weights a resumed run first started from
         )
-        if (source / ckpt.BEST_FILE).is_file():
+        if ranks.main and (source / ckpt.BEST_FILE).is_file():
             self.best_state = ckpt.load_tensors(source / ckpt.BEST_FILE)
-        if source != state_dir:  # extending a finished model: continue in a fresh work folder
+        written_by = info.get("world_size", 1)
+        ranks.barrier()  # all have read the checkpoint before rank 0 changes the work folder
+        if ranks.main and source != state_dir:  # extending a finished model: continue in a fresh work folder
             shutil.rmtree(state_dir, ignore_errors=True)
             state_dir.mkdir(parents=True)
             shutil.copy2(source / METRICS_FILE, state_dir / METRICS_FILE)
@@ -294,6 +344,11 @@ class _Run:
                 ckpt.save_tensors(state_dir / ckpt.BEST_FILE, self.best_state)
         pos = self.position
         self.data.notes.append(f"Resumed from {source} at epoch {pos.epoch + 1}, step {pos.global_step}.")
+        if written_by != ranks.world_size:
+            self.data.notes.append(
+                f"The checkpoint was written by {written_by} training process(es), this run has {ranks.world_size}: "
+                "the same triplets in the same order, in per-process batches of another size."
+            )
 
     def info_now(self) -> dict[str, Any]:
         """What a checkpoint records besides the weights: the run's identity and position."""
@@ -309,19 +364,29 @@ class _Run:
             "stale_epochs": pos.stale_epochs,
             "history": pos.history,
             "init_model": pos.init_fingerprint,
+            "world_size": self.ranks.world_size,
         }
 
     def checkpoint(self, best: dict[str, torch.Tensor] | None = None) -> None:
-        ckpt.save_checkpoint(self.state_dir, self.net.state_dict(), self.optimizer.state_dict(), self.info_now(), best)
+        """Rank 0 saves (the others hold the same weights and optimiser state)."""
+        if self.ranks.main:
+            ckpt.save_checkpoint(
+                self.state_dir, self.net.state_dict(), self.optimizer.state_dict(), self.info_now(), best
+            )
 
     # --- epochs ------------------------------------------------------------------------------------------
     def run_epoch(self, stop: dict[str, bool]) -> dict[str, float]:
         """The steps of the current epoch (from where a resumed run stopped); mean training loss and accuracy.
-        A stop request saves a checkpoint at the step boundary and raises :class:`TrainingInterrupted`."""
-        settings, data, pos = self.settings, self.data, self.position
+        A stop request saves a checkpoint at the step boundary and raises :class:`TrainingInterrupted`.
+
+        Under several processes each rank trains on its share of the epoch's plan (``rank_share``): the global
+        batch ``bs`` is split into ``bs // world_size`` triplets per rank; items keep their plan index, so their
+        augmentation is the single-process run's."""
+        settings, data, pos, ranks = self.settings, self.data, self.position, self.ranks
         fs, bs = data.store.settings, settings.batch_size
+        world, rank = ranks.world_size, ranks.rank
         total_steps = settings.epochs * settings.steps_per_epoch
-        plan = data.sampler.sample(settings.steps_per_epoch * bs, np.random.default_rng([settings.seed, pos.epoch, 1]))
+        plan = data.sampler.epoch_plan(settings.steps_per_epoch * bs, settings.seed, pos.epoch)
         dataset = TripletDataset(
             self.features_dir, data.train_ids, plan, settings, data.segment_frames, data.pad_value, pos.epoch,
             settings.augment, shift_frames=int(round(settings.aug_shift_s * fs.frames_per_second)),
@@ -329,19 +394,19 @@ class _Run:
         )  # fmt: skip
         loader = DataLoader(
             dataset,
-            batch_size=bs,
-            sampler=range(pos.step_in_epoch * bs, len(plan)),
+            batch_size=bs // world,
+            sampler=rank_share(len(plan), bs, rank, world, pos.step_in_epoch),
             num_workers=self.workers,
             pin_memory=self.cuda,
             worker_init_fn=_ignore_sigint if self.workers else None,
             generator=torch.Generator().manual_seed(settings.seed + pos.epoch),
         )
-        self.net.train()
+        self.train_net.train()
         sums = {"loss": 0.0, "triplet_accuracy": 0.0}
         seen = 0
         tick = time.monotonic()
         for batch in loader:
-            lo = pos.step_in_epoch * bs
+            mine = slice(pos.step_in_epoch * bs + rank, (pos.step_in_epoch + 1) * bs, world)  # this batch's plan rows
             x = as_segments(batch.to(self.device, non_blocking=True))
             if self.cuda and settings.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -349,12 +414,12 @@ class _Run:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             with self.autocast():
-                emb = self.net(x)
+                emb = self.train_net(x)
             a, p, n = emb.float().chunk(3)
             loss, stats = triplet_loss(
                 a, p, n, settings.loss, settings.margin, settings.norm_penalty, settings.mining,
-                anchor_track=torch.from_numpy(plan.anchor_track[lo : lo + len(batch)]),
-                negative_track=torch.from_numpy(plan.negative_track[lo : lo + len(batch)]),
+                anchor_track=torch.from_numpy(np.ascontiguousarray(plan.anchor_track[mine])),
+                negative_track=torch.from_numpy(np.ascontiguousarray(plan.negative_track[mine])),
             )  # fmt: skip
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -364,7 +429,7 @@ class _Run:
             pos.step_in_epoch += 1
             pos.global_step += 1
             seen += 1
-            self.triplets_done += len(batch)
+            self.triplets_done += len(batch) * world
             for key in sums:
                 sums[key] += stats[key]
             now = time.monotonic()
@@ -381,20 +446,51 @@ class _Run:
                     "triplets_per_s": self.triplets_per_s,
                 }
             )
-            if stop["stop"]:
+            if ranks.any(stop["stop"]):  # every rank stops after the same step
                 self.checkpoint()
+                ranks.barrier()  # the others exit only once rank 0's checkpoint is written
                 raise TrainingInterrupted(
                     f"Training interrupted at epoch {pos.epoch + 1}, step {pos.global_step}; a checkpoint is in "
                     f"{self.state_dir}. Continue with `embedtool train --resume`."
                 )
-        return {key: value / max(seen, 1) for key, value in sums.items()}
+        return ranks.mean({key: value / max(seen, 1) for key, value in sums.items()})
 
     @property
     def triplets_per_s(self) -> float:
         return self.triplets_done / max(self.train_seconds, 1e-9)
 
     def end_epoch(self, means: dict[str, float], writer: Any) -> bool:
-        """Validate, keep the best weights, log, checkpoint; True when early stopping ends the run."""
+        """Validate, keep the best weights, log, checkpoint; True when early stopping ends the run.
+
+        Under several processes rank 0 validates and writes; the others take its metrics and best-epoch
+        bookkeeping (broadcast), so every rank's position, and its early-stopping decision, is rank 0's."""
+        settings, pos, ranks = self.settings, self.position, self.ranks
+        ranks.sync_buffers(self.net)  # rank 0's BatchNorm statistics: the model it validates is every rank's
+        if ranks.main:
+            metrics, improved = self._validate_and_keep(means)
+            self._log(metrics, writer)
+        else:
+            metrics, improved = {}, False
+        metrics, pos.best_value, pos.best_epoch, pos.stale_epochs = ranks.broadcast(
+            (metrics, pos.best_value, pos.best_epoch, pos.stale_epochs)
+        )
+        if not ranks.main:
+            pos.history.append(metrics)
+        pos.epoch += 1
+        pos.step_in_epoch = 0
+        self.checkpoint(self.best_state if improved else None)
+        self.emit({"event": "epoch", **metrics})
+        if settings.early_stopping_patience and pos.stale_epochs >= settings.early_stopping_patience:
+            self.stopped_early = True
+            self.data.notes.append(
+                f"Stopped early after epoch {pos.epoch}: no improvement in {pos.stale_epochs} epochs."
+            )
+            self.emit({"event": "note", "message": self.data.notes[-1]})
+            return True
+        return False
+
+    def _validate_and_keep(self, means: dict[str, float]) -> tuple[dict[str, Any], bool]:
+        """The epoch's metrics (validation included) and whether they are the best so far (then kept)."""
         settings, pos = self.settings, self.position
         total_steps = settings.epochs * settings.steps_per_epoch
         metrics: dict[str, Any] = {
@@ -422,59 +518,63 @@ class _Run:
             self.best_state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
         metrics["best"] = improved
         pos.history.append(metrics)
+        return metrics, improved
+
+    def _log(self, metrics: dict[str, Any], writer: Any) -> None:
         with open(self.state_dir / METRICS_FILE, "a") as fh:
             fh.write(json.dumps(metrics) + "\n")
         if writer is not None:
             for k, v in metrics.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    writer.add_scalar(k, v, pos.global_step)
-        pos.epoch += 1
-        pos.step_in_epoch = 0
-        self.checkpoint(self.best_state if improved else None)
-        self.emit({"event": "epoch", **metrics})
-        if settings.early_stopping_patience and pos.stale_epochs >= settings.early_stopping_patience:
-            self.stopped_early = True
-            self.data.notes.append(
-                f"Stopped early after epoch {pos.epoch}: no improvement in {pos.stale_epochs} epochs."
-            )
-            self.emit({"event": "note", "message": self.data.notes[-1]})
-            return True
-        return False
+                    writer.add_scalar(k, v, self.position.global_step)
 
     # --- finish ------------------------------------------------------------------------------------------
     def finish(self, resume: bool, parameters: int) -> TrainReport:
-        """Publish the best weights as the model artefact and report."""
-        if self.best_state is None:  # resumed a run that had already finished every epoch
-            self.best_state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
-        data, pos = self.data, self.position
-        report = TrainReport(
-            model_dir=self.model_dir,
-            epochs_run=pos.epoch,
-            steps=pos.global_step,
-            best_epoch=pos.best_epoch,
-            best_metric=self.validator.metric,
-            best_value=pos.best_value,
-            seconds=round(time.monotonic() - self.started, 2),
-            triplets_per_s=self.triplets_per_s,
-            train_tracks=len(data.train_ids),
-            val_tracks=len(data.val_ids),
-            parameters=parameters,
-            device=str(self.device),
-            workers=self.workers,
-            resumed=resume,
-            stopped_early=self.stopped_early,
-            history=pos.history,
-            notes=data.notes,
-        )
-        # The buffers, not the statistics computed at the start: a starting model or a checkpoint may have
-        # brought its own.
-        best = self.best_state
-        mean, std = float(best["input_mean"].float().mean()), float(best["input_std"].float().mean())
-        _publish(
-            self.model_dir, self.state_dir, best, self.identity, report, data.segment_frames, mean, std,
-            pos.init_fingerprint,
-        )  # fmt: skip
-        return report
+        """Publish the best weights as the model artefact (rank 0) and report (rank 0's report on every rank).
+
+        The ranks first compare hashes of their weights: data-parallel training keeps them identical, and a rank
+        that drifted apart is an error, not a model."""
+        ranks, data, pos = self.ranks, self.data, self.position
+        digests = ranks.gather(state_digest(self.net.state_dict()))
+        if len(set(digests)) > 1:
+            raise EmbedtoolError(
+                f"The training processes ended with different weights ({', '.join(digests)}); nothing was published. "
+                f"A checkpoint is in {self.state_dir}."
+            )
+        report = None
+        if ranks.main:
+            if self.best_state is None:  # resumed a run that had already finished every epoch
+                self.best_state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+            report = TrainReport(
+                model_dir=self.model_dir,
+                epochs_run=pos.epoch,
+                steps=pos.global_step,
+                best_epoch=pos.best_epoch,
+                best_metric=self.validator.metric,
+                best_value=pos.best_value,
+                seconds=round(time.monotonic() - self.started, 2),
+                triplets_per_s=self.triplets_per_s,
+                train_tracks=len(data.train_ids),
+                val_tracks=len(data.val_ids),
+                parameters=parameters,
+                device=str(self.device),
+                workers=self.workers,
+                world_size=ranks.world_size,
+                weights_digests=digests,
+                resumed=resume,
+                stopped_early=self.stopped_early,
+                history=pos.history,
+                notes=data.notes,
+            )
+            # The buffers, not the statistics computed at the start: a starting model or a checkpoint may have
+            # brought its own.
+            best = self.best_state
+            mean, std = float(best["input_mean"].float().mean()), float(best["input_std"].float().mean())
+            _publish(
+                self.model_dir, self.state_dir, best, self.identity, report, data.segment_frames, mean, std,
+                pos.init_fingerprint,
+            )  # fmt: skip
+        return ranks.broadcast(report)  # the others wait here while rank 0 publishes
 
 
 def train(
@@ -485,42 +585,68 @@ def train(
     resume: bool = False,
     progress: Progress | None = None,
 ) -> TrainReport:
-    """Train an encoder on the features' training split and write the model artefact; see the module doc."""
-    emit = progress or (lambda event: None)
-    started = time.monotonic()
+    """Train an encoder on the features' training split and write the model artefact; see the module doc.
+
+    Started by ``torchrun`` with more than one process, the processes train one model together (DDP); rank 0
+    alone writes, and calls ``progress``."""
     settings.validate()
-    features_dir, split_dir, model_dir = Path(features_dir), Path(split_dir), Path(model_dir)
-    data = _prepare_data(features_dir, split_dir, settings)
-    run = _Run(data, features_dir, model_dir, settings, emit, started)
+    with process_group(settings.device, "train.device") as (ranks, device):
+        if settings.batch_size % ranks.world_size:
+            raise ConfigError(
+                f"train.batch_size ({settings.batch_size}) is the batch of all {ranks.world_size} training processes "
+                "together and must be a multiple of their number."
+            )
+        return _train(Path(features_dir), Path(split_dir), Path(model_dir), settings, resume, progress, ranks, device)
+
+
+def _train(
+    features_dir: Path,
+    split_dir: Path,
+    model_dir: Path,
+    settings: TrainSettings,
+    resume: bool,
+    progress: Progress | None,
+    ranks: Ranks,
+    device: torch.device,
+) -> TrainReport:
+    emit = (progress if ranks.main else None) or (lambda event: None)
+    started = time.monotonic()
+    # Rank 0 makes or updates the split; the others then read it (and share rank 0's refusal of bad input).
+    data = ranks.main_first(lambda: _prepare_data(features_dir, split_dir, settings))
+    run = _Run(data, features_dir, model_dir, settings, emit, started, ranks, device)
     run.build(resume)
     run.start(resume)
-    run.validator = Validator(
-        data.store, features_dir, data.val_ids, settings, data.segment_frames, data.radius, data.pad_value
-    )
+    run.wrap()
+    if ranks.main:  # only rank 0 validates
+        run.validator = Validator(
+            data.store, features_dir, data.val_ids, settings, data.segment_frames, data.radius, data.pad_value
+        )
     parameters = sum(p.numel() for p in run.net.parameters())
-    emit(
-        {
-            "event": "start",
-            "total_steps": settings.epochs * settings.steps_per_epoch,
-            "start_step": run.position.global_step,
-            "epochs": settings.epochs,
-            "train_tracks": len(data.train_ids),
-            "val_tracks": len(data.val_ids),
-            "segment_frames": data.segment_frames,
-            "parameters": parameters,
-            "device": str(run.device),
-            "workers": run.workers,
-            "val_metric": run.validator.metric,
-            "notes": list(data.notes),
-        }
-    )
-    writer = _tensorboard(run.state_dir / "tensorboard")
+    if ranks.main:
+        emit(
+            {
+                "event": "start",
+                "total_steps": settings.epochs * settings.steps_per_epoch,
+                "start_step": run.position.global_step,
+                "epochs": settings.epochs,
+                "train_tracks": len(data.train_ids),
+                "val_tracks": len(data.val_ids),
+                "segment_frames": data.segment_frames,
+                "parameters": parameters,
+                "device": str(run.device),
+                "workers": run.workers,
+                "world_size": ranks.world_size,
+                "val_metric": run.validator.metric,
+                "notes": list(data.notes),
+            }
+        )
+    writer = _tensorboard(run.state_dir / "tensorboard") if ranks.main else None
     with _stop_on_signals() as stop:
         while run.position.epoch < settings.epochs:
             means = run.run_epoch(stop)
             if run.end_epoch(means, writer):
                 break
-            if stop["stop"]:
+            if ranks.any(stop["stop"]):
                 raise TrainingInterrupted(
                     f"Training interrupted after epoch {run.position.epoch}; a checkpoint is in {run.state_dir}. "
                     "Continue with `embedtool train --resume`."

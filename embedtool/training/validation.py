@@ -3,6 +3,9 @@
 - Same-track retrieval: up to N non-overlapping segments per validation track, spread evenly over it; each
   segment of a track with at least two segments queries all the other segments (itself excluded);
   ``recall_at_k`` is the share of queries with a segment of their own track among the k nearest (cosine).
+  At most :data:`MAX_RETRIEVAL_WINDOWS` segments in all (memory and the all-pairs similarity grow with their
+  square): a larger validation set gives a seeded sample of its tracks (:func:`retrieval_tracks`), and only
+  those tracks' features are read.
 - Collapse check: ``effective_rank`` (exp of the entropy of the normalised singular values of the centred
   embeddings; 1 means everything lies on one line) and ``dim_std`` (mean per-dimension standard deviation).
 """
@@ -30,6 +33,25 @@ def spread_starts(n_frames: int, segment_frames: int, per_track: int) -> np.ndar
         return starts
     pick = np.round(np.linspace(0, len(starts) - 1, per_track)).astype(int)
     return starts[pick]
+
+
+# The retrieval check's segments in all; a library whose validation tracks give more is sampled (whole tracks).
+MAX_RETRIEVAL_WINDOWS = 4096
+
+
+def retrieval_tracks(
+    frames: list[int], segment_frames: int, per_track: int, seed: int, max_windows: int = MAX_RETRIEVAL_WINDOWS
+) -> list[int]:
+    """Which validation tracks (indices into ``frames``) the retrieval check reads: all of them while their
+    segments number at most ``max_windows``; above that, tracks in a seeded random order as long as their
+    segments fit (at least one track), in their original order."""
+    counts = np.asarray([len(spread_starts(int(n), segment_frames, per_track)) for n in frames], dtype=np.int64)
+    if counts.sum() <= max_windows:
+        return list(range(len(frames)))
+    order = np.random.default_rng([seed, 104729]).permutation(len(frames))
+    fits = np.cumsum(counts[order]) <= max_windows
+    fits[0] = True
+    return sorted(int(i) for i in order[fits])
 
 
 def validation_windows(
@@ -94,14 +116,19 @@ class Validator:
         pad_value: float,
     ):
         self.settings = settings
-        mels = [store.mel(t) for t in val_ids]
-        self.windows, self.owners = validation_windows(mels, segment_frames, settings.val_segments_per_track, pad_value)
+        per_track = settings.val_segments_per_track
+        frames = [int(store.track(t)["frames"]) for t in val_ids]
+        keep = retrieval_tracks(frames, segment_frames, per_track, settings.seed, MAX_RETRIEVAL_WINDOWS)
+        self.retrieval_ids = [val_ids[i] for i in keep]
+        mels = [store.mel(t) for t in self.retrieval_ids]
+        self.windows, self.owners = validation_windows(mels, segment_frames, per_track, pad_value)
         counts = np.bincount(self.owners) if len(self.owners) else np.zeros(0)
-        self.has_recall = len(val_ids) >= 2 and bool((counts >= 2).any())
+        self.has_recall = len(self.retrieval_ids) >= 2 and bool((counts >= 2).any())
         self.dataset: TripletDataset | None = None
         if len(val_ids) >= 2 and settings.val_triplets > 0:
+            # The triplets' tracks are read lazily, only those drawn (val_triplets at most).
             sampler = TripletSampler(
-                [m.shape[0] for m in mels],
+                frames,
                 segment_frames,
                 radius_frames,
                 "other-track",
