@@ -92,7 +92,7 @@ class RayEngine(Engine):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         token = uuid.uuid4().hex[:12]
-        probe = ray.remote(_probe).options(num_cpus=0, max_retries=0)
+        probe = ray.remote(num_cpus=0, max_retries=0)(_probe)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         refs = [
             probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
@@ -139,7 +139,7 @@ class RayEngine(Engine):
         if gpus and self.gpus > 0:
             self._run_actors(work, tasks, delivery, shared_ref, setup, threads)
             return
-        remote = ray.remote(_run_task).options(num_cpus=1, max_retries=TASK_RETRIES)
+        remote = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_run_task)
         window = QUEUE_PER_WORKER * self.workers
         pending: dict[Any, int] = {}
         queue = iter(enumerate(tasks))
