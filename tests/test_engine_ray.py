@@ -40,7 +40,9 @@ def local_ray() -> Any:
     with pytest.MonkeyPatch.context() as mp:
         path = os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])
         mp.setenv("PYTHONPATH", path)  # workers inherit the environment of the Ray started here
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+        # One GPU as Ray sees it (none here as torch sees it): embed with device auto takes the GPU actor path,
+        # and the model, loaded inside the actor, falls back to the CPU.
+        ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
         yield ray.get_runtime_context().gcs_address
         ray.shutdown()
 
@@ -65,19 +67,23 @@ def test_local_and_ray_make_the_same_features_and_embeddings(tmp_path: Path) -> 
     assert local.fingerprint == on_ray.fingerprint
 
     general = resolve_model_source("general")
-    options = EmbedOptions(device="cpu", batch_size=64)  # several tasks, so order across tasks is exercised
+    options = EmbedOptions(device="cpu", batch_size=16)  # several tasks, so order across tasks is exercised
     for folder, engine in (("a", None), ("b", RAY)):
         features = tmp_path / folder / "features"
         report = export_embeddings(features, general, tmp_path / folder / "emb", options, None, engine)
         assert report.embedded_tracks == 72
-    assert report.device.startswith("ray")
+    assert report.device == "ray: 2 CPU worker(s)"
+    auto = EmbedOptions(device="auto", batch_size=16)  # GPU actors (see local_ray)
+    report = export_embeddings(tmp_path / "b" / "features", general, tmp_path / "c" / "emb", auto, None, RAY)
+    assert report.device == "ray: 1 GPU worker(s)"
     files = sorted(p.name for p in (tmp_path / "a" / "emb").iterdir())
-    assert files == sorted(p.name for p in (tmp_path / "b" / "emb").iterdir())
-    for name in files:
-        if name != "meta.json":  # (times); its fingerprint is compared below
-            assert (tmp_path / "a" / "emb" / name).read_bytes() == (tmp_path / "b" / "emb" / name).read_bytes(), name
-    meta = [json.loads((tmp_path / f / "emb" / "meta.json").read_text()) for f in ("a", "b")]
-    assert meta[0]["fingerprint"] == meta[1]["fingerprint"]
+    for other in ("b", "c"):
+        assert files == sorted(p.name for p in (tmp_path / other / "emb").iterdir())
+        for name in files:
+            if name != "meta.json":  # (times); its fingerprint is compared below
+                assert (tmp_path / "a" / "emb" / name).read_bytes() == (tmp_path / other / "emb" / name).read_bytes()
+    meta = [json.loads((tmp_path / f / "emb" / "meta.json").read_text()) for f in ("a", "b", "c")]
+    assert meta[0]["fingerprint"] == meta[1]["fingerprint"] == meta[2]["fingerprint"]
 
 
 def die_on(name: str, job: Any, files: list[dict[str, Any]]) -> Any:

@@ -289,7 +289,8 @@ def _run_tasks(
         raise ConfigError("embed.device is 'cuda', but the Ray cluster has no GPU (use cpu or auto)")
     shipped = model if isinstance(model, Encoder) else Path(model)
     engine.check_paths(readable=[features.directory] + ([] if isinstance(shipped, Encoder) else [shipped]))
-    job = _EmbedJob(features.directory, shipped, "cuda" if gpus else "cpu", hop_frames, options.batch_size)
+    # On a GPU worker the model goes where options.device says (auto: the worker's GPU when torch sees one).
+    job = _EmbedJob(features.directory, shipped, options.device if gpus else "cpu", hop_frames, options.batch_size)
     engine.run(_embed_task, tasks, on_result, shared=job, setup=_embed_setup, threads=1, ordered=True, gpus=gpus)
     workers = min(engine.gpus, len(tasks)) if gpus else min(engine.workers, len(tasks))  # type: ignore[attr-defined]
     return f"{engine.name}: {workers} {'GPU' if gpus else 'CPU'} worker(s)"
