@@ -533,7 +533,7 @@ class _ExtractRun:
     def run_tasks(self, engine: Engine) -> None:
         options = self.options
         tasks = self.tasks(engine.workers)
-        self.report.jobs, self.report.tasks = min(engine.workers, len(tasks)), len(tasks)
+        self.report.jobs, self.report.tasks = engine.workers, len(tasks)
         job = _ExtractJob(
             features_dir=self.features_dir,
             settings=self.settings,
