@@ -67,13 +67,13 @@ def test_local_and_ray_make_the_same_features_and_embeddings(tmp_path: Path) -> 
     assert local.fingerprint == on_ray.fingerprint
 
     general = resolve_model_source("general")
-    options = EmbedOptions(device="cpu", batch_size=16)  # several tasks, so order across tasks is exercised
+    options = EmbedOptions(device="cpu", batch_size=8)  # several tasks, so order across tasks is exercised
     for folder, engine in (("a", None), ("b", RAY)):
         features = tmp_path / folder / "features"
         report = export_embeddings(features, general, tmp_path / folder / "emb", options, None, engine)
         assert report.embedded_tracks == 72
     assert report.device == "ray: 2 CPU worker(s)"
-    auto = EmbedOptions(device="auto", batch_size=16)  # GPU actors (see local_ray)
+    auto = EmbedOptions(device="auto", batch_size=8)  # GPU actors (see local_ray)
     report = export_embeddings(tmp_path / "b" / "features", general, tmp_path / "c" / "emb", auto, None, RAY)
     assert report.device == "ray: 1 GPU worker(s)"
     files = sorted(p.name for p in (tmp_path / "a" / "emb").iterdir())
