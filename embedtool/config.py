@@ -10,6 +10,7 @@ Example ``embedtool.yaml``::
     preset: default              # preset for every section that has presets (e.g. `thesis`)
     features: {sample_rate: 16000, n_mels: 64}
     train: {epochs: 10, device: auto}
+    engine: {name: ray, cluster: "head-node:6379"}   # where extract and embed run (``engine: ray`` for short)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ SECTIONS: dict[str, str] = {
     "cluster": "embedtool.analysis.options:ClusterOptions",
     "classify": "embedtool.analysis.options:ClassifyOptions",
     "evaluate": "embedtool.analysis.options:EvaluateOptions",
+    "engine": "embedtool.engine.base:EngineOptions",
 }
 TOP_LEVEL_KEYS = ("workspace", "preset")
 
@@ -111,6 +113,8 @@ def load_project_config(path: Path | None = None, search_dir: Path | None = None
     for key in TOP_LEVEL_KEYS:
         if data.get(key) is not None and not isinstance(data[key], str):
             raise ConfigError(f"{path}: {key!r} must be a single name or path, not {data[key]!r}")
+    if isinstance(data.get("engine"), str):  # ``engine: ray`` is short for ``engine: {name: ray}``
+        data["engine"] = {"name": data["engine"]}
     sections: dict[str, dict[str, Any]] = {}
     for name in SECTIONS:
         value = data.get(name) or {}

@@ -38,6 +38,7 @@ from embedtool.embedding.export import (
 )
 from embedtool.embedding.options import EmbedOptions
 from embedtool.embedding.store import EmbeddingStore
+from embedtool.engine import EngineOptions
 from embedtool.errors import MissingArtefactError
 from embedtool.features.extract import ExtractProgress, ExtractReport, run_extract
 from embedtool.features.options import ExtractOptions
@@ -81,12 +82,14 @@ def extract(
     settings: FeatureSettings | None = None,
     options: ExtractOptions | None = None,
     progress: Callable[[ExtractProgress], None] | None = None,
+    engine: EngineOptions | None = None,
 ) -> ExtractReport:
     """Decode and featurise the audio under ``roots`` into the workspace's features (incremental, resumable).
-    ``progress`` receives an :class:`ExtractProgress` after each file."""
+    ``progress`` receives an :class:`ExtractProgress` after each file; ``engine``: where the work runs (local
+    worker processes by default, or a Ray cluster: docs/engine.md)."""
     folders = [Path(root).expanduser() for root in roots]
     return run_extract(
-        folders, workspace.features, settings or FeatureSettings(), options or ExtractOptions(), progress
+        folders, workspace.features, settings or FeatureSettings(), options or ExtractOptions(), progress, engine
     )
 
 
@@ -111,9 +114,15 @@ def adopt(workspace: Workspace, model: str = "general", settings: TrainSettings 
 
 
 @_writes
-def embed(workspace: Workspace, options: EmbedOptions | None = None, progress: Progress | None = None) -> EmbedReport:
-    """Export segment and track embeddings (and track descriptors) with the workspace's model (incremental)."""
-    return export_embeddings(workspace.features, workspace.model, workspace.embeddings, options, progress)
+def embed(
+    workspace: Workspace,
+    options: EmbedOptions | None = None,
+    progress: Progress | None = None,
+    engine: EngineOptions | None = None,
+) -> EmbedReport:
+    """Export segment and track embeddings (and track descriptors) with the workspace's model (incremental), on
+    ``engine`` (this process by default, or a Ray cluster: docs/engine.md)."""
+    return export_embeddings(workspace.features, workspace.model, workspace.embeddings, options, progress, engine)
 
 
 def embeddings_staleness(

@@ -28,6 +28,12 @@ def embed(
         None, "--device", help="Where the model runs.", show_default=default_of("embed", "device")
     ),
     full: bool = typer.Option(False, "--full", help="Re-embed every track, even when the last export fits."),
+    engine: Literal["local", "ray"] | None = typer.Option(
+        None, "--engine", help="Where the model runs: this process, or Ray workers (docs/engine.md)."
+    ),
+    cluster: str | None = typer.Option(
+        None, "--cluster", metavar="ADDRESS", help="Ray cluster address with --engine ray (default: a local Ray)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Embed every track (segments + pooled track vectors); only new tracks when the model is unchanged."""
@@ -37,9 +43,10 @@ def embed(
     options = actx.config.settings(
         "embed", {"hop_seconds": hop, "batch_size": batch_size, "device": device, "full": full or None}
     )
+    engine_options = actx.config.settings("engine", {"name": engine, "cluster": cluster})
     ws = actx.workspace
     with make_progress(actx.quiet or as_json) as progress:
-        report = pipeline.embed(ws, options, stage_progress(progress))
+        report = pipeline.embed(ws, options, stage_progress(progress), engine=engine_options)
     if as_json:
         print_json({"directory": str(ws.embeddings), **report.to_dict()})
         return

@@ -56,6 +56,12 @@ def extract(
     preset: Literal["default", "thesis"] | None = typer.Option(None, "--preset", help="Feature preset."),
     sample_rate: int | None = typer.Option(None, "--sample-rate", help="Resample audio to this rate (Hz)."),
     n_mels: int | None = typer.Option(None, "--n-mels", help="Number of Mel bands."),
+    engine: Literal["local", "ray"] | None = typer.Option(
+        None, "--engine", help="Where the work runs: local processes, or Ray workers (docs/engine.md)."
+    ),
+    cluster: str | None = typer.Option(
+        None, "--cluster", metavar="ADDRESS", help="Ray cluster address with --engine ray (default: a local Ray)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the run's report as JSON."),
 ) -> None:
     """Find audio under PATH (recursively), decode it and store log-Mel features in the workspace.
@@ -83,6 +89,7 @@ def extract(
             "min_duration_s": min_duration,
         },
     )
+    engine_options = actx.config.settings("engine", {"name": engine, "cluster": cluster})
     features_dir = actx.workspace.features
     progress = make_progress(
         actx.quiet or as_json,
@@ -104,7 +111,9 @@ def extract(
                 audio_rate=f"{state.audio_seconds / 3600 / elapsed:.3f}",
             )
 
-        report = pipeline.extract(actx.workspace, list(paths or []), settings, options, progress=on_progress)
+        report = pipeline.extract(
+            actx.workspace, list(paths or []), settings, options, progress=on_progress, engine=engine_options
+        )
     if as_json:
         print_json(report.to_dict())
         return
@@ -128,7 +137,7 @@ def _print_summary(report: ExtractReport, features_dir: Path) -> None:
         ("audio hours in features", f"{report.total_hours:.3f}"),
         ("bytes written", human_bytes(report.bytes_written)),
         ("features size", human_bytes(report.total_bytes)),
-        ("time", f"{report.elapsed_s:.1f} s, {report.jobs} job(s)"),
+        ("time", f"{report.elapsed_s:.1f} s, {report.jobs} job(s)" + ("" if report.engine == "local" else " on ray")),
     ]
     for what, value in rows:
         table.add_row(what, value)

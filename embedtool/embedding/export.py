@@ -5,6 +5,11 @@ the track's last frame, short tracks padded to one window. Windows of many track
 library of one-shots would otherwise run the network one window at a time) and long tracks are cut in
 bounded chunks, so memory does not grow with a track's length.
 
+The tracks to embed are cut into tasks of consecutive tracks in features order (about ``TASK_BATCHES`` batches of
+windows each) that run on an engine (:mod:`embedtool.engine`: this process, or Ray workers — CPU tasks, or an
+actor per GPU that loads the model once). Results come back in task order and go to the writer task by task, so
+memory holds a few tasks' vectors, not the library's, and the export is the same whichever engine ran it.
+
 Incremental: when the model and the segment settings are those of the existing export, only tracks that are
 new (a changed file is a new content id) are embedded; vectors of the others are copied, and tracks no longer
 in the features are dropped. Any other difference means a full export, and the report says which happened
@@ -13,6 +18,7 @@ and why.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +32,8 @@ from embedtool.config import settings_dict
 from embedtool.embedding.options import EmbedOptions
 from embedtool.embedding.pooling import pool_descriptors
 from embedtool.embedding.store import EmbeddingStore, EmbeddingWriter
-from embedtool.errors import EmbedtoolError, InputError
+from embedtool.engine import Engine, EngineOptions, TaskFailure, open_engine
+from embedtool.errors import ConfigError, EmbedtoolError, InputError
 from embedtool.features.store import FeatureStore
 from embedtool.features.windows import crop_many, silence_floor, window_starts
 from embedtool.model.device import resolve_device_name
@@ -37,6 +44,9 @@ if TYPE_CHECKING:
 
 # Track-table columns copied from the features table; a difference in any of them rewrites the tables.
 TRACK_FIELDS = ("track_id", "path", "label", "group", "duration_s")
+# A task embeds consecutive tracks holding about this many batches of windows (at least one track): seconds of
+# work on a CPU, a few MB of results, and progress reported as each finishes.
+TASK_BATCHES = 16
 
 
 @dataclass
@@ -111,13 +121,18 @@ def export_embeddings(
     embeddings_dir: Path,
     options: EmbedOptions | None = None,
     progress: Progress | None = None,
+    engine: EngineOptions | None = None,
 ) -> EmbedReport:
-    """Embed every track of ``features_dir`` with a model folder or an :class:`Encoder` into ``embeddings_dir``."""
+    """Embed every track of ``features_dir`` with a model folder or an :class:`Encoder` into ``embeddings_dir``, on
+    ``engine`` (default: this process, on ``options.device``)."""
     options = options or EmbedOptions()
     options.validate()
+    engine = engine or EngineOptions()
+    engine.validate()
     started = time.perf_counter()
     features = FeatureStore(Path(features_dir))
-    device = resolve_device_name(options.device)
+    # With ray the workers load the model on their own devices: here it is only read (settings, fingerprint).
+    device = "cpu" if engine.name == "ray" else resolve_device_name(options.device)
     encoder = load_encoder(model_dir_or_encoder, device)
     encoder.check_features(features.settings)
     if len(features) == 0:
@@ -154,25 +169,43 @@ def export_embeddings(
 
     to_embed = [t for t in wanted if t["track_id"] not in reusable]
     check_free_space(embeddings_dir.parent, export_bytes(features, encoder, hop_frames), "the embeddings")
-    embedded = _embed_tracks(features, encoder, to_embed, hop_frames, options.batch_size, progress)
+    tasks, windows = _plan_tasks(features, encoder, to_embed, hop_frames, options.batch_size)
     old_vectors = previous.segment_vectors() if previous is not None and reusable else None
     old_descriptors = previous.track_descriptors() if previous is not None and reusable else None
-    fps = encoder.feature_settings.frames_per_second
+    total, done = sum(windows), 0
 
-    with staged_dir(embeddings_dir) as stage:
+    with staged_dir(embeddings_dir) as stage, contextlib.ExitStack() as stack:
         writer = EmbeddingWriter(stage, int(encoder.embedding_dim), options.shard_mb * 1024 * 1024)
-        for track in wanted:  # features order (sorted by content id): the same order on every run
-            tid = track["track_id"]
-            if tid in reusable:
-                assert previous is not None and old_vectors is not None
+        at = 0  # the next track of ``wanted`` to write: features order (sorted by content id), the same every run
+
+        def write_reused(until: str | None) -> None:
+            """Copy the reused tracks before ``until`` (a track to embed; None: to the end) to the writer."""
+            nonlocal at
+            while at < len(wanted) and wanted[at]["track_id"] != until:
+                tid = wanted[at]["track_id"]
+                assert previous is not None and old_vectors is not None and old_descriptors is not None, tid
                 rows, starts = previous.segments_of(tid)
                 old_descriptor = old_descriptors[previous.track(tid)["row"]]
-                writer.add_track(track, starts, previous.segment_ends[rows], old_vectors[rows], old_descriptor)
-            else:
-                starts_f, vectors, descriptors, energy, n_frames = embedded[tid]
-                ends_f = np.minimum(starts_f + int(encoder.segment_frames), n_frames)
-                descriptor = pool_descriptors(descriptors, energy)
-                writer.add_track(track, starts_f / fps, ends_f / fps, vectors, descriptor)
+                writer.add_track(wanted[at], starts, previous.segment_ends[rows], old_vectors[rows], old_descriptor)
+                at += 1
+
+        def on_result(index: int, result: list[Any] | TaskFailure) -> None:
+            nonlocal at, done
+            if isinstance(result, TaskFailure):
+                _raise_failure(result)
+            assert not isinstance(result, TaskFailure)
+            for tid, starts_s, ends_s, vectors, descriptor in result:
+                write_reused(tid)
+                writer.add_track(wanted[at], starts_s, ends_s, vectors, descriptor)
+                at += 1
+            done += windows[index]
+            if progress:
+                progress("embedding", done, total)
+
+        if tasks:
+            runner = stack.enter_context(open_engine(engine, 1 if engine.name == "local" else 0))
+            device = _run_tasks(runner, tasks, on_result, features, model_dir_or_encoder, encoder, hop_frames, options)
+        write_reused(None)
         meta = writer.finish(config, inputs, extra={"export": mode, "reason": reason})
     return EmbedReport(
         mode=mode,
@@ -197,6 +230,119 @@ def export_bytes(features: FeatureStore, encoder: Encoder, hop_frames: int) -> i
     export is written anew, reused vectors included), and each track's descriptor."""
     segments = sum(max(0, int(t["frames"]) - 1) // hop_frames + 1 for t in features.tracks)
     return segments * (4 * int(encoder.embedding_dim) + SEGMENT_ROW_BYTES) + len(features) * 4 * encoder.descriptor_dim
+
+
+@dataclass
+class _EmbedJob:
+    """What every embed task shares: the features and the model (the objects in this process; paths, or a CPU
+    encoder, for workers elsewhere), where to load the model, and the segment settings."""
+
+    features: FeatureStore | Path
+    model: Encoder | Path
+    device: str
+    hop_frames: int
+    batch_size: int
+
+
+def _plan_tasks(
+    features: FeatureStore, encoder: Encoder, tracks: list[dict[str, Any]], hop_frames: int, batch_size: int
+) -> tuple[list[list[dict[str, Any]]], list[int]]:
+    """``tracks`` cut into runs of consecutive tracks of about TASK_BATCHES batches of windows, and each run's
+    number of windows."""
+    seg = int(encoder.segment_frames)
+    tasks: list[list[dict[str, Any]]] = []
+    windows: list[int] = []
+    empty = []
+    for t in tracks:
+        n = len(window_starts(int(features.track(t["track_id"])["frames"]), seg, hop_frames))
+        if n == 0:
+            empty.append(t["track_id"])
+        if not tasks or windows[-1] >= TASK_BATCHES * batch_size:
+            tasks.append([])
+            windows.append(0)
+        tasks[-1].append(t)
+        windows[-1] += n
+    if empty:
+        raise InputError(f"{len(empty)} track(s) have no feature frames (e.g. {empty[0]}); re-run extract.")
+    return tasks, windows
+
+
+def _run_tasks(
+    engine: Engine,
+    tasks: list[list[dict[str, Any]]],
+    on_result: Any,
+    features: FeatureStore,
+    model: Path | str | Encoder,
+    encoder: Encoder,
+    hop_frames: int,
+    options: EmbedOptions,
+) -> str:
+    """Run the embed tasks on ``engine`` (results to ``on_result`` in task order); returns where they ran."""
+    from embedtool.model.encoder import Encoder
+
+    if engine.in_process:
+        job = _EmbedJob(features, encoder, str(encoder.device.type), hop_frames, options.batch_size)
+        engine.run(_embed_task, tasks, on_result, shared=job, setup=_embed_setup, threads=None, ordered=True)
+        return str(encoder.device.type)
+    gpus = options.device != "cpu" and getattr(engine, "gpus", 0) > 0
+    if options.device == "cuda" and not gpus:
+        raise ConfigError("embed.device is 'cuda', but the Ray cluster has no GPU (use cpu or auto)")
+    shipped = model if isinstance(model, Encoder) else Path(model)
+    engine.check_paths(readable=[features.directory] + ([] if isinstance(shipped, Encoder) else [shipped]))
+    # On a GPU worker the model goes where options.device says (auto: the worker's GPU when torch sees one).
+    job = _EmbedJob(features.directory, shipped, options.device if gpus else "cpu", hop_frames, options.batch_size)
+    engine.run(_embed_task, tasks, on_result, shared=job, setup=_embed_setup, threads=1, ordered=True, gpus=gpus)
+    workers = min(engine.gpus, len(tasks)) if gpus else min(engine.workers, len(tasks))  # type: ignore[attr-defined]
+    return f"{engine.name}: {workers} {'GPU' if gpus else 'CPU'} worker(s)"
+
+
+def _raise_failure(failure: TaskFailure) -> None:
+    """An embed task that failed ends the export (nothing is written): its own error, or a plain one."""
+    if isinstance(failure.error, EmbedtoolError):
+        raise failure.error
+    if failure.worker_died:
+        raise EmbedtoolError(
+            f"A worker died while embedding ({failure.error}); nothing was written: run `embedtool embed` again."
+        ) from failure.error
+    raise failure.error
+
+
+def _embed_setup(job: _EmbedJob) -> tuple[_EmbedJob, FeatureStore, Encoder]:
+    """A worker's context, made once: the features opened and the model loaded (onto the worker's GPU, if any)."""
+    from embedtool.model.encoder import Encoder
+
+    features = job.features if isinstance(job.features, FeatureStore) else FeatureStore(Path(job.features))
+    if isinstance(job.model, Encoder):
+        encoder = job.model if job.model.device.type == job.device else _moved(job.model, job.device)
+    else:
+        encoder = load_encoder(job.model, job.device)
+    return job, features, encoder
+
+
+def _moved(encoder: Encoder, device: str) -> Encoder:
+    """The same network (and companion) as an Encoder on ``device``."""
+    from embedtool.model.encoder import Encoder
+
+    companion = _moved(encoder.companion, device) if encoder.companion is not None else None
+    return Encoder(
+        encoder.net, encoder.feature_settings, encoder.train_settings, encoder.fingerprint, encoder.config,
+        device=device, batch_size=encoder.batch_size, companion=companion,
+    )  # fmt: skip
+
+
+def _embed_task(
+    context: tuple[_EmbedJob, FeatureStore, Encoder], tracks: list[dict[str, Any]]
+) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """One task (in a worker): ``(track_id, start_s, end_s, vectors, descriptor)`` for each of ``tracks``, in order."""
+    job, features, encoder = context
+    embedded = _embed_tracks(features, encoder, tracks, job.hop_frames, job.batch_size, None)
+    fps = encoder.feature_settings.frames_per_second
+    out = []
+    for t in tracks:
+        starts_f, vectors, descriptors, energy, n_frames = embedded[t["track_id"]]
+        ends_f = np.minimum(starts_f + int(encoder.segment_frames), n_frames)
+        out.append((t["track_id"], starts_f / fps, ends_f / fps, vectors, pool_descriptors(descriptors, energy)))
+    return out
 
 
 # The export settings that decide where segments start and what a window holds: vectors made with other values

@@ -5,31 +5,31 @@ A run:
 1. finds the audio under the given roots (:mod:`embedtool.audio.discover`) and their labels;
 2. reuses every track whose file is unchanged (same path, size and mtime; no re-hashing) from the current
    table or from complete shards a killed run left behind;
-3. hashes the other files (the hash is the stable track id); content already seen under another path is a
-   duplicate (the first path in sorted order is kept), content seen before under a since-renamed path is
-   reused without decoding;
-4. decodes and featurises the rest in worker processes (one torch thread each), writing shards as it goes
-   (at least every ``flush_every_s`` seconds, so a killed run keeps most of its work);
+3. plans the other files as tasks (largest first; each about ``flush_every_s`` seconds of work and at most
+   ``max_shard_mb`` of features) and runs them on an engine (:mod:`embedtool.engine`: local worker processes or
+   Ray). A task hashes each file (the hash is the stable track id), skips content already extracted, decodes and
+   featurises the rest (one torch thread each) and writes its own shards, then returns small records: the track
+   descriptions, the files it could not use and why, the CPU time. A task that fails or whose worker dies fails
+   its files (listed, and tried again by the next run); the run goes on;
+4. settles every file in path order: content seen under an earlier path is a duplicate (the first path in sorted
+   order is kept), content seen before under a since-renamed path is reused;
 5. publishes the new table and ``meta.json`` (the swap that makes the run visible), then deletes shards that
    nothing references. Files that failed are listed in ``errors.json`` with the reason.
 
-Killed at any point before step 5, the previous artefact stays as it was; the next run picks up the shards.
+Only the driver commits. Killed at any point before step 5, the previous artefact stays as it was; the next run
+picks up the complete shards of the finished tasks. The plan depends only on the files, the options and the number
+of workers, so both engines write the same shards and tables for the same input.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import errno
 import hashlib
-import multiprocessing
+import math
 import os
-import signal
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from embedtool.audio.decode import declared_duration_s
 from embedtool.audio.discover import FoundFile, discover_audio
 from embedtool.audio.settings import FeatureSettings
 from embedtool.config import settings_dict
+from embedtool.engine import Engine, EngineOptions, TaskFailure, open_engine
 from embedtool.errors import DiskSpaceError, InputError
 from embedtool.features import store
 from embedtool.features.frontend import featurise_file
@@ -53,6 +54,13 @@ LOCK_FILE = ".extract.lock"
 HASH_CHUNK = 1 << 20
 # For the space estimate of a file whose header gives no duration: compressed audio at 128 kbit/s or more.
 COMPRESSED_BYTES_PER_S = 16_000
+# Planning tasks: decoding and featurising run at about 250x real time on one core (docs/benchmarks.md), plus a
+# fixed cost per file; a task holds about ``flush_every_s`` seconds of that work, so a killed run loses at most
+# about that much per worker. With several workers a small run is cut into at least TASKS_PER_WORKER tasks each.
+NOMINAL_SPEED = 200.0
+PER_FILE_S = 0.01
+FILES_PER_TASK = 256
+TASKS_PER_WORKER = 4
 
 
 @dataclass
@@ -89,7 +97,10 @@ class ExtractReport:
     total_bytes: int = 0  # size of the features folder afterwards
     elapsed_s: float = 0.0
     featurise_cpu_s: float = 0.0  # CPU seconds spent decoding and featurising, summed over workers
-    jobs: int = 1
+    jobs: int = 1  # workers the engine ran tasks on
+    engine: str = "local"  # where the tasks ran (see embedtool.engine)
+    tasks: int = 0  # tasks run
+    tasks_failed: int = 0  # tasks that raised or whose worker died (their files are counted as failed)
     full_rebuild_reason: str | None = None  # why earlier results could not be reused, if so
     labelled: int = 0  # published tracks with a label
     labels_unmatched: list[str] = field(default_factory=list)  # labels-file paths that matched no file found
@@ -114,28 +125,6 @@ def file_hash(path: Path) -> str:
 
 
 # --- the per-file work (runs in worker processes) ---------------------------------------------------------
-
-
-def _worker_init(parent_pid: int) -> None:
-    # Ctrl-C goes to the whole process group: only the parent handles it (and stops the workers).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import torch
-
-    torch.set_num_threads(1)
-    # Workers are children of the forkserver, not of the run: if the run is killed (kill -9), nothing tells
-    # them, so each watches the run's process and leaves when it is gone.
-    threading.Thread(target=_exit_with, args=(parent_pid,), daemon=True).start()
-
-
-def _exit_with(pid: int) -> None:
-    while True:
-        time.sleep(1.0)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            os._exit(1)
-        except PermissionError:
-            pass
 
 
 def _featurise_timed(*args: Any) -> tuple[tuple[str, Any], float]:
@@ -184,6 +173,91 @@ def _reason(message: str, path: str) -> str:
     return message[len(prefix) :] if message.startswith(prefix) else message
 
 
+@dataclass
+class _ExtractJob:
+    """What every task of a run shares (sent once to each worker)."""
+
+    features_dir: Path
+    settings: FeatureSettings
+    args: tuple  # extract_one's (min_duration_s, silence_db, block_seconds, keep_truncated)
+    known_ids: np.ndarray  # sorted uint64 track ids already extracted: such content is reused, not decoded
+    max_shard_bytes: int
+    shard_per_file: bool  # every file its own shard (flush_every_s 0)
+
+
+def _id_number(track_id: str) -> int | None:
+    try:
+        return int(track_id, 16) if len(track_id) == 16 else None
+    except ValueError:
+        return None
+
+
+def _known_ids(track_ids: Sequence[str]) -> np.ndarray:
+    numbers = {n for n in map(_id_number, track_ids) if n is not None}
+    return np.array(sorted(numbers), dtype=np.uint64)
+
+
+def _is_known(known: np.ndarray, track_id: str) -> bool:
+    number = _id_number(track_id)
+    if number is None or not len(known):
+        return False
+    at = int(np.searchsorted(known, np.uint64(number)))
+    return at < len(known) and int(known[at]) == number
+
+
+def _extract_task(job: _ExtractJob, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """One task (in a worker): hash, decode and featurise ``files`` (descriptions from the plan), writing their
+    matrices as this task's own shards. Returns per file, in order, ``(status, track_id, payload)``: "ok" with the
+    full record (shard and offset included), "known" (content already extracted: not decoded), "skipped" or
+    "failed" with the reason; and the CPU seconds and feature bytes the task spent and wrote. A bad file is a
+    record, never an exception; an exception (a full disk) leaves the shards written so far complete."""
+    writer = store.ShardWriter(job.features_dir, job.settings, max_shard_bytes=job.max_shard_bytes)
+    outcomes: list[tuple[str, str | None, Any]] = []
+    added: list[int] = []  # positions in outcomes of the tracks given to the writer, in order
+    seen: set[str] = set()
+    cpu_s = 0.0
+    for desc in files:
+        path = desc["path"]
+        c0 = time.process_time()
+        try:
+            track_id = file_hash(Path(path))
+        except OSError as exc:
+            reason = "unreadable (permission denied)" if isinstance(exc, PermissionError) else str(exc)
+            outcomes.append(("failed", None, reason))
+            continue
+        finally:
+            cpu_s += time.process_time() - c0
+        if track_id in seen or _is_known(job.known_ids, track_id):
+            outcomes.append(("known", track_id, None))  # the driver settles it: reused or a duplicate
+            seen.add(track_id)
+            continue
+        seen.add(track_id)
+        (status, payload), spent = _featurise_timed(path, job.settings, *job.args)
+        cpu_s += spent
+        if status != "ok":
+            outcomes.append((status, track_id, payload))
+            continue
+        mel, info = payload
+        record = {
+            **desc,
+            "track_id": track_id,
+            "duration_s": float(info.duration_s),
+            "native_sample_rate": int(info.native_sample_rate),
+            "channels": int(info.channels),
+        }
+        writer.add(record, mel)
+        added.append(len(outcomes))
+        # kept under --keep-truncated: still said
+        note = f"{info.truncated}: the decoded part kept (--keep-truncated)" if info.truncated else None
+        outcomes.append(("ok", track_id, note))
+        if job.shard_per_file:
+            writer.flush()
+    writer.flush()
+    for position, record in zip(added, writer.completed, strict=True):
+        outcomes[position] = ("ok", record["track_id"], (record, outcomes[position][2]))
+    return {"files": outcomes, "cpu_s": cpu_s, "bytes": writer.bytes_written}
+
+
 # --- the run ---------------------------------------------------------------------------------------------
 
 
@@ -207,8 +281,10 @@ def run_extract(
     settings: FeatureSettings,
     options: ExtractOptions,
     progress: Callable[[ExtractProgress], None] | None = None,
+    engine: EngineOptions | None = None,
 ) -> ExtractReport:
-    """Extract log-Mel features of the audio under ``roots`` into ``features_dir`` (see the module docstring).
+    """Extract log-Mel features of the audio under ``roots`` into ``features_dir`` (see the module docstring), with
+    the tasks on ``engine`` (default: local worker processes, ``options.jobs`` of them).
 
     Raises :class:`InputError` when nothing usable came out, or when a file failed under ``options.strict``.
     """
@@ -222,7 +298,7 @@ def run_extract(
         with held_lock_file(features_dir / LOCK_FILE) as lock:
             if lock is None:
                 raise InputError(f"Another `embedtool extract` is writing to {features_dir}; wait for it to finish.")
-            return _run_extract(roots, features_dir, settings, options, progress)
+            return _run_extract(roots, features_dir, settings, options, progress, engine)
     except BaseException:
         if created:  # a first run that failed leaves no empty features folder
             with contextlib.suppress(OSError):
@@ -236,9 +312,10 @@ def _run_extract(
     settings: FeatureSettings,
     options: ExtractOptions,
     progress: Callable[[ExtractProgress], None] | None,
+    engine: EngineOptions | None = None,
 ) -> ExtractReport:
-    """The three steps of a run (see the module docstring): plan, featurise, publish."""
-    run = _ExtractRun(features_dir, settings, options, progress)
+    """The steps of a run (see the module docstring): plan, featurise, settle, publish."""
+    run = _ExtractRun(features_dir, settings, options, progress, engine)
     roots = run.resolve_roots([Path(os.path.abspath(os.path.expanduser(r))) for r in roots])
     unusable: list[tuple[str, str]] = []  # (path, reason): what discovery could not look at
     files = discover_audio(roots, follow_symlinks=options.follow_symlinks, skipped=unusable)
@@ -249,6 +326,7 @@ def _run_extract(
     run.check_space()
     try:
         run.featurise()
+        run.settle()
         return run.publish()
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
@@ -265,19 +343,31 @@ class _ExtractRun:
         settings: FeatureSettings,
         options: ExtractOptions,
         progress: Callable[[ExtractProgress], None] | None,
+        engine: EngineOptions | None = None,
     ):
         self.started = time.perf_counter()
         self.features_dir, self.settings, self.options, self.progress = features_dir, settings, options, progress
-        self.report = ExtractReport(jobs=options.resolved_jobs())
+        self.engine_options = engine or EngineOptions()
+        self.report = ExtractReport(jobs=options.resolved_jobs(), engine=self.engine_options.name)
         self.previous, self.previous_extra, self.rebuild_reason = _previous_records(features_dir, settings)
         self.label_table: LabelTable | None = None  # read in plan(), once the roots hold audio
         self.missing_roots: list[Path] = []
         self.state = ExtractProgress(files_total=0)
         self.kept: dict[str, dict] = {}  # track_id -> final record
         self.kept_path: dict[str, str] = {}  # track_id -> path that claimed it
-        self.todo: list[tuple[str, dict[str, Any]]] = []  # (track id, description) to decode
+        # Every file found that could be stat'ed, in path order: (description, the reusable record its path, size
+        # and mtime match, or None). Those without one are decoded (``todo``); settle() then walks them all.
+        self.entries: list[tuple[dict[str, Any], dict | None]] = []
+        self.todo: list[dict[str, Any]] = []  # descriptions of the files to hash and decode
+        self.by_id: dict[str, dict] = {}  # reusable records by track id (renamed content)
+        self.outcomes: dict[str, tuple[str, str | None, Any]] = {}  # path -> a task's (status, track id, payload)
+        self.estimates: dict[str, float] = {}  # path -> estimated seconds of audio (space check, task sizes)
+        self.new_records = 0  # tracks written to shards by this run's tasks
+        self.bytes_written = 0
         self.errors: list[tuple[str, str]] = []
         self.failed_paths: list[str] = []
+        self.planned = {"skipped": 0, "failed": 0}  # files plan() settled as such (unusable, cannot stat)
+        self.scan_roots: list[Path] = []
 
     def resolve_roots(self, given: list[Path]) -> list[Path]:
         """The roots to scan: the remembered ones and those given (only those given with ``replace``). A
@@ -298,6 +388,7 @@ class _ExtractRun:
         if not scan:
             missing = ", ".join(str(r) for r in self.missing_roots)
             raise InputError(f"None of the library's folders is there ({missing}): reconnect them, or give a folder.")
+        self.scan_roots = scan
         return scan
 
     def describe(self, found: FoundFile, st: os.stat_result) -> dict[str, Any]:
@@ -327,9 +418,9 @@ class _ExtractRun:
 
     # --- 1. plan -------------------------------------------------------------------------------------------
     def plan(self, files: list[FoundFile], unusable: Sequence[tuple[str, str]] = ()) -> None:
-        """Settle every file that needs no decoding and queue the rest, in path order (so which copy of
-        duplicate content is kept does not depend on timing). ``unusable`` (path, reason) entries that discovery
-        could not look at are reported as skipped."""
+        """Look at every file without reading it: those whose path, size and mtime match a reusable record are
+        unchanged, the others are queued for the tasks (which hash them). ``unusable`` (path, reason) entries that
+        discovery could not look at are reported as skipped."""
         self.label_table = read_labels_file(self.options.labels) if self.options.labels else None
         # Earlier work worth keeping: the published table, then complete shards left by a killed run.
         if self.options.overwrite:
@@ -339,42 +430,28 @@ class _ExtractRun:
             reusable = list(self.previous) + store.completed_shard_records(self.features_dir, self.settings)
             self.report.full_rebuild_reason = self.rebuild_reason
         by_stat = {(r["path"], r["file_size"], r["file_mtime_ns"]): r for r in reusable}
-        by_id = {r["track_id"]: r for r in reusable}
+        self.by_id = {r["track_id"]: r for r in reusable}
         self.state.files_total = len(files) + len(unusable)
         _notify(self.progress, self.state)
         for path, reason in unusable:
             self.errors.append((path, reason))
+            self.planned["skipped"] += 1
             self.seen(path, "skipped")
         for found in files:
             path = str(found.path)
             try:
                 st = found.path.stat()
             except OSError as exc:
+                self.planned["failed"] += 1
                 self.fail(path, f"cannot stat: {exc.strerror or exc}")
                 continue
             desc = self.describe(found, st)
             old = by_stat.get((path, desc["file_size"], desc["file_mtime_ns"]))
+            self.entries.append((desc, old))
             if old is not None:
-                track_id = old["track_id"]
+                self.seen(path, "unchanged")  # (settle() counts again: in rare cases it is a duplicate after all)
             else:
-                try:
-                    track_id = file_hash(found.path)
-                except OSError as exc:
-                    self.fail(path, "unreadable (permission denied)" if isinstance(exc, PermissionError) else str(exc))
-                    continue
-            if track_id in self.kept_path:
-                self.errors.append((path, f"duplicate of {self.kept_path[track_id]} (same content)"))
-                self.report.duplicates.append((path, self.kept_path[track_id]))
-                self.seen(path, "skipped")
-                continue
-            self.kept_path[track_id] = path
-            reuse = old if old is not None else by_id.get(track_id)
-            if reuse is not None:
-                self.kept[track_id] = {**reuse, **desc, "track_id": track_id}
-                self.seen(path, "unchanged")
-            else:
-                self.todo.append((track_id, desc))
-        self.keep_unscanned()
+                self.todo.append(desc)
 
     def keep_unscanned(self) -> None:
         """Tracks of remembered roots that are missing stay as they are, unless ``prune``."""
@@ -392,86 +469,149 @@ class _ExtractRun:
         second x mels x 2 bytes of float16 per second of audio: ~46 MB per hour with the default settings)."""
         if not self.todo:
             return
-        seconds = sum(declared_duration_s(d["path"]) or d["file_size"] / COMPRESSED_BYTES_PER_S for _, d in self.todo)
+        for d in self.todo:
+            self.estimates[d["path"]] = declared_duration_s(d["path"]) or d["file_size"] / COMPRESSED_BYTES_PER_S
+        seconds = sum(self.estimates.values())
         per_second = self.settings.frames_per_second * self.settings.n_mels * 2
         what = f"the features of {len(self.todo)} audio file(s) (about {seconds / 3600:.2f} h of audio)"
         check_free_space(self.features_dir, int(seconds * per_second), what)
 
     def out_of_space(self) -> DiskSpaceError:
         """The error for a disk that filled up during the run: what was kept, and how to go on."""
-        kept = getattr(self, "writer", None)
-        tracks = len(kept.completed) if kept is not None else 0
-        written = kept.bytes_written if kept is not None else 0
         return DiskSpaceError(
-            f"The disk holding {self.features_dir} is full: extraction stopped. Kept: {tracks} newly extracted "
-            f"track(s) in finished shards ({written / 1e6:,.1f} MB); the file being written was removed and the "
-            "published features are as before. Free some space and run `embedtool extract` again: it resumes "
-            "from the kept shards."
+            f"The disk holding {self.features_dir} is full: extraction stopped. Kept: {self.new_records} newly "
+            f"extracted track(s) in finished shards ({self.bytes_written / 1e6:,.1f} MB); the file being written was "
+            "removed and the published features are as before. Free some space and run `embedtool extract` again: "
+            "it resumes from the kept shards."
         )
 
     # --- 2. featurise --------------------------------------------------------------------------------------
+    def tasks(self, workers: int) -> list[list[dict[str, Any]]]:
+        """The files to decode cut into tasks, largest first (so no worker is left with a long file while the others
+        are idle at the end): each about ``flush_every_s`` seconds of work (one file each when 0) and at most
+        ``max_shard_mb`` of features, and with several workers at least TASKS_PER_WORKER tasks each when there are
+        files enough. Depends only on the files, the options and ``workers``: every engine makes the same plan."""
+        options = self.options
+        per_second = self.settings.frames_per_second * self.settings.n_mels * 2
+        max_bytes = options.max_shard_mb * 1024 * 1024
+        cap = FILES_PER_TASK
+        if workers > 1:
+            cap = min(cap, max(1, math.ceil(len(self.todo) / (workers * TASKS_PER_WORKER))))
+
+        def seconds(desc: dict[str, Any]) -> float:
+            return self.estimates.get(desc["path"]) or desc["file_size"] / COMPRESSED_BYTES_PER_S
+
+        ordered = sorted(self.todo, key=lambda d: (-seconds(d), d["path"]))
+        tasks: list[list[dict[str, Any]]] = []
+        current: list[dict[str, Any]] = []
+        work_s = size = 0.0
+        for desc in ordered:
+            file_work, file_bytes = seconds(desc) / NOMINAL_SPEED + PER_FILE_S, seconds(desc) * per_second
+            full = len(current) >= cap or work_s + file_work > options.flush_every_s or size + file_bytes > max_bytes
+            if current and full:
+                tasks.append(current)
+                current, work_s, size = [], 0.0, 0.0
+            current.append(desc)
+            work_s, size = work_s + file_work, size + file_bytes
+        if current:
+            tasks.append(current)
+        return tasks
+
     def featurise(self) -> None:
-        """Decode and featurise what is new or changed (in worker processes), writing shards as it goes."""
-        options, settings = self.options, self.settings
+        """Hash, decode and featurise what is new or changed: tasks on the engine, each writing its own shards."""
+        options = self.options
         self.state.phase = "extract"
         _notify(self.progress, self.state)
-        self.writer = store.ShardWriter(self.features_dir, settings, max_shard_bytes=options.max_shard_mb * 1024 * 1024)
-        self.last_flush = time.monotonic()
-        args = (options.min_duration_s, options.silence_db, options.block_seconds, options.keep_truncated)
-        try:
-            if self.report.jobs <= 1 or len(self.todo) <= 1:
-                import torch
-
-                threads = torch.get_num_threads()
-                torch.set_num_threads(1)  # as in a worker: one file on one core
-                try:
-                    for track_id, desc in self.todo:
-                        self.finish(track_id, desc, _featurise_timed(desc["path"], settings, *args))
-                finally:
-                    torch.set_num_threads(threads)
-            else:
-                _run_parallel(self.todo, settings, args, min(self.report.jobs, len(self.todo)), self.finish)
-        except BaseException:
-            # Keep what is finished (Ctrl-C, an exception from the callback): the next run resumes from it.
-            try:
-                self.writer.flush()
-            except Exception:
-                pass
-            raise
-        self.writer.flush()
-        for record in self.writer.completed:
-            self.kept[record["track_id"]] = record
-
-    def finish(self, track_id: str, desc: dict[str, Any], timed: tuple[tuple[str, Any], float]) -> None:
-        """One file's outcome (in the parent process): a record and its features for the shard writer, or the
-        reason it was skipped or failed."""
-        (status, payload), cpu_s = timed
-        self.report.featurise_cpu_s += cpu_s
-        if status != "ok":
-            self.errors.append((desc["path"], payload))
-            if status == "failed":
-                self.failed_paths.append(desc["path"])
-            self.kept_path.pop(track_id, None)
-            self.seen(desc["path"], status)
+        if not self.todo:
             return
-        mel, info = payload
-        if info.truncated:  # kept under --keep-truncated: still said
-            self.errors.append((desc["path"], f"{info.truncated}: the decoded part kept (--keep-truncated)"))
-        record = {
-            **desc,
-            "track_id": track_id,
-            "duration_s": float(info.duration_s),
-            "native_sample_rate": int(info.native_sample_rate),
-            "channels": int(info.channels),
-        }
-        writer = self.writer
-        writer.add(record, mel)
-        if time.monotonic() - self.last_flush >= self.options.flush_every_s:
-            writer.flush()
-            self.last_flush = time.monotonic()
-        self.state.audio_seconds += float(info.duration_s)
-        self.state.bytes_written = writer.bytes_written + writer.pending_bytes
-        self.seen(desc["path"], "done")
+        (self.features_dir / "shards").mkdir(parents=True, exist_ok=True)
+        jobs = options.jobs if self.engine_options.name == "ray" else options.resolved_jobs()
+        with open_engine(self.engine_options, jobs, preload=["embedtool.audio.melspec"]) as engine:
+            engine.check_paths(readable=self.scan_roots, writable=[self.features_dir / "shards"])
+            self.run_tasks(engine)
+
+    def run_tasks(self, engine: Engine) -> None:
+        options = self.options
+        tasks = self.tasks(engine.workers)
+        self.report.jobs, self.report.tasks = engine.workers, len(tasks)
+        job = _ExtractJob(
+            features_dir=self.features_dir,
+            settings=self.settings,
+            args=(options.min_duration_s, options.silence_db, options.block_seconds, options.keep_truncated),
+            # Content a task needs not decode: what earlier runs extracted (renamed files, duplicates of kept ones).
+            known_ids=_known_ids(list(self.by_id)),
+            max_shard_bytes=options.max_shard_mb * 1024 * 1024,
+            shard_per_file=options.flush_every_s == 0,
+        )
+
+        def on_result(index: int, result: Any) -> None:
+            self.finish(tasks[index], result)
+
+        engine.run(_extract_task, tasks, on_result, shared=job, threads=1)
+
+    def finish(self, files: list[dict[str, Any]], result: dict[str, Any] | TaskFailure) -> None:
+        """One task's outcome (in the driver): note each file's outcome for settle() and count it for the progress.
+        A failed task fails its files (a full disk ends the run: nothing after it could be written)."""
+        if isinstance(result, TaskFailure):
+            error = result.error
+            if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+                raise error
+            self.report.tasks_failed += 1
+            reason = f"{result.describe()}; run extract again to retry"
+            outcomes: list[tuple[str, str | None, Any]] = [("failed", None, reason)] * len(files)
+        else:
+            outcomes = result["files"]
+            self.report.featurise_cpu_s += result["cpu_s"]
+            self.bytes_written += result["bytes"]
+        for desc, (status, track_id, payload) in zip(files, outcomes, strict=True):
+            self.outcomes[desc["path"]] = (status, track_id, payload)
+            if status == "ok":
+                self.new_records += 1
+                self.state.audio_seconds += float(payload[0]["duration_s"])
+            self.state.bytes_written = self.bytes_written
+            self.seen(desc["path"], {"ok": "done", "known": "unchanged"}.get(status, status))
+
+    # --- 3. settle -----------------------------------------------------------------------------------------
+    def settle(self) -> None:
+        """Every file in path order: the first path with a content id claims it (a later one is a duplicate, even
+        when the first could not be used); its record is the new one, the unchanged one or the one of the same
+        content under another path. The counts of the progress are set to what settling found."""
+        state = self.state
+        counts = {"done": 0, "unchanged": 0, **self.planned}
+        claimed: dict[str, str] = {}
+        for desc, old in self.entries:
+            path = desc["path"]
+            status, track_id, payload = ("unchanged", old["track_id"], None) if old else self.outcomes[path]
+            if track_id is None:  # failed before it was hashed
+                self.errors.append((path, payload))
+                self.failed_paths.append(path)
+                counts["failed"] += 1
+                continue
+            if track_id in claimed:
+                self.errors.append((path, f"duplicate of {claimed[track_id]} (same content)"))
+                self.report.duplicates.append((path, claimed[track_id]))
+                counts["skipped"] += 1
+                continue
+            claimed[track_id] = path
+            if status in ("skipped", "failed"):
+                self.errors.append((path, payload))
+                if status == "failed":
+                    self.failed_paths.append(path)
+                counts[status] += 1
+                continue
+            if status == "ok":
+                record, note = payload
+                if note:
+                    self.errors.append((path, note))
+                counts["done"] += 1
+            else:  # unchanged: by path, size and mtime (old), or by content (known)
+                record = {**(old or self.by_id[track_id]), **desc, "track_id": track_id}
+                counts["unchanged"] += 1
+            self.kept_path[track_id] = path
+            self.kept[track_id] = record
+        for kind, count in counts.items():
+            setattr(state, kind, count)
+        self.keep_unscanned()
 
     # --- 3. publish ----------------------------------------------------------------------------------------
     def publish(self) -> ExtractReport:
@@ -482,7 +622,7 @@ class _ExtractRun:
         report.failed, report.skipped = state.failed, state.skipped
         report.done, report.unchanged = state.done, state.unchanged
         report.hours = state.audio_seconds / 3600
-        report.bytes_written = self.writer.bytes_written
+        report.bytes_written = self.bytes_written
         records = list(self.kept.values())
         report.tracks = len(records)
         report.labelled = sum(1 for r in records if r["label"] is not None)
@@ -528,82 +668,6 @@ def _outermost(roots: list[Path]) -> list[Path]:
     """The roots that lie inside no other root, in order: a folder given inside a remembered one is covered by it
     (and its files keep the labels the outer folder gives them); a folder around remembered ones takes them in."""
     return [r for r in roots if not any(other != r and r.is_relative_to(other) for other in roots)]
-
-
-def _run_parallel(
-    todo: list[tuple[str, dict[str, Any]]],
-    settings: FeatureSettings,
-    args: tuple,
-    jobs: int,
-    finish: Callable[[str, dict[str, Any], tuple[tuple[str, Any], float]], None],
-) -> None:
-    """Featurise ``todo`` on ``jobs`` processes, handing each outcome to ``finish`` in the parent."""
-    # forkserver: workers fork from a clean server that has imported torch once (fast start, no inherited
-    # threads), rather than from this process (which may hold OpenMP threads) or from scratch (slow).
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["embedtool.audio.melspec"])
-    with _workers_skip_main_module():
-        _pool_loop(todo, settings, args, jobs, finish, ctx)
-
-
-@contextmanager
-def _workers_skip_main_module() -> Iterator[None]:
-    """Start workers without re-running the caller's ``__main__`` (spawn/forkserver do that by default).
-
-    Workers only need :func:`_featurise_timed`, found by module name. Re-running ``__main__`` in each of
-    them costs the start-up of whatever the main script imports and, in a script without an
-    ``if __name__ == "__main__"`` guard, would start the extraction again in every worker.
-    """
-    main = sys.modules["__main__"]
-    saved = {name: getattr(main, name) for name in ("__file__", "__spec__") if hasattr(main, name)}
-    main.__spec__ = None  # type: ignore[assignment]
-    if "__file__" in saved:
-        del main.__file__
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(main, name, value)
-
-
-def _pool_loop(
-    todo: list[tuple[str, dict[str, Any]]],
-    settings: FeatureSettings,
-    args: tuple,
-    jobs: int,
-    finish: Callable[[str, dict[str, Any], tuple[tuple[str, Any], float]], None],
-    ctx: Any,
-) -> None:
-    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
-    pending: dict[cf.Future, tuple[str, dict[str, Any]]] = {}
-    # Largest files first, so that no worker is left with a long file while the others are idle at the end.
-    queue = iter(sorted(todo, key=lambda item: -item[1]["file_size"]))
-    try:
-        while True:
-            while len(pending) < 2 * jobs:  # a short queue per worker keeps them busy and memory bounded
-                item = next(queue, None)
-                if item is None:
-                    break
-                pending[pool.submit(_featurise_timed, item[1]["path"], settings, *args)] = item
-            if not pending:
-                break
-            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-            for future in done:
-                track_id, desc = pending.pop(future)
-                try:
-                    outcome = future.result()
-                except cf.process.BrokenProcessPool:
-                    raise
-                except Exception as exc:
-                    outcome = (("failed", f"worker error {type(exc).__name__}: {exc}"), 0.0)
-                finish(track_id, desc, outcome)
-    except BaseException:
-        # Stop at once: running workers are killed (their files are simply not done yet).
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
 
 
 def _notify(progress: Callable[[ExtractProgress], None] | None, state: ExtractProgress) -> None:

@@ -18,7 +18,7 @@ class ExtractOptions:
     (dBFS) under which a file counts as silent.
     """
 
-    jobs: int = 0  # worker processes; 0 = all cores
+    jobs: int = 0  # tasks at once (worker processes; Ray workers with the ray engine); 0 = all cores
     overwrite: bool = False  # recompute every file, ignoring what is already extracted
     # The library is every folder ever given (remembered in the features' meta): `extract PATH` adds PATH and
     # re-scans them all. replace: the given paths become the library's only roots (their tracks alone remain);
@@ -32,8 +32,10 @@ class ExtractOptions:
     follow_symlinks: bool = True
     keep_truncated: bool = False  # extract the decoded part of a file cut short (reported) instead of failing it
     block_seconds: float = DEFAULT_BLOCK_SECONDS  # native-rate audio decoded at a time (bounds memory)
-    flush_every_s: float = 20.0  # write a shard at least this often, so a killed run keeps its work
-    max_shard_mb: int = 256
+    # A task (and its shards) holds about this many seconds of decoding work (estimated from the audio's duration),
+    # so a killed run keeps all but the last few seconds of work per worker; 0: every file is its own task and shard.
+    flush_every_s: float = 20.0
+    max_shard_mb: int = 256  # features per task (and shard) at most
 
     def validate(self) -> None:
         if self.jobs < 0:
