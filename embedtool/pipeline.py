@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -38,7 +39,7 @@ from embedtool.embedding.export import (
 )
 from embedtool.embedding.options import EmbedOptions
 from embedtool.embedding.store import EmbeddingStore
-from embedtool.engine import EngineOptions
+from embedtool.engine import EngineOptions, open_engine
 from embedtool.errors import MissingArtefactError
 from embedtool.features.extract import ExtractProgress, ExtractReport, run_extract
 from embedtool.features.options import ExtractOptions
@@ -161,8 +162,10 @@ def index(
     options: IndexOptions | None = None,
     embed_options: EmbedOptions | None = None,
     progress: Progress | None = None,
+    engine: EngineOptions | None = None,
 ) -> IndexReport:
-    """Export embeddings when missing or stale, build and tune both indexes, calibrate identify, write atomically."""
+    """Export embeddings when missing or stale, build and tune both indexes, calibrate identify, write atomically.
+    ``engine``: where a stale export's embedding and an on-disk index's blocks run (docs/engine.md)."""
     options = options or IndexOptions()
     options.validate()
     embed_options = embed_options or EmbedOptions()
@@ -174,14 +177,17 @@ def index(
     export: dict[str, Any] | None = None
     stale = embeddings_staleness(workspace, encoder, features, embed_options)
     if stale:
-        report = export_embeddings(workspace.features, encoder, workspace.embeddings, embed_options, progress)
+        model = workspace.model if engine is not None and engine.name == "ray" else encoder  # workers load it
+        report = export_embeddings(workspace.features, model, workspace.embeddings, embed_options, progress, engine)
         export = {**report.to_dict(), "why": stale}
     store = EmbeddingStore(workspace.embeddings)
     check_free_space(workspace.index.parent, index_bytes(store, options), "the index")
 
-    with staged_dir(workspace.index) as stage:
+    with staged_dir(workspace.index) as stage, ExitStack() as stack:
         vectors = ShardedVectors(store.segment_shards(), store.dim)  # memory-mapped, never concatenated
-        segments = build_index(vectors, options, progress, "segment index", directory=stage, stem="segments")
+        runner = stack.enter_context(open_engine(engine, 0)) if engine is not None and engine.name == "ray" else None
+        segments = build_index(vectors, options, progress, "segment index", stage, "segments", runner)
+        stack.close()  # a Ray started for the blocks is stopped before calibration
         tracks = build_index(store.track_vectors(), options, progress, "track index")
         tables = write_id_tables(stage, store)
         if options.identify_threshold is not None:

@@ -165,3 +165,29 @@ def test_workers_that_cannot_see_a_path_are_refused_naming_it(tmp_path: Path) ->
     assert sys.modules["ray"].is_initialized()  # not ours to stop
     engine.close()
     assert ray.is_initialized()
+
+
+def test_an_on_disk_index_filled_by_ray_tasks_answers_like_one_filled_here(tmp_path: Path, local_ray: str) -> None:
+    from embedtool.embedding.pooling import l2_normalise
+    from embedtool.engine import open_engine
+    from embedtool.indexing.build import build_index
+    from embedtool.indexing.options import IndexOptions
+    from embedtool.indexing.vectors import ShardedVectors
+
+    rng = np.random.default_rng(0)
+    x = l2_normalise(rng.standard_normal((6000, 16)) + 2 * rng.standard_normal((10, 16))[rng.integers(0, 10, 6000)])
+    paths = []
+    for i, part in enumerate(np.array_split(x.astype(np.float32), 3)):
+        np.save(tmp_path / f"segments-{i:04d}.npy", part)
+        paths.append(tmp_path / f"segments-{i:04d}.npy")
+    source = ShardedVectors.from_files(paths)
+    options = IndexOptions(kind="ivf-pq", on_disk="on", block_vectors=1000, ivf_nlist=32, eval_queries=50)
+    (tmp_path / "here").mkdir()
+    (tmp_path / "ray").mkdir()
+    here = build_index(source, options, directory=tmp_path / "here")
+    with open_engine(EngineOptions(name="ray", cluster=local_ray), 2) as engine:
+        assert not engine.in_process
+        on_ray = build_index(source, options, directory=tmp_path / "ray", engine=engine)
+    queries = x[rng.choice(len(x), 20, replace=False)]
+    assert np.array_equal(here.index.search(queries, 5)[1], on_ray.index.search(queries, 5)[1])
+    assert (tmp_path / "ray" / "segments.ivfdata").read_bytes() == (tmp_path / "here" / "segments.ivfdata").read_bytes()

@@ -41,6 +41,12 @@ def index(
     threshold: float | None = typer.Option(
         None, "--threshold", help="Fixed identify confidence threshold (skip calibration)."
     ),
+    engine: Literal["local", "ray"] | None = typer.Option(
+        None, "--engine", help="Where a stale export and an on-disk index's blocks run (docs/engine.md)."
+    ),
+    cluster: str | None = typer.Option(
+        None, "--cluster", metavar="ADDRESS", help="Ray cluster address with --engine ray (default: a local Ray)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Build the segment and track indexes (exporting embeddings first when missing or stale)."""
@@ -59,9 +65,10 @@ def index(
         },
     )
     embed_options = actx.config.settings("embed")
+    engine_options = actx.config.settings("engine", {"name": engine, "cluster": cluster})
     ws = actx.workspace
     with make_progress(actx.quiet or as_json) as progress:
-        report = pipeline.index(ws, options, embed_options, stage_progress(progress))
+        report = pipeline.index(ws, options, embed_options, stage_progress(progress), engine_options)
     if as_json:
         print_json({"directory": str(ws.index), **report.to_dict()})
         return

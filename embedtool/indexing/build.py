@@ -28,7 +28,8 @@ import numpy as np
 
 from embedtool.artefacts import ArtefactMeta, dir_size_bytes, fingerprint_of, write_meta
 from embedtool.config import settings_dict
-from embedtool.errors import ConfigError, InputError
+from embedtool.engine import Engine, TaskFailure
+from embedtool.errors import ConfigError, EmbedtoolError, InputError
 from embedtool.indexing.options import KINDS, IndexOptions
 from embedtool.indexing.search import VectorIndex, faiss_stdout_silenced, recall_at_k
 from embedtool.indexing.store import (
@@ -137,6 +138,10 @@ def _new_index(kind: str, dim: int, n: int, options: IndexOptions) -> tuple[fais
     return index, params
 
 
+class IndexBuildError(EmbedtoolError):
+    """A part of an index build that ran on a worker failed."""
+
+
 def build_index(
     vectors: np.ndarray | ShardedVectors,
     options: IndexOptions,
@@ -144,11 +149,13 @@ def build_index(
     label: str = "index",
     directory: Path | None = None,
     stem: str = "segments",
+    engine: Engine | None = None,
 ) -> BuiltIndex:
     """Build the index ``options`` asks for over L2-normalised ``vectors`` (ids = rows) and tune it.
 
     ``vectors`` may be sharded (memory-mapped): they are read block by block and never concatenated. An on-disk
-    ivf-pq index (``index.on_disk``) keeps its inverted lists in ``directory/<stem>.ivfdata``."""
+    ivf-pq index (``index.on_disk``) keeps its inverted lists in ``directory/<stem>.ivfdata``; its blocks are
+    filled on ``engine``'s workers when one is given."""
     source = ShardedVectors.of(vectors)
     n, dim = source.shape
     if n == 0 or dim == 0:
@@ -162,7 +169,7 @@ def build_index(
     if kind == "ivf-pq" and directory is not None and use_on_disk(n, params, options):
         # A block's float32 vectors are read into memory whole: at most a quarter of the memory budget.
         block = min(options.block_vectors, max(1000, int(options.memory_budget_mb * 2**20 / 4 // (4 * dim))))
-        index = _fill_on_disk(index, source, Path(directory), stem, block, progress, label)
+        index = _fill_on_disk(index, source, Path(directory), stem, block, progress, label, engine)
         params["on_disk"] = True
         wrapped = VectorIndex(index, kind, {"on_disk": True})
     else:
@@ -243,27 +250,51 @@ def _fill_on_disk(
     block_vectors: int,
     progress: Progress | None,
     label: str,
+    engine: Engine | None = None,
 ) -> faiss.Index:
     """Fill a trained IVF index block by block, each block into its own file, then merge their inverted lists
-    into ``directory/<stem>.ivfdata`` (faiss ``merge_ondisk``). Each block is an independent unit of work and
-    memory is bounded by one block's codes."""
+    into ``directory/<stem>.ivfdata`` (faiss ``merge_ondisk``). Each block is an independent task: on ``engine``'s
+    workers (which read the shard files themselves) when one is given, else here, one after another. Memory is
+    bounded by one block's vectors and codes."""
     from faiss.contrib.ondisk import merge_ondisk
 
     blocks_dir = directory / f".{stem}-blocks"
     blocks_dir.mkdir(parents=True, exist_ok=True)
-    trained_bytes = faiss.serialize_index(trained)
-    files = []
     n = len(source)
-    for i, first in enumerate(range(0, n, block_vectors)):
-        rows = np.arange(first, min(n, first + block_vectors), dtype=np.int64)
-        files.append(str(fill_block(trained_bytes, source[rows], rows, blocks_dir / f"block-{i:05d}.faiss")))
+    tasks = [(i, first, min(n, first + block_vectors)) for i, first in enumerate(range(0, n, block_vectors))]
+    trained_bytes = faiss.serialize_index(trained)
+    job = {"trained": trained_bytes, "dir": str(blocks_dir), "files": source.files(), "dim": source.dim}
+    files: dict[int, str] = {}
+    done = [0]
+
+    def finished(at: int, outcome: Any) -> None:
+        if isinstance(outcome, TaskFailure):
+            raise IndexBuildError(f"{label}: filling block {at} of {len(tasks)} failed: {outcome.describe()}")
+        files[at] = str(outcome)
+        done[0] += tasks[at][2] - tasks[at][1]
         if progress:
-            progress(f"{label}: filling on-disk blocks", int(rows[-1]) + 1, n)
-    merged = faiss.deserialize_index(trained_bytes)
+            progress(f"{label}: filling on-disk blocks", done[0], n)
+
+    if engine is None or engine.in_process or job["files"] is None:
+        for at, task in enumerate(tasks):
+            finished(at, _fill_task({**job, "source": source}, task))
+    else:
+        engine.check_paths(readable=sorted({Path(f).parent for f in job["files"]}), writable=[blocks_dir])
+        engine.run(_fill_task, tasks, finished, shared=job, threads=1)
+    merged = faiss.deserialize_index(job["trained"])
     with faiss_stdout_silenced():
-        merge_ondisk(merged, files, str(directory / f"{stem}.ivfdata"))
+        merge_ondisk(merged, [files[i] for i in range(len(tasks))], str(directory / f"{stem}.ivfdata"))
     shutil.rmtree(blocks_dir)
     return merged
+
+
+def _fill_task(job: dict[str, Any], task: tuple[int, int, int]) -> Path:
+    """One block: rows ``[first, stop)`` of the collection added to a copy of the trained index, written to a file
+    of the blocks folder. Runs on a worker: it opens the shard files itself."""
+    i, first, stop = task
+    source = job.get("source") or ShardedVectors.from_files(job["files"], job["dim"])
+    rows = np.arange(first, stop, dtype=np.int64)
+    return fill_block(job["trained"], source[rows], rows, Path(job["dir"]) / f"block-{i:05d}.faiss")
 
 
 def fill_block(trained_bytes: np.ndarray, vectors: np.ndarray, rows: np.ndarray, path: Path) -> Path:

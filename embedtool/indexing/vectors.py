@@ -9,6 +9,7 @@ holds more than one shard (or the rows asked for) in memory, so a collection lar
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -28,6 +29,21 @@ class ShardedVectors:
     @classmethod
     def of(cls, vectors: np.ndarray | ShardedVectors) -> ShardedVectors:
         return vectors if isinstance(vectors, ShardedVectors) else cls([np.asarray(vectors)], np.shape(vectors)[-1])
+
+    @classmethod
+    def from_files(cls, paths: Sequence[str | Path], dim: int | None = None) -> ShardedVectors:
+        """Shards read (memory-mapped) from .npy files, in row order."""
+        return cls([np.load(path, mmap_mode="r") for path in paths], dim)
+
+    def files(self) -> list[str] | None:
+        """The .npy file of every shard (in row order) when each is a whole memory-mapped file, else None: what a
+        worker on another process or machine opens to read the same vectors."""
+        names = [str(getattr(s, "filename", "") or "") for s in self.shards]
+        if not all(name.endswith(".npy") for name in names):
+            return None
+        if any(self._open(i) is self.shards[i] for i in range(len(self.shards))):
+            return None  # a slice of a file, not the file
+        return names
 
     def __len__(self) -> int:
         return int(self.starts[-1])
