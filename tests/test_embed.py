@@ -70,6 +70,8 @@ def test_store_roundtrip_with_small_shards(tmp_path: Path) -> None:
     assert np.allclose(starts, np.arange(7) * 0.5)
     assert store.segment_id_of(6) == segment_id("c" * 16, 0.0) == "c" * 16 + "@0"
     assert store.segment_id_of(7) == "c" * 16 + "@500"
+    for tid, _ in tracks:  # one track's rows, across shard boundaries, without loading the others
+        assert np.array_equal(store.track_segment_vectors(tid), vectors[tid])
     assert store.track_ids() == [t for t, _ in tracks]
     tv = store.track_vectors()
     assert tv.shape == (3, dim)

@@ -170,7 +170,6 @@ def export_embeddings(
     to_embed = [t for t in wanted if t["track_id"] not in reusable]
     check_free_space(embeddings_dir.parent, export_bytes(features, encoder, hop_frames), "the embeddings")
     tasks, windows = _plan_tasks(features, encoder, to_embed, hop_frames, options.batch_size)
-    old_vectors = previous.segment_vectors() if previous is not None and reusable else None
     old_descriptors = previous.track_descriptors() if previous is not None and reusable else None
     total, done = sum(windows), 0
 
@@ -183,10 +182,11 @@ def export_embeddings(
             nonlocal at
             while at < len(wanted) and wanted[at]["track_id"] != until:
                 tid = wanted[at]["track_id"]
-                assert previous is not None and old_vectors is not None and old_descriptors is not None, tid
+                assert previous is not None and old_descriptors is not None, tid
                 rows, starts = previous.segments_of(tid)
                 old_descriptor = old_descriptors[previous.track(tid)["row"]]
-                writer.add_track(wanted[at], starts, previous.segment_ends[rows], old_vectors[rows], old_descriptor)
+                vectors = previous.track_segment_vectors(tid)  # from its shard: the old export is never loaded whole
+                writer.add_track(wanted[at], starts, previous.segment_ends[rows], vectors, old_descriptor)
                 at += 1
 
         def on_result(index: int, result: list[Any] | TaskFailure) -> None:

@@ -254,6 +254,24 @@ class EmbeddingStore:
             first += len(shard)
         return shards
 
+    def track_segment_vectors(self, track_id: str) -> np.ndarray:
+        """One track's segment vectors (float32 (n_segments, dim)), read from the shard(s) holding its rows; the
+        other shards are not read (so reusing tracks of a large export costs their rows, not the export)."""
+        rows, _ = self.segments_of(track_id)
+        if not hasattr(self, "_shard_starts"):
+            self._shards_open = self.segment_shards(check_finite=False)
+            sizes = [len(s) for s in self._shards_open]
+            self._shard_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        first, stop = int(rows[0]), int(rows[-1]) + 1
+        parts = []
+        s = int(np.searchsorted(self._shard_starts, first, side="right")) - 1
+        while first < stop:
+            shard_start, shard_stop = int(self._shard_starts[s]), int(self._shard_starts[s + 1])
+            take = min(stop, shard_stop)
+            parts.append(np.asarray(self._shards_open[s][first - shard_start : take - shard_start]))
+            first, s = take, s + 1
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
     def segment_vectors(self, check_finite: bool = True) -> np.ndarray:
         """All segment vectors, float32 (n_segments, dim), in one array: memory-mapped when in one shard, else
         concatenated in memory (large collections: read ``segment_shards`` instead)."""
