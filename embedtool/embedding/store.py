@@ -45,6 +45,7 @@ from embedtool.artefacts import (
 )
 from embedtool.embedding.pooling import DESCRIPTOR_KIND, pool_track
 from embedtool.errors import DamagedArtefactError, InputError, MissingArtefactError
+from embedtool.tracktable import TrackTable
 
 KIND = "embeddings"
 FORMAT_VERSION = 1
@@ -119,12 +120,11 @@ class EmbeddingStore:
         self.meta: ArtefactMeta = read_meta(self.directory, KIND, FORMAT_VERSION)
         self.dim: int = int(self.meta.extra["dim"])
         track_table = read_member(self.meta, self.directory, TRACK_TABLE, pq.read_table)
-        self.tracks: list[EmbeddedTrack] = track_table.to_pylist()  # type: ignore[assignment]
-        self._track_by_id = {t["track_id"]: t for t in self.tracks}
+        # Columns, not a dict per track (see tracktable); rows become dicts when read.
+        self.tracks: TrackTable = TrackTable(track_table)
         # A track's segments are consecutive rows, tracks in table order: a row's track is arithmetic.
-        self._counts = np.array([int(t["n_segments"]) for t in self.tracks], dtype=np.int64)
+        self._counts = np.asarray(self.tracks.column("n_segments"), dtype=np.int64)
         self.first_rows: np.ndarray = np.concatenate([[0], np.cumsum(self._counts)[:-1]]).astype(np.int64)
-        self._first_row = {t["track_id"]: int(f) for t, f in zip(self.tracks, self.first_rows, strict=True)}
 
     @cached_property
     def _segment_times(self) -> tuple[np.ndarray, np.ndarray]:
@@ -220,21 +220,21 @@ class EmbeddingStore:
         return [self.segment_id_of(r) for r in range(self.n_segments)]
 
     def track_ids(self) -> list[str]:
-        return [t["track_id"] for t in self.tracks]
+        return self.tracks.ids()
 
     def track(self, track_id: str) -> EmbeddedTrack:
-        try:
-            return self._track_by_id[track_id]
-        except KeyError:
-            raise InputError(f"No track with id {track_id!r} in {self.directory}") from None
+        found = self.tracks.get(track_id)
+        if found is None:
+            raise InputError(f"No track with id {track_id!r} in {self.directory}")
+        return found  # type: ignore[return-value]
 
     def has_track(self, track_id: str) -> bool:
-        return track_id in self._track_by_id
+        return self.tracks.index_of(track_id) is not None
 
     def segments_of(self, track_id: str) -> tuple[np.ndarray, np.ndarray]:
         """The track's segment rows (into ``segment_vectors()``) and their start times in seconds."""
         t = self.track(track_id)
-        first = self._first_row[track_id]
+        first = int(self.first_rows[self.tracks.index_of(track_id)])
         rows = np.arange(first, first + int(t["n_segments"]), dtype=np.int64)
         return rows, self.segment_starts[rows]
 
@@ -313,7 +313,7 @@ class EmbeddingStore:
             bad = ~np.isfinite(array[start : start + block]).all(axis=1)
             if bad.any():
                 track_id = track_of_row(start + int(np.argmax(bad)))
-                path = self._track_by_id.get(track_id, {}).get("path")
+                path = (self.tracks.get(track_id) or {}).get("path")
                 raise DamagedArtefactError(
                     f"{self.directory / name} holds NaN or infinite values (first: track {track_id}"
                     f"{f' {path}' if path else ''}). " + remake_hint(KIND)

@@ -9,13 +9,17 @@ or an id prefix shorter than that, is an :class:`InputError` listing the candida
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from embedtool.errors import InputError
+from embedtool.tracktable import TrackTable
 
 MIN_PREFIX = 6  # characters of a track id that name it (ids are 32+ hex digits: 6 leave collisions unlikely)
 SHOWN_ID = 8  # characters of the id that tables print next to the path
@@ -55,29 +59,28 @@ def display_name(track: Mapping[str, Any], roots: Sequence[str] = ()) -> str:
 
 def find_track(tracks: Sequence[T], name: str, roots: Sequence[str] = ()) -> T | None:
     """The track ``name`` names (see the module docstring), None when it names none; an :class:`InputError`
-    listing the candidates when it names several or is a too-short id prefix."""
+    listing the candidates when it names several or is a too-short id prefix. Scans the id and path columns
+    (for a :class:`TrackTable`, in Arrow's compute kernels, with no dict per track) and reads only matching rows."""
     name = name.strip()
     if not name:
         return None
-    for t in tracks:
-        if t["track_id"] == name:
-            return t
+    exact = _where(tracks, "track_id", "in", [name])
+    if exact:
+        return tracks[exact[0]]
     # Stored paths are absolute but not resolved through symlinks (the path the user knows).
     given = Path(name).expanduser()
     candidates = [os.path.normpath(os.path.abspath(given))]
     if not given.is_absolute():
         candidates += [os.path.normpath(os.path.join(root, given)) for root in roots if root]
-    by_path = [t for t in tracks if t.get("path") in candidates]
+    by_path = [tracks[i] for i in _where(tracks, "path", "in", candidates)]
     if by_path:
         return _one(by_path, name, roots, "path")
     suffix = "/" + Path(os.path.normpath(given)).as_posix().lstrip("/")
     if not given.is_absolute() and not name.startswith(("./", "../")):
-        # Plain string tests (no Path per track): a library of 10^6 tracks is scanned in a fraction of a second.
-        ends = [t for t in tracks if _posix(t.get("path")).endswith(suffix)]
+        ends = [tracks[i] for i in _where(tracks, "path", "ends", [suffix])]
         if ends:
             return _one(ends, name, roots, "end of a path")
-    lowered = name.lower()
-    prefixed = [t for t in tracks if str(t["track_id"]).startswith(lowered)]
+    prefixed = [tracks[i] for i in _where(tracks, "track_id", "starts", [name.lower()])]
     if prefixed and len(name) < MIN_PREFIX:
         raise InputError(
             f"{name!r} is too short to name a track: an id prefix needs {MIN_PREFIX}+ characters "
@@ -87,12 +90,35 @@ def find_track(tracks: Sequence[T], name: str, roots: Sequence[str] = ()) -> T |
         return _one(prefixed, name, roots, "id prefix")
     if given.exists():  # the same file reached through a symlinked folder (or a link of the same file name)
         resolved = os.path.realpath(given)
-        names = {"/" + given.name, "/" + os.path.basename(resolved)}
-        for t in tracks:  # resolving only paths that end in one of those names: one system call per candidate
-            path = _posix(t.get("path"))
-            if path.endswith(tuple(names)) and os.path.realpath(t["path"]) == resolved:
-                return t
+        for i in _where(tracks, "path", "ends", ["/" + given.name, "/" + os.path.basename(resolved)]):
+            if os.path.realpath(tracks[i]["path"]) == resolved:  # one system call per same-named track only
+                return tracks[i]
     return None
+
+
+def _where(tracks: Sequence[Mapping[str, Any]], column: str, test: str, values: list[str]) -> list[int]:
+    """Rows whose ``column`` is one of ``values`` (``in``), or ends or starts with one of them."""
+    if isinstance(tracks, TrackTable):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        col = tracks.table.column(column)
+        if test == "in":
+            mask = pc.is_in(col, value_set=pa.array(values, pa.string()))
+        else:
+            kernel = pc.ends_with if test == "ends" else pc.starts_with
+            mask = functools.reduce(pc.or_, [kernel(col, pattern=v) for v in values])
+        return np.flatnonzero(pc.fill_null(mask, False).to_numpy(zero_copy_only=False)).tolist()
+    found = []
+    for i, t in enumerate(tracks):
+        value = _posix(t.get(column)) if column == "path" else str(t.get(column) or "")
+        if (
+            (value in values)
+            if test == "in"
+            else any(value.endswith(v) if test == "ends" else value.startswith(v) for v in values)
+        ):
+            found.append(i)
+    return found
 
 
 def _posix(path: str | None) -> str:

@@ -377,7 +377,7 @@ def write_id_tables(stage: Path, store: EmbeddingStore) -> IdTables:
     from embedtool.embedding.store import TRACK_TABLE as STORE_TRACKS
 
     shutil.copyfile(store.directory / STORE_TRACKS, stage / TRACK_TABLE)
-    track_rows = np.repeat(np.arange(len(store), dtype=np.int32), [int(t["n_segments"]) for t in store.tracks])
+    track_rows = np.repeat(np.arange(len(store), dtype=np.int32), np.asarray(store.tracks.column("n_segments")))
     save_id_arrays(stage, track_rows, store.segment_starts, store.segment_ends)
     return IdTables.from_arrays(track_rows, np.stack([store.segment_starts, store.segment_ends], axis=1), store.tracks)
 

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedtool.artefacts import ArtefactMeta, read_member, read_meta
+from embedtool.tracktable import TrackTable
 
 if TYPE_CHECKING:
-    from embedtool.embedding.store import EmbeddedTrack
     from embedtool.indexing.fingerprint import FingerprintIndex
     from embedtool.indexing.search import VectorIndex
 
@@ -46,13 +46,13 @@ class IdTables:
     segment_track: np.ndarray  # int32: row -> position in ``tracks``
     segment_start: np.ndarray  # float64 seconds
     segment_end: np.ndarray
-    tracks: list[EmbeddedTrack]
+    tracks: TrackTable
     first_row: np.ndarray  # per track: its first segment row
     n_segments: np.ndarray  # per track
 
     @classmethod
-    def from_arrays(cls, segment_track: np.ndarray, times: np.ndarray, tracks: list[EmbeddedTrack]) -> IdTables:
-        n_segments = np.array([int(t["n_segments"]) for t in tracks], dtype=np.int64)
+    def from_arrays(cls, segment_track: np.ndarray, times: np.ndarray, tracks: TrackTable) -> IdTables:
+        n_segments = np.asarray(tracks.column("n_segments"), dtype=np.int64)
         return cls(
             segment_track=segment_track,
             segment_start=times[:, 0],
@@ -66,8 +66,8 @@ class IdTables:
     def from_tables(cls, seg: Any, track_table: Any) -> IdTables:
         """From the segment and track tables (pyarrow) of an embeddings export (either layout: older ones hold
         string columns as well, which are not read)."""
-        tracks = track_table.to_pylist()
-        counts = np.array([int(t["n_segments"]) for t in tracks], dtype=np.int64)
+        tracks = TrackTable(track_table)
+        counts = np.asarray(tracks.column("n_segments"), dtype=np.int64)
         times = np.stack([seg.column("start_s").to_numpy(), seg.column("end_s").to_numpy()], axis=1)
         segment_track = np.repeat(np.arange(len(tracks), dtype=np.int32), counts)
         return cls.from_arrays(segment_track, times.astype(np.float64), tracks)
@@ -78,10 +78,8 @@ class IdTables:
         return f"{track_id}@{int(round(float(self.segment_start[row]) * 1000))}"
 
     def position(self, track_id: str) -> int | None:
-        """The track's position in ``tracks`` (a dict built once: O(1) per lookup)."""
-        if not hasattr(self, "_positions"):
-            self._positions = {t["track_id"]: i for i, t in enumerate(self.tracks)}
-        return self._positions.get(track_id)
+        """The track's position in ``tracks`` (a binary search over the sorted ids)."""
+        return self.tracks.index_of(track_id)
 
 
 def save_id_arrays(stage: Path, track_rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
@@ -178,10 +176,11 @@ class IndexStore:
             read_member(self.meta, self.directory, name, lambda path: np.load(path, mmap_mode="r"))
             for name in (SEGMENT_TRACK, SEGMENT_TIMES)
         )
+        table = TrackTable(tracks)
         if (
             len(segment_track) != len(times)
             or times.ndim != 2
-            or len(segment_track) != int(sum(t["n_segments"] for t in tracks.to_pylist()))
+            or len(segment_track) != int(np.sum(table.column("n_segments")))
         ):
             from embedtool.artefacts import remake_hint
             from embedtool.errors import DamagedArtefactError
@@ -190,7 +189,7 @@ class IndexStore:
                 f"{self.directory}: {SEGMENT_TRACK} and {SEGMENT_TIMES} do not match the track table. "
                 + remake_hint(KIND)
             )
-        return IdTables.from_arrays(segment_track, times, tracks.to_pylist())
+        return IdTables.from_arrays(segment_track, times, table)
 
     def segment_index(self) -> VectorIndex:
         """The segment index, loaded with its tuned search parameters."""

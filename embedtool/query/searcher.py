@@ -154,7 +154,6 @@ class Searcher:
         self.fingerprints = fingerprints
         self.settings: FeatureSettings = encoder.feature_settings
         self.segment_frames = int(encoder.segment_frames)
-        self._track_pos = {t["track_id"]: i for i, t in enumerate(tables.tracks)}
 
     # --- opening -------------------------------------------------------------------------------------------
     @classmethod
@@ -248,7 +247,7 @@ class Searcher:
         mode = mode or self.options.mode  # type: ignore[assignment]
         include = self.options.include_self if include_self is None else include_self
         exclude = tid if mode == "similar" and not include else None
-        if self.features is not None and tid in {t["track_id"] for t in self.features.tracks}:
+        if self.features is not None and self.features.tracks.index_of(tid) is not None:
             mel = self.features.mel(tid)  # memory-mapped float16; windows are cut to float32 batch by batch
             result = self.query_mel(mel, mode=mode, k=k, exclude_track=exclude, segments=segments)
         else:
@@ -319,7 +318,7 @@ class Searcher:
         t0 = time.perf_counter()
         fps = self.settings.frames_per_second
         hashes, frames = mel_landmarks(mel, fps, self.fingerprints.settings)
-        exclude = self._track_pos.get(exclude_track) if exclude_track is not None else None
+        exclude = self.tables.position(exclude_track) if exclude_track is not None else None
         found = self.fingerprints.match(hashes, frames, duration_s, exclude_track=exclude)
         result.timings["fingerprints"] = time.perf_counter() - t0
         result.fingerprint_hits = found.ranked[0].hits if found.ranked else 0
@@ -415,7 +414,7 @@ class Searcher:
 
     def _rows_of(self, track_id: str | None) -> tuple[int, int] | None:
         """The [first, last) segment rows of a library track (to leave out of a search), or None."""
-        pos = self._track_pos.get(track_id) if track_id is not None else None
+        pos = self.tables.position(track_id) if track_id is not None else None
         if pos is None:
             return None
         first = int(self.tables.first_row[pos])
@@ -486,7 +485,7 @@ class Searcher:
             tid = file_hash(path)
         except OSError:
             tid = None
-        if tid is not None and tid in self._track_pos:
+        if tid is not None and self.tables.position(tid) is not None:
             return tid
         # by its absolute path only: a query file is not a library track because their names end alike
         found = self.find_track(os.path.abspath(Path(path).expanduser())) if Path(path).exists() else None
