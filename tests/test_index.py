@@ -29,6 +29,10 @@ def test_auto_chooses_by_cost_and_memory() -> None:
     assert choose_kind(80_000, 1024, IndexOptions(memory_budget_mb=100)) == "ivf-pq"  # 328 MB > budget
     assert choose_kind(10, 8, IndexOptions(kind="hnsw")) == "hnsw"
     assert default_pq_m(128) == 32 and default_pq_m(1024) == 64 and 96 % default_pq_m(96) == 0
+    assert choose_kind(100_000, 128, IndexOptions(on_disk="on")) == "ivf-pq"  # only ivf-pq lives on disk
+    assert choose_kind(1000, 128, IndexOptions(on_disk="on")) == "flat"
+    with pytest.raises(ConfigError, match="on_disk"):
+        IndexOptions(kind="hnsw", on_disk="on").validate()
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf", "ivf-pq"])

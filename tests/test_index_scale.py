@@ -134,3 +134,17 @@ def test_on_disk_index_through_the_pipeline_survives_a_moved_workspace(trained_w
     assert got.segments[0].segment_id.split("@")[0] == got.segments[0].track_id
     index_check = [a for a in verify_workspace(moved).artefacts if a.kind == "index"]
     assert [a.status for a in index_check] == ["ok"], index_check
+
+
+def test_an_on_disk_index_whose_lists_were_overwritten_is_refused_as_damaged(tmp_path: Path) -> None:
+    from embedtool.errors import DamagedArtefactError
+
+    x = _clustered(4000, 16)
+    options = IndexOptions(kind="ivf-pq", on_disk="on", ivf_nlist=16, eval_queries=50)
+    built = build_index(x, options, directory=tmp_path)
+    faiss.write_index(built.index.index, str(tmp_path / "segments.faiss"))
+    data = tmp_path / "segments.ivfdata"
+    data.write_bytes(np.random.default_rng(0).integers(0, 256, data.stat().st_size, dtype=np.uint8).tobytes())
+    loaded = VectorIndex.load(tmp_path / "segments.faiss", "ivf-pq", {"on_disk": True, "nprobe": 16})
+    with pytest.raises(DamagedArtefactError, match="segments.faiss .or its .ivfdata. answered row"):
+        loaded.search(x[:5], 10)

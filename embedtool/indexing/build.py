@@ -89,7 +89,11 @@ def choose_kind(n: int, dim: int, options: IndexOptions) -> str:
     """The index kind ``auto`` picks for ``n`` vectors of ``dim`` dimensions (see the module docstring)."""
     if options.kind != "auto":
         return options.kind
-    if n * dim <= options.exact_max_cost or n < 2000:
+    if n < 2000:
+        return "flat"
+    if options.on_disk == "on":  # an on-disk index was asked for: only ivf-pq is one
+        return "ivf-pq"
+    if n * dim <= options.exact_max_cost:
         return "flat"
     if n * dim * 4 <= options.memory_budget_mb * 1024 * 1024:
         return "ivf"

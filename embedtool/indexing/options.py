@@ -24,7 +24,8 @@ class IndexOptions:
     ivf_nlist: int = 0  # 0: about sqrt(n) cells
     pq_m: int = 0  # 0: chosen from dim (sub-vectors of 8+ dims, at most 64 bytes a vector)
     # ivf-pq: inverted lists in a file beside the index (memory-mapped, filled in blocks and merged) rather than
-    # in memory; auto = when the codes would take more than a quarter of memory_budget_mb
+    # in memory; auto = when the codes would take more than a quarter of memory_budget_mb; on (with kind auto):
+    # ivf-pq from 2000 vectors on
     on_disk: str = "auto"  # auto | on | off
     block_vectors: int = 2_000_000  # on disk: vectors per fill block (each block is one unit of work)
     seed: int = 0
@@ -58,6 +59,8 @@ class IndexOptions:
             raise ConfigError("index.ivf_nlist and index.pq_m must be non-negative (0 = automatic)")
         if self.on_disk not in ("auto", "on", "off"):
             raise ConfigError(f"index.on_disk must be auto, on or off; not {self.on_disk!r}")
+        if self.on_disk == "on" and self.kind not in ("auto", "ivf-pq"):
+            raise ConfigError(f"index.on_disk: on keeps an ivf-pq index on disk; index.kind is {self.kind!r}")
         if self.block_vectors < 1000:
             raise ConfigError(f"index.block_vectors must be at least 1000, not {self.block_vectors}")
         if self.fingerprints not in ("auto", "on", "off"):

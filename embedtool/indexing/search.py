@@ -18,6 +18,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from embedtool.errors import DamagedArtefactError
 from embedtool.indexing.vectors import ShardedVectors
 
 
@@ -31,6 +32,7 @@ class VectorIndex:
     # ivf-pq: the exact vectors (memory-mapped from the embeddings store) to re-score candidates with;
     # ``params["refine"]`` candidates per wanted neighbour are fetched from the compressed codes first.
     refine_vectors: np.ndarray | ShardedVectors | None = None
+    source: str = ""  # the file it was loaded from, for messages
 
     @property
     def ntotal(self) -> int:
@@ -48,13 +50,13 @@ class VectorIndex:
         if (params or {}).get("on_disk"):
             with faiss_stdout_silenced():  # faiss prints where it found the .ivfdata: not for our stdout
                 index = faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
-            return cls(index, kind, dict(params or {}))
+            return cls(index, kind, dict(params or {}), source=str(path))
         flags = faiss.IO_FLAG_MMAP if kind in ("flat", "ivf", "ivf-pq") else 0
         try:
             index = faiss.read_index(str(path), flags)
         except RuntimeError:
             index = faiss.read_index(str(path))
-        return cls(index, kind, dict(params or {}))
+        return cls(index, kind, dict(params or {}), source=str(path))
 
     def search(
         self,
@@ -78,10 +80,21 @@ class VectorIndex:
             scores, rows = self.index.search(queries, fetch)
         else:
             scores, rows = self.index.search(queries, fetch, params=params)
+        self._check_rows(rows)
         if fetch != k:
             scores, rows = self._rescore(queries, rows, k)
         scores = np.where(rows < 0, -np.inf, scores).astype(np.float32)
         return scores, rows
+
+    def _check_rows(self, rows: np.ndarray) -> None:
+        """Refuse answers naming rows the index does not hold: its bytes were altered after it was written (a
+        memory-mapped index is read lazily, so damage shows here rather than when it is opened)."""
+        if rows.size and (int(rows.max()) >= self.ntotal or int(rows.min()) < -1):
+            where = f"{self.source} (or its .ivfdata)" if self.source else "the index"
+            raise DamagedArtefactError(
+                f"{where} answered row {int(rows.max())} of an index of {self.ntotal} vectors: it is damaged. "
+                "Re-make it with `embedtool index` (or `embedtool verify --repair`)."
+            )
 
     def _rescore(self, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact inner products for the candidates found from compressed codes; keep the best ``k``."""
