@@ -44,6 +44,7 @@ _EXPORTS = {
     "ClusterOptions": "embedtool.analysis.options",
     "ClassifyOptions": "embedtool.analysis.options",
     "EvaluateOptions": "embedtool.analysis.options",
+    "EngineOptions": "embedtool.engine",
     "FeatureStore": "embedtool.features.store",
     "EmbeddingStore": "embedtool.embedding.store",
     "EmbedtoolError": "embedtool.errors",
@@ -74,6 +75,7 @@ __all__ = [
     "ClusterOptions",
     "ClassifyOptions",
     "EvaluateOptions",
+    "EngineOptions",
     "FeatureStore",
     "EmbeddingStore",
     "EmbedtoolError",
@@ -98,6 +100,7 @@ if TYPE_CHECKING:
     from embedtool.audio.settings import FeatureSettings
     from embedtool.embedding.options import EmbedOptions
     from embedtool.embedding.store import EmbeddingStore
+    from embedtool.engine import EngineOptions
     from embedtool.errors import EmbedtoolError
     from embedtool.features.options import ExtractOptions
     from embedtool.features.store import FeatureStore
