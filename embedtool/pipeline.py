@@ -218,13 +218,12 @@ def _fingerprints(
     """Build the landmark fingerprints into the staged index folder when asked (or, on auto, when they fit the
     memory budget); returns what meta.json records about them."""
     settings = FingerprintSettings()
-    tracks = store.tracks
-    estimate = settings.estimated_bytes(sum(float(t["duration_s"]) for t in tracks))
+    estimate = settings.estimated_bytes(store.duration_s())
     if options.fingerprints == "off":
         return {"built": False, "reason": "index.fingerprints is off"}
     if options.fingerprints == "auto" and estimate > options.memory_budget_mb * 2**20:
         return {"built": False, "reason": f"about {estimate / 2**20:.0f} MB, over index.memory_budget_mb"}
-    built = fingerprint_library(features, tracks, settings, progress)
+    built = fingerprint_library(features, store.tracks, settings, progress)
     paths = built.save(stage)
     return {"built": True, "landmarks": len(built), "bytes": sum(p.stat().st_size for p in paths),
             "settings": settings.to_dict()}  # fmt: skip

@@ -45,6 +45,7 @@ def test_sharded_vectors_gather_and_blocks(tmp_path: Path) -> None:
     firsts = [first for first, _ in source.blocks(100)]
     assert np.array_equal(np.concatenate([b for _, b in source.blocks(100)]), x)
     assert firsts[:4] == [0, 100, 200, 300]  # blocks never straddle shards
+    assert np.array_equal(source.span(250, 760), x[250:760]) and source.span(5, 5).shape == (0, 8)
     with pytest.raises(IndexError):
         source[[1000]]
 

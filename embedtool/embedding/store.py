@@ -210,6 +210,10 @@ class EmbeddingStore:
     def __len__(self) -> int:
         return len(self.tracks)
 
+    def duration_s(self) -> float:
+        """Seconds of audio in all tracks (from the duration column: no row made)."""
+        return float(np.sum(self.tracks.column("duration_s")))
+
     @property
     def n_segments(self) -> int:
         return int(self._counts.sum())

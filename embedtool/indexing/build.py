@@ -142,10 +142,6 @@ def _new_index(kind: str, dim: int, n: int, options: IndexOptions) -> tuple[fais
     return index, params
 
 
-class IndexBuildError(EmbedtoolError):
-    """A part of an index build that ran on a worker failed."""
-
-
 def build_index(
     vectors: np.ndarray | ShardedVectors,
     options: IndexOptions,
@@ -273,7 +269,7 @@ def _fill_on_disk(
 
     def finished(at: int, outcome: Any) -> None:
         if isinstance(outcome, TaskFailure):
-            raise IndexBuildError(f"{label}: filling block {at} of {len(tasks)} failed: {outcome.describe()}")
+            raise EmbedtoolError(f"{label}: filling block {at} of {len(tasks)} failed: {outcome.describe()}")
         files[at] = str(outcome)
         done[0] += tasks[at][2] - tasks[at][1]
         if progress:
@@ -298,7 +294,7 @@ def _fill_task(job: dict[str, Any], task: tuple[int, int, int]) -> Path:
     i, first, stop = task
     source = job.get("source") or ShardedVectors.from_files(job["files"], job["dim"])
     rows = np.arange(first, stop, dtype=np.int64)
-    return fill_block(job["trained"], source[rows], rows, Path(job["dir"]) / f"block-{i:05d}.faiss")
+    return fill_block(job["trained"], source.span(first, stop), rows, Path(job["dir"]) / f"block-{i:05d}.faiss")
 
 
 def fill_block(trained_bytes: np.ndarray, vectors: np.ndarray, rows: np.ndarray, path: Path) -> Path:
@@ -370,8 +366,7 @@ def index_bytes(store: EmbeddingStore, options: IndexOptions) -> int:
     raw = n * store.dim * 4
     compressed = options.kind == "ivf-pq" or (options.kind == "auto" and raw > options.memory_budget_mb * 2**20)
     tables = (store.directory / STORE_TRACKS).stat().st_size + 20 * store.n_segments
-    audio_s = sum(float(t["duration_s"]) for t in store.tracks)
-    fingerprints = 0 if options.fingerprints == "off" else FingerprintSettings().estimated_bytes(audio_s)
+    fingerprints = 0 if options.fingerprints == "off" else FingerprintSettings().estimated_bytes(store.duration_s())
     return (n * 72 if compressed else raw) + tables + fingerprints
 
 

@@ -88,8 +88,21 @@ class ShardedVectors:
             mine = np.flatnonzero(shard_of == s)
             local = rows[mine] - self.starts[s]
             order = np.argsort(local, kind="stable")  # ascending reads from a memory map
-            out[mine[order]] = self._open(s)[local[order]]
+            out[mine[order]] = self.shards[s][local[order]]  # only the pages of these rows are touched
         return out
+
+    def span(self, first: int, stop: int) -> np.ndarray:
+        """Rows ``[first, stop)`` as one float32 array, read like :meth:`blocks` (each shard mapped afresh and
+        dropped): a long run of rows leaves no shard's pages resident."""
+        parts = []
+        for s in range(int(np.searchsorted(self.starts, first, side="right")) - 1, len(self.shards)):
+            begin, end = int(self.starts[s]), int(self.starts[s + 1])
+            if begin >= stop:
+                break
+            shard = self._open(s)
+            parts.append(np.array(shard[max(first, begin) - begin : min(stop, end) - begin], dtype=np.float32))
+            del shard
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
 
 
 def exact_top_k(
