@@ -86,7 +86,6 @@ def build(ws_root: Path, memory_mb: float) -> dict:
     from embedtool.embedding.store import EmbeddingStore
     from embedtool.indexing.build import build_index, write_id_tables, write_index_files
     from embedtool.indexing.options import IndexOptions
-    from embedtool.indexing.vectors import ShardedVectors
     from embedtool.workspace import Workspace
 
     peak_anon = [0]
@@ -102,7 +101,7 @@ def build(ws_root: Path, memory_mb: float) -> dict:
     started = time.perf_counter()
     store = EmbeddingStore(ws.embeddings)
     with staged_dir(ws.index) as stage:
-        source = ShardedVectors(store.segment_shards(), store.dim)
+        source = store.segment_source()
         segments = build_index(source, options, None, "segments", directory=stage, stem="segments")
         tracks = build_index(store.track_vectors(), options, None, "tracks")
         write_id_tables(stage, store)
@@ -131,7 +130,6 @@ def query(ws_root: Path, warm_queries: int) -> dict:
     import numpy as np
 
     from embedtool.indexing.store import IndexStore
-    from embedtool.indexing.vectors import ShardedVectors
     from embedtool.threads import single_threaded
 
     t0 = time.perf_counter()
@@ -140,7 +138,7 @@ def query(ws_root: Path, warm_queries: int) -> dict:
     built = IndexStore(ws_root / "index")
     index = built.segment_index()
     store = EmbeddingStore(ws_root / "embeddings")
-    index.refine_vectors = ShardedVectors(store.segment_shards(check_finite=False), store.dim)
+    index.refine_vectors = store.segment_source(check_finite=False)
     tables = built.id_tables()
     opened = time.perf_counter() - t0
     rng = np.random.default_rng(1)

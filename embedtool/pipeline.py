@@ -47,7 +47,6 @@ from embedtool.features.store import FeatureStore
 from embedtool.indexing.build import build_index, index_bytes, write_id_tables, write_index_files
 from embedtool.indexing.fingerprint import FingerprintSettings, fingerprint_library
 from embedtool.indexing.options import IndexOptions
-from embedtool.indexing.vectors import ShardedVectors
 from embedtool.model.device import resolve_device_name
 from embedtool.model.encoder import Encoder
 from embedtool.model.settings import TrainSettings
@@ -184,7 +183,7 @@ def index(
     check_free_space(workspace.index.parent, index_bytes(store, options), "the index")
 
     with staged_dir(workspace.index) as stage, ExitStack() as stack:
-        vectors = ShardedVectors(store.segment_shards(), store.dim)  # memory-mapped, never concatenated
+        vectors = store.segment_source()  # memory-mapped, never concatenated
         runner = stack.enter_context(open_engine(engine, 0)) if engine is not None and engine.name == "ray" else None
         segments = build_index(vectors, options, progress, "segment index", stage, "segments", runner)
         stack.close()  # a Ray started for the blocks is stopped before calibration

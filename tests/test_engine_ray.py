@@ -169,10 +169,10 @@ def test_workers_that_cannot_see_a_path_are_refused_naming_it(tmp_path: Path) ->
 
 def test_an_on_disk_index_filled_by_ray_tasks_answers_like_one_filled_here(tmp_path: Path, local_ray: str) -> None:
     from embedtool.embedding.pooling import l2_normalise
+    from embedtool.embedding.vectors import ShardedVectors
     from embedtool.engine import open_engine
     from embedtool.indexing.build import build_index
     from embedtool.indexing.options import IndexOptions
-    from embedtool.indexing.vectors import ShardedVectors
 
     rng = np.random.default_rng(0)
     x = l2_normalise(rng.standard_normal((6000, 16)) + 2 * rng.standard_normal((10, 16))[rng.integers(0, 10, 6000)])

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pytest
 
 from embedtool.embedding.pooling import l2_normalise
-from embedtool.indexing.build import build_index
+from embedtool.embedding.vectors import ShardedVectors
+from embedtool.indexing.build import build_index, exact_top_k
 from embedtool.indexing.options import IndexOptions
 from embedtool.indexing.search import VectorIndex
 from embedtool.indexing.store import IdTables
-from embedtool.indexing.vectors import ShardedVectors, exact_top_k
 
 
 def _clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:

@@ -252,13 +252,15 @@ def _items(store: EmbeddingStore, level: str) -> tuple[np.ndarray, list[dict[str
             )
         return vectors, rows
     vectors = np.asarray(store.segment_vectors(), dtype=np.float32)
+    from embedtool.embedding.store import segment_id
+
     track_rows = store.track_row_of(np.arange(store.n_segments))
     rows = []
-    for r, (t_row, start, end) in enumerate(zip(track_rows, store.segment_starts, store.segment_ends, strict=True)):
+    for t_row, start, end in zip(track_rows, store.segment_starts, store.segment_ends, strict=True):
         t = store.tracks[int(t_row)]
         rows.append(
             {
-                "item_id": store.segment_id_of(r),
+                "item_id": segment_id(t["track_id"], float(start)),
                 "track_id": t["track_id"],
                 "start_s": float(start),
                 "end_s": float(end),

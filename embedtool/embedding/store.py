@@ -44,6 +44,7 @@ from embedtool.artefacts import (
     write_meta,
 )
 from embedtool.embedding.pooling import DESCRIPTOR_KIND, pool_track
+from embedtool.embedding.vectors import ShardedVectors
 from embedtool.errors import DamagedArtefactError, InputError, MissingArtefactError
 from embedtool.tracktable import TrackTable
 
@@ -258,23 +259,18 @@ class EmbeddingStore:
             first += len(shard)
         return shards
 
+    def segment_source(self, check_finite: bool = True) -> ShardedVectors:
+        """The segment vectors as one :class:`ShardedVectors` over the memory-mapped shards (never concatenated):
+        what indexing, re-scoring and a re-export read."""
+        return ShardedVectors(self.segment_shards(check_finite), self.dim)
+
     def track_segment_vectors(self, track_id: str) -> np.ndarray:
         """One track's segment vectors (float32 (n_segments, dim)), read from the shard(s) holding its rows; the
         other shards are not read (so reusing tracks of a large export costs their rows, not the export)."""
         rows, _ = self.segments_of(track_id)
-        if not hasattr(self, "_shard_starts"):
-            self._shards_open = self.segment_shards(check_finite=False)
-            sizes = [len(s) for s in self._shards_open]
-            self._shard_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        first, stop = int(rows[0]), int(rows[-1]) + 1
-        parts = []
-        s = int(np.searchsorted(self._shard_starts, first, side="right")) - 1
-        while first < stop:
-            shard_start, shard_stop = int(self._shard_starts[s]), int(self._shard_starts[s + 1])
-            take = min(stop, shard_stop)
-            parts.append(np.asarray(self._shards_open[s][first - shard_start : take - shard_start]))
-            first, s = take, s + 1
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if not hasattr(self, "_source"):
+            self._source = self.segment_source(check_finite=False)
+        return self._source.span(int(rows[0]), int(rows[-1]) + 1)
 
     def segment_vectors(self, check_finite: bool = True) -> np.ndarray:
         """All segment vectors, float32 (n_segments, dim), in one array: memory-mapped when in one shard, else

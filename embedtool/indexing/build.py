@@ -28,6 +28,7 @@ import numpy as np
 
 from embedtool.artefacts import ArtefactMeta, dir_size_bytes, fingerprint_of, write_meta
 from embedtool.config import settings_dict
+from embedtool.embedding.vectors import ShardedVectors
 from embedtool.engine import Engine, TaskFailure
 from embedtool.errors import ConfigError, EmbedtoolError, InputError
 from embedtool.indexing.options import KINDS, IndexOptions
@@ -41,7 +42,6 @@ from embedtool.indexing.store import (
     IdTables,
     save_id_arrays,
 )
-from embedtool.indexing.vectors import ShardedVectors, exact_top_k
 from embedtool.progress import Progress
 from embedtool.threads import single_threaded
 
@@ -303,6 +303,30 @@ def fill_block(trained_bytes: np.ndarray, vectors: np.ndarray, rows: np.ndarray,
     index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(rows, dtype=np.int64))
     faiss.write_index(index, str(path))
     return path
+
+
+def exact_top_k(
+    vectors: ShardedVectors, queries: np.ndarray, k: int, query_rows: np.ndarray | None = None, block_rows: int = 65536
+) -> np.ndarray:
+    """Rows of the ``k`` largest inner products per query, by a scan over the shards (the ground truth that
+    approximate indexes are tuned against). ``query_rows``: each query's own row, left out of its answer."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    nq = len(queries)
+    best_scores = np.full((nq, k), -np.inf, dtype=np.float32)
+    best_rows = np.full((nq, k), -1, dtype=np.int64)
+    for first, block in vectors.blocks(block_rows):
+        scores = queries @ block.T
+        if query_rows is not None:
+            own = (query_rows >= first) & (query_rows < first + len(block))
+            scores[np.flatnonzero(own), query_rows[own] - first] = -np.inf
+        take = min(k, scores.shape[1])
+        part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        merged_scores = np.concatenate([best_scores, np.take_along_axis(scores, part, 1)], axis=1)
+        merged_rows = np.concatenate([best_rows, part + first], axis=1)
+        order = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]
+        best_scores = np.take_along_axis(merged_scores, order, 1)
+        best_rows = np.take_along_axis(merged_rows, order, 1)
+    return best_rows
 
 
 def _search_excluding_self(

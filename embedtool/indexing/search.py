@@ -18,8 +18,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from embedtool.embedding.vectors import ShardedVectors
 from embedtool.errors import DamagedArtefactError
-from embedtool.indexing.vectors import ShardedVectors
 
 
 @dataclass

@@ -74,8 +74,9 @@ class IdTables:
 
     def segment_id(self, row: int) -> str:
         """The stable id of the segment at ``row`` (as the embeddings' ``segment_id`` makes it)."""
-        track_id = self.tracks[int(self.segment_track[row])]["track_id"]
-        return f"{track_id}@{int(round(float(self.segment_start[row]) * 1000))}"
+        from embedtool.embedding.store import segment_id
+
+        return segment_id(self.tracks[int(self.segment_track[row])]["track_id"], float(self.segment_start[row]))
 
     def position(self, track_id: str) -> int | None:
         """The track's position in ``tracks`` (a binary search over the sorted ids)."""

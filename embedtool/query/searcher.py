@@ -30,6 +30,7 @@ import numpy as np
 
 from embedtool.artefacts import check_compatible
 from embedtool.config import settings_dict
+from embedtool.embedding.vectors import ShardedVectors
 from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.features.frontend import featurise_query, featurise_samples
 from embedtool.features.naming import find_track
@@ -37,7 +38,6 @@ from embedtool.features.windows import crop_many, silence_floor, window_starts
 from embedtool.indexing.fingerprint import FingerprintIndex, accept, mel_landmarks
 from embedtool.indexing.search import VectorIndex
 from embedtool.indexing.store import IdTables, IndexStore
-from embedtool.indexing.vectors import ShardedVectors
 from embedtool.query.decision import STATISTIC, match_confidence, threshold_for
 from embedtool.query.options import NeighbourOptions
 from embedtool.query.voting import TrackVote, vote
@@ -501,4 +501,4 @@ def _refine_vectors(workspace: Workspace, expected_fingerprint: str) -> ShardedV
         raise IncompatibleArtefactError(
             f"The embeddings at {workspace.embeddings} changed since the index was built; re-run `embedtool index`."
         )
-    return ShardedVectors(store.segment_shards(check_finite=False), store.dim)  # read piecewise, not scanned
+    return store.segment_source(check_finite=False)  # read piecewise, not scanned

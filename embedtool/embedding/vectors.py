@@ -1,8 +1,9 @@
 """Vectors laid out in shards, read as one collection without being concatenated.
 
 An embeddings export keeps its segment vectors in shard files of bounded size (``segments-NNNN.npy``), each
-memory-mapped. Index building and ivf-pq re-scoring read them through :class:`ShardedVectors`: blocks in row
-order for filling an index and exact search, and gathers of arbitrary rows for samples and candidates. No step
+memory-mapped (``EmbeddingStore.segment_source``). Index building, ivf-pq re-scoring and a re-export's reused
+tracks read them through :class:`ShardedVectors`: blocks and spans in row order for filling an index, exact
+search and copying tracks, and gathers of arbitrary rows for samples and candidates. No step
 holds more than one shard (or the rows asked for) in memory, so a collection larger than RAM can be indexed.
 """
 
@@ -103,27 +104,3 @@ class ShardedVectors:
             parts.append(np.array(shard[max(first, begin) - begin : min(stop, end) - begin], dtype=np.float32))
             del shard
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
-
-
-def exact_top_k(
-    vectors: ShardedVectors, queries: np.ndarray, k: int, query_rows: np.ndarray | None = None, block_rows: int = 65536
-) -> np.ndarray:
-    """Rows of the ``k`` largest inner products per query, by a scan over the shards (the ground truth that
-    approximate indexes are tuned against). ``query_rows``: each query's own row, left out of its answer."""
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    nq = len(queries)
-    best_scores = np.full((nq, k), -np.inf, dtype=np.float32)
-    best_rows = np.full((nq, k), -1, dtype=np.int64)
-    for first, block in vectors.blocks(block_rows):
-        scores = queries @ block.T
-        if query_rows is not None:
-            own = (query_rows >= first) & (query_rows < first + len(block))
-            scores[np.flatnonzero(own), query_rows[own] - first] = -np.inf
-        take = min(k, scores.shape[1])
-        part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-        merged_scores = np.concatenate([best_scores, np.take_along_axis(scores, part, 1)], axis=1)
-        merged_rows = np.concatenate([best_rows, part + first], axis=1)
-        order = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]
-        best_scores = np.take_along_axis(merged_scores, order, 1)
-        best_rows = np.take_along_axis(merged_rows, order, 1)
-    return best_rows
