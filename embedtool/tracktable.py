@@ -141,11 +141,6 @@ class TrackTable(Sequence[dict[str, Any]]):
         at = self.index_of(track_id)
         return None if at is None else self[at]
 
-    def __contains__(self, item: object) -> bool:
-        if isinstance(item, str):
-            return self.index_of(item) is not None
-        return any(row == item for row in self)
-
 
 def _at(column: Any, i: int) -> Any:
     value = column[i]
