@@ -101,7 +101,7 @@ def build(ws_root: Path, memory_mb: float) -> dict:
     started = time.perf_counter()
     store = EmbeddingStore(ws.embeddings)
     with staged_dir(ws.index) as stage:
-        source = store.segment_source()
+        source = store.segment_source(remap_gathers=True)
         segments = build_index(source, options, None, "segments", directory=stage, stem="segments")
         tracks = build_index(store.track_vectors(), options, None, "tracks")
         write_id_tables(stage, store)

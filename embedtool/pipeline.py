@@ -183,7 +183,7 @@ def index(
     check_free_space(workspace.index.parent, index_bytes(store, options), "the index")
 
     with staged_dir(workspace.index) as stage, ExitStack() as stack:
-        vectors = store.segment_source()  # memory-mapped, never concatenated
+        vectors = store.segment_source(remap_gathers=True)  # memory-mapped, never concatenated
         runner = stack.enter_context(open_engine(engine, 0)) if engine is not None and engine.name == "ray" else None
         segments = build_index(vectors, options, progress, "segment index", stage, "segments", runner)
         stack.close()  # a Ray started for the blocks is stopped before calibration

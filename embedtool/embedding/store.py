@@ -259,10 +259,10 @@ class EmbeddingStore:
             first += len(shard)
         return shards
 
-    def segment_source(self, check_finite: bool = True) -> ShardedVectors:
+    def segment_source(self, check_finite: bool = True, remap_gathers: bool = False) -> ShardedVectors:
         """The segment vectors as one :class:`ShardedVectors` over the memory-mapped shards (never concatenated):
-        what indexing, re-scoring and a re-export read."""
-        return ShardedVectors(self.segment_shards(check_finite), self.dim)
+        what indexing (``remap_gathers``: bounded resident memory), re-scoring and a re-export read."""
+        return ShardedVectors(self.segment_shards(check_finite), self.dim, remap_gathers)
 
     def track_segment_vectors(self, track_id: str) -> np.ndarray:
         """One track's segment vectors (float32 (n_segments, dim)), read from the shard(s) holding its rows; the

@@ -18,8 +18,12 @@ import numpy as np
 class ShardedVectors:
     """float32 (n, dim) vectors split over row-ordered shards (memory-mapped arrays, or any 2-D arrays)."""
 
-    def __init__(self, shards: Sequence[np.ndarray], dim: int | None = None):
+    def __init__(self, shards: Sequence[np.ndarray], dim: int | None = None, remap_gathers: bool = False):
         self.shards = [s for s in shards if len(s)]
+        # Gathers through a fresh mapping of each shard, dropped after: a build's many random gathers (its training
+        # sample, tuning) then leave no pages resident (read-ahead maps far more than the rows). Queries gather a
+        # few rows at a time and keep the shards' own mappings: no file opened per query.
+        self.remap_gathers = remap_gathers
         widths = {int(s.shape[1]) for s in self.shards}
         if len(widths) > 1:
             raise ValueError(f"shards of different widths: {sorted(widths)}")
@@ -89,7 +93,8 @@ class ShardedVectors:
             mine = np.flatnonzero(shard_of == s)
             local = rows[mine] - self.starts[s]
             order = np.argsort(local, kind="stable")  # ascending reads from a memory map
-            out[mine[order]] = self.shards[s][local[order]]  # only the pages of these rows are touched
+            shard = self._open(s) if self.remap_gathers else self.shards[s]
+            out[mine[order]] = shard[local[order]]
         return out
 
     def span(self, first: int, stop: int) -> np.ndarray:
