@@ -50,7 +50,7 @@ class FeatureSettings:
 
     @classmethod
     def from_preset(cls, name: str) -> FeatureSettings:
-        if name in ("default", "tile2vec"):
+        if name in ("default", "tile2vec", "contrastive"):
             return cls()
         if name == "thesis":
             return cls(
@@ -65,7 +65,7 @@ class FeatureSettings:
                 log_offset=1e-6,
                 mel_scale="htk",
             )
-        raise ConfigError(f"Unknown features preset {name!r}; valid: default, thesis, tile2vec")
+        raise ConfigError(f"Unknown features preset {name!r}; valid: default, thesis, tile2vec, contrastive")
 
     def validate(self) -> None:
         if self.sample_rate < 1000:

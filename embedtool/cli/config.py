@@ -16,7 +16,7 @@ from embedtool.config import SECTIONS, section_class, settings_dict
 @handle_errors
 def show_config(
     ctx: typer.Context,
-    preset: Literal["default", "thesis", "tile2vec"] | None = typer.Option(
+    preset: Literal["default", "thesis", "tile2vec", "contrastive"] | None = typer.Option(
         None, "--preset", help="Show this preset's values."
     ),
 ) -> None:

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 @handle_errors
 def train(
     ctx: typer.Context,
-    preset: Literal["default", "thesis", "tile2vec"] | None = typer.Option(
+    preset: Literal["default", "thesis", "tile2vec", "contrastive"] | None = typer.Option(
         None, "--preset", help="Starting values of every training option."
     ),
     epochs: int | None = typer.Option(
@@ -109,11 +109,17 @@ def train(
         help="Centre each window on its own level (gain-invariant).",
         show_default=default_of("train", "level_norm"),
     ),
-    loss: Literal["thesis", "tile2vec"] | None = typer.Option(
-        None, "--loss", help="Triplet loss form.", show_default=default_of("train", "loss")
+    loss: Literal["thesis", "tile2vec", "ntxent"] | None = typer.Option(
+        None,
+        "--loss",
+        help="Triplet (thesis, tile2vec) or contrastive (ntxent).",
+        show_default=default_of("train", "loss"),
     ),
     margin: float | None = typer.Option(
         None, "--margin", help="Triplet margin.", show_default=default_of("train", "margin")
+    ),
+    temperature: float | None = typer.Option(
+        None, "--temperature", help="ntxent loss temperature.", show_default=default_of("train", "temperature")
     ),
     mining: Literal["none", "semi-hard", "hard"] | None = typer.Option(
         None, "--mining", help="Which negatives a batch trains on.", show_default=default_of("train", "mining")
@@ -206,6 +212,7 @@ def train(
         "level_norm": level_norm,
         "loss": loss,
         "margin": margin,
+        "temperature": temperature,
         "mining": mining,
         "augment": augment,
         "val_fraction": val_fraction,

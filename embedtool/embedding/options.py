@@ -19,9 +19,9 @@ class EmbedOptions:
 
     @classmethod
     def from_preset(cls, name: str) -> EmbedOptions:
-        if name in ("default", "thesis", "tile2vec"):
+        if name in ("default", "thesis", "tile2vec", "contrastive"):
             return cls()
-        raise ConfigError(f"Unknown embed preset {name!r}; valid: default, thesis, tile2vec")
+        raise ConfigError(f"Unknown embed preset {name!r}; valid: default, thesis, tile2vec, contrastive")
 
     def validate(self) -> None:
         if self.hop_seconds < 0:

@@ -40,9 +40,9 @@ class IndexOptions:
 
     @classmethod
     def from_preset(cls, name: str) -> IndexOptions:
-        if name in ("default", "thesis", "tile2vec"):
+        if name in ("default", "thesis", "tile2vec", "contrastive"):
             return cls()
-        raise ConfigError(f"Unknown index preset {name!r}; valid: default, thesis, tile2vec")
+        raise ConfigError(f"Unknown index preset {name!r}; valid: default, thesis, tile2vec, contrastive")
 
     def validate(self) -> None:
         if self.kind != "auto" and self.kind not in KINDS:

@@ -12,6 +12,9 @@ Presets:
 - ``thesis``: the seed's hyper-parameters (5 s tiles, radius 5 s, ImageNet stem, full width, dropout 0.5,
   embedding 128, Adam lr 1e-5 x0.95 every 7,500 steps, L2 0.01 on conv weights, batch 64, 20 epochs,
   no augmentation).
+- ``contrastive``: ``default`` with the NT-Xent loss on the same temporal-proximity pairs (in-batch
+  candidates, batch 128), real background from other tracks at 0-20 dB, generated room reverberation and
+  phone / small-speaker / codec band limits (issue 18's objective).
 - ``tile2vec``: the original Tile2Vec recipe (3x3 stride-1 stem, non-squared distances with margin 10 and an
   L2 penalty on embedding norms instead of normalisation, negatives from another track or from the same track
   beyond the radius).
@@ -26,7 +29,7 @@ from typing import Literal
 
 from embedtool.errors import ConfigError
 
-PRESETS = ("default", "thesis", "tile2vec")
+PRESETS = ("default", "thesis", "tile2vec", "contrastive")
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,9 @@ class TrainSettings:
     dropout: float = 0.1
     level_norm: Literal["off", "mean", "peak"] = "off"  # centre each window on its own level (see model/network.py)
     # --- loss -----------------------------------------------------------------------------------------------
-    loss: Literal["thesis", "tile2vec"] = "thesis"
+    loss: Literal["thesis", "tile2vec", "ntxent"] = "thesis"
     margin: float = 1.0
+    temperature: float = 0.1  # ntxent loss: cosine similarities are divided by this
     norm_penalty: float = 0.0  # tile2vec loss: weight of the embedding-norm L2 penalty
     mining: Literal["none", "semi-hard", "hard"] = "semi-hard"
     # --- optimisation ---------------------------------------------------------------------------------------
@@ -89,6 +93,9 @@ class TrainSettings:
     aug_snr_db_min: float = 5.0
     aug_snr_db_max: float = 30.0
     aug_eq_db: float = 3.0  # smooth random equaliser curve over the mel bands, +-dB (codec/room colouring)
+    aug_reverb_prob: float = 0.0  # chance of a generated room's reverberation
+    aug_reverb_s: float = 1.0  # longest reverberation time (RT60) drawn, seconds
+    aug_bandlimit_prob: float = 0.0  # chance of a phone, small-speaker or low-bit-rate codec band limit
     aug_mask_prob: float = 0.5
     aug_time_mask: float = 0.1  # max fraction of frames masked
     aug_freq_mask: float = 0.1  # max fraction of mel bands masked
@@ -146,6 +153,20 @@ class TrainSettings:
                 steps_per_epoch=200,
                 augment=False,
             )
+        if name == "contrastive":
+            return cls(
+                loss="ntxent",
+                temperature=0.1,
+                mining="none",
+                batch_size=128,  # more in-batch candidates; as many triplets per epoch as `default`
+                steps_per_epoch=100,
+                aug_noise_prob=0.7,
+                aug_noise_source="both",
+                aug_snr_db_min=0.0,
+                aug_snr_db_max=20.0,
+                aug_reverb_prob=0.3,
+                aug_bandlimit_prob=0.3,
+            )
         raise ConfigError(f"Unknown train preset {name!r}; valid: {', '.join(PRESETS)}")
 
     def validate(self) -> None:
@@ -162,6 +183,7 @@ class TrainSettings:
         need(0 <= self.dropout < 1, f"dropout must be in [0, 1), not {self.dropout}")
         need(self.margin > 0, f"margin must be positive, not {self.margin}")
         need(self.norm_penalty >= 0, "norm_penalty must be >= 0")
+        need(self.temperature > 0, f"temperature must be positive, not {self.temperature}")
         need(self.lr > 0, f"lr must be positive, not {self.lr}")
         need(self.weight_decay >= 0, "weight_decay must be >= 0")
         need(0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]")
@@ -181,6 +203,9 @@ class TrainSettings:
         need(0 <= self.aug_noise_prob <= 1, "aug_noise_prob must be in 0..1")
         need(self.aug_snr_db_min <= self.aug_snr_db_max, "aug_snr_db_min must not exceed aug_snr_db_max")
         need(self.aug_eq_db >= 0, "aug_eq_db must be >= 0")
+        need(0 <= self.aug_reverb_prob <= 1, "aug_reverb_prob must be in 0..1")
+        need(self.aug_reverb_s >= 0.2, "aug_reverb_s must be at least 0.2")
+        need(0 <= self.aug_bandlimit_prob <= 1, "aug_bandlimit_prob must be in 0..1")
         need(0 <= self.aug_mask_prob <= 1, "aug_mask_prob must be in 0..1")
         need(0 <= self.aug_time_mask < 1, "aug_time_mask must be in [0, 1)")
         need(0 <= self.aug_freq_mask < 1, "aug_freq_mask must be in [0, 1)")

@@ -26,9 +26,9 @@ class NeighbourOptions:
 
     @classmethod
     def from_preset(cls, name: str) -> NeighbourOptions:
-        if name in ("default", "thesis", "tile2vec"):
+        if name in ("default", "thesis", "tile2vec", "contrastive"):
             return cls()
-        raise ConfigError(f"Unknown neighbours preset {name!r}; valid: default, thesis, tile2vec")
+        raise ConfigError(f"Unknown neighbours preset {name!r}; valid: default, thesis, tile2vec, contrastive")
 
     def validate(self) -> None:
         if self.mode not in ("similar", "identify"):

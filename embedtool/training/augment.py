@@ -9,6 +9,11 @@ the linear domain where the physics happens there:
   log-add-exp of the log-Mels, at a random SNR in ``aug_snr_db_min..aug_snr_db_max``; the noise is either
   another training track's segment or synthetic coloured noise (random spectral tilt with Rayleigh-like
   frame-to-frame fluctuation);
+- room reverberation: each band's power is run through an exponential decay (a generated impulse response's
+  energy envelope: reverberation time up to ``aug_reverb_s``, shorter in the high bands, a random
+  direct-to-reverberant ratio), which is what a room does to a spectrogram at this resolution;
+- band-limiting: a phone (300-3400 Hz), a small speaker (no bass) or a low-bit-rate codec (no treble), as
+  24 dB/octave slopes beyond random cut-offs;
 - time and frequency masks (SpecAugment) fill a random span with the segment's mean;
 - small time shifts are applied when the segment is cut (see ``dataset.py``), where real neighbouring frames
   are available.
@@ -21,17 +26,23 @@ from collections.abc import Callable
 
 import numpy as np
 
+from embedtool.audio.settings import FeatureSettings
 from embedtool.model.settings import TrainSettings
 
 LN10 = math.log(10.0)
 
 
 class Augmenter:
-    def __init__(self, settings: TrainSettings, log_offset: float, power: float):
+    def __init__(
+        self, settings: TrainSettings, log_offset: float, power: float, features: FeatureSettings | None = None
+    ):
         self.s = settings
         self.offset = float(log_offset)
         self.power = float(power)
         self.k = 2.0 / self.power  # linear Mel value ** k = power-domain value
+        features = features or FeatureSettings()
+        self.frame_s = features.hop_length / features.sample_rate
+        self.band_hz = mel_band_centres_hz(features)
 
     def to_linear(self, x: np.ndarray) -> np.ndarray:
         return np.maximum(np.exp(x) - self.offset, 0.0)
@@ -58,7 +69,9 @@ class Augmenter:
                 noise = self.coloured_noise(frames, bands, rng)
             snr_db = rng.uniform(s.aug_snr_db_min, s.aug_snr_db_max)
             lin = self.mix(lin, noise, snr_db)
-        # Gain and EQ: one multiplicative curve over the bands (in amplitude dB, scaled to the feature power).
+        if s.aug_reverb_prob > 0 and rng.random() < s.aug_reverb_prob:
+            lin = self.reverb(lin, rng)
+        # Gain, EQ and band limits: one multiplicative curve over the bands (amplitude dB, scaled to the power).
         gain_db = rng.uniform(-s.aug_gain_db, s.aug_gain_db) if s.aug_gain_db > 0 else 0.0
         curve_db = np.full(bands, gain_db)
         if s.aug_eq_db > 0:
@@ -68,7 +81,10 @@ class Augmenter:
                 eq += rng.normal(0, 1.0 / harmonic) * np.cos(math.pi * harmonic * pos + rng.uniform(0, math.pi))
             eq *= s.aug_eq_db / max(1e-9, np.abs(eq).max())
             curve_db = curve_db + eq
-        if gain_db != 0.0 or s.aug_eq_db > 0:
+        band_limited = s.aug_bandlimit_prob > 0 and rng.random() < s.aug_bandlimit_prob
+        if band_limited:
+            curve_db = curve_db + self.band_limit_db(rng)
+        if gain_db != 0.0 or s.aug_eq_db > 0 or band_limited:
             lin = lin * np.power(10.0, curve_db * self.power / 20.0)[None, :]
         out = self.to_log(lin)
         if s.aug_mask_prob > 0 and rng.random() < s.aug_mask_prob:
@@ -94,9 +110,60 @@ class Augmenter:
         scale = es / (en * 10.0 ** (snr_db / 10.0))
         return (ps + scale * pn) ** (1.0 / self.k)
 
+    def reverb(self, lin: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A generated room on linear Mel values: the power envelope of each band convolved with an exponential
+        decay (60 dB in the band's reverberation time), added to the direct sound at a random direct-to-
+        reverberant ratio. The decay is a one-pole recursion; before the segment the room is taken as settled
+        on the first frame's level, so the segment does not start in a dry room."""
+        rt60 = rng.uniform(0.2, max(0.2, self.s.aug_reverb_s))
+        rt60_band = rt60 * np.linspace(1.0, 0.5, lin.shape[1])  # air and walls absorb the treble sooner
+        decay = np.exp(-13.8 * self.frame_s / rt60_band)  # 60 dB = a power ratio of e**-13.8
+        drr_db = rng.uniform(-3.0, 10.0)
+        gain = (1.0 - decay) / decay * 10.0 ** (-drr_db / 10.0)  # tail energy = direct energy / DRR
+        direct = lin**self.k
+        tail = np.empty_like(direct)
+        state = direct[0] * decay / (1.0 - decay)
+        for t in range(direct.shape[0]):
+            tail[t] = state
+            state = decay * (state + direct[t])
+        return (direct + gain * tail) ** (1.0 / self.k)
+
+    def band_limit_db(self, rng: np.random.Generator) -> np.ndarray:
+        """Attenuation (dB, per band) of a phone, a small speaker or a low-bit-rate codec: 24 dB/octave below
+        the low cut-off and above the high one, at most 60 dB."""
+        kind = rng.integers(0, 3)
+        low, high = 0.0, float("inf")
+        if kind == 0:  # telephone band
+            low, high = rng.uniform(250, 400), rng.uniform(3000, 3600)
+        elif kind == 1:  # small speaker: no bass, some treble loss
+            low, high = rng.uniform(200, 800), rng.uniform(5000, 9000)
+        else:  # low-bit-rate codec: the treble goes first
+            high = rng.uniform(3000, 7000)
+        f = self.band_hz
+        below = np.log2(np.maximum(low, 1.0) / f).clip(0.0) if low > 0 else np.zeros_like(f)
+        above = np.log2(f / high).clip(0.0)
+        return -np.minimum(24.0 * (below + above), 60.0)
+
     def coloured_noise(self, frames: int, bands: int, rng: np.random.Generator) -> np.ndarray:
         """Stationary noise with a random spectral tilt, as linear Mel values."""
         tilt = rng.uniform(-3.0, 3.0)  # natural-log units across the band range: from 'blue' to 'brown'
         spectrum = tilt * np.linspace(-0.5, 0.5, bands)
         log_noise = spectrum[None, :] + 0.5 * rng.standard_normal((frames, bands))
         return np.exp(log_noise)
+
+
+def mel_band_centres_hz(features: FeatureSettings) -> np.ndarray:
+    """Centre frequency of each Mel band (the peaks of the filterbank's triangles)."""
+
+    def to_mel(f: np.ndarray) -> np.ndarray:
+        if features.mel_scale == "htk":
+            return 2595.0 * np.log10(1.0 + f / 700.0)
+        return np.where(f < 1000.0, 3.0 * f / 200.0, 15.0 + 27.0 * np.log(np.maximum(f, 1e-9) / 1000.0) / np.log(6.4))
+
+    def to_hz(m: np.ndarray) -> np.ndarray:
+        if features.mel_scale == "htk":
+            return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+        return np.where(m < 15.0, 200.0 * m / 3.0, 1000.0 * np.exp((m - 15.0) * np.log(6.4) / 27.0))
+
+    edges = to_mel(np.array([features.f_min, features.f_max], dtype=np.float64))
+    return to_hz(np.linspace(edges[0], edges[1], features.n_mels + 2)[1:-1])

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from embedtool.audio.settings import FeatureSettings
 from embedtool.features.store import FeatureStore
 from embedtool.features.windows import crop
 from embedtool.model.settings import TrainSettings
@@ -57,6 +58,7 @@ class TripletDataset(Dataset):
         shift_frames: int = 0,
         log_offset: float = 1e-6,
         power: float = 1.0,
+        features: FeatureSettings | None = None,
     ):
         self.features_dir = Path(features_dir)
         self.track_ids = list(track_ids)
@@ -67,7 +69,7 @@ class TripletDataset(Dataset):
         self.epoch = epoch
         self.augment = augment
         self.shift_frames = shift_frames
-        self.augmenter = Augmenter(settings, log_offset, power)
+        self.augmenter = Augmenter(settings, log_offset, power, features)
         self._store: FeatureStore | None = None
         self._mels: dict[int, np.ndarray] = {}
 

@@ -10,12 +10,21 @@ Mining replaces each triplet's negative by another segment of the batch (any pos
 batch whose track differs from the anchor's, or the triplet's own negative): ``hard`` takes the closest one;
 ``semi-hard`` the closest one farther than the positive, else the farthest (FaceNet / TF-Addons rule).
 Triplet accuracy is always measured on the drawn triplets: the share with d(a,p) < d(a,n).
+
+- ``ntxent``: the contrastive loss of SimCLR (NT-Xent, an InfoNCE) on the temporal-proximity pairs. Each anchor
+  must pick its own positive out of every positive and negative of the batch (2B candidates), and each positive
+  its own anchor out of every anchor and negative, by cosine similarity over ``temperature``; candidates from the
+  anchor's own track other than its positive are left out (they are near it by construction, not negatives). The
+  drawn negatives only add candidates, so one step costs what a triplet step costs. Under several processes
+  each rank contrasts within its own share of the batch.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from embedtool.model.settings import TrainSettings
 
 
 def _distances(x: torch.Tensor, y: torch.Tensor, squared: bool) -> torch.Tensor:
@@ -74,6 +83,59 @@ def triplet_loss(
         "d_an": float(d_an_drawn.detach().mean()),
     }
     return loss, stats
+
+
+def nt_xent_loss(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    anchor_track: torch.Tensor,
+    negative_track: torch.Tensor,
+    temperature: float = 0.1,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """NT-Xent over a batch of (B, dim) embeddings, symmetric in anchor and positive; see the module doc."""
+    a, p, n = (F.normalize(t.float(), dim=1) for t in (anchor, positive, negative))
+    b = a.shape[0]
+    own = torch.arange(b, device=a.device)
+    a_track, n_track = anchor_track.to(a.device), negative_track.to(a.device)
+    same_track = torch.cat([a_track[None, :] == a_track[:, None], n_track[None, :] == a_track[:, None]], dim=1)
+    same_track[own, own] = False  # the own positive (or anchor) is the answer, not a left-out candidate
+    logits_a = (a @ torch.cat([p, n]).T) / temperature  # anchors against positives, then negatives
+    logits_p = (p @ torch.cat([a, n]).T) / temperature  # positives against anchors, then negatives
+    loss = 0.5 * (
+        F.cross_entropy(logits_a.masked_fill(same_track, float("-inf")), own)
+        + F.cross_entropy(logits_p.masked_fill(same_track, float("-inf")), own)
+    )
+    d_ap, d_an = _paired(a, p, True), _paired(a, n, True)
+    with torch.no_grad():
+        top1 = logits_a.masked_fill(same_track, float("-inf")).argmax(1) == own
+    stats = {
+        "loss": float(loss.detach()),
+        "triplet_accuracy": float((d_ap < d_an).float().mean()),
+        "active_fraction": float(top1.float().mean()),  # here: the share of anchors whose positive ranks first
+        "d_ap": float(d_ap.detach().mean()),
+        "d_an": float(d_an.detach().mean()),
+    }
+    return loss, stats
+
+
+def training_loss(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    settings: TrainSettings,
+    anchor_track: torch.Tensor,
+    negative_track: torch.Tensor,
+    mining: str | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss ``settings.loss`` names, with its settings; ``mining`` overrides ``settings.mining`` (validation
+    scores the drawn triplets)."""
+    if settings.loss == "ntxent":
+        return nt_xent_loss(anchor, positive, negative, anchor_track, negative_track, settings.temperature)
+    return triplet_loss(
+        anchor, positive, negative, settings.loss, settings.margin, settings.norm_penalty,
+        settings.mining if mining is None else mining, anchor_track=anchor_track, negative_track=negative_track,
+    )  # fmt: skip
 
 
 def _mined(

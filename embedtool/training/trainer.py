@@ -62,7 +62,7 @@ from embedtool.model.store import load_init_weights
 from embedtool.training import checkpoint as ckpt
 from embedtool.training.dataset import TripletDataset
 from embedtool.training.distributed import Ranks, process_group, state_digest
-from embedtool.training.losses import triplet_loss
+from embedtool.training.losses import training_loss
 from embedtool.training.optim import lr_at, make_optimizer
 from embedtool.training.sampler import TripletSampler, rank_share
 from embedtool.training.splits import ensure_split
@@ -390,7 +390,7 @@ class _Run:
         dataset = TripletDataset(
             self.features_dir, data.train_ids, plan, settings, data.segment_frames, data.pad_value, pos.epoch,
             settings.augment, shift_frames=int(round(settings.aug_shift_s * fs.frames_per_second)),
-            log_offset=fs.log_offset, power=fs.power,
+            log_offset=fs.log_offset, power=fs.power, features=fs,
         )  # fmt: skip
         loader = DataLoader(
             dataset,
@@ -416,8 +416,8 @@ class _Run:
             with self.autocast():
                 emb = self.train_net(x)
             a, p, n = emb.float().chunk(3)
-            loss, stats = triplet_loss(
-                a, p, n, settings.loss, settings.margin, settings.norm_penalty, settings.mining,
+            loss, stats = training_loss(
+                a, p, n, settings,
                 anchor_track=torch.from_numpy(np.ascontiguousarray(plan.anchor_track[mine])),
                 negative_track=torch.from_numpy(np.ascontiguousarray(plan.negative_track[mine])),
             )  # fmt: skip

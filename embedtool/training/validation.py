@@ -22,7 +22,7 @@ from embedtool.features.store import FeatureStore
 from embedtool.features.windows import crop, window_starts
 from embedtool.model.settings import TrainSettings
 from embedtool.training.dataset import TripletDataset
-from embedtool.training.losses import triplet_loss
+from embedtool.training.losses import training_loss
 from embedtool.training.sampler import TripletSampler
 
 
@@ -141,6 +141,7 @@ class Validator:
                 log_offset=fs.log_offset, power=fs.power,
             )  # fmt: skip
             self.plan = plan
+            self.drawn_tracks = (plan.anchor_track, plan.negative_track)
         if settings.val_metric != "auto":
             self.metric = settings.val_metric
         elif self.has_recall:
@@ -168,7 +169,8 @@ class Validator:
                 with autocast():
                     emb = net(as_segments(batch)).float()
                 a, p, n = emb.chunk(3)
-                _, stats = triplet_loss(a, p, n, s.loss, s.margin, s.norm_penalty, "none")
+                tracks = [torch.from_numpy(np.ascontiguousarray(t[i : i + len(idx)])) for t in self.drawn_tracks]
+                _, stats = training_loss(a, p, n, s, *tracks, mining="none")
                 losses.append(stats["loss"])
                 accs.append(stats["triplet_accuracy"])
                 weights.append(len(idx))
