@@ -12,9 +12,12 @@ with grouped 5-fold cross-validation (``classify.cv=5``: folds by the corpus' gr
 train and test) and retrieval with the query's whole group left out (``evaluate.exclude_same_group``). Evaluate
 computes, on the same tracks and folds: ``general`` (the workspace's model: logistic regression on its track
 descriptors; retrieval on its track embeddings), ``mfcc`` (MFCC statistics of the same log-Mels,
-``analysis.baselines``) and ``untrained`` (the same network with random weights). ``musicnn`` (when the package is
-importable: ``pip install musicnn``, an optional bench extra) is the MSD model's penultimate layer, mean-pooled over
-each file, scored by the same classifier, folds and retrieval (``analysis.evaluate.evaluate_system``).
+``analysis.baselines``) and ``untrained`` (the same network with random weights). ``musicnn`` is the MSD model's
+penultimate layer, mean-pooled over each file (``bench/musicnn_features.py``), scored by the same classifier, folds
+and retrieval (``analysis.evaluate.evaluate_system``): in this process when ``musicnn`` imports, else (musicnn 0.1.0
+does not install on Python 3.11) in a separate venv that ``bench/musicnn_setup.sh`` makes (TensorFlow 2.15, numpy<2;
+``--musicnn-python``, default ``~/.cache/embedtool-musicnn/venv/bin/python`` or ``$EMBEDTOOL_MUSICNN_PYTHON``).
+Vectors are cached in the workspace; a track without one makes the musicnn row blank, with a note saying how many.
 
 Figures: classification macro-F1 (grouped 5-fold, logistic regression, C by inner grouped CV) and same-label
 precision@5 among tracks of *other* groups (cosine). Re-identification is measured elsewhere (bench_reid).
@@ -209,13 +212,13 @@ def summary(figures: dict[str, Any]) -> dict[str, float]:
 
 def musicnn_system(ws: Any, options: Any, classify: Any, args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
     """musicnn's penultimate layer (MSD model), mean-pooled per file, through evaluate's own scoring; or
-    (None, why not) when the package is missing or fails."""
+    (None, why not) when musicnn is unavailable, fails, or leaves tracks without a vector.
+
+    Vectors are cached in the workspace (``musicnn-msd-penultimate.npz``); only tracks missing there are computed:
+    in this process when ``musicnn`` imports, else by ``bench/musicnn_features.py`` under the musicnn venv's python
+    (``--musicnn-python``; ``bench/musicnn_setup.sh`` makes that venv). Both go through musicnn_features.Model."""
     if args.no_musicnn:
         return None, "left out (--no-musicnn)"
-    try:
-        from musicnn.extractor import extractor
-    except Exception as exc:  # ImportError, or TensorFlow failing to load
-        return None, f"not importable ({type(exc).__name__}: {exc})"
     import numpy as np
 
     from embedtool.analysis.classify import LabelledData
@@ -228,20 +231,79 @@ def musicnn_system(ws: Any, options: Any, classify: Any, args: argparse.Namespac
     data = LabelledData.from_store(store)
     paths = {t["track_id"]: t["path"] for t in store.tracks}
     cache_file = ws.root / "musicnn-msd-penultimate.npz"
-    cache = dict(np.load(cache_file)) if cache_file.is_file() else {}
-    vectors = []
-    for track_id in data.track_ids:
-        if track_id not in cache:
-            _, _, features = extractor(paths[track_id], model="MSD_musicnn", extract_features=True)
-            cache[track_id] = np.asarray(features["penultimate"], dtype=np.float32).mean(axis=0)
-        vectors.append(cache[track_id])
-    np.savez(cache_file, **cache)
-    figures = evaluate_system(
-        data.with_vectors(np.stack(vectors)), options, classify, ClusterOptions(plots=False), None, True
-    )
+    cache: dict[str, Any] = {}
+    if cache_file.is_file():
+        with np.load(cache_file) as cached:
+            cache = dict(cached)
+    todo = [t for t in data.track_ids if t not in cache]
+    if todo:
+        try:
+            import musicnn.models  # noqa: F401
+        except Exception as exc:  # ImportError, or TensorFlow failing to load: the musicnn venv instead
+            why = musicnn_in_venv(todo, paths, cache, cache_file, args.musicnn_python)
+            if why:
+                return None, f"not importable here ({type(exc).__name__}: {exc}); {why}"
+        else:
+            from musicnn_features import Model
+
+            model = Model()
+            for track_id in todo:
+                try:
+                    cache[track_id] = model.penultimate(paths[track_id])[0]
+                except Exception as exc:  # as the venv run: report, go on, count below
+                    log(f"musicnn: FAILED {paths[track_id]}: {type(exc).__name__}: {exc}")
+            save_npz(cache, cache_file)
+    missing = [t for t in data.track_ids if t not in cache]
+    if missing:
+        return None, f"{len(missing)} of {len(data.track_ids)} tracks have no musicnn vector (failed in musicnn)"
+    vectors = np.stack([cache[t] for t in data.track_ids])
+    figures = evaluate_system(data.with_vectors(vectors), options, classify, ClusterOptions(plots=False), None, True)
     figures.pop("_assignments", None)
     figures["seconds"] = time.perf_counter() - clock
     return figures, ""
+
+
+def musicnn_in_venv(
+    todo: list[str], paths: dict[str, str], cache: dict[str, Any], cache_file: Path, python: Path
+) -> str:
+    """Compute ``todo``'s vectors with ``python bench/musicnn_features.py`` (one TensorFlow thread), merge what it
+    wrote into ``cache`` and save it to ``cache_file`` (also when the run fails part-way); "" or why it failed."""
+    import subprocess
+    import tempfile
+
+    import numpy as np
+
+    if not python.is_file():
+        return f"no musicnn venv python at {python} (run bench/musicnn_setup.sh, or give --musicnn-python)"
+    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    script = Path(__file__).resolve().with_name("musicnn_features.py")
+    log(f"musicnn: {len(todo)} files through {python}")
+    with tempfile.TemporaryDirectory(prefix="musicnn-", dir=cache_file.parent) as tmp:
+        listing, out = Path(tmp) / "list.tsv", Path(tmp) / "vectors.npz"
+        with open(listing, "w", newline="") as f:
+            writer = csv.writer(f, delimiter="\t")
+            writer.writerow(["track_id", "path"])
+            writer.writerows([track_id, paths[track_id]] for track_id in todo)
+        try:
+            subprocess.run([str(python), str(script), str(listing), str(out)], check=True, env=env)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            return f"{python} {script.name} failed ({exc})"
+        finally:
+            if out.is_file():  # what it computed, even when it stopped part-way
+                with np.load(out) as computed:
+                    cache.update({track_id: computed[track_id] for track_id in computed.files})
+                save_npz(cache, cache_file)
+    return ""
+
+
+def save_npz(arrays: dict[str, Any], path: Path) -> None:
+    """np.savez to a temporary file beside ``path``, then os.replace (an interrupted save leaves the old cache)."""
+    import numpy as np
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
 
 
 # --- the table -----------------------------------------------------------------------------------------------
@@ -292,6 +354,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--fresh", action="store_true", help="re-evaluate even when the embeddings are unchanged")
     parser.add_argument("--no-musicnn", action="store_true", help="leave musicnn out even when installed")
+    parser.add_argument(
+        "--musicnn-python",
+        type=Path,
+        default=Path(os.environ.get("EMBEDTOOL_MUSICNN_PYTHON", "~/.cache/embedtool-musicnn/venv/bin/python")),
+        help="the musicnn venv's python (bench/musicnn_setup.sh), used when musicnn does not import here "
+        "(default: $EMBEDTOOL_MUSICNN_PYTHON, else %(default)s)",
+    )
     parser.add_argument("--show", type=Path, nargs="*", help="print the table of earlier results JSON files")
     args = parser.parse_args()
     if args.show:
@@ -299,6 +368,7 @@ def main() -> None:
             print(table(json.loads(path.read_text())["results"]))
         return
     args.corpora, args.work = args.corpora.expanduser(), args.work.expanduser()
+    args.musicnn_python = args.musicnn_python.expanduser()
     corpora = args.only or {"tuning": TUNING, "check": CHECK, "all": TUNING + CHECK}[args.which]
     stamp = timestamp()
 
