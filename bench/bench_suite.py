@@ -29,7 +29,9 @@ precision@5 among tracks of *other* groups (cosine). Re-identification is measur
 
 Workspaces go to --work (default ~/.cache/embedtool-bench/suite), one per corpus and cap, and are reused:
 extraction and export are incremental, so a re-run after a model change redoes only what changed. Prints the
-table and writes bench/results/bench_suite-<time>.json.
+table and writes bench/results/bench_suite-<time>.json. ``--model DIR --tag NAME`` scores another model in the
+`general` column (its workspaces ``ws-NAME`` beside each corpus' ``ws`` read the same features; musicnn's cache
+is shared), e.g. a candidate general model before it is bundled.
 """
 
 from __future__ import annotations
@@ -134,8 +136,14 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> dict[str, Any]:
     clock = time.perf_counter()
     extract = pipeline.extract(ws, [audio], options=ExtractOptions(jobs=args.jobs, labels=str(folder / "labels.tsv")))
     timings["extract_s"] = time.perf_counter() - clock
+    base = ws
+    if args.tag:  # another model: its own workspace beside the corpus', reading the same features
+        ws = Workspace(folder / f"ws-{args.tag}")
+        ws.root.mkdir(parents=True, exist_ok=True)
+        if not ws.features.exists():
+            ws.features.symlink_to(base.features.resolve(), target_is_directory=True)
     clock = time.perf_counter()
-    pipeline.adopt(ws, "general")
+    pipeline.adopt(ws, args.model)
     timings["adopt_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
     pipeline.embed(ws)
@@ -162,7 +170,7 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> dict[str, Any]:
     systems = {("general" if name == "embeddings" else name): figures for name, figures in report["systems"].items()}
 
     notes = list(report.get("notes", []))
-    musicnn, why_not = musicnn_system(ws, options, classify, args)
+    musicnn, why_not = musicnn_system(ws, base.root / "musicnn-msd-penultimate.npz", options, classify, args)
     if musicnn is not None:
         systems["musicnn"] = musicnn
         timings["musicnn_s"] = musicnn.pop("seconds")
@@ -210,7 +218,9 @@ def summary(figures: dict[str, Any]) -> dict[str, float]:
 # --- musicnn ------------------------------------------------------------------------------------------------
 
 
-def musicnn_system(ws: Any, options: Any, classify: Any, args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
+def musicnn_system(
+    ws: Any, cache_file: Path, options: Any, classify: Any, args: argparse.Namespace
+) -> tuple[dict[str, Any] | None, str]:
     """musicnn's penultimate layer (MSD model), mean-pooled per file, through evaluate's own scoring; or
     (None, why not) when musicnn is unavailable, fails, or leaves tracks without a vector.
 
@@ -230,7 +240,6 @@ def musicnn_system(ws: Any, options: Any, classify: Any, args: argparse.Namespac
     store = EmbeddingStore(ws.embeddings)
     data = LabelledData.from_store(store)
     paths = {t["track_id"]: t["path"] for t in store.tracks}
-    cache_file = ws.root / "musicnn-msd-penultimate.npz"
     cache: dict[str, Any] = {}
     if cache_file.is_file():
         with np.load(cache_file) as cached:
@@ -360,6 +369,10 @@ def main() -> None:
         default=Path(os.environ.get("EMBEDTOOL_MUSICNN_PYTHON", "~/.cache/embedtool-musicnn/venv/bin/python")),
         help="the musicnn venv's python (bench/musicnn_setup.sh), used when musicnn does not import here "
         "(default: $EMBEDTOOL_MUSICNN_PYTHON, else %(default)s)",
+    )
+    parser.add_argument("--model", default="general", help="the model to adopt: a bundled name or a model folder")
+    parser.add_argument(
+        "--tag", default="", help="name of this model's workspaces (ws-TAG beside each corpus' ws, same features)"
     )
     parser.add_argument("--show", type=Path, nargs="*", help="print the table of earlier results JSON files")
     args = parser.parse_args()
