@@ -155,7 +155,7 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> dict[str, Any]:
         k=(1, K),
         exclude_same_group=True,
         robustness=False,
-        untrained_baseline=True,
+        untrained_baseline=not args.tag,  # a candidate model: the untrained row is the base run's
         pretrained_baseline="",  # the workspace's own model is the bundled one
         seed=0,
     )
