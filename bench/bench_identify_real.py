@@ -93,17 +93,21 @@ def mp3_roundtrip(x: np.ndarray, sr: int, kbps: int) -> bytes:
     return buf.getvalue()
 
 
-def prepare(ws_root: Path, corpus: Path) -> None:
+def prepare(ws_root: Path, corpus: Path, model: str = "general", features_from: Path | None = None) -> None:
+    """Extract (or link ``features_from``'s features), adopt ``model`` and index, each once."""
     from embedtool import pipeline
     from embedtool.workspace import Workspace
 
     ws = Workspace(ws_root)
+    if features_from is not None and (features_from / "features" / "meta.json").is_file() and not ws.features.exists():
+        ws.root.mkdir(parents=True, exist_ok=True)
+        ws.features.symlink_to((features_from / "features").resolve(), target_is_directory=True)
     if not (ws.features / "meta.json").is_file():
         t0 = time.perf_counter()
         report = pipeline.extract(ws, [corpus])
         log(f"extract: {time.perf_counter() - t0:.0f} s, {report}")
     if not (ws.model / "meta.json").is_file():
-        pipeline.adopt(ws, "general")
+        pipeline.adopt(ws, model)
     if not (ws.index / "meta.json").is_file():
         t0 = time.perf_counter()
         pipeline.index(ws)
@@ -120,6 +124,8 @@ def main() -> None:
     parser.add_argument("--bitrate", type=int, default=128)
     parser.add_argument("--excerpts", type=int, default=2, help="excerpts per track and length")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default="general", help="the library's model: a bundled name or a model folder")
+    parser.add_argument("--tag", default="", help="a candidate model's workspace name (WORK/CORPUS-TAG), same features")
     args = parser.parse_args()
 
     import torch
@@ -129,8 +135,9 @@ def main() -> None:
     from embedtool.query.searcher import Searcher
     from embedtool.workspace import Workspace
 
-    ws_root = (args.work / args.corpus.resolve().name).resolve()
-    prepare(ws_root, args.corpus.expanduser())
+    base_root = (args.work / args.corpus.resolve().name).resolve()
+    ws_root = base_root.with_name(f"{base_root.name}-{args.tag}") if args.tag else base_root
+    prepare(ws_root, args.corpus.expanduser(), args.model, base_root if args.tag else None)
     torch.set_num_threads(1)
     ws = Workspace(ws_root)
     searcher = Searcher.open(ws)
