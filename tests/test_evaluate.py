@@ -99,7 +99,7 @@ def test_the_bundled_baseline_export_is_kept_and_reused(workspace: Workspace) ->
     run_evaluate(workspace, options)
     kept = workspace.reports / ".baselines" / "general" / "embeddings"
     made = (kept / "meta.json").stat().st_mtime_ns
-    assert EmbeddingStore(kept).descriptor_dim == 960  # the pair's descriptors
+    assert EmbeddingStore(kept).descriptor_dim == 480  # the bundled network's descriptors
     result = run_evaluate(workspace, options)
     assert (kept / "meta.json").stat().st_mtime_ns == made  # an unchanged library is not embedded again
     assert "general" in json.loads((result.directory / "report.json").read_text())["systems"]

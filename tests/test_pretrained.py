@@ -36,10 +36,10 @@ def test_bundled_model_loads_and_embeds() -> None:
     encoder = Encoder.load(resolve_model_source("general"))
     assert encoder.feature_settings == FeatureSettings()  # made for the default features
     meta = read_meta(resolve_model_source("general"), "model")
-    assert meta.extra["steps"] >= 4000 and meta.extra["train_tracks"] >= 500
-    # a pair: the companion (trained on other audio) adds its descriptors; search uses the first network only
-    assert encoder.companion is not None and meta.extra["companion"]["fingerprint"] == encoder.companion.fingerprint
-    assert encoder.descriptor_dim == encoder.net.descriptor_dim + encoder.companion.net.descriptor_dim
+    # the full budget (20 epochs of 12,800 triplets) on tens of thousands of files, one network
+    assert meta.extra["steps"] * meta.config["train"]["batch_size"] >= 256_000
+    assert meta.extra["train_tracks"] >= 20_000
+    assert encoder.companion is None and encoder.descriptor_dim == encoder.net.descriptor_dim
     rng = np.random.default_rng(0)
     windows = rng.normal(-4.0, 2.0, size=(3, encoder.segment_frames, 64)).astype(np.float32)
     emb = encoder.embed_windows(windows)
@@ -58,7 +58,7 @@ def test_pretrained_adopts_the_model_and_the_chain_runs(cc0_workspace: Workspace
     assert (cc0_workspace.split / "meta.json").is_file()  # classify and evaluate hold tracks out by it
     res = run_cli("-w", ws, "info", "--json")
     model_stage = next(s for s in json.loads(res.output)["stages"] if s["name"] == "model")
-    assert list(model_stage["summary"])[:2] == ["adopted_from", "companion"]  # what `info` shows first
+    assert list(model_stage["summary"])[:1] == ["adopted_from"]  # what `info` shows first
     assert run_cli("-w", ws, "-q", "embed").exit_code == 0
     res = run_cli("-w", ws, "-q", "classify", "--cv", "4", "--json")
     assert res.exit_code == 0, res.output
