@@ -15,7 +15,7 @@ from embedtool.model.settings import TrainSettings
 from embedtool.training.augment import Augmenter, mel_band_centres_hz
 from embedtool.training.losses import nt_xent_loss, training_loss
 from embedtool.training.trainer import train
-from tests.test_train import TINY, class_features  # noqa: F401 (a module fixture)
+from tests.test_train import SEPARATING, class_features  # noqa: F401 (a module fixture)
 
 ONLY = dict(aug_noise_prob=0.0, aug_mask_prob=0.0, aug_gain_db=0.0, aug_eq_db=0.0)
 
@@ -97,22 +97,12 @@ def test_contrastive_preset_trains_a_model_that_separates_classes(class_features
     preset = TrainSettings.from_preset("contrastive")
     assert preset.loss == "ntxent" and preset.aug_reverb_prob > 0 and preset.aug_bandlimit_prob > 0
     settings = replace(
-        TINY,
+        SEPARATING,
         loss="ntxent",
         mining="none",
         temperature=preset.temperature,
         aug_reverb_prob=preset.aug_reverb_prob,
         aug_bandlimit_prob=preset.aug_bandlimit_prob,
-        segment_seconds=0.5,
-        neighbour_radius_s=1.0,
-        width=0.125,
-        embedding_dim=32,
-        batch_size=16,
-        epochs=3,
-        steps_per_epoch=25,
-        val_triplets=64,
-        val_segments_per_track=8,
-        seed=1,
     )
     report = train(class_features, tmp_path / "split", tmp_path / "model", settings)
     assert report.steps == 75
