@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from factories import SAMPLE_AUDIO, TINY_CHAIN_TRAIN, copy_workspace, make_chain_corpus
+from factories import (
+    SAMPLE_AUDIO,
+    TINY_CHAIN_TRAIN,
+    copy_workspace,
+    extract_features,
+    make_chain_corpus,
+    make_class_corpus,
+)
 
 from embedtool.workspace import Workspace
 
@@ -89,3 +96,12 @@ def served_workspace(trained_workspace: Workspace, tmp_path_factory: pytest.Temp
         )
         pipeline.evaluate(ws, light)
     return ws
+
+
+@pytest.fixture(scope="module")
+def class_features(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real generated audio of 4 distinct sound classes (6 tracks of 4 s each), extracted once."""
+    root = tmp_path_factory.mktemp("classes")
+    corpus = make_class_corpus(root / "corpus", classes=4, per_class=6, seconds=4.0, seed=1)
+    extract_features(corpus, root / "features")
+    return root / "features"

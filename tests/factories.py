@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -301,6 +302,42 @@ TINY_CHAIN_TRAIN = TrainSettings(
     val_triplets=32,
     device="cpu",
     workers=0,
+)
+
+
+# For training tests on generated features: a run of a few steps (seconds on a CPU).
+TINY = TrainSettings(
+    segment_seconds=0.3,
+    neighbour_radius_s=0.6,
+    width=0.0625,
+    embedding_dim=16,
+    batch_size=8,
+    epochs=2,
+    steps_per_epoch=5,
+    warmup_steps=0,
+    lr_schedule="constant",
+    val_fraction=0.25,
+    split_by="track",
+    val_triplets=16,
+    val_segments_per_track=4,
+    device="cpu",
+)
+
+# Big enough to learn the 4 generated classes in 75 steps (also the contrastive test's starting point).
+SEPARATING = replace(
+    TINY,
+    segment_seconds=0.5,
+    neighbour_radius_s=1.0,
+    width=0.125,
+    embedding_dim=32,
+    batch_size=16,
+    epochs=3,
+    steps_per_epoch=25,
+    warmup_steps=5,
+    lr_schedule="cosine",
+    val_triplets=64,
+    val_segments_per_track=8,
+    seed=1,
 )
 
 

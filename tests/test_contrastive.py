@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from factories import SEPARATING
 
 from embedtool.audio.settings import FeatureSettings
 from embedtool.errors import ConfigError
@@ -15,7 +16,6 @@ from embedtool.model.settings import TrainSettings
 from embedtool.training.augment import Augmenter, mel_band_centres_hz
 from embedtool.training.losses import nt_xent_loss, training_loss
 from embedtool.training.trainer import train
-from tests.test_train import SEPARATING, class_features  # noqa: F401 (a module fixture)
 
 ONLY = dict(aug_noise_prob=0.0, aug_mask_prob=0.0, aug_gain_db=0.0, aug_eq_db=0.0)
 
@@ -93,7 +93,7 @@ def test_band_limits_cut_outside_the_pass_band() -> None:
     assert y.shape == x.shape and y.dtype == np.float32 and np.isfinite(y).all() and not np.allclose(x, y)
 
 
-def test_contrastive_preset_trains_a_model_that_separates_classes(class_features: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_contrastive_preset_trains_a_model_that_separates_classes(class_features: Path, tmp_path: Path) -> None:
     preset = TrainSettings.from_preset("contrastive")
     assert preset.loss == "ntxent" and preset.aug_reverb_prob > 0 and preset.aug_bandlimit_prob > 0
     settings = replace(

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from factories import extract_features, make_class_corpus, run_cli
+from factories import SEPARATING, TINY, extract_features, run_cli
 
 from embedtool.artefacts import read_meta
 from embedtool.audio.settings import FeatureSettings
@@ -22,32 +22,6 @@ from embedtool.model.settings import TrainSettings
 from embedtool.training.augment import Augmenter
 from embedtool.training.splits import ensure_split, load_split
 from embedtool.training.trainer import TrainingInterrupted, partial_dir_for, train
-
-TINY = TrainSettings(
-    segment_seconds=0.3,
-    neighbour_radius_s=0.6,
-    width=0.0625,
-    embedding_dim=16,
-    batch_size=8,
-    epochs=2,
-    steps_per_epoch=5,
-    warmup_steps=0,
-    lr_schedule="constant",
-    val_fraction=0.25,
-    split_by="track",
-    val_triplets=16,
-    val_segments_per_track=4,
-    device="cpu",
-)
-
-
-@pytest.fixture(scope="module")
-def class_features(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Real generated audio of 4 distinct sound classes (6 tracks of 4 s each), extracted once."""
-    root = tmp_path_factory.mktemp("classes")
-    corpus = make_class_corpus(root / "corpus", classes=4, per_class=6, seconds=4.0, seed=1)
-    extract_features(corpus, root / "features")
-    return root / "features"
 
 
 def synthetic_features(directory: Path, frames: list[int], seed: int = 0, fs: FeatureSettings | None = None) -> Path:
@@ -80,24 +54,6 @@ def knn_accuracy(encoder: Encoder, store: FeatureStore, split: dict[str, str], d
     train_x, val_x = np.concatenate(emb["train"]), np.concatenate(emb["val"])
     nearest = np.argmax(val_x @ train_x.T, axis=1)
     return float((np.asarray(labels["train"])[nearest] == np.asarray(labels["val"])).mean())
-
-
-# Big enough to learn the 4 generated classes in 75 steps (also the contrastive test's starting point).
-SEPARATING = replace(
-    TINY,
-    segment_seconds=0.5,
-    neighbour_radius_s=1.0,
-    width=0.125,
-    embedding_dim=32,
-    batch_size=16,
-    epochs=3,
-    steps_per_epoch=25,
-    warmup_steps=5,
-    lr_schedule="cosine",
-    val_triplets=64,
-    val_segments_per_track=8,
-    seed=1,
-)
 
 
 def test_training_learns_embeddings_that_separate_classes(class_features: Path, tmp_path: Path) -> None:
