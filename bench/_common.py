@@ -28,6 +28,14 @@ WS_MUSIC = RESULTS / "ws-music"
 """The music-dev workspace ``bench_reid.py --prepare`` builds and ``bench_query.py`` reads by default."""
 
 
+def share_features(workspace_root: Path, features: Path) -> None:
+    """Give a candidate model's workspace the features of another (a symlink, made once): no second extraction."""
+    workspace_root.mkdir(parents=True, exist_ok=True)
+    link = workspace_root / "features"
+    if not link.exists():
+        link.symlink_to(features.resolve(), target_is_directory=True)
+
+
 def log(msg: str) -> None:
     """Print ``msg`` with the time of day, flushed at once (long runs are followed live)."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)

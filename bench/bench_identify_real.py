@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import log, result_path, timestamp, write_json
+from _common import log, result_path, share_features, timestamp, write_json
 
 AUDIO = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".oga")
 
@@ -99,9 +99,8 @@ def prepare(ws_root: Path, corpus: Path, model: str = "general", features_from: 
     from embedtool.workspace import Workspace
 
     ws = Workspace(ws_root)
-    if features_from is not None and (features_from / "features" / "meta.json").is_file() and not ws.features.exists():
-        ws.root.mkdir(parents=True, exist_ok=True)
-        ws.features.symlink_to((features_from / "features").resolve(), target_is_directory=True)
+    if features_from is not None and (features_from / "features" / "meta.json").is_file():
+        share_features(ws.root, features_from / "features")
     if not (ws.features / "meta.json").is_file():
         t0 = time.perf_counter()
         report = pipeline.extract(ws, [corpus])

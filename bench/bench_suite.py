@@ -47,7 +47,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from _common import CORPORA, log, result_path, timestamp, write_json
+from _common import CORPORA, log, result_path, share_features, timestamp, write_json
 
 TUNING = ("music-dev", "drums")
 CHECK = ("music-unseen", "speech-lang", "voices", "sfx", "instruments", "ambience")
@@ -139,9 +139,7 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> dict[str, Any]:
     base = ws
     if args.tag:  # another model: its own workspace beside the corpus', reading the same features
         ws = Workspace(folder / f"ws-{args.tag}")
-        ws.root.mkdir(parents=True, exist_ok=True)
-        if not ws.features.exists():
-            ws.features.symlink_to(base.features.resolve(), target_is_directory=True)
+        share_features(ws.root, base.features)
     clock = time.perf_counter()
     pipeline.adopt(ws, args.model)
     timings["adopt_s"] = time.perf_counter() - clock

@@ -140,7 +140,7 @@ class Augmenter:
         else:  # low-bit-rate codec: the treble goes first
             high = rng.uniform(3000, 7000)
         f = self.band_hz
-        below = np.log2(np.maximum(low, 1.0) / f).clip(0.0) if low > 0 else np.zeros_like(f)
+        below = np.log2(low / f).clip(0.0) if low > 0 else 0.0
         above = np.log2(f / high).clip(0.0)
         return -np.minimum(24.0 * (below + above), 60.0)
 
