@@ -215,8 +215,9 @@ def _fingerprints(
     stage: Path, features: FeatureStore, store: EmbeddingStore, options: IndexOptions, progress: Progress | None
 ) -> dict[str, Any]:
     """Build the landmark fingerprints into the staged index folder when asked (or, on auto, when they fit the
-    memory budget); returns what meta.json records about them."""
-    settings = FingerprintSettings()
+    memory budget); returns what meta.json records about them. They are made of the fine peaks stored with the
+    features when every track has them, else (features extracted before the peaks) of the log-Mel features."""
+    settings = FingerprintSettings.for_source("peaks" if features.has_peaks(store.tracks) else "mel")
     estimate = settings.estimated_bytes(store.duration_s())
     if options.fingerprints == "off":
         return {"built": False, "reason": "index.fingerprints is off"}

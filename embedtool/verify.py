@@ -268,9 +268,10 @@ def _remake_features(workspace: Workspace, check: ArtefactCheck, config: Project
         )
     for name in check.damaged_files:
         if name.startswith("shards/") and name.endswith(".npy"):
-            shard = workspace.features / name
-            shard.unlink(missing_ok=True)
-            shard.with_suffix(".json").unlink(missing_ok=True)
+            # a shard is its matrices, its fingerprint peaks and its sidecar: damage to either array drops all three
+            shard_id = name.removeprefix("shards/").split(".")[0]
+            for part in (f"{shard_id}.npy", f"{shard_id}.peaks.npy", f"{shard_id}.json"):
+                (workspace.features / "shards" / part).unlink(missing_ok=True)
     assert meta is not None
     settings = _recorded(FeatureSettings, meta.config, FeatureSettings())
     options = config.settings("extract")

@@ -49,10 +49,17 @@ def corpus(root: Path, classes: int = 3, per_class: int = 2, seconds: float = 1.
 
 
 def snapshot(features: Path) -> dict[str, tuple]:
-    """What a features artefact means, independent of shard layout: per track id, its facts and matrix."""
+    """What a features artefact means, independent of shard layout: per track id, its facts, matrix and peaks."""
     fs = FeatureStore(features)
-    keep = ("path", "label", "group", "duration_s", "native_sample_rate", "channels", "frames")
-    return {t["track_id"]: (tuple(t[k] for k in keep), fs.mel(t["track_id"]).tobytes()) for t in fs.tracks}
+    keep = ("path", "label", "group", "duration_s", "native_sample_rate", "channels", "frames", "peaks")
+    return {
+        t["track_id"]: (
+            tuple(t[k] for k in keep),
+            fs.mel(t["track_id"]).tobytes(),
+            b"".join(p.tobytes() for p in fs.peaks(t["track_id"])),
+        )
+        for t in fs.tracks
+    }
 
 
 def test_extract_writes_the_features_artefact(tmp_path: Path) -> None:
@@ -62,7 +69,8 @@ def test_extract_writes_the_features_artefact(tmp_path: Path) -> None:
     report = run_extract([root], features, SETTINGS, opts(), progress=lambda s: seen.append(s.done))
     assert (report.done, report.unchanged, report.skipped, report.failed) == (6, 0, 0, 0)
     assert report.hours == pytest.approx(6 * 1.5 / 3600)
-    assert report.bytes_written == sum(t["frames"] for t in FeatureStore(features).tracks) * SETTINGS.n_mels * 2
+    tracks = FeatureStore(features).tracks
+    assert report.bytes_written == sum(t["frames"] * SETTINGS.n_mels * 2 + t["peaks"] * 8 for t in tracks)
     assert seen[0] == 0 and seen[-1] == 6
     fs = FeatureStore(features)
     assert fs.settings == SETTINGS
@@ -207,7 +215,7 @@ def test_incremental_reruns(tmp_path: Path) -> None:
     assert (forced.done, forced.unchanged) == (4, 0)
     thesis = run_extract([root], features, FeatureSettings.from_preset("thesis"), opts())
     assert thesis.done == 4 and "n_mels: 64 != 128" in thesis.full_rebuild_reason
-    assert len(list((features / "shards").glob("*.npy"))) == 1  # the old settings' shards are gone
+    assert len(list((features / "shards").glob("*.npy"))) == 2  # the old settings' shards are gone (matrices, peaks)
 
 
 def test_rerun_without_paths_uses_the_previous_roots(tmp_path: Path) -> None:
@@ -236,7 +244,7 @@ def test_resume_after_an_exception_mid_run(tmp_path: Path) -> None:
     run_extract([root], tmp_path / "clean", SETTINGS, opts())
     assert snapshot(features) == snapshot(tmp_path / "clean")
     live = {t["shard"] for t in FeatureStore(features).tracks}
-    assert {p.stem for p in (features / "shards").iterdir()} == live  # no orphan shards left
+    assert {p.name.split(".")[0] for p in (features / "shards").iterdir()} == live  # no orphan shards left
 
 
 KILL_DRIVER = """

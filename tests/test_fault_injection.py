@@ -61,7 +61,7 @@ def inject_nan(path: Path) -> None:
 
 
 def shard(ws: Workspace) -> Path:
-    return sorted((ws.features / "shards").glob("*.npy"))[0]
+    return sorted(p for p in (ws.features / "shards").glob("*.npy") if not p.name.endswith(".peaks.npy"))[0]
 
 
 def feature_table(ws: Workspace) -> Path:
@@ -269,8 +269,9 @@ def test_a_full_disk_stops_extract_cleanly_and_the_next_run_resumes(
     fill_disk_after(monkeypatch, room=80_000)  # a few one-track shards (flushed after every file) fit
     with pytest.raises(DiskSpaceError, match=r"full.*Kept: [1-5] newly extracted track\(s\).*`embedtool extract`"):
         extract_features(corpus, features, flush_every_s=0)
-    kept = {p.stem for p in (features / "shards").glob("*.npy")}
+    kept = {p.stem for p in (features / "shards").glob("*.npy") if not p.name.endswith(".peaks.npy")}
     assert kept and kept == {p.stem for p in (features / "shards").glob("*.json")}  # each with its sidecar
+    assert kept == {p.name.split(".")[0] for p in (features / "shards").glob("*.peaks.npy")}  # and its peaks
     assert not [p for p in features.rglob(".*") if p.name.endswith(".tmp")]  # the partial file is gone
     assert not (features / "meta.json").exists()  # nothing published
     monkeypatch.undo()
@@ -280,6 +281,7 @@ def test_a_full_disk_stops_extract_cleanly_and_the_next_run_resumes(
     reference, again = FeatureStore(tmp_path / "reference"), FeatureStore(features)
     assert again.track_ids() == reference.track_ids()
     assert all(np.array_equal(again.mel(t), reference.mel(t)) for t in reference.track_ids())
+    assert all(np.array_equal(again.peaks(t), reference.peaks(t)) for t in reference.track_ids())
 
 
 def test_extract_refuses_to_start_without_the_space_it_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 from embedtool.artefacts import META_FILE, atomic_write_json, check_free_space, dir_size_bytes, settings_differences
 from embedtool.audio.decode import declared_duration_s
 from embedtool.audio.discover import FoundFile, discover_audio
+from embedtool.audio.peaks import PeakTracker
 from embedtool.audio.settings import FeatureSettings
 from embedtool.config import settings_dict
 from embedtool.engine import Engine, EngineOptions, TaskFailure, open_engine
@@ -142,13 +143,16 @@ def extract_one(
     block_seconds: float,
     keep_truncated: bool = False,
 ) -> tuple[str, Any]:
-    """("ok", (mel float16, info)) | ("skipped", reason) | ("failed", reason) for one file. A file cut short
-    fails ("truncated (decoded X s of Y s)") unless ``keep_truncated``."""
+    """("ok", (mel float16, info, fingerprint peaks)) | ("skipped", reason) | ("failed", reason) for one file. A
+    file cut short fails ("truncated (decoded X s of Y s)") unless ``keep_truncated``. The fingerprint peaks
+    (``embedtool.audio.peaks``) come from the same decoded blocks as the features: no second decode."""
     peak = [0.0]
+    fingerprint_peaks = PeakTracker(settings.sample_rate)
 
     def watch(block: np.ndarray) -> None:
         if len(block):
             peak[0] = max(peak[0], float(np.max(np.abs(block))))
+        fingerprint_peaks.push(block)
 
     try:
         mel, info = featurise_file(
@@ -165,7 +169,7 @@ def extract_one(
     level_db = 20 * np.log10(peak[0]) if peak[0] > 0 else -np.inf
     if level_db < silence_db:
         return "skipped", f"silent (peak {level_db:.0f} dBFS, threshold {silence_db:g} dBFS)"
-    return "ok", (mel, info)
+    return "ok", (mel, info, fingerprint_peaks.finish())
 
 
 def _reason(message: str, path: str) -> str:
@@ -237,7 +241,7 @@ def _extract_task(job: _ExtractJob, files: list[dict[str, Any]]) -> dict[str, An
         if status != "ok":
             outcomes.append((status, track_id, payload))
             continue
-        mel, info = payload
+        mel, info, peaks = payload
         record = {
             **desc,
             "track_id": track_id,
@@ -245,7 +249,7 @@ def _extract_task(job: _ExtractJob, files: list[dict[str, Any]]) -> dict[str, An
             "native_sample_rate": int(info.native_sample_rate),
             "channels": int(info.channels),
         }
-        writer.add(record, mel)
+        writer.add(record, mel, peaks)
         added.append(len(outcomes))
         # kept under --keep-truncated: still said
         note = f"{info.truncated}: the decoded part kept (--keep-truncated)" if info.truncated else None
@@ -272,6 +276,8 @@ def _previous_records(features_dir: Path, settings: FeatureSettings) -> tuple[li
     if store.settings_fingerprint(current.settings) != store.settings_fingerprint(settings):
         diffs = settings_differences(settings_dict(current.settings), settings_dict(settings))
         return [], current.meta.extra, "feature settings changed (" + "; ".join(diffs) + ")"
+    if len(current) and not current.has_peaks():
+        return [], current.meta.extra, "the features were made before fingerprint peaks were stored with them"
     return current.tracks, current.meta.extra, None
 
 
@@ -428,6 +434,8 @@ class _ExtractRun:
             self.report.full_rebuild_reason = "--overwrite"
         else:
             reusable = list(self.previous) + store.completed_shard_records(self.features_dir, self.settings)
+            # (shards from before the fingerprint peaks lack them, and only a decode can add them)
+            reusable = [r for r in reusable if r.get("peaks") is not None]
             self.report.full_rebuild_reason = self.rebuild_reason
         by_stat = {(r["path"], r["file_size"], r["file_mtime_ns"]): r for r in reusable}
         self.by_id = {r["track_id"]: r for r in reusable}

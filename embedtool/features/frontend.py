@@ -40,9 +40,14 @@ def featurise_file(
     )  # fmt: skip
 
 
-def featurise_samples(samples: np.ndarray, sample_rate: int, settings: FeatureSettings) -> np.ndarray:
+def featurise_samples(
+    samples: np.ndarray,
+    sample_rate: int,
+    settings: FeatureSettings,
+    on_block: Callable[[np.ndarray], None] | None = None,
+) -> np.ndarray:
     """Log-Mel frames (``FEATURE_DTYPE``) of mono (n,) or (n, channels) float samples at ``sample_rate``, resampled
-    with the resampler files go through."""
+    with the resampler files go through (``on_block`` sees the resampled samples, as for a file)."""
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim == 2:
         samples = downmix(samples)  # as a decoded file's channels are
@@ -53,17 +58,21 @@ def featurise_samples(samples: np.ndarray, sample_rate: int, settings: FeatureSe
         samples = np.concatenate([resampler.push(samples), resampler.finish()])
     if not np.all(np.isfinite(samples)):
         raise InputError("The audio holds non-finite samples (corrupt audio).")
+    if on_block is not None:
+        on_block(samples)
     return np.asarray(LogMel(settings)(samples)).astype(FEATURE_DTYPE)
 
 
-def featurise_query(path: Path | str, settings: FeatureSettings) -> tuple[np.ndarray, AudioInfo]:
+def featurise_query(
+    path: Path | str, settings: FeatureSettings, on_block: Callable[[np.ndarray], None] | None = None
+) -> tuple[np.ndarray, AudioInfo]:
     """:func:`featurise_file` for a query file (``neighbours``, ``classify QUERY``): an excerpt cut short is used
     as it is, and a missing or unreadable file is an :class:`InputError` naming it, whatever the decoder raised."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Query file not found: {path}")
     try:
-        return featurise_file(path, settings)
+        return featurise_file(path, settings, on_block=on_block)
     except InputError:
         raise
     except Exception as exc:  # decoders raise many types for unreadable input

@@ -5,6 +5,7 @@ Layout of ``<workspace>/features/``::
     meta.json                 provenance (written last; names the current track table)
     tracks-<run>.parquet      one row per track (see TRACK_COLUMNS)
     shards/<id>.npy           float16 [frames, n_mels]: tracks' matrices laid end to end
+    shards/<id>.peaks.npy     int32 [peaks, 2]: the tracks' fingerprint peaks (frame, bin; embedtool.audio.peaks)
     shards/<id>.json          sidecar: which tracks a shard holds (lets an interrupted run resume)
     errors.json               files skipped by the last run, with reasons
 
@@ -62,6 +63,9 @@ TRACK_SCHEMA = pa.schema(
         ("offset", pa.int64()),  # first row of this track in its shard
         ("file_size", pa.int64()),
         ("file_mtime_ns", pa.int64()),
+        # fingerprint peaks (embedtool.audio.peaks) in the shard's .peaks.npy; null in features made before them
+        ("peaks_offset", pa.int64()),
+        ("peaks", pa.int64()),
     ]
 )
 TRACK_COLUMNS = [f.name for f in TRACK_SCHEMA]
@@ -83,6 +87,8 @@ class Track(TypedDict):
     offset: int
     file_size: int
     file_mtime_ns: int
+    peaks_offset: int | None
+    peaks: int | None
 
 
 def settings_fingerprint(settings: FeatureSettings) -> str:
@@ -119,6 +125,7 @@ class FeatureStore:
                 "after `embedtool extract` wrote them. Re-make the features with `embedtool extract --overwrite`."
             )
         self._shards: dict[str, np.ndarray] = {}
+        self._peak_shards: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.tracks)
@@ -167,6 +174,43 @@ class FeatureStore:
         shard = self._shard(t["shard"])
         return shard[t["offset"] : t["offset"] + t["frames"]]
 
+    def has_peaks(self, tracks: Iterable[Any] | None = None) -> bool:
+        """Whether the fingerprint peaks are stored for every track (of ``tracks``, rows with a ``track_id``)."""
+        if "peaks" not in self.tracks.table.column_names:
+            return False
+        counts = self.tracks.column("peaks")
+        if tracks is None:
+            return all(c is not None for c in counts)
+        ids = {str(t["track_id"]) for t in tracks}
+        return all(c is not None for tid, c in zip(self.tracks.ids(), counts, strict=True) if tid in ids)
+
+    def peaks(self, track_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """The track's fingerprint peaks: (frames, bins), int32, sorted by frame."""
+        t = self.track(track_id)
+        if t.get("peaks") is None:
+            raise IncompatibleArtefactError(
+                f"{self.directory}: track {track_id} has no fingerprint peaks (features made before they were "
+                "stored); re-run `embedtool extract --overwrite` to add them."
+            )
+        name = t["shard"]
+        if name not in self._peak_shards:
+            arr = read_member(self.meta, self.directory, peaks_file(name), lambda p: np.load(p, mmap_mode="r"))
+            if arr.ndim != 2 or arr.shape[1] != 2 or arr.dtype != np.int32:
+                raise DamagedArtefactError(
+                    f"{self.directory / peaks_file(name)} holds {arr.dtype} {arr.shape}, not int32 (peaks, 2). "
+                    f"{remake_hint(KIND)}"
+                )
+            self._peak_shards[name] = arr
+        arr = self._peak_shards[name]
+        start, count = int(t["peaks_offset"]), int(t["peaks"])
+        if start + count > len(arr):
+            raise DamagedArtefactError(
+                f"{self.directory / peaks_file(name)} holds {len(arr)} peaks; track {track_id} needs "
+                f"{start + count}. {remake_hint(KIND)}"
+            )
+        part = np.asarray(arr[start : start + count])
+        return part[:, 0], part[:, 1]
+
     def iter_mels(self) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
         for t in self.tracks:
             yield t, self.mel(t["track_id"])
@@ -209,7 +253,7 @@ class ShardWriter:
         self.settings_fp = settings_fingerprint(settings)
         self.n_mels = settings.n_mels
         self.max_shard_bytes = max_shard_bytes
-        self._pending: list[tuple[dict[str, Any], np.ndarray]] = []
+        self._pending: list[tuple[dict[str, Any], np.ndarray, np.ndarray | None]] = []
         self._pending_bytes = 0
         self.bytes_written = 0
         self.completed: list[dict[str, Any]] = []  # records of the shards written so far
@@ -219,13 +263,15 @@ class ShardWriter:
         """Bytes queued for the next shard (not on disk yet)."""
         return self._pending_bytes
 
-    def add(self, record: dict[str, Any], mel: np.ndarray) -> None:
-        """Queue one track (``record`` without shard/offset); flushes a shard once enough has gathered."""
+    def add(self, record: dict[str, Any], mel: np.ndarray, peaks: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Queue one track (``record`` without shard/offset) and its fingerprint peaks ((frames, bins), or None);
+        flushes a shard once enough has gathered."""
         if mel.ndim != 2 or mel.shape[1] != self.n_mels:
             raise ValueError(f"expected (frames, {self.n_mels}) matrix, got {mel.shape}")
         mel16 = np.asarray(mel, dtype=np.float16)
-        self._pending.append((dict(record), mel16))
-        self._pending_bytes += mel16.nbytes
+        pairs = None if peaks is None else np.stack([np.asarray(p, np.int32) for p in peaks], axis=1).reshape(-1, 2)
+        self._pending.append((dict(record), mel16, pairs))
+        self._pending_bytes += mel16.nbytes + (0 if pairs is None else pairs.nbytes)
         if self._pending_bytes >= self.max_shard_bytes:
             self.flush()
 
@@ -234,21 +280,32 @@ class ShardWriter:
         if not self._pending:
             return []
         name = uuid.uuid4().hex[:16]
-        records, offset = [], 0
-        for record, mel in self._pending:
-            records.append({**record, "frames": int(mel.shape[0]), "shard": name, "offset": offset})
+        records, offset, peak_offset = [], 0, 0
+        for record, mel, pairs in self._pending:
+            record = {**record, "frames": int(mel.shape[0]), "shard": name, "offset": offset}
+            if pairs is not None:
+                record.update(peaks_offset=peak_offset, peaks=len(pairs))
+                peak_offset += len(pairs)
+            records.append(record)
             offset += mel.shape[0]
         # A single (long) track is saved as it is: no concatenated copy of it in memory.
-        data = self._pending[0][1] if len(self._pending) == 1 else np.concatenate([m for _, m in self._pending])
-        atomic_save_npy(self.shard_dir / f"{name}.npy", data)
+        data = self._pending[0][1] if len(self._pending) == 1 else np.concatenate([m for _, m, _ in self._pending])
+        peak_parts = [p for _, _, p in self._pending if p is not None]
+        written = [self.shard_dir / f"{name}.npy"]
         try:
+            atomic_save_npy(written[0], data)
+            if peak_parts:
+                written.append(self.shard_dir / f"{name}.peaks.npy")
+                atomic_save_npy(written[1], np.concatenate(peak_parts))
+            # the sidecar last: a resumed run trusts a shard only with it
             atomic_write_json(
                 self.shard_dir / f"{name}.json", {"settings_fingerprint": self.settings_fp, "tracks": records}
             )
         except BaseException:  # (a full disk) a shard without its sidecar is of no use to a resumed run
-            (self.shard_dir / f"{name}.npy").unlink(missing_ok=True)
+            for path in written:
+                path.unlink(missing_ok=True)
             raise
-        self.bytes_written += offset * self.n_mels * 2
+        self.bytes_written += offset * self.n_mels * 2 + peak_offset * 8
         self._pending, self._pending_bytes = [], 0
         self.completed.extend(records)
         return records
@@ -257,6 +314,11 @@ class ShardWriter:
 def shard_file(name: str) -> str:
     """A shard's array file, relative to the features folder."""
     return f"shards/{name}.npy"
+
+
+def peaks_file(name: str) -> str:
+    """A shard's fingerprint peaks, relative to the features folder."""
+    return f"shards/{name}.peaks.npy"
 
 
 def completed_shard_records(directory: Path, settings: FeatureSettings) -> list[dict[str, Any]]:
@@ -297,6 +359,7 @@ def commit(
     tmp.replace(directory / table_name)
     config = settings_dict(settings)
     live = {r["shard"] for r in records}
+    with_peaks = {r["shard"] for r in records if r.get("peaks") is not None}
     meta = write_meta(
         directory,
         KIND,
@@ -305,7 +368,7 @@ def commit(
         extra={"table": table_name, "tracks": len(records), **(extra or {})},
         fingerprint=fingerprint_of(config, [r["track_id"] for r in records]),
         # Shards never change once written: the checksums of those the last commit listed are kept.
-        files=[table_name, *(shard_file(name) for name in live)],
+        files=[table_name, *(shard_file(name) for name in live), *(peaks_file(name) for name in sorted(with_peaks))],
         known_checksums=recorded_checksums(directory),
     )
     _collect_garbage(directory, table_name, live)
@@ -317,5 +380,5 @@ def _collect_garbage(directory: Path, current_table: str, live_shards: set[str])
         if old.name != current_table:
             old.unlink(missing_ok=True)
     for path in (directory / "shards").glob("*"):
-        if path.stem not in live_shards:
+        if path.name.split(".")[0] not in live_shards:  # <id>.npy, <id>.peaks.npy, <id>.json
             path.unlink(missing_ok=True)

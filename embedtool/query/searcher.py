@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from embedtool.artefacts import check_compatible
+from embedtool.audio.peaks import PeakSpectrum, PeakTracker
 from embedtool.config import settings_dict
 from embedtool.embedding.vectors import ShardedVectors
 from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.features.frontend import featurise_query, featurise_samples
 from embedtool.features.naming import find_track
 from embedtool.features.windows import crop_many, silence_floor, window_starts
-from embedtool.indexing.fingerprint import FingerprintIndex, accept, mel_landmarks
+from embedtool.indexing.fingerprint import FingerprintIndex, accept, mel_landmarks, peak_landmarks
 from embedtool.indexing.search import VectorIndex
 from embedtool.indexing.store import IdTables, IndexStore
 from embedtool.query.decision import STATISTIC, match_confidence, threshold_for
@@ -209,7 +210,9 @@ class Searcher:
         library file: memory stays bounded for a long query)."""
         path = Path(path)
         t0 = time.perf_counter()
-        mel, _ = featurise_query(path, self.settings)
+        tracker = PeakTracker(self.settings.sample_rate) if self._wants_peaks else None
+        mel, _ = featurise_query(path, self.settings, on_block=tracker.push if tracker else None)
+        peaks = tracker.finish() if tracker else None
         features_s = time.perf_counter() - t0
         library = self._library_track_of_file(path)
         mode = mode or self.options.mode  # type: ignore[assignment]
@@ -217,7 +220,7 @@ class Searcher:
         if exclude_track is None and library is not None and mode == "similar" and not include:
             exclude_track = library
         # The features stay float16: windows are cut to float32 one batch at a time (a long query's frames exist once).
-        result = self.query_mel(mel, mode=mode, k=k, exclude_track=exclude_track, segments=segments)
+        result = self.query_mel(mel, mode=mode, k=k, exclude_track=exclude_track, segments=segments, peaks=peaks)
         result.query.update({"source": str(path), "library_track": library})
         result.timings = {"features": features_s, **result.timings}
         return result
@@ -249,7 +252,8 @@ class Searcher:
         exclude = tid if mode == "similar" and not include else None
         if self.features is not None and self.features.tracks.index_of(tid) is not None:
             mel = self.features.mel(tid)  # memory-mapped float16; windows are cut to float32 batch by batch
-            result = self.query_mel(mel, mode=mode, k=k, exclude_track=exclude, segments=segments)
+            peaks = self.features.peaks(tid) if self._wants_peaks and self.features.has_peaks([track]) else None
+            result = self.query_mel(mel, mode=mode, k=k, exclude_track=exclude, segments=segments, peaks=peaks)
         else:
             return self.query_file(track["path"], mode=mode, k=k, exclude_track=exclude, segments=segments)
         result.query.update({"source": track.get("path"), "library_track": tid})
@@ -266,9 +270,12 @@ class Searcher:
     ) -> QueryResult:
         """Query with mono (or (n, channels)) float samples at ``sample_rate``."""
         t0 = time.perf_counter()
-        mel = np.asarray(featurise_samples(samples, sample_rate, self.settings), dtype=np.float32)
+        tracker = PeakTracker(self.settings.sample_rate) if self._wants_peaks else None
+        mel = featurise_samples(samples, sample_rate, self.settings, on_block=tracker.push if tracker else None)
+        mel = np.asarray(mel, dtype=np.float32)
+        peaks = tracker.finish() if tracker else None
         features_s = time.perf_counter() - t0
-        result = self.query_mel(mel, mode=mode, k=k, exclude_track=exclude_track, segments=segments)
+        result = self.query_mel(mel, mode=mode, k=k, exclude_track=exclude_track, segments=segments, peaks=peaks)
         result.timings = {"features": features_s, **result.timings}
         return result
 
@@ -279,9 +286,11 @@ class Searcher:
         k: int | None = None,
         exclude_track: str | None = None,
         segments: bool = False,
+        peaks: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> QueryResult:
         """Query with a log-Mel matrix (frames, n_mels; float16 as stored, or float32) made with the library's
-        feature settings."""
+        feature settings, and for identify the same audio's fingerprint peaks (``embedtool.audio.peaks``) when the
+        index's fingerprints are made of peaks (without them those fingerprints are not asked)."""
         mode = mode or self.options.mode  # type: ignore[assignment]
         if mode not in ("similar", "identify"):
             raise ConfigError(f"mode must be 'similar' or 'identify', not {mode!r}")
@@ -300,11 +309,21 @@ class Searcher:
         result = self.search_vectors(vectors, starts_s, duration, mode, k, exclude_track, segments)
         result.timings = {"embedding": embed_s, **result.timings}
         if mode == "identify":
-            self._identify_by_fingerprint(result, mel, duration, exclude_track)
+            self._identify_by_fingerprint(result, mel, duration, exclude_track, peaks)
         return result
 
+    @property
+    def _wants_peaks(self) -> bool:
+        """Whether identify's fingerprints are made of fine-spectrogram peaks (queries then compute theirs)."""
+        return self.fingerprints is not None and self.fingerprints.settings.source == "peaks"
+
     def _identify_by_fingerprint(
-        self, result: QueryResult, mel: np.ndarray, duration_s: float, exclude_track: str | None
+        self,
+        result: QueryResult,
+        mel: np.ndarray,
+        duration_s: float,
+        exclude_track: str | None,
+        peaks: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         """Let the landmark fingerprints decide an identify query when they find its track: it goes first, with
         the time range the landmarks aligned on, and the answer is accepted; where the embeddings rank the same
@@ -313,11 +332,15 @@ class Searcher:
         every true accept of the embeddings and none of their false ones;
         docs/decisions/0010-landmark-fingerprints.md)."""
         result.decided_by = "embedding"
-        if self.fingerprints is None:
+        if self.fingerprints is None or (self._wants_peaks and peaks is None):
             return
         t0 = time.perf_counter()
         fps = self.settings.frames_per_second
-        hashes, frames = mel_landmarks(mel, fps, self.fingerprints.settings)
+        if self._wants_peaks:
+            hashes, frames = peak_landmarks(*peaks, self.fingerprints.settings)  # type: ignore[misc]
+            fps = PeakSpectrum(self.settings.sample_rate).frames_per_second
+        else:
+            hashes, frames = mel_landmarks(mel, fps, self.fingerprints.settings)
         exclude = self.tables.position(exclude_track) if exclude_track is not None else None
         found = self.fingerprints.match(hashes, frames, duration_s, exclude_track=exclude)
         result.timings["fingerprints"] = time.perf_counter() - t0
