@@ -58,7 +58,7 @@ def frames_per_second(fp: FingerprintSettings) -> float:
 @pytest.fixture(scope="module", params=SOURCES)
 def library(request) -> tuple[list[np.ndarray], FingerprintIndex]:
     tracks = [melody(40.0, seed) for seed in range(4)]
-    fp = FingerprintSettings(source=request.param)
+    fp = FingerprintSettings.for_source(request.param)
     index = FingerprintIndex.build([landmarks_of(x, fp) for x in tracks], fp)
     return tracks, index
 
