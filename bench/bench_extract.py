@@ -246,7 +246,7 @@ def main() -> None:
         # depends only on how many cores are free)
         "extract2_cpu_vs_extract1_cpu": rows["extract-2"]["cpu_s"] / rows["extract-1"]["cpu_s"],
     }
-    print("\nratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()))
+    print("\nratios: " + ", ".join(f"{k} = {'n/a' if v is None else f'{v:.2f}'}" for k, v in ratios.items()))
     print("targets: extract1_vs_decode >= 0.85, extract1_vs_seed >= 1.3, extract2_vs_extract1 >= 1.8")
     out = {
         "root": str(args.root),

@@ -12,7 +12,8 @@ audio (speech babble: several prompts at once; ambience) mixed in at ``--snr`` d
 - impostors accepted: impostor excerpts answered with a track (any track is wrong).
 
 Systems: ``embeddings`` (the index's time-consistent vote and calibrated confidence threshold), ``fingerprints``
-(landmark hashes of the same log-Mel features, ``indexing.fingerprint``), ``combined`` (what `neighbours --mode
+(landmark hashes of the fine-spectrogram peaks stored at extract time, ``indexing.fingerprint``; features made
+before them are extracted again), ``combined`` (what `neighbours --mode
 identify` answers: the fingerprint when it accepts, else the embeddings).
 
     .venv/bin/python bench/bench_identify_real.py --corpus ~/.cache/embedtool-corpora/music-dev \\
@@ -94,20 +95,28 @@ def mp3_roundtrip(x: np.ndarray, sr: int, kbps: int) -> bytes:
 
 
 def prepare(ws_root: Path, corpus: Path, model: str = "general", features_from: Path | None = None) -> None:
-    """Extract (or link ``features_from``'s features), adopt ``model`` and index, each once."""
+    """Extract (or link ``features_from``'s features), adopt ``model`` and index, each once (again when the
+    features were made before the fingerprint peaks were stored with them)."""
     from embedtool import pipeline
+    from embedtool.features.store import FeatureStore
+    from embedtool.indexing.store import IndexStore
     from embedtool.workspace import Workspace
 
     ws = Workspace(ws_root)
     if features_from is not None and (features_from / "features" / "meta.json").is_file():
+        base = Workspace(features_from)
+        if not FeatureStore(base.features).has_peaks():  # the shared features, up to date
+            log(f"extract (adding the fingerprint peaks): {pipeline.extract(base, [corpus])}")
         share_features(ws.root, features_from / "features")
-    if not (ws.features / "meta.json").is_file():
+    if not (ws.features / "meta.json").is_file() or not FeatureStore(ws.features).has_peaks():
         t0 = time.perf_counter()
         report = pipeline.extract(ws, [corpus])
         log(f"extract: {time.perf_counter() - t0:.0f} s, {report}")
     if not (ws.model / "meta.json").is_file():
         pipeline.adopt(ws, model)
-    if not (ws.index / "meta.json").is_file():
+    made = (ws.index / "meta.json").is_file()
+    stale = made and IndexStore(ws.index).fingerprints.get("settings", {}).get("source") != "peaks"
+    if not made or stale:
         t0 = time.perf_counter()
         pipeline.index(ws)
         log(f"index: {time.perf_counter() - t0:.0f} s")
@@ -129,8 +138,9 @@ def main() -> None:
 
     import torch
 
+    from embedtool.audio.peaks import PeakTracker
     from embedtool.features.frontend import featurise_query
-    from embedtool.indexing.fingerprint import FingerprintSettings, fingerprint_library, mel_landmarks
+    from embedtool.indexing.fingerprint import FingerprintSettings, fingerprint_library, mel_landmarks, peak_landmarks
     from embedtool.query.searcher import Searcher
     from embedtool.workspace import Workspace
 
@@ -141,7 +151,7 @@ def main() -> None:
     ws = Workspace(ws_root)
     searcher = Searcher.open(ws)
     fps = searcher.settings.frames_per_second
-    fp_settings = FingerprintSettings()
+    fp_settings = searcher.fingerprints.settings if searcher.fingerprints else FingerprintSettings()
     t0 = time.perf_counter()
     fp_index = searcher.fingerprints
     if fp_index is None:  # an index made with index.fingerprints off
@@ -168,17 +178,22 @@ def main() -> None:
                 tmp.write_bytes(mp3_roundtrip(noisy, sr, args.bitrate))
                 impostor = pos in impostors
                 exclude = t["track_id"] if impostor else None
-                mel, _ = featurise_query(tmp, searcher.settings)
+                tracker = PeakTracker(sr)
+                mel, _ = featurise_query(tmp, searcher.settings, on_block=tracker.push)
+                peaks = tracker.finish()
                 searcher.fingerprints = None  # the embeddings alone
                 t1 = time.perf_counter()
                 emb = searcher.query_mel(mel, mode="identify", k=5, exclude_track=exclude)
                 emb_s = time.perf_counter() - t1
                 t1 = time.perf_counter()
-                hashes, frames = mel_landmarks(mel, fps, fp_settings)
+                if fp_settings.source == "peaks":
+                    hashes, frames = peak_landmarks(*peaks, fp_settings)
+                else:
+                    hashes, frames = mel_landmarks(mel, fps, fp_settings)
                 fp = fp_index.match(hashes, frames, length, top=6, exclude_track=pos if impostor else None)
                 fp_s = time.perf_counter() - t1
                 searcher.fingerprints = fp_index  # what `neighbours --mode identify` answers
-                both = searcher.query_mel(mel, mode="identify", k=5, exclude_track=exclude)
+                both = searcher.query_mel(mel, mode="identify", k=5, exclude_track=exclude, peaks=peaks)
                 emb_top = emb.best.track_id if emb.best else None
                 fp_top = tracks[fp.ranked[0].track]["track_id"] if fp.ranked else None
                 rows.append(
