@@ -196,7 +196,7 @@ def index(
             searcher = Searcher(encoder, segments.index, tables, store.hop_s, None)
             identify = calibrate_identify(
                 searcher, features, options.calibration_tracks, options.calibration_lengths_s,
-                options.calibration_snr_db, options.seed, progress,
+                options.calibration_snr_db, options.seed, progress, options.calibration_background,
             )  # fmt: skip
         fingerprints = _fingerprints(stage, features, store, options, progress)
         summaries, meta = write_index_files(stage, segments, tracks, store, options, identify, fingerprints)

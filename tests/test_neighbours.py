@@ -34,7 +34,7 @@ from embedtool.errors import ConfigError, IncompatibleArtefactError, InputError,
 from embedtool.features.store import FeatureStore, commit
 from embedtool.indexing.options import IndexOptions
 from embedtool.indexing.store import IndexStore
-from embedtool.query.calibrate import calibrate_threshold, youden_threshold
+from embedtool.query.calibrate import add_mel_background, calibrate_threshold, youden_threshold
 from embedtool.query.decision import MAX_CONFIDENCE, match_confidence, threshold_for
 from embedtool.query.options import NeighbourOptions
 from embedtool.query.searcher import Searcher
@@ -146,6 +146,30 @@ def test_calibration_reads_the_confidence_or_the_old_best_score(library: Workspa
     assert new["matching"]["mean"] > new["non_matching"]["mean"]
     with pytest.raises(ValueError, match="unknown identify statistic"):
         calibrate_threshold(searcher, features, 6, statistic="loudness")
+
+
+def test_calibration_mixes_other_library_tracks_in_or_mel_noise(library: Workspace, searcher: Searcher) -> None:
+    from embedtool.features.store import FeatureStore
+
+    features = FeatureStore(library.features)
+    settings = searcher.settings
+    ids = [t["track_id"] for t in features.tracks if t["frames"] >= 200]  # two melodies
+    a, b = (np.asarray(features.mel(t)[:200], np.float32) for t in ids[:2])
+    mixed = add_mel_background(a, b, 10.0, settings.log_offset, settings.power)
+
+    def power(m: np.ndarray) -> np.ndarray:
+        return np.maximum(np.exp(m.astype(np.float64)) - settings.log_offset, 0.0) ** 2
+
+    added = power(mixed) - power(a)
+    assert added.mean() == pytest.approx(power(a).mean() / 10, rel=1e-3)  # 10 dB below the excerpt
+    assert np.corrcoef(added.ravel(), power(b).ravel())[0, 1] > 0.99  # shaped like the other track, not noise
+    library_bg = calibrate_threshold(searcher, features, 6, 3.0, 10.0, 0)
+    noise_bg = calibrate_threshold(searcher, features, 6, 3.0, 10.0, 0, background="noise")
+    assert library_bg["background"] == "library" and noise_bg["background"] == "noise"
+    assert library_bg["calibrated"] and noise_bg["calibrated"]
+    assert library_bg["matching"] != noise_bg["matching"]  # another degradation, other confidences
+    with pytest.raises(ConfigError, match="calibration_background must be library or noise"):
+        IndexOptions(calibration_background="pink").validate()
 
 
 def test_identify_thresholds_are_calibrated_per_length_and_interpolated(searcher: Searcher, tmp_path: Path) -> None:

@@ -33,7 +33,10 @@ class IndexOptions:
     identify_threshold: float | None = None
     calibration_tracks: int = 200  # library tracks whose excerpts calibrate the threshold
     calibration_lengths_s: tuple[float, ...] = (1.0, 3.0, 10.0)  # excerpt lengths, one threshold each
-    calibration_snr_db: float = 15.0  # noise added (in the Mel domain) to calibration excerpts
+    calibration_snr_db: float = 15.0  # background mixed into calibration excerpts, this far below them
+    # what that background is: "library" (another library track's sound: what queries meet, other music, voices,
+    # rooms) or "noise" (Mel-domain noise, as indexes made before)
+    calibration_background: str = "library"
     # landmark fingerprints for identify (indexing.fingerprint): auto = built while their estimated size fits
     # in memory_budget_mb (about 5 MB per hour of audio)
     fingerprints: str = "auto"  # auto | on | off
@@ -65,6 +68,10 @@ class IndexOptions:
             raise ConfigError(f"index.block_vectors must be at least 1000, not {self.block_vectors}")
         if self.fingerprints not in ("auto", "on", "off"):
             raise ConfigError(f"index.fingerprints must be auto, on or off; not {self.fingerprints!r}")
+        if self.calibration_background not in ("library", "noise"):
+            raise ConfigError(
+                f"index.calibration_background must be library or noise; not {self.calibration_background!r}"
+            )
         lengths = self.calibration_lengths_s
         if not lengths or min(lengths) <= 0 or self.calibration_tracks < 1:
             raise ConfigError("index.calibration_lengths_s and index.calibration_tracks must be positive")

@@ -12,9 +12,11 @@ Each of the excerpt lengths ``calibration_lengths_s`` (1, 3 and 10 s) gets its o
 threshold is interpolated by its duration: a 1 s query sets its true track less far apart than a 10 s one, and
 one bar for all lengths is too strict for one and too lax for the other (``bench/bench_identify.py``). For a
 length, for up to ``calibration_tracks`` library tracks at least one excerpt long (seeded choice) we cut an excerpt
-of that length at a random offset that is *not* on the segment grid, add noise in the Mel domain at
-``calibration_snr_db`` (an approximation of noise added to the audio: magnitudes of incoherent sources add in
-power), and query it twice through the real query path:
+of that length at a random offset that is *not* on the segment grid, mix in background ``calibration_snr_db`` below
+it, and query it twice through the real query path. The background (``calibration_background``) is by default an
+excerpt of another library track: what queries meet is other sound with structure (music, voices, a room), not
+white noise. It is mixed in the Mel domain (magnitudes of incoherent sources add in power); ``noise`` mixes
+Mel-domain noise instead, as indexes made before did. Each excerpt is queried:
 
 - with its track in the index: the true track's score against the best other track's is a *matching*
   confidence (below 1 when another track ranks first);
@@ -59,6 +61,21 @@ def add_mel_noise(
     return np.log(noisy + log_offset).astype(np.float32)
 
 
+def add_mel_background(
+    mel: np.ndarray, background: np.ndarray, snr_db: float, log_offset: float, power: float = 1.0
+) -> np.ndarray:
+    """A log-Mel matrix with another recording's log-Mel ``background`` (same shape) mixed in ``snr_db`` below the
+    excerpt's mean Mel power."""
+    lin = np.maximum(np.exp(mel.astype(np.float64)) - log_offset, 0.0)
+    other = np.maximum(np.exp(background.astype(np.float64)) - log_offset, 0.0)
+    signal_power, background_power = (lin**2, other**2) if power == 1.0 else (lin, other)
+    if background_power.mean() <= 0:
+        return mel.astype(np.float32)
+    scale = signal_power.mean() / background_power.mean() / (10 ** (snr_db / 10))
+    mixed = signal_power + scale * background_power
+    return np.log((np.sqrt(mixed) if power == 1.0 else mixed) + log_offset).astype(np.float32)
+
+
 def calibrate_identify(
     searcher: Searcher,
     features: FeatureStore,
@@ -67,12 +84,16 @@ def calibrate_identify(
     snr_db: float = 15.0,
     seed: int = 0,
     progress: Progress | None = None,
+    background: str = "library",
 ) -> dict[str, Any]:
     """One threshold per excerpt length (``calibrate_threshold`` at each), since how far apart true and false
     matches lie depends on how much of a recording the query holds; queries in between interpolate
     (``threshold_for``). The meta-ready dict carries the middle length's calibration at its top level."""
     lengths = sorted(set(float(x) for x in lengths_s))
-    results = [calibrate_threshold(searcher, features, n_tracks, length, snr_db, seed, progress) for length in lengths]
+    results = [
+        calibrate_threshold(searcher, features, n_tracks, length, snr_db, seed, progress, background=background)
+        for length in lengths
+    ]
     main = results[len(results) // 2]
     by_length = [
         {k: r[k] for k in ("excerpt_s", "threshold", "true_accept_rate", "false_accept_rate") if k in r}
@@ -105,6 +126,7 @@ def calibrate_threshold(
     seed: int = 0,
     progress: Progress | None = None,
     statistic: str = STATISTIC,
+    background: str = "library",
 ) -> dict[str, Any]:
     """Calibrate the identify threshold from library excerpts (see the module docstring); a meta-ready dict.
     ``statistic="best_score"`` calibrates the rule of earlier versions instead (kept for comparisons)."""
@@ -120,7 +142,9 @@ def calibrate_threshold(
     # (one-shots queried whole would set the bar by how alike short samples are), unless too few exist.
     long_enough = [tid for tid in ids if frames[tid] >= excerpt_frames]
     ids = long_enough if len(long_enough) >= 2 else ids
-    info: dict[str, Any] = {"statistic": statistic, "excerpt_s": excerpt_s, "snr_db": snr_db, "seed": seed}
+    info: dict[str, Any] = {
+        "statistic": statistic, "excerpt_s": excerpt_s, "snr_db": snr_db, "seed": seed, "background": background
+    }  # fmt: skip
     if len(ids) < 2:
         return {
             **info,
@@ -132,7 +156,7 @@ def calibrate_threshold(
     # A small library still gets enough queries for stable score distributions: several excerpts a track.
     chosen = chosen * max(1, -(-MIN_QUERIES // len(chosen)))
     with single_threaded():
-        return _calibrate(searcher, features, chosen, excerpt_frames, snr_db, rng, info, progress)
+        return _calibrate(searcher, features, chosen, excerpt_frames, snr_db, rng, info, progress, ids)
 
 
 def _calibrate(
@@ -144,6 +168,7 @@ def _calibrate(
     rng: np.random.Generator,
     info: dict[str, Any],
     progress: Progress | None,
+    pool: list[str],
 ) -> dict[str, Any]:
     settings = searcher.settings
     matching, non_matching, correct = [], [], 0
@@ -152,7 +177,11 @@ def _calibrate(
         if mel.shape[0] > excerpt_frames:
             start = int(rng.integers(0, mel.shape[0] - excerpt_frames + 1))
             mel = mel[start : start + excerpt_frames]
-        mel = add_mel_noise(mel, snr_db, rng, settings.log_offset, settings.power)
+        if info["background"] == "library":
+            other = _background_excerpt(features, pool, tid, mel.shape[0], rng)
+            mel = add_mel_background(mel, other, snr_db, settings.log_offset, settings.power)
+        else:
+            mel = add_mel_noise(mel, snr_db, rng, settings.log_offset, settings.power)
         mel = mel.astype(np.float16).astype(np.float32)
         duration = settings.frames_to_seconds(mel.shape[0])
         starts = searcher.window_starts(mel.shape[0])
@@ -185,3 +214,15 @@ def _calibrate(
         "matching": {"mean": round(float(m.mean()), 4), "p05": round(float(np.quantile(m, 0.05)), 4)},
         "non_matching": {"mean": round(float(n.mean()), 4), "p95": round(float(np.quantile(n, 0.95)), 4)},
     }
+
+
+def _background_excerpt(
+    features: FeatureStore, pool: list[str], track_id: str, frames: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``frames`` frames of another track of ``pool`` than ``track_id``, from a random offset (looped if shorter)."""
+    others = [t for t in pool if t != track_id]
+    mel = np.asarray(features.mel(others[int(rng.integers(len(others)))]), dtype=np.float32)
+    if mel.shape[0] < frames:
+        mel = np.concatenate([mel] * (frames // max(1, mel.shape[0]) + 1))
+    start = int(rng.integers(0, mel.shape[0] - frames + 1))
+    return mel[start : start + frames]
