@@ -24,9 +24,10 @@ loudest components. This module does the same with peaks that cost no second dec
 The decision (``accept``) asks for a support that grows with the query's length (``hits_per_second``, between
 ``min_hits`` and ``max_min_hits``) and a ``margin`` over the runner-up track: unrelated audio almost never
 agrees at that many moments on one alignment. When the embeddings rank the same track first, a smaller margin
-(``agreement_margin``) suffices. The settings were chosen on the tuning corpus (music-dev, speech babble at
-10 dB then mp3 at 128 kbit/s) and measured on the check corpus (``bench/bench_identify_real.py``;
-docs/decisions/0010-landmark-fingerprints.md).
+(``agreement_margin``) suffices. Each source has its own settings (``FingerprintSettings.for_source``), chosen
+on the tuning corpus (music-dev, speech babble at 10 dB then mp3 at 128 kbit/s) and measured on the check corpus
+(``bench/bench_identify_real.py``; docs/decisions/0010-landmark-fingerprints.md for the Mel source,
+0012-fine-fingerprint-peaks.md for the peaks).
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ class LandmarkGeometry:
 # The stored log-Mel features (10 ms frames, 64 bands): indexes made before the fine peaks, and features without them.
 MEL_GEOMETRY = LandmarkGeometry(hash_bands=64, max_df=15, max_dt=126, dt_step=2, offset_bin=4, support_bin=5)
 # The fine fingerprint spectrogram (embedtool.audio.peaks: 16 ms frames, 15.6 Hz bins): about the same spans in
-# time (up to 1 s apart, 48 ms moments), pairs up to about 1 kHz apart (31 bins, 480 Hz, paired a fifth fewer
-# peaks and took 1 s excerpts to 72% against 78% at 63 bins: decision 0012).
+# time (up to 1 s apart, 48 ms moments); pairs up to 63 bins (about 1 kHz) apart, since at 31 bins (480 Hz) 1 s
+# excerpts were accepted right 72% of the time against 78% (decision 0012).
 PEAK_GEOMETRY = LandmarkGeometry(
     hash_bands=256, max_df=63, max_dt=63, dt_step=1, offset_bin=3, support_bin=3, df_bits=7
 )
