@@ -31,7 +31,9 @@ Workspaces go to --work (default ~/.cache/embedtool-bench/suite), one per corpus
 extraction and export are incremental, so a re-run after a model change redoes only what changed. Prints the
 table and writes bench/results/bench_suite-<time>.json. ``--model DIR --tag NAME`` scores another model in the
 `general` column (its workspaces ``ws-NAME`` beside each corpus' ``ws`` read the same features; musicnn's cache
-is shared), e.g. a candidate general model before it is bundled.
+is shared), e.g. a candidate general model before it is bundled. ``--train-epochs N --tag NAME`` trains the model on
+each corpus's own audio instead of adopting it (self-supervised, no labels, ``--model`` as the starting point:
+what ``embedtool train --init general --epochs N`` does for a user's folder): the "trained on the corpus" column.
 """
 
 from __future__ import annotations
@@ -141,8 +143,15 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> dict[str, Any]:
         ws = Workspace(folder / f"ws-{args.tag}")
         share_features(ws.root, base.features)
     clock = time.perf_counter()
-    pipeline.adopt(ws, args.model)
-    timings["adopt_s"] = time.perf_counter() - clock
+    if args.train_epochs:  # the model learnt from this corpus's own audio, starting from --model
+        from embedtool.model.settings import TrainSettings
+
+        if not (ws.model / "meta.json").is_file():
+            pipeline.train(ws, TrainSettings(init=args.model, epochs=args.train_epochs))
+        timings["train_s"] = time.perf_counter() - clock
+    else:
+        pipeline.adopt(ws, args.model)
+        timings["adopt_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
     pipeline.embed(ws)
     timings["embed_s"] = time.perf_counter() - clock
@@ -372,8 +381,13 @@ def main() -> None:
     parser.add_argument(
         "--tag", default="", help="name of this model's workspaces (ws-TAG beside each corpus' ws, same features)"
     )
+    parser.add_argument(
+        "--train-epochs", type=int, default=0, help="train --model on each corpus for N epochs (needs --tag)"
+    )
     parser.add_argument("--show", type=Path, nargs="*", help="print the table of earlier results JSON files")
     args = parser.parse_args()
+    if args.train_epochs and not args.tag:
+        parser.error("--train-epochs needs --tag: the trained models get their own workspaces")
     if args.show:
         for path in args.show:
             print(table(json.loads(path.read_text())["results"]))
