@@ -38,6 +38,7 @@ import numpy as np
 from embedtool.progress import Progress
 from embedtool.query.decision import STATISTIC, match_confidence
 from embedtool.threads import single_threaded
+from embedtool.training.augment import mix_linear_mel
 
 if TYPE_CHECKING:
     from embedtool.features.store import FeatureStore
@@ -65,15 +66,13 @@ def add_mel_background(
     mel: np.ndarray, background: np.ndarray, snr_db: float, log_offset: float, power: float = 1.0
 ) -> np.ndarray:
     """A log-Mel matrix with another recording's log-Mel ``background`` (same shape) mixed in ``snr_db`` below the
-    excerpt's mean Mel power."""
-    lin = np.maximum(np.exp(mel.astype(np.float64)) - log_offset, 0.0)
-    other = np.maximum(np.exp(background.astype(np.float64)) - log_offset, 0.0)
-    signal_power, background_power = (lin**2, other**2) if power == 1.0 else (lin, other)
-    if background_power.mean() <= 0:
-        return mel.astype(np.float32)
-    scale = signal_power.mean() / background_power.mean() / (10 ** (snr_db / 10))
-    mixed = signal_power + scale * background_power
-    return np.log((np.sqrt(mixed) if power == 1.0 else mixed) + log_offset).astype(np.float32)
+    excerpt's mean Mel power (as training mixes other tracks' sound in: ``mix_linear_mel``)."""
+
+    def linear(x: np.ndarray) -> np.ndarray:
+        return np.maximum(np.exp(x.astype(np.float64)) - log_offset, 0.0)
+
+    mixed = mix_linear_mel(linear(mel), linear(background), snr_db, power)
+    return np.log(mixed + log_offset).astype(np.float32)
 
 
 def calibrate_identify(

@@ -102,13 +102,7 @@ class Augmenter:
         return out
 
     def mix(self, signal: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
-        """Mix linear Mel matrices at ``snr_db`` (energy ratio over the segment), adding in the power domain."""
-        ps, pn = signal**self.k, noise**self.k
-        es, en = float(ps.mean()), float(pn.mean())
-        if es <= 0 or en <= 0:
-            return signal
-        scale = es / (en * 10.0 ** (snr_db / 10.0))
-        return (ps + scale * pn) ** (1.0 / self.k)
+        return mix_linear_mel(signal, noise, snr_db, self.power)
 
     def reverb(self, lin: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """A generated room on linear Mel values: the power envelope of each band convolved with an exponential
@@ -150,6 +144,18 @@ class Augmenter:
         spectrum = tilt * np.linspace(-0.5, 0.5, bands)
         log_noise = spectrum[None, :] + 0.5 * rng.standard_normal((frames, bands))
         return np.exp(log_noise)
+
+
+def mix_linear_mel(signal: np.ndarray, noise: np.ndarray, snr_db: float, power: float) -> np.ndarray:
+    """Mix linear Mel matrices (magnitudes when ``power`` is 1, powers when 2) at ``snr_db`` (energy ratio over
+    the segment), adding in the power domain, as incoherent sources add."""
+    k = 2.0 / power  # linear Mel value ** k = power-domain value
+    ps, pn = signal**k, noise**k
+    es, en = float(ps.mean()), float(pn.mean())
+    if es <= 0 or en <= 0:
+        return signal
+    scale = es / (en * 10.0 ** (snr_db / 10.0))
+    return (ps + scale * pn) ** (1.0 / k)
 
 
 def mel_band_centres_hz(features: FeatureSettings) -> np.ndarray:
