@@ -223,6 +223,9 @@ def test_identify_by_fingerprint_names_the_track_and_where_the_excerpt_was_cut(
     # Samples in memory compute their peaks the same way
     from_samples = searcher.query_samples(decode_file(query, SR).samples, SR, mode="identify", k=3)
     assert from_samples.decided_by == "fingerprint" and from_samples.best.track_id == track_id
+    # A library track queried by id reads its stored peaks
+    by_id = searcher.query_track(track_id, mode="identify", k=3)
+    assert by_id.decided_by == "fingerprint" and by_id.best.track_id == track_id
     # The same query with the track left out (as if the library did not hold it): no fingerprint answer.
     alone = searcher.query_file(query, mode="identify", k=3, exclude_track=track_id)
     assert alone.decided_by == "embedding" and track_id not in [m.track_id for m in alone.matches]

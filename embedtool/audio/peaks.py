@@ -21,7 +21,6 @@ quiet passages are covered alike.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +36,6 @@ BACKGROUND_FRAMES = 31  # the local background a peak must stand above (half a s
 MIN_PROMINENCE = 0.5  # natural-log units above the background
 PEAKS_PER_SECOND = 30
 CHUNK_SECONDS = 60  # spectrogram held at a time while streaming
-VERSION = 1  # stored with the peaks: another geometry is another version
 
 
 class PeakSpectrum:
@@ -71,8 +69,7 @@ def spectral_peaks(
     spec: np.ndarray, frames_per_second: float, peaks_per_second: int = PEAKS_PER_SECOND
 ) -> tuple[np.ndarray, np.ndarray]:
     """Peaks of a whole fingerprint spectrogram (frames, bins): their (frames, bins) as int32, sorted by frame."""
-    frames, bins = _peaks_in(np.asarray(spec, np.float32), 0, frames_per_second, peaks_per_second, None)
-    return frames, bins
+    return _peaks_in(np.asarray(spec, np.float32), 0, frames_per_second, peaks_per_second, None)
 
 
 def _peaks_in(
@@ -166,14 +163,3 @@ class PeakTracker:
         keep_from = max(self._first, math.ceil(self._done_second * fps) - _CONTEXT)
         self._spec = [spec[keep_from - self._first :]]
         self._first = keep_from
-
-
-def peaks_meta() -> dict[str, Any]:
-    """What the stored peaks were made with (checked before fingerprints are built from them)."""
-    return {
-        "version": VERSION,
-        "window_s": WINDOW_S,
-        "hop_s": HOP_S,
-        "max_hz": MAX_HZ,
-        "peaks_per_second": PEAKS_PER_SECOND,
-    }

@@ -269,7 +269,7 @@ class ShardWriter:
         if mel.ndim != 2 or mel.shape[1] != self.n_mels:
             raise ValueError(f"expected (frames, {self.n_mels}) matrix, got {mel.shape}")
         mel16 = np.asarray(mel, dtype=np.float16)
-        pairs = None if peaks is None else np.stack([np.asarray(p, np.int32) for p in peaks], axis=1).reshape(-1, 2)
+        pairs = None if peaks is None else np.column_stack(peaks).astype(np.int32)
         self._pending.append((dict(record), mel16, pairs))
         self._pending_bytes += mel16.nbytes + (0 if pairs is None else pairs.nbytes)
         if self._pending_bytes >= self.max_shard_bytes:

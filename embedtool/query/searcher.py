@@ -252,7 +252,8 @@ class Searcher:
         exclude = tid if mode == "similar" and not include else None
         if self.features is not None and self.features.tracks.index_of(tid) is not None:
             mel = self.features.mel(tid)  # memory-mapped float16; windows are cut to float32 batch by batch
-            peaks = self.features.peaks(tid) if self._wants_peaks and self.features.has_peaks([track]) else None
+            stored = self._wants_peaks and self.features.track(tid).get("peaks") is not None
+            peaks = self.features.peaks(tid) if stored else None
             result = self.query_mel(mel, mode=mode, k=k, exclude_track=exclude, segments=segments, peaks=peaks)
         else:
             return self.query_file(track["path"], mode=mode, k=k, exclude_track=exclude, segments=segments)
