@@ -2,7 +2,8 @@
 
 Corpora come from ``bench/corpora/fetch`` (``~/.cache/embedtool-corpora``, or ``$EMBEDTOOL_CORPORA``):
 
-- the **tuning** set (``music-dev``, ``drums``): the project's choices were made on these;
+- the **tuning** set (``music-dev``, ``drums``, ``speech-dev``, ``voices-dev``): the project's choices are made on
+  these;
 - the **check** set (``music-unseen``, ``speech-lang``, ``voices``, ``sfx``, ``instruments``, ``ambience``): run
   once per change that is kept and reported as it comes out. Never pick anything by its figures.
 
@@ -51,11 +52,13 @@ from typing import Any
 
 from _common import CORPORA, log, result_path, share_features, timestamp, write_json
 
-TUNING = ("music-dev", "drums")
+TUNING = ("music-dev", "drums", "speech-dev", "voices-dev")
 CHECK = ("music-unseen", "speech-lang", "voices", "sfx", "instruments", "ambience")
 KIND = {
     "music-dev": "music style (game)",
     "drums": "drum instrument",
+    "speech-dev": "spoken language",
+    "voices-dev": "voice character",
     "music-unseen": "music style (game)",
     "speech-lang": "spoken language",
     "voices": "voice character",
