@@ -8,11 +8,19 @@ import numpy as np
 import pytest
 from factories import extract_features, make_class_corpus, write_tone
 
+from embedtool.analysis.baselines import baseline_vector
 from embedtool.artefacts import staged_dir
 from embedtool.audio.settings import FeatureSettings
 from embedtool.embedding.export import export_embeddings
 from embedtool.embedding.options import EmbedOptions
-from embedtool.embedding.pooling import DESCRIPTOR_KIND, l2_normalise, pool_descriptors, pool_track
+from embedtool.embedding.pooling import (
+    DESCRIPTOR_KIND,
+    MFCC_PART,
+    l2_normalise,
+    pool_descriptors,
+    pool_track,
+    track_descriptor_dim,
+)
 from embedtool.embedding.store import EmbeddingStore, EmbeddingWriter, segment_id
 from embedtool.errors import IncompatibleArtefactError, MissingArtefactError
 from embedtool.features.store import FeatureStore
@@ -120,12 +128,14 @@ def test_export_segments_pooling_and_provenance(tmp_path: Path) -> None:
     starts, direct = _encoder().embed_track(np.asarray(fs.mel(tid), dtype=np.float32), 50)
     rows, _ = store.segments_of(tid)
     assert np.allclose(vectors[rows], direct, atol=1e-5)
-    # A track's descriptor pools its windows' descriptors (every stage of the network), weighted by energy.
+    # A track's descriptor pools its windows' descriptors (every stage of the network), weighted by energy, then
+    # carries the MFCC statistics of all its frames: exactly the MFCC baseline's vector.
     mel = np.asarray(fs.mel(tid), dtype=np.float32)
     _, _, window_descriptors, energy = _encoder().embed_track(mel, 50, descriptors=True)
-    assert store.descriptor_dim == _encoder().descriptor_dim == window_descriptors.shape[1]
-    expected = pool_descriptors(window_descriptors, energy)
-    assert np.allclose(store.track_descriptors()[store.track(tid)["row"]], expected, atol=1e-5)
+    assert store.descriptor_dim == track_descriptor_dim(_encoder()) == window_descriptors.shape[1] + MFCC_PART
+    descriptor = store.track_descriptors()[store.track(tid)["row"]]
+    assert np.allclose(descriptor[:-MFCC_PART], pool_descriptors(window_descriptors, energy), atol=1e-5)
+    assert np.allclose(descriptor[-MFCC_PART:], baseline_vector(mel, "mfcc"), atol=1e-4)
 
 
 def test_export_is_incremental_with_the_same_model(tmp_path: Path) -> None:

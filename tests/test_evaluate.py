@@ -99,7 +99,7 @@ def test_the_bundled_baseline_export_is_kept_and_reused(workspace: Workspace) ->
     run_evaluate(workspace, options)
     kept = workspace.reports / ".baselines" / "general" / "embeddings"
     made = (kept / "meta.json").stat().st_mtime_ns
-    assert EmbeddingStore(kept).descriptor_dim == 480  # the bundled network's descriptors
+    assert EmbeddingStore(kept).descriptor_dim == 480 + 40  # the bundled network's descriptors + MFCC stats
     result = run_evaluate(workspace, options)
     assert (kept / "meta.json").stat().st_mtime_ns == made  # an unchanged library is not embedded again
     assert "general" in json.loads((result.directory / "report.json").read_text())["systems"]
@@ -270,6 +270,17 @@ def test_mfcc_baseline_is_the_dct_of_log_mels() -> None:
     vec = baseline_vector(mel, "mfcc", 20)
     assert vec.shape == (40,) and np.allclose(vec[:20], coeffs.mean(axis=0), atol=1e-5)
     assert baseline_vector(mel, "logmel").shape == (128,)
+
+
+def test_mfcc_statistics_read_in_blocks_equal_the_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long track's statistics (the tail of its descriptor) are summed block by block; same figures."""
+    import embedtool.features.mfcc as mfcc_module
+
+    rng = np.random.default_rng(1)
+    mel = (rng.standard_normal((1000, 64)) * 3 - 5).astype(np.float16)
+    whole = baseline_vector(mel, "mfcc", 20)
+    monkeypatch.setattr(mfcc_module, "BLOCK_FRAMES", 128)  # 8 blocks, the last one short
+    assert np.allclose(mfcc_module.mfcc_statistics(mel), whole, atol=1e-4)
 
 
 def test_excerpts_are_read_in_place_and_mp3_handles_any_rate(tmp_path: Path) -> None:

@@ -1,10 +1,9 @@
 """Hand-crafted baselines computed from the features artefact: MFCC (or log-Mel) statistics.
 
-An MFCC here is the orthonormal DCT-II of a frame's log-Mel vector, the textbook definition (Davis &
-Mermelstein); the first ``n_mfcc`` coefficients are kept. A track (or a time range of it) is summarised by the
-mean and standard deviation of each coefficient over its frames, the classic "bag of frames" baseline that a
-learnt embedding must beat. Computing it from the cached log-Mels means the baseline sees exactly the same
-audio front end, tracks and splits as the embeddings it is compared with.
+A track (or a time range of it) is summarised by the mean and standard deviation of each MFCC (see
+``features.mfcc``) over its frames, the classic "bag of frames" baseline that a learnt embedding must beat.
+Computing it from the cached log-Mels means the baseline sees exactly the same audio front end, tracks and splits
+as the embeddings it is compared with.
 """
 
 from __future__ import annotations
@@ -13,32 +12,15 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from scipy.fft import dct
 
 from embedtool.errors import InputError
+from embedtool.features.mfcc import frame_statistics, mfcc
 
 if TYPE_CHECKING:
     from embedtool.features.store import FeatureStore
 
 
 BaselineKind = Literal["mfcc", "logmel"]
-
-
-def mfcc(mel: np.ndarray, n_mfcc: int = 20) -> np.ndarray:
-    """MFCCs (frames, n_mfcc) from a log-Mel matrix (frames, n_mels): orthonormal DCT-II over the mel axis."""
-    mel = np.asarray(mel, dtype=np.float32)
-    if mel.ndim != 2:
-        raise ValueError(f"expected a (frames, n_mels) matrix, got shape {mel.shape}")
-    n = min(n_mfcc, mel.shape[1])
-    return dct(mel, type=2, axis=1, norm="ortho")[:, :n].astype(np.float32)
-
-
-def frame_statistics(frames: np.ndarray) -> np.ndarray:
-    """Mean and standard deviation of each column over the frames: one vector of 2 x columns."""
-    frames = np.asarray(frames, dtype=np.float64)
-    if frames.shape[0] == 0:
-        raise ValueError("no frames to summarise")
-    return np.concatenate([frames.mean(axis=0), frames.std(axis=0)]).astype(np.float32)
 
 
 def baseline_vector(mel: np.ndarray, kind: BaselineKind = "mfcc", n_mfcc: int = 20) -> np.ndarray:

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from embedtool.analysis.options import ClassifyOptions
+from embedtool.embedding.pooling import track_descriptor_dim
 from embedtool.embedding.store import SegmentGrid
 from embedtool.errors import IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.progress import Progress
@@ -650,9 +651,10 @@ class SavedClassifier:
     def check_encoder(self, encoder: Encoder) -> None:
         from embedtool.artefacts import check_compatible
 
+        dim = self._input_dim(encoder.embedding_dim, track_descriptor_dim(encoder))
         check_compatible(
             {"model": self.meta.inputs.get("model"), "dim": self.classifier.dim},
-            {"model": encoder.fingerprint, "dim": self._input_dim(encoder.embedding_dim, encoder.descriptor_dim)},
+            {"model": encoder.fingerprint, "dim": dim},
             "classifier vs model (re-run `embedtool classify` after re-training)",
         )
 
@@ -667,18 +669,24 @@ class SavedClassifier:
     def predict_mel(self, mel: np.ndarray, encoder: Encoder, segments: bool = False) -> tuple[str, dict, list]:
         """Label of one log-Mel matrix, read the way the training tracks were: the pooled descriptor or the pooled
         embedding of its windows (or their averaged probabilities at segment level)."""
-        from embedtool.embedding.pooling import pool_descriptors, pool_track
+        from embedtool.embedding.pooling import pool_track, track_descriptor
 
         starts, emb, desc, energy = encoder.embed_track(mel, self.hop_frames(encoder), descriptors=True)
         if self.reads_descriptors:  # each window read as a track of one window, as the classifier was trained
-            windows = np.stack([pool_descriptors(d[None, :], e[None]) for d, e in zip(desc, energy, strict=True)])
+            seg = encoder.segment_frames
+            windows = np.stack(
+                [
+                    track_descriptor(d[None, :], e[None], mel[s : s + seg])
+                    for s, d, e in zip(np.asarray(starts).tolist(), desc, energy, strict=True)
+                ]
+            )
         else:
             windows = emb
         seg_proba = self.classifier.predict_proba(windows)
         if self.level == "segment":
             proba = seg_proba.mean(axis=0)
         elif self.reads_descriptors:
-            proba = self.classifier.predict_proba(pool_descriptors(desc, energy)[None, :])[0]
+            proba = self.classifier.predict_proba(track_descriptor(desc, energy, mel)[None, :])[0]
         else:
             proba = self.classifier.predict_proba(pool_track(emb)[None, :])[0]
         classes = self.classifier.classes

@@ -436,6 +436,7 @@ def _rank_outcome() -> Iterator[None]:
 def _adopt(ws: Workspace, pretrained: str, settings: TrainSettings, as_json: bool) -> None:
     """`train --pretrained NAME`: the model as it is, and what to run next."""
     from embedtool import pipeline
+    from embedtool.embedding.pooling import track_descriptor_dim
 
     encoder = pipeline.adopt(ws, pretrained, settings)
     summary = {
@@ -443,7 +444,7 @@ def _adopt(ws: Workspace, pretrained: str, settings: TrainSettings, as_json: boo
         "adopted_from": pretrained,
         "fingerprint": encoder.fingerprint,
         "embedding_dim": encoder.embedding_dim,
-        "descriptor_dim": encoder.descriptor_dim,
+        "descriptor_dim": track_descriptor_dim(encoder),
     }
     if as_json:
         print_json(summary)

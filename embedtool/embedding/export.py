@@ -30,7 +30,7 @@ import numpy as np
 from embedtool.artefacts import check_free_space, fingerprint_of, staged_dir
 from embedtool.config import settings_dict
 from embedtool.embedding.options import EmbedOptions
-from embedtool.embedding.pooling import pool_descriptors
+from embedtool.embedding.pooling import track_descriptor, track_descriptor_dim
 from embedtool.embedding.store import EmbeddingStore, EmbeddingWriter
 from embedtool.engine import Engine, EngineOptions, TaskFailure, open_engine
 from embedtool.errors import ConfigError, EmbedtoolError, InputError
@@ -229,7 +229,8 @@ def export_bytes(features: FeatureStore, encoder: Encoder, hop_frames: int) -> i
     """About how much an export of ``features`` writes: every segment's float32 vector and table row (the whole
     export is written anew, reused vectors included), and each track's descriptor."""
     segments = sum(max(0, int(t["frames"]) - 1) // hop_frames + 1 for t in features.tracks)
-    return segments * (4 * int(encoder.embedding_dim) + SEGMENT_ROW_BYTES) + len(features) * 4 * encoder.descriptor_dim
+    descriptors = len(features) * 4 * track_descriptor_dim(encoder)
+    return segments * (4 * int(encoder.embedding_dim) + SEGMENT_ROW_BYTES) + descriptors
 
 
 @dataclass
@@ -341,7 +342,8 @@ def _embed_task(
     for t in tracks:
         starts_f, vectors, descriptors, energy, n_frames = embedded[t["track_id"]]
         ends_f = np.minimum(starts_f + int(encoder.segment_frames), n_frames)
-        out.append((t["track_id"], starts_f / fps, ends_f / fps, vectors, pool_descriptors(descriptors, energy)))
+        descriptor = track_descriptor(descriptors, energy, features.mel(t["track_id"]))
+        out.append((t["track_id"], starts_f / fps, ends_f / fps, vectors, descriptor))
     return out
 
 

@@ -11,14 +11,26 @@ window descriptors, square-rooted element-wise**. Weighting by each window's mea
 of a track speak rather than its silence: a one-shot's decay windows, a fade-out, padding. The square root (the
 power normalisation of pooled non-negative features, cf. Hellinger kernels) tames the few activations that are
 large on every track so a linear classifier sees the rest. Measured: docs/decisions/0002-pooling-of-descriptors.md.
+The track descriptor then carries the MFCC statistics of the track's frames (``features.mfcc``): the stage
+activations keep the spectral envelope only in two bands, and a voice or a language is told apart by just that
+envelope (docs/decisions/0013-descriptors-carry-mfcc-statistics.md). A classifier standardises every column, so
+the two parts need no weighting.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+from embedtool.features.mfcc import N_MFCC, mfcc_statistics
+
+if TYPE_CHECKING:
+    from embedtool.model.encoder import Encoder
+
 # Written into the embeddings' meta: an export whose descriptors were pooled another way is re-made.
-DESCRIPTOR_KIND = "stage-activations-2-bands/energy-weighted-mean/sqrt"
+DESCRIPTOR_KIND = "stage-activations-2-bands/energy-weighted-mean/sqrt+mfcc20-mean-std"
+MFCC_PART = 2 * N_MFCC  # the MFCC statistics' share of a track descriptor
 
 
 def l2_normalise(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -50,3 +62,14 @@ def pool_descriptors(window_descriptors: np.ndarray, window_energy: np.ndarray) 
         weights = np.ones(len(window_descriptors))
     mean = (weights[:, None] * window_descriptors).sum(axis=0) / weights.sum()
     return np.sqrt(np.maximum(mean, 0.0)).astype(np.float32)
+
+
+def track_descriptor(window_descriptors: np.ndarray, window_energy: np.ndarray, mel: np.ndarray) -> np.ndarray:
+    """A track's descriptor (float32): its pooled window descriptors, then the MFCC statistics of its log-Mel
+    frames ``mel`` (frames, n_mels; a memory-mapped shard slice is read in blocks)."""
+    return np.concatenate([pool_descriptors(window_descriptors, window_energy), mfcc_statistics(mel)])
+
+
+def track_descriptor_dim(encoder: Encoder) -> int:
+    """How many numbers ``track_descriptor`` returns for this encoder's window descriptors."""
+    return int(encoder.descriptor_dim) + MFCC_PART
