@@ -206,11 +206,13 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def reusable_report(ws: Any, name: str) -> dict[str, Any] | None:
     """The workspace's earlier suite report when it evaluated exactly the current embeddings (same export, hence
-    same model, features and labels), else None. Evaluation is deterministic (seeded folds and baselines)."""
+    same model, features and labels), else None. Evaluation is deterministic (seeded folds and baselines).
+    The export's fingerprint ignores how descriptors are pooled (the index does not read them), so a report
+    older than the export's last write is never reused: a re-export that only re-made descriptors is new."""
     from embedtool.embedding.store import EmbeddingStore
 
     path = Path(ws.reports) / name / "report.json"
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_mtime < (Path(ws.embeddings) / "meta.json").stat().st_mtime:
         return None
     report = json.loads(path.read_text())
     return report if report["inputs"]["embeddings"] == EmbeddingStore(ws.embeddings).fingerprint else None
