@@ -186,6 +186,17 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> dict[str, Any]:
         timings["musicnn_s"] = musicnn.pop("seconds")
     else:
         notes.append(f"no musicnn: {why_not}")
+    summaries = {name: summary(figures) for name, figures in systems.items()}
+    reid = None
+    if not args.no_reid:
+        import suite_reid
+
+        clock = time.perf_counter()
+        lookup = None if args.no_musicnn else musicnn_lookup(base.root / "musicnn-msd-penultimate.npz", args)
+        reid = suite_reid.reidentification(ws, args.background, lookup, args.reid_excerpts, args.reid_seconds)
+        timings["reid_s"] = time.perf_counter() - clock
+        for name, top1 in reid["top1"].items():
+            summaries.setdefault(name, {})["re-id"] = top1
     labels = Counter(report["labels"])
     return {
         "set": "tuning" if corpus in TUNING else "check",
@@ -197,8 +208,9 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> dict[str, Any]:
         "groups": len({r["group"] for r in rows}),
         "failed": extract.failed,
         "skipped": extract.skipped,
-        "systems": {name: summary(figures) for name, figures in systems.items()},
+        "systems": summaries,
         "details": {name: figures for name, figures in systems.items()},
+        "reidentification": reid,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "notes": notes,
     }
@@ -284,6 +296,28 @@ def musicnn_system(
     return figures, ""
 
 
+def musicnn_lookup(cache_file: Path, args: argparse.Namespace) -> Any:
+    """For the re-identification column: ``lookup({id: excerpt path})`` -> the library's cached musicnn vectors
+    (``musicnn_system`` made them) and the excerpts' (computed now, never cached: excerpts are made anew each
+    run), or None when musicnn is unavailable."""
+    import tempfile
+
+    import numpy as np
+
+    def lookup(paths: dict[str, str]) -> dict[str, Any] | None:
+        if not cache_file.is_file():
+            return None
+        with np.load(cache_file) as cached:
+            library = dict(cached)
+        with tempfile.TemporaryDirectory(prefix="reid-musicnn-", dir=cache_file.parent) as tmp:
+            computed: dict[str, Any] = {}
+            if musicnn_in_venv(list(paths), paths, computed, Path(tmp) / "vectors.npz", args.musicnn_python):
+                return None
+        return {**library, **computed}
+
+    return lookup
+
+
 def musicnn_in_venv(
     todo: list[str], paths: dict[str, str], cache: dict[str, Any], cache_file: Path, python: Path
 ) -> str:
@@ -336,14 +370,18 @@ def _mean(values: list[float]) -> float:
 
 
 def table(results: dict[str, Any]) -> str:
-    """One row per corpus (tuning first), the systems' macro-F1 then their p@5; a mean row per set."""
+    """One row per corpus (tuning first), the systems' macro-F1, their p@5, then their re-identification top-1
+    (``identify``: what ``neighbours --mode identify`` answers, right and accepted); a mean row per set."""
     systems = [s for s in SYSTEMS if any(s in r["systems"] for r in results.values())]
     head = "| corpus | set | kind | files | labels | " + " | ".join(f"{s} F1" for s in systems)
-    head += " | " + " | ".join(f"{s} p@{K}" for s in systems) + " |"
-    lines = [head, "|" + "---|" * 5 + "---:|" * (2 * len(systems))]
+    head += " | " + " | ".join(f"{s} p@{K}" for s in systems)
+    reid = [s for s in (*systems, "identify") if any("re-id" in r["systems"].get(s, {}) for r in results.values())]
+    head += "".join(f" | {s} re-id" for s in reid) + " |"
+    lines = [head, "|" + "---|" * 5 + "---:|" * (2 * len(systems) + len(reid))]
 
     def cells(get: Any) -> str:
         values = [get(s, "macro_f1") for s in systems] + [get(s, f"p@{K}") for s in systems]
+        values += [get(s, "re-id") for s in reid]
         return " | ".join("–" if math.isnan(v) else f"{v:.3f}" for v in values)
 
     for which in ("tuning", "check"):
@@ -382,6 +420,15 @@ def main() -> None:
         help="the musicnn venv's python (bench/musicnn_setup.sh), used when musicnn does not import here "
         "(default: $EMBEDTOOL_MUSICNN_PYTHON, else %(default)s)",
     )
+    parser.add_argument("--no-reid", action="store_true", help="leave the re-identification column out")
+    parser.add_argument(
+        "--background",
+        type=Path,
+        default=None,
+        help="background audio mixed into the re-identification excerpts (default: CORPORA/background)",
+    )
+    parser.add_argument("--reid-excerpts", type=int, default=60, help="re-identification excerpts per corpus")
+    parser.add_argument("--reid-seconds", type=float, default=3.0, help="their length (whole files when shorter)")
     parser.add_argument("--model", default="general", help="the model to adopt: a bundled name or a model folder")
     parser.add_argument(
         "--tag", default="", help="name of this model's workspaces (ws-TAG beside each corpus' ws, same features)"
@@ -399,6 +446,9 @@ def main() -> None:
         return
     args.corpora, args.work = args.corpora.expanduser(), args.work.expanduser()
     args.musicnn_python = args.musicnn_python.expanduser()
+    args.background = (args.background or args.corpora / "background").expanduser()
+    if not args.no_reid and not args.background.is_dir():
+        parser.error(f"no background audio at {args.background} (bench/corpora/fetch background, or --no-reid)")
     corpora = args.only or {"tuning": TUNING, "check": CHECK, "all": TUNING + CHECK}[args.which]
     stamp = timestamp()
 

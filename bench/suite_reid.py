@@ -1,0 +1,142 @@
+"""The evaluation suite's re-identification column: which of the corpus's files is a degraded excerpt from?
+
+Per corpus (one of bench_suite's workspaces): up to ``excerpts`` files, drawn seeded; from each an excerpt of up
+to ``seconds`` at a random offset (the whole file when it is shorter), real background mixed in at ``snr_db``
+(bench_identify_real's: a babble of three prompts, or an ambience scene), then mp3 at ``kbps`` kbit/s, decoded
+again by the product's query front end. Each system names the library file nearest to the excerpt (top-1):
+
+- ``mfcc``: the excerpt's MFCC statistics against the files', standardised by the library's column statistics,
+  cosine;
+- ``untrained`` and ``general``: the excerpt's pooled embedding against the files' (mean of the half-segment
+  windows' embeddings, re-normalised: what the export stores), cosine;
+- ``musicnn``: the excerpt's penultimate vector against the files', cosine (through the musicnn venv);
+- ``identify``: what ``embedtool neighbours --mode identify`` answers (the workspace's index: the fingerprints
+  of the fine peaks, then the embeddings' vote): right only when the right file is named *and* accepted.
+
+The library holds every excerpt's own file (no impostors here: bench_identify_real measures those on music).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import log
+from bench_identify_real import audio_files, background_stretch, mix, mp3_roundtrip
+
+
+def _nearest(library: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Row of the library vector nearest (cosine) to each query."""
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    return np.argmax(unit(queries) @ unit(library).T, axis=1)
+
+
+def _pooled(encoder: Any, mel: np.ndarray) -> np.ndarray:
+    from embedtool.embedding.pooling import pool_track
+
+    _, vectors = encoder.embed_track(np.asarray(mel, dtype=np.float32), max(1, encoder.segment_frames // 2))
+    return pool_track(vectors)
+
+
+def excerpts(
+    ws: Any,
+    background: Path,
+    folder: Path,
+    n: int,
+    seconds: float,
+    snr_db: float,
+    kbps: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Degraded excerpts of up to ``n`` library files as mp3 files in ``folder``: [{row, track_id, path}]."""
+    from embedtool.audio.decode import decode_file
+    from embedtool.features.store import FeatureStore
+
+    features = FeatureStore(ws.features)
+    sr = features.settings.sample_rate
+    tracks = sorted(features.track_ids())
+    rng = np.random.default_rng(seed)
+    picks = sorted(rng.choice(len(tracks), size=min(n, len(tracks)), replace=False).tolist())
+    noise = audio_files(background)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for row in picks:
+        track = features.track(tracks[row])
+        audio = decode_file(track["path"], sr).samples
+        length = min(len(audio), int(seconds * sr))
+        if length < sr // 10:
+            continue
+        start = int(rng.integers(0, len(audio) - length + 1))
+        clean = audio[start : start + length]
+        noisy = mix(clean, background_stretch(noise, len(clean), sr, rng), snr_db)
+        path = folder / f"excerpt-{row:05d}.mp3"
+        path.write_bytes(mp3_roundtrip(noisy, sr, kbps))
+        out.append({"row": row, "track_id": tracks[row], "path": str(path)})
+    return out
+
+
+def reidentification(
+    ws: Any,
+    background: Path,
+    musicnn_vectors: Any = None,
+    excerpts_per_corpus: int = 60,
+    seconds: float = 3.0,
+    snr_db: float = 10.0,
+    kbps: int = 128,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Top-1 re-identification per system on one workspace (extracted and embedded with its model); the index is
+    built here when missing. ``musicnn_vectors(ids, paths) -> {id: vector}`` adds the musicnn system."""
+    from embedtool import pipeline
+    from embedtool.analysis.baselines import baseline_vector
+    from embedtool.analysis.evaluate import _untrained_encoder
+    from embedtool.audio.peaks import PeakTracker
+    from embedtool.features.frontend import featurise_query
+    from embedtool.features.store import FeatureStore
+    from embedtool.model.encoder import Encoder
+    from embedtool.query.searcher import Searcher
+
+    pipeline.index(ws)  # anew: the model or its export may have changed since the last run
+    features = FeatureStore(ws.features)
+    tracks = sorted(features.track_ids())
+    folder = ws.root / "reid-excerpts"
+    shutil.rmtree(folder, ignore_errors=True)  # made anew each run
+    queries = excerpts(ws, background, folder, excerpts_per_corpus, seconds, snr_db, kbps, seed)
+    truth = np.array([q["row"] for q in queries])
+    encoders = {"untrained": _untrained_encoder(ws, seed), "general": Encoder.load(ws.model)}
+    library_mels = [np.asarray(features.mel(t), dtype=np.float32) for t in tracks]
+    library: dict[str, np.ndarray] = {"mfcc": np.stack([baseline_vector(m, "mfcc") for m in library_mels])}
+    for name, encoder in encoders.items():
+        library[name] = np.stack([_pooled(encoder, m) for m in library_mels])
+    del library_mels
+    searcher = Searcher.open(ws)
+    vectors: dict[str, list[np.ndarray]] = {name: [] for name in library}
+    identified = []
+    for q in queries:
+        tracker = PeakTracker(features.settings.sample_rate)
+        mel, _ = featurise_query(q["path"], features.settings, on_block=tracker.push)
+        vectors["mfcc"].append(baseline_vector(mel, "mfcc"))
+        for name, encoder in encoders.items():
+            vectors[name].append(_pooled(encoder, mel))
+        answer = searcher.query_mel(mel, mode="identify", k=5, peaks=tracker.finish())
+        identified.append(answer.best is not None and answer.best.track_id == q["track_id"] and not answer.no_match)
+    mean, std = library["mfcc"].mean(axis=0), library["mfcc"].std(axis=0) + 1e-9
+    library["mfcc"] = (library["mfcc"] - mean) / std
+    found = {"mfcc": (np.stack(vectors["mfcc"]) - mean) / std}
+    found.update({name: np.stack(vectors[name]) for name in encoders})
+    figures = {name: float(np.mean(_nearest(library[name], found[name]) == truth)) for name in found}
+    figures["identify"] = float(np.mean(identified))
+    if musicnn_vectors is not None:
+        ids = [f"excerpt-{q['row']:05d}" for q in queries]
+        got = musicnn_vectors({i: q["path"] for i, q in zip(ids, queries, strict=True)})
+        if got is not None and all(i in got for i in ids + tracks):
+            nearest = _nearest(np.stack([got[t] for t in tracks]), np.stack([got[i] for i in ids]))
+            figures["musicnn"] = float(np.mean(nearest == truth))
+    log(f"{ws.root.parent.name}: re-identification of {len(queries)} excerpts: {figures}")
+    return {"excerpts": len(queries), "seconds": seconds, "snr_db": snr_db, "kbps": kbps, "top1": figures}
