@@ -193,10 +193,15 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> dict[str, Any]:
 
         clock = time.perf_counter()
         lookup = None if args.no_musicnn else musicnn_lookup(base.root / "musicnn-msd-penultimate.npz", args)
-        reid = suite_reid.reidentification(ws, args.background, lookup, args.reid_excerpts, args.reid_seconds)
-        timings["reid_s"] = time.perf_counter() - clock
-        for name, top1 in reid["top1"].items():
-            summaries.setdefault(name, {})["re-id"] = top1
+        try:
+            reid = suite_reid.reidentification(ws, args.background, lookup, args.reid_excerpts, args.reid_seconds)
+        except Exception as exc:  # the classification figures above still count
+            notes.append(f"no re-identification: {type(exc).__name__}: {exc}")
+            log(f"{corpus}: re-identification FAILED: {notes[-1]}")
+        else:
+            timings["reid_s"] = time.perf_counter() - clock
+            for name, top1 in reid["top1"].items():
+                summaries.setdefault(name, {})["re-id"] = top1
     labels = Counter(report["labels"])
     return {
         "set": "tuning" if corpus in TUNING else "check",
