@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -257,6 +258,38 @@ def test_features_from_before_the_peaks_fingerprint_their_log_mel_until_extract_
     report = pipeline.extract(ws, [Path(r) for r in features.roots])
     assert "before fingerprint peaks" in (report.full_rebuild_reason or "")
     assert FeatureStore(ws.features).has_peaks()
+
+
+def _set_meta(path: Path, edit: Callable[[dict], None]) -> None:
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+
+
+def test_peaks_another_version_picked_are_neither_matched_nor_reused(library: Workspace, tmp_path: Path) -> None:
+    """A later peak picking (audio.settings.PEAKS_VERSION) would not meet peaks stored by an earlier one: the index
+    of those peaks leaves its fingerprints unasked, `index` falls back to Mel landmarks, `extract` re-makes them."""
+    ws = copy_workspace(library, tmp_path / "ws")
+    assert FeatureStore(ws.features).peaks_version == 1 and FeatureStore(ws.features).has_peaks()
+    assert IndexStore(ws.index).fingerprints["settings"]["peaks_version"] == 1
+    # The index's fingerprints were made of other peaks: identify answers by the embeddings alone.
+    _set_meta(ws.index / "meta.json", lambda m: m["extra"]["fingerprints"]["settings"].update(peaks_version=0))
+    searcher = Searcher.open(ws)
+    assert searcher.fingerprints is None
+    track_id, path = _path_of(searcher, "m4.wav")
+    query = noisy_mp3_excerpt(path, tmp_path / "q.mp3", 2.0, 3.0, snr_db=SNR_DB, seed=3)
+    result = searcher.query_file(query, mode="identify")
+    assert result.decided_by == "embedding" and result.best.track_id == track_id
+    # The features' peaks too: not peaks of this version, so the index is made of the log-Mels ...
+    _set_meta(ws.features / "meta.json", lambda m: m["extra"].update(peaks_version=0))
+    features = FeatureStore(ws.features)
+    assert features.peaks_version == 0 and not features.has_peaks()
+    pipeline.index(ws, IndexOptions(calibration_snr_db=40.0, eval_queries=50))
+    assert IndexStore(ws.index).fingerprints["settings"]["source"] == "mel"
+    # ... until extract re-makes the features, saying why.
+    report = pipeline.extract(ws, [Path(r) for r in features.roots])
+    assert "picked by another version (v0, now v1)" in (report.full_rebuild_reason or "")
+    assert FeatureStore(ws.features).has_peaks() and FeatureStore(ws.features).peaks_version == 1
 
 
 def test_index_without_fingerprints_answers_by_embeddings(library: Workspace, tmp_path: Path) -> None:

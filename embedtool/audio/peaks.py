@@ -36,6 +36,7 @@ BACKGROUND_FRAMES = 31  # the local background a peak must stand above (half a s
 MIN_PROMINENCE = 0.5  # natural-log units above the background
 PEAKS_PER_SECOND = 30
 CHUNK_SECONDS = 60  # spectrogram held at a time while streaming
+# Anything above that changes which peaks are picked must raise audio.settings.PEAKS_VERSION.
 
 
 class PeakSpectrum:

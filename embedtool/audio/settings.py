@@ -9,6 +9,12 @@ from embedtool.errors import ConfigError
 # Native-rate audio decoded at a time (extract.block_seconds): bounds the memory a long file needs.
 DEFAULT_BLOCK_SECONDS = 30.0
 
+# Which peak picking (audio.peaks) made a set of fingerprint peaks: raised with any change there that changes which
+# peaks are picked. Features whose peaks were picked another way are extracted again (their peaks would not meet a
+# query's), and an index made of them leaves its fingerprints unasked until then. Peaks stored before it was
+# recorded are 1.
+PEAKS_VERSION = 1
+
 
 @dataclass(frozen=True)
 class FeatureSettings:

@@ -40,7 +40,7 @@ from embedtool.artefacts import META_FILE, atomic_write_json, check_free_space, 
 from embedtool.audio.decode import declared_duration_s
 from embedtool.audio.discover import FoundFile, discover_audio
 from embedtool.audio.peaks import PeakTracker
-from embedtool.audio.settings import FeatureSettings
+from embedtool.audio.settings import PEAKS_VERSION, FeatureSettings
 from embedtool.config import settings_dict
 from embedtool.engine import Engine, EngineOptions, TaskFailure, open_engine
 from embedtool.errors import DiskSpaceError, InputError
@@ -277,6 +277,11 @@ def _previous_records(features_dir: Path, settings: FeatureSettings) -> tuple[li
         diffs = settings_differences(settings_dict(current.settings), settings_dict(settings))
         return [], current.meta.extra, "feature settings changed (" + "; ".join(diffs) + ")"
     if len(current) and not current.has_peaks():
+        if "peaks" in current.tracks.table.column_names and all(c is not None for c in current.tracks.column("peaks")):
+            why = (
+                f"the fingerprint peaks were picked by another version (v{current.peaks_version}, now v{PEAKS_VERSION})"
+            )
+            return [], current.meta.extra, why
         return [], current.meta.extra, "the features were made before fingerprint peaks were stored with them"
     return current.tracks, current.meta.extra, None
 

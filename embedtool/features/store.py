@@ -38,7 +38,7 @@ from embedtool.artefacts import (
     remake_hint,
     write_meta,
 )
-from embedtool.audio.settings import FeatureSettings
+from embedtool.audio.settings import PEAKS_VERSION, FeatureSettings
 from embedtool.config import settings_dict
 from embedtool.errors import DamagedArtefactError, IncompatibleArtefactError, InputError
 from embedtool.features.naming import find_track
@@ -174,9 +174,16 @@ class FeatureStore:
         shard = self._shard(t["shard"])
         return shard[t["offset"] : t["offset"] + t["frames"]]
 
+    @property
+    def peaks_version(self) -> int:
+        """The peak picking (``audio.settings.PEAKS_VERSION``) the stored peaks come from; 1 before it was
+        recorded."""
+        return int(self.meta.extra.get("peaks_version", 1))
+
     def has_peaks(self, tracks: Iterable[Any] | None = None) -> bool:
-        """Whether the fingerprint peaks are stored for every track (of ``tracks``, rows with a ``track_id``)."""
-        if "peaks" not in self.tracks.table.column_names:
+        """Whether the fingerprint peaks of this version's peak picking are stored for every track (of ``tracks``,
+        rows with a ``track_id``)."""
+        if "peaks" not in self.tracks.table.column_names or self.peaks_version != PEAKS_VERSION:
             return False
         counts = self.tracks.column("peaks")
         if tracks is None:
@@ -365,7 +372,12 @@ def commit(
         KIND,
         FORMAT_VERSION,
         config,
-        extra={"table": table_name, "tracks": len(records), **(extra or {})},
+        extra={
+            "table": table_name,
+            "tracks": len(records),
+            **(extra or {}),
+            **({"peaks_version": PEAKS_VERSION} if with_peaks else {}),
+        },
         fingerprint=fingerprint_of(config, [r["track_id"] for r in records]),
         # Shards never change once written: the checksums of those the last commit listed are kept.
         files=[table_name, *(shard_file(name) for name in live), *(peaks_file(name) for name in sorted(with_peaks))],

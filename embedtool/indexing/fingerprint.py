@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.ndimage import maximum_filter, uniform_filter
 
+from embedtool.audio.settings import PEAKS_VERSION
+
 if TYPE_CHECKING:
     from embedtool.embedding.store import EmbeddedTrack
     from embedtool.features.store import FeatureStore
@@ -92,6 +94,8 @@ class FingerprintSettings:
     # what the landmarks are made of: "peaks" (the features' stored fine-spectrogram peaks) or "mel" (the
     # log-Mel features themselves; indexes made before the peaks record no source and are "mel")
     source: str = "mel"
+    # the peak picking the "peaks" landmarks come from (audio.settings.PEAKS_VERSION; 1 where not recorded)
+    peaks_version: int = 1
 
     @property
     def geometry(self) -> LandmarkGeometry:
@@ -106,7 +110,10 @@ class FingerprintSettings:
         excerpts): 1 s excerpts 90.0% right and accepted, 3 s 97.7%, none of 320 impostor excerpts accepted
         (decision 0012)."""
         if source == "peaks":
-            return cls(source="peaks", min_hits=4, hits_per_second=3.0, margin=2.0, agreement_margin=1.5)
+            return cls(
+                source="peaks", min_hits=4, hits_per_second=3.0, margin=2.0, agreement_margin=1.5,
+                peaks_version=PEAKS_VERSION,
+            )  # fmt: skip
         if source == "mel":
             return cls(source="mel")
         raise ValueError(f"unknown fingerprint source {source!r}")

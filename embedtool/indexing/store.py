@@ -153,15 +153,20 @@ class IndexStore:
         return self.meta.extra.get("fingerprints") or {"built": False, "reason": "index made before fingerprints"}
 
     def fingerprint_index(self) -> FingerprintIndex | None:
-        """The landmark fingerprints (memory-mapped), or None when the index was built without them."""
+        """The landmark fingerprints (memory-mapped), or None when the index was built without them, or from peaks
+        that another version picked (a query's peaks would not meet them: identify answers by the embeddings until
+        ``extract`` and ``index`` re-make them)."""
+        from embedtool.audio.settings import PEAKS_VERSION
         from embedtool.indexing.fingerprint import FILES, FingerprintIndex, FingerprintSettings
 
         if not self.fingerprints.get("built"):
             return None
+        settings = FingerprintSettings.from_dict(self.fingerprints.get("settings"))
+        if settings.source == "peaks" and settings.peaks_version != PEAKS_VERSION:
+            return None
         hashes, tracks, frames = (
             read_member(self.meta, self.directory, name, lambda path: np.load(path, mmap_mode="r")) for name in FILES
         )
-        settings = FingerprintSettings.from_dict(self.fingerprints.get("settings"))
         return FingerprintIndex(hashes, tracks, frames, settings)
 
     def id_tables(self) -> IdTables:
