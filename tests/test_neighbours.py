@@ -260,6 +260,16 @@ def test_features_from_before_the_peaks_fingerprint_their_log_mel_until_extract_
     assert FeatureStore(ws.features).has_peaks()
 
 
+def _assert_identified_by_the_embeddings_alone(ws: Workspace, name: str, tmp_path: Path) -> None:
+    """The index's fingerprints are not asked; a noisy mp3 excerpt of ``name`` is still named, by the embeddings."""
+    searcher = Searcher.open(ws)
+    assert searcher.fingerprints is None
+    track_id, path = _path_of(searcher, name)
+    query = noisy_mp3_excerpt(path, tmp_path / "q.mp3", 2.0, 3.0, snr_db=SNR_DB, seed=3)
+    result = searcher.query_file(query, mode="identify")
+    assert result.decided_by == "embedding" and result.best.track_id == track_id
+
+
 def _set_meta(path: Path, edit: Callable[[dict], None]) -> None:
     meta = json.loads(path.read_text())
     edit(meta)
@@ -274,12 +284,7 @@ def test_peaks_another_version_picked_are_neither_matched_nor_reused(library: Wo
     assert IndexStore(ws.index).fingerprints["settings"]["peaks_version"] == 1
     # The index's fingerprints were made of other peaks: identify answers by the embeddings alone.
     _set_meta(ws.index / "meta.json", lambda m: m["extra"]["fingerprints"]["settings"].update(peaks_version=0))
-    searcher = Searcher.open(ws)
-    assert searcher.fingerprints is None
-    track_id, path = _path_of(searcher, "m4.wav")
-    query = noisy_mp3_excerpt(path, tmp_path / "q.mp3", 2.0, 3.0, snr_db=SNR_DB, seed=3)
-    result = searcher.query_file(query, mode="identify")
-    assert result.decided_by == "embedding" and result.best.track_id == track_id
+    _assert_identified_by_the_embeddings_alone(ws, "m4.wav", tmp_path)
     # The features' peaks too: not peaks of this version, so the index is made of the log-Mels ...
     _set_meta(ws.features / "meta.json", lambda m: m["extra"].update(peaks_version=0))
     features = FeatureStore(ws.features)
@@ -298,12 +303,7 @@ def test_index_without_fingerprints_answers_by_embeddings(library: Workspace, tm
     facts = read_meta(ws.index, "index", 1).extra["fingerprints"]
     assert facts == {"built": False, "reason": "index.fingerprints is off"}
     assert not list(ws.index.glob("fingerprint_*"))
-    searcher = Searcher.open(ws)
-    assert searcher.fingerprints is None
-    track_id, path = _path_of(searcher, "m1.wav")
-    query = noisy_mp3_excerpt(path, tmp_path / "q.mp3", 2.0, 3.0, snr_db=SNR_DB, seed=3)
-    result = searcher.query_file(query, mode="identify")
-    assert result.decided_by == "embedding" and result.best.track_id == track_id
+    _assert_identified_by_the_embeddings_alone(ws, "m1.wav", tmp_path)
     with pytest.raises(ConfigError, match="index.fingerprints must be auto, on or off"):
         IndexOptions(fingerprints="yes").validate()
 
