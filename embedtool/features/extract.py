@@ -277,12 +277,11 @@ def _previous_records(features_dir: Path, settings: FeatureSettings) -> tuple[li
         diffs = settings_differences(settings_dict(current.settings), settings_dict(settings))
         return [], current.meta.extra, "feature settings changed (" + "; ".join(diffs) + ")"
     if len(current) and not current.has_peaks():
-        if "peaks" in current.tracks.table.column_names and all(c is not None for c in current.tracks.column("peaks")):
-            why = (
-                f"the fingerprint peaks were picked by another version (v{current.peaks_version}, now v{PEAKS_VERSION})"
-            )
-            return [], current.meta.extra, why
-        return [], current.meta.extra, "the features were made before fingerprint peaks were stored with them"
+        old = current.peaks_version  # 1 where not recorded, so features from before the peaks land below
+        why = f"the fingerprint peaks were picked by another version (v{old}, now v{PEAKS_VERSION})"
+        if old == PEAKS_VERSION:
+            why = "the features were made before fingerprint peaks were stored with them"
+        return [], current.meta.extra, why
     return current.tracks, current.meta.extra, None
 
 
