@@ -202,6 +202,7 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> dict[str, Any]:
             timings["reid_s"] = time.perf_counter() - clock
             for name, top1 in reid["top1"].items():
                 summaries.setdefault(name, {})["re-id"] = top1
+            summaries["identify"]["impostors accepted"] = reid["identify_impostors_accepted"]
     labels = Counter(report["labels"])
     return {
         "set": "tuning" if corpus in TUNING else "check",
@@ -381,12 +382,14 @@ def table(results: dict[str, Any]) -> str:
     head = "| corpus | set | kind | files | labels | " + " | ".join(f"{s} F1" for s in systems)
     head += " | " + " | ".join(f"{s} p@{K}" for s in systems)
     reid = [s for s in (*systems, "identify") if any("re-id" in r["systems"].get(s, {}) for r in results.values())]
-    head += "".join(f" | {s} re-id" for s in reid) + " |"
-    lines = [head, "|" + "---|" * 5 + "---:|" * (2 * len(systems) + len(reid))]
+    head += "".join(f" | {s} re-id" for s in reid)
+    impostors = any("impostors accepted" in r["systems"].get("identify", {}) for r in results.values())
+    head += " | identify impostors accepted |" if impostors else " |"
+    lines = [head, "|" + "---|" * 5 + "---:|" * (2 * len(systems) + len(reid) + impostors)]
 
     def cells(get: Any) -> str:
         values = [get(s, "macro_f1") for s in systems] + [get(s, f"p@{K}") for s in systems]
-        values += [get(s, "re-id") for s in reid]
+        values += [get(s, "re-id") for s in reid] + ([get("identify", "impostors accepted")] if impostors else [])
         return " | ".join("–" if math.isnan(v) else f"{v:.3f}" for v in values)
 
     for which in ("tuning", "check"):

@@ -13,7 +13,8 @@ again by the product's query front end. Each system names the library file neare
 - ``identify``: what ``embedtool neighbours --mode identify`` answers (the workspace's index: the fingerprints
   of the fine peaks, then the embeddings' vote): right only when the right file is named *and* accepted.
 
-The library holds every excerpt's own file (no impostors here: bench_identify_real measures those on music).
+Every excerpt is also asked as an *impostor*, its own file left out of the search (``exclude_track``): then any
+answer identify accepts is wrong (``identify_impostors_accepted``).
 """
 
 from __future__ import annotations
@@ -120,19 +121,25 @@ def reidentification(
     del library_mels
     searcher = Searcher.open(ws)
     vectors: dict[str, list[np.ndarray]] = {name: [] for name in library}
-    identified = []
+    identified: list[bool] = []
+    impostors_accepted: list[bool] = []
     for q in queries:
         tracker = PeakTracker(features.settings.sample_rate)
         mel, _ = featurise_query(q["path"], features.settings, on_block=tracker.push)
         vectors["mfcc"].append(baseline_vector(mel, "mfcc"))
         for name, encoder in encoders.items():
             vectors[name].append(_pooled(encoder, mel))
+        peaks = tracker.finish()
         try:
-            answer = searcher.query_mel(mel, mode="identify", k=5, peaks=tracker.finish())
-        except InputError:  # e.g. too short for the query stage: a miss, as for a user
+            answer = searcher.query_mel(mel, mode="identify", k=5, peaks=peaks)
+            # the same excerpt as an impostor: its own file left out, any accepted answer is wrong
+            alone = searcher.query_mel(mel, mode="identify", k=5, peaks=peaks, exclude_track=q["track_id"])
+        except InputError:  # e.g. too short for the query stage: a miss (and no answer), as for a user
             identified.append(False)
+            impostors_accepted.append(False)
             continue
         identified.append(answer.best is not None and answer.best.track_id == q["track_id"] and not answer.no_match)
+        impostors_accepted.append(alone.best is not None and not alone.no_match)
     mean, std = library["mfcc"].mean(axis=0), library["mfcc"].std(axis=0) + 1e-9
     library["mfcc"] = (library["mfcc"] - mean) / std
     found = {"mfcc": (np.stack(vectors["mfcc"]) - mean) / std}
@@ -146,4 +153,13 @@ def reidentification(
             nearest = _nearest(np.stack([got[t] for t in tracks]), np.stack([got[i] for i in ids]))
             figures["musicnn"] = float(np.mean(nearest == truth))
     log(f"{ws.root.parent.name}: re-identification of {len(queries)} excerpts: {figures}")
-    return {"excerpts": len(queries), "seconds": seconds, "snr_db": snr_db, "kbps": kbps, "top1": figures}
+    impostors = float(np.mean(impostors_accepted)) if impostors_accepted else float("nan")
+    log(f"{ws.root.parent.name}: identify accepted {impostors:.1%} of the excerpts with their own file left out")
+    return {
+        "excerpts": len(queries),
+        "seconds": seconds,
+        "snr_db": snr_db,
+        "kbps": kbps,
+        "top1": figures,
+        "identify_impostors_accepted": impostors,
+    }
