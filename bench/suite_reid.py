@@ -100,6 +100,7 @@ def reidentification(
     from embedtool.analysis.baselines import baseline_vector
     from embedtool.analysis.evaluate import _untrained_encoder
     from embedtool.audio.peaks import PeakTracker
+    from embedtool.embedding.store import EmbeddingStore
     from embedtool.errors import InputError
     from embedtool.features.frontend import featurise_query
     from embedtool.features.store import FeatureStore
@@ -115,10 +116,14 @@ def reidentification(
     truth = np.array([q["row"] for q in queries])
     encoders = {"untrained": _untrained_encoder(ws, seed), "general": Encoder.load(ws.model)}
     library_mels = [np.asarray(features.mel(t), dtype=np.float32) for t in tracks]
-    library: dict[str, np.ndarray] = {"mfcc": np.stack([baseline_vector(m, "mfcc") for m in library_mels])}
-    for name, encoder in encoders.items():
-        library[name] = np.stack([_pooled(encoder, m) for m in library_mels])
+    library: dict[str, np.ndarray] = {
+        "mfcc": np.stack([baseline_vector(m, "mfcc") for m in library_mels]),
+        "untrained": np.stack([_pooled(encoders["untrained"], m) for m in library_mels]),
+    }
     del library_mels
+    export = EmbeddingStore(ws.embeddings)  # the general model's track vectors: the export already pooled them
+    row_of = {t["track_id"]: t["row"] for t in export.tracks}
+    library["general"] = np.asarray(export.track_vectors(), dtype=np.float32)[[row_of[t] for t in tracks]]
     searcher = Searcher.open(ws)
     vectors: dict[str, list[np.ndarray]] = {name: [] for name in library}
     identified: list[bool] = []
