@@ -13,15 +13,19 @@ with grouped 5-fold cross-validation (``classify.cv=5``: folds by the corpus' gr
 train and test) and retrieval with the query's whole group left out (``evaluate.exclude_same_group``). Evaluate
 computes, on the same tracks and folds: ``general`` (the workspace's model: logistic regression on its track
 descriptors; retrieval on its track embeddings), ``mfcc`` (MFCC statistics of the same log-Mels,
-``analysis.baselines``) and ``untrained`` (the same network with random weights). ``musicnn`` is the MSD model's
-penultimate layer, mean-pooled over each file (``bench/musicnn_features.py``), scored by the same classifier, folds
-and retrieval (``analysis.evaluate.evaluate_system``): in this process when ``musicnn`` imports, else (musicnn 0.1.0
-does not install on Python 3.11) in a separate venv that ``bench/musicnn_setup.sh`` makes (TensorFlow 2.15, numpy<2;
-``--musicnn-python``, default ``~/.cache/embedtool-musicnn/venv/bin/python`` or ``$EMBEDTOOL_MUSICNN_PYTHON``).
-Vectors are cached in the workspace; a track without one makes the musicnn row blank, with a note saying how many.
+``analysis.baselines``) and ``untrained`` (the same network with random weights). Two pretrained models whose PyPI
+wheels ship their weights, scored by the same classifier, folds and retrieval (``analysis.evaluate.evaluate_system``)
+on one vector per file: ``musicnn``, the MSD model's penultimate layer, mean-pooled over each file
+(``bench/musicnn_features.py``), in this process when ``musicnn`` imports, else (musicnn 0.1.0 does not install on
+Python 3.11) in a separate venv that ``bench/musicnn_setup.sh`` makes (TensorFlow 2.15, numpy<2; ``--musicnn-python``,
+default ``~/.cache/embedtool-musicnn/venv/bin/python`` or ``$EMBEDTOOL_MUSICNN_PYTHON``); and ``aisfx``, the
+sound-effects model of Ma & Lerch (ISMIR 2022), its embedding network's blocks mean-pooled over each file
+(``bench/aisfx_features.py``, in this process; ``bench/aisfx_setup.sh`` installs it). Their vectors are cached in the
+workspace; a track without one makes the row blank, with a note saying how many.
 
 Figures: classification macro-F1 (grouped 5-fold, logistic regression, C by inner grouped CV) and same-label
-precision@5 among tracks of *other* groups (cosine). Re-identification is measured elsewhere (bench_reid).
+precision@5 among tracks of *other* groups (cosine); then re-identification of degraded excerpts
+(``bench/suite_reid.py``; ``--no-reid`` leaves it out).
 
     ./dev bench bench_suite                              # the check set, every file
     ./dev bench bench_suite --set all --max-files 200    # both sets, at most 200 files per corpus (stratified)
@@ -31,10 +35,11 @@ precision@5 among tracks of *other* groups (cosine). Re-identification is measur
 Workspaces go to --work (default ~/.cache/embedtool-bench/suite), one per corpus and cap, and are reused:
 extraction and export are incremental, so a re-run after a model change redoes only what changed. Prints the
 table and writes bench/results/bench_suite-<time>.json. ``--model DIR --tag NAME`` scores another model in the
-`general` column (its workspaces ``ws-NAME`` beside each corpus' ``ws`` read the same features; musicnn's cache
-is shared), e.g. a candidate general model before it is bundled. ``--train-epochs N --tag NAME`` trains the model on
-each corpus's own audio instead of adopting it (self-supervised, no labels, ``--model`` as the starting point:
-what ``embedtool train --init general --epochs N`` does for a user's folder): the "trained on the corpus" column.
+`general` column (its workspaces ``ws-NAME`` beside each corpus' ``ws`` read the same features; the pretrained
+models' caches are shared), e.g. a candidate general model before it is bundled. ``--train-epochs N --tag NAME``
+trains the model on each corpus's own audio instead of adopting it (self-supervised, no labels, ``--model`` as the
+starting point: what ``embedtool train --init general --epochs N`` does for a user's folder): the "trained on the
+corpus" column.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ KIND = {
     "ambience": "city sound scene",
 }
 GROUP_BY_TRACK = {"music-dev"}  # its labels.tsv groups by album, and one style is a single album
-SYSTEMS = ("mfcc", "untrained", "musicnn", "general")
+SYSTEMS = ("mfcc", "untrained", "musicnn", "aisfx", "general")
 K = 5
 
 
@@ -126,7 +131,7 @@ def lay_out(rows: list[dict[str, str]], folder: Path) -> Path:
 
 
 def run_corpus(corpus: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Extract, adopt ``general``, embed and evaluate one corpus; musicnn beside when importable."""
+    """Extract, adopt ``general``, embed and evaluate one corpus; musicnn and aisfx beside when installed."""
     from embedtool import pipeline
     from embedtool.analysis.options import ClassifyOptions, EvaluateOptions
     from embedtool.features.options import ExtractOptions
@@ -180,21 +185,26 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> dict[str, Any]:
     systems = {("general" if name == "embeddings" else name): figures for name, figures in report["systems"].items()}
 
     notes = list(report.get("notes", []))
-    musicnn, why_not = musicnn_system(ws, base.root / "musicnn-msd-penultimate.npz", options, classify, args)
-    if musicnn is not None:
-        systems["musicnn"] = musicnn
-        timings["musicnn_s"] = musicnn.pop("seconds")
-    else:
-        notes.append(f"no musicnn: {why_not}")
+    for name, cache_name in PRETRAINED.items():
+        figures, why_not = pretrained_system(name, ws, base.root / cache_name, options, classify, args)
+        if figures is not None:
+            systems[name] = figures
+            timings[f"{name}_s"] = figures.pop("seconds")
+        else:
+            notes.append(f"no {name}: {why_not}")
     summaries = {name: summary(figures) for name, figures in systems.items()}
     reid = None
     if not args.no_reid:
         import suite_reid
 
         clock = time.perf_counter()
-        lookup = None if args.no_musicnn else musicnn_lookup(base.root / "musicnn-msd-penultimate.npz", args)
+        lookups = {
+            name: pretrained_lookup(name, base.root / cache_name, args)
+            for name, cache_name in PRETRAINED.items()
+            if name in systems
+        }
         try:
-            reid = suite_reid.reidentification(ws, args.background, lookup, args.reid_excerpts, args.reid_seconds)
+            reid = suite_reid.reidentification(ws, args.background, lookups, args.reid_excerpts, args.reid_seconds)
         except Exception as exc:  # the classification figures above still count
             notes.append(f"no re-identification: {type(exc).__name__}: {exc}")
             log(f"{corpus}: re-identification FAILED: {notes[-1]}")
@@ -245,20 +255,19 @@ def summary(figures: dict[str, Any]) -> dict[str, float]:
     }
 
 
-# --- musicnn ------------------------------------------------------------------------------------------------
+# --- pretrained baselines: musicnn, aisfx ------------------------------------------------------------------
+
+PRETRAINED = {"musicnn": "musicnn-msd-penultimate.npz", "aisfx": "aisfx-embedding.npz"}  # name -> vector cache
 
 
-def musicnn_system(
-    ws: Any, cache_file: Path, options: Any, classify: Any, args: argparse.Namespace
+def pretrained_system(
+    name: str, ws: Any, cache_file: Path, options: Any, classify: Any, args: argparse.Namespace
 ) -> tuple[dict[str, Any] | None, str]:
-    """musicnn's penultimate layer (MSD model), mean-pooled per file, through evaluate's own scoring; or
-    (None, why not) when musicnn is unavailable, fails, or leaves tracks without a vector.
-
-    Vectors are cached in the workspace (``musicnn-msd-penultimate.npz``); only tracks missing there are computed:
-    in this process when ``musicnn`` imports, else by ``bench/musicnn_features.py`` under the musicnn venv's python
-    (``--musicnn-python``; ``bench/musicnn_setup.sh`` makes that venv). Both go through musicnn_features.Model."""
-    if args.no_musicnn:
-        return None, "left out (--no-musicnn)"
+    """A pretrained model's per-file vectors (``compute_vectors``) through evaluate's own scoring; or (None, why
+    not) when the model is unavailable, fails, or leaves tracks without a vector. Vectors are cached in the
+    corpus's base workspace (``cache_file``); only tracks missing there are computed."""
+    if name in args.leave_out:
+        return None, f"left out (--no-{name})"
     import numpy as np
 
     from embedtool.analysis.classify import LabelledData
@@ -274,27 +283,14 @@ def musicnn_system(
     if cache_file.is_file():
         with np.load(cache_file) as cached:
             cache = dict(cached)
-    todo = [t for t in data.track_ids if t not in cache]
+    todo = {t: paths[t] for t in data.track_ids if t not in cache}
     if todo:
-        try:
-            import musicnn.models  # noqa: F401
-        except Exception as exc:  # ImportError, or TensorFlow failing to load: the musicnn venv instead
-            why = musicnn_in_venv(todo, paths, cache, cache_file, args.musicnn_python)
-            if why:
-                return None, f"not importable here ({type(exc).__name__}: {exc}); {why}"
-        else:
-            from musicnn_features import Model
-
-            model = Model()
-            for track_id in todo:
-                try:
-                    cache[track_id] = model.penultimate(paths[track_id])[0]
-                except Exception as exc:  # as the venv run: report, go on, count below
-                    log(f"musicnn: FAILED {paths[track_id]}: {type(exc).__name__}: {exc}")
-            save_npz(cache, cache_file)
+        why = compute_vectors(name, todo, cache, cache_file, args)
+        if why:
+            return None, why
     missing = [t for t in data.track_ids if t not in cache]
     if missing:
-        return None, f"{len(missing)} of {len(data.track_ids)} tracks have no musicnn vector (failed in musicnn)"
+        return None, f"{len(missing)} of {len(data.track_ids)} tracks have no {name} vector (failed in {name})"
     vectors = np.stack([cache[t] for t in data.track_ids])
     figures = evaluate_system(data.with_vectors(vectors), options, classify, ClusterOptions(plots=False), None, True)
     figures.pop("_assignments", None)
@@ -302,10 +298,46 @@ def musicnn_system(
     return figures, ""
 
 
-def musicnn_lookup(cache_file: Path, args: argparse.Namespace) -> Any:
-    """For the re-identification column: ``lookup({id: excerpt path})`` -> the library's cached musicnn vectors
-    (``musicnn_system`` made them) and the excerpts' (computed now, never cached: excerpts are made anew each
-    run), or None when musicnn is unavailable."""
+def compute_vectors(name: str, paths: dict[str, str], cache: dict[str, Any], cache_file: Path, args: Any) -> str:
+    """Add ``paths``' vectors ({id: path}) to ``cache`` and save it to ``cache_file``; "" or why it could not.
+    musicnn: in this process when it imports, else in the musicnn venv (``musicnn_in_venv``); aisfx: in this
+    process (``bench/aisfx_setup.sh`` installs it). A file that fails is logged and left out."""
+    if name == "musicnn":
+        try:
+            import musicnn.models  # noqa: F401
+        except Exception as exc:  # ImportError, or TensorFlow failing to load: the musicnn venv instead
+            why = musicnn_in_venv(list(paths), paths, cache, cache_file, args.musicnn_python)
+            return f"not importable here ({type(exc).__name__}: {exc}); {why}" if why else ""
+        from musicnn_features import Model as MusicnnModel
+
+        model: Any = MusicnnModel()
+        vector = model.penultimate
+    else:
+        try:
+            from aisfx_features import Model as AisfxModel
+
+            model = AisfxModel()
+        except ImportError as exc:
+            return f"not installed ({exc}; run bench/aisfx_setup.sh)"
+        vector = model.vector
+    log(f"{name}: {len(paths)} files")
+    started = last_log = time.perf_counter()
+    for i, (track_id, path) in enumerate(paths.items(), 1):
+        try:
+            cache[track_id] = vector(path)[0]
+        except Exception as exc:  # an undecodable file: report, go on, count in the caller
+            log(f"{name}: FAILED {path}: {type(exc).__name__}: {exc}")
+        if time.perf_counter() - last_log > 60:
+            log(f"{name}: {i}/{len(paths)} files in {time.perf_counter() - started:.0f} s")
+            last_log = time.perf_counter()
+    save_npz(cache, cache_file)
+    return ""
+
+
+def pretrained_lookup(name: str, cache_file: Path, args: argparse.Namespace) -> Any:
+    """For the re-identification column: ``lookup({id: excerpt path})`` -> the library's cached vectors
+    (``pretrained_system`` made them) and the excerpts' (computed now, never cached: excerpts are made anew each
+    run), or None when the model is unavailable."""
     import tempfile
 
     import numpy as np
@@ -315,9 +347,9 @@ def musicnn_lookup(cache_file: Path, args: argparse.Namespace) -> Any:
             return None
         with np.load(cache_file) as cached:
             library = dict(cached)
-        with tempfile.TemporaryDirectory(prefix="reid-musicnn-", dir=cache_file.parent) as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"reid-{name}-", dir=cache_file.parent) as tmp:
             computed: dict[str, Any] = {}
-            if musicnn_in_venv(list(paths), paths, computed, Path(tmp) / "vectors.npz", args.musicnn_python):
+            if compute_vectors(name, paths, computed, Path(tmp) / "vectors.npz", args):
                 return None
         return {**library, **computed}
 
@@ -421,6 +453,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--fresh", action="store_true", help="re-evaluate even when the embeddings are unchanged")
     parser.add_argument("--no-musicnn", action="store_true", help="leave musicnn out even when installed")
+    parser.add_argument("--no-aisfx", action="store_true", help="leave aisfx out even when installed")
     parser.add_argument(
         "--musicnn-python",
         type=Path,
@@ -454,6 +487,7 @@ def main() -> None:
         return
     args.corpora, args.work = args.corpora.expanduser(), args.work.expanduser()
     args.musicnn_python = args.musicnn_python.expanduser()
+    args.leave_out = {name for name in PRETRAINED if getattr(args, f"no_{name}")}
     args.background = (args.background or args.corpora / "background").expanduser()
     if not args.no_reid and not args.background.is_dir():
         parser.error(f"no background audio at {args.background} (bench/corpora/fetch background, or --no-reid)")

@@ -9,17 +9,24 @@ again by the product's query front end. Each system names the library file neare
   cosine;
 - ``untrained`` and ``general``: the excerpt's pooled embedding against the files' (mean of the half-segment
   windows' embeddings, re-normalised: what the export stores), cosine;
-- ``musicnn``: the excerpt's penultimate vector against the files', cosine (through the musicnn venv);
+- ``musicnn`` and ``aisfx``: the excerpt's pooled vector against the files', cosine (bench_suite's pretrained
+  baselines, when installed);
 - ``identify``: what ``embedtool neighbours --mode identify`` answers (the workspace's index: the fingerprints
   of the fine peaks, then the embeddings' vote): right only when the right file is named *and* accepted.
 
 Every excerpt is also asked as an *impostor*, its own file left out of the search (``exclude_track``): then any
 answer identify accepts is wrong (``identify_impostors_accepted``).
+
+``identify_outcomes`` says how identify came to each answer, for the excerpts with their file in the library and as
+impostors: accepted by the fingerprints or by the embeddings (right or wrong), or refused because the embeddings'
+confidence was below the calibrated threshold, because the fingerprints' best track was another one than the
+embeddings' (a veto), or because the query was too short.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +94,7 @@ def excerpts(
 def reidentification(
     ws: Any,
     background: Path,
-    musicnn_vectors: Any = None,
+    pretrained: dict[str, Any] | None = None,
     excerpts_per_corpus: int = 60,
     seconds: float = 3.0,
     snr_db: float = 10.0,
@@ -95,7 +102,8 @@ def reidentification(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Top-1 re-identification per system on one workspace (extracted and embedded with its model); the index is
-    built here when missing. ``musicnn_vectors(ids, paths) -> {id: vector}`` adds the musicnn system."""
+    built here when missing. ``pretrained[name]({id: path}) -> {id: vector} | None`` adds a pretrained system: the
+    library's vectors by track id and the excerpts' by the ids given."""
     from embedtool import pipeline
     from embedtool.analysis.baselines import baseline_vector
     from embedtool.analysis.evaluate import _untrained_encoder
@@ -128,6 +136,7 @@ def reidentification(
     vectors: dict[str, list[np.ndarray]] = {name: [] for name in library}
     identified: list[bool] = []
     impostors_accepted: list[bool] = []
+    outcomes: dict[str, Counter[str]] = {"library": Counter(), "impostor": Counter()}
     for q in queries:
         tracker = PeakTracker(features.settings.sample_rate)
         mel, _ = featurise_query(q["path"], features.settings, on_block=tracker.push)
@@ -142,7 +151,11 @@ def reidentification(
         except InputError:  # e.g. too short for the query stage: a miss (and no answer), as for a user
             identified.append(False)
             impostors_accepted.append(False)
+            outcomes["library"]["refused: too short"] += 1
+            outcomes["impostor"]["refused: too short"] += 1
             continue
+        outcomes["library"][outcome(answer, q["track_id"])] += 1
+        outcomes["impostor"][outcome(alone, None)] += 1
         identified.append(answer.best is not None and answer.best.track_id == q["track_id"] and not answer.no_match)
         impostors_accepted.append(alone.best is not None and not alone.no_match)
     mean, std = library["mfcc"].mean(axis=0), library["mfcc"].std(axis=0) + 1e-9
@@ -151,15 +164,17 @@ def reidentification(
     found.update({name: np.stack(vectors[name]) for name in encoders})
     figures = {name: float(np.mean(_nearest(library[name], found[name]) == truth)) for name in found}
     figures["identify"] = float(np.mean(identified))
-    if musicnn_vectors is not None:
-        ids = [f"excerpt-{q['row']:05d}" for q in queries]
-        got = musicnn_vectors({i: q["path"] for i, q in zip(ids, queries, strict=True)})
+    ids = [f"excerpt-{q['row']:05d}" for q in queries]
+    for name, lookup in (pretrained or {}).items():
+        got = lookup({i: q["path"] for i, q in zip(ids, queries, strict=True)})
         if got is not None and all(i in got for i in ids + tracks):
             nearest = _nearest(np.stack([got[t] for t in tracks]), np.stack([got[i] for i in ids]))
-            figures["musicnn"] = float(np.mean(nearest == truth))
+            figures[name] = float(np.mean(nearest == truth))
     log(f"{ws.root.parent.name}: re-identification of {len(queries)} excerpts: {figures}")
     impostors = float(np.mean(impostors_accepted)) if impostors_accepted else float("nan")
     log(f"{ws.root.parent.name}: identify accepted {impostors:.1%} of the excerpts with their own file left out")
+    for which, counts in outcomes.items():
+        log(f"{ws.root.parent.name}: identify's outcomes ({which}): {dict(sorted(counts.items()))}")
     return {
         "excerpts": len(queries),
         "seconds": seconds,
@@ -167,4 +182,16 @@ def reidentification(
         "kbps": kbps,
         "top1": figures,
         "identify_impostors_accepted": impostors,
+        "identify_outcomes": {which: dict(sorted(counts.items())) for which, counts in outcomes.items()},
     }
+
+
+def outcome(answer: Any, truth: str | None) -> str:
+    """How identify came to ``answer`` (see the module doc); ``truth`` is the excerpt's track (None: an impostor,
+    whose every accepted answer is wrong)."""
+    if not answer.no_match:
+        right = answer.best is not None and answer.best.track_id == truth
+        return f"accepted by {answer.decided_by}: {'right' if right else 'wrong'}"
+    if answer.confidence is not None and answer.threshold is not None and answer.confidence >= answer.threshold:
+        return "refused: the fingerprints named another track"
+    return "refused: below the threshold"
