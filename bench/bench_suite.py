@@ -34,7 +34,8 @@ precision@5 among tracks of *other* groups (cosine); then re-identification of d
 
 Workspaces go to --work (default ~/.cache/embedtool-bench/suite), one per corpus and cap, and are reused:
 extraction and export are incremental, so a re-run after a model change redoes only what changed. Prints the
-table and writes bench/results/bench_suite-<time>.json. ``--model DIR --tag NAME`` scores another model in the
+table and writes bench/results/bench_suite-<time>.json, and beside it a -summary.json without the per-fold details
+(tracked in git, so the figures the docs cite stay checkable). ``--model DIR --tag NAME`` scores another model in the
 `general` column (its workspaces ``ws-NAME`` beside each corpus' ``ws`` read the same features; the pretrained
 models' caches are shared), e.g. a candidate general model before it is bundled. ``--train-epochs N --tag NAME``
 trains the model on each corpus's own audio instead of adopting it (self-supervised, no labels, ``--model`` as the
@@ -442,6 +443,19 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def summary_path(path: Path) -> Path:
+    """Where a run's summary goes: beside it, ``...-summary.json`` (tracked in git, unlike the full run)."""
+    return path.with_name(path.stem + "-summary.json")
+
+
+def summarised(run: dict[str, Any]) -> dict[str, Any]:
+    """A run without each system's per-fold details: the table's figures, re-identification and identify's
+    outcomes, timings and notes (a few KB where the run is MB), kept so the figures the docs cite stay checkable.
+    ``--show`` reads either."""
+    results = {corpus: {k: v for k, v in r.items() if k != "details"} for corpus, r in run["results"].items()}
+    return {**run, "results": results}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpora", type=Path, default=Path(os.environ.get("EMBEDTOOL_CORPORA", CORPORA)))
@@ -513,16 +527,14 @@ def main() -> None:
             log(f"{corpus}: FAILED: {failed[corpus]}")
             continue
         log(f"{corpus}: done in {time.perf_counter() - clock:.0f} s")
-        write_json(  # after each corpus, so an interrupted run keeps what it measured
-            path,
-            {
-                "args": {k: str(v) for k, v in vars(args).items()},
-                "seconds": round(time.perf_counter() - started, 1),
-                "results": results,
-                "failed": failed,
-            },
-            default=str,
-        )
+        run = {
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "seconds": round(time.perf_counter() - started, 1),
+            "results": results,
+            "failed": failed,
+        }
+        write_json(path, run, default=str)  # after each corpus, so an interrupted run keeps what it measured
+        write_json(summary_path(path), summarised(run), default=str)
     print()
     print(table(results))
     for corpus, why in failed.items():
