@@ -19,7 +19,9 @@ from embedtool.embedding.pooling import (
     l2_normalise,
     pool_descriptors,
     pool_track,
+    track_descriptor,
     track_descriptor_dim,
+    window_track_descriptors,
 )
 from embedtool.embedding.store import EmbeddingStore, EmbeddingWriter, segment_id
 from embedtool.errors import IncompatibleArtefactError, MissingArtefactError
@@ -187,3 +189,18 @@ def test_export_refuses_features_the_model_was_not_made_for(tmp_path: Path) -> N
         export_embeddings(tmp_path / "features", _encoder(), tmp_path / "emb")
     with pytest.raises(MissingArtefactError, match="embedtool extract"):
         export_embeddings(tmp_path / "nothing", _encoder(), tmp_path / "emb")
+
+
+def test_each_window_as_a_track_is_that_window_alone() -> None:
+    """classify's segment level reads each window as a one-window track: the MFCCs shared across the overlapping
+    windows give the same rows as each window's own track descriptor."""
+    rng = np.random.default_rng(2)
+    mel = (rng.standard_normal((230, 64)) * 3 - 5).astype(np.float32)
+    descriptors, energy = rng.random((4, 12)).astype(np.float32), rng.random(4).astype(np.float32)
+    starts = np.array([0, 50, 100, 150])  # the last window runs past the end: its frames are the 80 left
+    rows = window_track_descriptors(descriptors, energy, mel, starts, 100)
+    alone = [
+        track_descriptor(descriptors[i : i + 1], energy[i : i + 1], mel[s : s + 100]) for i, s in enumerate(starts)
+    ]
+    assert rows.shape == (4, 12 + MFCC_PART)
+    assert np.allclose(rows, np.stack(alone), atol=1e-5)

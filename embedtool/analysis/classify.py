@@ -669,20 +669,17 @@ class SavedClassifier:
     def predict_mel(self, mel: np.ndarray, encoder: Encoder, segments: bool = False) -> tuple[str, dict, list]:
         """Label of one log-Mel matrix, read the way the training tracks were: the pooled descriptor or the pooled
         embedding of its windows (or their averaged probabilities at segment level)."""
-        from embedtool.embedding.pooling import pool_track, track_descriptor
+        from embedtool.embedding.pooling import pool_track, track_descriptor, window_track_descriptors
 
         starts, emb, desc, energy = encoder.embed_track(mel, self.hop_frames(encoder), descriptors=True)
-        if self.reads_descriptors:  # each window read as a track of one window, as the classifier was trained
-            seg = encoder.segment_frames
-            windows = np.stack(
-                [
-                    track_descriptor(d[None, :], e[None], mel[s : s + seg])
-                    for s, d, e in zip(np.asarray(starts).tolist(), desc, energy, strict=True)
-                ]
+        seg_proba = np.zeros((0, len(self.classifier.classes)))
+        if self.level == "segment" or segments:  # each window read as a track of one window, as trained
+            windows = (
+                window_track_descriptors(desc, energy, mel, starts, encoder.segment_frames)
+                if self.reads_descriptors
+                else emb
             )
-        else:
-            windows = emb
-        seg_proba = self.classifier.predict_proba(windows)
+            seg_proba = self.classifier.predict_proba(windows)
         if self.level == "segment":
             proba = seg_proba.mean(axis=0)
         elif self.reads_descriptors:

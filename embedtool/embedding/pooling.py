@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embedtool.features.mfcc import N_MFCC, mfcc_statistics
+from embedtool.features.mfcc import N_MFCC, frame_statistics, mfcc, mfcc_statistics
 
 if TYPE_CHECKING:
     from embedtool.model.encoder import Encoder
@@ -68,6 +68,18 @@ def track_descriptor(window_descriptors: np.ndarray, window_energy: np.ndarray, 
     """A track's descriptor (float32): its pooled window descriptors, then the MFCC statistics of its log-Mel
     frames ``mel`` (frames, n_mels; a memory-mapped shard slice is read in blocks)."""
     return np.concatenate([pool_descriptors(window_descriptors, window_energy), mfcc_statistics(mel)])
+
+
+def window_track_descriptors(
+    window_descriptors: np.ndarray, window_energy: np.ndarray, mel: np.ndarray, starts: np.ndarray, window_frames: int
+) -> np.ndarray:
+    """Each window read as a track of that one window (``track_descriptor`` of its descriptor, energy and frames
+    ``mel[start : start + window_frames]``), one row per window; the MFCCs of the overlapping windows are computed
+    once, over all of ``mel``."""
+    coefficients = mfcc(mel)
+    rows = zip(np.asarray(starts).tolist(), window_descriptors, window_energy, strict=True)
+    pooled = [(pool_descriptors(d[None, :], e[None]), coefficients[s : s + window_frames]) for s, d, e in rows]
+    return np.stack([np.concatenate([network, frame_statistics(frames)]) for network, frames in pooled])
 
 
 def track_descriptor_dim(encoder: Encoder) -> int:
