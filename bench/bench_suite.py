@@ -73,7 +73,7 @@ KIND = {
     "ambience": "city sound scene",
 }
 GROUP_BY_TRACK = {"music-dev"}  # its labels.tsv groups by album, and one style is a single album
-SYSTEMS = ("mfcc", "untrained", "musicnn", "aisfx", "general")
+SYSTEMS = ("mfcc", "untrained", "musicnn", "aisfx", "resemblyzer", "general")
 K = 5
 
 
@@ -258,7 +258,12 @@ def summary(figures: dict[str, Any]) -> dict[str, float]:
 
 # --- pretrained baselines: musicnn, aisfx ------------------------------------------------------------------
 
-PRETRAINED = {"musicnn": "musicnn-msd-penultimate.npz", "aisfx": "aisfx-embedding.npz"}  # name -> vector cache
+PRETRAINED = {  # name -> vector cache
+    "musicnn": "musicnn-msd-penultimate.npz",
+    "aisfx": "aisfx-embedding.npz",
+    "resemblyzer": "resemblyzer-embedding.npz",
+}
+IN_PROCESS = {"aisfx": "aisfx_features", "resemblyzer": "resemblyzer_features"}  # name -> module with a Model
 
 
 def pretrained_system(
@@ -302,7 +307,8 @@ def pretrained_system(
 def compute_vectors(name: str, paths: dict[str, str], cache: dict[str, Any], cache_file: Path, args: Any) -> str:
     """Add ``paths``' vectors ({id: path}) to ``cache`` and save it to ``cache_file``; "" or why it could not.
     musicnn: in this process when it imports, else in the musicnn venv (``musicnn_in_venv``); aisfx: in this
-    process (``bench/aisfx_setup.sh`` installs it). A file that fails is logged and left out."""
+    process (``bench/aisfx_setup.sh`` installs it); resemblyzer: in this process (``bench/resemblyzer_setup.sh``).
+    A file that fails is logged and left out."""
     if name == "musicnn":
         try:
             import musicnn.models  # noqa: F401
@@ -314,12 +320,12 @@ def compute_vectors(name: str, paths: dict[str, str], cache: dict[str, Any], cac
         model: Any = MusicnnModel()
         vector = model.penultimate
     else:
-        try:
-            from aisfx_features import Model as AisfxModel
+        import importlib
 
-            model = AisfxModel()
+        try:
+            model = importlib.import_module(IN_PROCESS[name]).Model()
         except ImportError as exc:
-            return f"not installed ({exc}; run bench/aisfx_setup.sh)"
+            return f"not installed ({exc}; run bench/{name}_setup.sh)"
         vector = model.vector
     log(f"{name}: {len(paths)} files")
     started = last_log = time.perf_counter()
@@ -468,6 +474,7 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="re-evaluate even when the embeddings are unchanged")
     parser.add_argument("--no-musicnn", action="store_true", help="leave musicnn out even when installed")
     parser.add_argument("--no-aisfx", action="store_true", help="leave aisfx out even when installed")
+    parser.add_argument("--no-resemblyzer", action="store_true", help="leave Resemblyzer out even when installed")
     parser.add_argument(
         "--musicnn-python",
         type=Path,
