@@ -56,6 +56,9 @@ DENSE_QUERY_SECONDS = 30.0
 # library's hop so the windows stay on its grid: 240 windows give voting plenty of support, and embedding and
 # search time stop growing with the query's length.
 MAX_QUERY_WINDOWS = 240
+# The most segment hits one query fetches (windows x hits per window) while widening its search to find k distinct
+# tracks: 4M hits are ~50 MB of scores and rows.
+MAX_HITS = 4_000_000
 
 
 @dataclass
@@ -401,12 +404,51 @@ class Searcher:
         segments: bool = False,
     ) -> QueryResult:
         """Search window vectors (starting at ``starts_s``) and vote them into a ranked track list."""
-        t0 = time.perf_counter()
         exclude_rows = self._rows_of(exclude_track)
+        top = max(k, 2) if mode == "identify" else k  # identify's confidence needs the runner-up
+        t0 = time.perf_counter()
         scores, rows = self.segment_index.search(vectors, self.options.hits_per_window, exclude_rows=exclude_rows)
         search_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        votes = vote(
+        votes = self._vote(scores, rows, starts_s, duration_s, mode, top)
+        voting_s = time.perf_counter() - t1
+        matches = [self._match(rank, v) for rank, v in enumerate(votes, start=1)]
+        no_match, confidence, threshold = False, None, self.threshold
+        if mode == "identify":  # decided on the usual hits, as the threshold was calibrated
+            no_match, confidence, threshold = self._decide(matches, duration_s)
+        # k means k distinct tracks whenever the library holds them: a long track's segments can fill every
+        # window's hits. Then the hits per window are widened (x4 a round) until k tracks are found, every segment
+        # was asked, or MAX_HITS (windows x hits, a bound on a query's memory) is reached; the tracks found so are
+        # listed after those of the usual search, whose scores and ranks stay as they were.
+        wanted = min(k, len(self.tables.tracks) - (exclude_rows is not None))
+        hits = self.options.hits_per_window
+        most = min(self.segment_index.ntotal, max(hits, MAX_HITS // max(1, len(starts_s))))
+        while len(matches) < wanted and hits < most and len(starts_s):
+            hits = min(most, hits * 4)
+            t0 = time.perf_counter()
+            wide_scores, wide_rows = self.segment_index.search(vectors, hits, exclude_rows=exclude_rows)
+            t1 = time.perf_counter()
+            found = {m.track_id for m in matches}
+            more = [self._match(0, v) for v in self._vote(wide_scores, wide_rows, starts_s, duration_s, mode, None)]
+            more = [m for m in more if m.track_id not in found][: wanted - len(matches)]
+            matches += [replace(m, rank=len(matches) + i) for i, m in enumerate(more, start=1)]
+            search_s, voting_s = search_s + t1 - t0, voting_s + time.perf_counter() - t1
+        return QueryResult(
+            mode=mode,
+            matches=matches[:k],
+            no_match=no_match,
+            threshold=threshold,
+            confidence=confidence,
+            query={"duration_s": round(duration_s, 3), "windows": int(len(starts_s))},
+            excluded_track=exclude_track if exclude_rows is not None else None,
+            segments=self._segment_hits(starts_s, scores, rows) if segments else [],
+            timings={"search": search_s, "voting": voting_s},
+        )
+
+    def _vote(
+        self, scores: np.ndarray, rows: np.ndarray, starts_s: np.ndarray, duration_s: float, mode: Mode, top: int | None
+    ) -> list[TrackVote]:
+        return vote(
             scores,
             rows,
             np.asarray(starts_s, dtype=np.float64),
@@ -418,22 +460,7 @@ class Searcher:
             bin_seconds=self.hop_seconds,
             mode=mode,
             tolerance_bins=self.options.tolerance_bins,
-            top=max(k, 2) if mode == "identify" else k,  # identify's confidence needs the runner-up
-        )
-        matches = [self._match(rank, v) for rank, v in enumerate(votes, start=1)]
-        no_match, confidence, threshold = False, None, self.threshold
-        if mode == "identify":
-            no_match, confidence, threshold = self._decide(matches, duration_s)
-        return QueryResult(
-            mode=mode,
-            matches=matches[:k],
-            no_match=no_match,
-            threshold=threshold,
-            confidence=confidence,
-            query={"duration_s": round(duration_s, 3), "windows": int(len(starts_s))},
-            excluded_track=exclude_track if exclude_rows is not None else None,
-            segments=self._segment_hits(starts_s, scores, rows) if segments else [],
-            timings={"search": search_s, "voting": time.perf_counter() - t1},
+            top=top,
         )
 
     def _rows_of(self, track_id: str | None) -> tuple[int, int] | None:
