@@ -243,11 +243,32 @@ def cluster(
 def classify(
     workspace: Workspace, options: ClassifyOptions | None = None, progress: Progress | None = None
 ) -> ClassifyResult:
-    """Fit and save a logistic classifier on the labelled tracks; held-out scores by the workspace's split."""
+    """Fit and save a logistic classifier on the labelled tracks; held-out scores by the workspace's split. With
+    ``options.features`` naming a companion (``descriptors+aisfx``), its vectors are computed first for labelled
+    tracks that lack one (cached under ``companions/``)."""
+    options = options or ClassifyOptions()
+    companion = prepare_companion(workspace, options, progress)
     return run_classify(
-        workspace.embeddings, workspace.classifier, options or ClassifyOptions(), workspace.split, progress,
-        workspace.features,
-    )  # fmt: skip
+        workspace.embeddings, workspace.classifier, options, workspace.split, progress, workspace.features, companion
+    )
+
+
+def prepare_companion(workspace: Workspace, options: ClassifyOptions, progress: Progress | None) -> Path | None:
+    """The cache folder of the companion that ``options.features`` names, filled for every labelled track of the
+    export (files that cannot be decoded are left out, and classify then names how many); None when it names none."""
+    from embedtool.analysis.classify import companion_of, uses_descriptors
+    from embedtool.embedding.companion import companion_dir, ensure_companion
+
+    name = companion_of(options.features)
+    if name is None or not uses_descriptors(options):
+        return None
+    store = EmbeddingStore(workspace.embeddings)
+    store.use_current_labels(workspace.features)
+    tracks = {t["track_id"]: t["path"] for t in store.tracks if t.get("label") not in (None, "") and t.get("path")}
+    step = (lambda d, t: progress(f"{name} vectors", d, t)) if progress else None
+    directory = companion_dir(workspace.root, name)
+    ensure_companion(directory, tracks, name, step)
+    return directory
 
 
 def predict(
@@ -269,5 +290,8 @@ def evaluate(
     cluster_options: ClusterOptions | None = None,
     progress: Progress | None = None,
 ) -> EvaluateResult:
-    """An honest report on the workspace's embeddings against baselines (no leakage across the split)."""
-    return run_evaluate(workspace, options or EvaluateOptions(), classify_options, cluster_options, progress)
+    """An honest report on the workspace's embeddings against baselines (no leakage across the split); with
+    ``classify_options.features`` naming a companion, its vectors are computed first where missing."""
+    classify_options = classify_options or ClassifyOptions()
+    companion = prepare_companion(workspace, classify_options, progress)
+    return run_evaluate(workspace, options or EvaluateOptions(), classify_options, cluster_options, progress, companion)

@@ -63,7 +63,22 @@ FALLBACK_C = 1.0
 
 def uses_descriptors(options: ClassifyOptions) -> bool:
     """Whether these options classify track descriptors (segment level always reads segment embeddings)."""
-    return options.level == "track" and options.features == "descriptors"
+    return options.level == "track" and options.features in ("descriptors", "descriptors+aisfx")
+
+
+def companion_of(features: str) -> str | None:
+    """The companion network a ``features`` setting joins to the descriptors ("descriptors+aisfx" -> "aisfx")."""
+    return features.split("+", 1)[1] if "+" in features else None
+
+
+def with_companion(data: LabelledData, companion_dir: Path, name: str) -> LabelledData:
+    """``data`` with each track's companion vector after its descriptor (``embedding.companion``)."""
+    from embedtool.embedding.companion import load_companion
+
+    if data.descriptors is None:
+        raise InputError(f"the {name} companion joins track descriptors: classify at track level on descriptors")
+    vectors = load_companion(companion_dir, data.track_ids, name)
+    return replace(data, descriptors=np.hstack([data.descriptors, vectors]).astype(np.float32))
 
 
 # --- the model as plain arrays -------------------------------------------------------------------------------
@@ -188,7 +203,7 @@ class LabelledData:
     def track_matrix(self, features: str) -> np.ndarray:
         """The per-track vectors a track-level classifier reads: descriptors when asked for and present (a
         baseline carries only ``vectors``), else the track vectors."""
-        if features == "descriptors" and self.descriptors is not None:
+        if features.startswith("descriptors") and self.descriptors is not None:
             return self.descriptors
         return self.vectors
 
@@ -525,10 +540,12 @@ def run_classify(
     split_dir: Path | None = None,
     progress: Progress | None = None,
     features_dir: Path | None = None,
+    companion_dir: Path | None = None,
 ) -> ClassifyResult:
     """Evaluate a classifier on held-out tracks, then save one (refitted on all labels unless told not to).
     With ``features_dir``, labels and groups are the features' current ones (``extract --labels`` after
-    ``embed``), not those recorded in the embeddings."""
+    ``embed``), not those recorded in the embeddings. ``companion_dir``: the cache of the companion vectors that
+    ``options.features`` joins to the descriptors (``embedding.companion.ensure_companion`` fills it)."""
     from embedtool.analysis import plots
     from embedtool.artefacts import atomic_write_json, fingerprint_of, staged_dir, write_meta
     from embedtool.config import settings_dict
@@ -537,6 +554,11 @@ def run_classify(
     store = EmbeddingStore(Path(embeddings_dir))
     store.use_current_labels(features_dir)
     data = LabelledData.from_store(store, options.level == "segment", uses_descriptors(options))
+    companion = companion_of(options.features)
+    if companion is not None and uses_descriptors(options):
+        if companion_dir is None:
+            raise MissingArtefactError(f"classify.features {options.features!r} needs the {companion} vectors' folder")
+        data = with_companion(data, Path(companion_dir), companion)
     split = None
     if not options.cv:
         if split_dir is None:
@@ -633,10 +655,30 @@ class SavedClassifier:
         self.classifier = read_member(self.meta, self.directory, "coef.npy", LinearClassifier.load_from)
         self.level = self.meta.config.get("level", "track")
         # Classifiers saved before descriptors existed read embeddings.
-        self.reads_descriptors = self.level == "track" and self.meta.config.get("features") == "descriptors"
+        features = str(self.meta.config.get("features", "embeddings"))
+        self.reads_descriptors = self.level == "track" and features in ("descriptors", "descriptors+aisfx")
+        self.companion = companion_of(features) if self.reads_descriptors else None
+        self._companion_model: Any = None
 
     def _input_dim(self, embedding_dim: int | None, descriptor_dim: int | None) -> int | None:
-        return descriptor_dim if self.reads_descriptors else embedding_dim
+        if not self.reads_descriptors or descriptor_dim is None:
+            return descriptor_dim if self.reads_descriptors else embedding_dim
+        if self.companion is None:
+            return descriptor_dim
+        from embedtool.embedding.companion import companion_dim
+
+        return descriptor_dim + companion_dim(self.companion)
+
+    def companion_vector(self, path: Path) -> np.ndarray | None:
+        """The companion network's vector of the audio file ``path`` when the classifier reads one (the network
+        is loaded once, at the first file)."""
+        if self.companion is None:
+            return None
+        from embedtool.embedding.companion import companion_embedder, file_vector
+
+        if self._companion_model is None:
+            self._companion_model = companion_embedder(self.companion)
+        return file_vector(self.companion, path, self._companion_model)
 
     def check_embeddings(self, store: EmbeddingStore) -> None:
         """Refuse embeddings other than the ones the classifier was trained on (model or dimension differ)."""
@@ -666,9 +708,12 @@ class SavedClassifier:
             return SegmentGrid.from_config(config).hop_frames
         return max(1, encoder.segment_frames // 2)
 
-    def predict_mel(self, mel: np.ndarray, encoder: Encoder, segments: bool = False) -> tuple[str, dict, list]:
+    def predict_mel(
+        self, mel: np.ndarray, encoder: Encoder, segments: bool = False, companion: np.ndarray | None = None
+    ) -> tuple[str, dict, list]:
         """Label of one log-Mel matrix, read the way the training tracks were: the pooled descriptor or the pooled
-        embedding of its windows (or their averaged probabilities at segment level)."""
+        embedding of its windows (or their averaged probabilities at segment level). ``companion``: the file's
+        companion vector, joined to the track descriptor and (the file's, not the window's) to each window's."""
         from embedtool.embedding.pooling import pool_track, track_descriptor, window_track_descriptors
 
         starts, emb, desc, energy = encoder.embed_track(mel, self.hop_frames(encoder), descriptors=True)
@@ -679,11 +724,16 @@ class SavedClassifier:
                 if self.reads_descriptors
                 else emb
             )
+            if companion is not None and self.reads_descriptors:
+                windows = np.hstack([windows, np.repeat(companion[None, :], len(windows), axis=0)])
             seg_proba = self.classifier.predict_proba(windows)
         if self.level == "segment":
             proba = seg_proba.mean(axis=0)
         elif self.reads_descriptors:
-            proba = self.classifier.predict_proba(track_descriptor(desc, energy, mel)[None, :])[0]
+            row = track_descriptor(desc, energy, mel)
+            if companion is not None:
+                row = np.concatenate([row, companion])
+            proba = self.classifier.predict_proba(row[None, :])[0]
         else:
             proba = self.classifier.predict_proba(pool_track(emb)[None, :])[0]
         classes = self.classifier.classes
@@ -747,5 +797,5 @@ def _predict_file(saved: SavedClassifier, encoder: Encoder, path: Path, segments
     mel = np.asarray(mel, dtype=np.float32)
     if mel.shape[0] == 0:
         raise InputError(f"{path} holds no audio frames")
-    label, proba, seg_rows = saved.predict_mel(mel, encoder, segments)
+    label, proba, seg_rows = saved.predict_mel(mel, encoder, segments, saved.companion_vector(path))
     return FilePrediction(str(path), label, proba, float(info.duration_s), seg_rows)

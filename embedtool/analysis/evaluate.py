@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedtool.analysis.classify import LabelledData, evaluate_classifier, uses_descriptors
+from embedtool.analysis.classify import (
+    LabelledData,
+    companion_of,
+    evaluate_classifier,
+    uses_descriptors,
+    with_companion,
+)
 from embedtool.analysis.cluster import cluster_vectors, label_agreement
 from embedtool.analysis.options import ClassifyOptions, ClusterOptions, EvaluateOptions
 from embedtool.analysis.report import render_markdown, write_figures
@@ -196,18 +202,28 @@ def run_evaluate(
     classify_options: ClassifyOptions | None = None,
     cluster_options: ClusterOptions | None = None,
     progress: Progress | None = None,
+    companion_dir: Path | None = None,
 ) -> EvaluateResult:
     """Evaluate the workspace's embeddings (and baselines) and write a report folder under ``reports/``:
-    the learnt embeddings, the feature baseline, the network baselines, robustness, then the report."""
+    the learnt embeddings, the feature baseline, the network baselines, robustness, then the report.
+    ``companion_dir``: the companion cache that ``classify_options.features`` joins to every learnt system's
+    descriptors; the companion alone is then scored as a system of its own too."""
     from embedtool.embedding.store import EmbeddingStore
 
     run = _Evaluation(
         workspace, options, classify_options or ClassifyOptions(), cluster_options or ClusterOptions(), progress
     )
+    run.companion_dir = companion_dir
     store = EmbeddingStore(workspace.embeddings)
     store.use_current_labels(workspace.features)  # labels are the features' (extract --labels after embed)
     data = run.labelled(store)
     run.timed("embeddings", lambda: run.system("embeddings", data))
+    companion = run.companion()
+    if companion is not None:
+        from embedtool.embedding.companion import load_companion
+
+        alone = data.with_vectors(load_companion(companion[1], data.track_ids, companion[0]))
+        run.timed(companion[0], lambda: run.system(companion[0], alone, standardise_vectors=True))
     if options.baselines:
         run.timed(options.baseline_kind, lambda: run.feature_baseline(store, data))
     for system, encoder in run.network_baselines(store):
@@ -235,6 +251,14 @@ class _Evaluation:
         self.timings: dict[str, float] = {}
         self.notes: list[str] = []
         self.split: dict[str, str] | None = None
+        self.companion_dir: Path | None = None
+
+    def companion(self) -> tuple[str, Path] | None:
+        """(name, cache folder) of the companion the classify options join to the descriptors, if any."""
+        name = companion_of(self.classify_options.features)
+        if name is None or self.companion_dir is None or not uses_descriptors(self.classify_options):
+            return None
+        return name, self.companion_dir
 
     def step(self, stage: str, done: int = 0, total: int = 1) -> None:
         if self.progress is not None:
@@ -250,6 +274,9 @@ class _Evaluation:
         """The labelled tracks (or segments) of an export, read as the classify options say."""
         level = self.classify_options.level == "segment"
         data = LabelledData.from_store(store, level, uses_descriptors(self.classify_options))
+        companion = self.companion()
+        if companion is not None:
+            data = with_companion(data, companion[1], companion[0])
         if not self.classify_options.cv and self.split is None:
             from embedtool.training.splits import load_split
 

@@ -55,7 +55,10 @@ class ClassifyOptions:
     """Options of ``embedtool classify`` (config section ``classify``)."""
 
     level: Literal["track", "segment"] = "track"
-    features: Literal["descriptors", "embeddings"] = "descriptors"  # what a track-level classifier reads
+    # what a track-level classifier reads: the model's track descriptors, its track embeddings, or the descriptors
+    # with a companion network's vector of each file beside them (embedding.companion: opt-in, costs a decode at
+    # 44.1 kHz and ~100 s of CPU per audio hour once, then cached)
+    features: Literal["descriptors", "embeddings", "descriptors+aisfx"] = "descriptors"
     cv: int = 0  # 0: the persisted train/val split; N >= 2: grouped, stratified N-fold cross-validation
     # what cross-validation folds (and the inner folds of C="auto") keep together: "group" (the labels file's group
     # column; a track without one is its own group) or "track" (every track on its own). The features record no
@@ -76,6 +79,10 @@ class ClassifyOptions:
             raise ConfigError(f"classify.cv must be 0 (use the persisted split) or at least 2, not {self.cv}")
         if self.cv_by not in ("group", "track"):
             raise ConfigError(f"classify.cv_by must be 'group' or 'track', not {self.cv_by!r}")
+        if self.features not in ("descriptors", "embeddings", "descriptors+aisfx"):
+            raise ConfigError(
+                f"classify.features must be 'descriptors', 'embeddings' or 'descriptors+aisfx', not {self.features!r}"
+            )
         if self.C != "auto" and float(self.C) <= 0:
             raise ConfigError(f"classify.C must be positive or 'auto', not {self.C}")
         if self.max_iter < 1:

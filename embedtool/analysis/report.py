@@ -14,6 +14,20 @@ if TYPE_CHECKING:
     from embedtool.embedding.store import EmbeddingStore
 
 
+# Bidirectional-override and isolate controls: shown as their code point, so "gnp.exe" with an RTL override reads
+# as what it is, not as "exe.png".
+BIDI_CONTROLS = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C)}
+
+
+def md_text(value: Any) -> str:
+    """A label or name as literal Markdown text: its Markdown and HTML characters escaped (a label
+    ``![x](http://...)`` is no image, a ``|`` does not split a table), line breaks as spaces, bidi controls as
+    their visible code point (``<U+202E>``)."""
+    text = " ".join(str(value).splitlines())
+    text = "".join(f"<U+{ord(ch):04X}>" if ch in BIDI_CONTROLS else ch for ch in text)
+    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~&" else ch for ch in text)
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "-"
@@ -62,12 +76,12 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def _header(report: dict[str, Any]) -> list[str]:
     return [
-        f"# embedtool evaluation: {report['name']}",
+        f"# embedtool evaluation: {md_text(report['name'])}",
         "",
         f"Created {report['created']} from workspace `{report['workspace']}`.",
         f"Embeddings `{report['inputs']['embeddings']}`, model `{report['inputs']['model']}`. "
         f"{report['tracks']} tracks ({report['segments']} segments), {report['labelled_tracks']} labelled: "
-        + ", ".join(f"{k} {v}" for k, v in report["labels"].items())
+        + ", ".join(f"{md_text(k)} {v}" for k, v in report["labels"].items())
         + ".",
         "",
         _systems_paragraph(report["systems"], report.get("model_origin") or "the learnt model"),
@@ -95,7 +109,7 @@ def _summary(report: dict[str, Any]) -> list[str]:
             + f" | {_fmt(cl['purity'])} | {_fmt(cl['nmi'])} | {_fmt(cl['ari'])} |"
         )
     options = report["classify_options"]
-    reads_descriptors = options.get("level") == "track" and options.get("features") == "descriptors"
+    reads_descriptors = options.get("level") == "track" and str(options.get("features", "")).startswith("descriptors")
     lines += [
         "",
         f"Classification: logistic regression, {report['classification_scheme']} "
@@ -126,7 +140,7 @@ def _classification(systems: dict[str, Any]) -> list[str]:
         ]
         for row in c["per_class"]:
             lines.append(
-                f"| {row['label']} | {_fmt(row['precision'])} | {_fmt(row['recall'])} | {_fmt(row['f1'])} | "
+                f"| {md_text(row['label'])} | {_fmt(row['precision'])} | {_fmt(row['recall'])} | {_fmt(row['f1'])} | "
                 f"{row['support']} |"
             )
         lines += ["", f"![confusion {name}](confusion_{name}.png)", ""]
@@ -144,7 +158,7 @@ def _clusters(emb: dict[str, Any]) -> list[str]:
         "|---|---|",
     ]
     for c, counts in emb["composition"].items():
-        lines.append(f"| {c} | " + ", ".join(f"{k} {v}" for k, v in counts.items()) + " |")
+        lines.append(f"| {c} | " + ", ".join(f"{md_text(k)} {v}" for k, v in counts.items()) + " |")
     return lines
 
 

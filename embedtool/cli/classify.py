@@ -39,10 +39,12 @@ def classify(
     level: Literal["track", "segment"] | None = typer.Option(
         None, "--level", help="Train on track or segment embeddings.", show_default=default_of("classify", "level")
     ),
-    features: Literal["descriptors", "embeddings"] | None = typer.Option(
+    features: Literal["descriptors", "embeddings", "descriptors+aisfx"] | None = typer.Option(
         None,
         "--features",
-        help="Track level: what the classifier reads.",
+        help="Track level: what the classifier reads. descriptors+aisfx adds the bundled aisfx sound-effects "
+        "network's vector of each file (better on effects, instruments, voices; ~100 s of CPU per audio hour once, "
+        "cached in companions/).",
         show_default=default_of("classify", "features"),
     ),
     cv: int | None = typer.Option(

@@ -62,6 +62,13 @@ def evaluate(
     level: Literal["track", "segment"] | None = typer.Option(
         None, "--level", help="Classifier on track or segment embeddings.", show_default=default_of("classify", "level")
     ),
+    features: Literal["descriptors", "embeddings", "descriptors+aisfx"] | None = typer.Option(
+        None,
+        "--features",
+        help="Track level: what the classifiers read (descriptors+aisfx: with the bundled aisfx network's vectors, "
+        "which are then scored alone too).",
+        show_default=default_of("classify", "features"),
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Seed of excerpts, folds, clusters and the map."),
     as_json: bool = typer.Option(False, "--json", help="Print report.json to stdout too."),
 ) -> None:
@@ -81,7 +88,9 @@ def evaluate(
             "seed": seed,
         },
     )
-    classify_options = actx.config.settings("classify", {"cv": cv, "cv_by": cv_by, "level": level, "seed": seed})
+    classify_options = actx.config.settings(
+        "classify", {"cv": cv, "cv_by": cv_by, "level": level, "features": features, "seed": seed}
+    )
     cluster_options = actx.config.settings("cluster", {"seed": seed})
     with make_progress(actx.quiet or as_json) as progress:
         result = pipeline.evaluate(actx.workspace, options, classify_options, cluster_options, stage_progress(progress))
