@@ -1,25 +1,29 @@
 """The ASGI app: the JSON API over :class:`~embedtool.serve.library.Library`, the page, audio and the report.
 
-Every error a client can cause is a 4xx JSON answer ``{"error": message}``: an unknown track or file 404, a
-missing artefact 409 (the message names the command that makes it), unusable input 422, an oversize upload 413.
-Anything else is a 500 with a one-line message, never a traceback.
+Every error is a JSON answer ``{"error": message}``: an unknown track, file or route 404, a missing artefact 409
+(the message names the command that makes it), unusable input 422, an oversize upload 413, a foreign Host 400, a
+cross-site POST 403, a missing token 401 (:mod:`embedtool.serve.guard`). Anything else is a 500 with a one-line
+message, never a traceback.
 """
 
 from __future__ import annotations
 
-import hmac
+import html
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from embedtool import __version__
 from embedtool.errors import ConfigError, EmbedtoolError, IncompatibleArtefactError, MissingArtefactError
-from embedtool.serve.library import Library, NotFound, require_nonempty
+from embedtool.serve.guard import Guard, allowed_names
+from embedtool.serve.library import EXPORT_COLUMNS, Library, NotFound, require_nonempty
 from embedtool.serve.media import RangeNotSatisfiable, WavTranscode, is_playable, media_type, parse_range
 from embedtool.serve.report import render_report
 from embedtool.serve.uploads import BodyLimit, UploadTooLarge, saved_upload
@@ -28,7 +32,6 @@ from embedtool.workspace import Workspace
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 50 * 1000 * 1000
 MAX_UPLOAD_SECONDS = 15 * 60.0
-TOKEN_COOKIE = "embedtool_token"
 log = logging.getLogger("embedtool.serve")
 Mode = Literal["similar", "identify"]  # module level: FastAPI resolves the annotations by name
 
@@ -42,25 +45,31 @@ def create_app(
     token: str | None = None,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     max_upload_seconds: float = MAX_UPLOAD_SECONDS,
+    hosts: Iterable[str] | None = None,
 ) -> FastAPI:
-    """The web app over ``workspace``, its artefacts opened now (once). With ``token``, every request must carry
-    it: ``Authorization: Bearer TOKEN``, ``?token=TOKEN`` (which also sets a cookie for the page's audio), or
-    that cookie."""
+    """The web app over ``workspace``, its artefacts opened now (once).
+
+    ``hosts``: the host names the ``Host`` header may give (default: the localhost names; ``["*"]``: any). With
+    ``token``, every request must carry it: ``Authorization: Bearer TOKEN``, the HttpOnly cookie the page gets,
+    or ``?token=TOKEN`` (answered by a redirect to the same address without it, setting that cookie)."""
+    if token is not None and not token.strip():
+        raise ConfigError("An empty token would let anyone in: give a token, or none.")
     ws = workspace if isinstance(workspace, Workspace) else Workspace.at(workspace)
     library = Library(ws)
     app = FastAPI(
         title="embedtool",
         version=__version__,
         description="Search, listen to and browse an embedtool workspace. The page at / uses this same API.",
+        docs_url=None,  # /docs is a plain page made here: FastAPI's loads Swagger UI from a CDN
+        redoc_url=None,
     )
     app.state.library = library
     _errors(app)
     _api(app, library, max_upload_bytes, max_upload_seconds)
     _pages(app, library)
-    if token:
-        _require_token(app, token)
-    # Outermost: an oversize body is refused before anything reads it.
+    # Inner to outer: an oversize body is refused before anything reads it; the guard comes before all.
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes + 64 * 1024)  # multipart framing on top of the file
+    app.add_middleware(Guard, hosts=allowed_names() if hosts is None else hosts, token=token)
     return app
 
 
@@ -74,9 +83,14 @@ def _errors(app: FastAPI) -> None:
         status = next((s for kind, s in STATUS.items() if isinstance(exc, kind)), 422)
         return _error(status, str(exc))
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException, and the router's 404 and 405
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"No such page or API route: {request.url.path} (the API is listed at /docs)."
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path} (the API is listed at /docs)."
+        return JSONResponse({"error": detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -92,7 +106,7 @@ def _errors(app: FastAPI) -> None:
 def _api(app: FastAPI, library: Library, max_bytes: int, max_seconds: float) -> None:
     @app.get("/api/status", summary="What the workspace offers (search, classify, clusters, report)")
     def status() -> dict:
-        return library.status()
+        return {**library.status(), "export_columns": list(EXPORT_COLUMNS)}
 
     @app.get("/api/tracks", summary="Library tracks whose id, name or path contains every word of q")
     def tracks(q: str = "", limit: int = Query(50, ge=1, le=200)) -> dict:
@@ -134,7 +148,7 @@ def _api(app: FastAPI, library: Library, max_bytes: int, max_seconds: float) -> 
 
 
 def _transcoded(path: Path, range_header: str | None) -> Response:
-    """A file the browser cannot play, as a WAV; only the requested byte range is decoded."""
+    """A file the browser cannot play, as a WAV; only the requested byte range is decoded, as it is sent."""
     try:
         wav = WavTranscode.open(path)
     except Exception as exc:  # decoders raise many types for unreadable input
@@ -143,12 +157,13 @@ def _transcoded(path: Path, range_header: str | None) -> Response:
         span = parse_range(range_header, wav.size)
     except RangeNotSatisfiable as exc:
         return Response(status_code=416, headers={"Content-Range": f"bytes */{exc.size}"})
-    headers = {"Accept-Ranges": "bytes"}
-    if span is None:
-        return Response(wav.read(0, wav.size), media_type="audio/wav", headers=headers)
-    start, end = span
-    headers["Content-Range"] = f"bytes {start}-{end - 1}/{wav.size}"
-    return Response(wav.read(start, end), status_code=206, media_type="audio/wav", headers=headers)
+    start, end = span or (0, wav.size)
+    headers = {"Accept-Ranges": "bytes", "Content-Length": str(end - start)}
+    if span is not None:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{wav.size}"
+    # decoded piece by piece as it is sent (a whole 10-minute aiff for `Range: bytes=0-` is never in memory)
+    body = wav.stream(start, end)
+    return StreamingResponse(body, status_code=206 if span else 200, media_type="audio/wav", headers=headers)
 
 
 def _pages(app: FastAPI, library: Library) -> None:
@@ -171,19 +186,33 @@ def _pages(app: FastAPI, library: Library) -> None:
     def report_file(name: str) -> FileResponse:
         return FileResponse(library.report_file(name))
 
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return HTMLResponse(_docs_page(app.openapi()))
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
 
-def _require_token(app: FastAPI, token: str) -> None:
-    @app.middleware("http")
-    async def check(request: Request, call_next):  # type: ignore[no-untyped-def]
-        given = request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE) or ""
-        auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            return _error(401, "This server needs a token: open the address it printed, with ?token=...")
-        response = await call_next(request)
-        if request.query_params.get("token"):  # the page's <audio> and <img> requests then carry it
-            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
-        return response
+def _docs_page(spec: dict) -> str:
+    """The API as one plain page made from its OpenAPI description (no scripts, nothing from the internet)."""
+    e = html.escape
+    rows = []
+    for path, methods in spec.get("paths", {}).items():
+        for method, op in methods.items():
+            query = [p for p in op.get("parameters", []) if p.get("in") == "query"]
+            params = ", ".join(f"{p['name']}{'' if p.get('required') else '?'}" for p in query)
+            body = " multipart file" if "requestBody" in op else ""
+            rows.append(
+                f"<tr><td><code>{e(method.upper())} {e(path)}</code></td><td>{e(params)}{body}</td>"
+                f"<td>{e(op.get('summary', ''))}</td></tr>"
+            )
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>embedtool API</title>"
+        "<link rel='stylesheet' href='/static/report.css'></head><body><nav><a href='/'>&larr; embedtool</a></nav>"
+        f"<h1>embedtool API {e(str(spec.get('info', {}).get('version', '')))}</h1>"
+        f"<p>{e(spec.get('info', {}).get('description', ''))} Errors are <code>{{&quot;error&quot;: message}}</code>. "
+        "The full description: <a href='/openapi.json'>/openapi.json</a>.</p>"
+        "<table><tr><th>request</th><th>query parameters</th><th>what it answers</th></tr>"
+        + "".join(rows)
+        + "</table></body></html>"
+    )

@@ -25,6 +25,12 @@ if TYPE_CHECKING:
     from embedtool.workspace import Workspace
 
 MAX_TRACKS_LISTED = 200
+# The columns of a search exported as CSV by the page: those of `embedtool neighbours --format csv` (a test holds
+# the two lists equal; this layer may not import the CLI's).
+EXPORT_COLUMNS = (
+    "query", "mode", "rank", "track_id", "path", "label", "score", "windows", "query_start_s", "query_end_s",
+    "ref_start_s", "ref_end_s", "no_match", "confidence", "decided_by", "fingerprint_hits", "error",
+)  # fmt: skip
 
 
 class NotFound(EmbedtoolError):
@@ -44,6 +50,7 @@ class Library:
         self.searcher_error: EmbedtoolError | None = None
         self.tracks: list[dict[str, Any]] = []
         self._roots: dict[str, str] = {}  # track id -> the extract root it was found under
+        self._verified: dict[str, str] = {}  # track id -> path, mtime, size of a file outside its root found its own
         self._open_searcher()
         self._open_tracks()
         self.classifier: SavedClassifier | None = None
@@ -117,17 +124,37 @@ class Library:
             raise NotFound(f"No library track with id {track_id!r}.") from None
 
     def audio_file(self, track_id: str) -> Path:
-        """The file of a library track, refused (NotFound) when it is gone or resolves outside the folder it was
-        extracted from (a symlink swapped out of the library)."""
+        """The file of a library track. One that resolves outside the folder it was extracted from (a symlink)
+        is served only when its bytes are still those the track was made from (its id is their hash): a library
+        that links to files elsewhere plays, a link swapped to another file afterwards is refused (NotFound), as
+        is a file that is gone."""
         track = self.track(track_id)
         path = Path(track["path"])
         real = Path(os.path.realpath(path))
-        root = self._roots.get(track_id)
-        if root is not None and not real.is_relative_to(os.path.realpath(root)):
-            raise NotFound(f"The file of track {track_id} is no longer inside the library folder {root}.")
         if not real.is_file():
             raise NotFound(f"The file of track {track_id} is gone: {path}")
+        root = self._roots.get(track_id)
+        if root is not None and not real.is_relative_to(os.path.realpath(root)):
+            if not self._same_content(track_id, real):
+                raise NotFound(
+                    f"The file of track {track_id} now leads outside the library folder {root} to a file that is "
+                    "not the one extracted (re-run `embedtool extract` if it was replaced on purpose)."
+                )
         return real
+
+    def _same_content(self, track_id: str, real: Path) -> bool:
+        """Whether ``real`` still holds the bytes track ``track_id`` was made from (hashed once per path and
+        modification time)."""
+        from embedtool.features.extract import file_hash
+
+        stat = real.stat()
+        key = f"{real}:{stat.st_mtime_ns}:{stat.st_size}"
+        if self._verified.get(track_id) == key:
+            return True
+        if file_hash(real) != track_id:
+            return False
+        self._verified[track_id] = key
+        return True
 
     # --- search --------------------------------------------------------------------------------------------
     def _need_searcher(self) -> Searcher:
@@ -137,11 +164,38 @@ class Library:
         return self.searcher
 
     def search_track(self, track_id: str, mode: Mode, k: int) -> dict[str, Any]:
+        """A library track's answer. A track shorter than the shortest usable query (a 20 ms drum hit) is
+        searched padded with silence to that length, and the answer's ``note`` says so."""
         searcher = self._need_searcher()
-        self.track(track_id)  # an unknown id is a 404, not a decoding attempt of a client string
+        track = self.track(track_id)  # an unknown id is a 404, not a decoding attempt of a client string
+        shortest = searcher.options.min_query_seconds
+        note = None
         with self._lock:
-            result = searcher.query_track(track_id, mode=mode, k=k)
-        return self._answer(result.to_dict())
+            if track["duration_s"] + 1e-9 < shortest and searcher.features is not None:
+                result = self._search_padded(searcher, track_id, mode, k)
+                note = (
+                    f"This track is {track['duration_s']:.3f} s long, shorter than the shortest usable query "
+                    f"({shortest:g} s): it was searched padded with silence to that length."
+                )
+            else:
+                result = searcher.query_track(track_id, mode=mode, k=k)
+        answer = self._answer(result.to_dict())
+        answer["note"] = note
+        return answer
+
+    def _search_padded(self, searcher: Searcher, track_id: str, mode: Mode, k: int) -> Any:
+        from embedtool.features.windows import silence_floor
+
+        assert searcher.features is not None
+        mel = np.asarray(searcher.features.mel(track_id), dtype=np.float32)
+        frames = searcher.settings.seconds_to_frames(searcher.options.min_query_seconds) + 1
+        pad = np.full(
+            (max(0, frames - len(mel)), mel.shape[1]), silence_floor(searcher.settings.log_offset), np.float32
+        )
+        exclude = track_id if mode == "similar" and not searcher.options.include_self else None
+        result = searcher.query_mel(np.concatenate([mel, pad]), mode=mode, k=k, exclude_track=exclude)
+        result.query.update({"source": self._by_id[track_id].get("path"), "library_track": track_id})
+        return result
 
     def search_file(self, path: Path, mode: Mode, k: int) -> dict[str, Any]:
         searcher = self._need_searcher()
@@ -152,9 +206,12 @@ class Library:
         return self._answer(answer)
 
     def _answer(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """The searcher's answer with each match's display name and its track's duration (for its timeline)."""
         for m in answer["matches"]:
             track = self._by_id.get(m["track_id"])
             m["name"] = track["name"] if track else m["track_id"]
+            m["duration_s"] = track["duration_s"] if track else None
+        answer.setdefault("note", None)
         return answer
 
     # --- classify ------------------------------------------------------------------------------------------

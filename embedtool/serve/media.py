@@ -1,5 +1,5 @@
 """Library audio for a browser: files it can play are sent as they are; others (aiff, wma, ...) as a 16-bit WAV
-made on the fly with PyAV, decoding only the byte range asked for.
+made on the fly with PyAV, decoding only the byte range asked for, piece by piece as it is sent.
 
 A PCM WAV's bytes map to sample frames by arithmetic (a 44-byte header, then ``channels * 2`` bytes a frame), so
 an HTTP range of the WAV is a time range of the source: the player can seek in an hour-long wma without the
@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ PLAYABLE = {
 }  # fmt: skip
 HEADER_BYTES = 44
 SAMPLE_BYTES = 2  # 16-bit PCM
+CHUNK_BYTES = 256 * 1024  # what one piece of a streamed WAV holds
 
 
 class RangeNotSatisfiable(Exception):
@@ -99,21 +101,37 @@ class WavTranscode:
 
     def read(self, start: int, end: int) -> bytes:
         """Bytes [start, end) of the WAV, decoding only the frames they cover."""
-        head = self.header()[start:end] if start < HEADER_BYTES else b""
+        return b"".join(self.stream(start, end))
+
+    def stream(self, start: int, end: int, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """Bytes [start, end) of the WAV in pieces of about ``chunk_bytes``, decoded as they are sent: memory stays
+        at a piece whatever the range (a whole hour-long file for ``Range: bytes=0-``)."""
+        if start < HEADER_BYTES:
+            yield self.header()[start:end]
         data_start, data_end = max(start, HEADER_BYTES) - HEADER_BYTES, max(end, HEADER_BYTES) - HEADER_BYTES
         if data_end <= data_start:
-            return head
+            return
         first = data_start // self.frame_bytes
         last = min(self.frames, math.ceil(data_end / self.frame_bytes))
-        pcm = self._frames(first, last).tobytes()
-        offset = data_start - first * self.frame_bytes
-        return head + pcm[offset : offset + (data_end - data_start)]
+        if last <= first:
+            return
+        skip = data_start - first * self.frame_bytes  # bytes of the first frame before the range
+        left = data_end - data_start
+        for block in self._blocks(first, last, max(1, chunk_bytes // self.frame_bytes)):
+            piece = block.tobytes()[skip : skip + left]
+            skip, left = 0, left - len(piece)
+            if piece:
+                yield piece
+            if left <= 0:
+                return
 
-    def _frames(self, first: int, last: int) -> np.ndarray:
-        """Interleaved int16 frames [first, last), zero-padded where the decoder gives fewer than declared."""
+    def _blocks(self, first: int, last: int, block_frames: int) -> Iterator[np.ndarray]:
+        """Interleaved int16 frames [first, last) in blocks of ``block_frames``, zero-padded where the decoder
+        gives fewer frames than declared."""
         import av
 
-        out = np.zeros((last - first, self.channels), dtype=np.int16)
+        out = np.zeros((min(block_frames, last - first), self.channels), dtype=np.int16)
+        filled = first  # frames before this one were yielded
         layout = "mono" if self.channels == 1 else "stereo"
         with av.open(str(self.path)) as container:
             stream = container.streams.audio[0]
@@ -130,15 +148,21 @@ class WavTranscode:
                     position = int(round(float(pts * frame.time_base) * self.sample_rate)) if frame.time_base else 0
                 for piece in resampler.resample(frame):
                     block = piece.to_ndarray().reshape(-1, self.channels)
-                    position = _place(out, block, position, first)
-                if position >= last:
-                    break
-        return out
-
-
-def _place(out: np.ndarray, block: np.ndarray, position: int, first: int) -> int:
-    """Copy a decoded block that starts at frame ``position`` into ``out`` (which starts at frame ``first``)."""
-    lo, hi = max(position, first), min(position + len(block), first + len(out))
-    if hi > lo:
-        out[lo - first : hi - first] = block[lo - position : hi - position]
-    return position + len(block)
+                    at, position = position, position + len(block)
+                    while True:  # the decoded block into the buffer of frames [filled, filled + size)
+                        size = min(len(out), last - filled)
+                        lo, hi = max(at, filled), min(position, filled + size)
+                        if hi > lo:
+                            out[lo - filled : hi - filled] = block[lo - at : hi - at]
+                        if position < filled + size:
+                            break  # not full yet: the next decoded block goes on filling it
+                        yield out[:size].copy()
+                        out[:] = 0
+                        filled += size
+                        if filled >= last:
+                            return
+        while filled < last:  # fewer frames than declared: silence to the declared length
+            size = min(len(out), last - filled)
+            yield out[:size].copy()
+            out[:] = 0
+            filled += size

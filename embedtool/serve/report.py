@@ -3,27 +3,34 @@
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
+from typing import Any
 
-STYLE = """
-body { font: 15px/1.5 system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
-table { border-collapse: collapse; margin: 1rem 0; font-size: 13px; }
-th, td { border: 1px solid #ccc; padding: 2px 8px; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-img { max-width: 100%; border: 1px solid #eee; }
-code { background: #f4f4f4; padding: 0 3px; }
-nav { margin-bottom: 1rem; }
-"""
+# An image of the report is one of its own files (``map.png``): nothing with a scheme, a host or a folder.
+LOCAL_FILE = re.compile(r"[\w.-]+")
 
 
 def render_report(folder: Path) -> str:
     """The report folder's Markdown as a standalone HTML page. Images stay relative (``map.png``), so the page
-    must be served from a URL whose folder serves the report's files. Raw HTML in the Markdown is escaped."""
+    must be served from a URL whose folder serves the report's files; an image naming anything else is shown as
+    its text. Raw HTML in the Markdown is escaped (the report escapes the Markdown of labels and names itself)."""
     from markdown_it import MarkdownIt  # a dependency of rich, hence always installed
 
-    body = MarkdownIt("commonmark", {"html": False}).enable("table").render((folder / "report.md").read_text())
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    default_image = md.renderer.rules.get("image")
+
+    def image(renderer: Any, tokens: list[Any], idx: int, options: Any, env: Any) -> str:
+        src = tokens[idx].attrGet("src") or ""
+        if not LOCAL_FILE.fullmatch(src) or default_image is None:
+            return html.escape(f"[image {src}]")
+        return default_image(tokens, idx, options, env)
+
+    md.add_render_rule("image", image)
+    body = md.render((folder / "report.md").read_text())
     title = html.escape(f"embedtool report {folder.name}")
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style></head>"
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
+        "<link rel='stylesheet' href='/static/report.css'></head>"
         f"<body><nav><a href='/'>&larr; embedtool</a></nav>{body}</body></html>"
     )

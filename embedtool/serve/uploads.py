@@ -1,8 +1,10 @@
-"""Uploaded query audio: bounded in bytes while it arrives, bounded in duration before it is decoded, kept in a
-temporary folder of its own that is removed when the request is answered."""
+"""Uploaded query audio: bounded in bytes while it arrives, bounded in duration while it is decoded (a container
+may declare no duration, or a false one), kept in a temporary folder of its own that is removed when the request
+is answered."""
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import tempfile
@@ -14,6 +16,9 @@ from typing import Any, BinaryIO
 from embedtool.errors import EmbedtoolError, InputError
 
 CHUNK = 1 << 20
+CHECK_RATE = 8000  # the duration check decodes at this rate: cheap, and its sample count is the duration
+log = logging.getLogger("embedtool.serve")
+UNREADABLE = "The upload is not audio the server can read: not a known audio format, or a damaged file."
 
 
 class UploadTooLarge(EmbedtoolError):
@@ -104,15 +109,25 @@ def _suffix(filename: str | None) -> str:
 
 
 def _check_duration(path: Path, max_seconds: float) -> None:
-    """Refuse a file declaring more than ``max_seconds`` before decoding it (a small file can hold hours)."""
+    """Refuse a file longer than ``max_seconds``: by its declared duration when it declares one, else by decoding
+    it, stopping as soon as the decoded audio passes the limit (a webm from a browser's recorder declares none,
+    and a small file can hold hours)."""
     from embedtool.audio.decode import stream_audio
 
+    limit = int(max_seconds * CHECK_RATE)
+    decoded = 0
     try:
-        with stream_audio(path, 8000) as stream:
-            seconds = stream.info.duration_s
-    except InputError as exc:
-        raise InputError(f"The upload is not readable audio: {str(exc).replace(str(path), 'upload')}") from None
-    except Exception as exc:  # decoders raise many types for corrupt input
-        raise InputError(f"The upload is not readable audio ({type(exc).__name__}: {exc}).") from None
+        with stream_audio(path, CHECK_RATE) as stream:
+            declared = stream.info.duration_s
+            if declared <= max_seconds:
+                for block in stream:
+                    decoded += len(block)
+                    if decoded > limit:
+                        break
+    except Exception as exc:  # decoders raise many types for corrupt input; the details go to the log
+        log.info("unreadable upload: %s", str(exc).replace(str(path), "upload"))
+        raise InputError(UNREADABLE) from None
+    seconds = max(declared, decoded / CHECK_RATE)
     if seconds > max_seconds:
-        raise UploadTooLarge(f"The upload is {seconds:.0f} s long; the server's limit is {max_seconds:g} s.")
+        shown = f"{seconds:.0f} s long" if decoded <= limit else f"longer than {max_seconds:g} s"
+        raise UploadTooLarge(f"The upload is {shown}; the server's limit is {max_seconds:g} s.")
