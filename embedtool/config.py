@@ -99,7 +99,7 @@ def load_project_config(path: Path | None = None, search_dir: Path | None = None
     if not path.is_file():
         raise ConfigError(f"Configuration file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = safe_load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from exc
     except yaml.YAMLError as exc:
@@ -131,6 +131,46 @@ def load_project_config(path: Path | None = None, search_dir: Path | None = None
         if values:
             config.settings(name)
     return config
+
+
+MAX_YAML_NODES = 10_000  # an embedtool.yaml is a few dozen values; aliases may not expand it beyond this
+
+
+def safe_load_yaml(text: str, where: str) -> Any:
+    """YAML's safe loader, refusing a document whose aliases expand to more than :data:`MAX_YAML_NODES` values
+    anywhere in it (a "billion laughs" bomb inside a section would otherwise grow to gigabytes when a value is
+    printed or checked). Every embedtool.yaml is read through this."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {})
+        if size > MAX_YAML_NODES:
+            raise ConfigError(
+                f"{where}: its aliases (*name) expand to more than {MAX_YAML_NODES} values; refused (a YAML "
+                "bomb?). Write the values out instead of nesting aliases."
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, seen: dict[int, int]) -> int:
+    """How many values ``node`` stands for with every alias written out (shared nodes counted once per use,
+    each computed once, so a bomb is measured without being expanded)."""
+    key = id(node)
+    if key in seen:
+        return seen[key]
+    seen[key] = MAX_YAML_NODES + 1  # a node inside itself (recursive alias) counts as too big
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, seen) + _expanded_size(v, seen) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, seen) for v in node.value)
+    else:
+        size = 1
+    seen[key] = min(size, MAX_YAML_NODES + 1)
+    return seen[key]
 
 
 def build_settings(

@@ -28,6 +28,20 @@ class DiskSpaceError(EmbedtoolError):
     exit_code = 1
 
 
+class WorkspaceUnwritableError(EmbedtoolError):
+    """The workspace cannot be written at all (a read-only file system, no permission, a full disk when taking
+    its lock): nothing was started, nothing in it changed. Exit status 1."""
+
+    exit_code = 1
+
+
+class ResourceLimitError(EmbedtoolError):
+    """The machine ran out of something (memory, threads, open files) while reading or computing: not a damaged
+    artefact; the message says what ran out. Exit status 1."""
+
+    exit_code = 1
+
+
 class WorkspaceBusyError(EmbedtoolError):
     """Another process is running a stage that writes to the same workspace (the message names its command and
     process id). Exit status 1: run again when it has finished."""

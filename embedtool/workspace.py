@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from embedtool.config import DEFAULT_WORKSPACE, ProjectConfig
-from embedtool.errors import ConfigError, MissingArtefactError, WorkspaceBusyError
+from embedtool.errors import ConfigError, MissingArtefactError, WorkspaceBusyError, WorkspaceUnwritableError
 
 LOCK_FILE = ".embedtool.lock"
 LOG_FILE = Path("logs") / "embedtool.log"  # every writing stage's start, end or failure, and embedtool's log
@@ -113,15 +114,22 @@ class Workspace:
                 _held[self.root] -= 1
             return
         created = not self.root.exists()
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise unwritable(self.root, command, exc) from exc
         failed = True
         try:
-            with held_lock_file(self.root / LOCK_FILE) as fh:
+            with held_lock_file(self.root / LOCK_FILE, command=command) as fh:
                 if fh is None:
                     raise WorkspaceBusyError(f"The workspace {self.root} is busy: {_holder(self.root / LOCK_FILE)} "
                                              "is writing to it; run again when it has finished.")  # fmt: skip
-                fh.write(json.dumps({"pid": os.getpid(), "command": command, "since": time.strftime("%H:%M:%S")}))
-                fh.flush()
+                try:
+                    info = {"pid": os.getpid(), "command": command, "since": time.strftime("%H:%M:%S")}
+                    fh.write(json.dumps(info))
+                    fh.flush()
+                except OSError as exc:
+                    raise unwritable(self.root, command, exc) from exc
                 _held[self.root] = 1
                 try:
                     yield
@@ -185,13 +193,35 @@ class Workspace:
         }
 
 
+def unwritable(root: Path, command: str, exc: OSError) -> WorkspaceUnwritableError:
+    """The one-line error for a workspace whose lock cannot be taken because the disk refuses writes."""
+    why = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is used up",
+        errno.EROFS: "it is on a read-only file system",
+        errno.EACCES: "no permission to write there",
+        errno.EPERM: "no permission to write there",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    then = "Free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "Use a writable folder (-w)"
+    what = f"`embedtool {command}`" if command else "The command"
+    return WorkspaceUnwritableError(
+        f"Cannot write to the workspace {root}: {why}. {what} did not start; nothing in the workspace was "
+        f"changed or damaged. {then} and run it again."
+    )
+
+
 @contextmanager
-def held_lock_file(path: Path, mode: str = "a+") -> Iterator[IO[str] | None]:
+def held_lock_file(path: Path, mode: str = "a+", command: str = "") -> Iterator[IO[str] | None]:
     """An exclusive ``flock`` on ``path``, or None when another process holds it. The file is removed on release
     (so no lock file stays behind after a run, failed or not); a lock taken on a file another process removed
     meanwhile is retried on the new one."""
     while True:
-        fh = open(path, mode)
+        try:
+            fh = open(path, mode)
+        except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM):
+                raise unwritable(path.parent, command, exc) from exc
+            raise
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 
 import typer
 
 from embedtool import __version__
 from embedtool.cli.common import init_context
+
+
+def _flag_type_shown_as_none() -> None:
+    """Boolean flags take no value, so ``--help`` shows no type after them (typer 0.29 with click 8.2+ shows
+    ``<bool>``, as if ``--json`` wanted one)."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:  # type: ignore[name-defined]
+        if self.is_flag and self.metavar is None:
+            return None
+        return shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flag_type_shown_as_none()
 
 app = typer.Typer(
     name="embedtool",
@@ -80,5 +99,24 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"embedtool.cli.{_name}")
 
 
+def _usage_errors_as_json_too() -> None:
+    """A command line that cannot be parsed (an unknown option or command, a value outside its choices: exit 2)
+    given ``--json`` also prints its error as JSON on stdout, as every other outcome does (typer shows such
+    errors itself, before any command runs)."""
+    from typer import rich_utils
+
+    from embedtool.cli.common import json_requested, print_json_error
+
+    shown = rich_utils.rich_format_error
+
+    def rich_format_error(exc: typer.Exit | Exception) -> None:
+        shown(exc)  # type: ignore[arg-type]
+        if json_requested(sys.argv[1:]):
+            print_json_error(exc.format_message(), exc.exit_code)  # type: ignore[union-attr]
+
+    rich_utils.rich_format_error = rich_format_error  # type: ignore[assignment]
+
+
 def main() -> None:
+    _usage_errors_as_json_too()
     app()

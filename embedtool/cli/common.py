@@ -117,7 +117,39 @@ def fail(exc: EmbedtoolError) -> None:
     cause = exc.__cause__ or exc.__context__
     if cause is not None and _verbose():
         err_console.print(f"[dim]cause:[/] {escape(type(cause).__name__)}: {escape(str(cause))}", highlight=False)
+    if json_requested():
+        print_json_error(str(exc), exc.exit_code)
     raise typer.Exit(code=exc.exit_code)
+
+
+def json_requested(argv: Sequence[str] | None = None) -> bool:
+    """Whether the running command was asked for JSON (``--json``, ``--format json``/``jsonl``): its errors then
+    go to stdout as JSON too, so a script parses every outcome. Read from the command's parsed options, or from
+    ``argv`` when the command line itself could not be parsed."""
+    try:  # typer >= 0.2x carries its own click
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - typer on the installed click
+        from click import get_current_context
+
+    ctx = get_current_context(silent=True)
+    if ctx is not None and argv is None:
+        params = ctx.params
+        if "as_json" in params or "output" in params:
+            return bool(params.get("as_json")) or params.get("output") in ("json", "jsonl")
+        # the global callback (a bad embedtool.yaml): the command's own options are not parsed yet
+    args = list(sys.argv[1:] if argv is None else argv)
+    pairs = zip(args, [*args[1:], ""], strict=True)
+    return (
+        "--json" in args
+        or any(a in ("--format", "-f") and b in ("json", "jsonl") for a, b in pairs)
+        or any(a in ("--format=json", "--format=jsonl") for a in args)
+    )
+
+
+def print_json_error(message: str, exit_code: int) -> None:
+    """``{"error": ..., "exit_code": ...}`` on stdout (the one-line message is on stderr as well)."""
+    sys.stdout.write(json.dumps({"error": message, "exit_code": exit_code}) + "\n")
+    sys.stdout.flush()
 
 
 def _verbose() -> bool:

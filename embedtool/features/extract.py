@@ -305,7 +305,7 @@ def run_extract(
     # Two runs on one workspace would delete each other's new shards when publishing: one at a time.
     created = not any(features_dir.iterdir())
     try:
-        with held_lock_file(features_dir / LOCK_FILE) as lock:
+        with held_lock_file(features_dir / LOCK_FILE, command="extract") as lock:
             if lock is None:
                 raise InputError(f"Another `embedtool extract` is writing to {features_dir}; wait for it to finish.")
             return _run_extract(roots, features_dir, settings, options, progress, engine)
@@ -644,6 +644,14 @@ class _ExtractRun:
         report.removed = len(removed)
         report.removed_paths = sorted(r["path"] for r in removed)
 
+        if not records and not (features_dir / META_FILE).is_file():
+            # A first run that found nothing usable leaves no features folder: the reasons are in the message.
+            shown = "; ".join(f"{p}: {r}" for p, r in self.errors[:3]) or "none given"
+            more = f" (and {len(self.errors) - 3} more)" if len(self.errors) > 3 else ""
+            raise InputError(
+                f"No usable audio: {report.failed} file(s) failed and {report.skipped} were skipped; nothing was "
+                f"written. {shown}{more}"
+            )
         atomic_write_json(features_dir / ERRORS_FILE, report.to_dict()["errors"])
         if not records:
             raise InputError(

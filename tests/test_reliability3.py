@@ -1,0 +1,149 @@
+"""Issue 33, the fault catalogue's third round: each class of failure it still found, as a small case."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from factories import flat, run_cli, write_config, write_corrupt, write_tone
+
+from embedtool import workspace as workspace_module
+from embedtool.cli.app import app
+from embedtool.errors import ConfigError, WorkspaceUnwritableError
+from embedtool.workspace import Workspace
+
+COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
+
+# --- --help: boolean flags take no value ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_shows_no_type_after_boolean_flags(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    result = run_cli(command, "--help")
+    assert result.exit_code == 0
+    assert "<bool>" not in result.output and "--help" in result.output
+    if command == "neighbours":  # options that take a value keep their type
+        assert "<similar|identify>" in flat(result.output)
+
+
+# --- YAML bombs anywhere in embedtool.yaml --------------------------------------------------------------------
+
+BOMB = "\n".join(
+    ["train:", "  epochs:", "    - &a1 [x,x,x,x,x,x,x,x,x]"]
+    + [f"    - &a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(2, 10)]
+)
+
+
+def test_a_yaml_bomb_inside_a_section_is_refused_before_it_grows(tmp_path: Path) -> None:
+    from embedtool.config import load_project_config
+
+    path = write_config(tmp_path, BOMB)
+    with pytest.raises(ConfigError, match="aliases .* expand to more than"):
+        load_project_config(path)
+    result = run_cli("config")  # the command that printed the value with !r and ran out of memory
+    assert result.exit_code == 2 and "YAML bomb" in flat(result.output)
+
+
+def test_a_small_alias_is_still_fine(tmp_path: Path) -> None:
+    from embedtool.config import load_project_config
+
+    path = write_config(tmp_path, "train: &t {epochs: 3}\nembed: {batch_size: 16}\n")
+    assert load_project_config(path).settings("train").epochs == 3
+
+
+# --- --json errors on stdout --------------------------------------------------------------------------------------
+
+
+def test_json_errors_are_json_on_stdout(tmp_path: Path) -> None:
+    missing = run_cli("-w", tmp_path / "nope", "neighbours", "x.wav", "--json")
+    assert missing.exit_code == 4
+    parsed = json.loads(missing.stdout)
+    assert parsed["exit_code"] == 4 and "does not exist" in parsed["error"]
+    write_config(tmp_path, "train: {epochs: many}\n")  # refused before the command parses its options
+    bad = _embedtool(tmp_path, "info", "--format", "json")
+    assert bad.returncode == 2
+    assert json.loads(bad.stdout)["exit_code"] == 2 and "epochs" in json.loads(bad.stdout)["error"]
+    plain = _embedtool(tmp_path, "info")  # without --json, stdout stays for results only
+    assert plain.returncode == 2 and plain.stdout == ""
+
+
+def _embedtool(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "embedtool", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_a_command_line_that_cannot_be_parsed_is_json_too(tmp_path: Path) -> None:
+    result = _embedtool(tmp_path, "neighbours", "--mode", "nearest", "x.wav", "--json")
+    assert result.returncode == 2
+    parsed = json.loads(result.stdout)
+    assert parsed["exit_code"] == 2 and "'similar', 'identify'" in parsed["error"]
+
+
+# --- the workspace lock on a full or read-only disk -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_a_lock_that_cannot_be_written_is_one_line_saying_nothing_changed(
+    code: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = Workspace.at(tmp_path / "ws")
+    (ws.features).mkdir(parents=True)
+    (ws.features / "keep.txt").write_text("kept")
+
+    def refusing_open(path: object, *args: object, **kwargs: object) -> object:
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(workspace_module, "open", refusing_open, raising=False)
+    with pytest.raises(WorkspaceUnwritableError, match="nothing in the workspace was changed or damaged") as info:
+        with ws.lock("cluster"):
+            pytest.fail("the stage ran without its lock")
+    assert "`embedtool cluster` did not start" in str(info.value)
+    assert ("full" in str(info.value)) == (code == errno.ENOSPC)
+    assert (ws.features / "keep.txt").read_text() == "kept"
+
+
+def test_a_lock_on_dev_full_is_refused_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = tmp_path / "ws"
+    (ws / "features").mkdir(parents=True)
+    (ws / "features" / "meta.json").write_text("{}")
+    real_open = open
+
+    def full_lock(path: object, *args: object, **kwargs: object) -> object:
+        if str(path).endswith(workspace_module.LOCK_FILE):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(workspace_module, "open", full_lock, raising=False)
+    result = run_cli("-w", ws, "cluster", "--json")
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and "the disk is full" in flat(result.output)
+    assert json.loads(result.stdout)["exit_code"] == 1
+
+
+# --- a first extract that finds nothing usable leaves nothing ---------------------------------------------------
+
+
+def test_a_first_extract_of_nothing_usable_leaves_no_folder(tmp_path: Path) -> None:
+    write_corrupt(tmp_path / "bad" / "x.wav")
+    write_corrupt(tmp_path / "bad" / "y.flac", seed=1)
+    result = run_cli("-w", tmp_path / "ws", "-q", "extract", tmp_path / "bad")
+    assert result.exit_code == 1
+    assert "No usable audio" in flat(result.output) and "x.wav" in flat(result.output)
+    assert not (tmp_path / "ws").exists()
+
+
+def test_a_later_extract_of_nothing_usable_keeps_the_library_and_lists_why(tmp_path: Path) -> None:
+    write_tone(tmp_path / "good" / "a.wav", 440, 1.0)
+    assert run_cli("-w", tmp_path / "ws", "-q", "extract", tmp_path / "good").exit_code == 0
+    write_corrupt(tmp_path / "bad" / "x.wav")
+    result = run_cli("-w", tmp_path / "ws", "-q", "extract", tmp_path / "bad", "--replace")
+    assert result.exit_code == 1
+    assert (tmp_path / "ws" / "features" / "meta.json").is_file()
+    assert "x.wav" in (tmp_path / "ws" / "features" / "errors.json").read_text()
