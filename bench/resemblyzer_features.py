@@ -11,7 +11,8 @@ resampler), its volume raised (never lowered) to -30 dBFS; the power Mel spectro
 (400-sample Hann window, hop 160, centred with reflect padding, 40 Slaney Mel bands with Slaney norm over 0-8 kHz,
 no log: the model was trained on it); partials of 160 frames (1.6 s) every 1/1.3 s, the last one kept when it is
 3/4 covered (the audio zero-padded); each partial through the LSTM, ReLU(linear(last hidden state)), L2-normalised;
-the file's vector is the L2-normalised mean of its partials. Left out: the package's voice-activity trimming
+the file's vector is the L2-normalised mean of its partials (at most 64, spread evenly over a long file: the
+LSTM is slow on hours of music, and a mean over 64 partials hardly moves). Left out: the package's voice-activity trimming
 (webrtcvad, a C extension): long silences stay in, which matters little for the short files of the speech corpora.
 """
 
@@ -27,6 +28,7 @@ SAMPLE_RATE = 16000
 N_FFT, HOP, N_MELS = 400, 160, 40
 PARTIAL_FRAMES = 160
 RATE, MIN_COVERAGE = 1.3, 0.75  # VoiceEncoder.embed_utterance's defaults
+MAX_PARTIALS = 64  # a long file: this many partials spread evenly over it (the LSTM costs ~1 s a minute of audio)
 TARGET_DBFS = -30.0
 BATCH = 64
 
@@ -84,6 +86,8 @@ class Model:
         if padded > audio.size:
             audio = np.pad(audio, (0, padded - audio.size))
         mel = self.mel(audio)
+        if len(starts) > MAX_PARTIALS:
+            starts = [starts[i] for i in np.linspace(0, len(starts) - 1, MAX_PARTIALS).round().astype(int)]
         partials = torch.stack([mel[s : s + PARTIAL_FRAMES] for s in starts])
         out = []
         for i in range(0, len(partials), BATCH):
