@@ -86,3 +86,18 @@ def test_evaluate_joins_the_companion_and_scores_it_alone(trained_workspace_copy
     for system in ("embeddings", "aisfx"):
         assert 0.0 <= report["systems"][system]["classification"]["macro_f1"] <= 1.0
     assert "track descriptors" in (trained_workspace_copy.reports / "fused" / "report.md").read_text()
+
+
+def test_cluster_with_the_companion(trained_workspace_copy: Workspace) -> None:
+    from embedtool.analysis.options import ClusterOptions
+
+    with pytest.raises(ConfigError, match="needs cluster.level 'track'"):
+        ClusterOptions(features="embeddings+aisfx", level="segment").validate()
+    result = pipeline.cluster(trained_workspace_copy, ClusterOptions(k="3", features="embeddings+aisfx", plots=False))
+    store = EmbeddingStore(trained_workspace_copy.embeddings)
+    assert result.clustering.centroids.shape == (3, store.dim + DIM)
+    assert sorted(result.clustering.sizes) and sum(result.clustering.sizes) == len(store.tracks)
+    for entries in result.exemplars.values():  # exemplars of a fused space span whole tracks
+        assert all(e["start_s"] == 0.0 for e in entries)
+    res = run_cli("-w", trained_workspace_copy.root, "-q", "cluster", "-k", "3", "--features", "embeddings+aisfx")
+    assert res.exit_code == 0, res.output

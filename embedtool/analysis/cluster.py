@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedtool.analysis.options import ClusterOptions
-from embedtool.errors import InputError
+from embedtool.errors import InputError, MissingArtefactError
 from embedtool.progress import Progress
 
 if TYPE_CHECKING:
@@ -273,10 +273,16 @@ def _items(store: EmbeddingStore, level: str) -> tuple[np.ndarray, list[dict[str
 
 
 def _exemplars(
-    store: EmbeddingStore, clustering: Clustering, items: list[dict[str, Any]], level: str, count: int
+    store: EmbeddingStore,
+    clustering: Clustering,
+    items: list[dict[str, Any]],
+    level: str,
+    count: int,
+    refine: bool = True,
 ) -> dict[int, list[dict[str, Any]]]:
-    """Items nearest each centroid; at track level each comes with its segment nearest the centroid."""
-    seg_vectors = np.asarray(store.segment_vectors(), dtype=np.float32) if level == "track" else None
+    """Items nearest each centroid; at track level (and ``refine``) each comes with its segment nearest the
+    centroid."""
+    seg_vectors = np.asarray(store.segment_vectors(), dtype=np.float32) if level == "track" and refine else None
     out: dict[int, list[dict[str, Any]]] = {}
     for c in range(clustering.k):
         entries = []
@@ -314,9 +320,12 @@ def run_cluster(
     options: ClusterOptions,
     progress: Progress | None = None,
     features_dir: Path | None = None,
+    companion_dir: Path | None = None,
 ) -> ClusterResult:
     """Cluster the embeddings artefact and write the clusters artefact (atomically, meta.json last). With
-    ``features_dir``, the labels compared with the clusters are the features' current ones.
+    ``features_dir``, the labels compared with the clusters are the features' current ones. ``companion_dir``:
+    the cache of the companion that ``options.features`` joins to the track embeddings (then exemplars span
+    whole tracks: the segments live in the embeddings' space alone).
 
     ``progress(stage, done, total)`` is called while choosing k and writing.
     """
@@ -332,6 +341,16 @@ def run_cluster(
     store = EmbeddingStore(Path(embeddings_dir))
     store.use_current_labels(features_dir)
     vectors, items = _items(store, options.level)
+    fused = "+" in options.features
+    if fused:
+        from embedtool.analysis.retrieval import balanced_fusion
+        from embedtool.embedding.companion import load_companion
+
+        name = options.features.split("+", 1)[1]
+        if companion_dir is None:
+            raise MissingArtefactError(f"cluster.features {options.features!r} needs the {name} vectors' folder")
+        companion = load_companion(Path(companion_dir), [it["track_id"] for it in items], name)
+        vectors = balanced_fusion([vectors, companion])
     labels = [it["label"] for it in items]
     has_labels = any(lab not in (None, "") for lab in labels)
     step = (lambda d, t: progress("choosing k", d, t)) if progress else None
@@ -339,7 +358,7 @@ def run_cluster(
     for row, (cluster, dist) in enumerate(zip(clustering.assignments, clustering.distances, strict=True)):
         items[row]["cluster"] = int(cluster)
         items[row]["distance"] = float(dist)
-    exemplars = _exemplars(store, clustering, items, options.level, options.exemplars)
+    exemplars = _exemplars(store, clustering, items, options.level, options.exemplars, refine=not fused)
 
     clusters_dir = Path(clusters_dir)
     figures: dict[str, str] = {}

@@ -49,6 +49,13 @@ def cluster(
     exemplars: int | None = typer.Option(
         None, "--exemplars", help="Exemplars listed per cluster.", show_default=default_of("cluster", "exemplars")
     ),
+    features: Literal["embeddings", "embeddings+aisfx"] | None = typer.Option(
+        None,
+        "--features",
+        help="Track level: the track embeddings, or with the bundled aisfx network's vector of each file beside "
+        "them (~100 s of CPU per audio hour once, cached in companions/).",
+        show_default=default_of("cluster", "features"),
+    ),
     output: Literal["table", "json", "csv", "tsv"] = typer.Option(
         "table", "--format", "-f", help="table: clusters and exemplars; csv/tsv: one row per track (or segment)."
     ),
@@ -59,8 +66,10 @@ def cluster(
 
     actx = app_context(ctx)
     options = actx.config.settings(
-        "cluster", {"k": k, "k_min": k_min, "k_max": k_max, "level": level, "seed": seed, "exemplars": exemplars}
-    )
+        "cluster",
+        {"k": k, "k_min": k_min, "k_max": k_max, "level": level, "seed": seed, "exemplars": exemplars,
+         "features": features},
+    )  # fmt: skip
     ws = actx.workspace
     output = "json" if as_json else output
     with make_progress(actx.quiet or output != "table") as progress:
