@@ -12,8 +12,8 @@ resampler), its volume raised (never lowered) to -30 dBFS; the power Mel spectro
 no log: the model was trained on it); partials of 160 frames (1.6 s) every 1/1.3 s, the last one kept when it is
 3/4 covered (the audio zero-padded); each partial through the LSTM, ReLU(linear(last hidden state)), L2-normalised;
 the file's vector is the L2-normalised mean of its partials (at most 64, spread evenly over a long file: the
-LSTM is slow on hours of music, and a mean over 64 partials hardly moves). Left out: the package's voice-activity trimming
-(webrtcvad, a C extension): long silences stay in, which matters little for the short files of the speech corpora.
+LSTM is slow on hours of music, and a mean over 64 partials hardly moves). Left out: the package's voice-activity
+trimming (webrtcvad, a C extension): long silences stay in, which matters little for the short speech files.
 """
 
 from __future__ import annotations
