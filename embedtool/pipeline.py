@@ -233,10 +233,13 @@ def _fingerprints(
 def cluster(
     workspace: Workspace, options: ClusterOptions | None = None, progress: Progress | None = None
 ) -> ClusterResult:
-    """k-Means clusters of the workspace's track embeddings, with exemplars and a 2-D map."""
-    return run_cluster(
-        workspace.embeddings, workspace.clusters, options or ClusterOptions(), progress, workspace.features
-    )
+    """k-Means clusters of the workspace's track embeddings, with exemplars and a 2-D map; with
+    ``options.features`` naming a companion (``embeddings+aisfx``), its vectors are computed first where missing."""
+    options = options or ClusterOptions()
+    companion = None
+    if "+" in options.features:
+        companion = prepare_companion(workspace, options.features.split("+", 1)[1], False, progress)
+    return run_cluster(workspace.embeddings, workspace.clusters, options, progress, workspace.features, companion)
 
 
 @_writes
@@ -247,24 +250,34 @@ def classify(
     ``options.features`` naming a companion (``descriptors+aisfx``), its vectors are computed first for labelled
     tracks that lack one (cached under ``companions/``)."""
     options = options or ClassifyOptions()
-    companion = prepare_companion(workspace, options, progress)
+    companion = _classify_companion(workspace, options, progress)
     return run_classify(
         workspace.embeddings, workspace.classifier, options, workspace.split, progress, workspace.features, companion
     )
 
 
-def prepare_companion(workspace: Workspace, options: ClassifyOptions, progress: Progress | None) -> Path | None:
-    """The cache folder of the companion that ``options.features`` names, filled for every labelled track of the
-    export (files that cannot be decoded are left out, and classify then names how many); None when it names none."""
+def _classify_companion(workspace: Workspace, options: ClassifyOptions, progress: Progress | None) -> Path | None:
     from embedtool.analysis.classify import companion_of, uses_descriptors
-    from embedtool.embedding.companion import companion_dir, ensure_companion
 
     name = companion_of(options.features)
     if name is None or not uses_descriptors(options):
         return None
+    return prepare_companion(workspace, name, True, progress)
+
+
+def prepare_companion(workspace: Workspace, name: str, labelled_only: bool, progress: Progress | None) -> Path:
+    """The cache folder of companion ``name``, filled for every track of the export (``labelled_only``: every
+    labelled one) that lacks a vector. Files that cannot be decoded are left out; the stage reading the cache
+    then names how many tracks have none."""
+    from embedtool.embedding.companion import companion_dir, ensure_companion
+
     store = EmbeddingStore(workspace.embeddings)
     store.use_current_labels(workspace.features)
-    tracks = {t["track_id"]: t["path"] for t in store.tracks if t.get("label") not in (None, "") and t.get("path")}
+    tracks = {
+        t["track_id"]: t["path"]
+        for t in store.tracks
+        if t.get("path") and (not labelled_only or t.get("label") not in (None, ""))
+    }
     step = (lambda d, t: progress(f"{name} vectors", d, t)) if progress else None
     directory = companion_dir(workspace.root, name)
     ensure_companion(directory, tracks, name, step)
@@ -293,5 +306,5 @@ def evaluate(
     """An honest report on the workspace's embeddings against baselines (no leakage across the split); with
     ``classify_options.features`` naming a companion, its vectors are computed first where missing."""
     classify_options = classify_options or ClassifyOptions()
-    companion = prepare_companion(workspace, classify_options, progress)
+    companion = _classify_companion(workspace, classify_options, progress)
     return run_evaluate(workspace, options or EvaluateOptions(), classify_options, cluster_options, progress, companion)

@@ -26,9 +26,16 @@ class ClusterOptions:
     exemplars: int = 3  # items nearest each centroid reported as its exemplars
     max_points: int = 5000  # sample size for silhouette and the 2-D map on large sets
     projection: Literal["auto", "tsne", "umap", "pca"] = "auto"
+    # track level: the track embeddings, or with a companion network's vectors beside them (embedding.companion;
+    # each part standardised and weighted equally)
+    features: Literal["embeddings", "embeddings+aisfx"] = "embeddings"
     plots: bool = True
 
     def validate(self) -> None:
+        if self.features not in ("embeddings", "embeddings+aisfx"):
+            raise ConfigError(f"cluster.features must be 'embeddings' or 'embeddings+aisfx', not {self.features!r}")
+        if self.features != "embeddings" and self.level != "track":
+            raise ConfigError(f"cluster.features {self.features!r} needs cluster.level 'track' (one vector a file)")
         if self.k != "auto":
             try:
                 value = int(self.k)
