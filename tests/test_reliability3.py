@@ -147,3 +147,73 @@ def test_a_later_extract_of_nothing_usable_keeps_the_library_and_lists_why(tmp_p
     assert result.exit_code == 1
     assert (tmp_path / "ws" / "features" / "meta.json").is_file()
     assert "x.wav" in (tmp_path / "ws" / "features" / "errors.json").read_text()
+
+
+# --- truncated WAV files, and what libmpg123 prints ---------------------------------------------------------------
+
+
+def _cut(path: Path, fraction: float) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+    return path
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.99])
+@pytest.mark.parametrize("subtype", ["PCM_16", "FLOAT"])
+def test_a_cut_wav_is_truncated_like_other_formats(fraction: float, subtype: str, tmp_path: Path) -> None:
+    import soundfile as sf
+    from factories import tone
+
+    from embedtool.audio.decode import stream_audio
+
+    path = tmp_path / "cut.wav"
+    sf.write(path, tone(440, 4.0), 22050, subtype=subtype)
+    _cut(path, fraction)
+    stream = stream_audio(path, 16000)
+    decoded = sum(len(b) for b in stream) / 16000
+    assert stream.info.truncated == f"truncated (decoded {decoded:.2f} s of 4.00 s)"
+
+
+def test_a_whole_wav_and_the_bundled_fixtures_are_not_truncated(tmp_path: Path, sample_audio_dir: Path) -> None:
+    from embedtool.audio.decode import stream_audio
+
+    paths = [write_tone(tmp_path / "whole.wav", 440, 2.0), *sorted(sample_audio_dir.rglob("*.wav"))[:6]]
+    for path in paths:
+        stream = stream_audio(path, 16000)
+        list(stream)
+        assert stream.info.truncated is None, path
+
+
+def test_a_wav_header_claiming_an_hour_over_a_second_is_refused_by_extract(tmp_path: Path) -> None:
+    import struct
+
+    path = write_tone(tmp_path / "audio" / "liar.wav", 440, 1.0)
+    header = bytearray(path.read_bytes())
+    at = header.find(b"data")
+    struct.pack_into("<I", header, at + 4, 22050 * 2 * 3600)  # 16-bit mono, one hour
+    path.write_bytes(bytes(header))
+    write_tone(tmp_path / "audio" / "fine.wav", 330, 1.0)
+    result = run_cli("-w", tmp_path / "ws", "-q", "extract", tmp_path / "audio", "--json")
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
+    assert report["tracks"] == 1 and report["failed"] == 1
+    assert [e["reason"] for e in report["errors"]] == ["truncated (decoded 1.00 s of 3600.00 s)"]
+
+
+def test_libmpg123_warnings_become_the_files_reason_not_stderr(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    import numpy as np
+    import soundfile as sf
+    from factories import extract_features
+
+    noise = (0.3 * np.random.default_rng(0).standard_normal(22050 * 6)).astype(np.float32)
+    path = tmp_path / "audio" / "cut.mp3"
+    path.parent.mkdir()
+    sf.write(path, noise, 22050, format="MP3", subtype="MPEG_LAYER_III")
+    _cut(path, 0.5)
+    write_tone(tmp_path / "audio" / "fine.wav", 330, 1.0)
+    capfd.readouterr()
+    report = extract_features(tmp_path / "audio", tmp_path / "features")
+    reasons = {Path(p).name: r for p, r in report.errors}
+    assert reasons["cut.mp3"].startswith("truncated (decoded")
+    assert "[decoder: Warning: Xing stream size off" in reasons["cut.mp3"]
+    assert "Xing" not in capfd.readouterr().err

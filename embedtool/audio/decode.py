@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import sys
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +42,8 @@ class AudioInfo:
     duration_s: float
     # Set after decoding when less came out than the file declares (or an Ogg stream lacks its end): the reason.
     truncated: str | None = None
+    # What the decoder library printed about this file (libmpg123's "Warning: ..." on a broken mp3), if anything.
+    warnings: str | None = None
 
 
 @dataclass
@@ -191,24 +197,77 @@ class _Source:
         pass
 
 
+_DECODER_LINE = re.compile(r"^\s*(?:\[[^\]]*mpg123[^\]]*\]\s*)?(?:Note|Warning|Error|Big trouble)\b.*|.*libmpg123.*")
+
+
+@contextmanager
+def _decoder_messages(into: list[str]) -> Iterator[None]:
+    """Collect what C decoder libraries print on the process's stderr meanwhile (libmpg123, inside libsndfile,
+    writes "Warning: Xing stream size off..." straight to file descriptor 2) into ``into``, so that it becomes
+    part of the file's reason instead of noise between progress lines. Lines that are not a decoder's (another
+    thread's progress output) are passed on to stderr unchanged."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2 (an embedding host): nothing to capture
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace")
+            passed = []
+            for line in text.splitlines():
+                if _DECODER_LINE.match(line):
+                    if line.strip() not in into:
+                        into.append(line.strip())
+                elif line:
+                    passed.append(line)
+            if passed:
+                os.write(2, ("\n".join(passed) + "\n").encode())
+
+
+def _with_messages(reason: str, messages: list[str], limit: int = 3) -> str:
+    """``reason`` followed by the decoder's own messages (the first few), if it printed any."""
+    if not messages:
+        return reason
+    more = f" (+{len(messages) - limit} more)" if len(messages) > limit else ""
+    return f"{reason} [decoder: {'; '.join(messages[:limit])}{more}]"
+
+
 class _SoundfileSource(_Source):
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, messages: list[str] | None = None):
         self.path = path
-        self.file = sf.SoundFile(str(path))
+        self.messages = [] if messages is None else messages
+        with _decoder_messages(self.messages):
+            self.file = sf.SoundFile(str(path))
+        self.mpeg = self.file.format in ("MP3", "MPEG")  # libmpg123 decodes these, and prints while it reads
         if self.file.samplerate <= 0 or self.file.channels <= 0:
             raise InputError(f"{path}: no audio stream")
         frames = self.file.frames if self.file.frames and self.file.frames > 0 else 0
         self.info = AudioInfo(self.file.samplerate, self.file.channels, frames / self.file.samplerate)
         self.declared_s = self.info.duration_s  # what the header says (libsndfile reads Xing/VBRI for mp3)
         self.ogg = self.file.format == "OGG"
+        # libsndfile sizes a WAV by its bytes, not by the size its data chunk declares: a cut file looks whole.
+        self.wav_declared_s = _wav_declared_s(path) if self.file.format in ("WAV", "WAVEX") else None
 
     def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
         total = 0
         while True:
             try:
-                data = self.file.read(block_frames, dtype="float32", always_2d=True)
+                if self.mpeg:
+                    with _decoder_messages(self.messages):
+                        data = self.file.read(block_frames, dtype="float32", always_2d=True)
+                else:
+                    data = self.file.read(block_frames, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError) as exc:
-                raise InputError(f"{self.path}: corrupt or truncated audio after {total} frames ({exc})") from exc
+                reason = f"{self.path}: corrupt or truncated audio after {total} frames ({exc})"
+                raise InputError(_with_messages(reason, self.messages)) from exc
             if len(data) == 0:
                 break
             total += len(data)
@@ -217,9 +276,14 @@ class _SoundfileSource(_Source):
                 break
         decoded = total / self.info.native_sample_rate
         truncated = _shortfall(decoded, self.declared_s)
+        if truncated is None and self.wav_declared_s is not None:
+            truncated = f"truncated (decoded {decoded:.2f} s of {self.wav_declared_s:.2f} s)"
         if truncated is None and self.ogg and not _ogg_ends_cleanly(self.path):
             truncated = f"truncated (decoded {decoded:.2f} s; the Ogg stream ends without its end-of-stream page)"
-        self.info = AudioInfo(self.info.native_sample_rate, self.info.channels, decoded, truncated)
+        if truncated is not None:
+            truncated = _with_messages(truncated, self.messages)
+        warnings = "; ".join(self.messages) if self.messages else None
+        self.info = AudioInfo(self.info.native_sample_rate, self.info.channels, decoded, truncated, warnings)
 
     def close(self) -> None:
         self.file.close()
@@ -294,6 +358,39 @@ def _shortfall(decoded_s: float, declared_s: float) -> str | None:
     return None
 
 
+def _wav_declared_s(path: Path) -> float | None:
+    """The duration a RIFF/WAVE file's data chunk declares when the file holds fewer bytes than that (it was cut
+    short, or its header claims more than was written), else None. PCM has no priming or padding: one frame
+    missing is a cut. A data size of 0 or 0xFFFFFFFF (a streamed file whose header was never finished) claims
+    nothing."""
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        size = os.fstat(fh.fileno()).st_size
+        rate = block_align = 0
+        while True:
+            chunk = fh.read(8)
+            if len(chunk) < 8:
+                return None
+            kind, length = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if kind == b"fmt ":
+                fmt = fh.read(min(length, 16))
+                if len(fmt) < 14:
+                    return None
+                rate, block_align = int.from_bytes(fmt[4:8], "little"), int.from_bytes(fmt[12:14], "little")
+                fh.seek(length + (length & 1) - len(fmt), os.SEEK_CUR)
+            elif kind == b"data":
+                if rate <= 0 or block_align <= 0 or length in (0, 0xFFFFFFFF):
+                    return None
+                available = size - fh.tell()
+                if length - available < block_align:
+                    return None
+                return (length // block_align) / rate
+            else:
+                fh.seek(length + (length & 1), os.SEEK_CUR)
+
+
 def _ogg_ends_cleanly(path: Path, tail_bytes: int = 1 << 16) -> bool:
     """Whether an Ogg file ends with a complete page flagged end-of-stream. Ogg has no length in a header: a
     file cut short decodes without error to a shorter stream, and only its end shows the cut."""
@@ -342,7 +439,8 @@ def _to_float_planar(data: np.ndarray, fmt: str, planar: bool, channels: int) ->
 def declared_duration_s(path: Path | str) -> float | None:
     """The duration a file's header declares (soundfile reads only the header), or None when it does not tell."""
     try:
-        info = sf.info(str(path))
+        with _decoder_messages([]):  # a broken mp3's warnings are said when it is decoded, not here too
+            info = sf.info(str(path))
     except Exception:  # not a format libsndfile reads (m4a, ...) or no readable header
         return None
     return float(info.frames) / info.samplerate if info.samplerate > 0 and info.frames > 0 else None
@@ -350,14 +448,16 @@ def declared_duration_s(path: Path | str) -> float | None:
 
 def _open(path: Path) -> _Source:
     check_readable(path)
+    messages: list[str] = []
     try:
-        return _SoundfileSource(path)
+        return _SoundfileSource(path, messages)
     except (sf.LibsndfileError, RuntimeError, TypeError) as sf_exc:
         sf_reason = str(sf_exc).split(": ", 1)[-1] if ": " in str(sf_exc) else str(sf_exc)
     try:
         return _PyAVSource(path)
     except _NotOpened as av_exc:
-        raise InputError(f"{path}: not a recognised audio file (soundfile: {sf_reason}; PyAV: {av_exc})") from None
+        reason = f"{path}: not a recognised audio file (soundfile: {sf_reason}; PyAV: {av_exc})"
+        raise InputError(_with_messages(reason, messages)) from None
 
 
 class AudioStream:

@@ -253,6 +253,8 @@ def _extract_task(job: _ExtractJob, files: list[dict[str, Any]]) -> dict[str, An
         added.append(len(outcomes))
         # kept under --keep-truncated: still said
         note = f"{info.truncated}: the decoded part kept (--keep-truncated)" if info.truncated else None
+        if note is None and info.warnings:  # decoded whole, but the decoder complained (libmpg123 on an mp3)
+            note = f"decoded, with the decoder's warnings: {info.warnings}"
         outcomes.append(("ok", track_id, note))
         if job.shard_per_file:
             writer.flush()
