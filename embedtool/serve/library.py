@@ -181,6 +181,7 @@ class Library:
                 result = searcher.query_track(track_id, mode=mode, k=k)
         answer = self._answer(result.to_dict())
         answer["note"] = note
+        answer["query"]["name"] = track["name"]
         return answer
 
     def _search_padded(self, searcher: Searcher, track_id: str, mode: Mode, k: int) -> Any:
