@@ -141,8 +141,10 @@ def write_meta(
     return meta
 
 
-def read_meta(directory: Path, kind: str, format_version: int | None = None) -> ArtefactMeta:
-    """Read and check an artefact's metadata; a clear error says which command makes it when it is missing."""
+def read_meta(directory: Path, kind: str, format_version: int | None = None, small_hashes: bool = True) -> ArtefactMeta:
+    """Read and check an artefact's metadata; a clear error says which command makes it when it is missing. The
+    files it lists are checked: sizes, and the contents of the small ones (``small_hashes``; `verify`, which
+    hashes every file itself, turns it off)."""
     directory = Path(directory)
     recover_replaced_dir(directory)
     path = directory / META_FILE
@@ -167,7 +169,7 @@ def read_meta(directory: Path, kind: str, format_version: int | None = None) -> 
             f"{'is' if len(changed) == 1 else 'are'} what made the artefact. Its contents were made with other "
             f"settings: re-make it with `{MADE_BY.get(kind, 'the stage that makes it')}` (or restore the file)."
         )
-    problems = list(damaged_files(directory, meta).values())
+    problems = list(damaged_files(directory, meta, hashes=SMALL_FILES if small_hashes else False).values())
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise DamagedArtefactError(f"The {kind} at {directory} is damaged: {problems[0]}{more}. {remake_hint(kind)}")
@@ -223,10 +225,19 @@ def recorded_checksums(directory: Path) -> dict[str, dict[str, Any]]:
         return {}
 
 
-def damaged_files(directory: Path, meta: ArtefactMeta, hashes: bool = False) -> dict[str, str]:
+SMALL_FILE_BYTES = 64 << 20  # a file up to this size is hashed on every open (the model, a classifier, tables)
+SMALL_FILES_BUDGET = 128 << 20  # ... up to this many bytes per open, smallest files first
+SMALL_FILES = "small"  # damaged_files(hashes=SMALL_FILES): hash what is cheap, compare sizes of the rest
+
+
+def damaged_files(directory: Path, meta: ArtefactMeta, hashes: bool | str = False) -> dict[str, str]:
     """What is wrong with the files ``meta.json`` lists (name -> what): missing, another size, and (``hashes``)
-    other contents. Sizes cost a ``stat`` per file; hashes read every byte."""
+    other contents. Sizes cost a ``stat`` per file; hashes read every byte. With ``hashes=SMALL_FILES`` (every
+    open) the files that are cheap to hash are hashed (each up to :data:`SMALL_FILE_BYTES`, smallest first up to
+    :data:`SMALL_FILES_BUDGET` in all; never the bulk: feature shards, segment vectors, the segment index): one flipped
+    byte in a classifier's weights is refused, while opening a big library still costs a ``stat`` per shard."""
     problems = {}
+    sizes: dict[str, int] = {}
     for name, recorded in sorted(meta.files.items()):
         path = member_path(Path(directory), name, meta.kind)
         try:
@@ -236,9 +247,28 @@ def damaged_files(directory: Path, meta: ArtefactMeta, hashes: bool = False) -> 
             continue
         if size != recorded.get("size"):
             problems[name] = f"{path} is {size} bytes, it was {recorded.get('size')} when written"
-        elif hashes and _altered(path, recorded.get("blake2b")):
+        else:
+            sizes[name] = size
+    if hashes == SMALL_FILES:
+        budget, chosen = SMALL_FILES_BUDGET, []
+        for name in sorted(sizes, key=lambda n: (sizes[n], n)):
+            if sizes[name] > SMALL_FILE_BYTES or sizes[name] > budget or _bulk(name):
+                continue
+            budget -= sizes[name]
+            chosen.append(name)
+    else:
+        chosen = list(sizes) if hashes else []
+    for name in chosen:
+        path = Path(directory) / name
+        if _altered(path, meta.files[name].get("blake2b")):
             problems[name] = f"{path} was altered after it was written (its checksum differs)"
-    return problems
+    return dict(sorted(problems.items()))
+
+
+def _bulk(name: str) -> bool:
+    """A file of the bulk data whose size is checked on open but which is hashed by `verify` only: feature
+    shards, segment vector shards, the segment index."""
+    return name.startswith("shards/") or name.startswith("segments-") or name == "segments.faiss"
 
 
 def member_path(directory: Path, name: str, kind: str) -> Path:

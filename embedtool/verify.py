@@ -128,7 +128,7 @@ def check_artefact(workspace: Workspace, kind: str, fingerprints: dict[str, str]
         check.detail = "incomplete (no meta.json)" if directory.exists() else "not made"
         return check
     try:
-        meta = read_meta(directory, kind)
+        meta = read_meta(directory, kind, small_hashes=False)  # every file is hashed next
     except EmbedtoolError as exc:
         _damaged(check, directory, exc)
         return check
@@ -224,7 +224,7 @@ def _report_folders(workspace: Workspace) -> list[Path]:
 def _check_report(folder: Path) -> ArtefactCheck:
     check = ArtefactCheck(f"report {folder.name}", str(folder), OK, remake=f"embedtool evaluate --name {folder.name}")
     try:
-        meta = read_meta(folder, "report")
+        meta = read_meta(folder, "report", small_hashes=False)
     except EmbedtoolError as exc:
         _damaged(check, folder, exc)
         return check

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,7 @@ def test_info_on_a_workspace_without_artefacts_is_an_error_not_an_empty_table(tm
     result = run_cli("--workspace", tmp_path / "ws", "info", "--json")
     assert result.exit_code == 4, result.output
     assert "is not an embedtool workspace" in result.output
-    assert not result.stdout.startswith("{")  # no JSON of an empty library
+    assert set(json.loads(result.stdout)) == {"error", "exit_code"}  # the error as JSON, no empty library
 
 
 def test_written_files_follow_the_umask_not_mkstemps_owner_only_mode(tmp_path: Path) -> None:

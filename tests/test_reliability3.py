@@ -217,3 +217,39 @@ def test_libmpg123_warnings_become_the_files_reason_not_stderr(tmp_path: Path, c
     assert reasons["cut.mp3"].startswith("truncated (decoded")
     assert "[decoder: Warning: Xing stream size off" in reasons["cut.mp3"]
     assert "Xing" not in capfd.readouterr().err
+
+
+# --- small artefacts are hashed on every open --------------------------------------------------------------------
+
+
+def _flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_one_flipped_byte_in_a_classifier_is_refused(served_workspace: Workspace, tmp_path: Path) -> None:
+    from factories import copy_workspace
+
+    ws = copy_workspace(served_workspace, tmp_path / "ws")
+    query = next(iter(sorted((served_workspace.root.parent / "corpus").rglob("*.wav"))), None) or write_tone(
+        tmp_path / "q.wav"
+    )
+    assert run_cli("-w", ws.root, "classify", query).exit_code == 0
+    _flip_last_byte(ws.classifier / "coef.npy")  # same size, other weights
+    result = run_cli("-w", ws.root, "classify", query)
+    assert result.exit_code == 5
+    text = flat(result.output).replace(" ", "")
+    assert "coef.npywasalteredafteritwaswritten" in text
+
+
+def test_bulk_shards_are_only_size_checked_on_open(trained_workspace_copy: Workspace) -> None:
+    from embedtool.features.store import FeatureStore
+
+    shard = sorted((trained_workspace_copy.features / "shards").glob("*.npy"))[0]
+    _flip_last_byte(shard)
+    FeatureStore(trained_workspace_copy.features)  # opens: a stat per shard, no hashing of the bulk
+    table = next(p for p in trained_workspace_copy.features.iterdir() if p.suffix == ".parquet")
+    _flip_last_byte(table)
+    with pytest.raises(Exception, match="altered after it was written"):
+        FeatureStore(trained_workspace_copy.features)

@@ -46,6 +46,7 @@ def init_context(
     ctx: typer.Context, workspace: Path | None, config_path: Path | None, quiet: bool, verbose: bool = False
 ) -> None:
     _RUN["verbose"] = verbose
+    _RUN["printed_json"] = False
     # -v: embedtool's own log messages (e.g. embedtool.serve) on stderr, not other libraries'. One handler per
     # process, added or removed by each invocation (tests run many in one process).
     logger = logging.getLogger("embedtool")
@@ -117,7 +118,7 @@ def fail(exc: EmbedtoolError) -> None:
     cause = exc.__cause__ or exc.__context__
     if cause is not None and _verbose():
         err_console.print(f"[dim]cause:[/] {escape(type(cause).__name__)}: {escape(str(cause))}", highlight=False)
-    if json_requested():
+    if json_requested() and not _RUN["printed_json"]:  # a result printed as JSON already carries the outcome
         print_json_error(str(exc), exc.exit_code)
     raise typer.Exit(code=exc.exit_code)
 
@@ -157,7 +158,10 @@ def _verbose() -> bool:
     return _RUN["verbose"]
 
 
-_RUN = {"verbose": False}  # what the running invocation's global options ask of the shared helpers
+_RUN = {
+    "verbose": False,
+    "printed_json": False,
+}  # what the running invocation's global options ask of the shared helpers
 
 
 def handle_errors(func: F) -> F:
@@ -177,6 +181,7 @@ def handle_errors(func: F) -> F:
 
 
 def print_json(data: Any) -> None:
+    _RUN["printed_json"] = True
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
