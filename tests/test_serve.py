@@ -294,3 +294,12 @@ def test_the_command_names_the_extra_when_the_web_packages_are_missing(monkeypat
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as on an install without embedtool[serve]
     res = run_cli("serve")
     assert res.exit_code == 2 and "pip install 'embedtool[serve]'" in flat(res.output)
+
+
+def test_envelope_for_the_timelines(client: TestClient, tracks: list[dict]) -> None:
+    track = tracks[5]
+    e = client.get(f"/api/envelope/{track['track_id']}", params={"bins": 50}).json()
+    assert len(e["levels"]) == 50 and all(0.0 <= v <= 1.0 for v in e["levels"]) and max(e["levels"]) == 1.0
+    assert e["duration_s"] == track["duration_s"]
+    assert client.get("/api/envelope/nope").status_code == 404
+    assert client.get(f"/api/envelope/{track['track_id']}", params={"bins": 5}).status_code == 422

@@ -159,6 +159,11 @@ def test_the_timeline_marks_the_match_and_plays_from_a_click(page, server: str) 
         (m["ref_end_s"] - m["ref_start_s"]) / m["duration_s"], abs=0.02
     )
     assert first.locator(".timeline").count() == 2  # the reference's and the query's
+    # the track's loudness is drawn under the mark
+    page.wait_for_function(
+        "c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v, i) => i % 4 === 3 && v > 0)",
+        arg=bar.locator("canvas").element_handle(),
+    )
     # a click in the middle of the mark plays from there to the range's end
     at = (m["ref_start_s"] + m["ref_end_s"]) / 2
     bar.click(position={"x": box["width"] * at / m["duration_s"], "y": box["height"] / 2})

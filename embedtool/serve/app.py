@@ -139,6 +139,10 @@ def _api(app: FastAPI, library: Library, max_bytes: int, max_seconds: float) -> 
     def clusters() -> dict:
         return library.clusters()
 
+    @app.get("/api/envelope/{track_id}", summary="A track's loudness over time (0..1 in `bins` steps), for a timeline")
+    def envelope(track_id: str, bins: int = Query(200, ge=10, le=2000)) -> dict:
+        return library.envelope(track_id, bins)
+
     @app.get("/api/audio/{track_id}", summary="A library track's audio (HTTP range requests)")
     def audio(track_id: str, request: Request) -> Response:
         path = library.audio_file(track_id)

@@ -50,6 +50,7 @@ class Library:
         self.searcher_error: EmbedtoolError | None = None
         self.tracks: list[dict[str, Any]] = []
         self._roots: dict[str, str] = {}  # track id -> the extract root it was found under
+        self._envelopes: dict[tuple[str, int], dict[str, Any]] = {}  # (track id, bins) -> envelope
         self._verified: dict[str, str] = {}  # track id -> path, mtime, size of a file outside its root found its own
         self._open_searcher()
         self._open_tracks()
@@ -155,6 +156,34 @@ class Library:
             return False
         self._verified[track_id] = key
         return True
+
+    def envelope(self, track_id: str, bins: int = 200) -> dict[str, Any]:
+        """The track's loudness over time in ``bins`` steps (0..1, the loudest frame of each step, over a 60 dB
+        range), from its stored log-Mel features: what the page draws a result's timeline with."""
+        from embedtool.features.store import FeatureStore
+
+        self.track(track_id)
+        key = (track_id, bins)
+        if key in self._envelopes:
+            return self._envelopes[key]
+        store = self.searcher.features if self.searcher is not None else None
+        try:
+            store = store or FeatureStore(self.workspace.features)
+        except EmbedtoolError:
+            raise NotFound(f"No features for track {track_id}: run `embedtool extract`.") from None
+        if store.tracks.index_of(track_id) is None:
+            raise NotFound(f"No features for track {track_id}: run `embedtool extract`.")
+        mel = np.asarray(store.mel(track_id), dtype=np.float32)
+        db = 10 * np.log10(np.maximum(np.exp(mel).sum(axis=1), 1e-12)) if len(mel) else np.zeros(1, np.float32)
+        starts = np.minimum(np.linspace(0, len(db), bins + 1).astype(int)[:-1], len(db) - 1)
+        steps = np.maximum.reduceat(db, starts)  # each step's loudest frame
+        levels = np.clip((steps - (db.max() - 60.0)) / 60.0, 0.0, 1.0)
+        answer = {"track_id": track_id, "duration_s": self._by_id[track_id]["duration_s"],
+                  "levels": [round(float(v), 3) for v in levels]}  # fmt: skip
+        if len(self._envelopes) > 512:
+            self._envelopes.clear()
+        self._envelopes[key] = answer
+        return answer
 
     # --- search --------------------------------------------------------------------------------------------
     def _need_searcher(self) -> Searcher:

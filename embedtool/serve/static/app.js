@@ -72,14 +72,54 @@ function rangePlayer(src, start, end, title) {
 
 // A timeline of a whole track (or the query) with a range marked; a click (or Enter) plays from that point to
 // the end of the range when inside it, else for the range's length.
-function timeline(player, duration, start, end, what) {
+// Loudness envelopes (0..1 per step) for the timelines: a library track's from the server (its stored features),
+// an uploaded file's decoded here.
+const envelopes = new Map();
+const BINS = 200;
+
+function trackEnvelope(trackId) {
+  if (!envelopes.has(trackId)) {
+    envelopes.set(trackId, api(`/api/envelope/${encodeURIComponent(trackId)}?bins=${BINS}`).then((e) => e.levels));
+  }
+  return envelopes.get(trackId);
+}
+
+async function fileEnvelope(file) {
+  const audio = await new OfflineAudioContext(1, 1, 44100).decodeAudioData(await file.arrayBuffer());
+  const data = audio.getChannelData(0);
+  const step = Math.max(1, Math.floor(data.length / BINS));
+  const db = [];
+  for (let i = 0; i < BINS; i++) {
+    let peak = 0;
+    for (let j = i * step; j < Math.min(data.length, (i + 1) * step); j++) peak = Math.max(peak, Math.abs(data[j]));
+    db.push(20 * Math.log10(Math.max(peak, 1e-6)));
+  }
+  const top = Math.max(...db);
+  return db.map((v) => Math.max(0, Math.min(1, (v - (top - 60)) / 60)));
+}
+
+function drawEnvelope(canvas, levels) {
+  const ctx = canvas.getContext("2d");
+  const { width, height } = canvas;
+  ctx.clearRect(0, 0, width, height);
+  ctx.fillStyle = "#9aa3b5";
+  const w = width / levels.length;
+  levels.forEach((v, i) => {
+    const h = Math.max(1, v * height);
+    ctx.fillRect(i * w, (height - h) / 2, Math.max(1, w - 0.5), h);
+  });
+}
+
+function timeline(player, duration, start, end, what, levels = null) {
   const audio = player.querySelector("audio");
   const total = Math.max(duration || end, end, 0.001);
   const mark = el("div", { class: "mark", style: `left:${(100 * start) / total}%;width:${Math.max(0.6, (100 * (end - start)) / total)}%` });
   const head = el("div", { class: "playhead", hidden: "" });
+  const wave = el("canvas", { class: "wave", width: 400, height: 22 });
+  if (levels) levels.then((l) => drawEnvelope(wave, l)).catch(() => {});  // no envelope: the bar stays plain
   const bar = el("div", { class: "timeline", tabindex: "0", role: "button", "data-duration": total,
     "aria-label": `${what}: ${fmt(total)} s, matched ${fmt(start)}–${fmt(end)} s; click to play from a point, Enter plays the range` },
-  mark, head, el("span", { class: "ends" }, `0 s`), el("span", { class: "ends right" }, `${fmt(total)} s`));
+  wave, mark, head, el("span", { class: "ends" }, `0 s`), el("span", { class: "ends right" }, `${fmt(total)} s`));
   const playAt = (t) => {
     const until = t >= start && t < end ? end : Math.min(total, t + Math.max(end - start, 0.5));
     audio.playFrom(t, until);
@@ -99,14 +139,15 @@ function timeline(player, duration, start, end, what) {
 }
 
 // --- search -----------------------------------------------------------------------------------------------
-function renderResults(list, answer, querySrc) {
+function renderResults(list, answer, querySrc, queryLevels = null) {
   list.replaceChildren();
   for (const m of answer.matches) {
     const match = rangePlayer(`/api/audio/${encodeURIComponent(m.track_id)}`, m.ref_start_s, m.ref_end_s, "match");
-    const rows = [timeline(match, m.duration_s, m.ref_start_s, m.ref_end_s, "match in this track"), match];
+    const rows = [timeline(match, m.duration_s, m.ref_start_s, m.ref_end_s, "match in this track",
+      trackEnvelope(m.track_id)), match];
     if (querySrc) {
       const q = rangePlayer(querySrc, m.query_start_s, m.query_end_s, "query");
-      rows.push(timeline(q, answer.query.duration_s, m.query_start_s, m.query_end_s, "in the query"), q);
+      rows.push(timeline(q, answer.query.duration_s, m.query_start_s, m.query_end_s, "in the query", queryLevels), q);
     }
     list.append(el("li", { "data-track": m.track_id },
       el("div", { class: "head" },
@@ -161,7 +202,7 @@ async function searchTrack(trackId, { push = false } = {}) {
     $("#query-info").textContent = visible(describe(answer, last.name));
     $("#query-player").replaceChildren(el("span", { class: "range" }, "query",
       el("audio", { controls: "", preload: "none", src, id: "query-audio" })));
-    renderResults($("#results"), answer, src);
+    renderResults($("#results"), answer, src, trackEnvelope(trackId));
     $("#export").hidden = false;
   } catch (err) {
     clearResults();
@@ -186,7 +227,7 @@ async function searchUpload(file) {
     $("#query-info").textContent = visible(describe(answer, file.name));
     $("#query-player").replaceChildren(el("span", { class: "range" }, "query",
       el("audio", { controls: "", preload: "metadata", src: uploadedUrl, id: "query-audio" })));
-    renderResults($("#results"), answer, uploadedUrl);
+    renderResults($("#results"), answer, uploadedUrl, fileEnvelope(file));
     $("#export").hidden = false;
   } catch (err) {
     clearResults();
