@@ -7,6 +7,7 @@ written last, so a folder without it (or with a stale one) is never trusted by a
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ from embedtool.errors import (
     EmbedtoolError,
     IncompatibleArtefactError,
     MissingArtefactError,
+    ResourceLimitError,
 )
 
 META_FILE = "meta.json"
@@ -154,6 +156,10 @@ def read_meta(directory: Path, kind: str, format_version: int | None = None, sma
     try:
         meta = ArtefactMeta.from_dict(json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        if resource_shortage(exc) is not None:
+            raise ResourceLimitError(
+                f"Ran out of {resource_shortage(exc)} while reading {path} ({_brief(exc)}); the file is not damaged."
+            ) from exc
         raise DamagedArtefactError(f"Unreadable metadata in {path} ({_brief(exc)}). {remake_hint(kind)}") from exc
     if meta.kind != kind:
         raise IncompatibleArtefactError(f"{directory} holds a {meta.kind!r} artefact, not {kind!r}.")
@@ -295,9 +301,48 @@ def read_member(meta: ArtefactMeta, directory: Path, name: str, read: Callable[[
     except FileNotFoundError:
         raise DamagedArtefactError(f"{path} is missing from the {meta.kind}. {remake_hint(meta.kind)}") from None
     except Exception as exc:  # whatever numpy, pyarrow, FAISS or torch raise on a bad file
+        ran_out = resource_shortage(exc)
+        if ran_out is not None:  # the machine ran out of something: the file is not to blame
+            raise ResourceLimitError(
+                f"Ran out of {ran_out} while reading {path} ({_brief(exc)}). The file is not damaged: free some "
+                "memory, raise the limit (ulimit) or run fewer jobs at once, and run the command again."
+            ) from exc
         altered = _altered(path, meta.files.get(name, {}).get("blake2b"))
         note = "; it is not the file that was written (its checksum differs)" if altered else ""
         raise DamagedArtefactError(f"Cannot read {path} ({_brief(exc)}){note}. {remake_hint(meta.kind)}") from exc
+
+
+_SHORTAGES = (  # (what ran out, words that say so in an error's message)
+    ("threads", ("failed to launch worker thread", "can't start new thread", "cannot start new thread")),
+    ("memory", ("cannot allocate memory", "bad_alloc", "out of memory", "failed to allocate", "memoryerror")),
+    ("open files", ("too many open files",)),
+    ("threads or processes", ("resource temporarily unavailable",)),
+)
+_SHORTAGE_ERRNOS = {
+    errno.ENOMEM: "memory",
+    errno.EMFILE: "open files",
+    errno.ENFILE: "open files",
+    errno.EAGAIN: "threads or processes",
+}
+
+
+def resource_shortage(exc: BaseException) -> str | None:
+    """What the machine ran out of, when ``exc`` (or what caused it) says so: "memory", "threads", "open
+    files"...; None for any other error. Such an error says nothing about the file being read."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, MemoryError):
+            return "memory"
+        if isinstance(current, OSError) and current.errno in _SHORTAGE_ERRNOS:
+            return _SHORTAGE_ERRNOS[current.errno]
+        text = str(current).lower()
+        for what, words in _SHORTAGES:
+            if any(word in text for word in words):
+                return what
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _altered(path: Path, recorded: str | None) -> bool:

@@ -253,3 +253,46 @@ def test_bulk_shards_are_only_size_checked_on_open(trained_workspace_copy: Works
     _flip_last_byte(table)
     with pytest.raises(Exception, match="altered after it was written"):
         FeatureStore(trained_workspace_copy.features)
+
+
+# --- a resource limit is not damage ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "what"),
+    [
+        (OSError(errno.ENOMEM, "Cannot allocate memory"), "memory"),
+        (RuntimeError("IOError: Failed to launch worker thread"), "threads"),
+        (MemoryError(), "memory"),
+        (OSError(errno.EMFILE, "Too many open files"), "open files"),
+    ],
+)
+def test_running_out_of_something_while_reading_is_not_called_damage(
+    error: BaseException, what: str, trained_workspace: Workspace
+) -> None:
+    from embedtool.artefacts import read_member, read_meta
+    from embedtool.errors import DamagedArtefactError, ResourceLimitError
+
+    meta = read_meta(trained_workspace.index, "index")
+
+    def reader(path: Path) -> None:
+        path.stat()  # the file is there and whole; the machine is what fails
+        raise error
+
+    with pytest.raises(ResourceLimitError, match=f"Ran out of {what} while reading .*tracks.parquet") as info:
+        read_member(meta, trained_workspace.index, "tracks.parquet", reader)
+    assert not isinstance(info.value, DamagedArtefactError) and info.value.exit_code == 1
+    assert "not damaged" in str(info.value)
+
+
+def test_a_real_read_error_is_still_damage(trained_workspace: Workspace) -> None:
+    from embedtool.artefacts import read_member, read_meta
+    from embedtool.errors import DamagedArtefactError
+
+    meta = read_meta(trained_workspace.index, "index")
+
+    def reader(path: Path) -> None:
+        raise ValueError("Parquet magic bytes not found")
+
+    with pytest.raises(DamagedArtefactError):
+        read_member(meta, trained_workspace.index, "tracks.parquet", reader)

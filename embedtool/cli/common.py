@@ -25,7 +25,7 @@ from rich.progress import (
 )
 
 from embedtool.config import ProjectConfig, load_project_config
-from embedtool.errors import EmbedtoolError
+from embedtool.errors import EmbedtoolError, ResourceLimitError
 from embedtool.workspace import Workspace
 
 console = Console()
@@ -173,6 +173,9 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except EmbedtoolError as exc:
             fail(exc)
+        except MemoryError as exc:  # a resource limit (ulimit -v, a full machine) is said as one, not a traceback
+            message = f"Ran out of memory ({exc or 'MemoryError'}); nothing finished was lost: free some memory"
+            fail(ResourceLimitError(message + " or raise the limit (ulimit -v) and run the command again."))
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: earlier finished output is kept")
             raise typer.Exit(code=130) from None
