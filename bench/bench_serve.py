@@ -12,6 +12,13 @@ request of each kind is a warm-up and is not counted. Prints p50 / p95 and the r
 
     ./dev bench bench_serve --workspace WS      # any indexed workspace, e.g. bench_identify_real's music-dev
 
+``--aiff-minutes N`` measures instead what answering ``Range: bytes=0-`` for a transcoded track costs: a fresh
+process per variant makes the WAV of an N-minute 44.1 kHz stereo AIFF and reports its peak RSS over the RSS
+before, for the server's code before issue 31 (the whole body decoded into memory, media.py of commit 67fdd7b) and
+now (``WavTranscode.stream``: 256 KB pieces sent as decoded).
+
+    ./dev bench bench_serve --aiff-minutes 10
+
 Writes bench/results/bench_serve-<stamp>.json.
 """
 
@@ -86,6 +93,65 @@ def excerpt_wav(path: str, seconds: float, rng: np.random.Generator) -> bytes:
     return buf.getvalue()
 
 
+# One variant of the transcoding measurement, run in a fresh interpreter: argv = variant, aiff path, module path.
+TRANSCODE_PROBE = """
+import importlib.util, sys
+variant, source, module = sys.argv[1:4]
+spec = importlib.util.spec_from_file_location("media_under_test", module)
+media = sys.modules["media_under_test"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(media)
+from pathlib import Path
+import av, numpy  # imported before the baseline, as a running server has them
+
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+
+
+wav = media.WavTranscode.open(Path(source))
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets the peak (VmHWM) to the current RSS
+before = status("VmRSS")
+sent = 0
+if variant == "whole":
+    sent = len(wav.read(0, wav.size))
+else:
+    for piece in wav.stream(0, wav.size):
+        sent += len(piece)
+print(sent, status("VmHWM") - before)
+"""
+
+
+def transcode_rss(minutes: float) -> dict[str, dict[str, float]]:
+    """Peak RSS (MB over the baseline) of making the whole WAV of an N-minute AIFF, before and after streaming."""
+    import tempfile
+
+    import soundfile as sf
+
+    repo = Path(__file__).resolve().parent.parent
+    rows: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        sr = 44100
+        t = np.arange(int(minutes * 60 * sr)) / sr
+        source = Path(tmp) / "long.aiff"
+        sf.write(source, (0.3 * np.stack([np.sin(2 * np.pi * 220 * t), np.sin(2 * np.pi * 331 * t)], 1)), sr)
+        del t
+        old = Path(tmp) / "media_before.py"
+        old.write_bytes(subprocess.run(["git", "-C", str(repo), "show", "67fdd7b:embedtool/serve/media.py"],
+                                       check=True, capture_output=True).stdout)  # fmt: skip
+        variants = {"whole body (before)": ("whole", old),
+                    "streamed (now)": ("stream", repo / "embedtool" / "serve" / "media.py")}  # fmt: skip
+        for name, (variant, module) in variants.items():
+            t0 = time.perf_counter()
+            out = subprocess.run([sys.executable, "-c", TRANSCODE_PROBE, variant, str(source), str(module)],
+                                 check=True, capture_output=True, text=True).stdout.split()  # fmt: skip
+            rows[name] = {"bytes": int(out[0]), "peak_rss_mb_over_baseline": round(float(out[1]), 1),
+                          "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+    return rows
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     ms = np.array(values) * 1000
     return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)), "n": len(values)}
@@ -93,11 +159,23 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workspace", type=Path, required=True)
+    parser.add_argument("--workspace", type=Path)
+    parser.add_argument("--aiff-minutes", type=float, default=0.0, help="measure streamed transcoding instead")
     parser.add_argument("--queries", type=int, default=40)
     parser.add_argument("--cold", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.aiff_minutes:
+        rows = transcode_rss(args.aiff_minutes)
+        print(f"Range: bytes=0- of a {args.aiff_minutes:g}-minute 44.1 kHz stereo AIFF, transcoded to WAV")
+        for name, r in rows.items():
+            print(f"{name:<22} {r['bytes'] / 1e6:8.1f} MB sent  peak RSS +{r['peak_rss_mb_over_baseline']:.0f} MB"
+                  f"  {r['seconds']:.1f} s")  # fmt: skip
+        out = write_json(result_path("bench_serve", timestamp()), {"argv": sys.argv, "transcode": rows})
+        print(f"written {out}")
+        return
+    if args.workspace is None:
+        parser.error("give --workspace (search latency) or --aiff-minutes (transcoding memory)")
     ws = str(args.workspace.expanduser().resolve())
 
     import pyarrow.parquet as pq
