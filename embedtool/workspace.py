@@ -150,9 +150,14 @@ class Workspace:
         path = self.root / LOG_FILE
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            handler: logging.Handler | None = logging.FileHandler(path, encoding="utf-8")
+            if not inside(path.parent, self.root):
+                raise OSError(errno.ELOOP, "logs/ leads outside the workspace", str(path.parent))
+            stream = os.fdopen(open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a", encoding="utf-8")
+            handler: logging.Handler | None = logging.StreamHandler(stream)
         except OSError:
-            handler = None  # a read-only or full disk: the stage itself says what is wrong
+            # a read-only or full disk (the stage itself says what is wrong), or a log that is a symlink: a file
+            # out of the workspace is never appended to
+            handler = None
         if handler is None:
             yield
             return
@@ -179,6 +184,7 @@ class Workspace:
             logger.removeHandler(handler)
             logger.setLevel(level)
             handler.close()
+            stream.close()
 
     def stages(self) -> dict[str, Path]:
         return {
@@ -191,6 +197,21 @@ class Workspace:
             "classifier": self.classifier,
             "report": self.reports,
         }
+
+
+def open_no_follow(path: Path, flags: int, mode: int = 0o666) -> int:
+    """``os.open`` that refuses a symlink at ``path`` itself (``O_NOFOLLOW``: ELOOP), for files embedtool appends
+    to or truncates in place in a workspace (its log, its lock): a link planted there must not lead the write to
+    a file outside the workspace."""
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), mode)
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, with every symlink resolved, lies in ``root`` (also resolved)."""
+    try:
+        return Path(path).resolve().is_relative_to(Path(root).resolve())
+    except OSError:
+        return False
 
 
 def unwritable(root: Path, command: str, exc: OSError) -> WorkspaceUnwritableError:
@@ -217,10 +238,15 @@ def held_lock_file(path: Path, mode: str = "a+", command: str = "") -> Iterator[
     meanwhile is retried on the new one."""
     while True:
         try:
-            fh = open(path, mode)
+            fd = open_no_follow(path, os.O_RDWR | os.O_CREAT | (os.O_APPEND if "a" in mode else 0))
+            fh = open(fd, mode, closefd=True)
         except OSError as exc:
             if exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM):
                 raise unwritable(path.parent, command, exc) from exc
+            if exc.errno == errno.ELOOP:  # a symlink planted as the lock: never truncate what it leads to
+                raise WorkspaceUnwritableError(
+                    f"{path} is a symbolic link; embedtool will not write through it. Remove it and run again."
+                ) from exc
             raise
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -100,7 +100,7 @@ def test_a_lock_that_cannot_be_written_is_one_line_saying_nothing_changed(
     def refusing_open(path: object, *args: object, **kwargs: object) -> object:
         raise OSError(code, os.strerror(code), str(path))
 
-    monkeypatch.setattr(workspace_module, "open", refusing_open, raising=False)
+    monkeypatch.setattr(workspace_module, "open_no_follow", refusing_open)
     with pytest.raises(WorkspaceUnwritableError, match="nothing in the workspace was changed or damaged") as info:
         with ws.lock("cluster"):
             pytest.fail("the stage ran without its lock")
@@ -113,14 +113,14 @@ def test_a_lock_on_dev_full_is_refused_through_the_cli(tmp_path: Path, monkeypat
     ws = tmp_path / "ws"
     (ws / "features").mkdir(parents=True)
     (ws / "features" / "meta.json").write_text("{}")
-    real_open = open
+    real_open = workspace_module.open_no_follow
 
-    def full_lock(path: object, *args: object, **kwargs: object) -> object:
+    def full_lock(path: Path, flags: int, mode: int = 0o666) -> int:
         if str(path).endswith(workspace_module.LOCK_FILE):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return real_open(path, *args, **kwargs)  # type: ignore[call-overload]
+        return real_open(path, flags, mode)
 
-    monkeypatch.setattr(workspace_module, "open", full_lock, raising=False)
+    monkeypatch.setattr(workspace_module, "open_no_follow", full_lock)
     result = run_cli("-w", ws, "cluster", "--json")
     assert result.exit_code == 1
     assert "Traceback" not in result.output and "the disk is full" in flat(result.output)
@@ -296,3 +296,39 @@ def test_a_real_read_error_is_still_damage(trained_workspace: Workspace) -> None
 
     with pytest.raises(DamagedArtefactError):
         read_member(meta, trained_workspace.index, "tracks.parquet", reader)
+
+
+# --- workspace files are not written through symlinks out of the workspace -------------------------------------
+
+
+def test_a_log_symlinked_out_of_the_workspace_is_not_appended_to(tmp_path: Path) -> None:
+    write_tone(tmp_path / "audio" / "a.wav", 440, 1.0)
+    ws = Workspace.at(tmp_path / "ws")
+    assert run_cli("-w", ws.root, "-q", "extract", tmp_path / "audio").exit_code == 0
+    assert "started" in (ws.root / "logs" / "embedtool.log").read_text()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (ws.root / "logs" / "embedtool.log").unlink()
+    (ws.root / "logs" / "embedtool.log").symlink_to(victim)
+    write_tone(tmp_path / "audio" / "b.wav", 330, 1.0)
+    assert run_cli("-w", ws.root, "-q", "extract", tmp_path / "audio").exit_code == 0
+    assert victim.read_text() == "precious\n"
+    # logs/ itself linked elsewhere: not followed either
+    (ws.root / "logs" / "embedtool.log").unlink()
+    (ws.root / "logs").rmdir()
+    (tmp_path / "elsewhere").mkdir()
+    (ws.root / "logs").symlink_to(tmp_path / "elsewhere")
+    assert run_cli("-w", ws.root, "-q", "extract", tmp_path / "audio").exit_code == 0
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_lock_file_planted_as_a_symlink_does_not_truncate_its_target(tmp_path: Path) -> None:
+    ws = Workspace.at(tmp_path / "ws")
+    ws.features.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (ws.root / workspace_module.LOCK_FILE).symlink_to(victim)
+    with pytest.raises(WorkspaceUnwritableError, match="symbolic link"):
+        with ws.lock("index"):
+            pytest.fail("ran through a planted link")
+    assert victim.read_text() == "precious\n"
