@@ -55,6 +55,11 @@ def serve(
             f"[yellow]warning:[/] listening on {host}: other machines can reach the library's audio"
             + ("" if token else "; consider --token-file")
         )
+        if host in ("0.0.0.0", "::") and not allow_host:
+            err_console.print(
+                "note: only localhost names are answered; give the names others reach this machine by with "
+                "--allow-host NAME (other Host headers are refused, against DNS rebinding)"
+            )
     actx = app_context(ctx)
     console.print(f"opening {actx.workspace.root} …")
     web = create_app(actx.workspace, token=token, hosts=allowed_names(host, allow_host))

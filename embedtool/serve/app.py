@@ -156,7 +156,10 @@ def _transcoded(path: Path, range_header: str | None) -> Response:
     try:
         wav = WavTranscode.open(path)
     except Exception as exc:  # decoders raise many types for unreadable input
-        raise NotFound(f"The track's audio cannot be decoded ({type(exc).__name__}).") from None
+        log.info("cannot transcode %s: %s: %s", path, type(exc).__name__, exc)
+        raise NotFound(
+            "The track's audio cannot be played: its file is damaged, or in a format the decoder cannot read."
+        ) from None
     try:
         span = parse_range(range_header, wav.size)
     except RangeNotSatisfiable as exc:
