@@ -245,7 +245,11 @@ def damaged_files(directory: Path, meta: ArtefactMeta, hashes: bool | str = Fals
     problems = {}
     sizes: dict[str, int] = {}
     for name, recorded in sorted(meta.files.items()):
-        path = member_path(Path(directory), name, meta.kind)
+        try:
+            path = member_path(Path(directory), name, meta.kind)
+        except DamagedArtefactError:  # listed, never followed: the entry is the damage (a repair drops it)
+            problems[name] = f"meta.json lists {name!r}, a file outside the folder (tampered with)"
+            continue
         try:
             size = path.stat().st_size
         except OSError:

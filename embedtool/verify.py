@@ -28,17 +28,26 @@ from typing import Any
 from embedtool import pipeline
 from embedtool.analysis.classify import SavedClassifier
 from embedtool.analysis.options import ClassifyOptions, ClusterOptions
-from embedtool.artefacts import MADE_BY, META_FILE, ArtefactMeta, damaged_files, read_meta
+from embedtool.artefacts import (
+    MADE_BY,
+    META_FILE,
+    ArtefactMeta,
+    changed_settings,
+    damaged_files,
+    file_checksum,
+    read_meta,
+)
 from embedtool.audio.settings import FeatureSettings
-from embedtool.config import ProjectConfig
+from embedtool.config import ProjectConfig, settings_dict
 from embedtool.embedding.options import EmbedOptions
 from embedtool.embedding.store import EmbeddingStore
 from embedtool.errors import EmbedtoolError, InputError
 from embedtool.features.store import FeatureStore
 from embedtool.indexing.options import IndexOptions
 from embedtool.indexing.store import IndexStore
-from embedtool.model.encoder import COMPANION_DIR, Encoder
+from embedtool.model.encoder import COMPANION_DIR, WEIGHTS_FILE, Encoder
 from embedtool.model.settings import TrainSettings
+from embedtool.model.store import BUNDLED, PRETRAINED_ROOT
 from embedtool.training.splits import ensure_split, load_split
 from embedtool.workspace import Workspace
 
@@ -256,15 +265,72 @@ def _config_of(workspace: Workspace, kind: str) -> dict[str, Any] | None:
     return meta.config if meta is not None else None
 
 
+def _trusted_meta(directory: Path) -> ArtefactMeta | None:
+    """meta.json when it reads and no setting in it was edited after it was written (a known-good record of the
+    settings that made the artefact), else None."""
+    meta = _lenient_meta(directory)
+    return meta if meta is not None and not changed_settings(meta) else None
+
+
+def known_good_feature_settings(workspace: Workspace, config: ProjectConfig) -> FeatureSettings:
+    """The feature settings a repair re-makes the features with: those the model and the embeddings record
+    having been made from (their metas unedited), else those of the features' own meta.json that still match
+    the fingerprints recorded when it was written, over the project's configuration. Never a value edited into
+    a damaged meta.json."""
+    values = settings_dict(config.settings("features"))
+    own = _lenient_meta(workspace.features)
+    if own is not None and isinstance(own.config, dict):
+        edited = {c.split(" ")[0] for c in changed_settings(own)}
+        values.update({k: v for k, v in own.config.items() if k in values and k not in edited})
+    for kind, key in (("embeddings", "features"), ("model", "features")):  # the model's record wins
+        meta = _trusted_meta(workspace.stages()[kind])
+        recorded = meta.config.get(key) if meta is not None else None
+        if isinstance(recorded, dict):
+            values.update({k: v for k, v in recorded.items() if k in values})
+    return _recorded(FeatureSettings, values, config.settings("features"))
+
+
+def roots_from_tracks(features_dir: Path) -> list[str]:
+    """The folders a features artefact was made from, read back from its track tables (or its shards' sidecars)
+    when its meta.json cannot say: for a labelled track the folder holding its label folder, else its own
+    folder; the outermost of those."""
+    import pyarrow.parquet as pq
+
+    rows: list[dict[str, Any]] = []
+    for table in sorted(features_dir.glob("tracks-*.parquet"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            rows = pq.read_table(table, columns=["path", "label"]).to_pylist()
+            break
+        except Exception:  # a damaged table: try the next, then the sidecars
+            continue
+    if not rows:
+        for sidecar in sorted((features_dir / "shards").glob("*.json")):
+            try:
+                rows += [t for t in json.loads(sidecar.read_text()).get("tracks", []) if isinstance(t, dict)]
+            except (OSError, ValueError, AttributeError):
+                continue
+    roots: set[Path] = set()
+    for row in rows:
+        if not isinstance(row.get("path"), str):
+            continue
+        path, label = Path(row["path"]), row.get("label")
+        folder = next((p.parent for p in path.parents if label and p.name == label), path.parent)
+        roots.add(folder)
+    return [str(r) for r in sorted(roots) if not any(o != r and r.is_relative_to(o) for o in roots)]
+
+
 def _remake_features(workspace: Workspace, check: ArtefactCheck, config: ProjectConfig, progress: Any) -> None:
-    """Delete the damaged shards (and their sidecars), then extract again: intact shards are reused, so only the
-    tracks of damaged shards are decoded; the table and meta.json are written anew."""
+    """Delete the damaged shards (and their sidecars), then extract again with the last known-good settings
+    (:func:`known_good_feature_settings`): intact shards made with them are reused, so only the tracks of damaged
+    shards are decoded; the table and meta.json are written anew. The folders come from meta.json, else from
+    the track table (:func:`roots_from_tracks`)."""
     meta = _lenient_meta(workspace.features)
-    roots = (meta.extra.get("roots") if meta is not None else None) or []
+    recorded_roots = meta.extra.get("roots") if meta is not None and isinstance(meta.extra, dict) else None
+    roots = [r for r in recorded_roots or [] if isinstance(r, str)] or roots_from_tracks(workspace.features)
     if not roots:
         raise InputError(
-            f"Cannot repair {workspace.features}: its meta.json does not say which folders it was made from; "
-            "run `embedtool extract --overwrite PATH`."
+            f"Cannot repair {workspace.features}: neither its meta.json nor its track table says which folders it "
+            "was made from; run `embedtool extract --overwrite PATH`."
         )
     for name in check.damaged_files:
         if name.startswith("shards/") and name.endswith(".npy"):
@@ -272,11 +338,11 @@ def _remake_features(workspace: Workspace, check: ArtefactCheck, config: Project
             shard_id = name.removeprefix("shards/").split(".")[0]
             for part in (f"{shard_id}.npy", f"{shard_id}.peaks.npy", f"{shard_id}.json"):
                 (workspace.features / "shards" / part).unlink(missing_ok=True)
-    assert meta is not None
-    settings = _recorded(FeatureSettings, meta.config, FeatureSettings())
+    settings = known_good_feature_settings(workspace, config)
     options = config.settings("extract")
-    if options.labels is None and meta.extra.get("labels_file"):
-        options = dataclasses.replace(options, labels=meta.extra["labels_file"])
+    labels_file = meta.extra.get("labels_file") if meta is not None and isinstance(meta.extra, dict) else None
+    if options.labels is None and isinstance(labels_file, str):
+        options = dataclasses.replace(options, labels=labels_file)
     pipeline.extract(workspace, roots, settings, options)
 
 
@@ -290,10 +356,38 @@ def _remake_split(workspace: Workspace, check: ArtefactCheck, config: ProjectCon
     )
 
 
+def known_good_model_source(workspace: Workspace) -> tuple[str | None, dict[str, Any] | None]:
+    """(the bundled model the workspace's model was adopted from, or None; the training settings it was made
+    with, or None), from the model's meta.json when it is intact, else from what the other artefacts recorded:
+    the model fingerprint the embeddings and index were made from (a bundled model's own fingerprint), or
+    model.pt being byte for byte a bundled model's."""
+    meta = _trusted_meta(workspace.model)
+    if meta is not None:
+        adopted = meta.extra.get("adopted_from") if isinstance(meta.extra, dict) else None
+        train = meta.config.get("train") if isinstance(meta.config, dict) else None
+        return (adopted if isinstance(adopted, str) else None), (train if isinstance(train, dict) else None)
+    used = set()
+    train = None
+    for kind in ("embeddings", "index"):
+        other = _trusted_meta(workspace.stages()[kind])
+        if other is not None:
+            used.add(other.inputs.get("model"))
+            recorded = other.config.get("model", {}).get("config", {}).get("train") if kind == "embeddings" else None
+            train = recorded if isinstance(recorded, dict) else train
+    weights = workspace.model / WEIGHTS_FILE
+    for name in BUNDLED:
+        bundled = _lenient_meta(PRETRAINED_ROOT / name)
+        if bundled is None:
+            continue
+        same_weights = weights.is_file() and file_checksum(weights) == bundled.files.get(WEIGHTS_FILE)
+        if bundled.fingerprint in used or same_weights:
+            return name, bundled.config.get("train") if isinstance(bundled.config, dict) else train
+    return None, train
+
+
 def _remake_model(workspace: Workspace, check: ArtefactCheck, config: ProjectConfig, progress: Any) -> None:
-    meta = _lenient_meta(workspace.model)
-    settings = _recorded(TrainSettings, (meta.config.get("train") if meta else None), config.settings("train"))
-    adopted = meta.extra.get("adopted_from") if meta is not None else None
+    adopted, recorded = known_good_model_source(workspace)
+    settings = _recorded(TrainSettings, recorded, config.settings("train"))
     if adopted:
         pipeline.adopt(workspace, adopted, settings)
     else:

@@ -332,3 +332,76 @@ def test_a_lock_file_planted_as_a_symlink_does_not_truncate_its_target(tmp_path:
         with ws.lock("index"):
             pytest.fail("ran through a planted link")
     assert victim.read_text() == "precious\n"
+
+
+# --- verify --repair re-makes from the last known-good settings --------------------------------------------------
+
+
+def _repair(ws: Workspace) -> dict:
+    result = run_cli("-w", ws.root, "-q", "verify", "--repair", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert {a["kind"]: a["status"] for a in report["artefacts"]}["features"] == "ok"
+    return report
+
+
+def _features_meta(ws: Workspace) -> dict:
+    return json.loads((ws.features / "meta.json").read_text())
+
+
+def test_repair_of_a_garbage_features_meta_finds_its_folders_in_the_track_table(
+    trained_workspace_copy: Workspace,
+) -> None:
+    ws = trained_workspace_copy
+    before = _features_meta(ws)
+    (ws.features / "meta.json").write_text("garbage{")
+    _repair(ws)
+    after = _features_meta(ws)
+    assert after["extra"]["roots"] == before["extra"]["roots"]
+    assert after["config"] == before["config"] and after["fingerprint"] == before["fingerprint"]
+
+
+def test_repair_after_n_mels_was_edited_uses_the_settings_that_made_the_model(
+    trained_workspace_copy: Workspace,
+) -> None:
+    ws = trained_workspace_copy
+    before = _features_meta(ws)
+    edited = json.loads(json.dumps(before))
+    edited["config"]["n_mels"] = before["config"]["n_mels"] * 2
+    (ws.features / "meta.json").write_text(json.dumps(edited))
+    shards = {p.name: p.stat().st_mtime_ns for p in (ws.features / "shards").glob("*.npy")}
+    report = _repair(ws)
+    assert _features_meta(ws)["config"]["n_mels"] == before["config"]["n_mels"]
+    assert all(a["status"] in ("ok", "missing") for a in report["artefacts"]), report
+    # nothing was decoded again: the shards made with the known-good settings were reused
+    assert {p.name: p.stat().st_mtime_ns for p in (ws.features / "shards").glob("*.npy")} == shards
+
+
+def test_repair_drops_a_meta_entry_outside_the_folder_and_re_makes(trained_workspace_copy: Workspace) -> None:
+    ws = trained_workspace_copy
+    victim = ws.root.parent / "victim"
+    victim.write_text("precious")
+    meta = _features_meta(ws)
+    meta["files"]["../../victim"] = {"size": 8, "blake2b": "0" * 32}
+    (ws.features / "meta.json").write_text(json.dumps(meta))
+    found = run_cli("-w", ws.root, "verify", "--json")
+    assert found.exit_code == 5
+    features = next(a for a in json.loads(found.stdout)["artefacts"] if a["kind"] == "features")
+    assert features["damaged_files"] == ["../../victim"]
+    _repair(ws)
+    assert "../../victim" not in _features_meta(ws)["files"] and victim.read_text() == "precious"
+
+
+def test_repair_of_an_adopted_models_garbage_meta_adopts_it_again(tmp_path: Path, sample_audio_dir: Path) -> None:
+    ws = Workspace.at(tmp_path / "ws")
+    assert run_cli("-w", ws.root, "-q", "extract", sample_audio_dir).exit_code == 0
+    assert run_cli("-w", ws.root, "-q", "train", "--pretrained", "general").exit_code == 0
+    assert run_cli("-w", ws.root, "-q", "embed").exit_code == 0
+    before = json.loads((ws.model / "meta.json").read_text())
+    (ws.model / "meta.json").write_text("garbage{")
+    report = run_cli("-w", ws.root, "-q", "verify", "--repair", "--json")
+    assert report.exit_code == 0, report.output
+    after = json.loads((ws.model / "meta.json").read_text())
+    assert after["extra"]["adopted_from"] == "general" and after["fingerprint"] == before["fingerprint"]
+    statuses = {a["kind"]: a["status"] for a in json.loads(report.stdout)["artefacts"]}
+    assert statuses["model"] == "ok" and statuses["embeddings"] == "ok"  # the same model: nothing re-embedded
