@@ -61,7 +61,8 @@ class Guard:
 
     def __init__(self, app: Any, hosts: Iterable[str] | None = None, token: str | None = None):
         self.app = app
-        self.hosts = None if hosts is None or "*" in hosts else frozenset(hosts)
+        names = None if hosts is None else frozenset(host_name(h) for h in hosts)
+        self.hosts = None if names is None or "*" in names else names
         self.token = token
         self.cookie = cookie_value(token) if token else None
 
