@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +39,10 @@ from embedtool.artefacts import (
     read_meta,
 )
 from embedtool.audio.settings import FeatureSettings
-from embedtool.config import ProjectConfig, settings_dict
+from embedtool.config import ProjectConfig, coerce, settings_dict
 from embedtool.embedding.options import EmbedOptions
 from embedtool.embedding.store import EmbeddingStore
-from embedtool.errors import EmbedtoolError, InputError
+from embedtool.errors import ConfigError, EmbedtoolError, InputError
 from embedtool.features.store import FeatureStore
 from embedtool.indexing.options import IndexOptions
 from embedtool.indexing.store import IndexStore
@@ -250,14 +251,35 @@ def _check_report(folder: Path) -> ArtefactCheck:
 
 
 def _recorded(cls: type, recorded: dict[str, Any] | None, fallback: Any) -> Any:
-    """``cls`` built from the settings an artefact's meta.json records (its fields only), else ``fallback``."""
-    if not recorded:
+    """``cls`` built from the settings an artefact's meta.json records (its fields only), each value checked as a
+    configuration value is (type, then the options' own ``validate``): a value no configuration could hold (a
+    classifier's ``cv: 1``, a wrong type) is not used; ``fallback``'s (the project's configuration) stands for
+    it. ``fallback`` when nothing is recorded."""
+    if not isinstance(recorded, dict) or not recorded:
         return fallback
+    hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    try:
-        return cls(**{k: v for k, v in recorded.items() if k in names})
-    except (TypeError, ValueError):
-        return fallback
+    known = {k: v for k, v in recorded.items() if k in names}
+    try:  # all together (values that must agree with each other change at once)
+        whole = dataclasses.replace(
+            fallback, **{k: coerce(v, hints[k], f"{cls.__name__}.{k}") for k, v in known.items()}
+        )
+        if callable(getattr(whole, "validate", None)):
+            whole.validate()
+        return whole
+    except (ConfigError, TypeError, ValueError):
+        pass
+    settings = fallback
+    for key, value in known.items():
+        try:
+            candidate = dataclasses.replace(settings, **{key: coerce(value, hints[key], f"{cls.__name__}.{key}")})
+            validate = getattr(candidate, "validate", None)
+            if callable(validate):
+                validate()
+        except (ConfigError, TypeError, ValueError):
+            continue  # a value the meta should not hold: the configuration's stands
+        settings = candidate
+    return settings
 
 
 def _config_of(workspace: Workspace, kind: str) -> dict[str, Any] | None:

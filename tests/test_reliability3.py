@@ -405,3 +405,41 @@ def test_repair_of_an_adopted_models_garbage_meta_adopts_it_again(tmp_path: Path
     assert after["extra"]["adopted_from"] == "general" and after["fingerprint"] == before["fingerprint"]
     statuses = {a["kind"]: a["status"] for a in json.loads(report.stdout)["artefacts"]}
     assert statuses["model"] == "ok" and statuses["embeddings"] == "ok"  # the same model: nothing re-embedded
+
+
+# --- values that reach a library are checked first --------------------------------------------------------------
+
+
+def test_an_ivf_pq_index_over_fewer_vectors_than_it_can_train_on_falls_back_to_exact_and_says_so() -> None:
+    import numpy as np
+
+    from embedtool.indexing.build import build_index
+    from embedtool.indexing.options import IndexOptions
+
+    vectors = np.random.default_rng(0).standard_normal((12, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    for kind in ("ivf-pq", "ivf"):
+        options = IndexOptions(kind=kind, ivf_nlist=16 if kind == "ivf" else 0)
+        built = build_index(vectors, options, label="track index")
+        assert built.kind == "flat" and built.n == 12
+        assert built.summary()["note"].startswith(f"{kind} needs at least 16 vectors to train, the track index has 12")
+        found = built.index.search(vectors[:3], 1)[1]
+        assert found[:, 0].tolist() == [0, 1, 2]  # exact: each vector finds itself
+    enough = np.random.default_rng(1).standard_normal((400, 32)).astype(np.float32)
+    enough /= np.linalg.norm(enough, axis=1, keepdims=True)
+    assert build_index(enough, IndexOptions(kind="ivf-pq")).kind == "ivf-pq"  # big enough: what was asked
+
+
+def test_verify_repair_does_not_pass_a_classifier_metas_cv_1_to_scikit_learn(
+    served_workspace: Workspace, tmp_path: Path
+) -> None:
+    from factories import copy_workspace
+
+    ws = copy_workspace(served_workspace, tmp_path / "ws")
+    meta = json.loads((ws.classifier / "meta.json").read_text())
+    meta["config"]["cv"] = 1
+    (ws.classifier / "meta.json").write_text(json.dumps(meta))
+    assert run_cli("-w", ws.root, "verify").exit_code == 5
+    result = run_cli("-w", ws.root, "-q", "verify", "--repair", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads((ws.classifier / "meta.json").read_text())["config"]["cv"] != 1

@@ -84,6 +84,9 @@ def index(
             name, s["kind"], str(s["vectors"]), params, recall, f"{s['latency_ms']:.2f} ms", human_bytes(s["bytes"])
         )
     console.print(table)
+    for name, s in (("segments", report.segments), ("tracks", report.tracks)):
+        if s.get("note"):
+            console.print(f"[yellow]note[/]: {name} index: {s['note']}")
     ident = report.identify
     if ident.get("calibrated"):
         by_length = ident.get("by_length") or [ident]

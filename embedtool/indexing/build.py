@@ -68,9 +68,11 @@ class BuiltIndex:
     build_s: float
     reached_target: bool = True
     tuning: list[dict[str, Any]] = field(default_factory=list)
+    note: str = ""  # what was done instead of what was asked (an index kind the collection is too small for)
 
     def summary(self) -> dict[str, Any]:
         return {
+            **({"note": self.note} if self.note else {}),
             "kind": self.kind,
             "params": self.params,
             "vectors": self.n,
@@ -98,6 +100,15 @@ def choose_kind(n: int, dim: int, options: IndexOptions) -> str:
     if n * dim * 4 <= options.memory_budget_mb * 1024 * 1024:
         return "ivf"
     return "ivf-pq"
+
+
+def minimum_vectors(kind: str, n: int, options: IndexOptions) -> int:
+    """The fewest vectors an index of ``kind`` can be trained on: an IVF's k-means needs a vector per cell, and
+    product quantisation a vector per code of its (at least 4-bit, 16-code) codebooks. 0 for flat and hnsw."""
+    if kind not in ("ivf", "ivf-pq"):
+        return 0
+    nlist = options.ivf_nlist or default_nlist(n)
+    return nlist if kind == "ivf" else max(nlist, 2**4)
 
 
 def default_nlist(n: int) -> int:
@@ -161,6 +172,15 @@ def build_index(
     if n == 0 or dim == 0:
         raise InputError(f"Nothing to index for {label}: got {n} vectors of {dim} dimensions")
     kind = choose_kind(n, dim, options)
+    note = ""
+    if n < minimum_vectors(kind, n, options):
+        # Too few vectors to train the asked-for kind (FAISS would stop on "nx >= k"): exact search is both
+        # possible and the best answer at this size; said in the report.
+        note = (
+            f"{kind} needs at least {minimum_vectors(kind, n, options)} vectors to train, the {label} has {n}: "
+            "built as flat (exact search) instead"
+        )
+        kind = "flat"
     rng = np.random.default_rng(options.seed)
     start = time.perf_counter()
     index, params = _new_index(kind, dim, n, options)
@@ -207,7 +227,7 @@ def build_index(
         wrapped.params[name] = params[name]
     build_s = time.perf_counter() - start
     latency = measure_latency(wrapped, source[rng.choice(n, min(200, n), replace=False)], options.recall_k)
-    return BuiltIndex(wrapped, kind, params, n, dim, recall, options.recall_k, latency, build_s, reached, tuning)
+    return BuiltIndex(wrapped, kind, params, n, dim, recall, options.recall_k, latency, build_s, reached, tuning, note)
 
 
 def use_on_disk(n: int, params: dict[str, Any], options: IndexOptions) -> bool:
