@@ -180,7 +180,8 @@ def main() -> None:
 
     import pyarrow.parquet as pq
 
-    tracks = pq.read_table(Path(ws) / "index" / "tracks.parquet").to_pylist()
+    # tracks of 1 s or more: a 3 s excerpt of a drum hit would be under the shortest usable query
+    tracks = [t for t in pq.read_table(Path(ws) / "index" / "tracks.parquet").to_pylist() if t["duration_s"] >= 1.0]
     rng = np.random.default_rng(args.seed)
     chosen = [tracks[i] for i in rng.choice(len(tracks), min(args.queries + 1, len(tracks)), replace=False)]
     port = free_port()
