@@ -46,6 +46,16 @@ def test_every_error_is_json_with_an_error_key(client: TestClient) -> None:
     assert client.get("/api/tracks/zzz").json() == {"error": "No library track with id 'zzz'."}
 
 
+def test_refused_ranges_are_json_too(client: TestClient, tracks: list[dict]) -> None:
+    audio = f"/api/audio/{tracks[0]['track_id']}"
+    size = len(Path(tracks[0]["path"]).read_bytes())
+    beyond = client.get(audio, headers={"Range": f"bytes={size + 5}-"})
+    assert beyond.status_code == 416 and "outside" in beyond.json()["error"]
+    assert beyond.headers["content-range"] == f"bytes */{size}"
+    bad = client.get(audio, headers={"Range": "pages=1-2"})
+    assert bad.status_code == 400 and "Malformed Range" in bad.json()["error"]
+
+
 def test_docs_work_offline(client: TestClient) -> None:
     page = client.get("/docs")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")

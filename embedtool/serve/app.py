@@ -147,8 +147,24 @@ def _api(app: FastAPI, library: Library, max_bytes: int, max_seconds: float) -> 
     def audio(track_id: str, request: Request) -> Response:
         path = library.audio_file(track_id)
         if is_playable(path):
-            return FileResponse(path, media_type=media_type(path))  # answers Range requests itself
+            refused = _unsatisfiable(request.headers.get("range"), path.stat().st_size)
+            # FileResponse answers Range requests itself (its refusals are plain text: made JSON above)
+            return refused or FileResponse(path, media_type=media_type(path))
         return _transcoded(path, request.headers.get("range"))
+
+
+def _unsatisfiable(range_header: str | None, size: int) -> JSONResponse | None:
+    """The JSON refusal of a Range header that is malformed (400) or outside the resource (416), else None."""
+    if not range_header:
+        return None
+    try:
+        if parse_range(range_header, size) is None:
+            return _error(400, f"Malformed Range header {range_header[:60]!r}: give bytes=START-END.")
+    except RangeNotSatisfiable:
+        answer = _error(416, f"The range {range_header[:60]!r} is outside the audio's {size} bytes.")
+        answer.headers["Content-Range"] = f"bytes */{size}"
+        return answer
+    return None
 
 
 def _transcoded(path: Path, range_header: str | None) -> Response:
@@ -160,10 +176,10 @@ def _transcoded(path: Path, range_header: str | None) -> Response:
         raise NotFound(
             "The track's audio cannot be played: its file is damaged, or in a format the decoder cannot read."
         ) from None
-    try:
-        span = parse_range(range_header, wav.size)
-    except RangeNotSatisfiable as exc:
-        return Response(status_code=416, headers={"Content-Range": f"bytes */{exc.size}"})
+    refused = _unsatisfiable(range_header, wav.size)
+    if refused is not None:
+        return refused
+    span = parse_range(range_header, wav.size)
     start, end = span or (0, wav.size)
     headers = {"Accept-Ranges": "bytes", "Content-Length": str(end - start)}
     if span is not None:
