@@ -443,3 +443,55 @@ def test_verify_repair_does_not_pass_a_classifier_metas_cv_1_to_scikit_learn(
     result = run_cli("-w", ws.root, "-q", "verify", "--repair", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads((ws.classifier / "meta.json").read_text())["config"]["cv"] != 1
+
+
+# --- names and copies -------------------------------------------------------------------------------------------
+
+
+def test_a_name_two_tracks_end_with_lists_both(tmp_path: Path) -> None:
+    from embedtool.errors import InputError
+    from embedtool.features.store import FeatureStore
+
+    write_tone(tmp_path / "lib" / "x" / "same.wav", 440, 1.0)
+    write_tone(tmp_path / "lib" / "y" / "same.wav", 660, 1.0)
+    assert run_cli("-w", tmp_path / "ws", "-q", "extract", tmp_path / "lib").exit_code == 0
+    store = FeatureStore(tmp_path / "ws" / "features")
+    with pytest.raises(InputError, match=r"'same.wav' names 2 tracks .*x/same.wav .*y/same.wav|y/same.wav .*x/same"):
+        store.find("same.wav")
+    assert store.find("x/same.wav") is not None
+
+
+def _labels_by_path(ws: Path) -> dict[str, str | None]:
+    from embedtool.features.store import FeatureStore
+
+    store = FeatureStore(ws / "features")
+    return {str(Path(t["path"]).relative_to(ws.parent)): t["label"] for t in store.tracks}
+
+
+def test_extracting_a_copy_of_a_labelled_folder_keeps_the_library_tracks_and_reports_the_copy(tmp_path: Path) -> None:
+    import shutil
+
+    for i in range(2):
+        write_tone(tmp_path / "lib" / "tones" / f"t{i}.wav", 300 + 100 * i, 1.0)
+    write_tone(tmp_path / "lib" / "noise" / "n.wav", 900, 1.0)
+    ws = tmp_path / "ws"
+    assert run_cli("-w", ws, "-q", "extract", tmp_path / "lib").exit_code == 0
+    before = _labels_by_path(ws)
+    shutil.copytree(tmp_path / "lib" / "tones", tmp_path / "aaa")  # sorts before lib/
+    result = run_cli("-w", ws, "-q", "extract", tmp_path / "aaa", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (
+        _labels_by_path(ws)
+        == before
+        == {"lib/tones/t0.wav": "tones", "lib/tones/t1.wav": "tones", "lib/noise/n.wav": "noise"}
+    )
+    assert sorted((Path(d["path"]).name, Path(d["kept"]).parent.name) for d in report["duplicates"]) == [
+        ("t0.wav", "tones"),
+        ("t1.wav", "tones"),
+    ]
+    # a folder really moved (the originals gone) is still followed to its new place
+    shutil.rmtree(tmp_path / "aaa")
+    (tmp_path / "lib" / "tones").rename(tmp_path / "lib" / "bells")
+    assert run_cli("-w", ws, "-q", "extract").exit_code == 0
+    assert _labels_by_path(ws) == {"lib/bells/t0.wav": "bells", "lib/bells/t1.wav": "bells", "lib/noise/n.wav": "noise"}

@@ -587,15 +587,23 @@ class _ExtractRun:
 
     # --- 3. settle -----------------------------------------------------------------------------------------
     def settle(self) -> None:
-        """Every file in path order: the first path with a content id claims it (a later one is a duplicate, even
-        when the first could not be used); its record is the new one, the unchanged one or the one of the same
-        content under another path. The counts of the progress are set to what settling found."""
+        """Every file in path order, the paths the library already holds first: the first path with a content id
+        claims it (a later one is a duplicate, even when the first could not be used; a copy of a library file
+        elsewhere never takes over its track or label); its record is the new one, the unchanged one or the one of
+        the same content under another path. The counts of the progress are set to what settling found."""
         state = self.state
         counts = {"done": 0, "unchanged": 0, **self.planned}
         claimed: dict[str, str] = {}
-        for desc, old in self.entries:
+        settled = [
+            (desc, old, ("unchanged", old["track_id"], None) if old else self.outcomes[desc["path"]])
+            for desc, old in self.entries
+        ]
+        # A track the library already holds keeps its path (and so its label) while that file is still there:
+        # the same content found elsewhere (a copied folder) is the duplicate, whatever the sort order says.
+        incumbent = {r["track_id"]: r["path"] for r in self.previous}
+        settled.sort(key=lambda e: 0 if e[2][1] is not None and incumbent.get(e[2][1]) == e[0]["path"] else 1)
+        for desc, old, (status, track_id, payload) in settled:
             path = desc["path"]
-            status, track_id, payload = ("unchanged", old["track_id"], None) if old else self.outcomes[path]
             if track_id is None:  # failed before it was hashed
                 self.errors.append((path, payload))
                 self.failed_paths.append(path)
