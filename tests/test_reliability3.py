@@ -495,3 +495,36 @@ def test_extracting_a_copy_of_a_labelled_folder_keeps_the_library_tracks_and_rep
     (tmp_path / "lib" / "tones").rename(tmp_path / "lib" / "bells")
     assert run_cli("-w", ws, "-q", "extract").exit_code == 0
     assert _labels_by_path(ws) == {"lib/bells/t0.wav": "bells", "lib/bells/t1.wav": "bells", "lib/noise/n.wav": "noise"}
+
+
+# --- resume hints that work ---------------------------------------------------------------------------------------
+
+
+def test_train_resume_takes_the_checkpoints_settings_and_says_which(trained_workspace_copy: Workspace) -> None:
+    import signal
+    from dataclasses import replace
+
+    from factories import TINY_CHAIN_TRAIN
+
+    from embedtool.training.trainer import TrainingInterrupted, train
+
+    ws = trained_workspace_copy
+    started = replace(TINY_CHAIN_TRAIN, epochs=3, lr=0.002)  # as if `train --epochs 3 --lr 0.002 ...`
+
+    def interrupt(event: dict) -> None:
+        if event["event"] == "step" and event["step"] == 14:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted, match="Continue with `embedtool train --resume`"):
+        train(ws.features, ws.split, ws.model, started, progress=interrupt)
+    refused = run_cli("-w", ws.root, "-q", "train", "--resume", "--lr", "0.5")  # an override that cannot resume
+    assert refused.exit_code == 5 and "lr: 0.002 != 0.5" in flat(refused.output)
+    result = run_cli("-w", ws.root, "-q", "train", "--resume", "--json")  # the hint, as printed
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["epochs_run"] == 3 and report["resumed"]
+    assert report["settings_from_checkpoint"]["lr"] == 0.002 and report["settings_from_checkpoint"]["epochs"] == 3
+    said = run_cli("-w", ws.root, "-q", "train", "--resume", "--epochs", "4")  # extend: epochs given, rest taken
+    assert said.exit_code == 0, said.output
+    assert "resuming with the checkpoint's settings: " in flat(said.output) and "lr 0.002" in flat(said.output)
+    assert "epochs" not in flat(said.output).split("settings:")[1].split("(")[0]

@@ -225,6 +225,16 @@ def train(
     }
     settings = actx.config.settings("train", overrides)
     ws = actx.workspace
+    taken: dict[str, Any] = {}
+    if resume and pretrained is None:
+        from embedtool.training.trainer import resume_settings
+
+        # --resume continues the run as it was started (its --init, --epochs, ...); flags given now win
+        explicit = {key for key, value in overrides.items() if value is not None and key != "preset"}
+        settings, taken = resume_settings(ws.model, settings, explicit)
+        if taken and not as_json:
+            said = ", ".join(f"{key} {value!r}" for key, value in taken.items())
+            err_console.print(f"resuming with the checkpoint's settings: {said} (a flag given now overrides one)")
     launch = nproc_per_node > 1 or nnodes > 1 or rdzv is not None
     if pretrained is not None:
         if resume or init is not None or launch:
@@ -249,7 +259,7 @@ def train(
     with _rank_outcome():
         report = _train_here(actx.quiet or as_json, ws, settings, resume)
     if as_json:
-        print_json(report.to_dict())
+        print_json({**report.to_dict(), **({"settings_from_checkpoint": taken} if taken else {})})
         return
     _print_summary(report)
 

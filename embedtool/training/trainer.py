@@ -111,6 +111,38 @@ def partial_dir_for(model_dir: Path) -> Path:
     return model_dir.with_name(f"{model_dir.name}.partial")
 
 
+def resume_settings(
+    model_dir: Path, settings: TrainSettings, explicit: set[str] | frozenset[str] = frozenset()
+) -> tuple[TrainSettings, dict[str, Any]]:
+    """The settings ``train --resume`` continues with: the checkpoint's (the interrupted run's in the work folder,
+    else the finished model's), except the ``explicit`` ones (given as flags), which are ``settings``'s. Returns
+    them and what was taken from the checkpoint where it differs from ``settings`` (name -> the checkpoint's
+    value), for the user to be told. ``settings`` unchanged when there is no readable checkpoint (the run then
+    says there is nothing to resume). A checkpoint value no configuration could hold is not taken."""
+    for folder in (partial_dir_for(model_dir), Path(model_dir)):
+        try:
+            recorded = json.loads((folder / ckpt.INFO_FILE).read_text()).get("train")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(recorded, dict):
+            break
+    else:
+        return settings, {}
+    from embedtool.config import build_settings
+
+    current = settings_dict(settings)
+    taken = {k: v for k, v in recorded.items() if k in current and k not in explicit and _differs(v, current[k])}
+    try:
+        merged = build_settings(TrainSettings, {**current, **taken}, {}, section="train (from the checkpoint)")
+    except ConfigError:
+        return settings, {}
+    return merged, taken
+
+
+def _differs(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str)
+
+
 # Input statistics read the features of at most this many training tracks (a seeded sample above it).
 STATS_MAX_TRACKS = 1000
 
