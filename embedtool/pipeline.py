@@ -234,12 +234,12 @@ def cluster(
     workspace: Workspace, options: ClusterOptions | None = None, progress: Progress | None = None
 ) -> ClusterResult:
     """k-Means clusters of the workspace's track embeddings, with exemplars and a 2-D map; with
-    ``options.features`` naming a companion (``embeddings+aisfx``), its vectors are computed first where missing."""
+    ``options.features`` naming a teacher (``embeddings+aisfx``), its vectors are computed first where missing."""
     options = options or ClusterOptions()
-    companion = None
+    teacher = None
     if "+" in options.features:
-        companion = prepare_companion(workspace, options.features.split("+", 1)[1], False, progress)
-    return run_cluster(workspace.embeddings, workspace.clusters, options, progress, workspace.features, companion)
+        teacher = prepare_teacher_vectors(workspace, options.features.split("+", 1)[1], False, progress)
+    return run_cluster(workspace.embeddings, workspace.clusters, options, progress, workspace.features, teacher)
 
 
 @_writes
@@ -247,29 +247,29 @@ def classify(
     workspace: Workspace, options: ClassifyOptions | None = None, progress: Progress | None = None
 ) -> ClassifyResult:
     """Fit and save a logistic classifier on the labelled tracks; held-out scores by the workspace's split. With
-    ``options.features`` naming a companion (``descriptors+aisfx``), its vectors are computed first for labelled
-    tracks that lack one (cached under ``companions/``)."""
+    ``options.features`` naming a teacher (``descriptors+aisfx``), its vectors are computed first for labelled
+    tracks that lack one (cached under ``teachers/``)."""
     options = options or ClassifyOptions()
-    companion = _classify_companion(workspace, options, progress)
+    teacher = _classify_teacher(workspace, options, progress)
     return run_classify(
-        workspace.embeddings, workspace.classifier, options, workspace.split, progress, workspace.features, companion
+        workspace.embeddings, workspace.classifier, options, workspace.split, progress, workspace.features, teacher
     )
 
 
-def _classify_companion(workspace: Workspace, options: ClassifyOptions, progress: Progress | None) -> Path | None:
-    from embedtool.analysis.classify import companion_of, uses_descriptors
+def _classify_teacher(workspace: Workspace, options: ClassifyOptions, progress: Progress | None) -> Path | None:
+    from embedtool.analysis.classify import teacher_of, uses_descriptors
 
-    name = companion_of(options.features)
+    name = teacher_of(options.features)
     if name is None or not uses_descriptors(options):
         return None
-    return prepare_companion(workspace, name, True, progress)
+    return prepare_teacher_vectors(workspace, name, True, progress)
 
 
-def prepare_companion(workspace: Workspace, name: str, labelled_only: bool, progress: Progress | None) -> Path:
-    """The cache folder of companion ``name``, filled for every track of the export (``labelled_only``: every
+def prepare_teacher_vectors(workspace: Workspace, name: str, labelled_only: bool, progress: Progress | None) -> Path:
+    """The cache folder of teacher ``name``, filled for every track of the export (``labelled_only``: every
     labelled one) that lacks a vector. Files that cannot be decoded are left out; the stage reading the cache
     then names how many tracks have none."""
-    from embedtool.embedding.companion import companion_dir, ensure_companion
+    from embedtool.embedding.teachers import ensure_teacher_vectors, teacher_dir
 
     store = EmbeddingStore(workspace.embeddings)
     store.use_current_labels(workspace.features)
@@ -279,8 +279,8 @@ def prepare_companion(workspace: Workspace, name: str, labelled_only: bool, prog
         if t.get("path") and (not labelled_only or t.get("label") not in (None, ""))
     }
     step = (lambda d, t: progress(f"{name} vectors", d, t)) if progress else None
-    directory = companion_dir(workspace.root, name)
-    ensure_companion(directory, tracks, name, step)
+    directory = teacher_dir(workspace.root, name)
+    ensure_teacher_vectors(directory, tracks, name, step)
     return directory
 
 
@@ -304,7 +304,7 @@ def evaluate(
     progress: Progress | None = None,
 ) -> EvaluateResult:
     """An honest report on the workspace's embeddings against baselines (no leakage across the split); with
-    ``classify_options.features`` naming a companion, its vectors are computed first where missing."""
+    ``classify_options.features`` naming a teacher, its vectors are computed first where missing."""
     classify_options = classify_options or ClassifyOptions()
-    companion = _classify_companion(workspace, classify_options, progress)
-    return run_evaluate(workspace, options or EvaluateOptions(), classify_options, cluster_options, progress, companion)
+    teacher = _classify_teacher(workspace, classify_options, progress)
+    return run_evaluate(workspace, options or EvaluateOptions(), classify_options, cluster_options, progress, teacher)

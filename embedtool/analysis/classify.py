@@ -66,18 +66,18 @@ def uses_descriptors(options: ClassifyOptions) -> bool:
     return options.level == "track" and options.features in ("descriptors", "descriptors+aisfx")
 
 
-def companion_of(features: str) -> str | None:
-    """The companion network a ``features`` setting joins to the descriptors ("descriptors+aisfx" -> "aisfx")."""
+def teacher_of(features: str) -> str | None:
+    """The teacher network a ``features`` setting joins to the descriptors ("descriptors+aisfx" -> "aisfx")."""
     return features.split("+", 1)[1] if "+" in features else None
 
 
-def with_companion(data: LabelledData, companion_dir: Path, name: str) -> LabelledData:
-    """``data`` with each track's companion vector after its descriptor (``embedding.companion``)."""
-    from embedtool.embedding.companion import load_companion
+def with_teacher(data: LabelledData, teacher_dir: Path, name: str) -> LabelledData:
+    """``data`` with each track's teacher vector after its descriptor (``embedding.teachers``)."""
+    from embedtool.embedding.teachers import load_teacher_vectors
 
     if data.descriptors is None:
-        raise InputError(f"the {name} companion joins track descriptors: classify at track level on descriptors")
-    vectors = load_companion(companion_dir, data.track_ids, name)
+        raise InputError(f"the {name} teacher joins track descriptors: classify at track level on descriptors")
+    vectors = load_teacher_vectors(teacher_dir, data.track_ids, name)
     return replace(data, descriptors=np.hstack([data.descriptors, vectors]).astype(np.float32))
 
 
@@ -540,12 +540,12 @@ def run_classify(
     split_dir: Path | None = None,
     progress: Progress | None = None,
     features_dir: Path | None = None,
-    companion_dir: Path | None = None,
+    teacher_dir: Path | None = None,
 ) -> ClassifyResult:
     """Evaluate a classifier on held-out tracks, then save one (refitted on all labels unless told not to).
     With ``features_dir``, labels and groups are the features' current ones (``extract --labels`` after
-    ``embed``), not those recorded in the embeddings. ``companion_dir``: the cache of the companion vectors that
-    ``options.features`` joins to the descriptors (``embedding.companion.ensure_companion`` fills it)."""
+    ``embed``), not those recorded in the embeddings. ``teacher_dir``: the cache of the teacher vectors that
+    ``options.features`` joins to the descriptors (``embedding.teachers.ensure_teacher_vectors`` fills it)."""
     from embedtool.analysis import plots
     from embedtool.artefacts import atomic_write_json, fingerprint_of, staged_dir, write_meta
     from embedtool.config import settings_dict
@@ -554,11 +554,11 @@ def run_classify(
     store = EmbeddingStore(Path(embeddings_dir))
     store.use_current_labels(features_dir)
     data = LabelledData.from_store(store, options.level == "segment", uses_descriptors(options))
-    companion = companion_of(options.features)
-    if companion is not None and uses_descriptors(options):
-        if companion_dir is None:
-            raise MissingArtefactError(f"classify.features {options.features!r} needs the {companion} vectors' folder")
-        data = with_companion(data, Path(companion_dir), companion)
+    teacher = teacher_of(options.features)
+    if teacher is not None and uses_descriptors(options):
+        if teacher_dir is None:
+            raise MissingArtefactError(f"classify.features {options.features!r} needs the {teacher} vectors' folder")
+        data = with_teacher(data, Path(teacher_dir), teacher)
     split = None
     if not options.cv:
         if split_dir is None:
@@ -657,28 +657,28 @@ class SavedClassifier:
         # Classifiers saved before descriptors existed read embeddings.
         features = str(self.meta.config.get("features", "embeddings"))
         self.reads_descriptors = self.level == "track" and features in ("descriptors", "descriptors+aisfx")
-        self.companion = companion_of(features) if self.reads_descriptors else None
-        self._companion_model: Any = None
+        self.teacher = teacher_of(features) if self.reads_descriptors else None
+        self._teacher_model: Any = None
 
     def _input_dim(self, embedding_dim: int | None, descriptor_dim: int | None) -> int | None:
         if not self.reads_descriptors or descriptor_dim is None:
             return descriptor_dim if self.reads_descriptors else embedding_dim
-        if self.companion is None:
+        if self.teacher is None:
             return descriptor_dim
-        from embedtool.embedding.companion import companion_dim
+        from embedtool.embedding.teachers import teacher_dim
 
-        return descriptor_dim + companion_dim(self.companion)
+        return descriptor_dim + teacher_dim(self.teacher)
 
-    def companion_vector(self, path: Path) -> np.ndarray | None:
-        """The companion network's vector of the audio file ``path`` when the classifier reads one (the network
+    def teacher_vector(self, path: Path) -> np.ndarray | None:
+        """The teacher network's vector of the audio file ``path`` when the classifier reads one (the network
         is loaded once, at the first file)."""
-        if self.companion is None:
+        if self.teacher is None:
             return None
-        from embedtool.embedding.companion import companion_embedder, file_vector
+        from embedtool.embedding.teachers import file_vector, teacher_network
 
-        if self._companion_model is None:
-            self._companion_model = companion_embedder(self.companion)
-        return file_vector(self.companion, path, self._companion_model)
+        if self._teacher_model is None:
+            self._teacher_model = teacher_network(self.teacher)
+        return file_vector(self.teacher, path, self._teacher_model)
 
     def check_embeddings(self, store: EmbeddingStore) -> None:
         """Refuse embeddings other than the ones the classifier was trained on (model or dimension differ)."""
@@ -709,11 +709,11 @@ class SavedClassifier:
         return max(1, encoder.segment_frames // 2)
 
     def predict_mel(
-        self, mel: np.ndarray, encoder: Encoder, segments: bool = False, companion: np.ndarray | None = None
+        self, mel: np.ndarray, encoder: Encoder, segments: bool = False, teacher: np.ndarray | None = None
     ) -> tuple[str, dict, list]:
         """Label of one log-Mel matrix, read the way the training tracks were: the pooled descriptor or the pooled
-        embedding of its windows (or their averaged probabilities at segment level). ``companion``: the file's
-        companion vector, joined to the track descriptor and (the file's, not the window's) to each window's."""
+        embedding of its windows (or their averaged probabilities at segment level). ``teacher``: the file's
+        teacher vector, joined to the track descriptor and (the file's, not the window's) to each window's."""
         from embedtool.embedding.pooling import pool_track, track_descriptor, window_track_descriptors
 
         starts, emb, desc, energy = encoder.embed_track(mel, self.hop_frames(encoder), descriptors=True)
@@ -724,15 +724,15 @@ class SavedClassifier:
                 if self.reads_descriptors
                 else emb
             )
-            if companion is not None and self.reads_descriptors:
-                windows = np.hstack([windows, np.repeat(companion[None, :], len(windows), axis=0)])
+            if teacher is not None and self.reads_descriptors:
+                windows = np.hstack([windows, np.repeat(teacher[None, :], len(windows), axis=0)])
             seg_proba = self.classifier.predict_proba(windows)
         if self.level == "segment":
             proba = seg_proba.mean(axis=0)
         elif self.reads_descriptors:
             row = track_descriptor(desc, energy, mel)
-            if companion is not None:
-                row = np.concatenate([row, companion])
+            if teacher is not None:
+                row = np.concatenate([row, teacher])
             proba = self.classifier.predict_proba(row[None, :])[0]
         else:
             proba = self.classifier.predict_proba(pool_track(emb)[None, :])[0]
@@ -797,5 +797,5 @@ def _predict_file(saved: SavedClassifier, encoder: Encoder, path: Path, segments
     mel = np.asarray(mel, dtype=np.float32)
     if mel.shape[0] == 0:
         raise InputError(f"{path} holds no audio frames")
-    label, proba, seg_rows = saved.predict_mel(mel, encoder, segments, saved.companion_vector(path))
+    label, proba, seg_rows = saved.predict_mel(mel, encoder, segments, saved.teacher_vector(path))
     return FilePrediction(str(path), label, proba, float(info.duration_s), seg_rows)

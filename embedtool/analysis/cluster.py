@@ -320,11 +320,11 @@ def run_cluster(
     options: ClusterOptions,
     progress: Progress | None = None,
     features_dir: Path | None = None,
-    companion_dir: Path | None = None,
+    teacher_dir: Path | None = None,
 ) -> ClusterResult:
     """Cluster the embeddings artefact and write the clusters artefact (atomically, meta.json last). With
-    ``features_dir``, the labels compared with the clusters are the features' current ones. ``companion_dir``:
-    the cache of the companion that ``options.features`` joins to the track embeddings (then exemplars span
+    ``features_dir``, the labels compared with the clusters are the features' current ones. ``teacher_dir``:
+    the cache of the teacher that ``options.features`` joins to the track embeddings (then exemplars span
     whole tracks: the segments live in the embeddings' space alone).
 
     ``progress(stage, done, total)`` is called while choosing k and writing.
@@ -344,13 +344,13 @@ def run_cluster(
     fused = "+" in options.features
     if fused:
         from embedtool.analysis.retrieval import balanced_fusion
-        from embedtool.embedding.companion import load_companion
+        from embedtool.embedding.teachers import load_teacher_vectors
 
         name = options.features.split("+", 1)[1]
-        if companion_dir is None:
+        if teacher_dir is None:
             raise MissingArtefactError(f"cluster.features {options.features!r} needs the {name} vectors' folder")
-        companion = load_companion(Path(companion_dir), [it["track_id"] for it in items], name)
-        vectors = balanced_fusion([vectors, companion])
+        teacher = load_teacher_vectors(Path(teacher_dir), [it["track_id"] for it in items], name)
+        vectors = balanced_fusion([vectors, teacher])
     labels = [it["label"] for it in items]
     has_labels = any(lab not in (None, "") for lab in labels)
     step = (lambda d, t: progress("choosing k", d, t)) if progress else None

@@ -40,10 +40,10 @@ import numpy as np
 
 from embedtool.analysis.classify import (
     LabelledData,
-    companion_of,
     evaluate_classifier,
+    teacher_of,
     uses_descriptors,
-    with_companion,
+    with_teacher,
 )
 from embedtool.analysis.cluster import cluster_vectors, label_agreement
 from embedtool.analysis.options import ClassifyOptions, ClusterOptions, EvaluateOptions
@@ -52,6 +52,7 @@ from embedtool.analysis.retrieval import precision_at_k, standardise
 from embedtool.analysis.robustness import run_robustness
 from embedtool.errors import InputError
 from embedtool.progress import Progress
+from embedtool.threads import CpuBudget
 
 if TYPE_CHECKING:
     from embedtool.embedding.store import EmbeddingStore
@@ -202,28 +203,36 @@ def run_evaluate(
     classify_options: ClassifyOptions | None = None,
     cluster_options: ClusterOptions | None = None,
     progress: Progress | None = None,
-    companion_dir: Path | None = None,
+    teacher_dir: Path | None = None,
 ) -> EvaluateResult:
     """Evaluate the workspace's embeddings (and baselines) and write a report folder under ``reports/``:
     the learnt embeddings, the feature baseline, the network baselines, robustness, then the report.
-    ``companion_dir``: the companion cache that ``classify_options.features`` joins to every learnt system's
-    descriptors; the companion alone is then scored as a system of its own too."""
-    from embedtool.embedding.store import EmbeddingStore
+    ``teacher_dir``: the teacher cache that ``classify_options.features`` joins to every learnt system's
+    descriptors; the teacher alone is then scored as a system of its own too."""
 
     run = _Evaluation(
         workspace, options, classify_options or ClassifyOptions(), cluster_options or ClusterOptions(), progress
     )
-    run.companion_dir = companion_dir
+    run.teacher_dir = teacher_dir
+    with run.cpu.applied():  # torch's threads follow the free CPUs, looked at again before each system
+        return _evaluate(run, workspace, options, progress)
+
+
+def _evaluate(
+    run: _Evaluation, workspace: Workspace, options: EvaluateOptions, progress: Progress | None
+) -> EvaluateResult:
+    from embedtool.embedding.store import EmbeddingStore
+
     store = EmbeddingStore(workspace.embeddings)
     store.use_current_labels(workspace.features)  # labels are the features' (extract --labels after embed)
     data = run.labelled(store)
     run.timed("embeddings", lambda: run.system("embeddings", data))
-    companion = run.companion()
-    if companion is not None:
-        from embedtool.embedding.companion import load_companion
+    teacher = run.teacher()
+    if teacher is not None:
+        from embedtool.embedding.teachers import load_teacher_vectors
 
-        alone = data.with_vectors(load_companion(companion[1], data.track_ids, companion[0]))
-        run.timed(companion[0], lambda: run.system(companion[0], alone, standardise_vectors=True))
+        alone = data.with_vectors(load_teacher_vectors(teacher[1], data.track_ids, teacher[0]))
+        run.timed(teacher[0], lambda: run.system(teacher[0], alone, standardise_vectors=True))
     if options.baselines:
         run.timed(options.baseline_kind, lambda: run.feature_baseline(store, data))
     for system, encoder in run.network_baselines(store):
@@ -251,20 +260,22 @@ class _Evaluation:
         self.timings: dict[str, float] = {}
         self.notes: list[str] = []
         self.split: dict[str, str] | None = None
-        self.companion_dir: Path | None = None
+        self.teacher_dir: Path | None = None
+        self.cpu = CpuBudget("evaluate")
 
-    def companion(self) -> tuple[str, Path] | None:
-        """(name, cache folder) of the companion the classify options join to the descriptors, if any."""
-        name = companion_of(self.classify_options.features)
-        if name is None or self.companion_dir is None or not uses_descriptors(self.classify_options):
+    def teacher(self) -> tuple[str, Path] | None:
+        """(name, cache folder) of the teacher the classify options join to the descriptors, if any."""
+        name = teacher_of(self.classify_options.features)
+        if name is None or self.teacher_dir is None or not uses_descriptors(self.classify_options):
             return None
-        return name, self.companion_dir
+        return name, self.teacher_dir
 
     def step(self, stage: str, done: int = 0, total: int = 1) -> None:
         if self.progress is not None:
             self.progress(stage, done, total)
 
     def timed(self, name: str, work: Callable[[], Any]) -> Any:
+        self.cpu.recheck()
         clock = time.perf_counter()
         result = work()
         self.timings[name] = time.perf_counter() - clock
@@ -274,9 +285,9 @@ class _Evaluation:
         """The labelled tracks (or segments) of an export, read as the classify options say."""
         level = self.classify_options.level == "segment"
         data = LabelledData.from_store(store, level, uses_descriptors(self.classify_options))
-        companion = self.companion()
-        if companion is not None:
-            data = with_companion(data, companion[1], companion[0])
+        teacher = self.teacher()
+        if teacher is not None:
+            data = with_teacher(data, teacher[1], teacher[0])
         if not self.classify_options.cv and self.split is None:
             from embedtool.training.splits import load_split
 

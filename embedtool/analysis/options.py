@@ -26,7 +26,7 @@ class ClusterOptions:
     exemplars: int = 3  # items nearest each centroid reported as its exemplars
     max_points: int = 5000  # sample size for silhouette and the 2-D map on large sets
     projection: Literal["auto", "tsne", "umap", "pca"] = "auto"
-    # track level: the track embeddings, or with a companion network's vectors beside them (embedding.companion;
+    # track level: the track embeddings, or with a teacher network's vectors beside them (embedding.teachers;
     # each part standardised and weighted equally)
     features: Literal["embeddings", "embeddings+aisfx"] = "embeddings"
     plots: bool = True
@@ -63,7 +63,7 @@ class ClassifyOptions:
 
     level: Literal["track", "segment"] = "track"
     # what a track-level classifier reads: the model's track descriptors, its track embeddings, or the descriptors
-    # with a companion network's vector of each file beside them (embedding.companion: opt-in, costs a decode at
+    # with a teacher network's vector of each file beside them (embedding.teachers: opt-in, costs a decode at
     # 44.1 kHz and ~100 s of CPU per audio hour once, then cached)
     features: Literal["descriptors", "embeddings", "descriptors+aisfx"] = "descriptors"
     cv: int = 0  # 0: the persisted train/val split; N >= 2: grouped, stratified N-fold cross-validation

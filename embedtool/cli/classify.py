@@ -44,7 +44,7 @@ def classify(
         "--features",
         help="Track level: what the classifier reads. descriptors+aisfx adds the bundled aisfx sound-effects "
         "network's vector of each file (better on effects, instruments, voices; ~100 s of CPU per audio hour once, "
-        "cached in companions/).",
+        "cached in teachers/).",
         show_default=default_of("classify", "features"),
     ),
     cv: int | None = typer.Option(

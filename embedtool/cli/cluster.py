@@ -53,7 +53,7 @@ def cluster(
         None,
         "--features",
         help="Track level: the track embeddings, or with the bundled aisfx network's vector of each file beside "
-        "them (~100 s of CPU per audio hour once, cached in companions/).",
+        "them (~100 s of CPU per audio hour once, cached in teachers/).",
         show_default=default_of("cluster", "features"),
     ),
     output: Literal["table", "json", "csv", "tsv"] = typer.Option(

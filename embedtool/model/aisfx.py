@@ -1,5 +1,5 @@
 """aisfx: the sound-effects embedding network of Ma & Lerch (ISMIR 2022), with its published weights, as a
-companion to embedtool's own model for classification (``classify --features descriptors+aisfx``).
+teacher network beside embedtool's own model (``classify --features descriptors+aisfx``, ``embedding.teachers``).
 
 The network and weights are those of PyPI ``aisfx`` 0.1.2 (model X-Sequential-CE, trained with labels on several
 commercial sound-effect libraries; CC BY 4.0, credited in ``embedtool/pretrained/aisfx/CREDITS.md``): four blocks
@@ -30,7 +30,7 @@ SPEC_MAX = 9.457798957824707
 DIM = 512
 BATCH = 32
 WEIGHTS = "embedding.pt"
-# what an artefact records of the companion, so a cache made by another version is never reused
+# what an artefact records of the teacher, so a cache made by another version is never reused
 VERSION = "aisfx-0.1.2-X-Sequential-CE/fp16/mean-of-blocks-100"
 
 

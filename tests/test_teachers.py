@@ -1,5 +1,5 @@
-"""The aisfx companion (``classify --features descriptors+aisfx``): the bundled network, its cache of per-track
-vectors (incremental, resumable, versioned), and a classifier that reads descriptors with the companion beside."""
+"""The aisfx teacher (``classify --features descriptors+aisfx``): the bundled network, its cache of per-track
+vectors (incremental, resumable, versioned), and a classifier that reads descriptors with the teacher beside."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from factories import run_cli, tone, write_noise, write_signal
 
 from embedtool import pipeline
 from embedtool.analysis.options import ClassifyOptions
-from embedtool.embedding.companion import companion_dir, ensure_companion, file_vector, load_companion
 from embedtool.embedding.store import EmbeddingStore
+from embedtool.embedding.teachers import ensure_teacher_vectors, file_vector, load_teacher_vectors, teacher_dir
 from embedtool.errors import ConfigError, MissingArtefactError
 from embedtool.model.aisfx import DIM, AisfxEmbedder
 from embedtool.workspace import Workspace
@@ -37,24 +37,24 @@ def test_the_cache_computes_only_what_it_lacks_and_reports_bad_files(tmp_path: P
     b = write_noise(tmp_path / "b.wav", seconds=1.0)
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all")
-    cache = tmp_path / "companions" / "aisfx"
-    first = ensure_companion(cache, {"ta": str(a), "tbad": str(bad)})
+    cache = tmp_path / "teachers" / "aisfx"
+    first = ensure_teacher_vectors(cache, {"ta": str(a), "tbad": str(bad)})
     assert (first.computed, first.reused) == (1, 0) and list(first.failed) == [str(bad)]
-    second = ensure_companion(cache, {"ta": str(a), "tb": str(b)})
+    second = ensure_teacher_vectors(cache, {"ta": str(a), "tb": str(b)})
     assert (second.computed, second.reused) == (1, 1)
-    vectors = load_companion(cache, ["tb", "ta"])
+    vectors = load_teacher_vectors(cache, ["tb", "ta"])
     assert vectors.shape == (2, DIM)
     np.testing.assert_allclose(vectors[1], file_vector("aisfx", a), rtol=2e-3, atol=2e-3)  # stored as float16
     with pytest.raises(MissingArtefactError, match="1 of 2 tracks have no aisfx vector"):
-        load_companion(cache, ["ta", "tbad"])
+        load_teacher_vectors(cache, ["ta", "tbad"])
     meta = json.loads((cache / "meta.json").read_text())
     meta["config"]["version"] = "another"  # a cache of another version of the network is never reused
     (cache / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(Exception, match="changed after it was written"):
-        ensure_companion(cache, {"ta": str(a)})
+        ensure_teacher_vectors(cache, {"ta": str(a)})
 
 
-def test_classify_with_the_companion_trains_predicts_and_checks(trained_workspace_copy: Workspace) -> None:
+def test_classify_with_the_teacher_trains_predicts_and_checks(trained_workspace_copy: Workspace) -> None:
     ws = trained_workspace_copy
     with pytest.raises(ConfigError):
         ClassifyOptions(features="descriptors+nothing").validate()  # type: ignore[arg-type]
@@ -62,7 +62,7 @@ def test_classify_with_the_companion_trains_predicts_and_checks(trained_workspac
     store = EmbeddingStore(ws.embeddings)
     assert result.classifier.dim == store.descriptor_dim + DIM
     labelled = [t for t in store.tracks if t.get("label")]
-    assert len(load_companion(companion_dir(ws.root, "aisfx"), [t["track_id"] for t in labelled])) == len(labelled)
+    assert len(load_teacher_vectors(teacher_dir(ws.root, "aisfx"), [t["track_id"] for t in labelled])) == len(labelled)
     assert result.evaluation.metrics["macro_f1"] > 0.5  # three generated classes, easy for any of the parts
     files = [Path(t["path"]) for t in labelled[:3]]
     predictions = pipeline.predict(ws, files, segments=True)
@@ -74,7 +74,7 @@ def test_classify_with_the_companion_trains_predicts_and_checks(trained_workspac
     assert json.loads(res.stdout)["macro_f1"] == pytest.approx(result.evaluation.metrics["macro_f1"])
 
 
-def test_evaluate_joins_the_companion_and_scores_it_alone(trained_workspace_copy: Workspace) -> None:
+def test_evaluate_joins_the_teacher_and_scores_it_alone(trained_workspace_copy: Workspace) -> None:
     from embedtool.analysis.options import EvaluateOptions
 
     light = EvaluateOptions(
@@ -88,7 +88,7 @@ def test_evaluate_joins_the_companion_and_scores_it_alone(trained_workspace_copy
     assert "track descriptors" in (trained_workspace_copy.reports / "fused" / "report.md").read_text()
 
 
-def test_cluster_with_the_companion(trained_workspace_copy: Workspace) -> None:
+def test_cluster_with_the_teacher(trained_workspace_copy: Workspace) -> None:
     from embedtool.analysis.options import ClusterOptions
 
     with pytest.raises(ConfigError, match="needs cluster.level 'track'"):

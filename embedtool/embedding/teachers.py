@@ -1,17 +1,20 @@
-"""Companion vectors: one vector per track from a pretrained network other than the workspace's model, kept beside
-the embeddings and joined to the track descriptors when a classifier asks for them
-(``classify.features: descriptors+aisfx``).
+"""Teacher vectors: one vector per track from a pretrained network other than the workspace's model, computed once
+and cached beside the embeddings; joined to the track descriptors when a classifier asks for them
+(``classify.features: descriptors+aisfx``) and to the track embeddings when clustering does
+(``cluster.features: embeddings+aisfx``). "Teacher" as in distillation: a network whose outputs another learns
+from or sits beside (a model's *companion*, ``model.encoder``, is another thing: a second self-trained network
+inside a model artefact).
 
-The only companion today is aisfx (``embedtool.model.aisfx``: a sound-effects network trained with labels, 512-d),
+The only teacher today is aisfx (``embedtool.model.aisfx``: a sound-effects network trained with labels, 512-d),
 whose strengths complement the self-supervised model's (evaluation suite, docs/benchmarks.md "fusion ceiling").
 It reads the audio itself at 44.1 kHz (the features artefact keeps 16 kHz log-Mels), so it costs a second decode of
 every file and about 100 s of CPU per audio hour on two cores: opt-in.
 
-Layout of ``<workspace>/companions/<name>/``::
+Layout of ``<workspace>/teachers/<name>/``::
 
     vectors.npy     (tracks, dim) float16, rows in tracks.json's order
     tracks.json     the track ids of the rows
-    meta.json       provenance (last): companion name and version, dim, counts
+    meta.json       provenance (last): teacher name and version, dim, counts
 
 Track ids are content-derived, so the cache survives re-extraction, re-training and re-export: only tracks without
 a vector are computed, in chunks saved every ``save_every_s`` seconds (a killed run keeps what it had saved and
@@ -32,19 +35,19 @@ import numpy as np
 from embedtool.artefacts import atomic_write_json, read_member, read_meta, staged_dir, write_meta
 from embedtool.errors import InputError, MissingArtefactError
 
-KIND = "companion"
+KIND = "teacher-vectors"
 FORMAT_VERSION = 1
-COMPANIONS = ("aisfx",)
-CompanionProgress = Callable[[int, int], None]
+TEACHERS = ("aisfx",)
+TeacherProgress = Callable[[int, int], None]
 
 
 def check_name(name: str) -> str:
-    if name not in COMPANIONS:
-        raise InputError(f"Unknown companion {name!r}: known are {', '.join(COMPANIONS)}")
+    if name not in TEACHERS:
+        raise InputError(f"Unknown teacher {name!r}: known are {', '.join(TEACHERS)}")
     return name
 
 
-def companion_embedder(name: str) -> Any:
+def teacher_network(name: str) -> Any:
     check_name(name)
     from embedtool.model.aisfx import AisfxEmbedder
 
@@ -57,7 +60,7 @@ def _version(name: str) -> str:
     return aisfx.VERSION
 
 
-def companion_dim(name: str) -> int:
+def teacher_dim(name: str) -> int:
     from embedtool.model import aisfx
 
     check_name(name)
@@ -65,11 +68,11 @@ def companion_dim(name: str) -> int:
 
 
 def file_vector(name: str, path: Path | str, embedder: object | None = None) -> np.ndarray:
-    """One audio file's companion vector (float32), decoded at the companion's own rate."""
+    """One audio file's teacher vector (float32), decoded at the teacher's own rate."""
     from embedtool.audio.decode import decode_file
     from embedtool.model import aisfx
 
-    model = embedder or companion_embedder(name)
+    model = embedder or teacher_network(name)
     audio = decode_file(path, aisfx.SAMPLE_RATE).samples
     if audio.size == 0:
         raise InputError(f"{path}: decoded to no samples")
@@ -77,7 +80,7 @@ def file_vector(name: str, path: Path | str, embedder: object | None = None) -> 
 
 
 @dataclass
-class CompanionReport:
+class TeacherReport:
     name: str
     computed: int = 0
     reused: int = 0
@@ -85,13 +88,13 @@ class CompanionReport:
 
 
 def _read(directory: Path, name: str) -> tuple[list[str], np.ndarray]:
-    """(track ids, vectors) of a saved companion cache; empty when there is none or it was made by another
-    version of the companion (then everything is computed anew)."""
+    """(track ids, vectors) of a saved teacher cache; empty when there is none or it was made by another
+    version of the teacher (then everything is computed anew)."""
     if not (directory / "meta.json").is_file():
-        return [], np.zeros((0, companion_dim(name)), np.float16)
+        return [], np.zeros((0, teacher_dim(name)), np.float16)
     meta = read_meta(directory, KIND, FORMAT_VERSION)
     if meta.config.get("name") != name or meta.config.get("version") != _version(name):
-        return [], np.zeros((0, companion_dim(name)), np.float16)
+        return [], np.zeros((0, teacher_dim(name)), np.float16)
     ids = read_member(meta, directory, "tracks.json", lambda p: json.loads(p.read_text()))
     vectors = read_member(meta, directory, "vectors.npy", np.load)
     if len(ids) != len(vectors):
@@ -107,29 +110,29 @@ def _save(directory: Path, name: str, ids: list[str], vectors: np.ndarray) -> No
             out,
             KIND,
             FORMAT_VERSION,
-            {"name": name, "version": _version(name), "dim": companion_dim(name)},
+            {"name": name, "version": _version(name), "dim": teacher_dim(name)},
             extra={"tracks": len(ids)},
         )
 
 
-def ensure_companion(
+def ensure_teacher_vectors(
     directory: Path,
     tracks: Mapping[str, str],
     name: str = "aisfx",
-    progress: CompanionProgress | None = None,
+    progress: TeacherProgress | None = None,
     save_every_s: float = 60.0,
-) -> CompanionReport:
-    """Compute the companion vector of every track in ``tracks`` ({track id: audio path}) that the cache at
+) -> TeacherReport:
+    """Compute the teacher vector of every track in ``tracks`` ({track id: audio path}) that the cache at
     ``directory`` lacks, saving in chunks; files that fail are reported, not fatal."""
     directory = Path(directory)
     check_name(name)
     ids, vectors = _read(directory, name)
     have = set(ids)
     todo = [(t, p) for t, p in tracks.items() if t not in have]
-    report = CompanionReport(name, reused=len(tracks) - len(todo))
+    report = TeacherReport(name, reused=len(tracks) - len(todo))
     if not todo:
         return report
-    embedder = companion_embedder(name)
+    embedder = teacher_network(name)
     new_ids: list[str] = []
     new_rows: list[np.ndarray] = []
     last_save = time.monotonic()
@@ -158,13 +161,13 @@ def ensure_companion(
     return report
 
 
-def companion_dir(workspace_root: Path, name: str) -> Path:
-    """Where a workspace keeps the cache of companion ``name``."""
-    return Path(workspace_root) / "companions" / check_name(name)
+def teacher_dir(workspace_root: Path, name: str) -> Path:
+    """Where a workspace keeps the cache of teacher ``name``."""
+    return Path(workspace_root) / "teachers" / check_name(name)
 
 
-def load_companion(directory: Path, track_ids: list[str], name: str = "aisfx") -> np.ndarray:
-    """(len(track_ids), dim) float32 companion vectors in ``track_ids``' order; raises when some are missing."""
+def load_teacher_vectors(directory: Path, track_ids: list[str], name: str = "aisfx") -> np.ndarray:
+    """(len(track_ids), dim) float32 teacher vectors in ``track_ids``' order; raises when some are missing."""
     ids, vectors = _read(Path(directory), check_name(name))
     row = {t: i for i, t in enumerate(ids)}
     missing = [t for t in track_ids if t not in row]
