@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +19,10 @@ from factories import (
 
 from embedtool.workspace import Workspace
 
-# Two cores on CI: one torch thread per test process avoids oversubscription with numpy/FAISS.
+# Two cores on CI: one torch thread per test process avoids oversubscription with numpy/FAISS; the stages that
+# choose their threads from the free CPUs (embedtool.threads) are fixed to one too (subprocesses inherit it).
 torch.set_num_threads(1)
+os.environ.setdefault("EMBEDTOOL_THREADS", "1")
 
 
 @pytest.fixture

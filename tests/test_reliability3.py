@@ -528,3 +528,106 @@ def test_train_resume_takes_the_checkpoints_settings_and_says_which(trained_work
     assert said.exit_code == 0, said.output
     assert "resuming with the checkpoint's settings: " in flat(said.output) and "lr 0.002" in flat(said.output)
     assert "epochs" not in flat(said.output).split("settings:")[1].split("(")[0]
+
+
+# --- threads from the CPUs actually free ----------------------------------------------------------------------------
+
+
+def test_one_thread_per_cpu_left_free() -> None:
+    from embedtool.threads import choose_threads
+
+    assert choose_threads(2, 0.0) == 2
+    assert choose_threads(2, 0.1) == 2
+    assert choose_threads(2, 0.9) == 1  # one busy core: one thread (3x faster than two, issue 33)
+    assert choose_threads(2, 2.5) == 1  # never none
+    assert choose_threads(8, 3.0) == 5
+    assert choose_threads(1.5, 0.0) == 1  # a cgroup quota of 1.5 CPUs
+
+
+def test_cgroup_quotas_are_read(tmp_path: Path) -> None:
+    from embedtool.threads import cgroup_cpu_quota
+
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_quota(tmp_path) == 1.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(tmp_path) is None
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("300000")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000")
+    assert cgroup_cpu_quota(tmp_path) == 3.0
+
+
+class _Scripted:
+    """A machine whose CPU time is given, look by look: (wall s, all processes' busy s, this process's busy s)."""
+
+    def __init__(self, samples: list[tuple[float, float, float]]):
+        self.samples = iter(samples)
+
+    def __call__(self) -> tuple[float, float, float]:
+        return next(self.samples)
+
+
+def test_a_budget_takes_off_what_other_work_keeps_busy_and_looks_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from embedtool import threads
+
+    monkeypatch.delenv(threads.THREADS_ENV, raising=False)
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(threads, "_machine_cpus", lambda: 2)
+    monkeypatch.setattr(threads, "FIRST_SAMPLE_S", 0.0)
+    budget = threads.CpuBudget("train", recheck_s=0.0)
+    # idle: the machine's busy time is this process's own; then another process takes a whole core
+    budget._sample = _Scripted([(0, 0, 0), (1, 1.6, 1.6), (2, 3.6, 2.6), (3, 4.6, 3.6)])  # type: ignore[method-assign]
+    before = torch.get_num_threads()
+    with budget.applied():
+        assert torch.get_num_threads() == 2 and budget.last is not None and budget.last.others_busy == 0
+        assert budget.recheck() == 1 and torch.get_num_threads() == 1  # 2.0 busy s, 1.0 its own: 1 busy core
+        assert budget.last.others_busy == pytest.approx(1.0)
+        assert budget.recheck() == 2  # the other job ended
+    assert torch.get_num_threads() == before
+
+
+def test_threads_fixed_by_flag_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from embedtool import threads
+
+    monkeypatch.setenv(threads.THREADS_ENV, "3")
+    assert threads.CpuBudget("embed").look().describe().startswith("3 thread(s) (fixed")
+    threads.fix_threads(2)
+    try:
+        assert threads.CpuBudget("embed").threads() == 2
+    finally:
+        threads.fix_threads(None)
+    monkeypatch.setenv(threads.THREADS_ENV, "none")
+    with pytest.raises(ConfigError):
+        threads.fixed_threads()
+
+
+def test_threads_option_is_offered_by_the_long_stages() -> None:
+    for command in ("train", "embed", "extract", "evaluate"):
+        assert "--threads" in run_cli(command, "--help").output
+    result = run_cli("train", "--threads", "0")
+    assert result.exit_code == 2
+
+
+def test_a_training_run_logs_its_threads(trained_workspace_copy: Workspace) -> None:
+    result = run_cli(
+        "-w",
+        trained_workspace_copy.root,
+        "-q",
+        "train",
+        "--threads",
+        "1",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "8",
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "embedtool.threads INFO: train: 1 thread(s) (fixed"
+        in (trained_workspace_copy.root / "logs" / "embedtool.log").read_text()
+    )

@@ -76,6 +76,20 @@ def default_of(section: str, key: str) -> str:
     return "none" if value in ("", None) else str(value)
 
 
+# --threads of train, embed, extract and evaluate (embedtool.threads)
+THREADS_HELP = (
+    "Threads (extract: worker processes) to use. Default: the CPUs actually free (affinity, cgroup quota, other "
+    "work), looked at again during the run."
+)
+
+
+def use_threads(threads: int | None) -> None:
+    """``--threads N``: every stage of this run uses N threads (None: chosen from the free CPUs)."""
+    from embedtool.threads import fix_threads
+
+    fix_threads(threads)
+
+
 # --cv-by of classify and evaluate (ClassifyOptions.cv_by)
 CV_BY_HELP = (
     "What CV folds keep together: the labels file's group column (a track without one is its own group), or each "

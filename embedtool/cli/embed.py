@@ -8,6 +8,7 @@ import typer
 
 from embedtool.cli.app import app
 from embedtool.cli.common import (
+    THREADS_HELP,
     app_context,
     console,
     default_of,
@@ -15,6 +16,7 @@ from embedtool.cli.common import (
     make_progress,
     print_json,
     stage_progress,
+    use_threads,
 )
 
 
@@ -34,12 +36,14 @@ def embed(
     cluster: str | None = typer.Option(
         None, "--cluster", metavar="ADDRESS", help="Ray cluster address with --engine ray (default: a local Ray)."
     ),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Embed every track (segments + pooled track vectors); only new tracks when the model is unchanged."""
     from embedtool import pipeline
 
     actx = app_context(ctx)
+    use_threads(threads)
     options = actx.config.settings(
         "embed", {"hop_seconds": hop, "batch_size": batch_size, "device": device, "full": full or None}
     )

@@ -10,6 +10,7 @@ from rich.table import Table
 from embedtool.cli.app import app
 from embedtool.cli.common import (
     CV_BY_HELP,
+    THREADS_HELP,
     app_context,
     console,
     default_of,
@@ -17,6 +18,7 @@ from embedtool.cli.common import (
     make_progress,
     print_json,
     stage_progress,
+    use_threads,
 )
 
 
@@ -70,12 +72,14 @@ def evaluate(
         show_default=default_of("classify", "features"),
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seed of excerpts, folds, clusters and the map."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print report.json to stdout too."),
 ) -> None:
     """Evaluate the embeddings: retrieval, classification, clustering, re-identification, vs baselines."""
     from embedtool import pipeline
 
     actx = app_context(ctx)
+    use_threads(threads)
     options = actx.config.settings(
         "evaluate",
         {

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from embedtool.cli.app import app
 from embedtool.cli.common import (
+    THREADS_HELP,
     app_context,
     console,
     err_console,
@@ -19,6 +20,7 @@ from embedtool.cli.common import (
     human_bytes,
     make_progress,
     print_json,
+    use_threads,
 )
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ def extract(
     cluster: str | None = typer.Option(
         None, "--cluster", metavar="ADDRESS", help="Ray cluster address with --engine ray (default: a local Ray)."
     ),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the run's report as JSON."),
 ) -> None:
     """Find audio under PATH (recursively), decode it and store log-Mel features in the workspace.
@@ -75,6 +78,7 @@ def extract(
     from embedtool import pipeline  # deferred: `embedtool --help` must not import torch
 
     actx = app_context(ctx, existing=False)  # extract makes the workspace
+    use_threads(threads)
     settings = actx.config.settings("features", {"preset": preset, "sample_rate": sample_rate, "n_mels": n_mels})
     options = actx.config.settings(
         "extract",

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from embedtool.cli.app import app
 from embedtool.cli.common import (
+    THREADS_HELP,
     app_context,
     console,
     default_of,
@@ -28,6 +29,7 @@ from embedtool.cli.common import (
     handle_errors,
     make_progress,
     print_json,
+    use_threads,
 )
 from embedtool.errors import ConfigError, EmbedtoolError
 
@@ -165,6 +167,7 @@ def train(
         help="Use this model as it is, without training: a bundled model (general) or a model folder.",
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted (or finished) training."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the training report as JSON."),
     nproc_per_node: int = typer.Option(
         1,
@@ -194,6 +197,7 @@ def train(
     under torchrun; --batch-size stays the batch of all of them together.
     """
     actx = app_context(ctx)
+    use_threads(threads)
     overrides: dict[str, Any] = {
         "preset": preset,
         "epochs": epochs,

@@ -38,6 +38,7 @@ from embedtool.features.store import FeatureStore
 from embedtool.features.windows import crop_many, silence_floor, window_starts
 from embedtool.model.device import resolve_device_name
 from embedtool.progress import Progress
+from embedtool.threads import CpuBudget
 
 if TYPE_CHECKING:
     from embedtool.model.encoder import Encoder
@@ -283,7 +284,17 @@ def _run_tasks(
 
     if engine.in_process:
         job = _EmbedJob(features, encoder, str(encoder.device.type), hop_frames, options.batch_size)
-        engine.run(_embed_task, tasks, on_result, shared=job, setup=_embed_setup, threads=None, ordered=True)
+        # On a CPU, torch's threads follow the CPUs actually free, looked at again after each task (a block of
+        # tracks) at most every few seconds.
+        cpu = CpuBudget("embed") if encoder.device.type == "cpu" else None
+
+        def checked(index: int, result: Any) -> None:
+            on_result(index, result)
+            if cpu is not None:
+                cpu.recheck()
+
+        with cpu.applied() if cpu is not None else contextlib.nullcontext():
+            engine.run(_embed_task, tasks, checked, shared=job, setup=_embed_setup, threads=None, ordered=True)
         return str(encoder.device.type)
     gpus = options.device != "cpu" and getattr(engine, "gpus", 0) > 0
     if options.device == "cuda" and not gpus:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from embedtool.audio.settings import DEFAULT_BLOCK_SECONDS
@@ -52,4 +51,9 @@ class ExtractOptions:
             raise ConfigError(f"extract.silence_db must be below 0 dBFS, not {self.silence_db}")
 
     def resolved_jobs(self) -> int:
-        return self.jobs or os.cpu_count() or 1
+        """``jobs``, or for 0 the CPUs actually free (affinity, cgroup quota, other work: ``--threads`` fixes it)."""
+        if self.jobs:
+            return self.jobs
+        from embedtool.threads import threads_now
+
+        return threads_now("extract")

@@ -59,6 +59,7 @@ from embedtool.model.encoder import FORMAT_VERSION, KIND, WEIGHTS_FILE, model_fi
 from embedtool.model.network import build_network
 from embedtool.model.settings import RESUMABLE_CHANGES, TrainSettings
 from embedtool.model.store import load_init_weights
+from embedtool.threads import CpuBudget
 from embedtool.training import checkpoint as ckpt
 from embedtool.training.dataset import TripletDataset
 from embedtool.training.distributed import Ranks, process_group, state_digest
@@ -294,6 +295,7 @@ class _Run:
         self.position = _Position()
         self.best_state: dict[str, torch.Tensor] | None = None
         self.triplets_done, self.train_seconds = 0, 0.0
+        self.cpu: CpuBudget | None = None  # torch's threads from the free CPUs (set by the run on a CPU device)
         self.stopped_early = False
         fs = data.store.settings
         self.identity = {
@@ -320,11 +322,26 @@ class _Run:
             init_state, self.position.init_fingerprint = load_init_weights(settings.init, settings, data.store.settings)
             self.net.load_state_dict(init_state)
             data.notes.append(f"Started from the weights of {settings.init} (model {self.position.init_fingerprint}).")
+        self.anchor = self._anchor_network(settings, data)
+        if self.anchor is not None:
+            weight = settings.anchor_weight
+            data.notes.append(f"Pulled toward {settings.init}'s own embeddings (anchor_weight {weight}).")
         self.net.to(self.device)
         if self.cuda and settings.channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.net, settings)
         self.train_net: torch.nn.Module = self.net  # the DDP wrapper under several processes (see wrap)
+
+    def _anchor_network(self, settings: TrainSettings, data: _Data) -> torch.nn.Module | None:
+        """The starting model, frozen, whose embeddings the trained one is pulled toward (``anchor_weight``);
+        None without an init model or weight. Loaded again on resume: a checkpoint holds the trained weights."""
+        if not settings.init or settings.anchor_weight <= 0:
+            return None
+        state, _ = load_init_weights(settings.init, settings, data.store.settings)
+        anchor = build_network(settings)
+        anchor.load_state_dict(state)
+        anchor.eval().requires_grad_(False)
+        return anchor.to(self.device)
 
     def wrap(self) -> None:
         """Under several processes, train through ``DistributedDataParallel`` (gradients averaged over ranks);
@@ -438,6 +455,8 @@ class _Run:
         seen = 0
         tick = time.monotonic()
         for batch in loader:
+            if self.cpu is not None:  # the machine's free CPUs, looked at again every few seconds
+                self.cpu.recheck()
             mine = slice(pos.step_in_epoch * bs + rank, (pos.step_in_epoch + 1) * bs, world)  # this batch's plan rows
             x = as_segments(batch.to(self.device, non_blocking=True))
             if self.cuda and settings.channels_last:
@@ -453,6 +472,11 @@ class _Run:
                 anchor_track=torch.from_numpy(np.ascontiguousarray(plan.anchor_track[mine])),
                 negative_track=torch.from_numpy(np.ascontiguousarray(plan.negative_track[mine])),
             )  # fmt: skip
+            if self.anchor is not None:  # keep close to the starting model's embedding of the same segments
+                with torch.no_grad(), self.autocast():
+                    target = self.anchor(x)
+                pull = 1.0 - torch.nn.functional.cosine_similarity(emb.float(), target.float(), dim=1).mean()
+                loss = loss + settings.anchor_weight * pull
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if settings.grad_clip > 0:
@@ -673,8 +697,14 @@ def _train(
             }
         )
     writer = _tensorboard(run.state_dir / "tensorboard") if ranks.main else None
-    with _stop_on_signals() as stop:
+    # On a CPU, torch's threads follow the CPUs actually free (each epoch and every few seconds within one); with
+    # several processes on one machine (DDP) each keeps what it was given.
+    cpu = CpuBudget("train") if run.device.type == "cpu" and not ranks.distributed else None
+    run.cpu = cpu
+    with _stop_on_signals() as stop, cpu.applied() if cpu is not None else nullcontext():
         while run.position.epoch < settings.epochs:
+            if cpu is not None:
+                cpu.recheck()
             means = run.run_epoch(stop)
             if run.end_epoch(means, writer):
                 break
