@@ -16,6 +16,7 @@ from factories import SAMPLE_AUDIO, TINY_CHAIN_TRAIN, extract_features, run_cli
 from embedtool.artefacts import read_meta
 from embedtool.audio.settings import FeatureSettings
 from embedtool.errors import ConfigError, IncompatibleArtefactError, MissingArtefactError
+from embedtool.features.store import FeatureStore
 from embedtool.model.encoder import Encoder
 from embedtool.model.settings import TrainSettings
 from embedtool.model.store import attach_companion, resolve_model_source
@@ -158,3 +159,29 @@ def test_a_companion_appends_its_descriptors_and_travels_with_the_model(
     shutil.rmtree(tmp_path / "adopted" / "companion")
     with pytest.raises(MissingArtefactError, match="companion"):
         Encoder.load(tmp_path / "adopted")
+
+
+def test_anchor_weight_keeps_training_near_the_starting_model(cc0_workspace: Workspace, tmp_path: Path) -> None:
+    """train.anchor_weight pulls each segment's embedding toward the starting model's: after the same steps at a
+    high learning rate, the anchored model's embeddings stay closer to the start's than the free one's."""
+    torch.set_num_threads(1)
+    start = replace(TINY_CHAIN_TRAIN, epochs=1, steps_per_epoch=2, val_triplets=0)
+    features = cc0_workspace.features
+    train(features, tmp_path / "split", tmp_path / "start", start)
+    moved = replace(start, init=str(tmp_path / "start"), lr=0.05, steps_per_epoch=8, warmup_steps=0, augment=False)
+    free = train(features, tmp_path / "split", tmp_path / "free", moved)
+    anchored = train(features, tmp_path / "split", tmp_path / "anchored", replace(moved, anchor_weight=50.0))
+    assert any("Pulled toward" in note and "50.0" in note for note in anchored.notes)
+    assert not any("Pulled toward" in note for note in free.notes)
+    store = FeatureStore(features)
+    mel = np.concatenate([np.asarray(store.mel(t), dtype=np.float32) for t in store.track_ids()[:6]])
+
+    def embed(folder: str) -> np.ndarray:
+        encoder = Encoder.load(tmp_path / folder)
+        return encoder.embed_track(mel, encoder.segment_frames)[1]
+
+    reference = embed("start")
+    similarity = {f: float(np.mean(np.sum(embed(f) * reference, axis=1))) for f in ("free", "anchored")}
+    assert similarity["anchored"] > similarity["free"], similarity
+    with pytest.raises(ConfigError, match="anchor_weight"):
+        replace(start, anchor_weight=-1.0).validate()

@@ -76,6 +76,10 @@ class TrainSettings:
     early_stopping_patience: int = 0  # epochs without improvement before stopping; 0 = off
     # --- starting point -------------------------------------------------------------------------------------
     init: str = ""  # start from this model's weights: a bundled name ("general") or a model folder; "" = random
+    # with init: weight of a pull of each training segment's embedding toward the starting model's own embedding of
+    # it (1 - cosine, the starting model frozen), so training on a folder adds to what the starting model knows
+    # instead of overwriting it; 0 = off. Costs one more forward pass of each batch.
+    anchor_weight: float = 0.0
     # --- runtime --------------------------------------------------------------------------------------------
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -198,6 +202,7 @@ class TrainSettings:
         need(self.val_segments_per_track >= 2, "val_segments_per_track must be at least 2")
         need(self.recall_k >= 1, "recall_k must be at least 1")
         need(self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0")
+        need(self.anchor_weight >= 0, f"anchor_weight must be >= 0, not {self.anchor_weight}")
         need(self.workers >= -1, "workers must be >= 0, or -1 for auto")
         need(self.aug_gain_db >= 0, "aug_gain_db must be >= 0")
         need(0 <= self.aug_noise_prob <= 1, "aug_noise_prob must be in 0..1")
