@@ -97,27 +97,30 @@ def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
         return None
 
 
-def _machine_busy_s() -> float | None:
-    """Seconds of CPU time every process on the machine has used since boot (``/proc/stat``), or None."""
+def _machine_busy_s(cpus: set[int] | None = None) -> float | None:
+    """Seconds of CPU time all processes have used since boot on ``cpus`` (``/proc/stat``'s per-CPU lines; None:
+    every CPU), or None when the file is not there."""
     try:
         with open("/proc/stat", "rb") as fh:
-            fields = fh.readline().split()
+            lines = [line.split() for line in fh if line.startswith(b"cpu")]
     except OSError:
         return None
-    if not fields or fields[0] != b"cpu" or len(fields) < 5:
-        return None
-    ticks = [int(f) for f in fields[1:9]]  # user nice system idle iowait irq softirq steal
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
-    return (sum(ticks) - idle) / CLK_TCK
+    if cpus is None:
+        rows = [f for f in lines if f[0] == b"cpu"]
+    else:
+        rows = [f for f in lines if f[0] != b"cpu" and int(f[0][3:]) in cpus]
+    busy = 0.0
+    for fields in rows:
+        ticks = [int(f) for f in fields[1:9]]  # user nice system idle iowait irq softirq steal
+        busy += sum(ticks) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)
+    return busy / CLK_TCK if rows else None
 
 
-def _machine_cpus() -> int:
-    """CPUs ``/proc/stat`` counts (the machine's, not only those this process may use)."""
+def _affinity() -> set[int] | None:
     try:
-        with open("/proc/stat", "rb") as fh:
-            return sum(1 for line in fh if line[:3] == b"cpu" and line[3:4].isdigit()) or 1
-    except OSError:
-        return os.cpu_count() or 1
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
 
 
 def _own_busy_s() -> float:
@@ -150,8 +153,8 @@ def choose_threads(usable: float, others_busy: float) -> int:
 
 class CpuBudget:
     """The thread count of a long stage (train, embed, extract, evaluate), chosen from the CPUs actually free:
-    the affinity mask and cgroup quota bound it, and what other processes keep busy (measured from the
-    machine's CPU time minus this process's own, between two looks) is taken off. :meth:`recheck` looks again
+    the affinity mask and cgroup quota bound it, and what other processes keep busy on those CPUs (their CPU time
+    in ``/proc/stat`` minus this process's own, between two looks) is taken off. :meth:`recheck` looks again
     (at most every :data:`RECHECK_S` seconds): a stage calls it at each epoch or block of work, so a job that
     starts or ends meanwhile changes the count. A fixed count (:func:`fix_threads`) is used as it is."""
 
@@ -178,12 +181,10 @@ class CpuBudget:
             others = max(0.0, _load_average() - self._own_threads())
         else:
             others = max(0.0, ((now[1] - before[1]) - (now[2] - before[2])) / wall)
-            # /proc/stat counts every CPU of the machine: of others' work, the share falling on the CPUs usable
-            others *= min(1.0, usable / max(1, _machine_cpus()))
         return CpuLook(usable, others, choose_threads(usable, others))
 
     def _sample(self) -> tuple[float, float, float]:
-        busy = _machine_busy_s()
+        busy = _machine_busy_s(_affinity())  # the CPUs this process may run on: others' work elsewhere is no matter
         return (time.monotonic(), -1.0 if busy is None else busy, _own_busy_s())
 
     def _own_threads(self) -> int:

@@ -575,7 +575,6 @@ def test_a_budget_takes_off_what_other_work_keeps_busy_and_looks_again(monkeypat
 
     monkeypatch.delenv(threads.THREADS_ENV, raising=False)
     monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
-    monkeypatch.setattr(threads, "_machine_cpus", lambda: 2)
     monkeypatch.setattr(threads, "FIRST_SAMPLE_S", 0.0)
     budget = threads.CpuBudget("train", recheck_s=0.0)
     # idle: the machine's busy time is this process's own; then another process takes a whole core
