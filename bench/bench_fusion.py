@@ -132,9 +132,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("~/.cache/embedtool-bench/suite"))
     parser.add_argument("--max-files", type=int, default=120, help="the suite run's cap (its workspaces' names)")
     parser.add_argument("--only", nargs="*", help="these corpora only")
+    parser.add_argument(
+        "--combos", nargs="*", help="early-fusion combinations to score, e.g. general+aisfx (default: every one)"
+    )
     args = parser.parse_args()
     corpora = args.only or list(TUNING if args.which == "tuning" else CHECK)
-    combos = default_combos()
+    combos = [tuple(c.split("+")) for c in args.combos] if args.combos else default_combos()
     started = time.perf_counter()
     results: dict[str, dict[str, dict[str, float]]] = {}
     for corpus in corpora:
