@@ -222,8 +222,11 @@ def unwritable(root: Path, command: str, exc: OSError) -> WorkspaceUnwritableErr
         errno.EROFS: "it is on a read-only file system",
         errno.EACCES: "no permission to write there",
         errno.EPERM: "no permission to write there",
+        errno.EFBIG: "the file size limit (ulimit -f) refuses writes",
     }.get(exc.errno or 0, exc.strerror or str(exc))
-    then = "Free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "Use a writable folder (-w)"
+    then = {errno.ENOSPC: "Free some space", errno.EDQUOT: "Free some space", errno.EFBIG: "Raise the limit"}.get(
+        exc.errno or 0, "Use a writable folder (-w)"
+    )
     what = f"`embedtool {command}`" if command else "The command"
     return WorkspaceUnwritableError(
         f"Cannot write to the workspace {root}: {why}. {what} did not start; nothing in the workspace was "
@@ -271,7 +274,8 @@ def held_lock_file(path: Path, mode: str = "a+", command: str = "") -> Iterator[
         except FileNotFoundError:
             pass
         fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
+        with suppress(OSError):  # (a lock note the disk refused stays unwritten: closing must not raise it again)
+            fh.close()
 
 
 def remove_empty_tree(root: Path) -> None:

@@ -127,6 +127,25 @@ def test_a_lock_on_dev_full_is_refused_through_the_cli(tmp_path: Path, monkeypat
     assert json.loads(result.stdout)["exit_code"] == 1
 
 
+def test_a_lock_under_a_file_size_limit_is_one_line(trained_workspace_copy: Workspace) -> None:
+    import resource
+
+    def no_writes() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+
+    before = sorted(p.name for p in trained_workspace_copy.root.iterdir())
+    result = subprocess.run(
+        [sys.executable, "-m", "embedtool", "-q", "-w", str(trained_workspace_copy.root), "cluster", "--json"],
+        capture_output=True,
+        text=True,
+        preexec_fn=no_writes,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "ulimit -f" in flat(result.stderr)
+    assert json.loads(result.stdout)["exit_code"] == 1
+    assert sorted(p.name for p in trained_workspace_copy.root.iterdir()) == before  # no lock file, no clusters
+
+
 # --- a first extract that finds nothing usable leaves nothing ---------------------------------------------------
 
 
