@@ -649,3 +649,10 @@ def test_a_training_run_logs_its_threads(trained_workspace_copy: Workspace) -> N
         "embedtool.threads INFO: train: 1 thread(s) (fixed"
         in (trained_workspace_copy.root / "logs" / "embedtool.log").read_text()
     )
+
+
+def test_more_mel_bands_than_frequency_bins_is_refused_before_extracting(tmp_path: Path) -> None:
+    write_tone(tmp_path / "audio" / "a.wav", 440, 1.0)
+    result = run_cli("-w", tmp_path / "ws", "extract", tmp_path / "audio", "--n-mels", "1000")
+    assert result.exit_code == 2 and "at most n_fft/2 + 1 (257)" in flat(result.output)
+    assert not (tmp_path / "ws").exists()

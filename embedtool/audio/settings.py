@@ -82,6 +82,11 @@ class FeatureSettings:
             raise ConfigError("features.hop_length must be positive")
         if self.n_mels < 1:
             raise ConfigError("features.n_mels must be positive")
+        if self.n_mels > self.n_fft // 2 + 1:  # more bands than the spectrum has bins: some bands stay empty
+            raise ConfigError(
+                f"features.n_mels ({self.n_mels}) must be at most n_fft/2 + 1 ({self.n_fft // 2 + 1}), the "
+                "spectrum's frequency bins: raise n_fft or use fewer Mel bands"
+            )
         if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
             raise ConfigError(
                 f"features.f_min/f_max must satisfy 0 <= f_min < f_max <= sample_rate/2 "
