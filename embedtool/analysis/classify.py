@@ -175,7 +175,12 @@ def fit_classifier(
         class_weight="balanced" if options.class_weight == "balanced" else None,
         random_state=options.seed,
     )
-    model.fit((x - mean) / scale, y)
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS thread: these fits are small, and with BLAS's default threads on a machine busy with other work a
+    # grouped 5-fold evaluation ran 7.7x slower (bench/bench_fusion.py's note; 16.5 s vs 2.1 s, music-dev).
+    with threadpool_limits(1):
+        model.fit((x - mean) / scale, y)
     coef, intercept = model.coef_, model.intercept_
     if len(model.classes_) == 2:
         # Binary: scikit-learn keeps one row w (logit of class 1). Softmax over [-w/2, w/2] is that sigmoid.
