@@ -121,3 +121,31 @@ def pipeline_rate(features: Path, work: Path, settings: Any, steps: int) -> floa
     s = replace(settings, epochs=1, steps_per_epoch=steps + 1, val_triplets=0, split_by="track", warmup_steps=0)
     report = train(features, work / "tp-split", work / "tp-model", s)
     return report.triplets_per_s
+
+
+def decode_for(path: str, sample_rate: int) -> Any:
+    """Mono float32 samples of an audio file at ``sample_rate`` (embedtool's decoder); an empty file raises."""
+    from embedtool.audio.decode import decode_file
+
+    audio = decode_file(path, sample_rate).samples
+    if audio.size == 0:
+        raise ValueError("decoded to no samples")
+    return audio
+
+
+def smoke_test(model_class: Callable[[], Any], dim: int, doc: str | None) -> int:
+    """``python bench/X_features.py FILE...``: each file's vector shape and norm, checked to be ``dim`` finite
+    numbers; the usage line of ``doc`` without files."""
+    import sys
+
+    import numpy as np
+
+    if len(sys.argv) < 2:
+        print(next((line.strip() for line in (doc or "").splitlines() if "FILE..." in line), "FILE..."))
+        return 2
+    model = model_class()
+    for path in sys.argv[1:]:
+        vector, seconds = model.vector(path)
+        assert vector.shape == (dim,) and np.isfinite(vector).all(), (vector.shape, path)
+        print(f"{path}: {seconds:.2f} s -> {vector.shape[0]}-d, norm {np.linalg.norm(vector):.3f}")
+    return 0

@@ -20,7 +20,7 @@ on one vector per file: ``musicnn``, the MSD model's penultimate layer, mean-poo
 Python 3.11) in a separate venv that ``bench/musicnn_setup.sh`` makes (TensorFlow 2.15, numpy<2; ``--musicnn-python``,
 default ``~/.cache/embedtool-musicnn/venv/bin/python`` or ``$EMBEDTOOL_MUSICNN_PYTHON``); and ``aisfx``, the
 sound-effects model of Ma & Lerch (ISMIR 2022), its embedding network's blocks mean-pooled over each file
-(``bench/aisfx_features.py``, in this process; ``bench/aisfx_setup.sh`` installs it). Their vectors are cached in the
+(``bench/aisfx_features.py``: the network embedtool bundles, ``embedtool.model.aisfx``). Their vectors are cached in the
 workspace; a track without one makes the row blank, with a note saying how many.
 
 Figures: classification macro-F1 (grouped 5-fold, logistic regression, C by inner grouped CV) and same-label
@@ -309,7 +309,7 @@ def pretrained_system(
 def compute_vectors(name: str, paths: dict[str, str], cache: dict[str, Any], cache_file: Path, args: Any) -> str:
     """Add ``paths``' vectors ({id: path}) to ``cache`` and save it to ``cache_file``; "" or why it could not.
     musicnn: in this process when it imports, else in the musicnn venv (``musicnn_in_venv``); aisfx: in this
-    process (``bench/aisfx_setup.sh`` installs it); resemblyzer: in this process (``bench/resemblyzer_setup.sh``).
+    process (the bundled network); resemblyzer: in this process (``bench/resemblyzer_setup.sh``).
     A file that fails is logged and left out."""
     if name == "musicnn":
         try:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import decode_for, smoke_test
 
 SAMPLE_RATE = 16000
 N_FFT, HOP, N_MELS = 400, 160, 40
@@ -99,25 +100,9 @@ class Model:
 
     def vector(self, path: str) -> tuple[np.ndarray, float]:
         """The file's vector and its duration in seconds."""
-        from embedtool.audio.decode import decode_file
-
-        audio = decode_file(path, SAMPLE_RATE).samples
-        if audio.size == 0:
-            raise ValueError("decoded to no samples")
+        audio = decode_for(path, SAMPLE_RATE)
         return self.embed_audio(audio), audio.size / SAMPLE_RATE
 
 
-def main() -> int:
-    if len(sys.argv) < 2:
-        print(__doc__.strip().splitlines()[4].strip(), file=sys.stderr)
-        return 2
-    model = Model()
-    for path in sys.argv[1:]:
-        vector, seconds = model.vector(path)
-        assert vector.shape == (256,) and np.isfinite(vector).all(), (vector.shape, path)
-        print(f"{path}: {seconds:.2f} s -> {vector.shape[0]}-d, norm {np.linalg.norm(vector):.3f}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(smoke_test(Model, 256, __doc__))
