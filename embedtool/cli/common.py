@@ -192,6 +192,8 @@ def handle_errors(func: F) -> F:
             fail(ResourceLimitError(message + " or raise the limit (ulimit -v) and run the command again."))
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: earlier finished output is kept")
+            if json_requested() and not _RUN["printed_json"]:
+                print_json_error("interrupted: earlier finished output is kept", 130)
             raise typer.Exit(code=130) from None
 
     return wrapper  # type: ignore[return-value]
