@@ -2,12 +2,14 @@
 
 Many queries run in one process (the model and the index are loaded once): files, folders (every audio file
 under them), library tracks, or a list file. Results print as a table, or as JSON, JSON lines, CSV or TSV for
-scripts and spreadsheets (one row per query and matched track).
+scripts and spreadsheets (one row per query and matched track), or as an M3U8 playlist of the answers' files.
+With ``--combine`` the queries are seeds of one answer, "more like these" (``embedtool.query.seeds``).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,7 +31,7 @@ from embedtool.errors import EmbedtoolError, InputError, NoMatchError
 if TYPE_CHECKING:
     from embedtool.query.searcher import QueryResult, Searcher
 
-FORMATS = ("table", "json", "jsonl", "csv", "tsv")
+FORMATS = ("table", "json", "jsonl", "csv", "tsv", "m3u")
 # The columns of --format csv/tsv: the query, then one matched track per row.
 COLUMNS = (
     "query", "mode", "rank", "track_id", "path", "label", "score", "windows", "query_start_s", "query_end_s",
@@ -37,7 +39,10 @@ COLUMNS = (
 )  # fmt: skip
 
 
-@app.command(epilog="Example: `embedtool neighbours song.mp3 queries/ --mode identify -k 3 --format csv > matches.csv`")
+@app.command(
+    epilog="Examples: `embedtool neighbours song.mp3 queries/ --mode identify -k 3 --format csv > matches.csv`; "
+    "`embedtool neighbours a.mp3 b.mp3 c.mp3 --combine -k 20 --format m3u > more.m3u8`"
+)
 @handle_errors
 def neighbours(
     ctx: typer.Context,
@@ -60,8 +65,24 @@ def neighbours(
     ),
     segments: bool = typer.Option(False, "--segments", help="Also list each query window's nearest segment."),
     include_self: bool = typer.Option(False, "--include-self", help="similar: keep the query's own track."),
-    output: Literal["table", "json", "jsonl", "csv", "tsv"] = typer.Option(
-        "table", "--format", "-f", help="How to print the results."
+    combine: bool = typer.Option(
+        False, "--combine", help="One answer for all the queries together: tracks like these seeds (similar mode)."
+    ),
+    combine_by: Literal["mean", "rrf"] | None = typer.Option(
+        None,
+        "--combine-by",
+        help="How --combine joins the seeds (implies --combine): mean, the mean of their vectors; rrf, "
+        "reciprocal-rank fusion of their answers.",
+        show_default=default_of("neighbours", "combine"),
+    ),
+    exclude_seeds: bool = typer.Option(
+        False,
+        "--exclude-seeds",
+        help="similar: leave every query's own library track out of every answer (always so with --combine, "
+        "unless --include-self).",
+    ),
+    output: Literal["table", "json", "jsonl", "csv", "tsv", "m3u"] = typer.Option(
+        "table", "--format", "-f", help="How to print the results (m3u: an M3U8 playlist of the answers' files)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
     labels_dir: Path | None = typer.Option(
@@ -83,11 +104,24 @@ def neighbours(
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}, not {output!r}")
     sources = _sources(list(queries or []), query_list)
     actx = app_context(ctx)
-    options = actx.config.settings("neighbours", {"mode": mode, "k": k, "include_self": include_self or None})
+    settings = {"mode": mode, "k": k, "include_self": include_self or None, "combine": combine_by}
+    options = actx.config.settings("neighbours", settings)
+    combine = combine or combine_by is not None
+    if (combine or exclude_seeds) and options.mode != "similar":
+        raise typer.BadParameter("--combine and --exclude-seeds answer similar-mode queries, not identify")
+    if combine and (labels_dir is not None or segments):
+        raise typer.BadParameter("--labels-dir and --segments describe each query's own answer: not with --combine")
     searcher = Searcher.open(actx.workspace, options)
+    if combine:
+        _combined(searcher, sources, options.combine, not options.include_self, output)
+        return
+    ask = _asking(searcher, sources, segments, exclude_seeds)
+    if output == "m3u":
+        _playlist(searcher, sources, ask)
+        return
     labels = _LabelTracks(labels_dir, searcher.roots) if labels_dir is not None else None
     if len(sources) == 1:  # one query: its errors and no-match end the run (exit 1 or 3), JSON is the result itself
-        result = searcher.query(sources[0], segments=segments)
+        result = ask(sources[0])
         if labels is not None:
             labels.write(sources[0], result)
         if output == "json":
@@ -96,7 +130,7 @@ def neighbours(
             _Output(output, searcher.roots).write(sources[0], result)
         _raise_no_match(searcher, result)
         return
-    answered = _answer_all(searcher, sources, segments, output, labels)
+    answered = _answer_all(searcher, sources, ask, output, labels)
     failed = [s for s, r in answered if not hasattr(r, "matches")]
     if failed:
         err_console.print(f"[bold red]error:[/] {len(failed)} of {len(sources)} queries could not be answered")
@@ -127,8 +161,66 @@ def _sources(queries: list[str], query_list: Path | None) -> list[str]:
     return sources
 
 
+def _asking(searcher: Searcher, sources: list[str], segments: bool, exclude_seeds: bool) -> Any:
+    """How each query is asked: as it is, or (``--exclude-seeds``) with every query's own track left out."""
+    if not exclude_seeds:
+        return lambda source: searcher.query(source, segments=segments)
+    from embedtool.query.seeds import leave_out, seed_tracks
+
+    own = seed_tracks(searcher, sources)
+    k = searcher.options.k
+    return lambda source: leave_out(searcher.query(source, k=k + len(own), segments=segments), own, k)
+
+
+def _combined(searcher: Searcher, sources: list[str], method: str, exclude: bool, output: str) -> None:
+    """All the queries as seeds of one answer, in the chosen format."""
+    from embedtool.query.seeds import m3u, more_like_these
+
+    result = more_like_these(searcher, sources, combine=method, exclude_seeds=exclude)
+    title = " + ".join(sources)
+    if output == "m3u":
+        sys.stdout.write(m3u(searcher, [(f"more like {title} ({method})", result)]))
+    elif output in ("json", "jsonl"):
+        answer = result.to_dict()
+        answer["query"] = {"given": list(sources), **answer["query"]}
+        if output == "json":
+            print_json(answer)
+        else:
+            print(json.dumps(answer, ensure_ascii=False), flush=True)
+    elif output == "table":
+        q = result.query
+        left_out = f"; left out their {len(q['excluded_tracks'])} library tracks" if q["excluded_tracks"] else ""
+        console.print(
+            f"[bold]similar[/] to {len(sources)} seeds together ({method}): {', '.join(sources)}{left_out}",
+            highlight=False,
+        )
+        _print_matches(result, searcher.roots)
+    else:
+        _Output(output, searcher.roots).write(title, result)
+
+
+def _playlist(searcher: Searcher, sources: list[str], ask: Any) -> None:
+    """--format m3u of separate queries: every answer's tracks in order, each answer under a comment naming its
+    query; a query that cannot be answered is reported on stderr (exit 1) and the others are still listed."""
+    from embedtool.query.seeds import m3u
+
+    answered, failed = [], 0
+    for source in sources:
+        try:
+            answered.append((f"neighbours of {source}" if len(sources) > 1 else None, ask(source)))
+        except EmbedtoolError as exc:
+            if len(sources) == 1:
+                raise
+            failed += 1
+            err_console.print(f"[bold]{source}[/]: [red]not answered[/] {exc}", highlight=False)
+    sys.stdout.write(m3u(searcher, answered))
+    if failed:
+        err_console.print(f"[bold red]error:[/] {failed} of {len(sources)} queries could not be answered")
+        raise typer.Exit(code=1)
+
+
 def _answer_all(
-    searcher: Searcher, sources: list[str], segments: bool, output: str, labels: _LabelTracks | None = None
+    searcher: Searcher, sources: list[str], ask: Any, output: str, labels: _LabelTracks | None = None
 ) -> list[tuple[str, Any]]:
     """Every query, written out as it is answered (a JSON list once all are in); a failed query is reported in
     its place and the others are still answered."""
@@ -136,7 +228,7 @@ def _answer_all(
     out = _Output(output, searcher.roots)
     for source in sources:
         try:
-            result: Any = searcher.query(source, segments=segments)
+            result: Any = ask(source)
         except EmbedtoolError as exc:
             result = exc
         answered.append((source, result))
@@ -247,19 +339,7 @@ def _print(result: QueryResult, roots: list[str]) -> None:
     )
     if result.mode == "identify" and result.no_match:
         err_console.print("[yellow]no match[/] above the calibrated threshold; closest candidates:")
-    table = Table("#", "track", "label", "score", "windows", "query (s)", "reference (s)")
-    table.columns[1].overflow = "fold"  # keep the whole name readable on a narrow terminal
-    for m in result.matches:
-        table.add_row(
-            str(m.rank),
-            _shown(m.path, m.track_id, roots),
-            m.label or "",
-            f"{m.score:.3f}",
-            str(m.windows),
-            f"{m.query_start_s:.1f}-{m.query_end_s:.1f}",
-            f"{m.ref_start_s:.1f}-{m.ref_end_s:.1f}",
-        )
-    console.print(table)
+    _print_matches(result, roots)
     if result.decided_by == "fingerprint":
         console.print(
             f"identified by fingerprint: landmarks agree on this alignment at {result.fingerprint_hits} moments "
@@ -276,6 +356,22 @@ def _print(result: QueryResult, roots: list[str]) -> None:
             seg.add_row(f"{h.query_start_s:.1f}", h.segment_id, f"{h.ref_start_s:.1f}-{h.ref_end_s:.1f}",
                         f"{h.score:.3f}")  # fmt: skip
         console.print(seg)
+
+
+def _print_matches(result: QueryResult, roots: list[str]) -> None:
+    table = Table("#", "track", "label", "score", "windows", "query (s)", "reference (s)")
+    table.columns[1].overflow = "fold"  # keep the whole name readable on a narrow terminal
+    for m in result.matches:
+        table.add_row(
+            str(m.rank),
+            _shown(m.path, m.track_id, roots),
+            m.label or "",
+            f"{m.score:.3f}",
+            str(m.windows),
+            f"{m.query_start_s:.1f}-{m.query_end_s:.1f}",
+            f"{m.ref_start_s:.1f}-{m.ref_end_s:.1f}",
+        )
+    console.print(table)
 
 
 def _shown(path: str | None, track_id: str, roots: list[str]) -> str:

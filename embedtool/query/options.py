@@ -23,6 +23,9 @@ class NeighbourOptions:
     # of sound plus its tail), high enough to refuse a click or an empty file.
     min_query_seconds: float = 0.1
     include_self: bool = False  # similar mode: keep the query's own track when it is in the library
+    # Several seeds answered as one (--combine): "mean" (of their vectors) or "rrf" (reciprocal-rank fusion of
+    # their answers); query.seeds, measured in docs/benchmarks.md "Several seeds".
+    combine: str = "mean"
 
     @classmethod
     def from_preset(cls, name: str) -> NeighbourOptions:
@@ -33,6 +36,8 @@ class NeighbourOptions:
     def validate(self) -> None:
         if self.mode not in ("similar", "identify"):
             raise ConfigError(f"neighbours.mode must be 'similar' or 'identify', not {self.mode!r}")
+        if self.combine not in ("mean", "rrf"):
+            raise ConfigError(f"neighbours.combine must be 'mean' or 'rrf', not {self.combine!r}")
         if self.k < 1 or self.hits_per_window < 1:
             raise ConfigError("neighbours.k and neighbours.hits_per_window must be at least 1")
         if self.query_hop_seconds < 0 or self.tolerance_bins < 0 or self.min_query_seconds < 0:
