@@ -656,3 +656,29 @@ def test_more_mel_bands_than_frequency_bins_is_refused_before_extracting(tmp_pat
     result = run_cli("-w", tmp_path / "ws", "extract", tmp_path / "audio", "--n-mels", "1000")
     assert result.exit_code == 2 and "at most n_fft/2 + 1 (257)" in flat(result.output)
     assert not (tmp_path / "ws").exists()
+
+
+def _timed_task(context: object, seconds: float) -> tuple[float, float]:
+    import time
+
+    start = time.monotonic()
+    time.sleep(seconds)
+    return start, time.monotonic()
+
+
+def test_local_workers_run_only_as_many_tasks_at_once_as_the_limit_allows_now() -> None:
+    from embedtool.engine.local import LocalEngine
+
+    def spans(limit: int | None) -> list[tuple[float, float]]:
+        engine = LocalEngine(jobs=2)
+        engine.limit = None if limit is None else (lambda: limit)
+        out: list[tuple[float, float]] = []
+        with engine:
+            engine.run(_timed_task, [0.3] * 4, lambda i, r: out.append(r), threads=None)
+        return sorted(out)
+
+    def overlapping(found: list[tuple[float, float]]) -> bool:
+        return any(b[0] < a[1] - 0.05 for a, b in zip(found, found[1:], strict=False))
+
+    assert not overlapping(spans(1))  # one CPU free: one task at a time, though two workers exist
+    assert overlapping(spans(None))  # no limit: both workers busy

@@ -31,6 +31,9 @@ class LocalEngine(Engine):
         self.workers = self.jobs
         self.in_process = self.jobs <= 1
         self.preload = list(preload)
+        # How many tasks may run at once now (at most ``jobs``), asked again as tasks finish: a stage that follows
+        # the machine's free CPUs sets it (extract); None: ``jobs``.
+        self.limit: Callable[[], int] | None = None
 
     def run(
         self,
@@ -52,7 +55,7 @@ class LocalEngine(Engine):
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(self.preload)
         with _workers_skip_main_module():
-            _pool_loop(work, tasks, delivery, shared, setup, threads, min(self.jobs, len(tasks)), ctx)
+            _pool_loop(work, tasks, delivery, shared, setup, threads, min(self.jobs, len(tasks)), ctx, self.limit)
 
 
 def _run_here(
@@ -149,6 +152,7 @@ def _pool_loop(
     threads: int | None,
     jobs: int,
     ctx: Any,
+    limit: Callable[[], int] | None = None,
 ) -> None:
     pool = cf.ProcessPoolExecutor(
         max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(), setup, shared, threads)
@@ -157,7 +161,9 @@ def _pool_loop(
     queue = iter(enumerate(tasks))
     try:
         while True:
-            while len(pending) + delivery.held < QUEUE_PER_WORKER * jobs:
+            # queued ahead for every worker; with a limit, only as many tasks as it allows now are in flight
+            cap = QUEUE_PER_WORKER * jobs if limit is None else max(1, min(jobs, limit()))
+            while len(pending) + delivery.held < cap:
                 item = next(queue, None)
                 if item is None:
                     break

@@ -48,6 +48,7 @@ from embedtool.features import store
 from embedtool.features.frontend import featurise_file
 from embedtool.features.labels import LabelTable, read_labels_file
 from embedtool.features.options import ExtractOptions
+from embedtool.threads import fixed_threads, threads_now, usable_cpus
 from embedtool.workspace import held_lock_file, remove_empty_tree
 
 ERRORS_FILE = "errors.json"
@@ -539,8 +540,16 @@ class _ExtractRun:
         if not self.todo:
             return
         (self.features_dir / "shards").mkdir(parents=True, exist_ok=True)
-        jobs = options.jobs if self.engine_options.name == "ray" else options.resolved_jobs()
+        adaptive = self.engine_options.name != "ray" and not options.jobs and fixed_threads() is None
+        if self.engine_options.name == "ray":
+            jobs = options.jobs
+        elif adaptive:  # workers for every usable CPU; as many busy at once as are free now, looked at again
+            jobs = max(1, int(usable_cpus()))
+        else:
+            jobs = options.resolved_jobs()
         with open_engine(self.engine_options, jobs, preload=["embedtool.audio.melspec"]) as engine:
+            if adaptive and hasattr(engine, "limit"):
+                engine.limit = lambda: threads_now("extract")
             engine.check_paths(readable=self.scan_roots, writable=[self.features_dir / "shards"])
             self.run_tasks(engine)
 
