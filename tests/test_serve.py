@@ -67,6 +67,43 @@ def test_search_by_track_leaves_it_out_and_ranks_its_class_first(client: TestCli
     assert all(m["ref_end_s"] > m["ref_start_s"] >= 0 and m["name"] for m in matches)
 
 
+@pytest.mark.parametrize("combine", ["rrf", "mean"])
+def test_search_several_tracks_together(client: TestClient, tracks: list[dict], combine: str) -> None:
+    from embedtool.query.searcher import Searcher
+    from embedtool.query.seeds import more_like_these
+
+    label = tracks[0]["label"]
+    seeds = [t["track_id"] for t in tracks if t["label"] == label][:2]
+    res = client.get("/api/search", params={"track": seeds, "k": 8, "combine": combine})
+    assert res.status_code == 200, res.text
+    answer = res.json()
+    assert answer["mode"] == "similar" and answer["query"]["combine"] == combine
+    assert [s["library_track"] for s in answer["query"]["seeds"]] == seeds
+    assert all(s["name"] and "source" not in s for s in answer["query"]["seeds"])
+    got = [m["track_id"] for m in answer["matches"]]
+    assert len(got) == len(set(got)) == 8 and not set(got) & set(seeds)  # the seeds are left out
+    assert all(m["name"] and m["duration_s"] for m in answer["matches"])
+    library = client.app.state.library
+    expected = more_like_these(library.searcher, seeds, k=8, combine=combine)
+    assert isinstance(library.searcher, Searcher) and got == [m.track_id for m in expected.matches]
+
+
+def test_several_tracks_default_and_refusals(client: TestClient, tracks: list[dict]) -> None:
+    seeds = [tracks[0]["track_id"], tracks[1]["track_id"]]
+    default = client.get("/api/search", params={"track": seeds}).json()
+    assert default["query"]["combine"] == "mean" and len(default["matches"]) == 10
+    one = client.get("/api/search", params={"track": seeds[:1], "combine": "rrf", "k": 3}).json()
+    assert one["query"]["combine"] == "rrf" and len(one["matches"]) == 3  # one seed, combined, is fine
+    res = client.get("/api/search", params={"track": seeds, "mode": "identify"})
+    assert res.status_code == 422 and "similar mode only" in res.json()["error"]
+    res = client.get("/api/search", params={"track": seeds, "combine": "median"})
+    assert res.status_code == 422 and "combine" in res.json()["error"]
+    res = client.get("/api/search", params={"track": [seeds[0], "0" * 32]})
+    assert res.status_code == 404 and "0" * 32 in res.json()["error"]
+    res = client.get("/api/search", params={"track": [seeds[0]] * 51})
+    assert res.status_code == 422 and "At most 50 seeds" in res.json()["error"]
+
+
 def test_identify_an_uploaded_excerpt(client: TestClient, tracks: list[dict]) -> None:
     target = tracks[4]
     wav = _excerpt(target["path"], 1.0, 2.0)

@@ -213,6 +213,33 @@ def test_searches_live_in_the_address_and_back_returns(page, server: str) -> Non
     assert _shown(page) == _answer(server, b, "identify", 3) and "identify" in page.inner_text("#query-info")
 
 
+def test_pick_two_tracks_and_search_more_like_these(page, server: str, tmp_path: Path) -> None:
+    tracks = _tracks(server)
+    a, b = [t for t in tracks if t["label"] == tracks[0]["label"]][:2]
+    for t in (a, b):  # each found by name, ctrl-clicked: picked as a seed, not searched
+        page.fill("#track-query", t["name"])
+        page.click(f"#track-list li[data-track='{t['track_id']}']", modifiers=["Control"])
+        page.wait_for_selector(f"#seed-list li[data-track='{t['track_id']}']")
+    assert page.locator("#results li").count() == 0  # nothing was searched yet
+    page.click("#more-like-these")
+    _wait_info(page, "similar to 2 seeds together")
+    page.wait_for_selector("#results li")
+    url = f"{server}/api/search?track={a['track_id']}&track={b['track_id']}&mode=similar&k=10&combine=mean"
+    expected = [m["track_id"] for m in json.loads(urllib.request.urlopen(url).read())["matches"]]
+    assert _shown(page) == expected and len(expected) == 10
+    assert not {a["track_id"], b["track_id"]} & set(_shown(page))  # one answer, the seeds left out
+    assert page.url.count("track=") == 2 and "combine=mean" in page.url
+    _screenshot(page, tmp_path, "seeds")
+    # the address holds the search: a new load gives it again, by rank fusion this time
+    page.goto(f"{server}/?track={a['track_id']}&track={b['track_id']}&k=5&combine=rrf")
+    _wait_info(page, "similar to 2 seeds together (rank fusion")
+    page.wait_for_selector("#results li")
+    assert page.input_value("#combine") == "rrf"
+    url = f"{server}/api/search?track={a['track_id']}&track={b['track_id']}&k=5&combine=rrf"
+    assert _shown(page) == [m["track_id"] for m in json.loads(urllib.request.urlopen(url).read())["matches"]]
+    assert page.locator("#seed-list li").count() == 2
+
+
 def test_changing_the_mode_searches_again(page, server: str, tmp_path: Path) -> None:
     a = _tracks(server)[3]
     page.goto(f"{server}/?track={a['track_id']}")

@@ -21,7 +21,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from embedtool import __version__
-from embedtool.errors import ConfigError, EmbedtoolError, IncompatibleArtefactError, MissingArtefactError
+from embedtool.errors import (
+    ConfigError,
+    EmbedtoolError,
+    IncompatibleArtefactError,
+    InputError,
+    MissingArtefactError,
+)
 from embedtool.serve.guard import Guard, allowed_names
 from embedtool.serve.library import EXPORT_COLUMNS, Library, NotFound, require_nonempty
 from embedtool.serve.media import RangeNotSatisfiable, WavTranscode, is_playable, media_type, parse_range
@@ -34,6 +40,8 @@ MAX_UPLOAD_BYTES = 50 * 1000 * 1000
 MAX_UPLOAD_SECONDS = 15 * 60.0
 log = logging.getLogger("embedtool.serve")
 Mode = Literal["similar", "identify"]  # module level: FastAPI resolves the annotations by name
+Combine = Literal["mean", "rrf"]
+MAX_SEEDS = 50  # track= values of one search: each is a query of its own (rrf) or embedded (mean)
 
 STATUS = {NotFound: 404, UploadTooLarge: 413, MissingArtefactError: 409, IncompatibleArtefactError: 409,
           ConfigError: 400}  # fmt: skip
@@ -117,9 +125,23 @@ def _api(app: FastAPI, library: Library, max_bytes: int, max_seconds: float) -> 
     def track(track_id: str) -> dict:
         return {k: v for k, v in library.track(track_id).items() if not k.startswith("_")}
 
-    @app.get("/api/search", summary="Tracks similar to a library track, or the track it is (identify)")
-    def search_track(track: str = "", mode: Mode = "similar", k: int = Query(10, ge=1, le=100)) -> dict:
-        return library.search_track(require_nonempty(track, "query: give a track id (track=...)"), mode, k)
+    @app.get(
+        "/api/search",
+        summary="Tracks similar to a library track, or the track it is (identify); with several track=, tracks "
+        "like all of them together (combine=mean or rrf), the seeds left out",
+    )
+    def search_track(
+        track: list[str] = Query([]),
+        mode: Mode = "similar",
+        k: int = Query(10, ge=1, le=100),
+        combine: Combine | None = None,
+    ) -> dict:
+        ids = [require_nonempty(t, "query: give a track id (track=...)") for t in track or [""]]
+        if len(ids) > MAX_SEEDS:
+            raise InputError(f"At most {MAX_SEEDS} seeds (track=...) in one search, not {len(ids)}.")
+        if len(ids) == 1 and combine is None:
+            return library.search_track(ids[0], mode, k)
+        return library.search_seeds(list(dict.fromkeys(ids)), mode, k, combine)
 
     @app.post("/api/search", summary="Tracks similar to an uploaded audio file, or the track it is from")
     def search_upload(file: UploadFile = File(...), mode: Mode = "similar", k: int = Query(10, ge=1, le=100)) -> dict:

@@ -213,6 +213,23 @@ class Library:
         answer["query"]["name"] = track["name"]
         return answer
 
+    def search_seeds(self, track_ids: list[str], mode: Mode, k: int, combine: str | None = None) -> dict[str, Any]:
+        """One answer for several library tracks together, "more like these" (:mod:`embedtool.query.seeds`): the
+        seeds' own tracks are left out; ``combine`` is ``mean`` or ``rrf`` (default: the measured choice, mean)."""
+        from embedtool.query.seeds import DEFAULT_COMBINE, more_like_these
+
+        searcher = self._need_searcher()
+        if mode != "similar":
+            raise InputError("Several seeds are answered in similar mode only: identify takes one query.")
+        names = {tid: self.track(tid)["name"] for tid in track_ids}  # an unknown id is a 404
+        with self._lock:
+            result = more_like_these(searcher, list(names), k=k, combine=combine or DEFAULT_COMBINE)
+        answer = self._answer(result.to_dict())
+        for seed in answer["query"]["seeds"]:
+            seed["name"] = names.get(seed["library_track"], seed["given"])
+            seed.pop("source", None)
+        return answer
+
     def _search_padded(self, searcher: Searcher, track_id: str, mode: Mode, k: int) -> Any:
         from embedtool.features.windows import silence_floor
 

@@ -10,7 +10,8 @@ const BIDI = /[\u202A-\u202E\u2066-\u2069\u200E\u200F\u061C]/g;
 const visible = (text) => String(text).replace(BIDI, (c) => `⟨U+${c.codePointAt(0).toString(16).toUpperCase()}⟩`);
 
 let exportColumns = [];
-let last = null;  // the last search: {kind: "track", track, name} or {kind: "file", file}, and its answer
+let last = null;  // the last search: {kind: "track", track, name}, {kind: "seeds", seeds} or {kind: "file", file}
+let seeds = [];  // the tracks picked for "more like these": {track_id, name}
 let uploadedUrl = null;  // the uploaded query file as an object URL, for its players
 
 function el(tag, attrs = {}, ...children) {
@@ -155,7 +156,9 @@ function renderResults(list, answer, querySrc, queryLevels = null) {
         m.label ? el("span", { class: "label" }, m.label) : "",
         el("span", { class: "score" }, `score ${m.score.toFixed(3)} · ${m.windows} windows`),
         el("button", { type: "button", class: "link", onclick: () => searchTrack(m.track_id, { push: true }) },
-          "search from this")),
+          "search from this"),
+        el("button", { type: "button", class: "add-seed", onclick: () => toggleSeed({ track_id: m.track_id, name: m.name }) },
+          "add as seed")),
       el("div", { class: "players" }, ...rows)));
   }
   if (!answer.matches.length) list.append(el("li", {}, "no tracks found"));
@@ -184,6 +187,62 @@ const kValue = () => Math.max(1, Math.min(100, parseInt($("#k").value, 10) || 10
 
 function searchUrl(track) {
   return `/?${new URLSearchParams({ track, mode: $("#mode").value, k: kValue() })}`;
+}
+
+// --- several seeds: "more like these" -----------------------------------------------------------------------
+// The address of a search from several seeds repeats track= (`/?track=A&track=B&combine=rrf&k=10`).
+function seedsParams() {
+  const params = new URLSearchParams();
+  for (const s of seeds) params.append("track", s.track_id);
+  params.set("mode", "similar");
+  params.set("k", kValue());
+  params.set("combine", $("#combine").value);
+  return params;
+}
+
+function drawSeeds() {
+  $("#seeds").hidden = !seeds.length;
+  $("#seed-list").replaceChildren(...seeds.map((s) => el("li", { "data-track": s.track_id }, s.name,
+    el("button", { type: "button", "aria-label": `remove seed ${s.name}`, onclick: () => toggleSeed(s) }, "×"))));
+  $("#more-like-these").textContent = `more like ${seeds.length === 1 ? "this" : `these ${seeds.length}`}`;
+  const picked = new Set(seeds.map((s) => s.track_id));
+  for (const li of trackItems()) li.classList.toggle("seed", picked.has(li.dataset.track));
+}
+
+function toggleSeed(track) {
+  const at = seeds.findIndex((s) => s.track_id === track.track_id);
+  if (at >= 0) seeds.splice(at, 1); else seeds.push({ track_id: track.track_id, name: track.name });
+  drawSeeds();
+}
+
+async function searchSeeds({ push = false } = {}) {
+  if (!seeds.length) return;
+  activate("search");
+  closeTrackList();
+  show($("#message"), "");
+  $("#mode").value = "similar";  // several seeds are answered in similar mode
+  const params = seedsParams();
+  if (push) history.pushState(null, "", `/?${params}`); else history.replaceState(null, "", `/?${params}`);
+  $("#query-info").textContent = "searching …";
+  try {
+    const answer = await api(`/api/search?${params}`);
+    for (const s of answer.query.seeds) {  // names for seeds that came from the address
+      const known = seeds.find((x) => x.track_id === s.library_track);
+      if (known && s.name) known.name = s.name;
+    }
+    drawSeeds();
+    const names = answer.query.seeds.map((s) => s.name || s.given);
+    last = { kind: "seeds", seeds: seeds.map((s) => s.track_id), name: names.join(" + "), answer };
+    const how = answer.query.combine === "mean" ? "the mean of their vectors" : "rank fusion of their answers";
+    $("#query-info").textContent = visible(`similar to ${names.length} seeds together (${how}): ${names.join(", ")}; ` +
+      "their own tracks are left out");
+    $("#query-player").replaceChildren();
+    renderResults($("#results"), answer, null);
+    $("#export").hidden = false;
+  } catch (err) {
+    clearResults();
+    show($("#message"), err.message);
+  }
 }
 
 // A library track's search; `push` adds it to the history (so Back returns to the previous search).
@@ -239,6 +298,7 @@ async function searchUpload(file) {
 function rerun() {
   if (!last) return;
   if (last.kind === "track") searchTrack(last.track, { push: true });
+  else if (last.kind === "seeds") searchSeeds({ push: true });
   else searchUpload(last.file);
 }
 
@@ -271,11 +331,25 @@ function download(text, type, name) {
   setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
+// An M3U8 playlist of the answer's tracks, as `embedtool neighbours --format m3u` writes it.
+function m3uText(answer) {
+  const lines = ["#EXTM3U"];
+  for (const m of answer.matches) {
+    if (!m.path) continue;
+    const seconds = m.duration_s === null || m.duration_s === undefined ? -1 : Math.round(m.duration_s);
+    const stem = String(m.path).split(/[\\/]/).pop().replace(/\.[^.]*$/, "");
+    lines.push(`#EXTINF:${seconds},${stem.split(/\s+/).join(" ")}`, m.path);
+  }
+  return lines.join("\n") + "\n";
+}
+
 function exportAs(format) {
   if (!last) return;
-  const query = last.kind === "track" ? last.track : last.name;
+  const query = last.kind === "track" ? last.track : last.kind === "seeds" ? last.seeds.join(" + ") : last.name;
   const base = `neighbours-${String(last.name).replace(/[^\w.-]+/g, "_").slice(0, 60)}`;
-  if (format === "csv") {
+  if (format === "m3u") {
+    download(m3uText(last.answer), "audio/x-mpegurl", `${base}.m3u8`);
+  } else if (format === "csv") {
     download([exportColumns.join(","), ...exportRows(last.answer, query)].join("\n") + "\n", "text/csv", `${base}.csv`);
   } else {
     const answer = { ...last.answer, query: { given: query, ...last.answer.query } };
@@ -318,8 +392,13 @@ async function findTracks() {
   if (seq !== findSeq) return;  // a later keystroke's answer wins
   active = -1;
   list.replaceChildren(...found.tracks.map((t, i) => el("li", { "data-track": t.track_id, id: `track-${i}`,
-    role: "option", "aria-selected": "false", onclick: () => searchTrack(t.track_id, { push: true }) },
-    el("span", {}, t.name), t.label ? el("span", { class: "label" }, t.label) : "")));
+    role: "option", "aria-selected": "false", "data-name": t.name,
+    onclick: (e) => {
+      if (e.ctrlKey || e.metaKey || e.shiftKey) toggleSeed(t);  // pick a seed; the list stays open
+      else searchTrack(t.track_id, { push: true });
+    } },
+  el("span", {}, t.name), t.label ? el("span", { class: "label" }, t.label) : "")));
+  drawSeeds();
   if (!found.tracks.length) list.append(el("li", {}, "no track matches"));
   $("#track-query").setAttribute("aria-expanded", "true");
 }
@@ -334,6 +413,10 @@ function listKeys(e) {
   } else if (e.key === "Home") { e.preventDefault(); selectItem(0); }
   else if (e.key === "End") { e.preventDefault(); selectItem(items.length - 1); }
   else if (e.key === "Enter" && at >= 0) { e.preventDefault(); searchTrack(items[at].dataset.track, { push: true }); }
+  else if (e.key === " " && at >= 0) {
+    e.preventDefault();
+    toggleSeed({ track_id: items[at].dataset.track, name: items[at].dataset.name });
+  }
   else if (e.key === "Escape") { e.preventDefault(); $("#track-query").focus(); }
 }
 
@@ -478,9 +561,15 @@ function fromAddress() {
   const mode = params.get("mode");
   if (mode === "similar" || mode === "identify") $("#mode").value = mode;
   if (params.get("k")) $("#k").value = Math.max(1, Math.min(100, parseInt(params.get("k"), 10) || 10));
-  const track = params.get("track");
-  if (track) searchTrack(track);
-  else if (last && last.kind === "track") { last = null; clearResults(); }
+  const tracks = params.getAll("track");
+  const combine = params.get("combine");
+  if (combine === "rrf" || combine === "mean") $("#combine").value = combine;
+  if (tracks.length > 1 || (tracks.length && combine)) {
+    seeds = tracks.map((id) => seeds.find((s) => s.track_id === id) || { track_id: id, name: id });
+    drawSeeds();
+    searchSeeds();
+  } else if (tracks.length) searchTrack(tracks[0]);
+  else if (last && (last.kind === "track" || last.kind === "seeds")) { last = null; clearResults(); }
 }
 
 function dropZone() {
@@ -513,6 +602,10 @@ async function start() {
   $("#k").addEventListener("change", rerun);
   $("#export-csv").addEventListener("click", () => exportAs("csv"));
   $("#export-json").addEventListener("click", () => exportAs("json"));
+  $("#export-m3u").addEventListener("click", () => exportAs("m3u"));
+  $("#more-like-these").addEventListener("click", () => searchSeeds({ push: true }));
+  $("#combine").addEventListener("change", () => { if (last && last.kind === "seeds") searchSeeds({ push: true }); });
+  $("#clear-seeds").addEventListener("click", () => { seeds = []; drawSeeds(); });
   $("#colour-by").addEventListener("change", () => mapData && drawMap());
   window.addEventListener("popstate", fromAddress);
   dropZone();
