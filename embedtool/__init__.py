@@ -8,6 +8,7 @@ The public API is the stages as the commands run them (``embedtool.pipeline``) a
     embedtool.train(ws)              # or embedtool.adopt(ws, "general"): the bundled model, in seconds
     embedtool.index(ws)              # exports embeddings first when they are stale
     result = embedtool.Searcher.open(ws).query_file("clip.mp3", mode="identify")
+    mix = embedtool.more_like_these(embedtool.Searcher.open(ws), ["a.mp3", "b.mp3", "c.mp3"], k=20)
 
 Names are imported on first use, so ``import embedtool`` stays cheap (no torch until a stage needs it).
 """
@@ -34,6 +35,7 @@ _EXPORTS = {
     "embeddings_staleness": "embedtool.pipeline",
     "Searcher": "embedtool.query.searcher",
     "QueryResult": "embedtool.query.searcher",
+    "more_like_these": "embedtool.query.seeds",
     "Encoder": "embedtool.model.encoder",
     "FeatureSettings": "embedtool.audio.settings",
     "TrainSettings": "embedtool.model.settings",
@@ -65,6 +67,7 @@ __all__ = [
     "embeddings_staleness",
     "Searcher",
     "QueryResult",
+    "more_like_these",
     "Encoder",
     "FeatureSettings",
     "TrainSettings",
@@ -121,4 +124,5 @@ if TYPE_CHECKING:
     )
     from embedtool.query.options import NeighbourOptions
     from embedtool.query.searcher import QueryResult, Searcher
+    from embedtool.query.seeds import more_like_these
     from embedtool.workspace import Workspace
