@@ -34,7 +34,8 @@ def test_every_command_help_shows_an_example(command: str) -> None:
 
 def test_choices_and_defaults_are_listed() -> None:
     neighbours = help_of("neighbours")
-    assert "<similar|identify>" in neighbours and "<table|json|jsonl|csv|tsv>" in neighbours
+    assert "<similar|identify>" in neighbours and "<table|json|jsonl|csv|tsv|m3u>" in neighbours
+    assert "<mean|rrf>" in neighbours and "[default: (mean)]" in neighbours  # --combine-by
     assert "[default: (similar)]" in neighbours and "[default: table]" in neighbours
     assert "<str>" not in neighbours  # no choice left as a bare string
     train = help_of("train")
