@@ -162,6 +162,11 @@ def test_cli_exclude_seeds_for_separate_answers(trained_workspace: Workspace, se
     assert len(answers) == 3
     for a in answers:
         assert len(a["matches"]) == 5 and not set(seeds) & {m["track_id"] for m in a["matches"]}
+    # a query naming nothing fails in its place (exit 1); the others are answered without the seeds
+    res = run_cli("-w", trained_workspace.root, "neighbours", *seeds, "nothing-here", "--exclude-seeds", "-f", "json")
+    answered = json.loads(res.stdout)
+    assert res.exit_code == 1 and "error" in answered[3] and len(answered) == 4
+    assert all(not set(seeds) & {m["track_id"] for m in a["matches"]} for a in answered[:3])
 
 
 def test_cli_m3u_playlist(trained_workspace: Workspace, searcher: Searcher) -> None:

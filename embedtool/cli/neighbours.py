@@ -167,7 +167,12 @@ def _asking(searcher: Searcher, sources: list[str], segments: bool, exclude_seed
         return lambda source: searcher.query(source, segments=segments)
     from embedtool.query.seeds import leave_out, seed_tracks
 
-    own = seed_tracks(searcher, sources)
+    own: set[str] = set()
+    for source in sources:
+        try:
+            own |= seed_tracks(searcher, [source])
+        except EmbedtoolError:
+            pass  # a query that names nothing fails in its own place, the others are still answered
     k = searcher.options.k
     return lambda source: leave_out(searcher.query(source, k=k + len(own), segments=segments), own, k)
 
