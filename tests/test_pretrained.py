@@ -185,3 +185,5 @@ def test_anchor_weight_keeps_training_near_the_starting_model(cc0_workspace: Wor
     assert similarity["anchored"] > similarity["free"], similarity
     with pytest.raises(ConfigError, match="anchor_weight"):
         replace(start, anchor_weight=-1.0).validate()
+    res = run_cli("-w", cc0_workspace.root, "train", "--anchor-weight", "-1")
+    assert res.exit_code == 2 and "anchor_weight must be >= 0" in res.output

@@ -161,6 +161,12 @@ def train(
     init: str | None = typer.Option(
         None, "--init", help="Start from this model's weights: a bundled model (general) or a model folder."
     ),
+    anchor_weight: float | None = typer.Option(
+        None,
+        "--anchor-weight",
+        help="With --init: pull each segment's embedding toward the starting model's (0: off).",
+        show_default=default_of("train", "anchor_weight"),
+    ),
     pretrained: str | None = typer.Option(
         None,
         "--pretrained",
@@ -226,6 +232,7 @@ def train(
         "device": device,
         "workers": workers,
         "init": init,
+        "anchor_weight": anchor_weight,
     }
     settings = actx.config.settings("train", overrides)
     ws = actx.workspace
