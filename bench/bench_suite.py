@@ -156,9 +156,8 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> dict[str, Any]:
         from embedtool.model.settings import TrainSettings
 
         if not (ws.model / "meta.json").is_file():
-            pipeline.train(
-                ws, TrainSettings(init=args.model, epochs=args.train_epochs, anchor_weight=args.anchor_weight)
-            )
+            anchor = {} if args.anchor_weight is None else {"anchor_weight": args.anchor_weight}
+            pipeline.train(ws, TrainSettings(init=args.model, epochs=args.train_epochs, **anchor))
         timings["train_s"] = time.perf_counter() - clock
     else:
         pipeline.adopt(ws, args.model)
@@ -501,11 +500,11 @@ def main() -> None:
         "--train-epochs", type=int, default=0, help="train --model on each corpus for N epochs (needs --tag)"
     )
     parser.add_argument(
-        "--anchor-weight", type=float, default=0.0, help="with --train-epochs: train.anchor_weight (pull to --model)"
+        "--anchor-weight", type=float, default=None, help="with --train-epochs: train.anchor_weight (default: train's)"
     )
     parser.add_argument("--show", type=Path, nargs="*", help="print the table of earlier results JSON files")
     args = parser.parse_args()
-    if args.anchor_weight and not args.train_epochs:
+    if args.anchor_weight is not None and not args.train_epochs:
         parser.error("--anchor-weight applies to --train-epochs")
     if args.train_epochs and not args.tag:
         parser.error("--train-epochs needs --tag: the trained models get their own workspaces")

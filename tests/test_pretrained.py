@@ -169,7 +169,7 @@ def test_anchor_weight_keeps_training_near_the_starting_model(cc0_workspace: Wor
     features = cc0_workspace.features
     train(features, tmp_path / "split", tmp_path / "start", start)
     moved = replace(start, init=str(tmp_path / "start"), lr=0.05, steps_per_epoch=8, warmup_steps=0, augment=False)
-    free = train(features, tmp_path / "split", tmp_path / "free", moved)
+    free = train(features, tmp_path / "split", tmp_path / "free", replace(moved, anchor_weight=0.0))
     anchored = train(features, tmp_path / "split", tmp_path / "anchored", replace(moved, anchor_weight=50.0))
     assert any("Pulled toward" in note and "50.0" in note for note in anchored.notes)
     assert not any("Pulled toward" in note for note in free.notes)
