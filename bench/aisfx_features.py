@@ -1,9 +1,9 @@
 """aisfx features for bench_suite: the sound-effects embedding of Ma & Lerch, "Representation Learning for the
 Automatic Indexing of Sound Effects Libraries" (ISMIR 2022), as embedtool bundles it for
 ``--features descriptors+aisfx``: ``embedtool.model.aisfx`` (the network of PyPI ``aisfx`` 0.1.2 re-written, its
-X-Sequential-CE weights reduced to the embedding network in float16, its librosa spectrogram recomputed with torch;
-the embeddings agree with the package's float32 model to a cosine of 0.9999). A file's vector is the mean of its
-non-overlapping 2.3 s blocks' 512-d embeddings.
+X-Sequential-CE weights reduced to the embedding network with int8 convolutions, its librosa spectrogram recomputed
+with torch; the embeddings agree with the package's float32 model to a cosine of 0.9995 at worst). A file's vector
+is the mean of its non-overlapping 2.3 s blocks' 512-d embeddings.
 
     .venv/bin/python bench/aisfx_features.py FILE...   # prints each file's vector shape and norm (a smoke test)
 
