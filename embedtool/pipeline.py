@@ -39,6 +39,7 @@ from embedtool.embedding.export import (
 )
 from embedtool.embedding.options import EmbedOptions
 from embedtool.embedding.store import EmbeddingStore
+from embedtool.embedding.teachers import teacher_of
 from embedtool.engine import EngineOptions, open_engine
 from embedtool.errors import MissingArtefactError
 from embedtool.features.extract import ExtractProgress, ExtractReport, run_extract
@@ -236,9 +237,8 @@ def cluster(
     """k-Means clusters of the workspace's track embeddings, with exemplars and a 2-D map; with
     ``options.features`` naming a teacher (``embeddings+aisfx``), its vectors are computed first where missing."""
     options = options or ClusterOptions()
-    teacher = None
-    if "+" in options.features:
-        teacher = prepare_teacher_vectors(workspace, options.features.split("+", 1)[1], False, progress)
+    name = teacher_of(options.features)
+    teacher = None if name is None else prepare_teacher_vectors(workspace, name, False, progress)
     return run_cluster(workspace.embeddings, workspace.clusters, options, progress, workspace.features, teacher)
 
 
@@ -257,7 +257,7 @@ def classify(
 
 
 def _classify_teacher(workspace: Workspace, options: ClassifyOptions, progress: Progress | None) -> Path | None:
-    from embedtool.analysis.classify import teacher_of, uses_descriptors
+    from embedtool.analysis.classify import uses_descriptors
 
     name = teacher_of(options.features)
     if name is None or not uses_descriptors(options):

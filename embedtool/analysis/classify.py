@@ -46,6 +46,7 @@ import numpy as np
 from embedtool.analysis.options import ClassifyOptions
 from embedtool.embedding.pooling import track_descriptor_dim
 from embedtool.embedding.store import SegmentGrid
+from embedtool.embedding.teachers import teacher_dim, teacher_of
 from embedtool.errors import IncompatibleArtefactError, InputError, MissingArtefactError
 from embedtool.progress import Progress
 
@@ -61,14 +62,15 @@ INNER_FOLDS = 3
 FALLBACK_C = 1.0
 
 
+def reads_descriptors(level: str, features: str) -> bool:
+    """Whether a classifier of this level and ``features`` reads track descriptors ("descriptors", or with a
+    teacher's vectors beside them); segment level always reads segment embeddings."""
+    return level == "track" and features.startswith("descriptors")
+
+
 def uses_descriptors(options: ClassifyOptions) -> bool:
-    """Whether these options classify track descriptors (segment level always reads segment embeddings)."""
-    return options.level == "track" and options.features in ("descriptors", "descriptors+aisfx")
-
-
-def teacher_of(features: str) -> str | None:
-    """The teacher network a ``features`` setting joins to the descriptors ("descriptors+aisfx" -> "aisfx")."""
-    return features.split("+", 1)[1] if "+" in features else None
+    """Whether these options classify track descriptors."""
+    return reads_descriptors(options.level, options.features)
 
 
 def with_teacher(data: LabelledData, teacher_dir: Path, name: str) -> LabelledData:
@@ -661,17 +663,15 @@ class SavedClassifier:
         self.level = self.meta.config.get("level", "track")
         # Classifiers saved before descriptors existed read embeddings.
         features = str(self.meta.config.get("features", "embeddings"))
-        self.reads_descriptors = self.level == "track" and features in ("descriptors", "descriptors+aisfx")
+        self.reads_descriptors = reads_descriptors(self.level, features)
         self.teacher = teacher_of(features) if self.reads_descriptors else None
         self._teacher_model: Any = None
 
     def _input_dim(self, embedding_dim: int | None, descriptor_dim: int | None) -> int | None:
-        if not self.reads_descriptors or descriptor_dim is None:
-            return descriptor_dim if self.reads_descriptors else embedding_dim
-        if self.teacher is None:
+        if not self.reads_descriptors:
+            return embedding_dim
+        if self.teacher is None or descriptor_dim is None:
             return descriptor_dim
-        from embedtool.embedding.teachers import teacher_dim
-
         return descriptor_dim + teacher_dim(self.teacher)
 
     def teacher_vector(self, path: Path) -> np.ndarray | None:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedtool.analysis.options import ClusterOptions
+from embedtool.embedding.teachers import teacher_of
 from embedtool.errors import InputError, MissingArtefactError
 from embedtool.progress import Progress
 
@@ -341,12 +342,12 @@ def run_cluster(
     store = EmbeddingStore(Path(embeddings_dir))
     store.use_current_labels(features_dir)
     vectors, items = _items(store, options.level)
-    fused = "+" in options.features
-    if fused:
+    name = teacher_of(options.features)
+    fused = name is not None
+    if name is not None:
         from embedtool.analysis.retrieval import balanced_fusion
         from embedtool.embedding.teachers import load_teacher_vectors
 
-        name = options.features.split("+", 1)[1]
         if teacher_dir is None:
             raise MissingArtefactError(f"cluster.features {options.features!r} needs the {name} vectors' folder")
         teacher = load_teacher_vectors(Path(teacher_dir), [it["track_id"] for it in items], name)

@@ -41,7 +41,6 @@ import numpy as np
 from embedtool.analysis.classify import (
     LabelledData,
     evaluate_classifier,
-    teacher_of,
     uses_descriptors,
     with_teacher,
 )
@@ -50,6 +49,7 @@ from embedtool.analysis.options import ClassifyOptions, ClusterOptions, Evaluate
 from embedtool.analysis.report import render_markdown, write_figures
 from embedtool.analysis.retrieval import precision_at_k, standardise
 from embedtool.analysis.robustness import run_robustness
+from embedtool.embedding.teachers import teacher_of
 from embedtool.errors import InputError
 from embedtool.progress import Progress
 from embedtool.threads import CpuBudget

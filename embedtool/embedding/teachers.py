@@ -41,6 +41,11 @@ TEACHERS = ("aisfx",)
 TeacherProgress = Callable[[int, int], None]
 
 
+def teacher_of(features: str) -> str | None:
+    """The teacher a ``features`` setting joins ("descriptors+aisfx", "embeddings+aisfx" -> "aisfx"), or None."""
+    return features.split("+", 1)[1] if "+" in features else None
+
+
 def check_name(name: str) -> str:
     if name not in TEACHERS:
         raise InputError(f"Unknown teacher {name!r}: known are {', '.join(TEACHERS)}")
