@@ -40,7 +40,7 @@ BLOCKS = ("general", "mfcc", "aisfx", "musicnn", "resemblyzer")
 def load_blocks(ws_dir: Path) -> tuple[Any, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(labelled data, classification matrix per block, retrieval matrix per block) of one corpus' workspace."""
     from embedtool.analysis.baselines import track_baseline_vectors
-    from embedtool.analysis.classify import LabelledData
+    from embedtool.analysis.labelled import LabelledData
     from embedtool.embedding.store import EmbeddingStore
     from embedtool.features.store import FeatureStore
 
@@ -69,7 +69,7 @@ def balanced(blocks: list[np.ndarray]) -> np.ndarray:
 
 def score_corpus(ws_dir: Path, combos: list[tuple[str, ...]]) -> dict[str, dict[str, float]]:
     """{system: {macro_f1, p@5}} for each single block and each early (``+``) and late (``|``) combination."""
-    from embedtool.analysis.classify import classification_metrics, evaluate_classifier
+    from embedtool.analysis.folds import classification_metrics, evaluate_classifier
     from embedtool.analysis.options import ClassifyOptions
     from embedtool.analysis.retrieval import precision_at_k
 

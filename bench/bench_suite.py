@@ -277,8 +277,8 @@ def pretrained_system(
         return None, f"left out (--no-{name})"
     import numpy as np
 
-    from embedtool.analysis.classify import LabelledData
     from embedtool.analysis.evaluate import evaluate_system
+    from embedtool.analysis.labelled import LabelledData
     from embedtool.analysis.options import ClusterOptions
     from embedtool.embedding.store import EmbeddingStore
 

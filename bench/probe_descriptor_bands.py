@@ -10,7 +10,7 @@ columns, C by inner grouped CV, grouped 5-fold).
     S=~/.cache/embedtool-bench/suite
     .venv/bin/python bench/probe_descriptor_bands.py $S/music-dev-n120/ws $S/drums-n120/ws \\
         $S/speech-dev-n120/ws $S/voices-dev-n120/ws
-    ... --c-grid 0.001 0.01 0.1 1 10     # another grid for the inner CV's choice of C (classify.C_GRID)
+    ... --c-grid 0.001 0.01 0.1 1 10     # another grid for the inner CV's choice of C (folds.C_GRID)
 
 Besides the variants, ``exported`` is what the workspace's export holds (what classify reads) and ``mfcc`` the
 MFCC statistics alone.
@@ -27,10 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import embedtool.analysis.classify as classify_module
+import embedtool.analysis.folds as folds_module
 from embedtool.analysis.baselines import track_baseline_vectors
-from embedtool.analysis.classify import LabelledData
 from embedtool.analysis.evaluate import evaluate_system
+from embedtool.analysis.labelled import LabelledData
 from embedtool.analysis.options import ClassifyOptions, ClusterOptions, EvaluateOptions
 from embedtool.embedding.store import EmbeddingStore
 from embedtool.features.store import FeatureStore
@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--c-grid", type=float, nargs="+", help="the inner CV's candidates of C")
     args = parser.parse_args()
     if args.c_grid:
-        classify_module.C_GRID = tuple(sorted(args.c_grid))
+        folds_module.C_GRID = tuple(sorted(args.c_grid))
     torch.set_num_threads(2)
     options = EvaluateOptions(name="probe", k=(1, 5), exclude_same_group=True, robustness=False, seed=0)
     classify = ClassifyOptions(cv=5, plots=False)

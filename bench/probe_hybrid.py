@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from embedtool.analysis.baselines import track_baseline_vectors
-from embedtool.analysis.classify import LabelledData
 from embedtool.analysis.evaluate import evaluate_system
+from embedtool.analysis.labelled import LabelledData
 from embedtool.analysis.options import ClassifyOptions, ClusterOptions, EvaluateOptions
 from embedtool.embedding.store import EmbeddingStore
 from embedtool.features.store import FeatureStore

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from embedtool.analysis.classify import ClassifyResult, FilePrediction, predict_files, run_classify
+from embedtool.analysis.classifier import uses_descriptors
+from embedtool.analysis.classifier_store import FilePrediction, predict_files
+from embedtool.analysis.classify import ClassifyResult, run_classify
 from embedtool.analysis.cluster import ClusterResult, run_cluster
 from embedtool.analysis.evaluate import EvaluateResult, run_evaluate
 from embedtool.analysis.options import ClassifyOptions, ClusterOptions, EvaluateOptions
@@ -257,8 +259,6 @@ def classify(
 
 
 def _classify_teacher(workspace: Workspace, options: ClassifyOptions, progress: Progress | None) -> Path | None:
-    from embedtool.analysis.classify import uses_descriptors
-
     name = teacher_of(options.features)
     if name is None or not uses_descriptors(options):
         return None

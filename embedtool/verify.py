@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from embedtool import pipeline
-from embedtool.analysis.classify import SavedClassifier
+from embedtool.analysis.classifier_store import SavedClassifier
+from embedtool.analysis.cluster_store import ClusterStore
 from embedtool.analysis.options import ClassifyOptions, ClusterOptions
 from embedtool.artefacts import (
     MADE_BY,
@@ -204,6 +205,13 @@ def _open_embeddings(directory: Path) -> None:
         store.track_descriptors()
 
 
+def _open_clusters(directory: Path) -> None:
+    clusters = ClusterStore(directory)
+    clusters.summary()
+    clusters.centroids()
+    clusters.track_clusters()
+
+
 def _open_index(directory: Path) -> None:
     store = IndexStore(directory)
     store.segment_index()
@@ -217,7 +225,7 @@ OPEN: dict[str, Callable[[Path], Any]] = {
     "model": Encoder.load,
     "embeddings": _open_embeddings,
     "index": _open_index,
-    "clusters": lambda directory: read_meta(directory, "clusters"),
+    "clusters": _open_clusters,
     "classifier": SavedClassifier,
 }
 

@@ -9,20 +9,11 @@ import numpy as np
 import pytest
 from factories import extract_features, flat, make_class_corpus, run_cli
 
-from embedtool.analysis.classify import (
-    C_GRID,
-    FALLBACK_C,
-    SMALL_HELD_OUT_TRACKS,
-    LabelledData,
-    LinearClassifier,
-    SavedClassifier,
-    choose_C,
-    evaluate_classifier,
-    fit_classifier,
-    predict_files,
-    run_classify,
-    split_folds,
-)
+from embedtool.analysis.classifier import FALLBACK_C, LinearClassifier, fit_classifier
+from embedtool.analysis.classifier_store import SavedClassifier, predict_files
+from embedtool.analysis.classify import run_classify
+from embedtool.analysis.folds import C_GRID, SMALL_HELD_OUT_TRACKS, choose_C, evaluate_classifier, split_folds
+from embedtool.analysis.labelled import LabelledData
 from embedtool.analysis.options import ClassifyOptions
 from embedtool.artefacts import read_meta, staged_dir
 from embedtool.embedding.store import EmbeddingStore, EmbeddingWriter

@@ -110,7 +110,7 @@ def test_classify_and_cluster_on_the_trained_chain(workspace: Workspace) -> None
     assert result.evaluation.metrics["macro_f1"] >= 0.8
     clusters = run_cluster(workspace.embeddings, workspace.clusters, ClusterOptions(k=str(CLASSES)))
     assert clusters.agreement["purity"] >= 0.8
-    from embedtool.analysis.classify import predict_files
+    from embedtool.analysis.classifier_store import predict_files
 
     some = [Path(t["path"]) for t in clusters.items[:: PER_CLASS * 2]]
     predictions = predict_files(workspace.classifier, workspace.model, some)

@@ -57,7 +57,7 @@ def test_samples_at_the_native_rate_go_through_the_same_resampler_as_files(libra
 def test_classify_query_on_a_library_file_reads_the_descriptor_the_export_made(library: Workspace) -> None:
     result = pipeline.classify(library, ClassifyOptions(C=1.0, plots=False))
     assert result is not None
-    from embedtool.analysis.classify import SavedClassifier
+    from embedtool.analysis.classifier_store import SavedClassifier
 
     saved = SavedClassifier(library.classifier)
     embeddings = EmbeddingStore(library.embeddings)

@@ -9,15 +9,7 @@ large sets it is estimated on a seeded sample of ``max_points`` points.
 k-Means itself is FAISS's (Lloyd iterations, ``n_init`` seeded restarts, best inertia kept): fast on millions
 of segment vectors and reproducible for a given seed.
 
-Layout of ``<workspace>/clusters/``::
-
-    meta.json            provenance: options, chosen k, embeddings + model fingerprints, metrics (last)
-    assignments.parquet  one row per item (track or segment): ids, time range, label, cluster, distance
-    centroids.npy        float32 (k, dim)
-    summary.json         sizes, exemplars (tracks + time ranges nearest each centroid), k scores, metrics,
-                         label make-up of each cluster
-    map.png              2-D projection coloured by cluster (and by label when there are labels)
-    k_selection.png      silhouette by k (with ``k=auto``)
+The artefact's files are ``analysis.cluster_store``'s.
 """
 
 from __future__ import annotations
@@ -30,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from embedtool.analysis.cluster_store import FORMAT_VERSION, KIND, write_cluster_files
 from embedtool.analysis.options import ClusterOptions
 from embedtool.embedding.teachers import teacher_of
 from embedtool.errors import InputError, MissingArtefactError
@@ -37,10 +30,6 @@ from embedtool.progress import Progress
 
 if TYPE_CHECKING:
     from embedtool.embedding.store import EmbeddingStore
-
-
-KIND = "clusters"
-FORMAT_VERSION = 1
 
 
 # --- algorithms on arrays -----------------------------------------------------------------------------------
@@ -330,12 +319,9 @@ def run_cluster(
 
     ``progress(stage, done, total)`` is called while choosing k and writing.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from embedtool.analysis import plots
     from embedtool.analysis.projection import project_2d
-    from embedtool.artefacts import atomic_save_npy, atomic_write_json, fingerprint_of, staged_dir, write_meta
+    from embedtool.artefacts import fingerprint_of, staged_dir, write_meta
     from embedtool.config import settings_dict
     from embedtool.embedding.store import EmbeddingStore
 
@@ -364,24 +350,6 @@ def run_cluster(
     clusters_dir = Path(clusters_dir)
     figures: dict[str, str] = {}
     with staged_dir(clusters_dir) as out:
-        table = pa.Table.from_pylist(
-            items,
-            schema=pa.schema(
-                [
-                    ("item_id", pa.string()),
-                    ("track_id", pa.string()),
-                    ("start_s", pa.float64()),
-                    ("end_s", pa.float64()),
-                    ("label", pa.string()),
-                    ("group", pa.string()),
-                    ("path", pa.string()),
-                    ("cluster", pa.int64()),
-                    ("distance", pa.float64()),
-                ]
-            ),
-        )
-        pq.write_table(table, out / "assignments.parquet")
-        atomic_save_npy(out / "centroids.npy", clustering.centroids)
         if options.plots:
             rows = _sample_rows(len(items), options.max_points, options.seed)
             coords, method = project_2d(vectors[rows], options.projection, options.seed)
@@ -407,7 +375,7 @@ def run_cluster(
             "labels": clustering.agreement,
             "figures": figures,
         }
-        atomic_write_json(out / "summary.json", summary)
+        write_cluster_files(out, items, clustering.centroids, summary)
         config = settings_dict(options)
         metrics = {m: clustering.agreement[m] for m in ("purity", "nmi", "ari")} if clustering.agreement else {}
         write_meta(

@@ -38,13 +38,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedtool.analysis.classify import (
-    LabelledData,
-    evaluate_classifier,
-    uses_descriptors,
-    with_teacher,
-)
+from embedtool.analysis.classifier import uses_descriptors
 from embedtool.analysis.cluster import cluster_vectors, label_agreement
+from embedtool.analysis.folds import evaluate_classifier
+from embedtool.analysis.labelled import LabelledData, with_teacher
 from embedtool.analysis.options import ClassifyOptions, ClusterOptions, EvaluateOptions
 from embedtool.analysis.report import render_markdown, write_figures
 from embedtool.analysis.retrieval import precision_at_k, standardise

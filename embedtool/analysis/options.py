@@ -71,7 +71,7 @@ class ClassifyOptions:
     # column; a track without one is its own group) or "track" (every track on its own). The features record no
     # other column of a labels file, so there is nothing else to group by.
     cv_by: Literal["group", "track"] = "group"
-    # a persisted split holding out too few tracks to judge by (analysis.classify.small_split_switch): "cv" uses
+    # a persisted split holding out too few tracks to judge by (analysis.folds.small_split_switch): "cv" uses
     # grouped cross-validation instead and says so; "keep" keeps the split
     small_split: Literal["cv", "keep"] = "cv"
     C: Literal["auto"] | float = "auto"  # inverse L2 regularisation strength; auto: inner grouped CV (see doc)

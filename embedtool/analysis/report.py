@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from embedtool.analysis.classify import LabelledData
+    from embedtool.analysis.labelled import LabelledData
     from embedtool.analysis.options import EvaluateOptions
     from embedtool.embedding.store import EmbeddingStore
 

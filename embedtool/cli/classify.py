@@ -23,7 +23,7 @@ from embedtool.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from embedtool.analysis.classify import FilePrediction
+    from embedtool.analysis.classifier_store import FilePrediction
 
 
 @app.command(

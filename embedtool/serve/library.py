@@ -9,7 +9,6 @@ missing one gets the message of the error that opening it raised (which names th
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 from embedtool.errors import EmbedtoolError, InputError, MissingArtefactError
 
 if TYPE_CHECKING:
-    from embedtool.analysis.classify import SavedClassifier
+    from embedtool.analysis.classifier_store import SavedClassifier
     from embedtool.query.searcher import Mode, Searcher
     from embedtool.workspace import Workspace
 
@@ -84,7 +83,7 @@ class Library:
         self._by_id = {t["track_id"]: t for t in self.tracks}
 
     def _open_classifier(self) -> None:
-        from embedtool.analysis.classify import SavedClassifier
+        from embedtool.analysis.classifier_store import SavedClassifier
 
         try:
             self.classifier = SavedClassifier(self.workspace.classifier)
@@ -95,7 +94,9 @@ class Library:
 
     def status(self) -> dict[str, Any]:
         """Which features the page can offer, and why not when one is missing."""
-        clusters = (self.workspace.clusters / "summary.json").is_file()
+        from embedtool.analysis.cluster_store import ClusterStore
+
+        clusters = ClusterStore.exists(self.workspace.clusters)
         return {
             "workspace": str(self.workspace.root),
             "tracks": len(self.tracks),
@@ -263,7 +264,7 @@ class Library:
 
     # --- classify ------------------------------------------------------------------------------------------
     def classify_file(self, path: Path) -> dict[str, Any]:
-        from embedtool.analysis.classify import predict_files
+        from embedtool.analysis.classifier_store import predict_files
 
         if self.classifier is None:
             assert self.classifier_error is not None
@@ -280,11 +281,9 @@ class Library:
     # --- clusters and the map ------------------------------------------------------------------------------
     def clusters(self) -> dict[str, Any]:
         """The clusters artefact's summary: k, sizes, label make-up, exemplars (with names)."""
-        from embedtool.analysis.cluster import FORMAT_VERSION, KIND
-        from embedtool.artefacts import read_meta
+        from embedtool.analysis.cluster_store import ClusterStore
 
-        read_meta(self.workspace.clusters, KIND, FORMAT_VERSION)
-        summary = json.loads((self.workspace.clusters / "summary.json").read_text())
+        summary = ClusterStore(self.workspace.clusters).summary()
         for entries in summary.get("exemplars", {}).values():
             for e in entries:
                 e["name"] = _name(e.get("path"), e["track_id"])
@@ -304,20 +303,19 @@ class Library:
             return self._map
 
     def _make_map(self) -> dict[str, Any]:
-        from embedtool.analysis.cluster import FORMAT_VERSION, KIND
+        from embedtool.analysis.cluster_store import ClusterStore
         from embedtool.analysis.options import ClusterOptions
         from embedtool.analysis.projection import project_2d
-        from embedtool.artefacts import read_meta
         from embedtool.embedding.store import EmbeddingStore
 
         store = EmbeddingStore(self.workspace.embeddings)
         store.use_current_labels(self.workspace.features)
         options, assigned = ClusterOptions(), {}
         try:
-            meta = read_meta(self.workspace.clusters, KIND, FORMAT_VERSION)
-            known = {k: v for k, v in meta.config.items() if k in ("seed", "max_points", "projection")}
+            clusters = ClusterStore(self.workspace.clusters)
+            known = {k: v for k, v in clusters.config.items() if k in ("seed", "max_points", "projection")}
             options = ClusterOptions(**known)
-            assigned = self._track_clusters()
+            assigned = clusters.track_clusters()
         except MissingArtefactError:
             pass  # no clusters yet: the map is coloured by label only
         tracks = sorted(store.tracks, key=lambda t: t["row"])
@@ -346,17 +344,6 @@ class Library:
                 }
             )
         return {"method": method, "points": points, "has_clusters": bool(assigned)}
-
-    def _track_clusters(self) -> dict[str, int]:
-        """Track id -> cluster (at segment level: the cluster most of its segments fell in)."""
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(self.workspace.clusters / "assignments.parquet", columns=["track_id", "cluster"])
-        votes: dict[str, dict[int, int]] = {}
-        for tid, c in zip(table.column("track_id").to_pylist(), table.column("cluster").to_pylist(), strict=True):
-            votes.setdefault(tid, {}).setdefault(c, 0)
-            votes[tid][c] += 1
-        return {tid: max(v, key=lambda c: v[c]) for tid, v in votes.items()}
 
     # --- the report ----------------------------------------------------------------------------------------
     def latest_report(self) -> Path | None:
