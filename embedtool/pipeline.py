@@ -57,9 +57,11 @@ from embedtool.progress import Progress
 from embedtool.query.calibrate import calibrate_identify
 from embedtool.query.decision import STATISTIC
 from embedtool.query.searcher import Searcher
+from embedtool.training.launch import Launch, train_here
+from embedtool.training.launch import launch as launch_training
+from embedtool.training.launch import writes_here as writes_here  # the CLI reports only where this is true
 from embedtool.training.pretrained import adopt_model
 from embedtool.training.trainer import TrainReport
-from embedtool.training.trainer import train as run_train
 from embedtool.workspace import Workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -96,18 +98,26 @@ def extract(
     )
 
 
-@_writes
 def train(
     workspace: Workspace,
     settings: TrainSettings | None = None,
     resume: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    nproc_per_node: int = 1,
+    nnodes: int = 1,
+    rdzv: str | None = None,
 ) -> TrainReport:
-    """Train the workspace's model on its features (self-supervised); ``progress`` receives one dict per event."""
-    return run_train(
-        workspace.features, workspace.split, workspace.model, settings or TrainSettings(), resume=resume,
-        progress=progress,
-    )  # fmt: skip
+    """Train the workspace's model on its features (self-supervised); ``progress`` receives one dict per event.
+
+    ``nproc_per_node`` above 1 trains with that many processes here (DDP under torchrun, one per GPU on CUDA),
+    ``nnodes`` machines meeting at ``rdzv`` (HOST:PORT) with each running the same call; the report is rank 0's
+    (None on a machine that did not run rank 0). Started by torchrun itself, each process trains with the others
+    and rank 0 alone writes (docs/distributed-training.md)."""
+    settings = settings or TrainSettings()
+    plan = Launch(nproc_per_node, nnodes, rdzv)
+    if plan.needed:
+        return launch_training(workspace, settings, plan, resume, progress)
+    return train_here(workspace, settings, resume, progress)
 
 
 @_writes

@@ -147,10 +147,17 @@ def test_validation_keeps_a_bounded_number_of_windows(library: Path, monkeypatch
 
 
 def test_launch_options_are_checked_before_anything_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import embedtool.cli.train as cli_train
+    import pickle
 
-    started: list[list[str]] = []
-    monkeypatch.setattr(cli_train, "_run_forwarding_signals", lambda command, env: started.append(command) or (0, 0))
+    from embedtool.training import launch
+
+    started: list[tuple[list[str], dict]] = []
+
+    def fake_torchrun(command: list[str], env: dict[str, str], poll: object) -> tuple[int, bool]:
+        started.append((command, pickle.loads(Path(command[-1]).read_bytes())))
+        return 3, False
+
+    monkeypatch.setattr(launch, "run_forwarding_signals", fake_torchrun)
     ws = tmp_path / "ws"
     synthetic_features(ws / "features", [100, 120, 90])
     base = ["-w", ws, "train", "--device", "cpu"]
@@ -166,31 +173,33 @@ def test_launch_options_are_checked_before_anything_starts(tmp_path: Path, monke
         result = run_cli("-w", ws, "train", "--device", "cuda", "--nproc-per-node", "2")
         assert result.exit_code == 2 and "no CUDA GPU" in result.output
     assert not started
-    # the same train options reach the ranks; the launch options do not
+    # the ranks run the launch module on the same workspace and settings; torchrun's failure is the command's
     result = run_cli("-q", *base, "--nproc-per-node", "2", "--nnodes", "2", "--rdzv", "node0:29400", "-e", "3")
-    assert result.exit_code == 0, result.output
-    (command,) = started
+    assert result.exit_code == 1 and "torchrun ended with status 3" in " ".join(result.output.split())
+    ((command, job),) = started
     assert command[:3] == [sys.executable, "-m", "torch.distributed.run"]
-    launch, rank_args = command[: command.index("embedtool") + 1], command[command.index("embedtool") + 1 :]
-    assert "--rdzv-endpoint" in launch and "node0:29400" in launch and "--standalone" not in launch
-    assert rank_args == ["-w", str(ws.resolve()), "-q", "train", "--epochs", "3", "--device", "cpu"]
+    at = command.index("embedtool.training.launch")
+    assert "--rdzv-endpoint" in command[:at] and "node0:29400" in command[:at] and "--standalone" not in command
+    assert command[at - 1] == "-m" and command[at - 3 : at - 1] == ["--nproc-per-node", "2"]
+    assert job["workspace"] == str(ws.resolve()) and not job["resume"] and job["events"]
+    assert job["settings"].epochs == 3 and job["settings"].device == "cpu"
 
 
 def test_the_launcher_ends_with_a_failed_ranks_message(tmp_path: Path) -> None:
-    from embedtool.cli.train import _launch_failure
+    from embedtool.training.launch import launch_failure
 
     def outcome(rank: int, code: int, message: str, embedtool: bool, at: float) -> None:
         payload = {"rank": rank, "exit_code": code, "message": message, "embedtool": embedtool, "time": at}
         (tmp_path / f"rank-{rank}.json").write_text(json.dumps(payload))
 
-    assert "before any training process" in str(_launch_failure(tmp_path, 1, False))
-    assert _launch_failure(tmp_path, 1, True).exit_code == 130
+    assert "before any training process" in str(launch_failure(tmp_path, 1, False))
+    assert launch_failure(tmp_path, 1, True).exit_code == 130
     outcome(1, 1, "RuntimeError: connection closed by peer", False, 2.0)
     outcome(2, 1, "RuntimeError: out of memory", False, 1.0)
-    error = _launch_failure(tmp_path, 1, False)
+    error = launch_failure(tmp_path, 1, False)
     assert "process 2: RuntimeError: out of memory" in str(error)  # the first failure, not its echoes
     outcome(3, 4, "Nothing to resume", True, 3.0)
-    error = _launch_failure(tmp_path, 1, False)
+    error = launch_failure(tmp_path, 1, False)
     assert error.exit_code == 4 and "process 3: Nothing to resume" in str(error)  # embedtool's own error first
 
 

@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import typer
@@ -31,7 +21,7 @@ from embedtool.cli.common import (
     print_json,
     use_threads,
 )
-from embedtool.errors import ConfigError, EmbedtoolError
+from embedtool.errors import ConfigError
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -48,7 +38,7 @@ if TYPE_CHECKING:
 @handle_errors
 def train(
     ctx: typer.Context,
-    preset: Literal["default", "thesis", "tile2vec", "contrastive"] | None = typer.Option(
+    preset: Literal["default", "thesis", "tile2vec", "contrastive", "distil"] | None = typer.Option(
         None, "--preset", help="Starting values of every training option."
     ),
     epochs: int | None = typer.Option(
@@ -167,6 +157,19 @@ def train(
         help="With --init: pull each segment's embedding toward the starting model's (0: off).",
         show_default=default_of("train", "anchor_weight"),
     ),
+    distil_teachers: str | None = typer.Option(
+        None,
+        "--distil-teachers",
+        help="Teachers to distil (comma-separated: aisfx), beside the triplets; their outputs are computed once "
+        "per file (~100 s of CPU per audio hour for aisfx) and cached in teachers/. '' turns it off.",
+        show_default=default_of("train", "distil_teachers"),
+    ),
+    distil_weight: float | None = typer.Option(
+        None,
+        "--distil-weight",
+        help="Weight of each teacher's regression loss.",
+        show_default=default_of("train", "distil_weight"),
+    ),
     pretrained: str | None = typer.Option(
         None,
         "--pretrained",
@@ -233,6 +236,8 @@ def train(
         "workers": workers,
         "init": init,
         "anchor_weight": anchor_weight,
+        "distil_teachers": distil_teachers,
+        "distil_weight": distil_weight,
     }
     settings = actx.config.settings("train", overrides)
     ws = actx.workspace
@@ -246,39 +251,30 @@ def train(
         if taken and not as_json:
             said = ", ".join(f"{key} {value!r}" for key, value in taken.items())
             err_console.print(f"resuming with the checkpoint's settings: {said} (a flag given now overrides one)")
-    launch = nproc_per_node > 1 or nnodes > 1 or rdzv is not None
     if pretrained is not None:
-        if resume or init is not None or launch:
+        if resume or init is not None or nproc_per_node > 1 or nnodes > 1 or rdzv is not None:
             raise ConfigError(
                 "--pretrained uses a model as it is: it does not combine with --init, --resume or --nproc-per-node."
             )
         _adopt(ws, pretrained, settings, as_json)
         return
-    if launch:
-        _launch(ctx, settings, nproc_per_node, nnodes, rdzv)
+    report = _train(actx.quiet or as_json, ws, settings, resume, (nproc_per_node, nnodes, rdzv))
+    if report is None:  # a rank other than 0 of a torchrun job, or a machine that did not run rank 0
         return
-    from embedtool.training.distributed import launched_rank, launched_world_size
-
-    if launched_world_size() > 1 and launched_rank() != 0:
-        # Started by torchrun, not rank 0: trains with the others but writes nothing (no workspace lock, no log)
-        # and shows nothing; its outcome goes to the launcher.
-        from embedtool.training.trainer import train as run_train
-
-        with _rank_outcome():
-            run_train(ws.features, ws.split, ws.model, settings, resume=resume)
-        return
-    with _rank_outcome():
-        report = _train_here(actx.quiet or as_json, ws, settings, resume)
     if as_json:
         print_json({**report.to_dict(), **({"settings_from_checkpoint": taken} if taken else {})})
         return
     _print_summary(report)
 
 
-def _train_here(quiet: bool, ws: Workspace, settings: TrainSettings, resume: bool) -> TrainReport:
-    """Train in this process (alone, or as rank 0 of a torchrun job), with a progress bar."""
+def _train(
+    quiet: bool, ws: Workspace, settings: TrainSettings, resume: bool, launch: tuple[int, int, str | None]
+) -> TrainReport | None:
+    """Train with a progress bar (here, or with several processes: rank 0's events); None where this process
+    does not report (a rank other than 0 under torchrun)."""
     from embedtool import pipeline
 
+    nproc_per_node, nnodes, rdzv = launch
     progress = make_progress(
         quiet,
         TextColumn("loss {task.fields[loss]}"),
@@ -286,172 +282,11 @@ def _train_here(quiet: bool, ws: Workspace, settings: TrainSettings, resume: boo
         TextColumn("{task.fields[rate]} triplets/s"),
     )
     with progress:
-        return pipeline.train(ws, settings, resume=resume, progress=_training_events(progress))
-
-
-# --- several processes (torchrun) -----------------------------------------------------------------------------
-
-LAUNCH_OPTIONS = ("nproc_per_node", "nnodes", "rdzv")
-# Set by the launcher for the processes torchrun starts: a folder where each rank leaves how it ended.
-OUTCOMES_ENV = "EMBEDTOOL_TRAIN_OUTCOMES"
-
-
-def _launch(ctx: typer.Context, settings: TrainSettings, nproc: int, nnodes: int, rdzv: str | None) -> None:
-    """Run this same `train` under torchrun with ``nproc`` processes here (``nnodes`` machines meeting at
-    ``rdzv``), wait for it, and end as its ranks ended: a failed rank's message and exit status."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # torchrun's variable (read here without importing torch)
-        raise ConfigError("This process already runs under torchrun: leave out --nproc-per-node, --nnodes and --rdzv.")
-    if nnodes > 1 and not rdzv:
-        raise ConfigError("--nnodes above 1 needs --rdzv HOST:PORT, where the machines meet.")
-    if rdzv is not None and (nnodes == 1 or ":" not in rdzv):
-        raise ConfigError("--rdzv HOST:PORT is for training on several machines (--nnodes 2 or more).")
-    if settings.batch_size % (nproc * nnodes):
-        raise ConfigError(
-            f"--batch-size ({settings.batch_size}) is the batch of all {nproc * nnodes} training processes together "
-            "and must be a multiple of their number."
-        )
-    if settings.device != "cpu":  # on CUDA: a GPU per process (the CPU needs no torch import to know)
-        from embedtool.training.distributed import check_devices
-
-        check_devices(settings.device, nproc)
-    actx = app_context(ctx)
-    args = rank_arguments(ctx, actx)
-    with tempfile.TemporaryDirectory(prefix="embedtool-train-") as outcomes:
-        env = {**os.environ, OUTCOMES_ENV: outcomes}
-        # torch's threads per process: the machine's cores shared by the processes (torchrun would say 1).
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-        command = torchrun_command(nproc, nnodes, rdzv, args)
-        returncode, interrupted = _run_forwarding_signals(command, env)
-        if returncode != 0:
-            raise _launch_failure(Path(outcomes), returncode, interrupted)
-
-
-def torchrun_command(nproc: int, nnodes: int, rdzv: str | None, args: list[str]) -> list[str]:
-    """The torchrun command line that starts ``nproc`` processes of `embedtool ARGS` here: ``--standalone`` on
-    one machine, a c10d rendezvous at ``rdzv`` across ``nnodes`` (the same id on every machine)."""
-    command = [sys.executable, "-m", "torch.distributed.run"]
-    if nnodes == 1:
-        command += ["--standalone", "--nnodes", "1"]
-    else:
-        command += ["--nnodes", str(nnodes), "--rdzv-backend", "c10d", "--rdzv-endpoint", str(rdzv)]
-        command += ["--rdzv-id", "embedtool-train"]
-    return [*command, "--nproc-per-node", str(nproc), "-m", "embedtool", *args]
-
-
-def rank_arguments(ctx: typer.Context, actx: Any) -> list[str]:
-    """This invocation's arguments for the processes torchrun starts: the same workspace, configuration file and
-    train options, without the launch options."""
-    args = ["-w", str(Path(actx.workspace.root).resolve())]
-    if actx.config.path is not None:
-        args += ["-c", str(Path(actx.config.path).resolve())]
-    if actx.quiet:
-        args.append("-q")
-    if actx.verbose:
-        args.append("-v")
-    args.append("train")
-    for param in ctx.command.params:
-        value = ctx.params.get(param.name or "")
-        # typer may bring its own copy of click: an option is known by its kind, not its class
-        if param.name in LAUNCH_OPTIONS or value is None or param.param_type_name != "option":
-            continue
-        flag = max(param.opts, key=len)
-        if getattr(param, "is_flag", False):
-            if getattr(param, "secondary_opts", None):  # --augment/--no-augment
-                args.append(flag if value else max(param.secondary_opts, key=len))
-            elif value:
-                args.append(flag)
-        else:
-            args += [flag, str(value)]
-    return args
-
-
-def _run_forwarding_signals(command: list[str], env: dict[str, str]) -> tuple[int, bool]:
-    """Run torchrun in a session of its own, so a terminal's Ctrl-C reaches only this process, which passes each
-    Ctrl-C or SIGTERM on to torchrun as a SIGTERM; torchrun sends it to every rank. The first makes the ranks stop
-    together at the next step boundary, after rank 0 saved a checkpoint; a second stops them at once (torchrun
-    kills what is left after 30 s). (exit status, whether interrupted)"""
-    proc = subprocess.Popen(command, env=env, start_new_session=True)
-    seen = {"signals": 0}
-
-    def forward(signum: int, frame: Any) -> None:
-        seen["signals"] += 1
-        try:
-            proc.send_signal(signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-
-    with _signals_to(forward):
-        returncode = proc.wait()
-    return returncode, seen["signals"] > 0
-
-
-@contextmanager
-def _signals_to(handler: Callable[[int, Any], None]) -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _launch_failure(outcomes: Path, returncode: int, interrupted: bool) -> EmbedtoolError:
-    """The error the launcher ends with: embedtool's own error from the lowest rank that had one, else the
-    first failure recorded, else torchrun's exit status."""
-    failed = []
-    for path in outcomes.glob("rank-*.json"):
-        try:
-            outcome = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if outcome.get("exit_code"):
-            failed.append(outcome)
-    failed.sort(key=lambda o: (not o.get("embedtool"), o["rank"] if o.get("embedtool") else o.get("time", 0)))
-    if failed:
-        first = failed[0]
-        error = EmbedtoolError(f"training process {first['rank']}: {first['message']}")
-        error.exit_code = int(first["exit_code"])
-        return error
-    error = EmbedtoolError(
-        f"torchrun ended with status {returncode} before any training process reported how it ended; see the "
-        "output above."
-    )
-    error.exit_code = 130 if interrupted else 1
-    return error
-
-
-@contextmanager
-def _rank_outcome() -> Iterator[None]:
-    """Under the launcher (``EMBEDTOOL_TRAIN_OUTCOMES``), leave this rank's outcome where it reads it; an
-    embedtool error is then only said once, by the launcher."""
-    folder = os.environ.get(OUTCOMES_ENV)
-    if not folder:
-        yield
-        return
-    from embedtool.training.distributed import launched_rank
-
-    rank = launched_rank()
-
-    def record(exit_code: int, message: str, embedtool: bool) -> None:
-        outcome = {"rank": rank, "exit_code": exit_code, "message": message, "embedtool": embedtool}
-        with open(Path(folder) / f"rank-{rank}.json", "w") as fh:
-            json.dump({**outcome, "time": time.time()}, fh)
-
-    try:
-        yield
-    except EmbedtoolError as exc:
-        record(exc.exit_code, str(exc), True)
-        raise typer.Exit(code=exc.exit_code) from None
-    except KeyboardInterrupt:
-        record(130, "interrupted", False)
-        raise
-    except Exception as exc:
-        record(1, f"{type(exc).__name__}: {exc}", False)
-        raise
-    record(0, "", False)
+        report = pipeline.train(
+            ws, settings, resume=resume, progress=_training_events(progress),
+            nproc_per_node=nproc_per_node, nnodes=nnodes, rdzv=rdzv,
+        )  # fmt: skip
+    return report if pipeline.writes_here() else None
 
 
 def _adopt(ws: Workspace, pretrained: str, settings: TrainSettings, as_json: bool) -> None:
@@ -480,6 +315,7 @@ def _adopt(ws: Workspace, pretrained: str, settings: TrainSettings, as_json: boo
 def _training_events(progress: Progress) -> Callable[[dict[str, Any]], None]:
     """The trainer's events drawn as one bar (steps) and a line per epoch and note."""
     task = progress.add_task("train", total=None, loss="-", acc="-", rate="-")
+    teachers: dict[str, Any] = {}
 
     def on_event(event: dict[str, Any]) -> None:
         kind = event["event"]
@@ -507,6 +343,11 @@ def _training_events(progress: Progress) -> Callable[[dict[str, Any]], None]:
             progress.console.print(_epoch_line(event), highlight=False)
         elif kind == "note":
             progress.console.print(f"[yellow]note[/] {event['message']}", highlight=False)
+        elif kind == "teacher":  # the distillation teachers' outputs of files not cached yet, before training
+            name = f"{event['teacher']} outputs"
+            if name not in teachers:
+                teachers[name] = progress.add_task(name, total=event["total"], loss="-", acc="-", rate="-")
+            progress.update(teachers[name], completed=event["done"])
 
     return on_event
 
