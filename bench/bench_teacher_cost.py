@@ -2,7 +2,7 @@
 
 On the same audio files, in one process, one torch thread each, CPU seconds (user + system, so another job on the
 machine does not count): (a) embedtool's default path, `extract` + `embed` of a fresh workspace with the bundled
-`general` model; (b) the aisfx teacher's vectors (`embedding.teachers.ensure_teacher_vectors`: a second decode at
+`general` model; (b) the aisfx teacher's vectors (`model.teachers.ensure_teacher_outputs`: a second decode at
 44.1 kHz and the network). Prints both and their ratio, per audio hour.
 
     ./dev bench bench_teacher_cost [--corpus DIR] [--files N]     # default: 12 files of music-unseen
@@ -37,7 +37,7 @@ def main() -> None:
 
     from embedtool import pipeline
     from embedtool.embedding.store import EmbeddingStore
-    from embedtool.embedding.teachers import ensure_teacher_vectors, teacher_dir
+    from embedtool.model.teachers import ensure_teacher_outputs, teacher_dir
     from embedtool.features.options import ExtractOptions
     from embedtool.workspace import Workspace
 
@@ -58,7 +58,7 @@ def main() -> None:
         store = EmbeddingStore(ws.embeddings)
         tracks = {t["track_id"]: t["path"] for t in store.tracks}
         clock, wall = cpu_seconds(), time.perf_counter()
-        ensure_teacher_vectors(teacher_dir(ws.root, "aisfx"), tracks, "aisfx")
+        ensure_teacher_outputs(teacher_dir(ws.root, "aisfx"), tracks, "aisfx")
         teacher_cpu, teacher_wall = cpu_seconds() - clock, time.perf_counter() - wall
     hours = report.total_hours
     figures = {

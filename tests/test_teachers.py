@@ -1,5 +1,6 @@
-"""The aisfx teacher (``classify --features descriptors+aisfx``): the bundled network, its cache of per-track
-vectors (incremental, resumable, versioned), and a classifier that reads descriptors with the teacher beside."""
+"""The aisfx teacher (``classify --features descriptors+aisfx``, ``train --distil-teachers aisfx``): the bundled
+network, its cache of per-block outputs (incremental, resumable, versioned), segment targets, and a classifier that
+reads descriptors with the teacher beside."""
 
 from __future__ import annotations
 
@@ -13,9 +14,17 @@ from factories import run_cli, tone, write_noise, write_signal
 from embedtool import pipeline
 from embedtool.analysis.options import ClassifyOptions
 from embedtool.embedding.store import EmbeddingStore
-from embedtool.embedding.teachers import ensure_teacher_vectors, file_vector, load_teacher_vectors, teacher_dir
 from embedtool.errors import ConfigError, MissingArtefactError
 from embedtool.model.aisfx import DIM, AisfxEmbedder
+from embedtool.model.teachers import (
+    block_seconds,
+    ensure_teacher_outputs,
+    file_blocks,
+    file_vector,
+    load_teacher_vectors,
+    read_teacher_outputs,
+    teacher_dir,
+)
 from embedtool.workspace import Workspace
 
 
@@ -38,20 +47,63 @@ def test_the_cache_computes_only_what_it_lacks_and_reports_bad_files(tmp_path: P
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all")
     cache = tmp_path / "teachers" / "aisfx"
-    first = ensure_teacher_vectors(cache, {"ta": str(a), "tbad": str(bad)})
+    first = ensure_teacher_outputs(cache, {"ta": str(a), "tbad": str(bad)})
     assert (first.computed, first.reused) == (1, 0) and list(first.failed) == [str(bad)]
-    second = ensure_teacher_vectors(cache, {"ta": str(a), "tb": str(b)})
+    second = ensure_teacher_outputs(cache, {"ta": str(a), "tb": str(b)})
     assert (second.computed, second.reused) == (1, 1)
     vectors = load_teacher_vectors(cache, ["tb", "ta"])
     assert vectors.shape == (2, DIM)
     np.testing.assert_allclose(vectors[1], file_vector("aisfx", a), rtol=2e-3, atol=2e-3)  # stored as float16
-    with pytest.raises(MissingArtefactError, match="1 of 2 tracks have no aisfx vector"):
+    with pytest.raises(MissingArtefactError, match="1 of 2 tracks have no aisfx outputs"):
         load_teacher_vectors(cache, ["ta", "tbad"])
     meta = json.loads((cache / "meta.json").read_text())
     meta["config"]["version"] = "another"  # a cache of another version of the network is never reused
     (cache / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(Exception, match="changed after it was written"):
-        ensure_teacher_vectors(cache, {"ta": str(a)})
+        ensure_teacher_outputs(cache, {"ta": str(a)})
+
+
+def test_a_killed_pass_keeps_its_saved_chunks_and_an_old_cache_is_replaced(tmp_path: Path) -> None:
+    files = {f"t{i}": str(write_signal(tmp_path / f"{i}.wav", tone(200 + 150 * i, 1.0) * 0.5)) for i in range(3)}
+    cache = tmp_path / "teachers" / "aisfx"
+    cache.mkdir(parents=True)
+    (cache / "meta.json").write_text(json.dumps({"kind": "teacher-vectors", "format_version": 1}))  # older layout
+    (cache / "vectors.npy").write_bytes(b"old")
+    calls = []
+
+    def stop_after_two(done: int, total: int) -> None:
+        calls.append(done)
+        if done == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the pass
+
+    with pytest.raises(KeyboardInterrupt):
+        ensure_teacher_outputs(cache, files, progress=stop_after_two, save_every_s=0.0)  # a chunk per file
+    assert not (cache / "vectors.npy").exists()  # the old layout was replaced, not mixed
+    kept = read_teacher_outputs(cache)
+    assert sorted(kept.track_ids) == ["t0", "t1"]
+    again = ensure_teacher_outputs(cache, files)
+    assert (again.computed, again.reused) == (1, 2)  # continues where it stopped
+    meta = json.loads((cache / "meta.json").read_text())
+    assert meta["extra"]["tracks"] == 3 and len(meta["extra"]["chunks"]) == 3
+
+
+def test_segment_targets_weight_the_blocks_a_segment_overlaps(tmp_path: Path) -> None:
+    b = block_seconds("aisfx")
+    low = tone(110, 2 * b, sr=44100, harmonics=4)
+    high = tone(3000, 2 * b + 0.5, sr=44100)  # two whole blocks and a tail the teacher leaves out
+    path = write_signal(tmp_path / "two.wav", np.concatenate([low, high]).astype(np.float32) * 0.5, sr=44100)
+    blocks = file_blocks("aisfx", path)
+    assert blocks.shape[1] == DIM and len(blocks) == 4
+    cache = tmp_path / "teachers" / "aisfx"
+    ensure_teacher_outputs(cache, {"t": str(path)})
+    outputs = read_teacher_outputs(cache)
+    stored = outputs.blocks_of("t").astype(np.float32)
+    targets = outputs.segment_targets("t", np.array([0.1, b - 0.5, 3 * b + 0.2, 10 * b]), 1.0)
+    np.testing.assert_allclose(targets[0], stored[0], atol=1e-6)  # inside the first block
+    np.testing.assert_allclose(targets[1], 0.5 * stored[0] + 0.5 * stored[1], atol=1e-5)  # half in each
+    np.testing.assert_allclose(targets[2], stored[3], atol=1e-6)  # inside the last whole block
+    np.testing.assert_allclose(targets[3], stored[3], atol=1e-6)  # past the end: the last block
+    assert not outputs.segment_targets("unknown", np.array([0.0]), 1.0).any()  # no outputs: no target
 
 
 def test_classify_with_the_teacher_trains_predicts_and_checks(trained_workspace_copy: Workspace) -> None:

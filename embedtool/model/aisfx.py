@@ -109,11 +109,15 @@ class AisfxEmbedder:
         return (torch.log10(mel * 10000.0 + 1.0) / SPEC_MAX).T.contiguous()
 
     @torch.no_grad()
-    def embed(self, audio: np.ndarray) -> np.ndarray:
-        """The mean of the 2.3 s blocks' embeddings of mono ``audio`` at 44.1 kHz (512-d float32)."""
+    def embed_blocks(self, audio: np.ndarray) -> np.ndarray:
+        """The embeddings of the consecutive 2.3 s blocks of mono ``audio`` at 44.1 kHz, (blocks, 512) float32; a
+        trailing part shorter than a block is left out, a file shorter than one block is one zero-padded block."""
         spec = self.spectrogram(audio)
         n = max(1, spec.shape[0] // BLOCK_FRAMES)
         padded = torch.cat([spec, torch.zeros(BLOCK_FRAMES, N_MELS)])[: n * BLOCK_FRAMES]
         blocks = padded.reshape(n, BLOCK_FRAMES, N_MELS)
-        out = torch.cat([self.network(blocks[i : i + BATCH]) for i in range(0, n, BATCH)])
-        return out.mean(dim=0).numpy().astype(np.float32)
+        return torch.cat([self.network(blocks[i : i + BATCH]) for i in range(0, n, BATCH)]).numpy()
+
+    def embed(self, audio: np.ndarray) -> np.ndarray:
+        """The mean of the blocks' embeddings of mono ``audio`` at 44.1 kHz (512-d float32)."""
+        return self.embed_blocks(audio).mean(axis=0).astype(np.float32)

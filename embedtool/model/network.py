@@ -69,6 +69,7 @@ class EmbeddingNet(nn.Module):
         embedding_dim: int = 128,
         dropout: float = 0.0,
         level_norm: str = "off",
+        distil_dims: dict[str, int] | None = None,
     ):
         super().__init__()
         if level_norm not in ("off", "mean", "peak"):
@@ -96,6 +97,11 @@ class EmbeddingNet(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(in_ch, embedding_dim)
+        # Distillation heads (training only, left out of the model artefact): a linear map from a window's
+        # descriptor to each teacher's output, so every stage learns what the teacher knows.
+        self.distil = nn.ModuleDict(
+            {name: nn.Linear(self.descriptor_dim, dim) for name, dim in (distil_dims or {}).items()}
+        )
         self.register_buffer("input_mean", torch.zeros(()))
         self.register_buffer("input_std", torch.ones(()))
         for m in self.modules():
@@ -107,13 +113,17 @@ class EmbeddingNet(nn.Module):
                 nn.init.zeros_(m.bn2.weight)
 
     def trunk_parameters(self) -> int:
-        return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("head."))
+        return sum(p.numel() for n, p in self.named_parameters() if not n.startswith(("head.", "distil.")))
 
     @property
     def descriptor_dim(self) -> int:
         return DESCRIPTOR_BANDS * sum(stage[-1].bn2.num_features for stage in self.layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, distil: bool = False) -> Any:
+        """Embeddings; with ``distil``, (embeddings, {teacher: its head's output}) for training."""
+        if distil:
+            embedding, descriptor = self.embed_and_describe(x)
+            return embedding, {name: head(descriptor) for name, head in self.distil.items()}
         x = self.layers(self._stem(x))
         return self.head(self.dropout(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)))
 
@@ -142,8 +152,16 @@ class EmbeddingNet(nn.Module):
         return self.stem((x - centre) / self.input_std)
 
 
-def build_network(settings: TrainSettings) -> EmbeddingNet:
-    return EmbeddingNet(settings.stem, settings.width, settings.embedding_dim, settings.dropout, settings.level_norm)
+def build_network(settings: TrainSettings, distil_dims: dict[str, int] | None = None) -> EmbeddingNet:
+    """The network of ``settings``; ``distil_dims`` ({teacher: output size}) adds distillation heads (training)."""
+    return EmbeddingNet(
+        settings.stem, settings.width, settings.embedding_dim, settings.dropout, settings.level_norm, distil_dims
+    )
+
+
+def without_distil_heads(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict without the distillation heads: what a model artefact keeps."""
+    return {k: v for k, v in state.items() if not k.startswith("distil.")}
 
 
 def describe(settings: TrainSettings) -> dict[str, Any]:

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from embedtool.errors import ConfigError
+from embedtool.model.teachers import TEACHERS
 
-PRESETS = ("default", "thesis", "tile2vec", "contrastive")
+PRESETS = ("default", "thesis", "tile2vec", "contrastive", "distil")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,12 @@ class TrainSettings:
     # instead of overwriting it; 0 = off. Costs one more forward pass of each batch. 1.0: 3 epochs from `general` on
     # each suite corpus, tuning mean macro-F1 / p@5 0.722 / 0.621 against 0.688 / 0.569 without (docs/benchmarks.md)
     anchor_weight: float = 1.0
+    # --- distillation ---------------------------------------------------------------------------------------
+    # teachers (model.teachers, comma-separated: "aisfx") whose outputs each training segment's descriptor is
+    # regressed onto through a linear head (1 - cosine), beside the triplet loss; "" = off. Their outputs are
+    # computed once per file and cached in the workspace's teachers/ (about 100 s of CPU per audio hour for aisfx).
+    distil_teachers: str = ""
+    distil_weight: float = 1.0  # weight of each teacher's regression loss
     # --- runtime --------------------------------------------------------------------------------------------
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -172,6 +179,8 @@ class TrainSettings:
                 aug_reverb_prob=0.3,
                 aug_bandlimit_prob=0.3,
             )
+        if name == "distil":  # the default recipe, taught by the bundled aisfx network as well
+            return cls(distil_teachers="aisfx")
         raise ConfigError(f"Unknown train preset {name!r}; valid: {', '.join(PRESETS)}")
 
     def validate(self) -> None:
@@ -204,6 +213,9 @@ class TrainSettings:
         need(self.recall_k >= 1, "recall_k must be at least 1")
         need(self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0")
         need(self.anchor_weight >= 0, f"anchor_weight must be >= 0, not {self.anchor_weight}")
+        need(self.distil_weight >= 0, f"distil_weight must be >= 0, not {self.distil_weight}")
+        for name in self.teachers:
+            need(name in TEACHERS, f"distil_teachers: unknown teacher {name!r}; known are {', '.join(TEACHERS)}")
         need(self.workers >= -1, "workers must be >= 0, or -1 for auto")
         need(self.aug_gain_db >= 0, "aug_gain_db must be >= 0")
         need(0 <= self.aug_noise_prob <= 1, "aug_noise_prob must be in 0..1")
@@ -216,6 +228,11 @@ class TrainSettings:
         need(0 <= self.aug_time_mask < 1, "aug_time_mask must be in [0, 1)")
         need(0 <= self.aug_freq_mask < 1, "aug_freq_mask must be in [0, 1)")
         need(self.aug_shift_s >= 0, "aug_shift_s must be >= 0")
+
+    @property
+    def teachers(self) -> tuple[str, ...]:
+        """The teachers ``distil_teachers`` names, in order (empty: no distillation)."""
+        return tuple(t.strip() for t in self.distil_teachers.split(",") if t.strip())
 
     def resolved_workers(self, cuda: bool, processes: int = 1) -> int:
         """The DataLoader workers to start: ``workers``, or for -1 (auto) min(8, CPUs - 1) on CUDA and 0 on the CPU.

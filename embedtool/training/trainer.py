@@ -56,9 +56,10 @@ from embedtool.errors import ConfigError, EmbedtoolError, IncompatibleArtefactEr
 from embedtool.features.store import FeatureStore
 from embedtool.features.windows import segment_frames_for, silence_floor
 from embedtool.model.encoder import FORMAT_VERSION, KIND, WEIGHTS_FILE, model_files
-from embedtool.model.network import build_network
+from embedtool.model.network import build_network, without_distil_heads
 from embedtool.model.settings import RESUMABLE_CHANGES, TrainSettings
 from embedtool.model.store import load_init_weights
+from embedtool.model.teachers import TeacherOutputs, ensure_teacher_outputs, read_teacher_outputs, teacher_dim
 from embedtool.threads import CpuBudget
 from embedtool.training import checkpoint as ckpt
 from embedtool.training.dataset import TripletDataset
@@ -211,6 +212,7 @@ class _Data:
     split_fingerprint: str
     sampler: TripletSampler
     notes: list[str]
+    teachers: dict[str, TeacherOutputs] = field(default_factory=dict)  # train.distil_teachers' cached outputs
 
 
 def _prepare_data(features_dir: Path, split_dir: Path, settings: TrainSettings) -> _Data:
@@ -251,6 +253,34 @@ def _prepare_data(features_dir: Path, split_dir: Path, settings: TrainSettings) 
     if not val_ids:
         notes.append("No validation tracks (too few tracks or groups): the last epoch's weights are kept.")
     return _Data(store, seg, radius, silence_floor(fs.log_offset), train_ids, val_ids, split_fp, sampler, notes)
+
+
+def _teacher_outputs(
+    data: _Data, settings: TrainSettings, teachers_dir: Path | None, emit: Progress
+) -> dict[str, TeacherOutputs]:
+    """Each distillation teacher's outputs for every track of the features (the cache is filled first: once per
+    file, resumable, reused by later runs and by ``classify --features descriptors+aisfx``)."""
+    if teachers_dir is None:
+        raise ConfigError("train.distil_teachers needs a folder for the teachers' outputs (a workspace's teachers/)")
+    tracks = {t["track_id"]: t["path"] for t in data.store.tracks}
+    out = {}
+    for name in settings.teachers:
+        directory = Path(teachers_dir) / name
+
+        def step(done: int, total: int, name: str = name) -> None:
+            emit({"event": "teacher", "teacher": name, "done": done, "total": total})
+
+        report = ensure_teacher_outputs(directory, tracks, name, step)
+        outputs = read_teacher_outputs(directory, name)
+        taught = sum(1 for t in data.train_ids if t in outputs)
+        if taught == 0:
+            raise InputError(f"No training track has {name} outputs: its network could not read any of the files")
+        note = f"Distilling {name} ({report.computed} files computed, {report.reused} cached in {directory})"
+        if taught < len(data.train_ids):
+            note += f"; {len(data.train_ids) - taught} training track(s) without outputs learn from triplets only"
+        data.notes.append(note + ".")
+        out[name] = outputs
+    return out
 
 
 @dataclass
@@ -313,14 +343,16 @@ class _Run:
         """The network (seeded), its input standardisation or starting weights, and the optimiser."""
         settings, data = self.settings, self.data
         torch.manual_seed(settings.seed)
-        self.net = build_network(settings)
+        self.net = build_network(settings, {name: teacher_dim(name) for name in data.teachers} or None)
         mean, std = input_stats(data.store, data.train_ids, settings.seed)
         self.net.input_mean.fill_(mean)
         self.net.input_std.fill_(std)
         if settings.init and not resume:
             # The starting model's input standardisation comes with its weights: its filters were learnt on it.
             init_state, self.position.init_fingerprint = load_init_weights(settings.init, settings, data.store.settings)
-            self.net.load_state_dict(init_state)
+            missing, _ = self.net.load_state_dict(init_state, strict=not data.teachers)
+            if any(not key.startswith("distil.") for key in missing):  # only the new heads may start untrained
+                raise IncompatibleArtefactError(f"{settings.init} lacks weights this network needs: {missing[:3]}")
             data.notes.append(f"Started from the weights of {settings.init} (model {self.position.init_fingerprint}).")
         self.anchor = self._anchor_network(settings, data)
         if self.anchor is not None:
@@ -451,7 +483,7 @@ class _Run:
             generator=torch.Generator().manual_seed(settings.seed + pos.epoch),
         )
         self.train_net.train()
-        sums = {"loss": 0.0, "triplet_accuracy": 0.0}
+        sums = {"loss": 0.0, "triplet_accuracy": 0.0, **({"distil_cosine": 0.0} if data.teachers else {})}
         seen = 0
         tick = time.monotonic()
         for batch in loader:
@@ -465,7 +497,10 @@ class _Run:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             with self.autocast():
-                emb = self.train_net(x)
+                if data.teachers:
+                    emb, taught = self.train_net(x, distil=True)
+                else:
+                    emb, taught = self.train_net(x), {}
             a, p, n = emb.float().chunk(3)
             loss, stats = training_loss(
                 a, p, n, settings,
@@ -477,6 +512,9 @@ class _Run:
                     target = self.anchor(x)
                 pull = 1.0 - torch.nn.functional.cosine_similarity(emb.float(), target.float(), dim=1).mean()
                 loss = loss + settings.anchor_weight * pull
+            if taught:  # regress each segment's descriptor onto its teachers' outputs (model.teachers)
+                distil_loss, stats["distil_cosine"] = self._distil_loss(taught, plan, mine)
+                loss = loss + settings.distil_weight * distil_loss
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if settings.grad_clip > 0:
@@ -500,6 +538,7 @@ class _Run:
                     "triplet_accuracy": stats["triplet_accuracy"],
                     "lr": lr,
                     "triplets_per_s": self.triplets_per_s,
+                    **({"distil_cosine": stats["distil_cosine"]} if "distil_cosine" in stats else {}),
                 }
             )
             if ranks.any(stop["stop"]):  # every rank stops after the same step
@@ -510,6 +549,29 @@ class _Run:
                     f"{self.state_dir}. Continue with `embedtool train --resume`."
                 )
         return ranks.mean({key: value / max(seen, 1) for key, value in sums.items()})
+
+    def _distil_loss(self, taught: dict[str, torch.Tensor], plan: Any, mine: slice) -> tuple[torch.Tensor, float]:
+        """Mean over teachers of (1 - cosine) between each head's output and the teacher's output of the same
+        segment (anchors, positives, negatives in the batch's order); segments whose file has no teacher output
+        (it could not be decoded) are left out. Also the mean cosine, for the progress line."""
+        data, fps = self.data, self.data.store.settings.frames_per_second
+        tracks = np.concatenate([plan.anchor_track[mine], plan.anchor_track[mine], plan.negative_track[mine]])
+        starts = np.concatenate([plan.anchor_start[mine], plan.positive_start[mine], plan.negative_start[mine]])
+        losses, cosines = [], []
+        for name, out in taught.items():
+            outputs = data.teachers[name]
+            target = np.zeros((len(tracks), outputs.dim), np.float32)
+            for row, (track, start) in enumerate(zip(tracks, starts, strict=True)):
+                target[row] = outputs.segment_targets(
+                    data.train_ids[int(track)], np.array([start / fps]), self.settings.segment_seconds
+                )[0]
+            target_t = torch.from_numpy(target).to(out.device)
+            known = target_t.abs().sum(dim=1) > 0
+            cos = torch.nn.functional.cosine_similarity(out.float(), target_t, dim=1)
+            cos = cos[known] if bool(known.any()) else cos * 0.0  # keeps the graph when no segment has a target
+            losses.append(1.0 - cos.mean())
+            cosines.append(float(cos.detach().mean()))
+        return torch.stack(losses).mean(), float(np.mean(cosines))
 
     @property
     def triplets_per_s(self) -> float:
@@ -555,6 +617,7 @@ class _Run:
             "lr": lr_at(max(0, pos.global_step - 1), settings, total_steps),
             "train_loss": means["loss"],
             "train_triplet_accuracy": means["triplet_accuracy"],
+            **({"train_distil_cosine": means["distil_cosine"]} if "distil_cosine" in means else {}),
         }
         validator = self.validator
         if validator.enabled:
@@ -624,7 +687,7 @@ class _Run:
             )
             # The buffers, not the statistics computed at the start: a starting model or a checkpoint may have
             # brought its own.
-            best = self.best_state
+            best = without_distil_heads(self.best_state)
             mean, std = float(best["input_mean"].float().mean()), float(best["input_std"].float().mean())
             _publish(
                 self.model_dir, self.state_dir, best, self.identity, report, data.segment_frames, mean, std,
@@ -640,8 +703,11 @@ def train(
     settings: TrainSettings,
     resume: bool = False,
     progress: Progress | None = None,
+    teachers_dir: Path | None = None,
 ) -> TrainReport:
     """Train an encoder on the features' training split and write the model artefact; see the module doc.
+    ``teachers_dir``: where the outputs of ``settings.distil_teachers`` are cached (one folder per teacher;
+    computed first for the tracks that lack them).
 
     Started by ``torchrun`` with more than one process, the processes train one model together (DDP); rank 0
     alone writes, and calls ``progress``."""
@@ -652,7 +718,8 @@ def train(
                 f"train.batch_size ({settings.batch_size}) is the batch of all {ranks.world_size} training processes "
                 "together and must be a multiple of their number."
             )
-        return _train(Path(features_dir), Path(split_dir), Path(model_dir), settings, resume, progress, ranks, device)
+        paths = Path(features_dir), Path(split_dir), Path(model_dir)
+        return _train(*paths, settings, resume, progress, ranks, device, teachers_dir)
 
 
 def _train(
@@ -664,11 +731,14 @@ def _train(
     progress: Progress | None,
     ranks: Ranks,
     device: torch.device,
+    teachers_dir: Path | None = None,
 ) -> TrainReport:
     emit = (progress if ranks.main else None) or (lambda event: None)
     started = time.monotonic()
     # Rank 0 makes or updates the split; the others then read it (and share rank 0's refusal of bad input).
     data = ranks.main_first(lambda: _prepare_data(features_dir, split_dir, settings))
+    if settings.teachers:  # rank 0 computes what the cache lacks; the others read it
+        data.teachers = ranks.main_first(lambda: _teacher_outputs(data, settings, teachers_dir, emit))
     run = _Run(data, features_dir, model_dir, settings, emit, started, ranks, device)
     run.build(resume)
     run.start(resume)
