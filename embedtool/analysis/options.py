@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from embedtool.config import option
 from embedtool.errors import ConfigError
 
 # The degradations evaluate's re-identification robustness applies to excerpts (see analysis.robustness).
@@ -16,20 +17,31 @@ DEGRADATIONS = ("clean", "noise20", "noise10", "noise0", "mp3", "gain", "speed+3
 class ClusterOptions:
     """Options of ``embedtool cluster`` (config section ``cluster``)."""
 
-    k: str = "auto"  # a number of clusters, or "auto" (silhouette over k_min..k_max)
-    k_min: int = 2
-    k_max: int = 12
-    level: Literal["track", "segment"] = "track"
-    seed: int = 0
+    # a number of clusters, or "auto" (silhouette over k_min..k_max)
+    k: str = field(default="auto", metadata=option("Number of clusters, or 'auto' (best silhouette).", short="-k"))
+    k_min: int = field(default=2, metadata=option("Smallest k tried by -k auto."))
+    k_max: int = field(default=12, metadata=option("Largest k tried by -k auto."))
+    level: Literal["track", "segment"] = field(default="track", metadata=option("Cluster track or segment embeddings."))
+    seed: int = field(default=0, metadata=option("Seed of k-Means and the map."))
     n_init: int = 5  # seeded k-Means restarts; the lowest inertia wins
     iterations: int = 50
-    exemplars: int = 3  # items nearest each centroid reported as its exemplars
+    # items nearest each centroid reported as its exemplars
+    exemplars: int = field(default=3, metadata=option("Exemplars listed per cluster."))
     max_points: int = 5000  # sample size for silhouette and the 2-D map on large sets
     projection: Literal["auto", "tsne", "umap", "pca"] = "auto"
     # track level: the track embeddings, or with a teacher network's vectors beside them (embedding.teachers;
     # each part standardised and weighted equally)
-    features: Literal["embeddings", "embeddings+aisfx"] = "embeddings"
+    features: Literal["embeddings", "embeddings+aisfx"] = field(
+        default="embeddings",
+        metadata=option(
+            "Track level: the track embeddings, or with the bundled aisfx network's vector of each file beside them "
+            "(~100 s of CPU per audio hour once, cached in teachers/)."
+        ),
+    )
     plots: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         if self.features not in ("embeddings", "embeddings+aisfx"):
@@ -61,25 +73,52 @@ class ClusterOptions:
 class ClassifyOptions:
     """Options of ``embedtool classify`` (config section ``classify``)."""
 
-    level: Literal["track", "segment"] = "track"
+    level: Literal["track", "segment"] = field(
+        default="track", metadata=option("Classifier on track or segment embeddings.")
+    )
     # what a track-level classifier reads: the model's track descriptors, its track embeddings, or the descriptors
     # with a teacher network's vector of each file beside them (embedding.teachers: opt-in, costs a decode at
     # 44.1 kHz and ~100 s of CPU per audio hour once, then cached)
-    features: Literal["descriptors", "embeddings", "descriptors+aisfx"] = "descriptors"
-    cv: int = 0  # 0: the persisted train/val split; N >= 2: grouped, stratified N-fold cross-validation
+    features: Literal["descriptors", "embeddings", "descriptors+aisfx"] = field(
+        default="descriptors",
+        metadata=option(
+            "Track level: what the classifier reads. descriptors+aisfx adds the bundled aisfx sound-effects network's "
+            "vector of each file (better on effects, instruments, voices; ~100 s of CPU per audio hour once, cached in "
+            "teachers/; evaluate then scores it alone too)."
+        ),
+    )
+    # 0: the persisted train/val split; N >= 2: grouped, stratified N-fold cross-validation
+    cv: int = field(
+        default=0, metadata=option("Grouped stratified N-fold CV instead of the persisted split (0: the split).")
+    )
     # what cross-validation folds (and the inner folds of C="auto") keep together: "group" (the labels file's group
     # column; a track without one is its own group) or "track" (every track on its own). The features record no
     # other column of a labels file, so there is nothing else to group by.
-    cv_by: Literal["group", "track"] = "group"
+    cv_by: Literal["group", "track"] = field(
+        default="group",
+        metadata=option(
+            "What CV folds keep together: the labels file's group column (a track without one is its own group), or "
+            "each track on its own. Other columns of a labels file are not kept by extract, so they cannot group folds."
+        ),
+    )
     # a persisted split holding out too few tracks to judge by (analysis.folds.small_split_switch): "cv" uses
     # grouped cross-validation instead and says so; "keep" keeps the split
     small_split: Literal["cv", "keep"] = "cv"
-    C: Literal["auto"] | float = "auto"  # inverse L2 regularisation strength; auto: inner grouped CV (see doc)
+    # inverse L2 regularisation strength; auto: inner grouped CV (see doc)
+    C: Literal["auto"] | float = field(
+        default="auto",
+        metadata=option(
+            "Inverse regularisation strength of the logistic regression, or 'auto' (inner grouped CV).", old=("--C",)
+        ),
+    )
     class_weight: Literal["balanced", "none"] = "balanced"
     max_iter: int = 2000
-    seed: int = 0
+    seed: int = field(default=0, metadata=option("Seed of the folds and the solver."))
     refit_all: bool = True  # the saved classifier is refitted on every labelled track after evaluation
     plots: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         if self.cv == 1 or self.cv < 0:
@@ -100,30 +139,44 @@ class ClassifyOptions:
 class EvaluateOptions:
     """Options of ``embedtool evaluate`` (config section ``evaluate``)."""
 
-    name: str = ""  # report folder name under reports/; empty: a UTC timestamp
+    name: str = field(default="", metadata=option("Report folder name under reports/ (default: a UTC timestamp)."))
     k: tuple[int, ...] = (1, 5, 10)  # precision@k
     exclude_same_group: bool = False  # retrieval: also leave out the query's group (e.g. the same drum kit)
-    robustness: bool = True
+    robustness: bool = field(default=True, metadata=option("Run the re-identification test."))
     excerpt_seconds: tuple[float, ...] = (1.0, 3.0, 5.0, 10.0)
     degradations: tuple[str, ...] = DEGRADATIONS
     # excerpts per excerpt length (the same excerpts under every degradation); at most: a small library gets one
     # per two tracks (analysis.robustness.excerpts_per_length)
-    excerpts: int = 20
+    excerpts: int = field(
+        default=20,
+        metadata=option(
+            "Re-identification excerpts per excerpt length, at most (a small library gets one per two tracks)."
+        ),
+    )
     gain_db: float = -12.0
     mp3_compression: float = 0.5  # soundfile's MP3 compression level, constant bit rate (0.5: ~80 kbps at 16 kHz)
     # "auto" (the rule of `embedtool cluster -k auto`: silhouette), "labels" (k = number of labels), or a number
     cluster_k: str = "auto"
-    baselines: bool = True  # MFCC statistics baseline
-    untrained_baseline: bool = True  # the same network untrained, exported into a temporary folder
+    baselines: bool = field(default=True, metadata=option("Compute the MFCC statistics baseline."))
+    # the same network untrained, exported into a temporary folder
+    untrained_baseline: bool = field(
+        default=True, metadata=option("Compute the untrained-network baseline.", old=("--untrained",))
+    )
     # A bundled model applied as it is (see training/pretrained.py): does training on this audio beat it?
     # "" = off; left out when it is the workspace's own model or was made for other feature settings. Its export
     # is kept in reports/.baselines/NAME and reused by the next run (only new tracks are embedded).
-    pretrained_baseline: str = "general"
+    pretrained_baseline: str = field(
+        default="general",
+        metadata=option("Bundled model to compare with, applied as it is (general; '' = none).", old=("--pretrained",)),
+    )
     baseline_kind: Literal["mfcc", "logmel"] = "mfcc"
     n_mfcc: int = 20
     projection: Literal["auto", "tsne", "umap", "pca"] = "auto"
     max_points: int = 5000
-    seed: int = 0
+    seed: int = field(default=0, metadata=option("Seed of excerpts, folds, clusters and the map."))
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         if not self.k or min(self.k) < 1:

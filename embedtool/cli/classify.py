@@ -10,10 +10,8 @@ from rich.table import Table
 
 from embedtool.cli.app import app
 from embedtool.cli.common import (
-    CV_BY_HELP,
     app_context,
     console,
-    default_of,
     err_console,
     handle_errors,
     make_progress,
@@ -21,6 +19,7 @@ from embedtool.cli.common import (
     stage_progress,
     write_table_rows,
 )
+from embedtool.cli.flags import Flags, takes
 
 if TYPE_CHECKING:
     from embedtool.analysis.classifier_store import FilePrediction
@@ -31,49 +30,19 @@ if TYPE_CHECKING:
     "(folds by track), `embedtool classify new/*.wav --format csv`"
 )
 @handle_errors
+@takes("classify")
 def classify(
     ctx: typer.Context,
     queries: list[Path] | None = typer.Argument(
         None, metavar="QUERY", help="Audio files to label (omit to train the classifier)."
-    ),
-    level: Literal["track", "segment"] | None = typer.Option(
-        None, "--level", help="Train on track or segment embeddings.", show_default=default_of("classify", "level")
-    ),
-    features: Literal["descriptors", "embeddings", "descriptors+aisfx"] | None = typer.Option(
-        None,
-        "--features",
-        help="Track level: what the classifier reads. descriptors+aisfx adds the bundled aisfx sound-effects "
-        "network's vector of each file (better on effects, instruments, voices; ~100 s of CPU per audio hour once, "
-        "cached in teachers/).",
-        show_default=default_of("classify", "features"),
-    ),
-    cv: int | None = typer.Option(
-        None,
-        "--cv",
-        help="Grouped stratified N-fold CV instead of the persisted split (0: the split).",
-        show_default=default_of("classify", "cv"),
-    ),
-    cv_by: Literal["group", "track"] | None = typer.Option(
-        None,
-        "--cv-by",
-        help=CV_BY_HELP,
-        show_default=default_of("classify", "cv_by"),
-    ),
-    c: str | None = typer.Option(
-        None,
-        "--c",
-        help="Inverse regularisation strength of the logistic regression, or 'auto' (inner grouped CV).",
-        show_default=default_of("classify", "C"),
-    ),
-    c_old: str | None = typer.Option(None, "--C", hidden=True, help="The old spelling of --c."),
-    seed: int | None = typer.Option(
-        None, "--seed", help="Seed of the folds and the solver.", show_default=default_of("classify", "seed")
     ),
     segments: bool = typer.Option(False, "--segments", help="With QUERY files: a prediction per segment too."),
     output: Literal["table", "json", "csv", "tsv"] = typer.Option(
         "table", "--format", "-f", help="With QUERY files: csv/tsv give one row per file (per segment with --segments)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
+    *,
+    flags: Flags,
 ) -> None:
     """Without QUERY: fit a logistic regression on labelled tracks, report held-out accuracy/macro-F1 and save it.
     With QUERY files: predict each file's label with probabilities."""
@@ -107,10 +76,7 @@ def classify(
 
     from embedtool import pipeline
 
-    chosen_c = c if c is not None else c_old
-    options = actx.config.settings(
-        "classify", {"level": level, "features": features, "cv": cv, "cv_by": cv_by, "C": chosen_c, "seed": seed}
-    )
+    options = flags.settings(actx.config, "classify")
     with make_progress(actx.quiet or as_json) as progress:
         result = pipeline.classify(ws, options, stage_progress(progress))
     ev = result.evaluation

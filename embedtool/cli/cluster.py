@@ -11,13 +11,13 @@ from embedtool.cli.app import app
 from embedtool.cli.common import (
     app_context,
     console,
-    default_of,
     handle_errors,
     make_progress,
     print_json,
     stage_progress,
     write_table_rows,
 )
+from embedtool.cli.flags import Flags, takes
 
 # --format csv/tsv: one row per clustered item; `track` is the name tables print (accepted back by every command).
 CSV_COLUMNS = ("track", "track_id", "path", "label", "group", "cluster", "distance", "start_s", "end_s", "item_id")
@@ -25,51 +25,21 @@ CSV_COLUMNS = ("track", "track_id", "path", "label", "group", "cluster", "distan
 
 @app.command(epilog="Example: `embedtool cluster -k auto --k-max 12 --format csv > clusters.csv`")
 @handle_errors
+@takes("cluster")
 def cluster(
     ctx: typer.Context,
-    k: str | None = typer.Option(
-        None,
-        "-k",
-        "--k",
-        help="Number of clusters, or 'auto' (best silhouette).",
-        show_default=default_of("cluster", "k"),
-    ),
-    k_min: int | None = typer.Option(
-        None, "--k-min", help="Smallest k tried by -k auto.", show_default=default_of("cluster", "k_min")
-    ),
-    k_max: int | None = typer.Option(
-        None, "--k-max", help="Largest k tried by -k auto.", show_default=default_of("cluster", "k_max")
-    ),
-    level: Literal["track", "segment"] | None = typer.Option(
-        None, "--level", help="Cluster track or segment embeddings.", show_default=default_of("cluster", "level")
-    ),
-    seed: int | None = typer.Option(
-        None, "--seed", help="Seed of k-Means and the map.", show_default=default_of("cluster", "seed")
-    ),
-    exemplars: int | None = typer.Option(
-        None, "--exemplars", help="Exemplars listed per cluster.", show_default=default_of("cluster", "exemplars")
-    ),
-    features: Literal["embeddings", "embeddings+aisfx"] | None = typer.Option(
-        None,
-        "--features",
-        help="Track level: the track embeddings, or with the bundled aisfx network's vector of each file beside "
-        "them (~100 s of CPU per audio hour once, cached in teachers/).",
-        show_default=default_of("cluster", "features"),
-    ),
     output: Literal["table", "json", "csv", "tsv"] = typer.Option(
         "table", "--format", "-f", help="table: clusters and exemplars; csv/tsv: one row per track (or segment)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
+    *,
+    flags: Flags,
 ) -> None:
     """Group the library into k-Means clusters; writes assignments, centroids, exemplars and map.png."""
     from embedtool import pipeline
 
     actx = app_context(ctx)
-    options = actx.config.settings(
-        "cluster",
-        {"k": k, "k_min": k_min, "k_max": k_max, "level": level, "seed": seed, "exemplars": exemplars,
-         "features": features},
-    )  # fmt: skip
+    options = flags.settings(actx.config, "cluster")
     ws = actx.workspace
     output = "json" if as_json else output
     with make_progress(actx.quiet or output != "table") as progress:

@@ -2,100 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import typer
 from rich.table import Table
 
 from embedtool.cli.app import app
 from embedtool.cli.common import (
-    CV_BY_HELP,
     THREADS_HELP,
     app_context,
     console,
-    default_of,
     handle_errors,
     make_progress,
     print_json,
     stage_progress,
     use_threads,
 )
+from embedtool.cli.flags import Flags, takes, uses
 
 
 @app.command(epilog="Example: `embedtool evaluate --name first --cv 5 --no-robustness`")
 @handle_errors
+@takes("evaluate", uses("classify", "level", "features", "cv", "cv_by", "seed"), uses("cluster", "seed"))
 def evaluate(
     ctx: typer.Context,
-    name: str | None = typer.Option(None, "--name", help="Report folder name under reports/ (default: timestamp)."),
-    excerpts: int | None = typer.Option(
-        None,
-        "--excerpts",
-        help="Re-identification excerpts per excerpt length, at most (a small library gets one per two tracks).",
-        show_default=default_of("evaluate", "excerpts"),
-    ),
-    robustness: bool | None = typer.Option(
-        None,
-        "--robustness/--no-robustness",
-        help="Run the re-identification test.",
-        show_default=default_of("evaluate", "robustness"),
-    ),
-    baselines: bool | None = typer.Option(
-        None,
-        "--baselines/--no-baselines",
-        help="Compute the MFCC baseline.",
-        show_default=default_of("evaluate", "baselines"),
-    ),
-    untrained: bool | None = typer.Option(
-        None,
-        "--untrained/--no-untrained",
-        help="Compute the untrained-network baseline.",
-        show_default=default_of("evaluate", "untrained_baseline"),
-    ),
-    pretrained: str | None = typer.Option(
-        None,
-        "--pretrained",
-        help="Bundled model to compare with, applied as it is (general; '' = none).",
-        show_default=default_of("evaluate", "pretrained_baseline"),
-    ),
-    cv: int | None = typer.Option(None, "--cv", help="Grouped N-fold CV instead of the persisted split."),
-    cv_by: Literal["group", "track"] | None = typer.Option(
-        None, "--cv-by", help=CV_BY_HELP, show_default=default_of("classify", "cv_by")
-    ),
-    level: Literal["track", "segment"] | None = typer.Option(
-        None, "--level", help="Classifier on track or segment embeddings.", show_default=default_of("classify", "level")
-    ),
-    features: Literal["descriptors", "embeddings", "descriptors+aisfx"] | None = typer.Option(
-        None,
-        "--features",
-        help="Track level: what the classifiers read (descriptors+aisfx: with the bundled aisfx network's vectors, "
-        "which are then scored alone too).",
-        show_default=default_of("classify", "features"),
-    ),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of excerpts, folds, clusters and the map."),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print report.json to stdout too."),
+    *,
+    flags: Flags,
 ) -> None:
     """Evaluate the embeddings: retrieval, classification, clustering, re-identification, vs baselines."""
     from embedtool import pipeline
 
     actx = app_context(ctx)
     use_threads(threads)
-    options = actx.config.settings(
-        "evaluate",
-        {
-            "name": name,
-            "excerpts": excerpts,
-            "robustness": robustness,
-            "baselines": baselines,
-            "untrained_baseline": untrained,
-            "pretrained_baseline": pretrained,
-            "seed": seed,
-        },
-    )
-    classify_options = actx.config.settings(
-        "classify", {"cv": cv, "cv_by": cv_by, "level": level, "features": features, "seed": seed}
-    )
-    cluster_options = actx.config.settings("cluster", {"seed": seed})
+    options = flags.settings(actx.config, "evaluate")
+    classify_options = flags.settings(actx.config, "classify")
+    cluster_options = flags.settings(actx.config, "cluster")
     with make_progress(actx.quiet or as_json) as progress:
         result = pipeline.evaluate(actx.workspace, options, classify_options, cluster_options, stage_progress(progress))
     if as_json:
