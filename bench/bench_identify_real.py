@@ -53,10 +53,10 @@ def read_mono(path: Path, sample_rate: int) -> np.ndarray:
     return _decoded[path]
 
 
-def background_stretch(files: list[Path], n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` samples of background: for speech, three voices at once (babble); other files looped as needed."""
+def background_stretch(files: list[Path], n: int, sr: int, rng: np.random.Generator, voices: int = 3) -> np.ndarray:
+    """``n`` samples of background: for speech, ``voices`` voices at once (babble); other files looped as needed."""
     out = np.zeros(n, np.float32)
-    voices = 3 if any("speech" in p.parts for p in files) else 1
+    voices = voices if any("speech" in p.parts for p in files) else 1
     for _ in range(voices):
         parts, have = [], 0
         while have < n:
@@ -68,6 +68,18 @@ def background_stretch(files: list[Path], n: int, sr: int, rng: np.random.Genera
             have += len(parts[-1])
         out += np.concatenate(parts)[:n]
     return out
+
+
+def quiet_starts(audio: np.ndarray, n: int, sr: int, floor_db: float = -55.0) -> np.ndarray:
+    """Starts (samples) of the ``n``-sample windows in the quietest quarter of a track's passages that are not
+    silent (RMS over ``floor_db`` dBFS): the soft, sparse moments of orchestral and ambient music."""
+    hop = sr // 2
+    starts = np.arange(0, max(1, len(audio) - n), hop)
+    level = np.array([10 * np.log10(float(np.mean(audio[a : a + n] ** 2)) + 1e-12) for a in starts])
+    audible = starts[level > floor_db]
+    if len(audible) == 0:
+        return audible
+    return audible[level[level > floor_db] <= np.percentile(level[level > floor_db], 25)]
 
 
 def mix(signal: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
@@ -132,6 +144,11 @@ def main() -> None:
     parser.add_argument("--bitrate", type=int, default=128)
     parser.add_argument("--excerpts", type=int, default=2, help="excerpts per track and length")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--passages", choices=("any", "quiet"), default="any",
+        help="where excerpts start: anywhere, or in each track's quietest quarter of audible passages",
+    )  # fmt: skip
+    parser.add_argument("--voices", type=int, default=3, help="voices at once in a speech background (babble)")
     parser.add_argument("--model", default="general", help="the library's model: a bundled name or a model folder")
     parser.add_argument("--tag", default="", help="a candidate model's workspace name (WORK/CORPUS-TAG), same features")
     args = parser.parse_args()
@@ -171,10 +188,11 @@ def main() -> None:
         audio = decode_file(t["path"], sr).samples
         for length in args.lengths:
             n = int(length * sr)
-            for _ in range(args.excerpts if len(audio) > n + sr else 0):
-                a = int(rng.integers(0, len(audio) - n))
+            quiet = quiet_starts(audio, n, sr) if args.passages == "quiet" else None
+            for _ in range(args.excerpts if len(audio) > n + sr and (quiet is None or len(quiet)) else 0):
+                a = int(rng.choice(quiet)) if quiet is not None else int(rng.integers(0, len(audio) - n))
                 clean = audio[a : a + n]
-                noisy = mix(clean, background_stretch(background, len(clean), sr, rng), args.snr)
+                noisy = mix(clean, background_stretch(background, len(clean), sr, rng, args.voices), args.snr)
                 tmp.write_bytes(mp3_roundtrip(noisy, sr, args.bitrate))
                 impostor = pos in impostors
                 exclude = t["track_id"] if impostor else None
@@ -237,7 +255,11 @@ def main() -> None:
                     "median_ms": float(np.median([r[f"{system}_ms"] for r in sel])) if system != "combined" else None,
                 }
             )
-    print(f"\n{args.corpus.name}: {len(tracks)} tracks, {args.snr:g} dB background, mp3 {args.bitrate} kbps")
+    where = "quiet passages" if args.passages == "quiet" else "anywhere"
+    print(
+        f"\n{args.corpus.name}: {len(tracks)} tracks, excerpts {where}, {args.snr:g} dB background "
+        f"({args.voices} voices), mp3 {args.bitrate} kbps"
+    )
     print(f"{'length':>6} {'system':>12} {'queries':>7} {'top-1':>7} {'correct+acc':>11} {'imp.acc':>8} {'ms':>6}")
     for s in summary:
         imp = "-" if s["impostors_accepted"] is None else f"{s['impostors_accepted']:.1%}"

@@ -156,8 +156,10 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> dict[str, Any]:
         from embedtool.model.settings import TrainSettings
 
         if not (ws.model / "meta.json").is_file():
-            anchor = {} if args.anchor_weight is None else {"anchor_weight": args.anchor_weight}
-            pipeline.train(ws, TrainSettings(init=args.model, epochs=args.train_epochs, **anchor))
+            chosen = {} if args.anchor_weight is None else {"anchor_weight": args.anchor_weight}
+            if args.distil_teachers:
+                chosen.update(distil_teachers=args.distil_teachers, distil_weight=args.distil_weight)
+            pipeline.train(ws, TrainSettings(init=args.model, epochs=args.train_epochs, **chosen))
         timings["train_s"] = time.perf_counter() - clock
     else:
         pipeline.adopt(ws, args.model)
@@ -502,10 +504,14 @@ def main() -> None:
     parser.add_argument(
         "--anchor-weight", type=float, default=None, help="with --train-epochs: train.anchor_weight (default: train's)"
     )
+    parser.add_argument(
+        "--distil-teachers", default="", help="with --train-epochs: train.distil_teachers (e.g. aisfx; default: none)"
+    )
+    parser.add_argument("--distil-weight", type=float, default=1.0, help="with --distil-teachers: train.distil_weight")
     parser.add_argument("--show", type=Path, nargs="*", help="print the table of earlier results JSON files")
     args = parser.parse_args()
-    if args.anchor_weight is not None and not args.train_epochs:
-        parser.error("--anchor-weight applies to --train-epochs")
+    if (args.anchor_weight is not None or args.distil_teachers) and not args.train_epochs:
+        parser.error("--anchor-weight and --distil-teachers apply to --train-epochs")
     if args.train_epochs and not args.tag:
         parser.error("--train-epochs needs --tag: the trained models get their own workspaces")
     if args.show:
