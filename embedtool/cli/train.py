@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import TextColumn
@@ -14,13 +14,13 @@ from embedtool.cli.common import (
     THREADS_HELP,
     app_context,
     console,
-    default_of,
     err_console,
     handle_errors,
     make_progress,
     print_json,
     use_threads,
 )
+from embedtool.cli.flags import Flags, takes
 from embedtool.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -36,140 +36,9 @@ if TYPE_CHECKING:
     "`embedtool train --nproc-per-node 4` (4 GPUs)"
 )
 @handle_errors
+@takes("train", preset="train")
 def train(
     ctx: typer.Context,
-    preset: Literal["default", "thesis", "tile2vec", "contrastive", "distil"] | None = typer.Option(
-        None, "--preset", help="Starting values of every training option."
-    ),
-    epochs: int | None = typer.Option(
-        None,
-        "--epochs",
-        "-e",
-        help="Epochs (with --resume: the new total).",
-        show_default=default_of("train", "epochs"),
-    ),
-    steps_per_epoch: int | None = typer.Option(
-        None,
-        "--steps-per-epoch",
-        help="Optimiser steps per epoch.",
-        show_default=default_of("train", "steps_per_epoch"),
-    ),
-    batch_size: int | None = typer.Option(
-        None,
-        "--batch-size",
-        "-b",
-        help="Triplets per step (all training processes together).",
-        show_default=default_of("train", "batch_size"),
-    ),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate.", show_default=default_of("train", "lr")),
-    weight_decay: float | None = typer.Option(
-        None, "--weight-decay", help="Weight decay on conv weights.", show_default=default_of("train", "weight_decay")
-    ),
-    lr_schedule: Literal["constant", "step", "cosine"] | None = typer.Option(
-        None, "--lr-schedule", help="Learning-rate schedule.", show_default=default_of("train", "lr_schedule")
-    ),
-    segment_seconds: float | None = typer.Option(
-        None, "--segment-seconds", help="Segment length (s).", show_default=default_of("train", "segment_seconds")
-    ),
-    radius: float | None = typer.Option(
-        None,
-        "--radius",
-        help="Neighbour radius for positives (s).",
-        show_default=default_of("train", "neighbour_radius_s"),
-    ),
-    negatives: Literal["other-track", "same-track-far", "mixed"] | None = typer.Option(
-        None,
-        "--negatives",
-        help="Where a triplet's negative comes from.",
-        show_default=default_of("train", "negatives"),
-    ),
-    stem: Literal["imagenet", "tile2vec"] | None = typer.Option(
-        None, "--stem", help="The network's first layers.", show_default=default_of("train", "stem")
-    ),
-    width: float | None = typer.Option(
-        None, "--width", help="ResNet18 channel multiplier.", show_default=default_of("train", "width")
-    ),
-    embedding_dim: int | None = typer.Option(
-        None, "--embedding-dim", help="Embedding size.", show_default=default_of("train", "embedding_dim")
-    ),
-    dropout: float | None = typer.Option(
-        None, "--dropout", help="Dropout before the projection.", show_default=default_of("train", "dropout")
-    ),
-    level_norm: Literal["off", "mean", "peak"] | None = typer.Option(
-        None,
-        "--level-norm",
-        help="Centre each window on its own level (gain-invariant).",
-        show_default=default_of("train", "level_norm"),
-    ),
-    loss: Literal["thesis", "tile2vec", "ntxent"] | None = typer.Option(
-        None,
-        "--loss",
-        help="Triplet (thesis, tile2vec) or contrastive (ntxent).",
-        show_default=default_of("train", "loss"),
-    ),
-    margin: float | None = typer.Option(
-        None, "--margin", help="Triplet margin.", show_default=default_of("train", "margin")
-    ),
-    temperature: float | None = typer.Option(
-        None, "--temperature", help="ntxent loss temperature.", show_default=default_of("train", "temperature")
-    ),
-    mining: Literal["none", "semi-hard", "hard"] | None = typer.Option(
-        None, "--mining", help="Which negatives a batch trains on.", show_default=default_of("train", "mining")
-    ),
-    augment: bool | None = typer.Option(None, "--augment/--no-augment", help="Augmentations on or off."),
-    val_fraction: float | None = typer.Option(
-        None,
-        "--val-fraction",
-        help="Share of tracks/groups held out.",
-        show_default=default_of("train", "val_fraction"),
-    ),
-    split_by: Literal["group", "track"] | None = typer.Option(
-        None,
-        "--split-by",
-        help="Hold out whole groups (labels file) or single tracks.",
-        show_default=default_of("train", "split_by"),
-    ),
-    patience: int | None = typer.Option(
-        None,
-        "--patience",
-        help="Early-stopping patience in epochs (0 = off).",
-        show_default=default_of("train", "early_stopping_patience"),
-    ),
-    seed: int | None = typer.Option(
-        None, "--seed", help="Seed of the split, triplets and initialisation.", show_default=default_of("train", "seed")
-    ),
-    device: Literal["auto", "cpu", "cuda"] | None = typer.Option(
-        None, "--device", help="Where training runs.", show_default=default_of("train", "device")
-    ),
-    workers: int | None = typer.Option(
-        None,
-        "--workers",
-        "-j",
-        help="DataLoader worker processes (-1: auto: 8 at most on CUDA, none on the CPU).",
-        show_default=default_of("train", "workers"),
-    ),
-    init: str | None = typer.Option(
-        None, "--init", help="Start from this model's weights: a bundled model (general) or a model folder."
-    ),
-    anchor_weight: float | None = typer.Option(
-        None,
-        "--anchor-weight",
-        help="With --init: pull each segment's embedding toward the starting model's (0: off).",
-        show_default=default_of("train", "anchor_weight"),
-    ),
-    distil_teachers: str | None = typer.Option(
-        None,
-        "--distil-teachers",
-        help="Teachers to distil (comma-separated: aisfx), beside the triplets; their outputs are computed once "
-        "per file (~100 s of CPU per audio hour for aisfx) and cached in teachers/. '' turns it off.",
-        show_default=default_of("train", "distil_teachers"),
-    ),
-    distil_weight: float | None = typer.Option(
-        None,
-        "--distil-weight",
-        help="Weight of each teacher's regression loss.",
-        show_default=default_of("train", "distil_weight"),
-    ),
     pretrained: str | None = typer.Option(
         None,
         "--pretrained",
@@ -182,7 +51,7 @@ def train(
         1,
         "--nproc-per-node",
         min=1,
-        help="Training processes on this machine: above 1, train restarts itself under torchrun and the processes "
+        help="Training processes on this machine: above 1, train starts them under torchrun and they "
         "train one model together (DDP; one per GPU on CUDA). See docs/distributed-training.md.",
     ),
     nnodes: int = typer.Option(
@@ -191,10 +60,12 @@ def train(
     rdzv: str | None = typer.Option(
         None, "--rdzv", help="HOST:PORT where the machines meet (torchrun's c10d rendezvous), with --nnodes > 1."
     ),
+    *,
+    flags: Flags,
 ) -> None:
     """Train a ResNet18 encoder on the workspace's features, without labels.
 
-    Triplets: an anchor segment, a positive within --radius seconds of it in the same track, a negative from
+    Triplets: an anchor segment, a positive within --neighbour-radius-s seconds of it in the same track, a negative from
     another track. Tracks (or groups) held out for validation are written to split/ and never trained on;
     the best model by the validation metric goes to model/. Ctrl-C saves a checkpoint; --resume continues.
 
@@ -207,52 +78,19 @@ def train(
     """
     actx = app_context(ctx)
     use_threads(threads)
-    overrides: dict[str, Any] = {
-        "preset": preset,
-        "epochs": epochs,
-        "steps_per_epoch": steps_per_epoch,
-        "batch_size": batch_size,
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "lr_schedule": lr_schedule,
-        "segment_seconds": segment_seconds,
-        "neighbour_radius_s": radius,
-        "negatives": negatives,
-        "stem": stem,
-        "width": width,
-        "embedding_dim": embedding_dim,
-        "dropout": dropout,
-        "level_norm": level_norm,
-        "loss": loss,
-        "margin": margin,
-        "temperature": temperature,
-        "mining": mining,
-        "augment": augment,
-        "val_fraction": val_fraction,
-        "split_by": split_by,
-        "early_stopping_patience": patience,
-        "seed": seed,
-        "device": device,
-        "workers": workers,
-        "init": init,
-        "anchor_weight": anchor_weight,
-        "distil_teachers": distil_teachers,
-        "distil_weight": distil_weight,
-    }
-    settings = actx.config.settings("train", overrides)
+    settings = flags.settings(actx.config, "train")
     ws = actx.workspace
     taken: dict[str, Any] = {}
     if resume and pretrained is None:
         from embedtool.training.trainer import resume_settings
 
         # --resume continues the run as it was started (its --init, --epochs, ...); flags given now win
-        explicit = {key for key, value in overrides.items() if value is not None and key != "preset"}
-        settings, taken = resume_settings(ws.model, settings, explicit)
+        settings, taken = resume_settings(ws.model, settings, flags.given("train"))
         if taken and not as_json:
             said = ", ".join(f"{key} {value!r}" for key, value in taken.items())
             err_console.print(f"resuming with the checkpoint's settings: {said} (a flag given now overrides one)")
     if pretrained is not None:
-        if resume or init is not None or nproc_per_node > 1 or nnodes > 1 or rdzv is not None:
+        if resume or "init" in flags.given("train") or nproc_per_node > 1 or nnodes > 1 or rdzv is not None:
             raise ConfigError(
                 "--pretrained uses a model as it is: it does not combine with --init, --resume or --nproc-per-node."
             )

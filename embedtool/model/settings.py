@@ -24,64 +24,93 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from embedtool.config import PRESETS, option
 from embedtool.errors import ConfigError
 from embedtool.model.teachers import TEACHERS
-
-PRESETS = ("default", "thesis", "tile2vec", "contrastive", "distil")
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     # --- triplets -------------------------------------------------------------------------------------------
-    segment_seconds: float = 1.0  # length of one segment (tile)
-    neighbour_radius_s: float = 2.0  # a positive starts within this many seconds of its anchor
-    negatives: Literal["other-track", "same-track-far", "mixed"] = "other-track"
+    # length of one segment (tile)
+    segment_seconds: float = field(default=1.0, metadata=option("Segment length (s)."))
+    # a positive starts within this many seconds of its anchor
+    neighbour_radius_s: float = field(
+        default=2.0, metadata=option("Neighbour radius for positives (s).", old=("--radius",))
+    )
+    negatives: Literal["other-track", "same-track-far", "mixed"] = field(
+        default="other-track", metadata=option("Where a triplet's negative comes from.")
+    )
     mixed_same_track_prob: float = 0.5  # with negatives=mixed: chance of a same-track-far negative
     short_shift_s: float = 0.05  # short-track rule: the positive is the track shifted by up to this much
     # --- network --------------------------------------------------------------------------------------------
-    stem: Literal["imagenet", "tile2vec"] = "imagenet"
-    width: float = 0.25  # channel multiplier of ResNet18 (1.0 = 64/128/256/512 channels)
-    embedding_dim: int = 128
-    dropout: float = 0.1
-    level_norm: Literal["off", "mean", "peak"] = "off"  # centre each window on its own level (see model/network.py)
+    stem: Literal["imagenet", "tile2vec"] = field(default="imagenet", metadata=option("The network's first layers."))
+    # channel multiplier of ResNet18 (1.0 = 64/128/256/512 channels)
+    width: float = field(default=0.25, metadata=option("ResNet18 channel multiplier."))
+    embedding_dim: int = field(default=128, metadata=option("Embedding size."))
+    dropout: float = field(default=0.1, metadata=option("Dropout before the projection."))
+    # centre each window on its own level (see model/network.py)
+    level_norm: Literal["off", "mean", "peak"] = field(
+        default="off", metadata=option("Centre each window on its own level (gain-invariant).")
+    )
     # --- loss -----------------------------------------------------------------------------------------------
-    loss: Literal["thesis", "tile2vec", "ntxent"] = "thesis"
-    margin: float = 1.0
-    temperature: float = 0.1  # ntxent loss: cosine similarities are divided by this
+    loss: Literal["thesis", "tile2vec", "ntxent"] = field(
+        default="thesis", metadata=option("Triplet (thesis, tile2vec) or contrastive (ntxent).")
+    )
+    margin: float = field(default=1.0, metadata=option("Triplet margin."))
+    # ntxent loss: cosine similarities are divided by this
+    temperature: float = field(default=0.1, metadata=option("ntxent loss temperature."))
     norm_penalty: float = 0.0  # tile2vec loss: weight of the embedding-norm L2 penalty
-    mining: Literal["none", "semi-hard", "hard"] = "semi-hard"
+    mining: Literal["none", "semi-hard", "hard"] = field(
+        default="semi-hard", metadata=option("Which negatives a batch trains on.")
+    )
     # --- optimisation ---------------------------------------------------------------------------------------
     optimizer: Literal["adam", "adamw"] = "adamw"
-    lr: float = 1e-3
+    lr: float = field(default=1e-3, metadata=option("Peak learning rate."))
     # Conv weights only. adam: coupled L2 (gradient += weight_decay * w; Keras' l2(c) equals 2c here);
     # adamw: decoupled decay.
-    weight_decay: float = 1e-4
-    lr_schedule: Literal["constant", "step", "cosine"] = "cosine"
+    weight_decay: float = field(default=1e-4, metadata=option("Weight decay on conv weights."))
+    lr_schedule: Literal["constant", "step", "cosine"] = field(
+        default="cosine", metadata=option("Learning-rate schedule.")
+    )
     lr_decay: float = 0.95  # step schedule: multiply lr by this ...
     lr_decay_steps: int = 7500  # ... every this many steps
     warmup_steps: int = 100
     grad_clip: float = 5.0  # max gradient norm; 0 = off
-    batch_size: int = 64  # triplets per step (3x as many segments go through the network)
-    epochs: int = 20
-    steps_per_epoch: int = 200
+    # triplets per step (3x as many segments go through the network)
+    batch_size: int = field(
+        default=64, metadata=option("Triplets per step (all training processes together).", short="-b")
+    )
+    epochs: int = field(default=20, metadata=option("Epochs (with --resume: the new total).", short="-e"))
+    steps_per_epoch: int = field(default=200, metadata=option("Optimiser steps per epoch."))
     # --- validation and stopping ----------------------------------------------------------------------------
-    val_fraction: float = 0.1
-    split_by: Literal["group", "track"] = "group"
+    val_fraction: float = field(default=0.1, metadata=option("Share of tracks/groups held out."))
+    split_by: Literal["group", "track"] = field(
+        default="group", metadata=option("Hold out whole groups (labels file) or single tracks.")
+    )
     val_triplets: int = 512
     val_segments_per_track: int = 8
     recall_k: int = 5
     val_metric: Literal["auto", "recall_at_1", "triplet_accuracy", "val_loss"] = "auto"
-    early_stopping_patience: int = 0  # epochs without improvement before stopping; 0 = off
+    # epochs without improvement before stopping; 0 = off
+    early_stopping_patience: int = field(
+        default=0, metadata=option("Early-stopping patience in epochs (0 = off).", old=("--patience",))
+    )
     # --- starting point -------------------------------------------------------------------------------------
-    init: str = ""  # start from this model's weights: a bundled name ("general") or a model folder; "" = random
+    # start from this model's weights: a bundled name ("general") or a model folder; "" = random
+    init: str = field(
+        default="", metadata=option("Start from this model's weights: a bundled model (general) or a model folder.")
+    )
     # with init: weight of a pull of each training segment's embedding toward the starting model's own embedding of
     # it (1 - cosine, the starting model frozen), so training on a folder adds to what the starting model knows
     # instead of overwriting it; 0 = off. Costs one more forward pass of each batch. 1.0: 3 epochs from `general` on
     # each suite corpus, tuning mean macro-F1 / p@5 0.722 / 0.621 against 0.688 / 0.569 without (docs/benchmarks.md)
-    anchor_weight: float = 1.0
+    anchor_weight: float = field(
+        default=1.0, metadata=option("With --init: pull each segment's embedding toward the starting model's (0: off).")
+    )
     # --- distillation ---------------------------------------------------------------------------------------
     # teachers (model.teachers, comma-separated: "aisfx") whose outputs each training segment's descriptor is
     # regressed onto through a linear head (1 - cosine), beside the triplet loss; "" = off. Their outputs are
@@ -89,16 +118,19 @@ class TrainSettings:
     distil_teachers: str = ""
     distil_weight: float = 1.0  # weight of each teacher's regression loss
     # --- runtime --------------------------------------------------------------------------------------------
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = field(default=0, metadata=option("Seed of the split, triplets and initialisation."))
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=option("Where training runs."))
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # on CUDA
     # DataLoader worker processes: 0 loads in the training process; -1 (auto) takes min(8, CPUs - 1) on CUDA,
     # where loading in-process starves the GPU (1.5-4.4x fewer triplets/s in two H200 runs), and 0 on the CPU,
     # where workers would take cores from the training step itself.
-    workers: int = -1
+    workers: int = field(
+        default=-1,
+        metadata=option("DataLoader worker processes (-1: auto: 8 at most on CUDA, none on the CPU).", short="-j"),
+    )
     # --- augmentation (each applied independently to anchor, positive and negative) --------------------------
-    augment: bool = True
+    augment: bool = field(default=True, metadata=option("Augmentations on or off."))
     aug_gain_db: float = 6.0  # random gain in +-dB
     aug_noise_prob: float = 0.5  # chance of adding noise
     aug_noise_source: Literal["tracks", "coloured", "both"] = "both"
@@ -182,6 +214,9 @@ class TrainSettings:
         if name == "distil":  # the default recipe, taught by the bundled aisfx network as well
             return cls(distil_teachers="aisfx")
         raise ConfigError(f"Unknown train preset {name!r}; valid: {', '.join(PRESETS)}")
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         def need(cond: bool, message: str) -> None:
