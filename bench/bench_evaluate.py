@@ -9,7 +9,7 @@ extract -> train (default preset, time-boxed by --epochs/--steps) -> index -> ``
    bench/train_general.sh);
 2. grouped 5-fold cross-validation (drums: folds by kit; music: by track), embeddings vs MFCC.
 
-Targets (issue #5): music style macro-F1 >= 0.9 (track level); drums macro-F1 >= 0.75 with kits held out; each
+Targets: music style macro-F1 >= 0.9 (track level); drums macro-F1 >= 0.75 with kits held out; each
 clearly above the MFCC baseline of the same run.
 
     .venv/bin/python bench/bench_evaluate.py                      # both corpora

@@ -1,4 +1,4 @@
-"""Benchmark: the fusion ceiling (issue 30, item 1) — how much the systems of the suite know that the others do not.
+"""Benchmark: the fusion ceiling — how much the systems of the suite know that the others do not.
 
 Reads the workspaces and vector caches a ``bench_suite`` run left (``--work``, default ~/.cache/embedtool-bench/suite,
 ``<corpus>-n<max-files>/ws``): the bundled ``general`` model's track descriptors (classification) and track

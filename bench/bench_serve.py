@@ -14,7 +14,7 @@ request of each kind is a warm-up and is not counted. Prints p50 / p95 and the r
 
 ``--aiff-minutes N`` measures instead what answering ``Range: bytes=0-`` for a transcoded track costs: a fresh
 process per variant makes the WAV of an N-minute 44.1 kHz stereo AIFF and reports its peak RSS over the RSS
-before, for the server's code before issue 31 (the whole body decoded into memory, media.py of commit 67fdd7b) and
+before, for the server's earlier code (the whole body decoded into memory, media.py of commit 67fdd7b) and
 now (``WavTranscode.stream``: 256 KB pieces sent as decoded).
 
     ./dev bench bench_serve --aiff-minutes 10

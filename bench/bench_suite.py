@@ -1,4 +1,4 @@
-"""Benchmark: the evaluation suite (issue 18) — every corpus x every system, one protocol, one table.
+"""Benchmark: the evaluation suite — every corpus x every system, one protocol, one table.
 
 Corpora come from ``bench/corpora/fetch`` (``~/.cache/embedtool-corpora``, or ``$EMBEDTOOL_CORPORA``):
 

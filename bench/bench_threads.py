@@ -1,5 +1,5 @@
 """Training speed side by side: an idle machine and one with a busy core, torch's default threads vs the threads
-embedtool chooses from the CPUs actually free (embedtool.threads.CpuBudget; issue 33).
+embedtool chooses from the CPUs actually free (embedtool.threads.CpuBudget).
 
 Each case is a fresh process training the default preset's network for a few tens of steps on generated audio
 (extracted once); the busy core is another process spinning in a loop. Reported: seconds per step (after two

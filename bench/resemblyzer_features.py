@@ -1,6 +1,6 @@
 """Resemblyzer features for bench_suite and bench_fusion: the speaker encoder of Resemble AI (PyPI ``Resemblyzer``
 0.1.4, Apache-2.0; a GE2E-trained 3-layer LSTM whose weights, ``pretrained.pt``, ship inside the wheel), as a
-candidate teacher for voices and speech (issue 30).
+candidate teacher for voices and speech.
 
     bench/resemblyzer_setup.sh                      # installs it into the project's .venv (--no-deps, see there)
     .venv/bin/python bench/resemblyzer_features.py FILE...   # prints each file's vector shape and norm

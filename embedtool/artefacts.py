@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, ClassVar, TypeVar
 
 import numpy as np
 
@@ -66,10 +66,10 @@ class ArtefactMeta:
     tool_version: str = __version__
     created: str = ""
     # setting ("n_mels", "train.width") -> fingerprint of its value when the artefact was written: an edited or
-    # damaged meta.json is caught on open and the setting named (artefacts written before this have none)
+    # damaged meta.json is caught on open and the setting named (empty where the writer recorded none)
     config_fingerprints: dict[str, str] = field(default_factory=dict)
     # file (relative to the folder) -> {"size": bytes, "blake2b": hex} when written: sizes are checked on every
-    # open, contents by `embedtool verify` and when a read fails (artefacts written before this have none)
+    # open, contents by `embedtool verify` and when a read fails (empty where the writer recorded none)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,10 +143,13 @@ def write_meta(
     return meta
 
 
-def read_meta(directory: Path, kind: str, format_version: int | None = None, small_hashes: bool = True) -> ArtefactMeta:
+def read_meta(
+    directory: Path, kind: str, format_version: int | None = None, small_hashes: bool = True, oldest: int | None = None
+) -> ArtefactMeta:
     """Read and check an artefact's metadata; a clear error says which command makes it when it is missing. The
     files it lists are checked: sizes, and the contents of the small ones (``small_hashes``; `verify`, which
-    hashes every file itself, turns it off)."""
+    hashes every file itself, turns it off). ``format_version`` is the newest layout read, ``oldest`` (default: the
+    same) the oldest."""
     directory = Path(directory)
     recover_replaced_dir(directory)
     path = directory / META_FILE
@@ -163,10 +166,11 @@ def read_meta(directory: Path, kind: str, format_version: int | None = None, sma
         raise DamagedArtefactError(f"Unreadable metadata in {path} ({_brief(exc)}). {remake_hint(kind)}") from exc
     if meta.kind != kind:
         raise IncompatibleArtefactError(f"{directory} holds a {meta.kind!r} artefact, not {kind!r}.")
-    if format_version is not None and meta.format_version != format_version:
+    if format_version is not None and not (oldest or format_version) <= meta.format_version <= format_version:
+        versions = f"{oldest} to {format_version}" if oldest and oldest < format_version else str(format_version)
         raise IncompatibleArtefactError(
             f"{directory} has {kind} format version {meta.format_version}; this embedtool reads version "
-            f"{format_version}. Re-run `{MADE_BY.get(kind, 'the stage')}` to rebuild it."
+            f"{versions}. Re-run `{MADE_BY.get(kind, 'the stage')}` to rebuild it."
         )
     changed = changed_settings(meta)
     if changed:
@@ -180,6 +184,38 @@ def read_meta(directory: Path, kind: str, format_version: int | None = None, sma
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise DamagedArtefactError(f"The {kind} at {directory} is damaged: {problems[0]}{more}. {remake_hint(kind)}")
     return meta
+
+
+class ArtefactStore:
+    """What the artefacts' stores share: the folder, its ``meta.json`` read and checked (one of an older layout
+    brought to the current one by the store's :meth:`_upgrade`, the one place that knows older layouts), and the
+    provenance it records."""
+
+    KIND: ClassVar[str]
+    FORMAT_VERSION: ClassVar[int]
+    OLDEST_FORMAT: ClassVar[int] = 1  # the oldest layout :meth:`_upgrade` reads
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        meta = read_meta(self.directory, self.KIND, self.FORMAT_VERSION, oldest=self.OLDEST_FORMAT)
+        self.meta: ArtefactMeta = self._upgrade(meta) if meta.format_version < self.FORMAT_VERSION else meta
+
+    def _upgrade(self, meta: ArtefactMeta) -> ArtefactMeta:
+        """``meta`` of an older layout (``meta.format_version``) in the terms of the current one; the store's
+        readers then know one layout."""
+        return meta
+
+    @property
+    def fingerprint(self) -> str:
+        return self.meta.fingerprint
+
+    def input_fingerprint(self, kind: str) -> str:
+        """The fingerprint of the ``kind`` artefact this one was made from ("" when it records none)."""
+        return self.meta.inputs.get(kind, "")
+
+    @property
+    def model_fingerprint(self) -> str:
+        return self.input_fingerprint("model")
 
 
 # --- checksums and guarded reads ---------------------------------------------------------------------------
@@ -378,7 +414,8 @@ def config_fingerprints(config: Mapping[str, Any]) -> dict[str, str]:
 
 def changed_settings(meta: ArtefactMeta) -> list[str]:
     """Settings of ``meta.config`` whose value is no longer the one recorded when it was written, each as
-    ``name (now value)``; settings added or removed count too. Empty for artefacts written before the check."""
+    ``name (now value)``; settings added or removed count too. Empty when the meta.json records no setting
+    fingerprints."""
     if not meta.config_fingerprints:
         return []
     now = config_fingerprints(meta.config)

@@ -48,7 +48,7 @@ from embedtool.features.extract import ExtractProgress, ExtractReport, run_extra
 from embedtool.features.options import ExtractOptions
 from embedtool.features.store import FeatureStore
 from embedtool.indexing.build import build_index, index_bytes, write_id_tables, write_index_files
-from embedtool.indexing.fingerprint import FingerprintSettings, fingerprint_library
+from embedtool.indexing.fingerprint_build import build_fingerprints
 from embedtool.indexing.options import IndexOptions
 from embedtool.model.device import resolve_device_name
 from embedtool.model.encoder import Encoder
@@ -211,7 +211,7 @@ def index(
                 searcher, features, options.calibration_tracks, options.calibration_lengths_s,
                 options.calibration_snr_db, options.seed, progress, options.calibration_background,
             )  # fmt: skip
-        fingerprints = _fingerprints(stage, features, store, options, progress)
+        fingerprints = build_fingerprints(stage, features, store, options, progress)
         summaries, meta = write_index_files(stage, segments, tracks, store, options, identify, fingerprints)
     return IndexReport(
         export=export,
@@ -222,24 +222,6 @@ def index(
         seconds=time.perf_counter() - started,
         fingerprint=meta.fingerprint,
     )
-
-
-def _fingerprints(
-    stage: Path, features: FeatureStore, store: EmbeddingStore, options: IndexOptions, progress: Progress | None
-) -> dict[str, Any]:
-    """Build the landmark fingerprints into the staged index folder when asked (or, on auto, when they fit the
-    memory budget); returns what meta.json records about them. They are made of the fine peaks stored with the
-    features when every track has them, else (features extracted before the peaks) of the log-Mel features."""
-    settings = FingerprintSettings.for_source("peaks" if features.has_peaks(store.tracks) else "mel")
-    estimate = settings.estimated_bytes(store.duration_s())
-    if options.fingerprints == "off":
-        return {"built": False, "reason": "index.fingerprints is off"}
-    if options.fingerprints == "auto" and estimate > options.memory_budget_mb * 2**20:
-        return {"built": False, "reason": f"about {estimate / 2**20:.0f} MB, over index.memory_budget_mb"}
-    built = fingerprint_library(features, store.tracks, settings, progress)
-    paths = built.save(stage)
-    return {"built": True, "landmarks": len(built), "bytes": sum(p.stat().st_size for p in paths),
-            "settings": settings.to_dict()}  # fmt: skip
 
 
 @_writes

@@ -8,7 +8,7 @@ An artefact is
   or checksum from when it was written, or its store cannot read a file (a truncated index, NaN in vectors);
 - **stale** when it was made from other inputs than the workspace now holds (embeddings of other features or
   another model, an index of other embeddings, clusters or a classifier of other embeddings);
-- **ok** otherwise (artefacts written before checksums existed are read whole instead: "no checksums").
+- **ok** otherwise (artefacts whose meta.json records no checksums are read whole instead: "no checksums recorded").
 
 Repair re-makes, in pipeline order, each damaged or stale artefact with the settings its ``meta.json`` records
 (the project's configuration where it cannot be read): for features, only the tracks of damaged shards are
@@ -161,7 +161,7 @@ def check_artefact(workspace: Workspace, kind: str, fingerprints: dict[str, str]
             check.status = STALE
             check.detail = f"made from other {name} ({made_from}; now {now})"
             return check
-    check.detail = f"{len(meta.files)} files checked" if meta.files else "no checksums (made by an older version)"
+    check.detail = f"{len(meta.files)} files checked" if meta.files else "no checksums recorded"
     return check
 
 
@@ -251,7 +251,7 @@ def _check_report(folder: Path) -> ArtefactCheck:
         check.status, check.damaged_files = DAMAGED, sorted(problems)
         check.detail = next(iter(problems.values()))
     else:
-        check.detail = f"{len(meta.files)} files checked" if meta.files else "no checksums (made by an older version)"
+        check.detail = f"{len(meta.files)} files checked" if meta.files else "no checksums recorded"
     return check
 
 

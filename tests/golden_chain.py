@@ -1,4 +1,4 @@
-"""The chain on the bundled audio, reduced to a few arrays: what the re-layering (issue 14) must not change.
+"""The chain on the bundled audio, reduced to a few arrays: what the re-layering must not change.
 
 ``tests/data/golden_chain.npz`` was recorded with this function by the code *before* the re-layering
 (``python -m tests.golden_chain``); ``test_behaviour_unchanged`` runs it again with the code as it is and compares.

@@ -1,6 +1,6 @@
 """k means k: a search returns k distinct tracks whenever the library holds them, even where one long track's
-segments crowd every query window's hits (issue 31 / issue 33: `neighbours -k 100` returned 3 matches on a
-12-track library)."""
+segments crowd every query window's hits (`neighbours -k 100` once returned 3 matches
+on a 12-track library)."""
 
 from __future__ import annotations
 

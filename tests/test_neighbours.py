@@ -300,7 +300,7 @@ def test_peaks_another_version_picked_are_neither_matched_nor_reused(library: Wo
 def test_index_without_fingerprints_answers_by_embeddings(library: Workspace, tmp_path: Path) -> None:
     ws = copy_workspace(library, tmp_path / "ws")
     pipeline.index(ws, IndexOptions(calibration_snr_db=40.0, eval_queries=50, fingerprints="off"))
-    facts = read_meta(ws.index, "index", 1).extra["fingerprints"]
+    facts = read_meta(ws.index, "index").extra["fingerprints"]
     assert facts == {"built": False, "reason": "index.fingerprints is off"}
     assert not list(ws.index.glob("fingerprint_*"))
     _assert_identified_by_the_embeddings_alone(ws, "m1.wav", tmp_path)

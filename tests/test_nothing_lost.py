@@ -1,4 +1,4 @@
-"""Issue 20: nothing lost, nothing silent — bad configuration values, partly bad batches, ..."""
+"""Nothing lost, nothing silent — bad configuration values, partly bad batches, ..."""
 
 from __future__ import annotations
 

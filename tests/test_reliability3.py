@@ -1,4 +1,4 @@
-"""Issue 33, the fault catalogue's third round: each class of failure it still found, as a small case."""
+"""The fault catalogue's third round: each class of failure it still found, as a small case."""
 
 from __future__ import annotations
 
@@ -557,7 +557,7 @@ def test_one_thread_per_cpu_left_free() -> None:
 
     assert choose_threads(2, 0.0) == 2
     assert choose_threads(2, 0.1) == 2
-    assert choose_threads(2, 0.9) == 1  # one busy core: one thread (3x faster than two, issue 33)
+    assert choose_threads(2, 0.9) == 1  # one busy core: one thread (3x faster than two)
     assert choose_threads(2, 2.5) == 1  # never none
     assert choose_threads(8, 3.0) == 5
     assert choose_threads(1.5, 0.0) == 1  # a cgroup quota of 1.5 CPUs

@@ -1,4 +1,4 @@
-"""`embedtool serve`'s hardening (issue 31) through FastAPI's test client: the Host allow-list, the token's
+"""`embedtool serve`'s hardening through FastAPI's test client: the Host allow-list, the token's
 exchange for a cookie, the Origin check, security headers, JSON errors everywhere, /docs offline, the upload's
 duration enforced while decoding, streamed transcoding, escaped report labels, short tracks, the command's
 options."""

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from embedtool.analysis.classifier import LinearClassifier, reads_descriptors
+from embedtool.artefacts import ArtefactMeta, ArtefactStore, read_member
 from embedtool.embedding.pooling import track_descriptor_dim
 from embedtool.embedding.store import SegmentGrid
 from embedtool.embedding.teachers import teacher_dim, teacher_of
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
     from embedtool.model.encoder import Encoder
 
 KIND = "classifier"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+COEF = "coef.npy"  # the file that stands for the classifier's arrays (LinearClassifier.save writes them all)
 
 
 @dataclass
@@ -65,21 +67,27 @@ class FilePrediction:
         return out
 
 
-class SavedClassifier:
+class SavedClassifier(ArtefactStore):
     """A classifier artefact with the model it belongs to, ready to label new audio files."""
 
-    def __init__(self, classifier_dir: Path):
-        from embedtool.artefacts import read_member, read_meta
+    KIND = KIND
+    FORMAT_VERSION = FORMAT_VERSION
 
-        self.directory = Path(classifier_dir)
-        self.meta = read_meta(self.directory, KIND, FORMAT_VERSION)
-        self.classifier = read_member(self.meta, self.directory, "coef.npy", LinearClassifier.load_from)
-        self.level = self.meta.config.get("level", "track")
-        # Classifiers saved before descriptors existed read embeddings.
-        features = str(self.meta.config.get("features", "embeddings"))
+    def __init__(self, classifier_dir: Path):
+        super().__init__(classifier_dir)
+        self.classifier = read_member(self.meta, self.directory, COEF, LinearClassifier.load_from)
+        self.level = str(self.meta.config["level"])
+        features = str(self.meta.config["features"])
         self.reads_descriptors = reads_descriptors(self.level, features)
         self.teacher = teacher_of(features) if self.reads_descriptors else None
         self._teacher_model: Any = None
+
+    def _upgrade(self, meta: ArtefactMeta) -> ArtefactMeta:
+        """Format 1: a classifier may record no level (track), no features (it read the track embeddings) and no
+        export config (``hop_frames`` then takes half a segment)."""
+        meta.config.setdefault("level", "track")
+        meta.config.setdefault("features", "embeddings")
+        return meta
 
     def _input_dim(self, embedding_dim: int | None, descriptor_dim: int | None) -> int | None:
         if not self.reads_descriptors:
@@ -104,7 +112,7 @@ class SavedClassifier:
         from embedtool.artefacts import check_compatible
 
         check_compatible(
-            {"model": self.meta.inputs.get("model"), "dim": self.classifier.dim},
+            {"model": self.model_fingerprint, "dim": self.classifier.dim},
             {"model": store.model_fingerprint, "dim": self._input_dim(store.dim, store.descriptor_dim)},
             "classifier vs embeddings (re-run `embedtool classify` after re-training or re-embedding)",
         )
@@ -114,14 +122,14 @@ class SavedClassifier:
 
         dim = self._input_dim(encoder.embedding_dim, track_descriptor_dim(encoder))
         check_compatible(
-            {"model": self.meta.inputs.get("model"), "dim": self.classifier.dim},
+            {"model": self.model_fingerprint, "dim": self.classifier.dim},
             {"model": encoder.fingerprint, "dim": dim},
             "classifier vs model (re-run `embedtool classify` after re-training)",
         )
 
     def hop_frames(self, encoder: Encoder) -> int:
         """The segment hop the embeddings were exported with (same windows as the training vectors); half a
-        segment for classifiers saved without the export's config."""
+        segment where the classifier records no export config."""
         config = self.meta.extra.get("embeddings_config", {})
         if "hop_frames" in config:
             return SegmentGrid.from_config(config).hop_frames

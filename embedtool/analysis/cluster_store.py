@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from embedtool.artefacts import ArtefactMeta, read_member, read_meta
+from embedtool.artefacts import ArtefactStore, read_member
 
 KIND = "clusters"
 FORMAT_VERSION = 1
@@ -57,12 +57,11 @@ def write_cluster_files(
     atomic_write_json(out / SUMMARY, dict(summary))
 
 
-class ClusterStore:
+class ClusterStore(ArtefactStore):
     """Read access to a clusters artefact: its options, summary and per-track clusters."""
 
-    def __init__(self, directory: Path):
-        self.directory = Path(directory)
-        self.meta: ArtefactMeta = read_meta(self.directory, KIND, FORMAT_VERSION)
+    KIND = KIND
+    FORMAT_VERSION = FORMAT_VERSION
 
     @staticmethod
     def exists(directory: Path) -> bool:

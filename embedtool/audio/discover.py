@@ -36,10 +36,6 @@ def _absolute(path: Path) -> Path:
     return Path(os.path.normpath(os.path.abspath(os.path.expanduser(str(path)))))
 
 
-def is_audio_file(path: Path, extensions: Iterable[str] = AUDIO_EXTENSIONS) -> bool:
-    return path.suffix.lower() in set(extensions)
-
-
 def discover_audio(
     roots: Iterable[Path | str],
     follow_symlinks: bool = True,

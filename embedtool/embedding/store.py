@@ -6,8 +6,7 @@ Layout of ``<workspace>/embeddings/``::
                            inputs = {"features": fp, "model": fp}, extra = dim, counts, table and shard names
     segments.parquet       track_row (int32: the segment's track, a row of tracks.parquet), start_s, end_s, by
                            segment row; a segment's id (f"{track_id}@{start_ms}") is computed from them, so the
-                           table holds no string per segment (exports before 2026-12 also hold segment_id,
-                           track_id and row columns, which readers ignore)
+                           table holds no string per segment
     segments-NNNN.npy      float32 (rows, dim) segment vectors, L2-normalised; shards of bounded size, laid end
                            to end in ``row`` order
     tracks.parquet         track_id, path, label, group, duration_s, n_segments, row
@@ -36,10 +35,10 @@ import pyarrow.parquet as pq
 
 from embedtool.artefacts import (
     ArtefactMeta,
+    ArtefactStore,
     atomic_save_npy,
     fingerprint_of,
     read_member,
-    read_meta,
     remake_hint,
     write_meta,
 )
@@ -49,7 +48,7 @@ from embedtool.errors import DamagedArtefactError, InputError, MissingArtefactEr
 from embedtool.tracktable import TrackTable
 
 KIND = "embeddings"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SEGMENT_TABLE = "segments.parquet"
 TRACK_TABLE = "tracks.parquet"
 TRACK_VECTORS = "tracks.npy"
@@ -113,12 +112,14 @@ class SegmentGrid:
         )
 
 
-class EmbeddingStore:
+class EmbeddingStore(ArtefactStore):
     """Read access to an embeddings artefact (tables eagerly, vectors on demand, memory-mapped)."""
 
+    KIND = KIND
+    FORMAT_VERSION = FORMAT_VERSION
+
     def __init__(self, directory: Path):
-        self.directory = Path(directory)
-        self.meta: ArtefactMeta = read_meta(self.directory, KIND, FORMAT_VERSION)
+        super().__init__(directory)
         self.dim: int = int(self.meta.extra["dim"])
         track_table = read_member(self.meta, self.directory, TRACK_TABLE, pq.read_table)
         # Columns, not a dict per track (see tracktable); rows become dicts when read.
@@ -171,18 +172,17 @@ class EmbeddingStore:
 
         return FeatureStore(Path(features_dir)).relabel(self.tracks)
 
-    # --- provenance ------------------------------------------------------------------------------------
-    @property
-    def fingerprint(self) -> str:
-        return self.meta.fingerprint
+    def _upgrade(self, meta: ArtefactMeta) -> ArtefactMeta:
+        """Format 1: the segment table may hold segment_id, track_id and row columns as well (never read), and the
+        export may have no track descriptors or ones of another kind (``descriptors_current`` says so)."""
+        meta.extra.setdefault("descriptor_dim", None)
+        meta.extra.setdefault("descriptor_kind", None)
+        return meta
 
-    @property
-    def model_fingerprint(self) -> str:
-        return self.meta.inputs.get("model", "")
-
+    # --- provenance (fingerprint, model_fingerprint: ArtefactStore) ------------------------------------------
     @property
     def features_fingerprint(self) -> str:
-        return self.meta.inputs.get("features", "")
+        return self.input_fingerprint("features")
 
     # --- the segment grid (what the export's config decided) -----------------------------------------------
     @cached_property
@@ -232,9 +232,6 @@ class EmbeddingStore:
         if found is None:
             raise InputError(f"No track with id {track_id!r} in {self.directory}")
         return found  # type: ignore[return-value]
-
-    def has_track(self, track_id: str) -> bool:
-        return self.tracks.index_of(track_id) is not None
 
     def segments_of(self, track_id: str) -> tuple[np.ndarray, np.ndarray]:
         """The track's segment rows (into ``segment_vectors()``) and their start times in seconds."""
@@ -335,7 +332,7 @@ class EmbeddingStore:
         if not self.descriptors_current:
             state = "no" if self.descriptor_dim is None else "outdated"
             raise MissingArtefactError(
-                f"{self.directory} holds {state} track descriptors (an older export): re-run `embedtool embed`"
+                f"{self.directory} holds {state} track descriptors (made by another version): re-run `embedtool embed`"
             )
         return self._track_array(TRACK_DESCRIPTORS, int(self.descriptor_dim or 0), "track descriptors")
 

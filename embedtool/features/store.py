@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -29,11 +29,11 @@ import pyarrow.parquet as pq
 
 from embedtool.artefacts import (
     ArtefactMeta,
+    ArtefactStore,
     atomic_save_npy,
     atomic_write_json,
     fingerprint_of,
     read_member,
-    read_meta,
     recorded_checksums,
     remake_hint,
     write_meta,
@@ -45,7 +45,7 @@ from embedtool.features.naming import find_track
 from embedtool.tracktable import TrackTable
 
 KIND = "features"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
 
 TRACK_SCHEMA = pa.schema(
@@ -63,7 +63,7 @@ TRACK_SCHEMA = pa.schema(
         ("offset", pa.int64()),  # first row of this track in its shard
         ("file_size", pa.int64()),
         ("file_mtime_ns", pa.int64()),
-        # fingerprint peaks (embedtool.audio.peaks) in the shard's .peaks.npy; null in features made before them
+        # fingerprint peaks (embedtool.audio.peaks) in the shard's .peaks.npy; null for a track stored without them
         ("peaks_offset", pa.int64()),
         ("peaks", pa.int64()),
     ]
@@ -95,12 +95,14 @@ def settings_fingerprint(settings: FeatureSettings) -> str:
     return fingerprint_of(settings_dict(settings))
 
 
-class FeatureStore:
+class FeatureStore(ArtefactStore):
     """Read access to a features artefact. ``mel(track_id)`` is a zero-copy memory-mapped view."""
 
+    KIND = KIND
+    FORMAT_VERSION = FORMAT_VERSION
+
     def __init__(self, directory: Path):
-        self.directory = Path(directory)
-        self.meta: ArtefactMeta = read_meta(self.directory, KIND, FORMAT_VERSION)
+        super().__init__(directory)
         self.settings = FeatureSettings(**self.meta.config)
         table_name = self.meta.extra.get("table")
         if not isinstance(table_name, str):
@@ -127,12 +129,15 @@ class FeatureStore:
         self._shards: dict[str, np.ndarray] = {}
         self._peak_shards: dict[str, np.ndarray] = {}
 
+    def _upgrade(self, meta: ArtefactMeta) -> ArtefactMeta:
+        """Format 1: the track table may lack the peaks columns, or hold tracks without peaks (``has_peaks``), and
+        peaks stored without their ``peaks_version`` are of version 1."""
+        if meta.extra.get("peaks_version") is None:
+            meta.extra["peaks_version"] = 1
+        return meta
+
     def __len__(self) -> int:
         return len(self.tracks)
-
-    @property
-    def fingerprint(self) -> str:
-        return self.meta.fingerprint
 
     def track_ids(self) -> list[str]:
         return self.tracks.ids()
@@ -176,7 +181,7 @@ class FeatureStore:
 
     @property
     def peaks_version(self) -> int:
-        """The peak picking (``audio.settings.PEAKS_VERSION``) the stored peaks come from; 1 before it was
+        """The peak picking (``audio.settings.PEAKS_VERSION``) the stored peaks come from; 1 where none is
         recorded."""
         return int(self.meta.extra.get("peaks_version", 1))
 
@@ -196,8 +201,8 @@ class FeatureStore:
         t = self.track(track_id)
         if t.get("peaks") is None:
             raise IncompatibleArtefactError(
-                f"{self.directory}: track {track_id} has no fingerprint peaks (features made before they were "
-                "stored); re-run `embedtool extract --overwrite` to add them."
+                f"{self.directory}: track {track_id} has no fingerprint peaks stored; re-run "
+                "`embedtool extract --overwrite` to add them."
             )
         name = t["shard"]
         if name not in self._peak_shards:
@@ -217,10 +222,6 @@ class FeatureStore:
             )
         part = np.asarray(arr[start : start + count])
         return part[:, 0], part[:, 1]
-
-    def iter_mels(self) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
-        for t in self.tracks:
-            yield t, self.mel(t["track_id"])
 
     def _shard(self, name: str) -> np.ndarray:
         if name not in self._shards:
@@ -264,11 +265,6 @@ class ShardWriter:
         self._pending_bytes = 0
         self.bytes_written = 0
         self.completed: list[dict[str, Any]] = []  # records of the shards written so far
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes queued for the next shard (not on disk yet)."""
-        return self._pending_bytes
 
     def add(self, record: dict[str, Any], mel: np.ndarray, peaks: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Queue one track (``record`` without shard/offset) and its fingerprint peaks ((frames, bins), or None);

@@ -9,7 +9,6 @@ index/
   tracks.parquet     a copy of the embeddings' track table the index was built from
   segment_track.npy  int32 per segment row: its track's row in tracks.parquet  } memory-mapped at query time: no
   segment_times.npy  float64 (segments, 2): start and end in seconds           } per-segment Python objects
-                     (indexes built before 2026-12 hold a copy of the embeddings' segments.parquet instead)
   fingerprint_*.npy  landmark fingerprints of the tracks (indexing.fingerprint), when built
 """
 
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedtool.artefacts import ArtefactMeta, read_member, read_meta
+from embedtool.artefacts import ArtefactMeta, ArtefactStore, read_member
 from embedtool.tracktable import TrackTable
 
 if TYPE_CHECKING:
@@ -29,10 +28,10 @@ if TYPE_CHECKING:
     from embedtool.indexing.search import VectorIndex
 
 KIND = "index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SEGMENT_INDEX = "segments.faiss"
 TRACK_INDEX = "tracks.faiss"
-SEGMENT_TABLE = "segments.parquet"  # older indexes only
+SEGMENT_TABLE = "segments.parquet"  # format 1 only, in some: the segment table instead of the id arrays
 TRACK_TABLE = "tracks.parquet"
 SEGMENT_TRACK = "segment_track.npy"
 SEGMENT_TIMES = "segment_times.npy"
@@ -64,8 +63,8 @@ class IdTables:
 
     @classmethod
     def from_tables(cls, seg: Any, track_table: Any) -> IdTables:
-        """From the segment and track tables (pyarrow) of an embeddings export (either layout: older ones hold
-        string columns as well, which are not read)."""
+        """From the segment and track tables (pyarrow) of an embeddings export (only the numeric columns are
+        read)."""
         tracks = TrackTable(track_table)
         counts = np.asarray(tracks.column("n_segments"), dtype=np.int64)
         times = np.stack([seg.column("start_s").to_numpy(), seg.column("end_s").to_numpy()], axis=1)
@@ -96,33 +95,37 @@ class IdentifyThresholds:
     """The identify decision an index was calibrated for (see query.calibrate and query.decision)."""
 
     threshold: float | None
-    statistic: str  # "confidence"; "best_score" for indexes built before the confidence rule
+    statistic: str  # what the threshold applies to: "confidence" or "best_score" (query.decision)
     by_length: list[dict[str, Any]] = field(default_factory=list)  # one threshold per calibrated excerpt length
 
 
-class IndexStore:
+class IndexStore(ArtefactStore):
     """Read access to an index artefact's facts (its meta.json, typed) and file paths; the FAISS indexes
     themselves are loaded by ``indexing.search.VectorIndex``."""
 
-    def __init__(self, directory: Path):
-        self.directory = Path(directory)
-        self.meta: ArtefactMeta = read_meta(self.directory, KIND, FORMAT_VERSION)
+    KIND = KIND
+    FORMAT_VERSION = FORMAT_VERSION
+    ids_in_segment_table = False  # the per-segment ids are read from SEGMENT_TABLE (some format-1 indexes)
 
-    @property
-    def fingerprint(self) -> str:
-        return self.meta.fingerprint
-
-    @property
-    def model_fingerprint(self) -> str:
-        return self.meta.inputs.get("model", "")
+    def _upgrade(self, meta: ArtefactMeta) -> ArtefactMeta:
+        """Format 1: the identify statistic, the feature settings and the fingerprints' facts may be missing (the
+        threshold was on the best score; no settings recorded; no fingerprints), and the per-segment ids may be a
+        copy of the embeddings' segment table instead of SEGMENT_TRACK and SEGMENT_TIMES."""
+        identify = meta.extra.setdefault("identify", {})
+        if isinstance(identify, dict):
+            identify.setdefault("statistic", "best_score")
+        meta.extra.setdefault("feature_settings", None)
+        meta.extra.setdefault("fingerprints", {"built": False, "reason": "the index holds no fingerprints"})
+        self.ids_in_segment_table = SEGMENT_TRACK not in meta.files and not (self.directory / SEGMENT_TRACK).exists()
+        return meta
 
     @property
     def embeddings_fingerprint(self) -> str:
-        return self.meta.inputs.get("embeddings", "")
+        return self.input_fingerprint("embeddings")
 
     @property
     def feature_settings(self) -> dict[str, Any] | None:
-        """The feature settings the indexed embeddings were made from (None for indexes that predate it)."""
+        """The feature settings the indexed embeddings were made from (None where the index records none)."""
         return self.meta.extra.get("feature_settings")
 
     @property
@@ -143,14 +146,14 @@ class IndexStore:
         identify = self.meta.extra.get("identify", {})
         return IdentifyThresholds(
             threshold=identify.get("threshold"),
-            statistic=identify.get("statistic", "best_score"),
+            statistic=identify.get("statistic", "confidence"),
             by_length=identify.get("by_length") or [],
         )
 
     @property
     def fingerprints(self) -> dict[str, Any]:
         """How the landmark fingerprints were built (``built`` false, with a ``reason``, when they were not)."""
-        return self.meta.extra.get("fingerprints") or {"built": False, "reason": "index made before fingerprints"}
+        return self.meta.extra.get("fingerprints") or {"built": False, "reason": "the index holds no fingerprints"}
 
     def fingerprint_index(self) -> FingerprintIndex | None:
         """The landmark fingerprints (memory-mapped), or None when the index was built without them, or from peaks
@@ -173,7 +176,7 @@ class IndexStore:
         import pyarrow.parquet as pq
 
         tracks = read_member(self.meta, self.directory, TRACK_TABLE, pq.read_table)
-        if SEGMENT_TRACK not in self.meta.files and not (self.directory / SEGMENT_TRACK).exists():  # older index
+        if self.ids_in_segment_table:
             segments = read_member(self.meta, self.directory, SEGMENT_TABLE, pq.read_table)
             return read_member(
                 self.meta, self.directory, SEGMENT_TABLE, lambda _: IdTables.from_tables(segments, tracks)
