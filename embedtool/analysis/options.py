@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from embedtool.config import option
 from embedtool.errors import ConfigError
+from embedtool.flag import option
 
 # The degradations evaluate's re-identification robustness applies to excerpts (see analysis.robustness).
 DEGRADATIONS = ("clean", "noise20", "noise10", "noise0", "mp3", "gain", "speed+3", "speed-3")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from embedtool.config import PRESETS
 from embedtool.errors import ConfigError
+from embedtool.flag import option
 
 # Native-rate audio decoded at a time (extract.block_seconds): bounds the memory a long file needs.
 DEFAULT_BLOCK_SECONDS = 30.0
@@ -43,11 +45,11 @@ class FeatureSettings:
     shapes (not centres or edges) differ slightly.
     """
 
-    sample_rate: int = 16000
+    sample_rate: int = field(default=16000, metadata=option("Resample audio to this rate (Hz)."))
     n_fft: int = 512
     win_length: int = 400
     hop_length: int = 160
-    n_mels: int = 64
+    n_mels: int = field(default=64, metadata=option("Number of Mel bands."))
     f_min: float = 50.0
     f_max: float = 8000.0
     power: float = 1.0  # 1: magnitude spectrogram, 2: power spectrogram
@@ -56,8 +58,6 @@ class FeatureSettings:
 
     @classmethod
     def from_preset(cls, name: str) -> FeatureSettings:
-        if name in ("default", "tile2vec", "contrastive"):
-            return cls()
         if name == "thesis":
             return cls(
                 sample_rate=16000,
@@ -71,7 +71,9 @@ class FeatureSettings:
                 log_offset=1e-6,
                 mel_scale="htk",
             )
-        raise ConfigError(f"Unknown features preset {name!r}; valid: default, thesis, tile2vec, contrastive")
+        if name in PRESETS:  # the other presets keep the default front end
+            return cls()
+        raise ConfigError(f"Unknown features preset {name!r}; valid: {', '.join(PRESETS)}")
 
     def validate(self) -> None:
         if self.sample_rate < 1000:

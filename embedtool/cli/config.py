@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import typer
 import yaml
 
 from embedtool.cli.app import app
 from embedtool.cli.common import app_context, handle_errors
+from embedtool.cli.flags import PresetName
 from embedtool.config import SECTIONS, section_class, settings_dict
 
 
@@ -16,9 +15,7 @@ from embedtool.config import SECTIONS, section_class, settings_dict
 @handle_errors
 def show_config(
     ctx: typer.Context,
-    preset: Literal["default", "thesis", "tile2vec", "contrastive"] | None = typer.Option(
-        None, "--preset", help="Show this preset's values."
-    ),
+    preset: PresetName | None = typer.Option(None, "--preset", help="Show this preset's values."),
 ) -> None:
     """Print every option of every stage with its effective value; the output is a valid embedtool.yaml."""
     actx = app_context(ctx, existing=False)

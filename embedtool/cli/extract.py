@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import TextColumn
@@ -22,6 +22,7 @@ from embedtool.cli.common import (
     print_json,
     use_threads,
 )
+from embedtool.cli.flags import Flags, takes
 
 if TYPE_CHECKING:
     from embedtool.features.extract import ExtractProgress, ExtractReport
@@ -31,6 +32,7 @@ SHOW_ERRORS = 10
 
 @app.command(epilog="Example: `embedtool extract ~/Music/library --labels labels.csv -j 4`")
 @handle_errors
+@takes("extract", "features", "engine", preset="features")
 def extract(
     ctx: typer.Context,
     paths: list[Path] = typer.Argument(
@@ -39,33 +41,10 @@ def extract(
         help="Audio folders or files to add to the library (its remembered folders are re-scanned too).",
         show_default=False,
     ),
-    jobs: int | None = typer.Option(None, "--jobs", "-j", help="Worker processes (0 = all cores).", min=0),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Re-extract every file, ignoring earlier results."),
-    replace: bool = typer.Option(
-        False, "--replace", help="PATH becomes the whole library: tracks under other folders are removed."
-    ),
-    prune: bool = typer.Option(
-        False, "--prune", help="Drop the tracks of remembered folders that are missing (kept otherwise)."
-    ),
-    strict: bool = typer.Option(False, "--strict", help="Fail (publish nothing) if any file cannot be decoded."),
-    keep_truncated: bool = typer.Option(
-        False, "--keep-truncated", help="Keep the decoded part of files cut short (they fail otherwise)."
-    ),
-    labels: Path | None = typer.Option(
-        None, "--labels", help="CSV/TSV of path,label[,group] (default: the first folder level under each PATH)."
-    ),
-    min_duration: float | None = typer.Option(None, "--min-duration", help="Skip files shorter than this (s)."),
-    preset: Literal["default", "thesis"] | None = typer.Option(None, "--preset", help="Feature preset."),
-    sample_rate: int | None = typer.Option(None, "--sample-rate", help="Resample audio to this rate (Hz)."),
-    n_mels: int | None = typer.Option(None, "--n-mels", help="Number of Mel bands."),
-    engine: Literal["local", "ray"] | None = typer.Option(
-        None, "--engine", help="Where the work runs: local processes, or Ray workers (docs/engine.md)."
-    ),
-    cluster: str | None = typer.Option(
-        None, "--cluster", metavar="ADDRESS", help="Ray cluster address with --engine ray (default: a local Ray)."
-    ),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the run's report as JSON."),
+    *,
+    flags: Flags,
 ) -> None:
     """Find audio under PATH (recursively), decode it and store log-Mel features in the workspace.
 
@@ -79,21 +58,9 @@ def extract(
 
     actx = app_context(ctx, existing=False)  # extract makes the workspace
     use_threads(threads)
-    settings = actx.config.settings("features", {"preset": preset, "sample_rate": sample_rate, "n_mels": n_mels})
-    options = actx.config.settings(
-        "extract",
-        {
-            "jobs": jobs,
-            "overwrite": True if overwrite else None,
-            "replace": True if replace else None,
-            "prune": True if prune else None,  # an unset flag leaves embedtool.yaml's value
-            "strict": True if strict else None,
-            "keep_truncated": True if keep_truncated else None,
-            "labels": str(labels) if labels else None,
-            "min_duration_s": min_duration,
-        },
-    )
-    engine_options = actx.config.settings("engine", {"name": engine, "cluster": cluster})
+    settings = flags.settings(actx.config, "features")
+    options = flags.settings(actx.config, "extract")
+    engine_options = flags.settings(actx.config, "engine")
     features_dir = actx.workspace.features
     progress = make_progress(
         actx.quiet or as_json,

@@ -27,9 +27,11 @@ from typing import Any, Literal, TypeVar
 import typer
 from typer.models import ArgumentInfo
 
-from embedtool.config import PRESETS, Flag, ProjectConfig, flags_of, section_class
+from embedtool.config import PRESETS, ProjectConfig, section_class
+from embedtool.flag import Flag, flags_of
 
 F = TypeVar("F", bound=Callable[..., Any])
+PresetName = Literal[PRESETS]  # type: ignore[valid-type]  # --preset's choices: every preset name
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,7 @@ def _collect(options: list[_Option], kwargs: dict[str, Any]) -> Flags:
 def _options(sections: list[Use], preset: str) -> list[_Option]:
     options: dict[str, _Option] = {}
     if preset:
-        kind = Literal[PRESETS]  # type: ignore[valid-type]
-        param = _parameter("preset", kind, typer.Option(None, "--preset", help=_PRESET_HELP))
+        param = _parameter("preset", PresetName, typer.Option(None, "--preset", help=_PRESET_HELP))
         options["--preset"] = _Option("--preset", param, [(preset, "preset")])
     for use in sections:
         cls = section_class(use.section)
@@ -141,8 +142,9 @@ def _options(sections: list[Use], preset: str) -> list[_Option]:
                 continue
             kind = _cli_type(hints[key], flag)
             default = default_text(use.section, key)
-            param = _parameter(key, kind, _typer_option(name, flag, kind, default))
-            old = [(o, _parameter(f"{key}__old{i}", kind, _typer_option(o, flag, kind, default, hidden=True)))
+            python_name = name.lstrip("-").replace("-", "_")  # named as the flag, which is unique in a command
+            param = _parameter(python_name, kind, _typer_option(name, flag, kind, default))
+            old = [(o, _parameter(f"{python_name}__old{i}", kind, _typer_option(o, flag, kind, default, hidden=True)))
                    for i, o in enumerate(flag.old)]  # fmt: skip
             options[name] = _Option(name, param, [(use.section, key)], old)
     return list(options.values())

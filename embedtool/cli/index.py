@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import typer
 from rich.table import Table
 
@@ -11,61 +9,31 @@ from embedtool.cli.app import app
 from embedtool.cli.common import (
     app_context,
     console,
-    default_of,
     handle_errors,
     human_bytes,
     make_progress,
     print_json,
     stage_progress,
 )
+from embedtool.cli.flags import Flags, takes
 
 
 @app.command(epilog="Example: `embedtool index --kind hnsw --target-recall 0.95`")
 @handle_errors
+@takes("index", "engine")
 def index(
     ctx: typer.Context,
-    kind: Literal["auto", "flat", "hnsw", "ivf", "ivf-pq"] | None = typer.Option(
-        None, "--kind", help="FAISS index kind (auto: by size and memory).", show_default=default_of("index", "kind")
-    ),
-    target_recall: float | None = typer.Option(None, "--target-recall", help="recall@k that tuning must reach."),
-    recall_k: int | None = typer.Option(None, "--recall-k", help="k of the recall measurement."),
-    memory_mb: float | None = typer.Option(
-        None, "--memory-mb", help="Memory budget (MiB): auto's choice of kind, the training sample, on-disk blocks."
-    ),
-    on_disk: Literal["auto", "on", "off"] | None = typer.Option(
-        None,
-        "--on-disk",
-        help="ivf-pq: inverted lists in a file beside the index (auto: when over a quarter of the budget).",
-        show_default=default_of("index", "on_disk"),
-    ),
-    threshold: float | None = typer.Option(
-        None, "--threshold", help="Fixed identify confidence threshold (skip calibration)."
-    ),
-    engine: Literal["local", "ray"] | None = typer.Option(
-        None, "--engine", help="Where a stale export and an on-disk index's blocks run (docs/engine.md)."
-    ),
-    cluster: str | None = typer.Option(
-        None, "--cluster", metavar="ADDRESS", help="Ray cluster address with --engine ray (default: a local Ray)."
-    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    *,
+    flags: Flags,
 ) -> None:
     """Build the segment and track indexes (exporting embeddings first when missing or stale)."""
     from embedtool import pipeline
 
     actx = app_context(ctx)
-    options = actx.config.settings(
-        "index",
-        {
-            "kind": kind,
-            "target_recall": target_recall,
-            "recall_k": recall_k,
-            "memory_budget_mb": memory_mb,
-            "on_disk": on_disk,
-            "identify_threshold": threshold,
-        },
-    )
+    options = flags.settings(actx.config, "index")
     embed_options = actx.config.settings("embed")
-    engine_options = actx.config.settings("engine", {"name": engine, "cluster": cluster})
+    engine_options = flags.settings(actx.config, "engine")
     ws = actx.workspace
     with make_progress(actx.quiet or as_json) as progress:
         report = pipeline.index(ws, options, embed_options, stage_progress(progress), engine_options)

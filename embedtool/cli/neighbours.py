@@ -21,11 +21,11 @@ from embedtool.cli.common import (
     app_context,
     console,
     csv_writer,
-    default_of,
     err_console,
     handle_errors,
     print_json,
 )
+from embedtool.cli.flags import Flags, takes
 from embedtool.errors import EmbedtoolError, InputError, NoMatchError
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ COLUMNS = (
     "`embedtool neighbours a.mp3 b.mp3 c.mp3 --combine -k 20 --format m3u > more.m3u8`"
 )
 @handle_errors
+@takes("neighbours")
 def neighbours(
     ctx: typer.Context,
     queries: list[str] = typer.Argument(
@@ -53,27 +54,9 @@ def neighbours(
         show_default=False,
     ),
     query_list: Path | None = typer.Option(None, "--list", help="A file of queries, one per line."),
-    mode: Literal["similar", "identify"] | None = typer.Option(
-        None,
-        "--mode",
-        "-m",
-        help="Similar tracks, or which track an excerpt is from.",
-        show_default=default_of("neighbours", "mode"),
-    ),
-    k: int | None = typer.Option(
-        None, "-k", "--k", help="Number of tracks to return.", show_default=default_of("neighbours", "k")
-    ),
     segments: bool = typer.Option(False, "--segments", help="Also list each query window's nearest segment."),
-    include_self: bool = typer.Option(False, "--include-self", help="similar: keep the query's own track."),
     combine: bool = typer.Option(
         False, "--combine", help="One answer for all the queries together: tracks like these seeds (similar mode)."
-    ),
-    combine_by: Literal["mean", "rrf"] | None = typer.Option(
-        None,
-        "--combine-by",
-        help="How --combine joins the seeds (implies --combine): mean, the mean of their vectors; rrf, "
-        "reciprocal-rank fusion of their answers.",
-        show_default=default_of("neighbours", "combine"),
     ),
     exclude_seeds: bool = typer.Option(
         False,
@@ -91,6 +74,8 @@ def neighbours(
         help="Also write each query's matches as an Audacity label track, DIR/<query name>.txt "
         "(File > Import > Labels, beside the query's audio): one label per match over the query's matched range.",
     ),
+    *,
+    flags: Flags,
 ) -> None:
     """Find the library tracks nearest each query, with the matching time ranges.
 
@@ -104,9 +89,8 @@ def neighbours(
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}, not {output!r}")
     sources = _sources(list(queries or []), query_list)
     actx = app_context(ctx)
-    settings = {"mode": mode, "k": k, "include_self": include_self or None, "combine": combine_by}
-    options = actx.config.settings("neighbours", settings)
-    combine = combine or combine_by is not None
+    options = flags.settings(actx.config, "neighbours")
+    combine = combine or "combine" in flags.given("neighbours")  # --combine-by implies --combine
     if (combine or exclude_seeds) and options.mode != "similar":
         raise typer.BadParameter("--combine and --exclude-seeds answer similar-mode queries, not identify")
     if combine and (labels_dir is not None or segments):

@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from embedtool.config import PRESETS
 from embedtool.errors import ConfigError
+from embedtool.flag import option
 
 
-@dataclass
+@dataclass(frozen=True)
 class EmbedOptions:
     """Options of `embedtool embed` (section ``embed`` in embedtool.yaml)."""
 
-    hop_seconds: float = 0.0  # step between segment windows; 0 = half a segment
-    batch_size: int = 256  # windows per forward pass
-    device: str = "auto"  # auto | cpu | cuda
-    full: bool = False  # re-embed every track even when the previous export could be reused
+    hop_seconds: float = field(
+        default=0.0, metadata=option("Seconds between segment windows (0 = half a segment).", old=("--hop",))
+    )
+    batch_size: int = field(default=256, metadata=option("Windows per forward pass."))
+    device: str = field(default="auto", metadata=option("Where the model runs.", choices=("auto", "cpu", "cuda")))
+    full: bool = field(default=False, metadata=option("Re-embed every track, even when the last export fits."))
     shard_mb: int = 64  # segment vectors per .npy shard, in MiB
 
     @classmethod
     def from_preset(cls, name: str) -> EmbedOptions:
-        if name in ("default", "thesis", "tile2vec", "contrastive"):
+        if name in PRESETS:  # no preset changes how embeddings are exported
             return cls()
-        raise ConfigError(f"Unknown embed preset {name!r}; valid: default, thesis, tile2vec, contrastive")
+        raise ConfigError(f"Unknown embed preset {name!r}; valid: {', '.join(PRESETS)}")
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         if self.hop_seconds < 0:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
 from embedtool.errors import ConfigError
+from embedtool.flag import option
 
 ENGINES = ("local", "ray")
 # Tasks submitted but not yet handed to on_result, per worker: enough to keep workers busy while the driver
@@ -24,7 +25,7 @@ ENGINES = ("local", "ray")
 QUEUE_PER_WORKER = 2
 
 
-@dataclass
+@dataclass(frozen=True)
 class EngineOptions:
     """Where `extract` and `embed` run their tasks (section ``engine`` of embedtool.yaml; ``engine: ray`` is short
     for ``engine: {name: ray}``).
@@ -34,8 +35,16 @@ class EngineOptions:
     ``auto``); empty = start a Ray on this machine for the run (and stop it after).
     """
 
-    name: Literal["local", "ray"] = "local"
-    cluster: str = ""
+    name: Literal["local", "ray"] = field(
+        default="local",
+        metadata=option("Where the work runs: this machine, or Ray workers (docs/engine.md).", flag="--engine"),
+    )
+    cluster: str = field(
+        default="", metadata=option("Ray cluster address with --engine ray (default: a local Ray).", metavar="ADDRESS")
+    )
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         if self.name not in ENGINES:

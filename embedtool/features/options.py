@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from embedtool.audio.settings import DEFAULT_BLOCK_SECONDS
 from embedtool.errors import ConfigError
+from embedtool.flag import option
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExtractOptions:
     """Options of `embedtool extract` (configuration section ``extract``).
 
@@ -17,24 +18,39 @@ class ExtractOptions:
     (dBFS) under which a file counts as silent.
     """
 
-    jobs: int = 0  # tasks at once (worker processes; Ray workers with the ray engine); 0 = all cores
-    overwrite: bool = False  # recompute every file, ignoring what is already extracted
+    # tasks at once (worker processes; Ray workers with the ray engine); 0 = all cores
+    jobs: int = field(default=0, metadata=option("Worker processes (0 = all cores).", short="-j", min=0))
+    overwrite: bool = field(default=False, metadata=option("Re-extract every file, ignoring earlier results."))
     # The library is every folder ever given (remembered in the features' meta): `extract PATH` adds PATH and
     # re-scans them all. replace: the given paths become the library's only roots (their tracks alone remain);
     # prune: also drop the tracks of remembered roots that are missing (an unplugged drive keeps them otherwise).
-    replace: bool = False
-    prune: bool = False
-    strict: bool = False  # any failed file fails the run (and nothing is published)
-    labels: str | None = None  # CSV/TSV of path,label[,group]; default: first folder level under each root
-    min_duration_s: float = 0.03
+    replace: bool = field(
+        default=False, metadata=option("PATH becomes the whole library: tracks under other folders are removed.")
+    )
+    prune: bool = field(
+        default=False, metadata=option("Drop the tracks of remembered folders that are missing (kept otherwise).")
+    )
+    strict: bool = field(default=False, metadata=option("Fail (publish nothing) if any file cannot be decoded."))
+    labels: str | None = field(
+        default=None,
+        metadata=option("CSV/TSV of path,label[,group] (default: the first folder level under each PATH)."),
+    )
+    min_duration_s: float = field(
+        default=0.03, metadata=option("Skip files shorter than this (s).", old=("--min-duration",))
+    )
     silence_db: float = -80.0
     follow_symlinks: bool = True
-    keep_truncated: bool = False  # extract the decoded part of a file cut short (reported) instead of failing it
+    keep_truncated: bool = field(
+        default=False, metadata=option("Keep the decoded part of files cut short (they fail otherwise).")
+    )
     block_seconds: float = DEFAULT_BLOCK_SECONDS  # native-rate audio decoded at a time (bounds memory)
     # A task (and its shards) holds about this many seconds of decoding work (estimated from the audio's duration),
     # so a killed run keeps all but the last few seconds of work per worker; 0: every file is its own task and shard.
     flush_every_s: float = 20.0
     max_shard_mb: int = 256  # features per task (and shard) at most
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         if self.jobs < 0:

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from embedtool.config import PRESETS
 from embedtool.errors import ConfigError
+from embedtool.flag import option
 
 KINDS = ("flat", "hnsw", "ivf", "ivf-pq")  # the index kinds besides "auto"
 
 
-@dataclass
+@dataclass(frozen=True)
 class IndexOptions:
     """Options of `embedtool index` (section ``index`` in embedtool.yaml)."""
 
-    kind: str = "auto"  # auto | flat | hnsw | ivf | ivf-pq
-    target_recall: float = 0.95  # recall@recall_k against exact search that tuning must reach
-    recall_k: int = 10
+    kind: str = field(
+        default="auto", metadata=option("FAISS index kind (auto: by size and memory).", choices=("auto", *KINDS))
+    )
+    target_recall: float = field(
+        default=0.95, metadata=option("recall@k that tuning must reach (against exact search).")
+    )
+    recall_k: int = field(default=10, metadata=option("k of the recall measurement."))
     exact_max_cost: int = 20_000_000  # auto: exact search while n * dim is at most this
-    memory_budget_mb: float = 2048.0  # auto: raw float32 vectors above this go to ivf-pq
+    # auto: raw float32 vectors above this go to ivf-pq
+    memory_budget_mb: float = field(
+        default=2048.0,
+        metadata=option(
+            "Memory budget (MiB): auto's choice of kind, the training sample, on-disk blocks.", old=("--memory-mb",)
+        ),
+    )
     eval_queries: int = 200  # held-out queries for tuning and measuring recall
     hnsw_m: int = 32
     hnsw_ef_construction: int = 64
@@ -26,11 +38,19 @@ class IndexOptions:
     # ivf-pq: inverted lists in a file beside the index (memory-mapped, filled in blocks and merged) rather than
     # in memory; auto = when the codes would take more than a quarter of memory_budget_mb; on (with kind auto):
     # ivf-pq from 2000 vectors on
-    on_disk: str = "auto"  # auto | on | off
+    on_disk: str = field(
+        default="auto",
+        metadata=option(
+            "ivf-pq: inverted lists in a file beside the index (auto: when over a quarter of the budget).",
+            choices=("auto", "on", "off"),
+        ),
+    )
     block_vectors: int = 2_000_000  # on disk: vectors per fill block (each block is one unit of work)
     seed: int = 0
     # identify-mode threshold on the confidence (query.calibrate): calibrated from library excerpts unless fixed
-    identify_threshold: float | None = None
+    identify_threshold: float | None = field(
+        default=None, metadata=option("Fixed identify confidence threshold (skip calibration).", old=("--threshold",))
+    )
     calibration_tracks: int = 200  # library tracks whose excerpts calibrate the threshold
     calibration_lengths_s: tuple[float, ...] = (1.0, 3.0, 10.0)  # excerpt lengths, one threshold each
     calibration_snr_db: float = 15.0  # background mixed into calibration excerpts, this far below them
@@ -43,9 +63,12 @@ class IndexOptions:
 
     @classmethod
     def from_preset(cls, name: str) -> IndexOptions:
-        if name in ("default", "thesis", "tile2vec", "contrastive"):
+        if name in PRESETS:  # no preset changes how indexes are built
             return cls()
-        raise ConfigError(f"Unknown index preset {name!r}; valid: default, thesis, tile2vec, contrastive")
+        raise ConfigError(f"Unknown index preset {name!r}; valid: {', '.join(PRESETS)}")
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         if self.kind != "auto" and self.kind not in KINDS:

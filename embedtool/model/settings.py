@@ -27,8 +27,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
-from embedtool.config import PRESETS, option
+from embedtool.config import PRESETS
 from embedtool.errors import ConfigError
+from embedtool.flag import option
 from embedtool.model.teachers import TEACHERS
 
 
