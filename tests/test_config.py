@@ -128,3 +128,45 @@ def test_cli_reports_config_errors_with_exit_status_2(tmp_path: Path) -> None:
     assert "jobz" in output and "valid keys" in output
     missing = run_cli("--config", tmp_path / "nope.yaml", "extract", tmp_path)
     assert missing.exit_code == 2 and "Configuration file not found" in flat(missing.output)
+
+
+@pytest.mark.parametrize(
+    ("cls", "values", "message"),
+    [
+        ("embedtool.analysis.options:ClusterOptions", {"k": "0"}, "cluster.k must be at least 1, not 0"),
+        ("embedtool.analysis.options:ClassifyOptions", {"cv": 1}, "classify.cv must be 0"),
+        ("embedtool.analysis.options:EvaluateOptions", {"name": "a/b"}, "evaluate.name must be a plain folder"),
+        ("embedtool.query.options:NeighbourOptions", {"mode": "nearest"}, "neighbours.mode must be 'similar'"),
+        ("embedtool.indexing.options:IndexOptions", {"kind": "lsh"}, "index.kind must be one of"),
+        ("embedtool.embedding.options:EmbedOptions", {"batch_size": 0}, "embed.batch_size must be at least 1"),
+        ("embedtool.features.options:ExtractOptions", {"jobs": -1}, "extract.jobs must be 0"),
+        ("embedtool.engine.base:EngineOptions", {"name": "slurm"}, "engine.name must be one of"),
+        ("embedtool.model.settings:TrainSettings", {"epochs": 0}, "train.epochs must be at least 1"),
+    ],
+)
+def test_options_are_frozen_and_refuse_bad_values_when_made(cls: str, values: dict, message: str) -> None:
+    import dataclasses
+    import importlib
+
+    module, name = cls.split(":")
+    options_class = getattr(importlib.import_module(module), name)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        options_class(**values)
+    made = options_class()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.seed = 1  # type: ignore[misc]
+    key, value = next(iter(values.items()))
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        dataclasses.replace(made, **{key: value})  # a copy with a bad value is refused too
+
+
+def test_every_section_takes_every_preset_name() -> None:
+    from embedtool.config import PRESETS, section_class
+
+    for section in SECTIONS:
+        cls = section_class(section)
+        if hasattr(cls, "from_preset"):
+            for preset in PRESETS:
+                assert isinstance(cls.from_preset(preset), cls), (section, preset)
+            with pytest.raises(ConfigError, match=f"Unknown {section} preset 'huge'"):
+                cls.from_preset("huge")

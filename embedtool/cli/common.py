@@ -66,16 +66,6 @@ def init_context(
         fail(exc)
 
 
-def default_of(section: str, key: str) -> str:
-    """What an option left unset means: the section's built-in default (``embedtool.yaml`` may set another), for
-    ``show_default`` in ``--help``. Reads only the section's options dataclass (no torch)."""
-    from embedtool.config import section_class
-
-    cls = section_class(section)
-    value = getattr(cls.from_preset("default") if hasattr(cls, "from_preset") else cls(), key)
-    return "none" if value in ("", None) else str(value)
-
-
 # --threads of train, embed, extract and evaluate (embedtool.threads)
 THREADS_HELP = (
     "Threads (extract: worker processes) to use. Default: the CPUs actually free (affinity, cgroup quota, other "
@@ -88,13 +78,6 @@ def use_threads(threads: int | None) -> None:
     from embedtool.threads import fix_threads
 
     fix_threads(threads)
-
-
-# --cv-by of classify and evaluate (ClassifyOptions.cv_by)
-CV_BY_HELP = (
-    "What CV folds keep together: the labels file's group column (a track without one is its own group), or each "
-    "track on its own. Other columns of a labels file are not kept by extract, so they cannot group folds."
-)
 
 
 class _VerboseHandler(logging.StreamHandler):
