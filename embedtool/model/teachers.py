@@ -134,6 +134,7 @@ class TeacherOutputs:
         self.blocks = blocks
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._rows = {t: (int(starts[i]), int(starts[i + 1])) for i, t in enumerate(ids)}
+        self._stats: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def empty(cls, name: str) -> TeacherOutputs:
@@ -148,6 +149,17 @@ class TeacherOutputs:
     @property
     def track_ids(self) -> list[str]:
         return list(self._rows)
+
+    def block_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each output dimension's mean and standard deviation over every stored block (float32): distillation
+        compares standardised outputs, as a network's ReLU outputs share one large positive mean direction that
+        would otherwise dominate a cosine."""
+        if self._stats is None:
+            blocks = self.blocks.astype(np.float32)
+            mean = blocks.mean(axis=0) if len(blocks) else np.zeros(self.dim, np.float32)
+            std = blocks.std(axis=0) if len(blocks) else np.ones(self.dim, np.float32)
+            self._stats = mean, np.maximum(std, 1e-6)
+        return self._stats
 
     def blocks_of(self, track_id: str) -> np.ndarray:
         start, stop = self._rows[track_id]
