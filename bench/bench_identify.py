@@ -112,7 +112,7 @@ def out_of_domain(searcher, folders: list[Path], per_kind: int, rng: np.random.G
 
 def _pair(result) -> tuple[float, float | None, float]:
     m = result.matches
-    return (m[0].score if m else 0.0, m[1].score if len(m) > 1 else None, result.query["duration_s"])
+    return (m[0].score if m else 0.0, m[1].score if len(m) > 1 else None, result.query.duration_s)
 
 
 def main() -> None:

@@ -48,7 +48,7 @@ t4 = time.perf_counter(); c4 = time.process_time()
 print(json.dumps({"import torch": t1 - t0, "import embedtool": t2 - t1, "open index": t3 - t2,
                   **{k: v for k, v in result.timings.items()}, "query total": t4 - t3, "total": t4 - t0,
                   "cpu import torch": c1 - c0, "cpu import embedtool": c2 - c1, "cpu open index": c3 - c2,
-                  "cpu query": c4 - c3, "cpu total": c4 - c0, "windows": result.query["windows"],
+                  "cpu query": c4 - c3, "cpu total": c4 - c0, "windows": result.query.windows,
                   "top": result.matches[0].track_id if result.matches else None}))
 """
 

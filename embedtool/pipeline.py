@@ -24,9 +24,9 @@ from typing import Any, TypeVar, cast
 
 from embedtool.analysis.classifier import uses_descriptors
 from embedtool.analysis.classifier_store import FilePrediction, predict_files
-from embedtool.analysis.classify import ClassifyResult, run_classify
-from embedtool.analysis.cluster import ClusterResult, run_cluster
-from embedtool.analysis.evaluate import EvaluateResult, run_evaluate
+from embedtool.analysis.classify import ClassifyReport, run_classify
+from embedtool.analysis.cluster import ClusterReport, run_cluster
+from embedtool.analysis.evaluate import EvaluateReport, run_evaluate
 from embedtool.analysis.options import ClassifyOptions, ClusterOptions, EvaluateOptions
 from embedtool.artefacts import check_free_space, staged_dir
 from embedtool.audio.settings import FeatureSettings
@@ -47,13 +47,14 @@ from embedtool.errors import MissingArtefactError
 from embedtool.features.extract import ExtractProgress, ExtractReport, run_extract
 from embedtool.features.options import ExtractOptions
 from embedtool.features.store import FeatureStore
-from embedtool.indexing.build import build_index, index_bytes, write_id_tables, write_index_files
+from embedtool.indexing.build import IndexSummary, build_index, index_bytes, write_id_tables, write_index_files
 from embedtool.indexing.fingerprint_build import build_fingerprints
 from embedtool.indexing.options import IndexOptions
+from embedtool.indexing.store import IdentifyThresholds
 from embedtool.model.device import resolve_device_name
 from embedtool.model.encoder import Encoder
 from embedtool.model.settings import TrainSettings
-from embedtool.progress import Progress
+from embedtool.progress import Progress, TrainProgress
 from embedtool.query.calibrate import calibrate_identify
 from embedtool.query.decision import STATISTIC
 from embedtool.query.searcher import Searcher
@@ -102,7 +103,7 @@ def train(
     workspace: Workspace,
     settings: TrainSettings | None = None,
     resume: bool = False,
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    progress: TrainProgress | None = None,
     nproc_per_node: int = 1,
     nnodes: int = 1,
     rdzv: str | None = None,
@@ -157,15 +158,20 @@ class IndexReport:
     """What `embedtool index` did: the export it ran first (if any) and both indexes' facts."""
 
     export: dict[str, Any] | None
-    segments: dict[str, Any]
-    tracks: dict[str, Any]
-    identify: dict[str, Any]
+    segments: IndexSummary
+    tracks: IndexSummary
+    identify: IdentifyThresholds
     bytes: int
     seconds: float
     fingerprint: str
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {
+            **self.__dict__,
+            "segments": self.segments.to_dict(),
+            "tracks": self.tracks.to_dict(),
+            "identify": self.identify.to_dict(),
+        }
 
 
 @_writes
@@ -215,9 +221,9 @@ def index(
         summaries, meta = write_index_files(stage, segments, tracks, store, options, identify, fingerprints)
     return IndexReport(
         export=export,
-        segments=summaries["segments"],
-        tracks=summaries["tracks"],
-        identify=identify,
+        segments=IndexSummary.from_dict(summaries["segments"]),
+        tracks=IndexSummary.from_dict(summaries["tracks"]),
+        identify=IdentifyThresholds.from_dict(identify),
         bytes=int(meta.extra["bytes"]),
         seconds=time.perf_counter() - started,
         fingerprint=meta.fingerprint,
@@ -227,27 +233,35 @@ def index(
 @_writes
 def cluster(
     workspace: Workspace, options: ClusterOptions | None = None, progress: Progress | None = None
-) -> ClusterResult:
+) -> ClusterReport:
     """k-Means clusters of the workspace's track embeddings, with exemplars and a 2-D map; with
     ``options.features`` naming a teacher (``embeddings+aisfx``), its vectors are computed first where missing."""
     options = options or ClusterOptions()
     name = teacher_of(options.features)
     teacher = None if name is None else prepare_teacher_vectors(workspace, name, False, progress)
-    return run_cluster(workspace.embeddings, workspace.clusters, options, progress, workspace.features, teacher)
+    return run_cluster(
+        workspace.embeddings,
+        workspace.clusters,
+        options,
+        progress,
+        features_dir=workspace.features,
+        teacher_dir=teacher,
+    )
 
 
 @_writes
 def classify(
     workspace: Workspace, options: ClassifyOptions | None = None, progress: Progress | None = None
-) -> ClassifyResult:
+) -> ClassifyReport:
     """Fit and save a logistic classifier on the labelled tracks; held-out scores by the workspace's split. With
     ``options.features`` naming a teacher (``descriptors+aisfx``), its vectors are computed first for labelled
     tracks that lack one (cached under ``teachers/``)."""
     options = options or ClassifyOptions()
     teacher = _classify_teacher(workspace, options, progress)
     return run_classify(
-        workspace.embeddings, workspace.classifier, options, workspace.split, progress, workspace.features, teacher
-    )
+        workspace.embeddings, workspace.classifier, options, progress,
+        split_dir=workspace.split, features_dir=workspace.features, teacher_dir=teacher,
+    )  # fmt: skip
 
 
 def _classify_teacher(workspace: Workspace, options: ClassifyOptions, progress: Progress | None) -> Path | None:
@@ -294,7 +308,7 @@ def evaluate(
     classify_options: ClassifyOptions | None = None,
     cluster_options: ClusterOptions | None = None,
     progress: Progress | None = None,
-) -> EvaluateResult:
+) -> EvaluateReport:
     """An honest report on the workspace's embeddings against baselines (no leakage across the split); with
     ``classify_options.features`` naming a teacher, its vectors are computed first where missing."""
     classify_options = classify_options or ClassifyOptions()

@@ -149,7 +149,7 @@ def test_run_classify_on_the_persisted_split(tmp_path: Path) -> None:
     store_dir = write_store(tmp_path / "emb", THREE, GROUPS)
     split = write_split(tmp_path / "split", store_dir)
     out = tmp_path / "classifier"
-    result = run_classify(store_dir, out, ClassifyOptions(small_split="keep"), tmp_path / "split")
+    result = run_classify(store_dir, out, ClassifyOptions(small_split="keep"), split_dir=tmp_path / "split")
     val = [t for t, s in split.items() if s == "val"]
     assert result.evaluation.scheme == "split" and result.evaluation.note is None
     assert sorted(p["track_id"] for p in result.evaluation.predictions) == sorted(val)
@@ -167,18 +167,23 @@ def test_run_classify_on_the_persisted_split(tmp_path: Path) -> None:
     assert saved.classifier.predict(descriptors) == THREE  # refitted on all tracks: separable classes come back
     saved.check_embeddings(EmbeddingStore(store_dir))
     on_embeddings = run_classify(
-        store_dir, tmp_path / "c-emb", ClassifyOptions(features="embeddings", small_split="keep"), tmp_path / "split"
+        store_dir,
+        tmp_path / "c-emb",
+        ClassifyOptions(features="embeddings", small_split="keep"),
+        split_dir=tmp_path / "split",
     )
     assert on_embeddings.classifier.dim == 16 and on_embeddings.evaluation.metrics["macro_f1"] >= 0.9
     assert SavedClassifier(tmp_path / "c-emb").classifier.predict(EmbeddingStore(store_dir).track_vectors()) == THREE
-    # an export made before descriptors existed: a clear error naming the command that makes them
+    # an export without descriptors: a clear error naming the command that makes them
     old = write_store(tmp_path / "old", THREE, GROUPS, descriptors=False)
     with pytest.raises(MissingArtefactError, match=r"no track descriptors .* `embedtool embed`"):
         run_classify(old, tmp_path / "c-old", ClassifyOptions(cv=3))
     with pytest.raises(IncompatibleArtefactError, match="dim"):
         saved.check_embeddings(EmbeddingStore(old))
     # without refitting, the classifier is the one evaluated: trained on the training tracks only
-    kept = run_classify(store_dir, out, ClassifyOptions(refit_all=False, small_split="keep"), tmp_path / "split")
+    kept = run_classify(
+        store_dir, out, ClassifyOptions(refit_all=False, small_split="keep"), split_dir=tmp_path / "split"
+    )
     assert kept.trained_on == len(split) - len(val)
 
 
@@ -187,7 +192,7 @@ def test_a_split_too_small_to_judge_by_switches_to_grouped_cv_and_says_so(tmp_pa
     split = write_split(tmp_path / "split", store_dir)
     held_out = sum(s == "val" for s in split.values())
     assert held_out < SMALL_HELD_OUT_TRACKS  # 18 tracks: a few held out, 1.000 or 0.000 by chance
-    result = run_classify(store_dir, tmp_path / "c", ClassifyOptions(), tmp_path / "split")
+    result = run_classify(store_dir, tmp_path / "c", ClassifyOptions(), split_dir=tmp_path / "split")
     ev = result.evaluation
     assert ev.scheme.startswith("cv-") and int(ev.scheme[3:]) >= 2
     assert ev.note is not None and f"holds out only {held_out} labelled track(s)" in ev.note
@@ -223,7 +228,7 @@ def test_classify_errors(tmp_path: Path) -> None:
     rescued = evaluate_classifier(data, ClassifyOptions(), split)
     assert rescued.scheme.startswith("cv-") and rescued.note and len(rescued.predictions) == len(data.track_ids)
     with pytest.raises(MissingArtefactError, match="embedtool train"):
-        run_classify(tmp_path / "few", tmp_path / "clf", ClassifyOptions(), tmp_path / "no-split")
+        run_classify(tmp_path / "few", tmp_path / "clf", ClassifyOptions(), split_dir=tmp_path / "no-split")
     with pytest.raises(ConfigError, match="classify.cv"):
         ClassifyOptions(cv=1).validate()
     # a classifier refuses embeddings of another model

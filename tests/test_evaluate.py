@@ -106,7 +106,7 @@ def test_the_bundled_baseline_export_is_kept_and_reused(workspace: Workspace) ->
 
 
 def test_classify_and_cluster_on_the_trained_chain(workspace: Workspace) -> None:
-    result = run_classify(workspace.embeddings, workspace.classifier, ClassifyOptions(cv=3), workspace.split)
+    result = run_classify(workspace.embeddings, workspace.classifier, ClassifyOptions(cv=3), split_dir=workspace.split)
     assert result.evaluation.metrics["macro_f1"] >= 0.8
     clusters = run_cluster(workspace.embeddings, workspace.clusters, ClusterOptions(k=str(CLASSES)))
     assert clusters.agreement["purity"] >= 0.8

@@ -116,11 +116,11 @@ def test_identify_noisy_mp3_excerpt_with_time_range(searcher: Searcher, tmp_path
     result = searcher.query_file(query, mode="identify", k=3)
     best = result.best
     assert best is not None and best.track_id == track_id and not result.no_match
-    assert result.query["library_track"] is None  # an excerpt is not the library file itself
+    assert result.query.library_track is None  # an excerpt is not the library file itself
     # The matched reference range is where the excerpt was cut (within a hop and the mp3 codec's delay).
     assert best.ref_start_s == pytest.approx(start, abs=0.5)
     assert best.ref_end_s == pytest.approx(start + 3.0, abs=0.5)
-    assert best.windows >= result.query["windows"] - 2
+    assert best.windows >= result.query.windows - 2
     assert best.score > result.matches[1].score
 
 
@@ -180,7 +180,7 @@ def test_identify_thresholds_are_calibrated_per_length_and_interpolated(searcher
     for seconds in (1.0, 2.0):
         query = noisy_mp3_excerpt(path, tmp_path / f"q{seconds}.mp3", 1.0, seconds, snr_db=SNR_DB, seed=1)
         result = searcher.query_file(query, mode="identify")
-        expected = threshold_for(by_length, result.query["duration_s"])
+        expected = threshold_for(by_length, result.query.duration_s)
         assert result.threshold == pytest.approx(expected)
     by = [
         {"excerpt_s": 1.0, "threshold": 1.5},
@@ -333,14 +333,14 @@ def test_an_index_from_before_the_confidence_rule_keeps_its_best_score_threshold
 def test_similar_leaves_the_query_track_out(searcher: Searcher, tmp_path: Path) -> None:
     track_id, path = _path_of(searcher, "m2.wav")
     result = searcher.query_file(path, mode="similar", k=20)
-    assert result.query["library_track"] == track_id and result.excluded_track == track_id
+    assert result.query.library_track == track_id and result.excluded_track == track_id
     assert track_id not in [m.track_id for m in result.matches] and result.matches
     kept = searcher.query_file(path, mode="similar", k=3, include_self=True)
-    assert kept.best.track_id == track_id and kept.best.score > 0.9 and kept.best.windows >= kept.query["windows"] - 2
+    assert kept.best.track_id == track_id and kept.best.score > 0.9 and kept.best.windows >= kept.query.windows - 2
     # A copy elsewhere is recognised by content, not path.
     copy = shutil.copy(path, tmp_path / "renamed.wav")
     moved = searcher.query_file(copy, mode="similar", k=20)
-    assert moved.query["library_track"] == track_id and track_id not in [m.track_id for m in moved.matches]
+    assert moved.query.library_track == track_id and track_id not in [m.track_id for m in moved.matches]
     # A library track by id prefix uses its stored features.
     by_id = searcher.query_track(track_id[:8], mode="similar", k=20)
     assert by_id.excluded_track == track_id and [m.track_id for m in by_id.matches] == [
@@ -351,7 +351,7 @@ def test_similar_leaves_the_query_track_out(searcher: Searcher, tmp_path: Path) 
 def test_segment_hits_report_window_times(searcher: Searcher) -> None:
     track_id, path = _path_of(searcher, "m0.wav")
     result = searcher.query_file(path, mode="similar", include_self=True, segments=True)
-    assert len(result.segments) == result.query["windows"]
+    assert len(result.segments) == result.query.windows
     assert all(h.segment_id.startswith(h.track_id + "@") for h in result.segments)
     assert result.segments[0].query_start_s == 0.0
 

@@ -59,9 +59,9 @@ def test_combined_answer_is_k_distinct_tracks_without_the_seeds(searcher: Search
     got = [m.track_id for m in result.matches]
     assert len(got) == len(set(got)) == 10 and not set(got) & set(seeds)
     assert [m.rank for m in result.matches] == list(range(1, 11))
-    assert result.mode == "similar" and result.query["combine"] == method
-    assert [s["library_track"] for s in result.query["seeds"]] == seeds
-    assert sorted(result.query["excluded_tracks"]) == sorted(seeds)
+    assert result.mode == "similar" and result.query.combine == method
+    assert [s["library_track"] for s in result.query.seeds] == seeds
+    assert sorted(result.query.excluded_tracks) == sorted(seeds)
     scores = [m.score for m in result.matches]
     assert scores == sorted(scores, reverse=True)
     # the three left in the seeds' class (6 tracks, 3 of them seeds) come first on the tiny model
@@ -95,7 +95,7 @@ def test_seeds_kept_when_asked_and_seeds_may_be_files(searcher: Searcher, tmp_pa
     copy = tmp_path / "copy.wav"
     shutil.copy(searcher.tables.tracks[0]["path"], copy)
     result = more_like_these(searcher, [str(copy), seeds[1]], k=10)
-    assert result.query["seeds"][0]["library_track"] == searcher.tables.tracks[0]["track_id"]
+    assert result.query.seeds[0]["library_track"] == searcher.tables.tracks[0]["track_id"]
     assert not {searcher.tables.tracks[0]["track_id"], seeds[1]} & {m.track_id for m in result.matches}
     assert seed_tracks(searcher, [str(copy), seeds[1][:8]]) == {searcher.tables.tracks[0]["track_id"], seeds[1]}
 

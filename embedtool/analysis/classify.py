@@ -30,7 +30,7 @@ from embedtool.progress import Progress
 
 
 @dataclass
-class ClassifyResult:
+class ClassifyReport:
     directory: Path
     classifier: LinearClassifier
     evaluation: ClassifierEvaluation
@@ -42,11 +42,12 @@ def run_classify(
     embeddings_dir: Path,
     classifier_dir: Path,
     options: ClassifyOptions,
-    split_dir: Path | None = None,
     progress: Progress | None = None,
+    *,
+    split_dir: Path | None = None,
     features_dir: Path | None = None,
     teacher_dir: Path | None = None,
-) -> ClassifyResult:
+) -> ClassifyReport:
     """Evaluate a classifier on held-out tracks, then save one (refitted on all labels unless told not to).
     With ``features_dir``, labels and groups are the features' current ones (``extract --labels`` after
     ``embed``), not those recorded in the embeddings. ``teacher_dir``: the cache of the teacher vectors that
@@ -114,4 +115,4 @@ def run_classify(
         )
     if progress is not None:
         progress("saved", 1, 1)
-    return ClassifyResult(classifier_dir, classifier, evaluation, figures, int(len(rows)))
+    return ClassifyReport(classifier_dir, classifier, evaluation, figures, int(len(rows)))

@@ -202,7 +202,7 @@ def cluster_vectors(
 
 
 @dataclass
-class ClusterResult:
+class ClusterReport:
     directory: Path
     clustering: Clustering
     level: str
@@ -309,9 +309,10 @@ def run_cluster(
     clusters_dir: Path,
     options: ClusterOptions,
     progress: Progress | None = None,
+    *,
     features_dir: Path | None = None,
     teacher_dir: Path | None = None,
-) -> ClusterResult:
+) -> ClusterReport:
     """Cluster the embeddings artefact and write the clusters artefact (atomically, meta.json last). With
     ``features_dir``, the labels compared with the clusters are the features' current ones. ``teacher_dir``:
     the cache of the teacher that ``options.features`` joins to the track embeddings (then exemplars span
@@ -389,4 +390,4 @@ def run_cluster(
         )
     if progress is not None:
         progress("writing", 1, 1)
-    return ClusterResult(clusters_dir, clustering, options.level, items, exemplars, figures)
+    return ClusterReport(clusters_dir, clustering, options.level, items, exemplars, figures)

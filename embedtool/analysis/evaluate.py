@@ -111,7 +111,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class EvaluateResult:
+class EvaluateReport:
     directory: Path
     report: dict[str, Any]
 
@@ -201,7 +201,7 @@ def run_evaluate(
     cluster_options: ClusterOptions | None = None,
     progress: Progress | None = None,
     teacher_dir: Path | None = None,
-) -> EvaluateResult:
+) -> EvaluateReport:
     """Evaluate the workspace's embeddings (and baselines) and write a report folder under ``reports/``:
     the learnt embeddings, the feature baseline, the network baselines, robustness, then the report.
     ``teacher_dir``: the teacher cache that ``classify_options.features`` joins to every learnt system's
@@ -217,7 +217,7 @@ def run_evaluate(
 
 def _evaluate(
     run: _Evaluation, workspace: Workspace, options: EvaluateOptions, progress: Progress | None
-) -> EvaluateResult:
+) -> EvaluateReport:
     from embedtool.embedding.store import EmbeddingStore
 
     store = EmbeddingStore(workspace.embeddings)
@@ -358,7 +358,7 @@ class _Evaluation:
 
     def write_report(
         self, store: EmbeddingStore, data: LabelledData, robustness: dict[str, Any] | None
-    ) -> EvaluateResult:
+    ) -> EvaluateReport:
         """Figures, report.json, report.md and meta.json (last) into ``reports/<name>/``, swapped into place."""
         from embedtool.artefacts import atomic_write_bytes, atomic_write_json, staged_dir, write_meta
         from embedtool.config import settings_dict
@@ -408,4 +408,4 @@ class _Evaluation:
             )
         self.timings["report"] = time.perf_counter() - clock
         self.step("report written", 1, 1)
-        return EvaluateResult(final, report)
+        return EvaluateReport(final, report)

@@ -44,29 +44,25 @@ def index(
         console.print(f"embeddings exported first ({report.export['why']}): {report.export['reason']}")
     table = Table("index", "kind", "vectors", "params", "recall", "latency", "size")
     for name, s in (("segments", report.segments), ("tracks", report.tracks)):
-        recall = f"{s['recall']:.3f}@{s['recall_k']}" if s["recall_measured"] else "exact"
-        if s["recall_measured"] and not s["reached_target"]:
+        recall = f"{s.recall:.3f}@{s.recall_k}" if s.recall_measured else "exact"
+        if s.recall_measured and not s.reached_target:
             recall += " (below target)"
-        params = ", ".join(f"{k}={v}" for k, v in s["params"].items()) or "-"
-        table.add_row(
-            name, s["kind"], str(s["vectors"]), params, recall, f"{s['latency_ms']:.2f} ms", human_bytes(s["bytes"])
-        )
+        params = ", ".join(f"{k}={v}" for k, v in s.params.items()) or "-"
+        table.add_row(name, s.kind, str(s.vectors), params, recall, f"{s.latency_ms:.2f} ms", human_bytes(s.bytes))
     console.print(table)
     for name, s in (("segments", report.segments), ("tracks", report.tracks)):
-        if s.get("note"):
-            console.print(f"[yellow]note[/]: {name} index: {s['note']}")
+        if s.note:
+            console.print(f"[yellow]note[/]: {name} index: {s.note}")
     ident = report.identify
-    if ident.get("calibrated"):
-        by_length = ident.get("by_length") or [ident]
+    if ident.calibrated:
+        by_length = ident.by_length or [ident.to_dict()]
         thresholds = " / ".join(f"{e['threshold']:.2f}" for e in by_length)
         lengths = " / ".join(f"{e['excerpt_s']:g}" for e in by_length)
         console.print(
-            f"identify threshold: confidence {thresholds} for {lengths} s queries (at {ident['excerpt_s']:g} s: true "
-            f"accepts {ident['true_accept_rate']:.0%}, false accepts {ident['false_accept_rate']:.0%} on "
-            f"{ident['queries']} noisy library excerpts)"
+            f"identify threshold: confidence {thresholds} for {lengths} s queries (at {ident.excerpt_s:g} s: true "
+            f"accepts {ident.true_accept_rate:.0%}, false accepts {ident.false_accept_rate:.0%} on "
+            f"{ident.queries} noisy library excerpts)"
         )
     else:
-        console.print(
-            f"identify threshold: confidence {ident['threshold']:.2f} (not calibrated: {ident.get('reason')})"
-        )
+        console.print(f"identify threshold: confidence {ident.threshold:.2f} (not calibrated: {ident.reason})")
     console.print(f"written to {ws.index} ({human_bytes(report.bytes)}) in {report.seconds:.1f} s")

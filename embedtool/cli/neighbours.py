@@ -178,7 +178,7 @@ def _combined(searcher: Searcher, sources: list[str], method: str, exclude: bool
             print(json.dumps(answer, ensure_ascii=False), flush=True)
     elif output == "table":
         q = result.query
-        left_out = f"; left out their {len(q['excluded_tracks'])} library tracks" if q["excluded_tracks"] else ""
+        left_out = f"; left out their {len(q.excluded_tracks)} library tracks" if q.excluded_tracks else ""
         console.print(
             f"[bold]similar[/] to {len(sources)} seeds together ({method}): {', '.join(sources)}{left_out}",
             highlight=False,
@@ -292,7 +292,7 @@ class _LabelTracks:
         self.used.add(name)
         lines = []
         if result.mode == "identify" and result.no_match:
-            lines.append(f"0.000000\t{result.query['duration_s']:.6f}\tno match")
+            lines.append(f"0.000000\t{result.query.duration_s:.6f}\tno match")
         for m in result.matches:
             track = display_name({"track_id": m.track_id, "path": m.path}, self.roots)
             lines.append(
@@ -321,10 +321,10 @@ def _raise_no_match(searcher: Searcher, result: QueryResult) -> None:
 
 def _print(result: QueryResult, roots: list[str]) -> None:
     q = result.query
-    where = f" (library track {q['library_track']})" if q.get("library_track") else ""
+    where = f" (library track {q.library_track})" if q.library_track else ""
     console.print(
-        f"[bold]{result.mode}[/] query {q.get('source', '<samples>')}{where}: {q['duration_s']:.1f} s, "
-        f"{q['windows']} windows" + (f"; left out {result.excluded_track}" if result.excluded_track else "")
+        f"[bold]{result.mode}[/] query {q.source or '<samples>'}{where}: {q.duration_s:.1f} s, "
+        f"{q.windows} windows" + (f"; left out {result.excluded_track}" if result.excluded_track else "")
     )
     if result.mode == "identify" and result.no_match:
         err_console.print("[yellow]no match[/] above the calibrated threshold; closest candidates:")

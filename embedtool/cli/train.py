@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from embedtool.model.settings import TrainSettings
+    from embedtool.progress import TrainEvent
     from embedtool.training.trainer import TrainReport
     from embedtool.workspace import Workspace
 
@@ -150,13 +151,13 @@ def _adopt(ws: Workspace, pretrained: str, settings: TrainSettings, as_json: boo
     )
 
 
-def _training_events(progress: Progress) -> Callable[[dict[str, Any]], None]:
+def _training_events(progress: Progress) -> Callable[[TrainEvent], None]:
     """The trainer's events drawn as one bar (steps) and a line per epoch and note."""
     task = progress.add_task("train", total=None, loss="-", acc="-", rate="-")
     teachers: dict[str, Any] = {}
 
-    def on_event(event: dict[str, Any]) -> None:
-        kind = event["event"]
+    def on_event(event: TrainEvent) -> None:
+        kind = event.kind
         if kind == "start":
             progress.update(task, total=event["total_steps"], completed=event["start_step"])
             for note in event["notes"]:
@@ -190,7 +191,7 @@ def _training_events(progress: Progress) -> Callable[[dict[str, Any]], None]:
     return on_event
 
 
-def _epoch_line(m: dict[str, Any]) -> str:
+def _epoch_line(m: Mapping[str, Any]) -> str:
     parts = [f"epoch {m['epoch']}", f"train loss {m['train_loss']:.3f}", f"acc {m['train_triplet_accuracy']:.2f}"]
     for key, label in (
         ("val_loss", "val loss"),

@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -423,6 +424,53 @@ def write_id_tables(stage: Path, store: EmbeddingStore) -> IdTables:
     track_rows = np.repeat(np.arange(len(store), dtype=np.int32), np.asarray(store.tracks.column("n_segments")))
     save_id_arrays(stage, track_rows, store.segment_starts, store.segment_ends)
     return IdTables.from_arrays(track_rows, np.stack([store.segment_starts, store.segment_ends], axis=1), store.tracks)
+
+
+@dataclass(frozen=True)
+class IndexSummary:
+    """What a report and meta.json say of one built index: its kind and parameters, size, recall and latency."""
+
+    kind: str
+    params: dict[str, Any]
+    vectors: int
+    dim: int
+    recall: float  # 1.0 for exact search
+    recall_k: int
+    recall_measured: bool
+    reached_target: bool
+    latency_ms: float
+    build_s: float
+    search_params: dict[str, Any]
+    bytes: int
+    file: str
+    tuning: list[dict[str, Any]] = field(default_factory=list)
+    note: str = ""  # what was done instead of what was asked
+    trained_vectors: int | None = None
+
+    @classmethod
+    def from_dict(cls, summary: Mapping[str, Any]) -> IndexSummary:
+        return cls(**{f.name: summary[f.name] for f in fields(cls) if f.name in summary})
+
+    def to_dict(self) -> dict[str, Any]:
+        """As meta.json records it (``BuiltIndex.summary`` and the file's facts)."""
+        return {
+            **({"note": self.note} if self.note else {}),
+            "kind": self.kind,
+            "params": self.params,
+            "vectors": self.vectors,
+            "dim": self.dim,
+            "recall": self.recall,
+            "recall_k": self.recall_k,
+            "recall_measured": self.recall_measured,
+            "reached_target": self.reached_target,
+            "latency_ms": self.latency_ms,
+            "build_s": self.build_s,
+            "tuning": self.tuning,
+            **({"trained_vectors": self.trained_vectors} if self.trained_vectors else {}),
+            "search_params": self.search_params,
+            "bytes": self.bytes,
+            "file": self.file,
+        }
 
 
 def write_index_files(

@@ -14,7 +14,8 @@ index/
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,11 +93,40 @@ def save_id_arrays(stage: Path, track_rows: np.ndarray, starts: np.ndarray, ends
 
 @dataclass(frozen=True)
 class IdentifyThresholds:
-    """The identify decision an index was calibrated for (see query.calibrate and query.decision)."""
+    """The identify decision an index was calibrated for (see query.calibrate and query.decision), with the
+    calibration's figures as the index records them."""
 
     threshold: float | None
     statistic: str  # what the threshold applies to: "confidence" or "best_score" (query.decision)
     by_length: list[dict[str, Any]] = field(default_factory=list)  # one threshold per calibrated excerpt length
+    calibrated: bool = False
+    reason: str | None = None  # why it was not calibrated (a fixed threshold, too few tracks)
+    excerpt_s: float | None = None  # the excerpt length of the figures below (the middle of ``by_length``)
+    queries: int | None = None  # library excerpts queried
+    true_accept_rate: float | None = None
+    false_accept_rate: float | None = None
+    conditions: dict[str, Any] = field(default_factory=dict)  # the rest: SNR, seed, background, score summaries
+
+    @classmethod
+    def from_dict(cls, recorded: Mapping[str, Any]) -> IdentifyThresholds:
+        named = {f.name for f in fields(cls)} - {"conditions", "by_length"}
+        return cls(
+            **{k: v for k, v in recorded.items() if k in named and k != "statistic"},
+            statistic=str(recorded.get("statistic", "confidence")),
+            by_length=list(recorded.get("by_length") or []),
+            conditions={k: v for k, v in recorded.items() if k not in named and k != "by_length"},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """As meta.json records it (``from_dict`` reads it back)."""
+        out: dict[str, Any] = {"statistic": self.statistic, "threshold": self.threshold, "calibrated": self.calibrated}
+        for name in ("reason", "excerpt_s", "queries", "true_accept_rate", "false_accept_rate"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        out.update(self.conditions)
+        if self.by_length:
+            out["by_length"] = self.by_length
+        return out
 
 
 class IndexStore(ArtefactStore):
@@ -143,12 +173,7 @@ class IndexStore(ArtefactStore):
 
     @property
     def identify(self) -> IdentifyThresholds:
-        identify = self.meta.extra.get("identify", {})
-        return IdentifyThresholds(
-            threshold=identify.get("threshold"),
-            statistic=identify.get("statistic", "confidence"),
-            by_length=identify.get("by_length") or [],
-        )
+        return IdentifyThresholds.from_dict(self.meta.extra.get("identify") or {})
 
     @property
     def fingerprints(self) -> dict[str, Any]:

@@ -96,12 +96,39 @@ class SegmentHit:
 
 
 @dataclass
+class QueryInfo:
+    """What was asked: the query's length, where it came from (a file, a library track; neither for samples), or,
+    for several seeds answered together (``query.seeds``), the seeds and how their answers were combined."""
+
+    duration_s: float
+    windows: int
+    source: str | None = None  # the file, or the library track's path
+    library_track: str | None = None  # the library track the query is (its id), when it is one
+    combine: str | None = None  # several seeds: "mean" or "rrf"
+    seeds: list[dict[str, Any]] = field(default_factory=list)  # several seeds: each one's given name, path, id...
+    excluded_tracks: list[str] = field(default_factory=list)  # several seeds: library tracks left out of the answer
+
+    def located(self, source: str | None, library_track: str | None) -> QueryInfo:
+        """The same query, come from ``source`` (and the library track ``library_track``, if it is one)."""
+        return replace(self, source=source, library_track=library_track)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.combine is not None:
+            return {"combine": self.combine, "seeds": self.seeds, "duration_s": self.duration_s,
+                    "windows": self.windows, "excluded_tracks": self.excluded_tracks}  # fmt: skip
+        out: dict[str, Any] = {"duration_s": self.duration_s, "windows": self.windows}
+        if self.source is not None or self.library_track is not None:
+            out.update(source=self.source, library_track=self.library_track)
+        return out
+
+
+@dataclass
 class QueryResult:
     mode: str
     matches: list[Match]
     no_match: bool
     threshold: float | None
-    query: dict[str, Any]  # source, duration_s, windows, library_track (when the query is in the library)
+    query: QueryInfo
     excluded_track: str | None = None
     confidence: float | None = None  # identify: best vs runner-up (see query.calibrate); None in similar mode
     # identify: what decided the answer, "fingerprint" (aligned landmarks) or "embedding" (confidence threshold)
@@ -122,7 +149,7 @@ class QueryResult:
             "confidence": None if self.confidence is None else round(self.confidence, 4),
             "decided_by": self.decided_by,
             "fingerprint_hits": self.fingerprint_hits,
-            "query": self.query,
+            "query": self.query.to_dict(),
             "excluded_track": self.excluded_track,
             "matches": [m.to_dict() for m in self.matches],
             "segments": [s.to_dict() for s in self.segments],
@@ -224,7 +251,7 @@ class Searcher:
             exclude_track = library
         # The features stay float16: windows are cut to float32 one batch at a time (a long query's frames exist once).
         result = self.query_mel(mel, mode=mode, k=k, exclude_track=exclude_track, segments=segments, peaks=peaks)
-        result.query.update({"source": str(path), "library_track": library})
+        result.query = result.query.located(str(path), library)
         result.timings = {"features": features_s, **result.timings}
         return result
 
@@ -260,7 +287,7 @@ class Searcher:
             result = self.query_mel(mel, mode=mode, k=k, exclude_track=exclude, segments=segments, peaks=peaks)
         else:
             return self.query_file(track["path"], mode=mode, k=k, exclude_track=exclude, segments=segments)
-        result.query.update({"source": track.get("path"), "library_track": tid})
+        result.query = result.query.located(track.get("path"), tid)
         return result
 
     def query_samples(
@@ -439,7 +466,7 @@ class Searcher:
             no_match=no_match,
             threshold=threshold,
             confidence=confidence,
-            query={"duration_s": round(duration_s, 3), "windows": int(len(starts_s))},
+            query=QueryInfo(round(duration_s, 3), int(len(starts_s))),
             excluded_track=exclude_track if exclude_rows is not None else None,
             segments=self._segment_hits(starts_s, scores, rows) if segments else [],
             timings={"search": search_s, "voting": voting_s},

@@ -35,7 +35,7 @@ import numpy as np
 from embedtool.embedding.pooling import l2_normalise, pool_track
 from embedtool.errors import ConfigError, InputError
 from embedtool.features.frontend import featurise_query
-from embedtool.query.searcher import Match, QueryResult
+from embedtool.query.searcher import Match, QueryInfo, QueryResult
 
 if TYPE_CHECKING:
     from embedtool.query.searcher import Searcher
@@ -97,13 +97,13 @@ def more_like_these(
         matches=matches,
         no_match=False,
         threshold=searcher.threshold,
-        query={
-            "combine": combine,
-            "seeds": [s.to_dict() for s in resolved],
-            "duration_s": round(sum(s.duration_s for s in resolved), 3),
-            "windows": sum(s.windows for s in resolved),
-            "excluded_tracks": sorted(leave_out),
-        },
+        query=QueryInfo(
+            duration_s=round(sum(s.duration_s for s in resolved), 3),
+            windows=sum(s.windows for s in resolved),
+            combine=combine,
+            seeds=[s.to_dict() for s in resolved],
+            excluded_tracks=sorted(leave_out),
+        ),
         timings={"combined": time.perf_counter() - t0},
     )
 
@@ -137,7 +137,7 @@ def _rrf(searcher: Searcher, seeds: list[Seed], k: int, leave_out: set[str], dep
     best: dict[str, Match] = {}  # the match as the seed ranking it highest found it
     for seed in seeds:
         result = _ask(searcher, seed, depth + len(leave_out), include_self=seed.library_track not in leave_out)
-        seed.duration_s, seed.windows = float(result.query["duration_s"]), int(result.query["windows"])
+        seed.duration_s, seed.windows = float(result.query.duration_s), int(result.query.windows)
         kept = [m for m in result.matches if m.track_id not in leave_out][:depth]
         for rank, m in enumerate(kept, start=1):
             fused[m.track_id] = fused.get(m.track_id, 0.0) + 1.0 / (RRF_K + rank)

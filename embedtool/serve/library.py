@@ -242,7 +242,7 @@ class Library:
         )
         exclude = track_id if mode == "similar" and not searcher.options.include_self else None
         result = searcher.query_mel(np.concatenate([mel, pad]), mode=mode, k=k, exclude_track=exclude)
-        result.query.update({"source": self._by_id[track_id].get("path"), "library_track": track_id})
+        result.query = result.query.located(self._by_id[track_id].get("path"), track_id)
         return result
 
     def search_file(self, path: Path, mode: Mode, k: int) -> dict[str, Any]:

@@ -60,6 +60,7 @@ from embedtool.model.network import build_network, without_distil_heads
 from embedtool.model.settings import RESUMABLE_CHANGES, TrainSettings
 from embedtool.model.store import load_init_weights
 from embedtool.model.teachers import TeacherOutputs, ensure_teacher_outputs, read_teacher_outputs, teacher_dim
+from embedtool.progress import TrainEvent, TrainProgress
 from embedtool.threads import CpuBudget
 from embedtool.training import checkpoint as ckpt
 from embedtool.training.dataset import TripletDataset
@@ -71,7 +72,8 @@ from embedtool.training.splits import ensure_split
 from embedtool.training.validation import Validator, as_segments, better
 
 METRICS_FILE = "metrics.jsonl"
-Progress = Callable[[dict[str, Any]], None]
+Progress = TrainProgress  # one TrainEvent per step, epoch and note
+Emit = Callable[[dict[str, Any]], None]  # the trainer's own calls: an event's kind and facts as a dict
 
 
 class TrainingInterrupted(EmbedtoolError):
@@ -256,7 +258,7 @@ def _prepare_data(features_dir: Path, split_dir: Path, settings: TrainSettings) 
 
 
 def _teacher_outputs(
-    data: _Data, settings: TrainSettings, teachers_dir: Path | None, emit: Progress
+    data: _Data, settings: TrainSettings, teachers_dir: Path | None, emit: Emit
 ) -> dict[str, TeacherOutputs]:
     """Each distillation teacher's outputs for every track of the features (the cache is filled first: once per
     file, resumable, reused by later runs and by ``classify --features descriptors+aisfx``)."""
@@ -307,7 +309,7 @@ class _Run:
         features_dir: Path,
         model_dir: Path,
         settings: TrainSettings,
-        emit: Progress,
+        emit: Emit,
         started: float,
         ranks: Ranks,
         device: torch.device,
@@ -733,7 +735,8 @@ def _train(
     device: torch.device,
     teachers_dir: Path | None = None,
 ) -> TrainReport:
-    emit = (progress if ranks.main else None) or (lambda event: None)
+    send = (progress if ranks.main else None) or (lambda event: None)
+    emit: Emit = lambda event: send(TrainEvent.from_dict(event))  # noqa: E731
     started = time.monotonic()
     # Rank 0 makes or updates the split; the others then read it (and share rank 0's refusal of bad input).
     data = ranks.main_first(lambda: _prepare_data(features_dir, split_dir, settings))
