@@ -116,8 +116,14 @@ class TrainSettings:
     # teachers (model.teachers, comma-separated: "aisfx") whose outputs each training segment's descriptor is
     # regressed onto through a linear head (1 - cosine), beside the triplet loss; "" = off. Their outputs are
     # computed once per file and cached in the workspace's teachers/ (about 100 s of CPU per audio hour for aisfx).
-    distil_teachers: str = ""
-    distil_weight: float = 1.0  # weight of each teacher's regression loss
+    distil_teachers: str = field(
+        default="",
+        metadata=option(
+            "Teachers to distil (comma-separated: aisfx), beside the triplets; their outputs are computed once per "
+            "file (~100 s of CPU per audio hour for aisfx) and cached in teachers/. '' turns it off."
+        ),
+    )
+    distil_weight: float = field(default=1.0, metadata=option("Weight of each teacher's regression loss."))
     # --- runtime --------------------------------------------------------------------------------------------
     seed: int = field(default=0, metadata=option("Seed of the split, triplets and initialisation."))
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=option("Where training runs."))
