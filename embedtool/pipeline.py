@@ -66,6 +66,7 @@ from embedtool.training.trainer import TrainReport
 from embedtool.workspace import Workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
+from embedtool.training.trainer import resume_settings as resume_settings  # train --resume's settings, for the CLI
 
 
 def _writes(stage: F) -> F:

@@ -22,7 +22,7 @@ from embedtool.cli.common import (
 from embedtool.cli.flags import Flags, takes
 
 if TYPE_CHECKING:
-    from embedtool.analysis.classifier_store import FilePrediction
+    from embedtool.pipeline import FilePrediction
 
 
 @app.command(

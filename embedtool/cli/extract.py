@@ -25,7 +25,7 @@ from embedtool.cli.common import (
 from embedtool.cli.flags import Flags, takes
 
 if TYPE_CHECKING:
-    from embedtool.features.extract import ExtractProgress, ExtractReport
+    from embedtool.pipeline import ExtractProgress, ExtractReport
 
 SHOW_ERRORS = 10
 

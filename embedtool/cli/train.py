@@ -26,9 +26,9 @@ from embedtool.errors import ConfigError
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from embedtool.model.settings import TrainSettings
+    from embedtool import TrainSettings
+    from embedtool.pipeline import TrainReport
     from embedtool.progress import TrainEvent
-    from embedtool.training.trainer import TrainReport
     from embedtool.workspace import Workspace
 
 
@@ -83,7 +83,7 @@ def train(
     ws = actx.workspace
     taken: dict[str, Any] = {}
     if resume and pretrained is None:
-        from embedtool.training.trainer import resume_settings
+        from embedtool.pipeline import resume_settings
 
         # --resume continues the run as it was started (its --init, --epochs, ...); flags given now win
         settings, taken = resume_settings(ws.model, settings, flags.given("train"))

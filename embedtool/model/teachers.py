@@ -185,7 +185,7 @@ class TeacherOutputs:
         last block). All zeros when the track has no outputs."""
         if track_id not in self._rows:
             return np.zeros((len(starts_s), self.dim), np.float32)
-        blocks = self.blocks_of(track_id).astype(np.float32)
+        blocks = self.blocks_of(track_id)  # float16: only the rows a segment covers are converted
         n, b = len(blocks), self.block_s
         out = np.zeros((len(starts_s), self.dim), np.float32)
         for row, t0 in enumerate(np.asarray(starts_s, dtype=np.float64)):
@@ -193,13 +193,13 @@ class TeacherOutputs:
             first = min(int(t0 // b), n - 1)
             last = min(int(np.ceil(t1 / b)) - 1, n - 1)
             if last <= first:
-                out[row] = blocks[first]
+                out[row] = blocks[first].astype(np.float32)
                 continue
             edges = np.arange(first, last + 2) * b
             weights = np.minimum(edges[1:], t1) - np.maximum(edges[:-1], t0)
             weights[-1] = max(weights[-1], 0.0) + max(t1 - edges[-1], 0.0)  # the tail past the last block
             weights = np.clip(weights, 0.0, None)
-            out[row] = weights @ blocks[first : last + 1] / max(weights.sum(), 1e-9)
+            out[row] = weights @ blocks[first : last + 1].astype(np.float32) / max(weights.sum(), 1e-9)
         return out
 
 
