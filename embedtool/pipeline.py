@@ -63,10 +63,10 @@ from embedtool.training.launch import launch as launch_training
 from embedtool.training.launch import writes_here as writes_here  # the CLI reports only where this is true
 from embedtool.training.pretrained import adopt_model
 from embedtool.training.trainer import TrainReport
+from embedtool.training.trainer import resume_settings as resume_settings  # train --resume's settings, for the CLI
 from embedtool.workspace import Workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
-from embedtool.training.trainer import resume_settings as resume_settings  # train --resume's settings, for the CLI
 
 
 def _writes(stage: F) -> F:
