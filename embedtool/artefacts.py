@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -151,6 +151,7 @@ def read_meta(
     hashes every file itself, turns it off). ``format_version`` is the newest layout read, ``oldest`` (default: the
     same) the oldest."""
     directory = Path(directory)
+    finish_swaps(directory.parent)
     recover_replaced_dir(directory)
     path = directory / META_FILE
     if not path.is_file():
@@ -557,6 +558,59 @@ def recover_replaced_dir(final: Path) -> None:
     old = final.with_name(f".{final.name}.old")
     if not final.exists() and old.exists():
         os.replace(old, final)
+
+
+SWAP_JOURNAL = ".swap-journal.json"  # in a workspace: staged artefacts being moved into place together
+SWAP_LOCK = ".swap.lock"
+
+
+def swap_together(
+    root: Path, moves: Sequence[tuple[Path, Path]], step: Callable[[int, int], None] | None = None
+) -> None:
+    """Move several staged folders or files (``(staged, final)`` under ``root``) into place as one change: a
+    journal naming them all is written first, and whoever reads an artefact of ``root`` next finishes the moves
+    a crash interrupted (:func:`finish_swaps`), so a reader finds every artefact old or every one new. ``step``
+    is told (moves done, moves) after each."""
+    root = Path(root)
+    entries = [[Path(a).relative_to(root).as_posix(), Path(b).relative_to(root).as_posix()] for a, b in moves]
+    atomic_write_json(root / SWAP_JOURNAL, {"moves": entries})
+    finish_swaps(root, step)
+
+
+def finish_swaps(root: Path, step: Callable[[int, int], None] | None = None) -> None:
+    """Carry out the moves of an interrupted :func:`swap_together` in ``root`` (nothing when there is none).
+    Every move is idempotent, and those who finish them take a lock of their own: two readers never race."""
+    root = Path(root)
+    journal = root / SWAP_JOURNAL
+    if not journal.is_file():
+        return
+    import fcntl
+
+    try:
+        fd = os.open(root / SWAP_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError:  # a read-only workspace: no writer can be part-way through a swap in it
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            moves = json.loads(journal.read_text())["moves"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # already finished by another process (or not ours to read)
+        for done, (staged_name, final_name) in enumerate(moves, 1):
+            staged, final = root / staged_name, root / final_name
+            if not (staged.resolve().is_relative_to(root.resolve()) and final.resolve().is_relative_to(root.resolve())):
+                continue  # a journal naming paths outside the workspace is not followed
+            if staged.is_dir():
+                replace_dir(staged, final)
+            elif staged.is_file():
+                os.replace(staged, final)
+            else:
+                recover_replaced_dir(final)
+            if step:
+                step(done, len(moves))
+        journal.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
 
 
 def check_free_space(directory: Path, needed_bytes: int, what: str) -> None:

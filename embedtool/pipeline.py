@@ -18,7 +18,7 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -28,7 +28,7 @@ from embedtool.analysis.classify import ClassifyReport, run_classify
 from embedtool.analysis.cluster import ClusterReport, run_cluster
 from embedtool.analysis.evaluate import EvaluateReport, run_evaluate
 from embedtool.analysis.options import ClassifyOptions, ClusterOptions, EvaluateOptions
-from embedtool.artefacts import check_free_space, staged_dir
+from embedtool.artefacts import ArtefactMeta, check_free_space, staged_dir
 from embedtool.audio.settings import FeatureSettings
 from embedtool.embedding.export import (
     EmbedReport,
@@ -51,6 +51,8 @@ from embedtool.indexing.build import IndexSummary, build_index, index_bytes, wri
 from embedtool.indexing.fingerprint_build import build_fingerprints
 from embedtool.indexing.options import IndexOptions
 from embedtool.indexing.store import IdentifyThresholds
+from embedtool.indexing.update import IndexUpdate, open_index, recorded_options, track_changes, update_index
+from embedtool.library_edit import RemoveReport, plan_removal, remove_tracks
 from embedtool.model.device import resolve_device_name
 from embedtool.model.encoder import Encoder
 from embedtool.model.settings import TrainSettings
@@ -165,6 +167,8 @@ class IndexReport:
     bytes: int
     seconds: float
     fingerprint: str
+    # how the index was made: "incremental" (tracks added and removed) or "full" (and why), with the counts
+    change: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -182,8 +186,10 @@ def index(
     embed_options: EmbedOptions | None = None,
     progress: Progress | None = None,
     engine: EngineOptions | None = None,
+    rebuild: bool = False,
 ) -> IndexReport:
-    """Export embeddings when missing or stale, build and tune both indexes, calibrate identify, write atomically.
+    """Export embeddings when missing or stale, then update the index for the tracks added and removed, or (when
+    the drift calls for it, or ``rebuild``) build and tune both indexes and calibrate identify; written atomically.
     ``engine``: where a stale export's embedding and an on-disk index's blocks run (docs/engine.md)."""
     options = options or IndexOptions()
     options.validate()
@@ -201,25 +207,10 @@ def index(
         export = {**report.to_dict(), "why": stale}
     store = EmbeddingStore(workspace.embeddings)
     check_free_space(workspace.index.parent, index_bytes(store, options), "the index")
-
-    with staged_dir(workspace.index) as stage, ExitStack() as stack:
-        vectors = store.segment_source(remap_gathers=True)  # memory-mapped, never concatenated
-        runner = stack.enter_context(open_engine(engine, 0)) if engine is not None and engine.name == "ray" else None
-        segments = build_index(vectors, options, progress, "segment index", stage, "segments", runner)
-        stack.close()  # a Ray started for the blocks is stopped before calibration
-        tracks = build_index(store.track_vectors(), options, progress, "track index")
-        tables = write_id_tables(stage, store)
-        if options.identify_threshold is not None:
-            identify: dict[str, Any] = {"statistic": STATISTIC, "threshold": options.identify_threshold,
-                                        "calibrated": False, "reason": "fixed by index.identify_threshold"}  # fmt: skip
-        else:
-            searcher = Searcher(encoder, segments.index, tables, store.hop_s, None)
-            identify = calibrate_identify(
-                searcher, features, options.calibration_tracks, options.calibration_lengths_s,
-                options.calibration_snr_db, options.seed, progress, options.calibration_background,
-            )  # fmt: skip
-        fingerprints = build_fingerprints(stage, features, store, options, progress)
-        summaries, meta = write_index_files(stage, segments, tracks, store, options, identify, fingerprints)
+    with staged_dir(workspace.index) as stage:
+        summaries, meta, identify, change = index_into(
+            stage, workspace, store, features, encoder, options, progress, engine, "--rebuild" if rebuild else None
+        )
     return IndexReport(
         export=export,
         segments=IndexSummary.from_dict(summaries["segments"]),
@@ -228,7 +219,87 @@ def index(
         bytes=int(meta.extra["bytes"]),
         seconds=time.perf_counter() - started,
         fingerprint=meta.fingerprint,
+        change=change,
     )
+
+
+def index_into(
+    stage: Path,
+    workspace: Workspace,
+    store: EmbeddingStore,
+    features: FeatureStore,
+    encoder: Encoder,
+    options: IndexOptions,
+    progress: Progress | None = None,
+    engine: EngineOptions | None = None,
+    rebuild: str | None = None,
+) -> tuple[dict[str, dict[str, Any]], ArtefactMeta, dict[str, Any], dict[str, Any]]:
+    """Make the index of the export ``store`` in the staged folder ``stage``: the workspace's index updated for the
+    tracks added and removed (``indexing.update``), or built whole when it cannot be (``rebuild``: why a full build
+    was asked for). Returns the indexes' summaries, the meta, the identify facts and what changed."""
+    why = rebuild
+    if why is None:
+        old, why = open_index(workspace.index)
+        if old is not None:
+            updated = update_index(old, stage, store, features, options, progress)
+            if isinstance(updated, IndexUpdate):
+                fingerprints = updated.fingerprints
+                if fingerprints is None:
+                    fingerprints = build_fingerprints(stage, features, store, options, progress)
+                write_id_tables(stage, store)
+                summaries, meta = write_index_files(
+                    stage, updated.segments, updated.tracks, store, options, updated.identify, fingerprints,
+                    updated.change,
+                )  # fmt: skip
+                return summaries, meta, updated.identify, updated.change
+            why = updated
+    change = {"mode": "full", "why": why, **track_changes(workspace.index, store)}
+    with ExitStack() as stack:
+        vectors = store.segment_source(remap_gathers=True)  # memory-mapped, never concatenated
+        runner = stack.enter_context(open_engine(engine, 0)) if engine is not None and engine.name == "ray" else None
+        segments = build_index(vectors, options, progress, "segment index", stage, "segments", runner)
+    # (a Ray started for the blocks is stopped before calibration)
+    tracks = build_index(store.track_vectors(), options, progress, "track index")
+    tables = write_id_tables(stage, store)
+    if options.identify_threshold is not None:
+        identify: dict[str, Any] = {"statistic": STATISTIC, "threshold": options.identify_threshold,
+                                    "calibrated": False, "reason": "fixed by index.identify_threshold"}  # fmt: skip
+    else:
+        searcher = Searcher(encoder, segments.index, tables, store.hop_s, None)
+        identify = calibrate_identify(
+            searcher, features, options.calibration_tracks, options.calibration_lengths_s,
+            options.calibration_snr_db, options.seed, progress, options.calibration_background,
+        )  # fmt: skip
+    fingerprints = build_fingerprints(stage, features, store, options, progress)
+    summaries, meta = write_index_files(stage, segments, tracks, store, options, identify, fingerprints, change)
+    return summaries, meta, identify, change
+
+
+@_writes
+def remove(
+    workspace: Workspace,
+    names: Sequence[str],
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    options: IndexOptions | None = None,
+) -> RemoveReport:
+    """Take the tracks ``names`` name (track ids, id prefixes, paths, folders) out of the library — features,
+    embeddings, the index and its fingerprints — as one change (:mod:`embedtool.library_edit`); clusters and a
+    classifier made with them become stale. ``dry_run``: only say which tracks would go. The index keeps the
+    options it was made with (``options`` where they cannot be read). Undo: extract the files again."""
+    features, tracks = plan_removal(workspace, names)
+    if dry_run:
+        removed = [{"track_id": t["track_id"], "path": t["path"]} for t in tracks]
+        return RemoveReport(removed=removed, dry_run=True, tracks_left=len(features) - len(tracks))
+    fallback = options or IndexOptions()
+
+    def make_index(stage: Path, store: EmbeddingStore) -> dict[str, Any]:
+        old, _ = open_index(workspace.index)
+        index_options = fallback if old is None else recorded_options(old, fallback)
+        encoder = load_encoder(workspace.model)  # (queries calibrate identify when the index is built whole)
+        return index_into(stage, workspace, store, features, encoder, index_options, progress)[3]
+
+    return remove_tracks(workspace, features, tracks, make_index, progress)
 
 
 @_writes

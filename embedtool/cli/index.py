@@ -23,11 +23,18 @@ from embedtool.cli.flags import Flags, takes
 @takes("index", "engine")
 def index(
     ctx: typer.Context,
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="Build both indexes whole (and calibrate identify again) instead of updating them."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     *,
     flags: Flags,
 ) -> None:
-    """Build the segment and track indexes (exporting embeddings first when missing or stale)."""
+    """Build the segment and track indexes (exporting embeddings first when missing or stale).
+
+    An existing index is updated for the tracks added and removed since it was made; it is built whole when it
+    cannot be (another model or index options, cells trained on under half of today's vectors, recall under the
+    target) or with --rebuild."""
     from embedtool import pipeline
 
     actx = app_context(ctx)
@@ -36,12 +43,18 @@ def index(
     engine_options = flags.settings(actx.config, "engine")
     ws = actx.workspace
     with make_progress(actx.quiet or as_json) as progress:
-        report = pipeline.index(ws, options, embed_options, stage_progress(progress), engine_options)
+        report = pipeline.index(ws, options, embed_options, stage_progress(progress), engine_options, rebuild)
     if as_json:
         print_json({"directory": str(ws.index), **report.to_dict()})
         return
     if report.export:
         console.print(f"embeddings exported first ({report.export['why']}): {report.export['reason']}")
+    change = report.change
+    if change.get("mode") == "incremental":
+        console.print(f"updated: {change['added']} track(s) added, {change['removed']} removed, {change['kept']} kept")
+    elif change:
+        counts = f" ({change['added']} track(s) new, {change['removed']} gone)" if "added" in change else ""
+        console.print(f"built whole: {change.get('why')}{counts}")
     table = Table("index", "kind", "vectors", "params", "recall", "latency", "size")
     for name, s in (("segments", report.segments), ("tracks", report.tracks)):
         recall = f"{s.recall:.3f}@{s.recall_k}" if s.recall_measured else "exact"

@@ -336,6 +336,27 @@ class EmbeddingStore(ArtefactStore):
             )
         return self._track_array(TRACK_DESCRIPTORS, int(self.descriptor_dim or 0), "track descriptors")
 
+    def write_without(self, stage: Path, track_ids: set[str], features_fingerprint: str) -> ArtefactMeta:
+        """This export less ``track_ids``, written into the folder ``stage`` (swapped into place by the caller):
+        the other tracks' vectors, segments and descriptors copied shard by shard, nothing embedded again.
+        ``features_fingerprint``: the features the result belongs to (what it records as its input)."""
+        descriptors = self.track_descriptors() if self.descriptors_current else None
+        writer = EmbeddingWriter(stage, self.dim, _shard_bytes(self))
+        for position, track in enumerate(self.tracks):
+            if track["track_id"] in track_ids:
+                continue
+            rows, starts = self.segments_of(track["track_id"])
+            writer.add_track(
+                track,
+                starts,
+                self.segment_ends[rows],
+                self.track_segment_vectors(track["track_id"]),
+                None if descriptors is None else descriptors[position],
+            )  # (the writer pools the track vector from the same segments, as the export did)
+        extra = {k: v for k, v in self.meta.extra.items() if k in ("export", "reason")}
+        inputs = {**self.meta.inputs, "features": features_fingerprint}
+        return writer.finish(self.meta.config, inputs, extra=extra)
+
     def _load_shard(self, name: str) -> np.ndarray:
         array = read_member(self.meta, self.directory, name, lambda p: np.load(p, mmap_mode="r"))
         if array.ndim != 2 or array.shape[1] != self.dim or array.dtype != np.float32:
@@ -344,6 +365,14 @@ class EmbeddingStore(ArtefactStore):
                 + remake_hint(KIND)
             )
         return array
+
+
+def _shard_bytes(store: EmbeddingStore) -> int:
+    """The shard size an export was written with (its first shard's rows), so a copy of it shards alike."""
+    names = list(store.meta.extra.get("segment_shards") or [])
+    if len(names) < 2:
+        return DEFAULT_SHARD_BYTES
+    return int(store._load_shard(names[0]).shape[0]) * 4 * store.dim
 
 
 class EmbeddingWriter:

@@ -17,6 +17,7 @@ leaves the previous table valid, and the shards it completed are picked up by th
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,6 +33,8 @@ from embedtool.artefacts import (
     ArtefactStore,
     atomic_save_npy,
     atomic_write_json,
+    checksum_files,
+    config_fingerprints,
     fingerprint_of,
     read_member,
     recorded_checksums,
@@ -47,6 +50,7 @@ from embedtool.tracktable import TrackTable
 KIND = "features"
 FORMAT_VERSION = 2
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
+PENDING_META = ".meta.json.pending"  # a removal's meta.json, staged until it is swapped in
 
 TRACK_SCHEMA = pa.schema(
     [
@@ -223,6 +227,34 @@ class FeatureStore(ArtefactStore):
         part = np.asarray(arr[start : start + count])
         return part[:, 0], part[:, 1]
 
+    def stage_without(self, track_ids: Iterable[str]) -> tuple[ArtefactMeta, Path]:
+        """These features less ``track_ids``, staged but not published: a new track table is written beside the
+        current one and the meta.json naming it to ``.meta.json.pending`` (swapped onto ``meta.json`` by the
+        caller, :func:`artefacts.swap_together`); returns that meta and the pending file. Shards stay as they are:
+        the next commit deletes those no table references."""
+        drop = set(track_ids)
+        records = [dict(t) for t in self.tracks if t["track_id"] not in drop]
+        extra = {k: v for k, v in self.meta.extra.items() if k not in ("table", "tracks")}
+        table_name = _write_table(self.directory, records)
+        live = {r["shard"] for r in records}
+        with_peaks = {r["shard"] for r in records if r.get("peaks") is not None}
+        names = [table_name, *(shard_file(n) for n in sorted(live)), *(peaks_file(n) for n in sorted(with_peaks))]
+        config = dict(self.meta.config)
+        meta = ArtefactMeta(
+            kind=KIND,
+            format_version=FORMAT_VERSION,
+            config=config,
+            inputs=dict(self.meta.inputs),
+            extra={"table": table_name, "tracks": len(records), **extra},
+            fingerprint=fingerprint_of(config, sorted(r["track_id"] for r in records)),
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            config_fingerprints=config_fingerprints(config),
+            files=checksum_files(self.directory, names, recorded_checksums(self.directory)),
+        )
+        pending = self.directory / PENDING_META
+        atomic_write_json(pending, meta.to_dict())
+        return meta, pending
+
     def _shard(self, name: str) -> np.ndarray:
         if name not in self._shards:
             shard = read_member(self.meta, self.directory, shard_file(name), lambda p: np.load(p, mmap_mode="r"))
@@ -350,16 +382,7 @@ def commit(
     """Publish ``records`` as the current table: write the table, then ``meta.json``, then drop dead shards."""
     directory = Path(directory)
     records = sorted(records, key=lambda r: r["track_id"])
-    table_name = f"tracks-{uuid.uuid4().hex[:12]}.parquet"
-    rows = {col: [r.get(col) for r in records] for col in TRACK_COLUMNS}
-    table = pa.Table.from_pydict(rows, schema=TRACK_SCHEMA)
-    tmp = directory / f".{table_name}.tmp"
-    try:
-        pq.write_table(table, tmp)
-    except BaseException:  # (a full disk) no half-written table is left behind
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(directory / table_name)
+    table_name = _write_table(directory, records)
     config = settings_dict(settings)
     live = {r["shard"] for r in records}
     with_peaks = {r["shard"] for r in records if r.get("peaks") is not None}
@@ -381,6 +404,27 @@ def commit(
     )
     _collect_garbage(directory, table_name, live)
     return meta
+
+
+def _write_table(directory: Path, records: list[dict[str, Any]]) -> str:
+    """Write ``records`` (sorted by id) as a new track table in ``directory``; returns its file name."""
+    table_name = f"tracks-{uuid.uuid4().hex[:12]}.parquet"
+    rows = {col: [r.get(col) for r in records] for col in TRACK_COLUMNS}
+    table = pa.Table.from_pydict(rows, schema=TRACK_SCHEMA)
+    tmp = directory / f".{table_name}.tmp"
+    try:
+        pq.write_table(table, tmp)
+    except BaseException:  # (a full disk) no half-written table is left behind
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(directory / table_name)
+    return table_name
+
+
+def collect_garbage(directory: Path) -> None:
+    """Delete the track tables and shards the published meta.json does not reference (what a removal left)."""
+    store = FeatureStore(directory)
+    _collect_garbage(store.directory, str(store.meta.extra["table"]), set(store._shard_rows))
 
 
 def _collect_garbage(directory: Path, current_table: str, live_shards: set[str]) -> None:

@@ -70,6 +70,7 @@ class BuiltIndex:
     reached_target: bool = True
     tuning: list[dict[str, Any]] = field(default_factory=list)
     note: str = ""  # what was done instead of what was asked (an index kind the collection is too small for)
+    trained_vectors: int | None = None  # ivf kinds: the collection's size when the cells were trained
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -85,6 +86,7 @@ class BuiltIndex:
             "latency_ms": round(self.latency_ms, 4),
             "build_s": round(self.build_s, 3),
             "tuning": self.tuning,
+            **({"trained_vectors": self.trained_vectors} if self.trained_vectors else {}),
         }
 
 
@@ -214,9 +216,9 @@ def build_index(
         k = min(options.recall_k, n - 1)
         truth = exact_top_k(source, queries, k, query_rows=held)
         name = "nprobe" if kind in ("ivf", "ivf-pq") else "efSearch"
-        ladder = _ladder(kind, params, k)
+        ladder = tuning_ladder(kind, params, k)
         for value in ladder:
-            found = _search_excluding_self(wrapped, queries, held, k, **{name: value})
+            found = search_excluding_self(wrapped, queries, held, k, **{name: value})
             r = recall_at_k(found, truth)
             tuning.append({name: value, "recall": round(r, 4)})
             if progress:
@@ -228,7 +230,10 @@ def build_index(
         wrapped.params[name] = params[name]
     build_s = time.perf_counter() - start
     latency = measure_latency(wrapped, source[rng.choice(n, min(200, n), replace=False)], options.recall_k)
-    return BuiltIndex(wrapped, kind, params, n, dim, recall, options.recall_k, latency, build_s, reached, tuning, note)
+    trained = n if kind in ("ivf", "ivf-pq") else None
+    return BuiltIndex(
+        wrapped, kind, params, n, dim, recall, options.recall_k, latency, build_s, reached, tuning, note, trained
+    )
 
 
 def use_on_disk(n: int, params: dict[str, Any], options: IndexOptions) -> bool:
@@ -350,7 +355,7 @@ def exact_top_k(
     return best_rows
 
 
-def _search_excluding_self(
+def search_excluding_self(
     index: VectorIndex, queries: np.ndarray, own_rows: np.ndarray, k: int, **params: Any
 ) -> np.ndarray:
     """Top-``k`` rows per query from ``index`` with each query's own row removed from its answer."""
@@ -379,7 +384,7 @@ def _add(index: faiss.Index, source: ShardedVectors, progress: Progress | None, 
             progress(f"{label}: adding vectors", first + len(block), len(source))
 
 
-def _ladder(kind: str, params: dict[str, Any], k: int) -> list[int]:
+def tuning_ladder(kind: str, params: dict[str, Any], k: int) -> list[int]:
     if kind in ("ivf", "ivf-pq"):
         nlist = params["nlist"]
         return [p for p in NPROBE_LADDER if p < nlist] + [nlist]
@@ -481,9 +486,11 @@ def write_index_files(
     options: IndexOptions,
     identify: dict[str, Any],
     fingerprints: dict[str, Any],
+    change: dict[str, Any] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], ArtefactMeta]:
     """Write both indexes and meta.json (last) into the staged folder; returns the indexes' summaries and the meta.
-    ``fingerprints`` describes the landmark index already saved there (``built: false`` when there is none)."""
+    ``fingerprints`` describes the landmark index already saved there (``built: false`` when there is none);
+    ``change``: how it was made (updated for added and removed tracks, or built whole and why)."""
     summaries = {}
     for name, built, filename in (("segments", segments, SEGMENT_INDEX), ("tracks", tracks, TRACK_INDEX)):
         faiss.write_index(built.index.index, str(stage / filename))
@@ -508,6 +515,7 @@ def write_index_files(
             "tracks": summaries["tracks"],
             "identify": identify,
             "fingerprints": fingerprints,
+            **({"change": change} if change else {}),
             "hop_s": store.hop_s,
             "segment_seconds": store.segment_seconds,
             "feature_settings": store.feature_settings,
