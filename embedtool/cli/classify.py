@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from embedtool.cli.app import app
 from embedtool.cli.common import (
+    JSON_FORMAT,
+    TableFormat,
     app_context,
     console,
     err_console,
+    format_option,
     handle_errors,
     make_progress,
     print_json,
@@ -37,10 +40,10 @@ def classify(
         None, metavar="QUERY", help="Audio files to label (omit to train the classifier)."
     ),
     segments: bool = typer.Option(False, "--segments", help="With QUERY files: a prediction per segment too."),
-    output: Literal["table", "json", "csv", "tsv"] = typer.Option(
-        "table", "--format", "-f", help="With QUERY files: csv/tsv give one row per file (per segment with --segments)."
+    output: TableFormat = format_option(
+        "With QUERY files: csv/tsv give one row per file (per segment with --segments)."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
+    as_json: bool = JSON_FORMAT,
     *,
     flags: Flags,
 ) -> None:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import typer
 from rich.table import Table
 
 from embedtool.cli.app import app
 from embedtool.cli.common import (
+    JSON_FORMAT,
+    TableFormat,
     app_context,
     console,
+    format_option,
     handle_errors,
     make_progress,
     print_json,
@@ -28,10 +29,8 @@ CSV_COLUMNS = ("track", "track_id", "path", "label", "group", "cluster", "distan
 @takes("cluster")
 def cluster(
     ctx: typer.Context,
-    output: Literal["table", "json", "csv", "tsv"] = typer.Option(
-        "table", "--format", "-f", help="table: clusters and exemplars; csv/tsv: one row per track (or segment)."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
+    output: TableFormat = format_option("table: clusters and exemplars; csv/tsv: one row per track (or segment)."),
+    as_json: bool = JSON_FORMAT,
     *,
     flags: Flags,
 ) -> None:

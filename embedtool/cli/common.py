@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -64,6 +64,16 @@ def init_context(
         )
     except EmbedtoolError as exc:
         fail(exc)
+
+
+# --format and --json of the commands that print a table unless asked for another format
+TableFormat = Literal["table", "json", "csv", "tsv"]
+JSON_FORMAT = typer.Option(False, "--json", help="Same as --format json.")
+
+
+def format_option(help: str) -> Any:
+    """``--format/-f``, a table by default; its choices are the parameter's ``Literal`` type (``TableFormat``)."""
+    return typer.Option("table", "--format", "-f", help=help)
 
 
 # --threads of train, embed, extract and evaluate (embedtool.threads)

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import typer
 from rich.table import Table
 
 from embedtool.cli.app import app
-from embedtool.cli.common import app_context, console, handle_errors, human_bytes, print_json, write_table_rows
+from embedtool.cli.common import (
+    JSON_FORMAT,
+    TableFormat,
+    app_context,
+    console,
+    format_option,
+    handle_errors,
+    human_bytes,
+    print_json,
+    write_table_rows,
+)
 
 
 @app.command(epilog="Example: `embedtool info --json`, or `embedtool -w ~/lib-ws info` for another workspace")
 @handle_errors
 def info(
     ctx: typer.Context,
-    output: Literal["table", "json", "csv", "tsv"] = typer.Option(
-        "table", "--format", "-f", help="csv/tsv: one row per stage."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
+    output: TableFormat = format_option("csv/tsv: one row per stage."),
+    as_json: bool = JSON_FORMAT,
 ) -> None:
     """Show what the workspace holds: tracks, hours, labels, settings, sizes, and which stages exist."""
     actx = app_context(ctx)
