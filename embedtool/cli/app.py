@@ -55,7 +55,6 @@ COMMAND_MODULES = [
     "neighbours",
     "cluster",
     "classify",
-    "duplicates",
     "evaluate",
     "serve",
     "demo",
