@@ -9,6 +9,11 @@ Measured side by side in one run on the same files (read once beforehand so all 
   ``extract-1-thesis``: 1 job with the thesis settings (the seed's feature sizes);
 - ``decode`` again at the end, to see how much the shared machine drifted during the run.
 
+With ``--before REV`` two more rows run beside ``extract-1``: ``extract-1-before``, the same run with the fingerprint
+peaks as ``embedtool/audio/peaks.py`` computed them at git revision REV (the module is loaded from ``git show``),
+and ``extract-1-no-peaks``, with no peaks at all; so a change to the peaks is measured before and after in one
+process. ``--rows`` picks rows (the decode rows always run).
+
 Throughput is audio seconds per wall second; ratios are against the mean of the two decode rows. CPU seconds are
 reported too (for extract-2: this process plus the workers' own count): on a machine shared with other people's
 work they are the robust comparison. Note that with the kernel's autogroup scheduling
@@ -18,6 +23,7 @@ FLAC is extracted in a child process to measure peak RSS (bounded memory).
 
     .venv/bin/python bench/bench_extract.py                   # ~/.cache/embedtool-corpora/music-dev
     .venv/bin/python bench/bench_extract.py --root DIR --limit 30 --no-long
+    .venv/bin/python bench/bench_extract.py --limit 20 --no-long --before 996008108b --rows extract-1
 
 Writes bench/results/bench_extract.json.
 """
@@ -37,6 +43,9 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+import types  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -51,6 +60,43 @@ from embedtool.features.extract import run_extract  # noqa: E402
 from embedtool.features.options import ExtractOptions  # noqa: E402
 
 LONG_FILE = Path.home() / ".cache" / "embedtool-bench" / "two-hours-44k1-stereo.flac"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def peaks_module_at(rev: str) -> types.ModuleType:
+    """embedtool/audio/peaks.py as it was at git revision ``rev``, loaded as a module of its own."""
+    source = subprocess.run(
+        ["git", "show", f"{rev}:embedtool/audio/peaks.py"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    module = types.ModuleType(f"peaks_at_{rev}")
+    exec(compile(source, f"{rev}:embedtool/audio/peaks.py", "exec"), module.__dict__)
+    return module
+
+
+class NoPeaks:
+    """A PeakTracker that computes nothing: extract as it was before the fingerprint peaks."""
+
+    def __init__(self, sample_rate: int):
+        pass
+
+    def push(self, block: np.ndarray) -> None:
+        pass
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(0, np.int32), np.zeros(0, np.int32)
+
+
+@contextmanager
+def peak_tracker(tracker: type) -> Iterator[None]:
+    """Run extract (one job: in this process) with ``tracker`` in place of embedtool's PeakTracker."""
+    import embedtool.features.extract as extract_module
+
+    saved = extract_module.PeakTracker
+    extract_module.PeakTracker = tracker
+    try:
+        yield
+    finally:
+        extract_module.PeakTracker = saved
 
 
 def pure_decode(paths: list[Path]) -> float:
@@ -175,6 +221,10 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=MUSIC_DEV)
     parser.add_argument("--limit", type=int, default=0, help="use every k-th file so that N files remain")
     parser.add_argument("--no-long", action="store_true", help="skip the two-hour peak-RSS measurement")
+    parser.add_argument("--before", metavar="REV", help="also extract-1 with the peaks of git revision REV, and none")
+    parser.add_argument(
+        "--rows", default="seed,extract-1,extract-2,extract-1-thesis", help="comma-separated rows (decode always)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -215,11 +265,26 @@ def main() -> None:
         cpu_text = f"{cpu_s:7.1f} cpu-s"
         print(f"   {name:<18} {elapsed:7.1f} s {cpu_text}  {seconds / elapsed:7.1f} audio-s/s", flush=True)
 
+    wanted = set(args.rows.split(","))
+
+    def extract_with(tracker: type) -> tuple[float, dict]:
+        with peak_tracker(tracker):
+            return extract(args.root, paths, 1, FeatureSettings())
+
     record("decode", lambda: pure_decode(paths))
-    record("seed", lambda: seed_way(paths))
-    record("extract-1", lambda: extract(args.root, paths, 1, FeatureSettings()))
-    record("extract-2", lambda: extract(args.root, paths, 2, FeatureSettings()), in_process=False)
-    record("extract-1-thesis", lambda: extract(args.root, paths, 1, FeatureSettings.from_preset("thesis")))
+    if "seed" in wanted:
+        record("seed", lambda: seed_way(paths))
+    if args.before:
+        before = peaks_module_at(args.before).PeakTracker
+        record("extract-1-before", lambda: extract_with(before))
+    if "extract-1" in wanted:
+        record("extract-1", lambda: extract(args.root, paths, 1, FeatureSettings()))
+    if args.before:
+        record("extract-1-no-peaks", lambda: extract_with(NoPeaks))
+    if "extract-2" in wanted:
+        record("extract-2", lambda: extract(args.root, paths, 2, FeatureSettings()), in_process=False)
+    if "extract-1-thesis" in wanted:
+        record("extract-1-thesis", lambda: extract(args.root, paths, 1, FeatureSettings.from_preset("thesis")))
     record("decode-again", lambda: pure_decode(paths))
 
     floor = (rows["decode"]["audio_s_per_s"] + rows["decode-again"]["audio_s_per_s"]) / 2
@@ -235,17 +300,21 @@ def main() -> None:
             f"| {vs_seed:.2f} | {'' if per_hour is None else f'{per_hour / 2**20:.1f} MB'} |"
         )
     cpu_floor = (rows["decode"]["cpu_s"] + rows["decode-again"]["cpu_s"]) / 2
-    ratios = {
-        "extract1_vs_decode": rows["extract-1"]["vs_decode"],
-        "extract1_vs_decode_by_cpu_time": cpu_floor / rows["extract-1"]["cpu_s"],
-        "extract1_vs_seed": rows["extract-1"]["vs_seed"],
-        "extract1_vs_seed_by_cpu_time": rows["seed"]["cpu_s"] / rows["extract-1"]["cpu_s"] if "seed" in rows else None,
-        "extract1_thesis_vs_seed": rows["extract-1-thesis"]["vs_seed"],
-        "extract2_vs_extract1": rows["extract-2"]["audio_s_per_s"] / rows["extract-1"]["audio_s_per_s"],
+    ratios: dict[str, float | None] = {}
+    for name, key in (("extract-1", "extract1"), ("extract-1-before", "before"), ("extract-1-no-peaks", "no_peaks")):
+        if name in rows:
+            ratios[f"{key}_vs_decode"] = rows[name]["vs_decode"]
+            ratios[f"{key}_vs_decode_by_cpu_time"] = cpu_floor / rows[name]["cpu_s"]
+    if "extract-1" in rows and "seed" in rows:
+        ratios["extract1_vs_seed"] = rows["extract-1"]["vs_seed"]
+        ratios["extract1_vs_seed_by_cpu_time"] = rows["seed"]["cpu_s"] / rows["extract-1"]["cpu_s"]
+    if "extract-1-thesis" in rows and "seed" in rows:
+        ratios["extract1_thesis_vs_seed"] = rows["extract-1-thesis"]["vs_seed"]
+    if "extract-1" in rows and "extract-2" in rows:
+        ratios["extract2_vs_extract1"] = rows["extract-2"]["audio_s_per_s"] / rows["extract-1"]["audio_s_per_s"]
         # CPU spent per audio second by 2 jobs vs 1 (1.0 = no parallel overhead; the wall-clock gain then
         # depends only on how many cores are free)
-        "extract2_cpu_vs_extract1_cpu": rows["extract-2"]["cpu_s"] / rows["extract-1"]["cpu_s"],
-    }
+        ratios["extract2_cpu_vs_extract1_cpu"] = rows["extract-2"]["cpu_s"] / rows["extract-1"]["cpu_s"]
     print("\nratios: " + ", ".join(f"{k} = {'n/a' if v is None else f'{v:.2f}'}" for k, v in ratios.items()))
     print("targets: extract1_vs_decode >= 0.85, extract1_vs_seed >= 1.3, extract2_vs_extract1 >= 1.8")
     out = {

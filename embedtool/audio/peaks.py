@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 import torch
-from scipy.ndimage import maximum_filter, uniform_filter
+from scipy.ndimage import uniform_filter1d
 
 WINDOW_S = 0.064
 HOP_S = 0.016
@@ -36,6 +36,7 @@ BACKGROUND_FRAMES = 31  # the local background a peak must stand above (half a s
 MIN_PROMINENCE = 0.5  # natural-log units above the background
 PEAKS_PER_SECOND = 30
 CHUNK_SECONDS = 60  # spectrogram held at a time while streaming
+FFT_FRAMES = 128  # frames transformed at a time (about 0.5 MB of spectrum)
 # Anything above that changes which peaks are picked must raise audio.settings.PEAKS_VERSION.
 
 
@@ -57,45 +58,65 @@ class PeakSpectrum:
         return 0 if n_samples < self.n_fft else 1 + (n_samples - self.n_fft) // self.hop
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
+        return self.by_bin(samples).T
+
+    def by_bin(self, samples: np.ndarray) -> np.ndarray:
+        """The spectrogram as (bins, frames), each bin's frames contiguous: the picking filters mostly along time."""
         frames = self.n_frames(len(samples))
+        out = np.empty((self.bins, frames), np.float32)
         if frames == 0:
-            return np.zeros((0, self.bins), np.float32)
+            return out
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
-            spec = torch.stft(x, self.n_fft, self.hop, window=self.window, center=False, return_complex=True)
-            return torch.log(spec[1 : self.bins + 1, :frames].abs() + LOG_FLOOR).T.numpy()
+            windows = x.unfold(0, self.n_fft, self.hop)[:frames]  # a view: frame t starts at t * hop
+            dest = torch.from_numpy(out)
+            # What torch.stft(center=False) computes, bit for bit, but a few frames at a time (they stay in the
+            # cache) and written straight into place.
+            for at in range(0, frames, FFT_FRAMES):
+                spec = torch.view_as_real(torch.fft.rfft(windows[at : at + FFT_FRAMES] * self.window, dim=-1))
+                part = spec[:, 1 : self.bins + 1]
+                # |X| (torch's complex abs is this hypot, bit for bit, and slower)
+                torch.hypot(part[..., 0], part[..., 1], out=dest[:, at : at + FFT_FRAMES].T)
+            dest.add_(LOG_FLOOR).log_()
+        return out
 
 
 def spectral_peaks(
     spec: np.ndarray, frames_per_second: float, peaks_per_second: int = PEAKS_PER_SECOND
 ) -> tuple[np.ndarray, np.ndarray]:
     """Peaks of a whole fingerprint spectrogram (frames, bins): their (frames, bins) as int32, sorted by frame."""
-    return _peaks_in(np.asarray(spec, np.float32), 0, frames_per_second, peaks_per_second, None)
+    by_bin = np.ascontiguousarray(np.asarray(spec, np.float32).T)
+    return _peaks_in(by_bin, 0, frames_per_second, peaks_per_second, None)
 
 
 def _peaks_in(
     spec: np.ndarray, first_frame: int, fps: float, per_second: int, seconds: tuple[int, int] | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Peaks of ``spec`` (whose row 0 is frame ``first_frame`` of the file) in the whole seconds ``seconds``
-    (all when None); ``spec`` must reach far enough around them that the filters see what they would see on
-    the whole file (``_CONTEXT`` frames, or the file's own ends)."""
+    """Peaks of ``spec`` (bins, frames), whose column 0 is frame ``first_frame`` of the file, in the whole seconds
+    ``seconds`` (all when None); ``spec`` must reach far enough around them that the filters see what they would
+    see on the whole file (``_CONTEXT`` frames, or the file's own ends)."""
     empty = np.zeros(0, np.int32), np.zeros(0, np.int32)
-    if spec.shape[0] < 3:
+    if spec.shape[1] < 3:
         return empty
-    local_max = maximum_filter(spec, size=(PEAK_TIME_FRAMES, PEAK_BINS), mode="nearest")
-    background = uniform_filter(spec, size=(BACKGROUND_FRAMES, PEAK_BINS), mode="nearest")
-    prominence = spec - background
-    is_peak = (spec == local_max) & (prominence > MIN_PROMINENCE) & (spec > math.log(LOG_FLOOR) + 1.0)
-    rows, bins = np.nonzero(is_peak)
+    # The background is needed only where a peak can be: at the neighbourhood's maxima above the floor (a few
+    # in a thousand cells).
+    bins, rows = np.divmod(np.flatnonzero(spec == _local_max(spec)), spec.shape[1])
+    order = np.lexsort((bins, rows))  # frame by frame, as the picking has always met them (ties keep this order)
+    bins, rows = bins[order], rows[order]
+    above = spec[bins, rows] > math.log(LOG_FLOOR) + 1.0
+    bins, rows = bins[above], rows[above]
     frames = rows + first_frame
     second = np.floor(frames / fps).astype(np.int64)
     if seconds is not None:
         keep = (second >= seconds[0]) & (second < seconds[1])
         rows, bins, frames, second = rows[keep], bins[keep], frames[keep], second[keep]
+    prominence = spec[bins, rows] - _background_at(spec, rows, bins)
+    strong = prominence > MIN_PROMINENCE
+    bins, frames, second, prominence = bins[strong], frames[strong], second[strong], prominence[strong]
     if len(frames) == 0:
         return empty
     # Keep the most prominent peaks of each second: loud passages do not crowd out quiet ones.
-    order = np.lexsort((-prominence[rows, bins], second))
+    order = np.lexsort((-prominence, second))
     frames, bins, second = frames[order], bins[order], second[order]
     keep = (np.arange(len(second)) - np.searchsorted(second, second, side="left")) < per_second
     frames, bins = frames[keep], bins[keep]
@@ -106,6 +127,50 @@ def _peaks_in(
 _CONTEXT = max(PEAK_TIME_FRAMES, BACKGROUND_FRAMES)  # frames each side a filter can reach (with a margin)
 
 
+def _running_max(a: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """The maximum of ``size`` consecutive values along ``axis`` starting at each index (length n - size + 1):
+    maxima of 2, 4, 8, ... values, each from two of the previous, and the last from two overlapping ones."""
+    t = torch.from_numpy(a)
+    n = a.shape[axis]
+    width = 1
+    while 2 * width <= size:
+        t = torch.maximum(t.narrow(axis, 0, n - width), t.narrow(axis, width, n - width))
+        n -= width
+        width *= 2
+    if width < size:
+        t = torch.maximum(t.narrow(axis, 0, n - (size - width)), t.narrow(axis, size - width, n - (size - width)))
+    return t.numpy()
+
+
+def _local_max(spec: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.maximum_filter`` of a (bins, frames) spectrogram over ``PEAK_BINS`` x ``PEAK_TIME_FRAMES``
+    with mode "nearest", exactly (a maximum is exact in any order), in a fraction of its time. Repeating the edge
+    values, as "nearest" does, leaves a maximum as it is over the part of the neighbourhood inside, so the edges
+    are padded with -inf."""
+    t_half, b_half = PEAK_TIME_FRAMES // 2, PEAK_BINS // 2
+    bins, frames = spec.shape
+    padded = np.full((bins + 2 * b_half, frames), -np.inf, np.float32)
+    padded[b_half : b_half + bins] = spec
+    across = _running_max(padded, PEAK_BINS, axis=0)
+    padded = np.full((bins, frames + 2 * t_half), -np.inf, np.float32)
+    padded[:, t_half : t_half + frames] = across
+    return _running_max(padded, PEAK_TIME_FRAMES, axis=1)
+
+
+def _background_at(spec: np.ndarray, rows: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.uniform_filter`` of a (bins, frames) spectrogram over ``PEAK_BINS`` x ``BACKGROUND_FRAMES``
+    with mode "nearest", at the cells (bins, rows: frames) only. The filter goes axis by axis, time first: that
+    pass is made whole (it is the filter's own pass), the one over the bins only at the cells, as the mean in
+    float64 of the same float32 values with the edge bins repeated (the filter's running mean is float64 too, so
+    both round to the same float32)."""
+    if len(rows) == 0:
+        return np.zeros(0, np.float32)
+    over_time = uniform_filter1d(spec, BACKGROUND_FRAMES, axis=1, mode="nearest")
+    half = PEAK_BINS // 2
+    around = np.clip(bins[:, None] + np.arange(-half, half + 1), 0, spec.shape[0] - 1)  # (cells, PEAK_BINS)
+    return (over_time[around, rows[:, None]].sum(axis=1, dtype=np.float64) / PEAK_BINS).astype(np.float32)
+
+
 class PeakTracker:
     """Peaks of a decode, block by block (``push`` each resampled block, then ``finish``): about
     ``CHUNK_SECONDS`` of spectrogram is held at a time, and the peaks equal :func:`spectral_peaks` on the whole."""
@@ -114,7 +179,7 @@ class PeakTracker:
         self.spectrum = PeakSpectrum(sample_rate)
         self.per_second = peaks_per_second
         self._carry = np.zeros(0, np.float32)  # samples not yet in a whole frame
-        self._spec: list[np.ndarray] = []  # spectrogram frames held, from frame self._first on
+        self._spec: list[np.ndarray] = []  # spectrogram (bins, frames) held, from frame self._first on
         self._held = 0
         self._first = 0
         self._done_second = 0  # peaks are final for the seconds before this one
@@ -126,7 +191,7 @@ class PeakTracker:
         frames = self.spectrum.n_frames(len(buf))
         if frames:
             used = (frames - 1) * self.spectrum.hop + self.spectrum.n_fft
-            self._spec.append(self.spectrum(buf[:used]))
+            self._spec.append(self.spectrum.by_bin(buf[:used]))
             self._held += frames
             self._carry = buf[frames * self.spectrum.hop :]
         else:
@@ -145,9 +210,9 @@ class PeakTracker:
     def _emit(self, final: bool) -> None:
         if not self._spec:
             return
-        spec = np.concatenate(self._spec) if len(self._spec) > 1 else self._spec[0]
+        spec = np.concatenate(self._spec, axis=1) if len(self._spec) > 1 else self._spec[0]
         fps = self.spectrum.frames_per_second
-        end_frame = self._first + len(spec)
+        end_frame = self._first + spec.shape[1]
         # Seconds whose frames, and the filters' reach around them, lie in what is held (all, at the end).
         last_second = None if final else math.floor((end_frame - _CONTEXT) / fps) - 1
         if last_second is not None and last_second <= self._done_second:
@@ -162,5 +227,5 @@ class PeakTracker:
             return
         self._done_second = last_second
         keep_from = max(self._first, math.ceil(self._done_second * fps) - _CONTEXT)
-        self._spec = [spec[keep_from - self._first :]]
+        self._spec = [spec[:, keep_from - self._first :]]
         self._first = keep_from
