@@ -52,10 +52,9 @@ def banded(encoder: Encoder, mel: np.ndarray) -> dict[int, np.ndarray]:
     parts: dict[int, list[torch.Tensor]] = {b: [] for b in BANDS}
     with torch.no_grad():
         for i in range(0, len(windows), 64):
-            x = encoder.net._stem(torch.from_numpy(windows[i : i + 64]))
             stages: dict[int, list[torch.Tensor]] = {b: [] for b in BANDS}
-            for stage in encoder.net.layers:
-                x = stage(x)  # (batch, channels, frames, bins)
+            batch = torch.from_numpy(windows[i : i + 64])
+            for x in encoder.net.stage_outputs(batch):  # (batch, channels, frames, bins)
                 for b in BANDS:
                     stages[b].append(F.adaptive_avg_pool2d(x, (x.shape[2], min(b, x.shape[3]))).mean(2).flatten(1))
             for b in BANDS:

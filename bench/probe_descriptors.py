@@ -43,9 +43,7 @@ def stage_pools(encoder: Encoder, windows: np.ndarray) -> dict[str, np.ndarray]:
     """Per-window activations of each stage, pooled several ways: {variant: (n_windows, dim)}."""
     pools: dict[str, list[torch.Tensor]] = {"mean": [], "std": [], "time2": []}
     with torch.no_grad():
-        x = encoder.net._stem(torch.from_numpy(windows))
-        for stage in encoder.net.layers:
-            x = stage(x)  # (B, C, frames, bands)
+        for x in encoder.net.stage_outputs(torch.from_numpy(windows)):  # (B, C, frames, bands)
             banded = F.adaptive_avg_pool2d(x, (x.shape[2], DESCRIPTOR_BANDS))
             pools["mean"].append(banded.mean(2).flatten(1))
             pools["std"].append(banded.std(2, unbiased=False).flatten(1))

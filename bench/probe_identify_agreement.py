@@ -2,7 +2,7 @@
 
 Not a benchmark of the product: it replays the rows of ``bench_identify_real`` results (each excerpt's embeddings
 answer and confidence decision, the fingerprints' best tracks and their support) through the rule of
-``Searcher._identify_by_fingerprint`` with other values of the support asked for when the two views agree, and
+the Searcher's identify-by-fingerprint rule with other values of the support asked for when the two views agree, and
 prints, per excerpt length, the share named right and accepted and the share of impostors accepted. The rows hold
 everything the rule reads, so no query is run again.
 

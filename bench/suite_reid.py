@@ -106,7 +106,7 @@ def reidentification(
     library's vectors by track id and the excerpts' by the ids given."""
     from embedtool import pipeline
     from embedtool.analysis.baselines import baseline_vector
-    from embedtool.analysis.evaluate import _untrained_encoder
+    from embedtool.analysis.evaluate import untrained_encoder
     from embedtool.audio.peaks import PeakTracker
     from embedtool.embedding.store import EmbeddingStore
     from embedtool.errors import InputError
@@ -122,7 +122,7 @@ def reidentification(
     shutil.rmtree(folder, ignore_errors=True)  # made anew each run
     queries = excerpts(ws, background, folder, excerpts_per_corpus, seconds, snr_db, kbps, seed)
     truth = np.array([q["row"] for q in queries])
-    encoders = {"untrained": _untrained_encoder(ws, seed), "general": Encoder.load(ws.model)}
+    encoders = {"untrained": untrained_encoder(ws, seed), "general": Encoder.load(ws.model)}
     library_mels = [np.asarray(features.mel(t), dtype=np.float32) for t in tracks]
     library: dict[str, np.ndarray] = {
         "mfcc": np.stack([baseline_vector(m, "mfcc") for m in library_mels]),

@@ -36,6 +36,14 @@ _EXPORTS = {
     "Searcher": "embedtool.query.searcher",
     "QueryResult": "embedtool.query.searcher",
     "more_like_these": "embedtool.query.seeds",
+    "leave_out": "embedtool.query.seeds",
+    "seed_tracks": "embedtool.query.seeds",
+    "m3u": "embedtool.query.seeds",
+    "expand_queries": "embedtool.query.sources",
+    "audacity_labels": "embedtool.query.audacity",
+    "LabelTrackWriter": "embedtool.query.audacity",
+    "ProjectConfig": "embedtool.config",
+    "load_project_config": "embedtool.config",
     "Encoder": "embedtool.model.encoder",
     "FeatureSettings": "embedtool.audio.settings",
     "TrainSettings": "embedtool.model.settings",
@@ -68,6 +76,14 @@ __all__ = [
     "Searcher",
     "QueryResult",
     "more_like_these",
+    "leave_out",
+    "seed_tracks",
+    "m3u",
+    "expand_queries",
+    "audacity_labels",
+    "LabelTrackWriter",
+    "ProjectConfig",
+    "load_project_config",
     "Encoder",
     "FeatureSettings",
     "TrainSettings",
@@ -101,6 +117,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from embedtool.analysis.options import ClassifyOptions, ClusterOptions, EvaluateOptions
     from embedtool.audio.settings import FeatureSettings
+    from embedtool.config import ProjectConfig, load_project_config
     from embedtool.embedding.options import EmbedOptions
     from embedtool.embedding.store import EmbeddingStore
     from embedtool.engine import EngineOptions
@@ -122,7 +139,9 @@ if TYPE_CHECKING:
         predict,
         train,
     )
+    from embedtool.query.audacity import LabelTrackWriter, audacity_labels
     from embedtool.query.options import NeighbourOptions
     from embedtool.query.searcher import QueryResult, Searcher
-    from embedtool.query.seeds import more_like_these
+    from embedtool.query.seeds import leave_out, m3u, more_like_these, seed_tracks
+    from embedtool.query.sources import expand_queries
     from embedtool.workspace import Workspace

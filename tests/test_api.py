@@ -63,3 +63,52 @@ print(len(commands), "commands")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ws")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert int(out.stdout.split()[0]) >= 10
+
+
+def test_queries_expand_as_neighbours_takes_them(tmp_path) -> None:
+    from pathlib import Path
+
+    import pytest
+    from factories import write_tone
+
+    from embedtool.errors import InputError
+
+    folder = tmp_path / "clips"
+    for name in ("b.wav", "a.wav", "sub/c.flac"):
+        write_tone(folder / name, 440.0, 0.5)
+    (folder / "notes.txt").write_text("not audio")
+    listed = tmp_path / "queries.txt"
+    listed.write_text(f"\n{folder / 'a.wav'}\ntrack-id-prefix\n\n")
+    expanded = embedtool.expand_queries(["first.wav", folder], listed)
+    assert expanded == ["first.wav", *(str(folder / n) for n in ("a.wav", "b.wav", "sub/c.flac")),
+                        str(folder / "a.wav"), "track-id-prefix"]  # fmt: skip
+    with pytest.raises(InputError, match="no such file"):
+        embedtool.expand_queries([], tmp_path / "missing.txt")
+    with pytest.raises(InputError, match="No query given"):
+        embedtool.expand_queries([])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no audio files"):
+        embedtool.expand_queries([Path(tmp_path / "empty")])
+
+
+def test_answers_as_audacity_label_tracks(tmp_path) -> None:
+    from embedtool.query.searcher import Match, QueryInfo
+
+    none = embedtool.QueryResult("identify", [], True, 0.5, QueryInfo(2.5, 3, source="q.wav"))
+    assert embedtool.audacity_labels(none) == "0.000000\t2.500000\tno match\n"
+    kick = Match(1, "abc123", 0.9, 3, 0.25, 1.5, 10.0, 11.25, path="/lib/drums/kick.wav")
+    found = embedtool.QueryResult("similar", [kick], False, None, QueryInfo(1.5, 3, source="q.wav"))
+    line = "0.250000\t1.500000\t1. drums/kick.wav abc123 @ 10.0-11.2 s (score 0.900)\n"
+    assert embedtool.audacity_labels(found, ["/lib"]) == line
+    writer = embedtool.LabelTrackWriter(tmp_path / "labels", ["/lib"])
+    first, second = writer.write("x/q.wav", found), writer.write("y/q.mp3", none)
+    assert (first.name, second.name) == ("q.txt", "q-2.txt") and first.read_text() == line
+
+
+def test_project_config_loads_as_the_cli_reads_it(tmp_path) -> None:
+    from factories import write_config
+
+    write_config(tmp_path, "preset: thesis\nindex:\n  calibration_tracks: 7\n")
+    config = embedtool.load_project_config()  # found from the current folder, as the CLI finds it
+    assert isinstance(config, embedtool.ProjectConfig)
+    assert config.settings("index").calibration_tracks == 7 and config.settings("features").n_mels == 128

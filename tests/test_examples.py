@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import runpy
 from pathlib import Path
 
-from factories import run_cli, write_config
+from factories import TINY, make_class_corpus, run_cli, write_config
 
 from embedtool.config import load_project_config
 
@@ -37,3 +38,18 @@ def test_config_command_prints_a_loadable_configuration(tmp_path: Path) -> None:
     config = load_project_config(tmp_path / "printed.yaml")
     assert config.settings("train").epochs == 7  # the file's value over the preset's 20
     assert config.settings("features").n_mels == 128  # thesis preset
+
+
+def test_python_api_example_runs_and_reads_the_project_configuration(tmp_path: Path) -> None:
+    from embedtool.indexing.store import IndexStore
+
+    corpus = make_class_corpus(tmp_path / "audio", classes=2, per_class=3, seconds=2.0, seed=5)
+    write_config(tmp_path, "index:\n  calibration_tracks: 6\n  eval_queries: 6\n")
+    main = runpy.run_path(str(EXAMPLES / "python_api.py"))["main"]
+    written = main(corpus, tmp_path / "ws", TINY)
+    assert [p.name for p in written] == [p.stem + ".txt" for p in sorted(corpus.rglob("*.wav"))[:3]]
+    for labels in written:
+        rows = [line.split("\t") for line in labels.read_text().splitlines()]
+        assert len(rows) == 5 and rows[0][2].startswith("1. ")
+        assert all(float(start) <= float(end) for start, end, _ in rows)
+    assert IndexStore(tmp_path / "ws" / "index").meta.config["calibration_tracks"] == 6  # embedtool.yaml was read

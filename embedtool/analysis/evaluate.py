@@ -133,7 +133,7 @@ def _model_origin(workspace: Workspace) -> str:
     return "a model trained on this audio"
 
 
-def _untrained_encoder(workspace: Workspace, seed: int) -> Any:
+def untrained_encoder(workspace: Workspace, seed: int) -> Any:
     """The workspace's network with random weights and the trained one's input standardisation: the baseline
     differs in its weights only."""
     from embedtool.model.encoder import Encoder
@@ -333,7 +333,7 @@ class _Evaluation:
         options = self.options
         encoders: list[tuple[str, Any]] = []
         if options.untrained_baseline:
-            encoders.append(("untrained", _untrained_encoder(self.workspace, options.seed)))
+            encoders.append(("untrained", untrained_encoder(self.workspace, options.seed)))
         if options.pretrained_baseline:
             encoder, why_not = _pretrained_encoder(self.workspace, store, options.pretrained_baseline)
             if encoder is None:

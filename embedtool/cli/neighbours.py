@@ -26,10 +26,10 @@ from embedtool.cli.common import (
     print_json,
 )
 from embedtool.cli.flags import Flags, takes
-from embedtool.errors import EmbedtoolError, InputError, NoMatchError
+from embedtool.errors import EmbedtoolError, NoMatchError
 
 if TYPE_CHECKING:
-    from embedtool.query.searcher import QueryResult, Searcher
+    from embedtool import LabelTrackWriter, QueryResult, Searcher
 
 FORMATS = ("table", "json", "jsonl", "csv", "tsv", "m3u")
 # The columns of --format csv/tsv: the query, then one matched track per row.
@@ -82,12 +82,12 @@ def neighbours(
     Exit 3 when a single identify query finds no match; with several queries, no-match is a column and the exit
     status is 1 when a query could not be answered (the others still are).
     """
-    from embedtool.query.searcher import Searcher
+    from embedtool import LabelTrackWriter, Searcher, expand_queries
 
     output = "json" if as_json else output
     if output not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}, not {output!r}")
-    sources = _sources(list(queries or []), query_list)
+    sources = expand_queries(list(queries or []), query_list)
     actx = app_context(ctx)
     options = flags.settings(actx.config, "neighbours")
     combine = combine or "combine" in flags.given("neighbours")  # --combine-by implies --combine
@@ -103,7 +103,7 @@ def neighbours(
     if output == "m3u":
         _playlist(searcher, sources, ask)
         return
-    labels = _LabelTracks(labels_dir, searcher.roots) if labels_dir is not None else None
+    labels = LabelTrackWriter(labels_dir, searcher.roots) if labels_dir is not None else None
     if len(sources) == 1:  # one query: its errors and no-match end the run (exit 1 or 3), JSON is the result itself
         result = ask(sources[0])
         if labels is not None:
@@ -121,35 +121,11 @@ def neighbours(
         raise typer.Exit(code=1)
 
 
-def _sources(queries: list[str], query_list: Path | None) -> list[str]:
-    """The queries in order: a folder stands for every audio file under it; a list file for its lines."""
-    from embedtool.audio.discover import discover_audio
-
-    given = list(queries)
-    if query_list is not None:
-        if not query_list.is_file():
-            raise InputError(f"--list {query_list}: no such file")
-        given += [line.strip() for line in query_list.read_text().splitlines() if line.strip()]
-    if not given:
-        raise InputError("No query given: name audio files, folders, library tracks, or --list FILE.")
-    sources: list[str] = []
-    for item in given:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            found = discover_audio([path])
-            if not found:
-                raise InputError(f"{item}: no audio files in this folder")
-            sources += [str(f.path) for f in found]
-        else:
-            sources.append(item)
-    return sources
-
-
 def _asking(searcher: Searcher, sources: list[str], segments: bool, exclude_seeds: bool) -> Any:
     """How each query is asked: as it is, or (``--exclude-seeds``) with every query's own track left out."""
     if not exclude_seeds:
         return lambda source: searcher.query(source, segments=segments)
-    from embedtool.query.seeds import leave_out, seed_tracks
+    from embedtool import leave_out, seed_tracks
 
     own: set[str] = set()
     for source in sources:
@@ -163,7 +139,7 @@ def _asking(searcher: Searcher, sources: list[str], segments: bool, exclude_seed
 
 def _combined(searcher: Searcher, sources: list[str], method: str, exclude: bool, output: str) -> None:
     """All the queries as seeds of one answer, in the chosen format."""
-    from embedtool.query.seeds import m3u, more_like_these
+    from embedtool import m3u, more_like_these
 
     result = more_like_these(searcher, sources, combine=method, exclude_seeds=exclude)
     title = " + ".join(sources)
@@ -191,7 +167,7 @@ def _combined(searcher: Searcher, sources: list[str], method: str, exclude: bool
 def _playlist(searcher: Searcher, sources: list[str], ask: Any) -> None:
     """--format m3u of separate queries: every answer's tracks in order, each answer under a comment naming its
     query; a query that cannot be answered is reported on stderr (exit 1) and the others are still listed."""
-    from embedtool.query.seeds import m3u
+    from embedtool import m3u
 
     answered, failed = [], 0
     for source in sources:
@@ -209,7 +185,7 @@ def _playlist(searcher: Searcher, sources: list[str], ask: Any) -> None:
 
 
 def _answer_all(
-    searcher: Searcher, sources: list[str], ask: Any, output: str, labels: _LabelTracks | None = None
+    searcher: Searcher, sources: list[str], ask: Any, output: str, labels: LabelTrackWriter | None = None
 ) -> list[tuple[str, Any]]:
     """Every query, written out as it is answered (a JSON list once all are in); a failed query is reported in
     its place and the others are still answered."""
@@ -270,38 +246,6 @@ class _Output:
         for m in result.matches or [None]:
             row = {**head, **(m.to_dict() if m is not None else {})}
             self.rows.writerow(["" if row.get(c) is None else row.get(c) for c in COLUMNS])
-
-
-class _LabelTracks:
-    """Audacity label tracks (``start<TAB>end<TAB>text`` per line, seconds): one file per query, named after it
-    (a second query of the same name gets ``-2``), each match a label over the query's matched range."""
-
-    def __init__(self, directory: Path, roots: list[str]):
-        self.directory, self.roots = directory, roots
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.used: set[str] = set()
-
-    def write(self, source: str, result: QueryResult) -> Path:
-        from embedtool.features.naming import display_name
-
-        stem = Path(source).stem or "query"
-        name, n = stem, 1
-        while name in self.used:
-            n += 1
-            name = f"{stem}-{n}"
-        self.used.add(name)
-        lines = []
-        if result.mode == "identify" and result.no_match:
-            lines.append(f"0.000000\t{result.query.duration_s:.6f}\tno match")
-        for m in result.matches:
-            track = display_name({"track_id": m.track_id, "path": m.path}, self.roots)
-            lines.append(
-                f"{m.query_start_s:.6f}\t{m.query_end_s:.6f}\t{m.rank}. {track} "
-                f"@ {m.ref_start_s:.1f}-{m.ref_end_s:.1f} s (score {m.score:.3f})"
-            )
-        path = self.directory / f"{name}.txt"
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        return path
 
 
 def _raise_no_match(searcher: Searcher, result: QueryResult) -> None:

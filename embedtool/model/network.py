@@ -140,6 +140,16 @@ class EmbeddingNet(nn.Module):
         embedding = self.head(self.dropout(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)))
         return embedding, torch.cat(pooled, 1)
 
+    def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each residual stage's activations (batch, channels, frames, bands) for the log-Mel windows ``x``: what
+        the descriptors pool."""
+        x = self._stem(x)
+        outputs = []
+        for stage in self.layers:
+            x = stage(x)
+            outputs.append(x)
+        return outputs
+
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:
             x = x.unsqueeze(1)  # (B, frames, mels) -> (B, 1, frames, mels)
