@@ -55,7 +55,7 @@ def test_new_and_removed_tracks_update_the_index_as_a_rebuild_would(
     pipeline.extract(ws, [], options=ExtractOptions(jobs=1))
     report = pipeline.index(ws, OPTIONS)
     assert report.change == {"mode": "incremental", "added": 0, "removed": 1, "kept": 20}
-    assert report.segments["vectors"] == EmbeddingStore(ws.embeddings).n_segments
+    assert report.segments.vectors == EmbeddingStore(ws.embeddings).n_segments
     gone_id = (set(gone_id) - set(IndexStore(ws.index).id_tables().tracks.ids())).pop()
 
     # every new track is found by its own audio, identified by embeddings and fingerprints

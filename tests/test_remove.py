@@ -83,7 +83,7 @@ def test_removed_tracks_are_in_no_answer_and_later_artefacts_go_stale(
     for t in (by_path, by_prefix):  # the removed files' own audio: identify names another track or none
         answer = searcher.query_file(t["path"], mode="identify", k=20)
         assert not gone & {m.track_id for m in answer.matches}
-        assert answer.query["library_track"] is None
+        assert answer.query.library_track is None
 
     client = TestClient(create_app(ws), base_url="http://127.0.0.1:8000")
     listed = client.get("/api/tracks", params={"limit": 200}).json()["tracks"]
