@@ -18,10 +18,12 @@ from rich.table import Table
 
 from embedtool.cli.app import app
 from embedtool.cli.common import (
+    JSON_FORMAT,
     app_context,
     console,
     csv_writer,
     err_console,
+    format_option,
     handle_errors,
     print_json,
 )
@@ -64,10 +66,10 @@ def neighbours(
         help="similar: leave every query's own library track out of every answer (always so with --combine, "
         "unless --include-self).",
     ),
-    output: Literal["table", "json", "jsonl", "csv", "tsv", "m3u"] = typer.Option(
-        "table", "--format", "-f", help="How to print the results (m3u: an M3U8 playlist of the answers' files)."
+    output: Literal["table", "json", "jsonl", "csv", "tsv", "m3u"] = format_option(
+        "How to print the results (m3u: an M3U8 playlist of the answers' files)."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
+    as_json: bool = JSON_FORMAT,
     labels_dir: Path | None = typer.Option(
         None,
         "--labels-dir",
