@@ -105,21 +105,7 @@ def reidentification(
     """
     rng = np.random.default_rng(options.seed)
     lengths = sorted(options.excerpt_seconds)
-    plan: dict[str, list[tuple[float, float]]] = {}  # track_id -> [(length, start_s)]
-    planned: dict[float, int] = {}
-    for length in lengths:
-        long_enough = [t for t in tracks if float(t.get("duration_s") or 0) >= length]
-        if not long_enough:
-            planned[length] = 0
-            continue
-        picks = rng.choice(
-            len(long_enough), size=excerpts_per_length(len(long_enough), options.excerpts), replace=False
-        )
-        planned[length] = len(picks)
-        for p in sorted(picks.tolist()):
-            t = long_enough[p]
-            start = float(rng.uniform(0, float(t["duration_s"]) - length))
-            plan.setdefault(t["track_id"], []).append((length, start))
+    plan, planned = _plan_excerpts(tracks, lengths, options.excerpts, rng)
     by_id = {t["track_id"]: t for t in tracks}
     results: dict[tuple[float, str], list[tuple[bool, bool, bool, bool]]] = {}
     total = sum(planned.values()) * len(options.degradations)
@@ -152,9 +138,47 @@ def reidentification(
                     stage += f", about {_duration(first * total)} at {first:.2f} s a query"
                 if progress is not None:
                     progress(stage, done, total)
+    return {
+        "lengths": lengths,
+        "degradations": list(options.degradations),
+        "excerpts_per_length": {str(k): v for k, v in planned.items()},
+        "queries": total,
+        "gain_db": options.gain_db,
+        "mp3": f"constant bit rate, compression level {options.mp3_compression}, at the file's own sample rate",
+        "cells": _cells(results, lengths, options.degradations),
+    }
+
+
+def _plan_excerpts(
+    tracks: Sequence[dict[str, Any]], lengths: list[float], excerpts: int, rng: np.random.Generator
+) -> tuple[dict[str, list[tuple[float, float]]], dict[float, int]]:
+    """({track_id: [(length, start_s)]}, {length: excerpts drawn}): for each length, tracks at least that long
+    drawn without replacement, each with a random offset."""
+    plan: dict[str, list[tuple[float, float]]] = {}
+    planned: dict[float, int] = {}
+    for length in lengths:
+        long_enough = [t for t in tracks if float(t.get("duration_s") or 0) >= length]
+        if not long_enough:
+            planned[length] = 0
+            continue
+        picks = rng.choice(len(long_enough), size=excerpts_per_length(len(long_enough), excerpts), replace=False)
+        planned[length] = len(picks)
+        for p in sorted(picks.tolist()):
+            t = long_enough[p]
+            start = float(rng.uniform(0, float(t["duration_s"]) - length))
+            plan.setdefault(t["track_id"], []).append((length, start))
+    return plan, planned
+
+
+def _cells(
+    results: dict[tuple[float, str], list[tuple[bool, bool, bool, bool]]],
+    lengths: list[float],
+    degradations: Sequence[str],
+) -> list[dict[str, Any]]:
+    """One table cell per length x degradation: top-1, top-5 and no-match rates of its queries."""
     cells = []
     for length in lengths:
-        for kind in options.degradations:
+        for kind in degradations:
             rows = results.get((length, kind), [])
             n = len(rows)
             cells.append(
@@ -169,15 +193,7 @@ def reidentification(
                     "top1_ranked": float(np.mean([r[3] for r in rows])) if n else None,
                 }
             )
-    return {
-        "lengths": lengths,
-        "degradations": list(options.degradations),
-        "excerpts_per_length": {str(k): v for k, v in planned.items()},
-        "queries": total,
-        "gain_db": options.gain_db,
-        "mp3": f"constant bit rate, compression level {options.mp3_compression}, at the file's own sample rate",
-        "cells": cells,
-    }
+    return cells
 
 
 def run_robustness(

@@ -178,7 +178,7 @@ class Searcher:
         self.tables = tables
         self.hop_seconds = float(hop_seconds)
         self.threshold = threshold
-        self.threshold_statistic = threshold_statistic  # "confidence", or "best_score" for older indexes
+        self.threshold_statistic = threshold_statistic  # "confidence" or "best_score": what the index was calibrated on
         self.thresholds_by_length = thresholds_by_length  # calibrated per excerpt length (query.calibrate)
         self.options = options or NeighbourOptions()
         self.features = features
