@@ -1,4 +1,4 @@
-"""Benchmark: what the opt-in aisfx teacher costs beside the default path (issue 30, item 4).
+"""Benchmark: what the opt-in aisfx teacher costs beside the default path.
 
 On the same audio files, in one process, one torch thread each, CPU seconds (user + system, so another job on the
 machine does not count): (a) embedtool's default path, `extract` + `embed` of a fresh workspace with the bundled
@@ -37,8 +37,8 @@ def main() -> None:
 
     from embedtool import pipeline
     from embedtool.embedding.store import EmbeddingStore
-    from embedtool.model.teachers import ensure_teacher_outputs, teacher_dir
     from embedtool.features.options import ExtractOptions
+    from embedtool.model.teachers import ensure_teacher_outputs, teacher_dir
     from embedtool.workspace import Workspace
 
     torch.set_num_threads(1)
