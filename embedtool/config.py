@@ -42,6 +42,7 @@ SECTIONS: dict[str, str] = {
     "cluster": "embedtool.analysis.options:ClusterOptions",
     "classify": "embedtool.analysis.options:ClassifyOptions",
     "evaluate": "embedtool.analysis.options:EvaluateOptions",
+    "duplicates": "embedtool.analysis.options:DuplicatesOptions",
     "engine": "embedtool.engine.base:EngineOptions",
 }
 TOP_LEVEL_KEYS = ("workspace", "preset")

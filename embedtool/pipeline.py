@@ -26,8 +26,9 @@ from embedtool.analysis.classifier import uses_descriptors
 from embedtool.analysis.classifier_store import FilePrediction, predict_files
 from embedtool.analysis.classify import ClassifyReport, run_classify
 from embedtool.analysis.cluster import ClusterReport, run_cluster
+from embedtool.analysis.duplicates import DuplicatesResult, find_duplicates
 from embedtool.analysis.evaluate import EvaluateReport, run_evaluate
-from embedtool.analysis.options import ClassifyOptions, ClusterOptions, EvaluateOptions
+from embedtool.analysis.options import ClassifyOptions, ClusterOptions, DuplicatesOptions, EvaluateOptions
 from embedtool.artefacts import ArtefactMeta, check_free_space, staged_dir
 from embedtool.audio.settings import FeatureSettings
 from embedtool.embedding.export import (
@@ -386,3 +387,11 @@ def evaluate(
     classify_options = classify_options or ClassifyOptions()
     teacher = _classify_teacher(workspace, classify_options, progress)
     return run_evaluate(workspace, options or EvaluateOptions(), classify_options, cluster_options, progress, teacher)
+
+
+def duplicates(
+    workspace: Workspace, options: DuplicatesOptions | None = None, progress: Progress | None = None
+) -> DuplicatesResult:
+    """Exact copies, near-copies and shared material among the library's tracks, from the features alone (their
+    fingerprint peaks; :mod:`embedtool.analysis.duplicates`). Reads only: no lock is taken."""
+    return find_duplicates(FeatureStore(workspace.features), options or DuplicatesOptions(), progress)

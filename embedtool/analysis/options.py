@@ -200,3 +200,33 @@ class EvaluateOptions:
                 ) from None
         if any(ch in self.name for ch in "/\\") or self.name in (".", ".."):
             raise ConfigError(f"evaluate.name must be a plain folder name, not {self.name!r}")
+
+
+@dataclass(frozen=True)
+class DuplicatesOptions:
+    """Options of ``embedtool duplicates`` (config section ``duplicates``). The defaults are measured by
+    ``bench/bench_duplicates.py`` (docs/benchmarks.md, "Duplicates")."""
+
+    near_copy: float = field(
+        default=0.8,
+        metadata=option("Near-copy: the share of both tracks' lengths on which their fingerprints agree, at least."),
+    )
+    min_shared_s: float = field(
+        default=5.0, metadata=option("Shared material: the shortest passage reported, in seconds.")
+    )
+    # a passage: aligned landmark moments on one alignment, at least this many per second of it (copies hold
+    # 10-16 a second, chance alignments of similar music 2-3), ...
+    min_density: float = 5.0
+    # ... no further apart than this (a quiet bar holds no peaks)
+    max_gap_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if not 0 < self.near_copy <= 1:
+            raise ConfigError(f"duplicates.near_copy must be in (0, 1], not {self.near_copy}")
+        if self.min_shared_s <= 0:
+            raise ConfigError(f"duplicates.min_shared_s must be positive, not {self.min_shared_s}")
+        if self.min_density <= 0 or self.max_gap_s <= 0:
+            raise ConfigError("duplicates.min_density and duplicates.max_gap_s must be positive")

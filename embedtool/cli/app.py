@@ -55,6 +55,7 @@ COMMAND_MODULES = [
     "neighbours",
     "cluster",
     "classify",
+    "duplicates",
     "evaluate",
     "serve",
     "demo",

@@ -161,6 +161,10 @@ def _api(app: FastAPI, library: Library, max_bytes: int, max_seconds: float) -> 
     def clusters() -> dict:
         return library.clusters()
 
+    @app.get("/api/duplicates", summary="Exact copies, near-copies and shared material in the library, grouped")
+    def duplicates() -> dict:
+        return library.duplicates()
+
     @app.get("/api/envelope/{track_id}", summary="A track's loudness over time (0..1 in `bins` steps), for a timeline")
     def envelope(track_id: str, bins: int = Query(200, ge=10, le=2000)) -> dict:
         return library.envelope(track_id, bins)

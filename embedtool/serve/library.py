@@ -45,6 +45,8 @@ class Library:
         self._lock = threading.Lock()
         self._map_lock = threading.Lock()  # the first map takes seconds (t-SNE): searches need not wait for it
         self._map: dict[str, Any] | None = None
+        self._duplicates_lock = threading.Lock()  # found once, on the first request (seconds for a large library)
+        self._duplicates: dict[str, Any] | None = None
         self.searcher: Searcher | None = None
         self.searcher_error: EmbedtoolError | None = None
         self.tracks: list[dict[str, Any]] = []
@@ -277,6 +279,33 @@ class Library:
         answer = prediction.to_dict()
         answer.pop("path", None)
         return answer
+
+    # --- duplicates ---------------------------------------------------------------------------------------
+    def duplicates(self) -> dict[str, Any]:
+        """The library's exact copies, near-copies and shared material (as ``embedtool duplicates`` finds them with
+        its default thresholds), found on the first request and kept; each file is named as the page names tracks,
+        and ``playable`` says whether its audio is served (a library track, not an exact copy's other path)."""
+        with self._duplicates_lock:
+            if self._duplicates is None:
+                self._duplicates = self._find_duplicates()
+            return self._duplicates
+
+    def _find_duplicates(self) -> dict[str, Any]:
+        from embedtool.analysis.duplicates import find_duplicates
+        from embedtool.features.store import FeatureStore
+
+        def shown(f: dict[str, Any]) -> dict[str, Any]:
+            known = self._by_id.get(f["track_id"])
+            playable = known is not None and known.get("path") == f.get("path")
+            return {**{k: v for k, v in f.items() if k != "path"}, "name": _name(f.get("path"), f["track_id"]),
+                    "playable": playable}  # fmt: skip
+
+        found = find_duplicates(FeatureStore(self.workspace.features)).to_dict()
+        for group in found["groups"]:
+            group["files"] = [shown(f) for f in group["files"]]
+            for r in group["relations"]:
+                r["a"], r["b"] = shown(r["a"]), shown(r["b"])
+        return found
 
     # --- clusters and the map ------------------------------------------------------------------------------
     def clusters(self) -> dict[str, Any]:

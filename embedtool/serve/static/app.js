@@ -525,6 +525,38 @@ async function loadClusters() {
   }
 }
 
+// --- duplicates -------------------------------------------------------------------------------------------
+// A file of a group: its name, and a player of the passage when the server streams it (a library track).
+function dupFile(f, start, end) {
+  if (!f.playable) return el("div", { class: "dup-file" }, f.name, el("span", { class: "hint" }, " (copy not served)"));
+  return el("div", { class: "dup-file" }, f.name,
+    rangePlayer(`/api/audio/${encodeURIComponent(f.track_id)}`, start, end, f.name));
+}
+
+async function loadDuplicates() {
+  const box = $("#duplicates");
+  if (box.childElementCount) return;
+  show($("#duplicates-message"), "finding duplicates…", false);
+  try {
+    const d = await api("/api/duplicates");
+    show($("#duplicates-message"), "");
+    const n = d.counts;
+    box.replaceChildren(el("p", { id: "duplicates-summary" }, `${d.groups.length} groups among ${d.tracks} tracks: ` +
+      `${n.exact} exact copies, ${n["near-copy"]} near-copies, ${n.shared} shared passages`));
+    for (const g of d.groups) {
+      const items = g.relations.flatMap((r) => r.passages.map((p) => el("li", {},
+        el("span", { class: "label" }, r.kind),
+        r.kind === "shared" ? ` ${fmt(p.a_start_s)}–${fmt(p.a_end_s)} s = ${fmt(p.b_start_s)}–${fmt(p.b_end_s)} s`
+          : ` ${Math.round(100 * r.coverage_a)}% / ${Math.round(100 * r.coverage_b)}% agree`,
+        dupFile(r.a, p.a_start_s, p.a_end_s), dupFile(r.b, p.b_start_s, p.b_end_s))));
+      box.append(el("div", { class: "dup-group", "data-group": g.group, "data-kind": g.kind },
+        el("h3", {}, `group ${g.group} · ${g.kind} · ${g.files.length} files`), el("ul", {}, ...items)));
+    }
+  } catch (err) {
+    show($("#duplicates-message"), err.message);
+  }
+}
+
 // --- classify ---------------------------------------------------------------------------------------------
 async function classify(file) {
   const out = $("#classify-result");
@@ -553,6 +585,7 @@ function activate(view) {
   for (const s of document.querySelectorAll(".view")) s.hidden = s.id !== `view-${view}`;
   if (view === "map") loadMap();
   if (view === "clusters") loadClusters();
+  if (view === "duplicates") loadDuplicates();
 }
 
 // The search the address names (`/?track=ID&mode=similar&k=10`): on load, and on Back/Forward.
