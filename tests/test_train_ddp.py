@@ -281,6 +281,7 @@ def two_process_run(bundled_features: Path, tmp_path_factory: pytest.TempPathFac
     ws = fresh_workspace(folder, bundled_features)
     code, out, err = run_embedtool(folder, "-q", "-w", ws, "train", *TINY_ARGS, "--nproc-per-node", "2", "--json")
     assert code == 0, err
+    assert " ".join(err.split()).count("epoch 3 | train loss") == 1  # rank 0's events, drawn by the launcher
     return ws, json.loads(out)
 
 

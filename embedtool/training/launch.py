@@ -9,6 +9,7 @@ Every process, whoever started it, trains through :func:`train_here`: the one th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import signal
@@ -116,7 +117,8 @@ def launch(
     with tempfile.TemporaryDirectory(prefix="embedtool-train-") as folder:
         outcomes = Path(folder)
         job = {"workspace": str(workspace.root), "settings": settings, "resume": resume,
-               "threads": fixed_threads(), "events": progress is not None}  # fmt: skip
+               "threads": fixed_threads(), "events": progress is not None,
+               "log_level": logging.getLogger("embedtool").level}  # fmt: skip
         (outcomes / JOB_FILE).write_bytes(pickle.dumps(job))
         env = {**os.environ, OUTCOMES_ENV: str(outcomes)}
         # torch's threads per process: the machine's cores shared by the processes (torchrun would say 1).
@@ -263,6 +265,16 @@ def _rank_outcome(folder: Path, rank: int) -> Iterator[None]:
     record(0, "", False)
 
 
+def _log_like_the_launcher(level: int) -> None:
+    """embedtool's log messages on stderr where the launcher shows them (``embedtool -v``)."""
+    if level and level <= logging.INFO:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        logger = logging.getLogger("embedtool")
+        logger.addHandler(handler)
+        logger.setLevel(level)
+
+
 def rank_main(job_path: Path) -> None:
     """One process of a launched job (started by torchrun): train with the others; rank 0 hands its progress
     events and its report to the launcher."""
@@ -273,6 +285,7 @@ def rank_main(job_path: Path) -> None:
         from embedtool.threads import fix_threads
 
         fix_threads(job["threads"])
+        _log_like_the_launcher(job["log_level"])
         progress = _event_writer(folder / EVENTS_FILE) if job["events"] and rank == 0 else None
         report = train_here(Workspace(Path(job["workspace"])), job["settings"], job["resume"], progress)
         if rank == 0:
