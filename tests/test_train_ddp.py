@@ -21,6 +21,7 @@ import torch
 from factories import SAMPLE_AUDIO, extract_features, run_cli
 
 from embedtool.audio.settings import FeatureSettings
+from embedtool.errors import ConfigError
 from embedtool.features.store import FeatureStore, ShardWriter, commit
 from embedtool.model.settings import TrainSettings
 from embedtool.training import validation
@@ -325,3 +326,26 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(
     assert all(torch.equal(resumed[k], expected[k]) for k in expected)
     published = torch.load(ws / "model" / "model.pt", weights_only=True)
     assert all(torch.equal(published[k], v) for k, v in torch.load(reference / "model" / "model.pt").items())
+
+
+def test_the_python_api_trains_with_two_processes(
+    bundled_features: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedtool import pipeline
+    from embedtool.workspace import Workspace
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    ws = Workspace.at(fresh_workspace(tmp_path, bundled_features))
+    settings = TrainSettings(
+        epochs=1, steps_per_epoch=4, batch_size=8, width=0.0625, embedding_dim=16, segment_seconds=0.3,
+        neighbour_radius_s=0.6, val_fraction=0.25, split_by="track", device="cpu", seed=0, warmup_steps=0,
+        lr_schedule="constant", val_triplets=16, val_segments_per_track=4,
+    )  # fmt: skip
+    events: list = []
+    report = pipeline.train(ws, settings, progress=events.append, nproc_per_node=2)
+    assert report.world_size == 2 and report.steps == 4 and len(set(report.weights_digests)) == 1
+    kinds = [event["event"] for event in events]  # rank 0's events, in this process
+    assert kinds[0] == "start" and kinds.count("epoch") == 1 and "step" in kinds
+    assert (ws.model / "meta.json").is_file()
+    with pytest.raises(ConfigError, match="multiple"):
+        pipeline.train(ws, settings.replace(batch_size=6), nproc_per_node=4)
