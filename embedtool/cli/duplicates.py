@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import typer
 from rich.table import Table
 
 from embedtool.cli.app import app
 from embedtool.cli.common import (
+    JSON_FORMAT,
+    TableFormat,
     app_context,
     console,
+    format_option,
     handle_errors,
     make_progress,
     print_json,
@@ -31,10 +32,8 @@ CSV_COLUMNS = (
 @takes("duplicates")
 def duplicates(
     ctx: typer.Context,
-    output: Literal["table", "json", "csv", "tsv"] = typer.Option(
-        "table", "--format", "-f", help="table: the groups; csv/tsv: one row per shared passage, grouped."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
+    output: TableFormat = format_option("table: the groups; csv/tsv: one row per shared passage, grouped."),
+    as_json: bool = JSON_FORMAT,
     *,
     flags: Flags,
 ) -> None:
