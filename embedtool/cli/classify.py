@@ -17,6 +17,7 @@ from embedtool.cli.common import (
     err_console,
     format_option,
     handle_errors,
+    items_argument,
     make_progress,
     print_json,
     stage_progress,
@@ -36,9 +37,7 @@ if TYPE_CHECKING:
 @takes("classify")
 def classify(
     ctx: typer.Context,
-    queries: list[Path] | None = typer.Argument(
-        None, metavar="QUERY", help="Audio files to label (omit to train the classifier)."
-    ),
+    queries: list[Path] | None = items_argument("QUERY", "Audio files to label (omit to train the classifier)."),
     segments: bool = typer.Option(False, "--segments", help="With QUERY files: a prediction per segment too."),
     output: TableFormat = format_option(
         "With QUERY files: csv/tsv give one row per file (per segment with --segments)."

@@ -83,6 +83,15 @@ THREADS_HELP = (
 )
 
 
+THREADS_OPTION = typer.Option(None, "--threads", min=1, help=THREADS_HELP)
+
+
+def items_argument(metavar: str, help: str, required: bool = False) -> Any:
+    """The values a command takes in order (files, folders, tracks, queries): none or more, or with ``required``
+    one or more, shown as ``metavar``."""
+    return typer.Argument(... if required else None, metavar=metavar, help=help, show_default=False)
+
+
 def use_threads(threads: int | None) -> None:
     """``--threads N``: every stage of this run uses N threads (None: chosen from the free CPUs)."""
     from embedtool.threads import fix_threads

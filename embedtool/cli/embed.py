@@ -6,24 +6,21 @@ import typer
 
 from embedtool.cli.app import app
 from embedtool.cli.common import (
-    THREADS_HELP,
     app_context,
     console,
     handle_errors,
     make_progress,
     print_json,
     stage_progress,
-    use_threads,
 )
 from embedtool.cli.flags import Flags, takes
 
 
 @app.command(epilog="Example: `embedtool embed --device cpu` (after `embedtool train`)")
 @handle_errors
-@takes("embed", "engine")
+@takes("embed", "engine", threads=True)
 def embed(
     ctx: typer.Context,
-    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     *,
     flags: Flags,
@@ -32,7 +29,6 @@ def embed(
     from embedtool import pipeline
 
     actx = app_context(ctx)
-    use_threads(threads)
     options = flags.settings(actx.config, "embed")
     engine_options = flags.settings(actx.config, "engine")
     ws = actx.workspace

@@ -7,24 +7,21 @@ from rich.table import Table
 
 from embedtool.cli.app import app
 from embedtool.cli.common import (
-    THREADS_HELP,
     app_context,
     console,
     handle_errors,
     make_progress,
     print_json,
     stage_progress,
-    use_threads,
 )
 from embedtool.cli.flags import Flags, takes, uses
 
 
 @app.command(epilog="Example: `embedtool evaluate --name first --cv 5 --no-robustness`")
 @handle_errors
-@takes("evaluate", uses("classify", "level", "features", "cv", "cv_by", "seed"), uses("cluster", "seed"))
+@takes("evaluate", uses("classify", "level", "features", "cv", "cv_by", "seed"), uses("cluster", "seed"), threads=True)
 def evaluate(
     ctx: typer.Context,
-    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print report.json to stdout too."),
     *,
     flags: Flags,
@@ -33,7 +30,6 @@ def evaluate(
     from embedtool import pipeline
 
     actx = app_context(ctx)
-    use_threads(threads)
     options = flags.settings(actx.config, "evaluate")
     classify_options = flags.settings(actx.config, "classify")
     cluster_options = flags.settings(actx.config, "cluster")

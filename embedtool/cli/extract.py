@@ -12,15 +12,14 @@ from rich.table import Table
 
 from embedtool.cli.app import app
 from embedtool.cli.common import (
-    THREADS_HELP,
     app_context,
     console,
     err_console,
     handle_errors,
     human_bytes,
+    items_argument,
     make_progress,
     print_json,
-    use_threads,
 )
 from embedtool.cli.flags import Flags, takes
 
@@ -32,16 +31,12 @@ SHOW_ERRORS = 10
 
 @app.command(epilog="Example: `embedtool extract ~/Music/library --labels labels.csv -j 4`")
 @handle_errors
-@takes("extract", "features", "engine", preset="features")
+@takes("extract", "features", "engine", preset="features", threads=True)
 def extract(
     ctx: typer.Context,
-    paths: list[Path] = typer.Argument(
-        None,
-        metavar="PATH",
-        help="Audio folders or files to add to the library (its remembered folders are re-scanned too).",
-        show_default=False,
+    paths: list[Path] = items_argument(
+        "PATH", "Audio folders or files to add to the library (its remembered folders are re-scanned too)."
     ),
-    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the run's report as JSON."),
     *,
     flags: Flags,
@@ -57,7 +52,6 @@ def extract(
     from embedtool import pipeline  # deferred: `embedtool --help` must not import torch
 
     actx = app_context(ctx, existing=False)  # extract makes the workspace
-    use_threads(threads)
     settings = flags.settings(actx.config, "features")
     options = flags.settings(actx.config, "extract")
     engine_options = flags.settings(actx.config, "engine")

@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeVar
 import typer
 from typer.models import ArgumentInfo
 
+from embedtool.cli.common import THREADS_OPTION, err_console, use_threads
 from embedtool.config import PRESETS, ProjectConfig, section_class
 from embedtool.flag import Flag, flags_of
 
@@ -75,10 +76,12 @@ class _Option:
     old: list[tuple[str, inspect.Parameter]] = field(default_factory=list)
 
 
-def takes(*sections: str | Use, preset: str = "") -> Callable[[F], F]:
+def takes(*sections: str | Use, preset: str = "", threads: bool = False) -> Callable[[F], F]:
     """Give the decorated command an option per flagged setting of ``sections`` (and ``--preset``, for the section
-    ``preset`` names), inserted after its arguments; the command receives their values as ``flags: Flags``."""
+    ``preset`` names), inserted after its arguments; the command receives their values as ``flags: Flags``. With
+    ``threads``, ``--threads N`` too, applied (``threads.fix_threads``) before the command runs."""
     options = _options([s if isinstance(s, Use) else Use(s) for s in sections], preset)
+    extra = [_parameter("threads", int, THREADS_OPTION)] if threads else []
 
     def decorate(func: F) -> F:
         signature = inspect.signature(func)
@@ -88,10 +91,12 @@ def takes(*sections: str | Use, preset: str = "") -> Callable[[F], F]:
             raise TypeError(f"{func.__name__}: parameters {sorted(clash)} are also generated options")
         leading = [i + 1 for i, p in enumerate(own) if p.name == "ctx" or isinstance(p.default, ArgumentInfo)]
         at = max(leading, default=0)
-        generated = [p for o in options for p in (o.param, *(old for _, old in o.old))]
+        generated = [p for o in options for p in (o.param, *(old for _, old in o.old))] + extra
 
         @functools.wraps(func)
         def command(*args: Any, **kwargs: Any) -> Any:
+            if threads:
+                use_threads(kwargs.pop("threads"))
             return func(*args, flags=_collect(options, kwargs), **kwargs)
 
         parameters = [*own[:at], *generated, *own[at:]]
@@ -106,8 +111,6 @@ def takes(*sections: str | Use, preset: str = "") -> Callable[[F], F]:
 def _collect(options: list[_Option], kwargs: dict[str, Any]) -> Flags:
     """Take the generated options' values out of ``kwargs``: an earlier spelling warns, and counts where the
     current flag was not given."""
-    from embedtool.cli.common import err_console
-
     values: dict[str, dict[str, Any]] = {}
     for option in options:
         value = kwargs.pop(option.param.name)

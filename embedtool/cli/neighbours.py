@@ -25,6 +25,7 @@ from embedtool.cli.common import (
     err_console,
     format_option,
     handle_errors,
+    items_argument,
     print_json,
 )
 from embedtool.cli.flags import Flags, takes
@@ -49,11 +50,8 @@ COLUMNS = (
 @takes("neighbours")
 def neighbours(
     ctx: typer.Context,
-    queries: list[str] = typer.Argument(
-        None,
-        metavar="QUERY...",
-        help="Audio files, folders of audio, or library tracks (id, id prefix or path).",
-        show_default=False,
+    queries: list[str] = items_argument(
+        "QUERY...", "Audio files, folders of audio, or library tracks (id, id prefix or path)."
     ),
     query_list: Path | None = typer.Option(None, "--list", help="A file of queries, one per line."),
     segments: bool = typer.Option(False, "--segments", help="Also list each query window's nearest segment."),

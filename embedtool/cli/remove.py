@@ -6,18 +6,25 @@ import typer
 from rich.table import Table
 
 from embedtool.cli.app import app
-from embedtool.cli.common import app_context, console, handle_errors, make_progress, print_json, stage_progress
+from embedtool.cli.common import (
+    app_context,
+    console,
+    handle_errors,
+    items_argument,
+    make_progress,
+    print_json,
+    stage_progress,
+)
 
 
 @app.command(epilog="Example: `embedtool remove ~/Music/library/old-album --dry-run`")
 @handle_errors
 def remove(
     ctx: typer.Context,
-    names: list[str] = typer.Argument(
-        ...,
-        metavar="TRACK...",
-        help="Track ids, id prefixes, paths (also relative to the library folder) or folders (every track under).",
-        show_default=False,
+    names: list[str] = items_argument(
+        "TRACK...",
+        "Track ids, id prefixes, paths (also relative to the library folder) or folders (every track under).",
+        required=True,
     ),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="List what would be removed; change nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),

@@ -11,14 +11,12 @@ from rich.table import Table
 
 from embedtool.cli.app import app
 from embedtool.cli.common import (
-    THREADS_HELP,
     app_context,
     console,
     err_console,
     handle_errors,
     make_progress,
     print_json,
-    use_threads,
 )
 from embedtool.cli.flags import Flags, takes
 from embedtool.errors import ConfigError
@@ -37,7 +35,7 @@ if TYPE_CHECKING:
     "`embedtool train --nproc-per-node 4` (4 GPUs)"
 )
 @handle_errors
-@takes("train", preset="train")
+@takes("train", preset="train", threads=True)
 def train(
     ctx: typer.Context,
     pretrained: str | None = typer.Option(
@@ -46,7 +44,6 @@ def train(
         help="Use this model as it is, without training: a bundled model (general) or a model folder.",
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted (or finished) training."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the training report as JSON."),
     nproc_per_node: int = typer.Option(
         1,
@@ -78,7 +75,6 @@ def train(
     under torchrun; --batch-size stays the batch of all of them together.
     """
     actx = app_context(ctx)
-    use_threads(threads)
     settings = flags.settings(actx.config, "train")
     ws = actx.workspace
     taken: dict[str, Any] = {}
