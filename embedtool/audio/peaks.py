@@ -127,19 +127,22 @@ def _peaks_in(
 _CONTEXT = max(PEAK_TIME_FRAMES, BACKGROUND_FRAMES)  # frames each side a filter can reach (with a margin)
 
 
-def _running_max(a: np.ndarray, size: int, axis: int) -> np.ndarray:
+def _running_max(padded: np.ndarray, size: int, axis: int) -> np.ndarray:
     """The maximum of ``size`` consecutive values along ``axis`` starting at each index (length n - size + 1):
-    maxima of 2, 4, 8, ... values, each from two of the previous, and the last from two overlapping ones."""
-    t = torch.from_numpy(a)
-    n = a.shape[axis]
+    maxima of 2, 4, 8, ... values, each from two of the previous, and the last from two overlapping ones. Two
+    buffers take turns (a new array per step costs as much as the step). ``padded`` is overwritten."""
+    source, target = torch.from_numpy(padded), torch.empty(padded.shape)
+    n = padded.shape[axis]
     width = 1
-    while 2 * width <= size:
-        t = torch.maximum(t.narrow(axis, 0, n - width), t.narrow(axis, width, n - width))
-        n -= width
-        width *= 2
-    if width < size:
-        t = torch.maximum(t.narrow(axis, 0, n - (size - width)), t.narrow(axis, size - width, n - (size - width)))
-    return t.numpy()
+    while width < size:
+        step = min(width, size - width)  # the last step: two windows of `width` overlapping to make `size`
+        torch.maximum(
+            source.narrow(axis, 0, n - step), source.narrow(axis, step, n - step), out=target.narrow(axis, 0, n - step)
+        )
+        n -= step
+        width += step
+        source, target = target, source
+    return source.narrow(axis, 0, n).numpy()
 
 
 def _local_max(spec: np.ndarray) -> np.ndarray:
