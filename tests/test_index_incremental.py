@@ -156,6 +156,11 @@ def test_approximate_index_updated_keeps_recall_and_ids(kind: str, tmp_path: Pat
     _, top = searcher_index.search(vectors[rows], 10)
     recall = np.mean([len(np.intersect1d(a, b)) / 10 for a, b in zip(top, truth, strict=True)])
     assert recall >= 0.9
+    if kind != "flat":  # the recall probe carried over: its exact neighbours are a fresh scan's
+        probe = np.load(ws.index / "segments-probe.npz")
+        assert len(probe["rows"]) >= 50
+        fresh = exact_top_k(vectors, vectors[probe["rows"]], probe["truth"].shape[1], query_rows=probe["rows"])
+        np.testing.assert_array_equal(probe["truth"], fresh)
     tables = index.id_tables()
     removed = set(ids[:2])
     assert not removed & set(tables.tracks.ids())

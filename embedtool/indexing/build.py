@@ -71,6 +71,9 @@ class BuiltIndex:
     tuning: list[dict[str, Any]] = field(default_factory=list)
     note: str = ""  # what was done instead of what was asked (an index kind the collection is too small for)
     trained_vectors: int | None = None  # ivf kinds: the collection's size when the cells were trained
+    # the held-out queries' rows and their exact 2k nearest rows and scores: an update re-measures recall against
+    # them, scanning only the vectors it adds (indexing.update)
+    probe: dict[str, np.ndarray] | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -210,11 +213,14 @@ def build_index(
     # Held-out queries: collection vectors searched for with their own row left out of both the answer and the
     # exact ground truth (a sharded scan), so an index is tuned without being rebuilt.
     n_eval = 0 if kind == "flat" else min(options.eval_queries, max(1, n // 10))
+    probe = None
     if n_eval:
         held = np.sort(rng.choice(n, n_eval, replace=False))
         queries = source[held]
         k = min(options.recall_k, n - 1)
-        truth = exact_top_k(source, queries, k, query_rows=held)
+        truth, scores = exact_top_k_scored(source, queries, min(2 * k, n - 1), query_rows=held)
+        probe = {"rows": held, "truth": truth, "scores": scores}
+        truth = truth[:, :k]
         name = "nprobe" if kind in ("ivf", "ivf-pq") else "efSearch"
         ladder = tuning_ladder(kind, params, k)
         for value in ladder:
@@ -232,7 +238,7 @@ def build_index(
     latency = measure_latency(wrapped, source[rng.choice(n, min(200, n), replace=False)], options.recall_k)
     trained = n if kind in ("ivf", "ivf-pq") else None
     return BuiltIndex(
-        wrapped, kind, params, n, dim, recall, options.recall_k, latency, build_s, reached, tuning, note, trained
+        wrapped, kind, params, n, dim, recall, options.recall_k, latency, build_s, reached, tuning, note, trained, probe
     )
 
 
@@ -336,6 +342,13 @@ def exact_top_k(
 ) -> np.ndarray:
     """Rows of the ``k`` largest inner products per query, by a scan over the shards (the ground truth that
     approximate indexes are tuned against). ``query_rows``: each query's own row, left out of its answer."""
+    return exact_top_k_scored(vectors, queries, k, query_rows, block_rows)[0]
+
+
+def exact_top_k_scored(
+    vectors: ShardedVectors, queries: np.ndarray, k: int, query_rows: np.ndarray | None = None, block_rows: int = 65536
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`exact_top_k`'s rows and their inner products (-inf where fewer than ``k`` rows exist)."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     nq = len(queries)
     best_scores = np.full((nq, k), -np.inf, dtype=np.float32)
@@ -352,7 +365,7 @@ def exact_top_k(
         order = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]
         best_scores = np.take_along_axis(merged_scores, order, 1)
         best_rows = np.take_along_axis(merged_rows, order, 1)
-    return best_rows
+    return best_rows, best_scores
 
 
 def search_excluding_self(
@@ -478,6 +491,11 @@ class IndexSummary:
         }
 
 
+def probe_file(name: str) -> str:
+    """The file of an index's recall probe (``BuiltIndex.probe``) in the index folder (``name``: segments, tracks)."""
+    return f"{name}-probe.npz"
+
+
 def write_index_files(
     stage: Path,
     segments: BuiltIndex,
@@ -500,6 +518,8 @@ def write_index_files(
             "bytes": (stage / filename).stat().st_size,
             "file": filename,
         }
+        if built.probe is not None:
+            np.savez(stage / probe_file(name), **built.probe)
     meta = write_meta(
         stage,
         KIND,

@@ -32,6 +32,7 @@ on the tuning corpus (music-dev, speech babble at 10 dB then mp3 at 128 kbit/s) 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -218,13 +219,9 @@ def fingerprint_library(
 ) -> FingerprintIndex:
     """Landmarks of every track of an index's track table (in its order), from what ``settings.source`` names:
     the features' stored fine-spectrogram peaks, or their log-Mel matrices."""
-    fps = features.settings.frames_per_second
     per_track = []
     for i, track in enumerate(tracks):
-        if settings.source == "peaks":
-            per_track.append(peak_landmarks(*features.peaks(track["track_id"]), settings))
-        else:
-            per_track.append(mel_landmarks(features.mel(track["track_id"]), fps, settings))
+        per_track.append(track_landmarks(features, track, settings))
         if progress:
             progress("fingerprints", i + 1, len(tracks))
     return FingerprintIndex.build(per_track, settings)
@@ -321,3 +318,120 @@ class FingerprintIndex:
                 best[t] = TrackHits(t, support, (int(keys[i] & 0xFFFFFFFF) - (1 << 31)) * g.offset_bin)
         ranked = sorted(best.values(), key=lambda h: -h.hits)[:top]
         return FingerprintMatch(ranked, len(hashes), accept(ranked, s, duration_s))
+
+
+# --- at any size: built in sorted blocks on disk, merged into the memory-mapped files ---------------------------
+
+Landmarks = tuple[np.ndarray, np.ndarray, np.ndarray]  # hashes (uint32), track positions (int32), frames (int32)
+
+
+def track_landmarks(
+    features: FeatureStore, track: Mapping[str, Any], settings: FingerprintSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """One track's landmarks (hashes, anchor frames), from what ``settings.source`` names."""
+    if settings.source == "peaks":
+        return peak_landmarks(*features.peaks(track["track_id"]), settings)
+    return mel_landmarks(features.mel(track["track_id"]), features.settings.frames_per_second, settings)
+
+
+def fingerprint_library_on_disk(
+    features: FeatureStore,
+    tracks: Sequence[Mapping[str, Any]],
+    settings: FingerprintSettings,
+    directory: Path,
+    block_landmarks: int,
+    progress: Progress | None = None,
+    positions: Sequence[int] | None = None,
+    also: Sequence[Landmarks] = (),
+) -> int:
+    """Write the landmarks of ``tracks`` (their positions in the index's track table: ``positions``, default
+    0, 1, ...) to ``directory``'s :data:`FILES`, sorted by hash as :meth:`FingerprintIndex.build` sorts them,
+    holding about ``block_landmarks`` of them in memory at a time: each block is sorted and written to a file of
+    its own, then the blocks are merged into the final files by hash ranges (``also``: sorted sets merged in
+    first, e.g. the kept landmarks of an index being updated). Returns how many landmarks were written."""
+    directory = Path(directory)
+    blocks_dir = directory / ".fingerprint-blocks"
+    blocks_dir.mkdir(parents=True, exist_ok=True)
+    blocks: list[Landmarks] = list(also)
+    pending: list[tuple[np.ndarray, np.ndarray, int]] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal pending, size
+        if not pending:
+            return
+        hashes = np.concatenate([h for h, _, _ in pending])
+        frames = np.concatenate([f for _, f, _ in pending]).astype(np.int32)
+        owner = np.repeat(np.asarray([p for _, _, p in pending], dtype=np.int32), [len(h) for h, _, _ in pending])
+        order = np.argsort(hashes, kind="stable")
+        at = len(blocks)
+        paths = [blocks_dir / f"block-{at:05d}-{name}" for name in FILES]
+        for path, array in zip(paths, (hashes[order], owner[order], frames[order]), strict=True):
+            np.save(path, array)
+        blocks.append(tuple(np.load(p, mmap_mode="r") for p in paths))  # type: ignore[arg-type]
+        pending, size = [], 0
+
+    where = range(len(tracks)) if positions is None else positions
+    for i, (track, position) in enumerate(zip(tracks, where, strict=True)):
+        hashes, frames = track_landmarks(features, track, settings)
+        pending.append((hashes, frames, int(position)))
+        size += len(hashes)
+        if size >= block_landmarks:
+            flush()
+        if progress:
+            progress("fingerprints", i + 1, len(tracks))
+    flush()
+    total = merge_sorted(blocks, directory, block_landmarks)
+    for path in blocks_dir.glob("*"):
+        path.unlink()
+    blocks_dir.rmdir()
+    return total
+
+
+def merge_sorted(blocks: Sequence[Landmarks], directory: Path, chunk: int) -> int:
+    """Merge ``blocks`` (each sorted by hash; among equal hashes the earlier block first, as a stable sort of
+    their concatenation orders them) into ``directory``'s :data:`FILES`, written through memory maps a hash range
+    at a time: memory holds about ``chunk`` landmarks. Returns how many were written."""
+    from numpy.lib.format import open_memmap
+
+    total = sum(len(b[0]) for b in blocks)
+    outputs = [
+        open_memmap(Path(directory) / name, mode="w+", dtype=dtype, shape=(total,))
+        for name, dtype in zip(FILES, (np.uint32, np.int32, np.int32), strict=True)
+    ]
+    # hash ranges of about ``chunk`` landmarks, from the blocks' own quantiles
+    ranges = max(1, -(-total // max(1, chunk)))
+    sample = np.concatenate(
+        [
+            np.asarray(b[0][np.linspace(0, len(b[0]) - 1, min(len(b[0]), 4 * ranges + 1)).astype(np.int64)])
+            for b in blocks
+            if len(b[0])
+        ]
+        or [np.zeros(0, np.uint32)]
+    )
+    edges = (
+        np.unique(np.quantile(sample.astype(np.float64), np.linspace(0, 1, ranges + 1)[1:-1]).astype(np.int64))
+        if len(sample)
+        else np.zeros(0, np.int64)
+    )
+    bounds = [0, *edges.tolist(), 2**32]
+    starts = [0] * len(blocks)
+    written = 0
+    for hi in bounds[1:]:
+        parts = []
+        for b, block in enumerate(blocks):
+            stop = int(np.searchsorted(block[0], hi, side="left")) if hi < 2**32 else len(block[0])
+            parts.append(tuple(np.asarray(a[starts[b] : stop]) for a in block))
+            starts[b] = stop
+        hashes = np.concatenate([p[0] for p in parts])
+        if not len(hashes):
+            continue
+        order = np.argsort(hashes, kind="stable")
+        n = len(hashes)
+        for out, column in zip(outputs, range(3), strict=True):
+            out[written : written + n] = np.concatenate([p[column] for p in parts])[order]
+        written += n
+    for out in outputs:
+        out.flush()
+    del outputs
+    return written

@@ -1,12 +1,18 @@
 """Building an index's landmark fingerprints (``indexing.fingerprint``) into its staged folder, when the options
-ask for them and they fit the memory budget."""
+ask for them: in memory while they fit the memory budget, else in sorted blocks merged on disk."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from embedtool.indexing.fingerprint import FingerprintSettings, fingerprint_library
+from embedtool.indexing.fingerprint import (
+    BYTES_PER_LANDMARK,
+    FILES,
+    FingerprintSettings,
+    fingerprint_library,
+    fingerprint_library_on_disk,
+)
 from embedtool.progress import Progress
 
 if TYPE_CHECKING:
@@ -24,19 +30,25 @@ def fingerprint_settings(features: FeatureStore, store: EmbeddingStore) -> Finge
 def build_fingerprints(
     stage: Path, features: FeatureStore, store: EmbeddingStore, options: IndexOptions, progress: Progress | None
 ) -> dict[str, Any]:
-    """Build the landmark fingerprints of every track of ``store`` into the staged index folder when asked (or, on
-    auto, when they fit the memory budget); returns what meta.json records about them."""
+    """Build the landmark fingerprints of every track of ``store`` into the staged index folder unless they are off
+    (past the memory budget in blocks of a quarter of it, merged on disk); returns what meta.json records."""
     settings = fingerprint_settings(features, store)
     estimate = settings.estimated_bytes(store.duration_s())
     if options.fingerprints == "off":
         return {"built": False, "reason": "index.fingerprints is off"}
-    if options.fingerprints == "auto" and estimate > options.memory_budget_mb * 2**20:
-        return {"built": False, "reason": f"about {estimate / 2**20:.0f} MB, over index.memory_budget_mb"}
-    built = fingerprint_library(features, store.tracks, settings, progress)
-    paths = built.save(stage)
+    budget = options.memory_budget_mb * 2**20
+    if estimate > budget:
+        # Over the memory budget: built in sorted blocks of a quarter of it, merged on disk; memory-mapped to query.
+        block = max(1 << 16, int(budget / 4 // BYTES_PER_LANDMARK))
+        landmarks = fingerprint_library_on_disk(features, store.tracks, settings, stage, block, progress)
+        paths = [stage / name for name in FILES]
+    else:
+        built = fingerprint_library(features, store.tracks, settings, progress)
+        landmarks, paths = len(built), built.save(stage)
     return {
         "built": True,
-        "landmarks": len(built),
+        "landmarks": landmarks,
         "bytes": sum(p.stat().st_size for p in paths),
         "settings": settings.to_dict(),
+        **({"on_disk": True} if estimate > budget else {}),
     }

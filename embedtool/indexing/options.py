@@ -57,8 +57,8 @@ class IndexOptions:
     # what that background is: "library" (another library track's sound: what queries meet, other music, voices,
     # rooms) or "noise" (Mel-domain noise, as indexes made before)
     calibration_background: str = "library"
-    # landmark fingerprints for identify (indexing.fingerprint): auto = built while their estimated size fits
-    # in memory_budget_mb (about 5 MB per hour of audio)
+    # landmark fingerprints for identify (indexing.fingerprint), about 10 MB per hour of audio: auto and on build
+    # them, in memory while their estimated size fits memory_budget_mb, else in sorted blocks merged on disk
     fingerprints: str = "auto"  # auto | on | off
 
     @classmethod

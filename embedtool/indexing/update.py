@@ -34,9 +34,10 @@ from embedtool.errors import EmbedtoolError
 from embedtool.indexing.build import (
     BuiltIndex,
     choose_kind,
-    exact_top_k,
+    exact_top_k_scored,
     measure_latency,
     minimum_vectors,
+    probe_file,
     search_excluding_self,
     tuning_ladder,
     use_on_disk,
@@ -214,7 +215,7 @@ def update_index(
     extra = old.meta.extra
     segments = _update_vectors(
         old, "segments", SEGMENT_INDEX, remap.segments, _added_rows(store, remap.added_tracks),
-        store.segment_source(remap_gathers=True), options, progress,
+        store.segment_source(check_finite=False), options, progress,
     )  # fmt: skip
     if isinstance(segments, str):
         return segments
@@ -278,7 +279,10 @@ def _update_vectors(
         index.remove_ids(faiss.IDSelectorBatch(gone))
     _renumber(index, kind, remap)
     for first, stop in _runs(added):
-        index.add_with_ids(source.span(int(first), int(stop)), np.arange(first, stop, dtype=np.int64))
+        vectors = source.span(int(first), int(stop))
+        if not np.isfinite(vectors).all():  # (only the added rows are read: a full build names the track)
+            return f"the {label}'s new vectors hold NaN or infinite values"
+        index.add_with_ids(vectors, np.arange(first, stop, dtype=np.int64))
     if index.ntotal != len(source):
         raise EmbedtoolError(f"{label}: {index.ntotal} vectors after the update, {len(source)} expected")
     params = dict(summary.get("params") or {})
@@ -291,7 +295,9 @@ def _update_vectors(
         trained_vectors=(summary.get("trained_vectors") or summary.get("vectors")) if kind != "flat" else None,
     )  # fmt: skip
     if kind != "flat":
-        reached = _probe(built, source, options, progress, label)
+        previous = old.directory / probe_file(name)
+        carried = dict(np.load(previous)) if previous.is_file() else None
+        reached = _probe(built, source, options, progress, label, carried, remap, added)
         if not reached:
             return f"the {label}'s recall probe stays under the target {options.target_recall} at every nprobe"
     built.build_s = time.perf_counter() - start
@@ -331,17 +337,33 @@ def _runs(rows: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _probe(
-    built: BuiltIndex, source: ShardedVectors, options: IndexOptions, progress: Progress | None, label: str
+    built: BuiltIndex,
+    source: ShardedVectors,
+    options: IndexOptions,
+    progress: Progress | None,
+    label: str,
+    previous: dict[str, np.ndarray] | None = None,
+    remap: np.ndarray | None = None,
+    added: np.ndarray | None = None,
 ) -> bool:
     """Recall@k on held-out queries at the index's search parameter, raised along the build's ladder until it
-    reaches the target (the build's own tuning, started where the build stopped). False: it never does."""
+    reaches the target (the build's own tuning, started where the build stopped). False: it never does. The
+    queries and their exact neighbours are the ``previous`` probe's carried over (:func:`carry_probe`) when it
+    can be, else drawn and scanned afresh."""
     n = len(source)
-    n_eval = min(options.eval_queries, max(1, n // 10))
-    rng = np.random.default_rng(options.seed + 1)
-    held = np.sort(rng.choice(n, n_eval, replace=False))
-    queries = source[held]
     k = min(options.recall_k, n - 1)
-    truth = exact_top_k(source, queries, k, query_rows=held)
+    carried = None
+    if previous is not None and remap is not None and added is not None:
+        carried = carry_probe(previous, remap, added, source, k)
+    if carried is None:
+        n_eval = min(options.eval_queries, max(1, n // 10))
+        held = np.sort(np.random.default_rng(options.seed + 1).choice(n, n_eval, replace=False))
+        truth, scores = exact_top_k_scored(source, source[held], min(2 * k, n - 1), query_rows=held)
+        carried = {"rows": held, "truth": truth, "scores": scores}
+    built.probe = carried
+    held = carried["rows"]
+    queries = source[held]
+    truth = carried["truth"][:, :k]
     name = "nprobe" if built.kind in ("ivf", "ivf-pq") else "efSearch"
     now = int(built.index.params.get(name) or 1)
     ladder = [v for v in tuning_ladder(built.kind, built.params, k) if v >= now] or [now]
@@ -359,6 +381,39 @@ def _probe(
     return False
 
 
+def carry_probe(
+    previous: dict[str, np.ndarray], remap: np.ndarray, added: np.ndarray, source: ShardedVectors, k: int
+) -> dict[str, np.ndarray] | None:
+    """The recall probe of the index before an update, in the rows after it: the queries whose rows were kept,
+    each with its exact nearest rows (up to 2k: those kept, merged with the ``added`` rows' — the only vectors
+    scanned). A query that lost more of its neighbours than the k spare ones is scanned whole. None when fewer
+    than half the queries are left or the probe holds fewer than k neighbours (a new one is drawn then)."""
+    rows, truth, scores = previous["rows"], previous["truth"], previous["scores"]
+    if truth.ndim != 2 or truth.shape[1] < k or len(rows) != len(truth) or len(rows) != len(scores):
+        return None
+    kept = remap[rows] >= 0
+    if kept.sum() < max(1, len(rows) // 2):
+        return None
+    held = remap[rows[kept]]
+    truth = np.where(truth[kept] >= 0, remap[np.maximum(truth[kept], 0)], -1)
+    scores = np.where(truth >= 0, scores[kept], -np.inf).astype(np.float32)
+    width = truth.shape[1]
+    lost = (truth < 0).sum(axis=1)
+    queries = source[held]
+    if len(added):
+        new_scores = queries @ source[added].T
+        take = min(width, new_scores.shape[1])
+        part = np.argpartition(-new_scores, take - 1, axis=1)[:, :take]
+        scores = np.concatenate([scores, np.take_along_axis(new_scores, part, 1)], axis=1)
+        truth = np.concatenate([truth, added[part]], axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :width]
+    truth, scores = np.take_along_axis(truth, order, 1), np.take_along_axis(scores, order, 1)
+    again = np.flatnonzero(lost > width - k)
+    if len(again):
+        truth[again], scores[again] = exact_top_k_scored(source, queries[again], width, query_rows=held[again])
+    return {"rows": held, "truth": truth, "scores": scores}
+
+
 def update_fingerprints(
     old: IndexStore,
     stage: Path,
@@ -370,14 +425,13 @@ def update_fingerprints(
 ) -> dict[str, Any] | None:
     """The old index's landmark fingerprints less the removed tracks' (track positions renumbered), with the added
     tracks' merged in by hash, saved into ``stage``; returns what meta.json records. None when they must be built
-    whole (none were built, or the landmarks' source or settings changed); not built when they are off (or there
-    are no features to make them of) or no longer fit the memory budget (as a build decides)."""
+    whole (none were built, the landmarks' source or settings changed, or they are past the memory budget); not
+    built when they are off (or there are no features to make them of)."""
     if options.fingerprints == "off" or features is None:
         return {"built": False, "reason": "index.fingerprints is off"}
     settings = FingerprintSettings.for_source("peaks" if features.has_peaks(store.tracks) else "mel")
-    estimate = settings.estimated_bytes(store.duration_s())
-    if options.fingerprints == "auto" and estimate > options.memory_budget_mb * 2**20:
-        return {"built": False, "reason": f"about {estimate / 2**20:.0f} MB, over index.memory_budget_mb"}
+    if settings.estimated_bytes(store.duration_s()) > options.memory_budget_mb * 2**20:
+        return None  # past the memory budget: built whole, in blocks merged on disk
     recorded = old.fingerprints
     if not recorded.get("built") or FingerprintSettings.from_dict(recorded.get("settings")) != settings:
         return None
