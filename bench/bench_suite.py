@@ -151,6 +151,10 @@ def run_corpus(corpus: str, args: argparse.Namespace) -> dict[str, Any]:
     if args.tag:  # another model: its own workspace beside the corpus', reading the same features
         ws = Workspace(folder / f"ws-{args.tag}")
         share_features(ws.root, base.features)
+        teachers = ws.root / "teachers"  # the teachers' outputs too: computed once per corpus, whatever the model
+        if not teachers.exists():
+            (base.root / "teachers").mkdir(exist_ok=True)
+            teachers.symlink_to(base.root / "teachers", target_is_directory=True)
     clock = time.perf_counter()
     if args.train_epochs:  # the model learnt from this corpus's own audio, starting from --model
         from embedtool.model.settings import TrainSettings

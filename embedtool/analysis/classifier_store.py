@@ -25,8 +25,8 @@ from embedtool.analysis.classifier import LinearClassifier, reads_descriptors
 from embedtool.artefacts import ArtefactMeta, ArtefactStore, read_member
 from embedtool.embedding.pooling import track_descriptor_dim
 from embedtool.embedding.store import SegmentGrid
-from embedtool.embedding.teachers import teacher_dim, teacher_of
 from embedtool.errors import InputError
+from embedtool.model.teachers import teacher_dim, teacher_of
 from embedtool.progress import Progress
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ class SavedClassifier(ArtefactStore):
         is loaded once, at the first file)."""
         if self.teacher is None:
             return None
-        from embedtool.embedding.teachers import file_vector, teacher_network
+        from embedtool.model.teachers import file_vector, teacher_network
 
         if self._teacher_model is None:
             self._teacher_model = teacher_network(self.teacher)

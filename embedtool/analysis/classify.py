@@ -24,8 +24,8 @@ from embedtool.analysis.classifier_store import FORMAT_VERSION, KIND
 from embedtool.analysis.folds import ClassifierEvaluation, choose_C, evaluate_classifier, fit_rows
 from embedtool.analysis.labelled import LabelledData, with_teacher
 from embedtool.analysis.options import ClassifyOptions
-from embedtool.embedding.teachers import teacher_of
 from embedtool.errors import MissingArtefactError
+from embedtool.model.teachers import teacher_of
 from embedtool.progress import Progress
 
 
@@ -51,7 +51,7 @@ def run_classify(
     """Evaluate a classifier on held-out tracks, then save one (refitted on all labels unless told not to).
     With ``features_dir``, labels and groups are the features' current ones (``extract --labels`` after
     ``embed``), not those recorded in the embeddings. ``teacher_dir``: the cache of the teacher vectors that
-    ``options.features`` joins to the descriptors (``embedding.teachers.ensure_teacher_vectors`` fills it)."""
+    ``options.features`` joins to the descriptors (``model.teachers.ensure_teacher_outputs`` fills it)."""
     from embedtool.analysis import plots
     from embedtool.artefacts import atomic_write_json, fingerprint_of, staged_dir, write_meta
     from embedtool.config import settings_dict

@@ -24,8 +24,8 @@ import numpy as np
 
 from embedtool.analysis.cluster_store import FORMAT_VERSION, KIND, write_cluster_files
 from embedtool.analysis.options import ClusterOptions
-from embedtool.embedding.teachers import teacher_of
 from embedtool.errors import InputError, MissingArtefactError
+from embedtool.model.teachers import teacher_of
 from embedtool.progress import Progress
 
 if TYPE_CHECKING:
@@ -333,7 +333,7 @@ def run_cluster(
     fused = name is not None
     if name is not None:
         from embedtool.analysis.retrieval import balanced_fusion
-        from embedtool.embedding.teachers import load_teacher_vectors
+        from embedtool.model.teachers import load_teacher_vectors
 
         if teacher_dir is None:
             raise MissingArtefactError(f"cluster.features {options.features!r} needs the {name} vectors' folder")

@@ -46,8 +46,8 @@ from embedtool.analysis.options import ClassifyOptions, ClusterOptions, Evaluate
 from embedtool.analysis.report import render_markdown, write_figures
 from embedtool.analysis.retrieval import precision_at_k, standardise
 from embedtool.analysis.robustness import run_robustness
-from embedtool.embedding.teachers import teacher_of
 from embedtool.errors import InputError
+from embedtool.model.teachers import teacher_of
 from embedtool.progress import Progress
 from embedtool.threads import CpuBudget
 
@@ -226,7 +226,7 @@ def _evaluate(
     run.timed("embeddings", lambda: run.system("embeddings", data))
     teacher = run.teacher()
     if teacher is not None:
-        from embedtool.embedding.teachers import load_teacher_vectors
+        from embedtool.model.teachers import load_teacher_vectors
 
         alone = data.with_vectors(load_teacher_vectors(teacher[1], data.track_ids, teacher[0]))
         run.timed(teacher[0], lambda: run.system(teacher[0], alone, standardise_vectors=True))

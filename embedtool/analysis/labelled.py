@@ -100,8 +100,8 @@ class LabelledData:
 
 
 def with_teacher(data: LabelledData, teacher_dir: Path, name: str) -> LabelledData:
-    """``data`` with each track's teacher vector after its descriptor (``embedding.teachers``)."""
-    from embedtool.embedding.teachers import load_teacher_vectors
+    """``data`` with each track's teacher vector after its descriptor (``model.teachers``)."""
+    from embedtool.model.teachers import load_teacher_vectors
 
     if data.descriptors is None:
         raise InputError(f"the {name} teacher joins track descriptors: classify at track level on descriptors")

@@ -29,7 +29,7 @@ class ClusterOptions:
     exemplars: int = field(default=3, metadata=option("Exemplars listed per cluster."))
     max_points: int = 5000  # sample size for silhouette and the 2-D map on large sets
     projection: Literal["auto", "tsne", "umap", "pca"] = "auto"
-    # track level: the track embeddings, or with a teacher network's vectors beside them (embedding.teachers;
+    # track level: the track embeddings, or with a teacher network's vectors beside them (model.teachers;
     # each part standardised and weighted equally)
     features: Literal["embeddings", "embeddings+aisfx"] = field(
         default="embeddings",
@@ -77,7 +77,7 @@ class ClassifyOptions:
         default="track", metadata=option("Classifier on track or segment embeddings.")
     )
     # what a track-level classifier reads: the model's track descriptors, its track embeddings, or the descriptors
-    # with a teacher network's vector of each file beside them (embedding.teachers: opt-in, costs a decode at
+    # with a teacher network's vector of each file beside them (model.teachers: opt-in, costs a decode at
     # 44.1 kHz and ~100 s of CPU per audio hour once, then cached)
     features: Literal["descriptors", "embeddings", "descriptors+aisfx"] = field(
         default="descriptors",

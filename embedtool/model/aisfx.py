@@ -1,5 +1,5 @@
 """aisfx: the sound-effects embedding network of Ma & Lerch (ISMIR 2022), with its published weights, as a
-teacher network beside embedtool's own model (``classify --features descriptors+aisfx``, ``embedding.teachers``).
+teacher network beside embedtool's own model (``classify --features descriptors+aisfx``, ``model.teachers``).
 
 The network and weights are those of PyPI ``aisfx`` 0.1.2 (model X-Sequential-CE, trained with labels on several
 commercial sound-effect libraries; CC BY 4.0, credited in ``embedtool/pretrained/aisfx/CREDITS.md``): four blocks

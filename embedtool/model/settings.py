@@ -14,7 +14,9 @@ Presets:
   no augmentation).
 - ``contrastive``: ``default`` with the NT-Xent loss on the same temporal-proximity pairs (in-batch
   candidates, batch 128), real background from other tracks at 0-20 dB, generated room reverberation and
-  phone / small-speaker / codec band limits (issue 18's objective).
+  phone / small-speaker / codec band limits.
+- ``distil``: ``default`` plus distillation from the bundled aisfx network (``distil_teachers``: each segment's
+  descriptor regressed onto aisfx's output of the same seconds through a training-only head).
 - ``tile2vec``: the original Tile2Vec recipe (3x3 stride-1 stem, non-squared distances with margin 10 and an
   L2 penalty on embedding norms instead of normalisation, negatives from another track or from the same track
   beyond the radius).

@@ -553,9 +553,9 @@ class _Run:
         return ranks.mean({key: value / max(seen, 1) for key, value in sums.items()})
 
     def _distil_loss(self, taught: dict[str, torch.Tensor], plan: Any, mine: slice) -> tuple[torch.Tensor, float]:
-        """Mean over teachers of (1 - cosine) between each head's output and the teacher's output of the same
-        segment (anchors, positives, negatives in the batch's order); segments whose file has no teacher output
-        (it could not be decoded) are left out. Also the mean cosine, for the progress line."""
+        """Mean over teachers of (1 - cosine) between each head's output and the teacher's standardised output of
+        the same segment (anchors, positives, negatives in the batch's order); segments whose file has no teacher
+        output (it could not be decoded) are left out. Also the mean cosine, for the progress line."""
         data, fps = self.data, self.data.store.settings.frames_per_second
         tracks = np.concatenate([plan.anchor_track[mine], plan.anchor_track[mine], plan.negative_track[mine]])
         starts = np.concatenate([plan.anchor_start[mine], plan.positive_start[mine], plan.negative_start[mine]])
@@ -567,8 +567,9 @@ class _Run:
                 target[row] = outputs.segment_targets(
                     data.train_ids[int(track)], np.array([start / fps]), self.settings.segment_seconds
                 )[0]
-            target_t = torch.from_numpy(target).to(out.device)
-            known = target_t.abs().sum(dim=1) > 0
+            known = torch.from_numpy(np.abs(target).sum(axis=1) > 0).to(out.device)
+            mean, std = outputs.block_stats()
+            target_t = torch.from_numpy((target - mean) / std).to(out.device)
             cos = torch.nn.functional.cosine_similarity(out.float(), target_t, dim=1)
             cos = cos[known] if bool(known.any()) else cos * 0.0  # keeps the graph when no segment has a target
             losses.append(1.0 - cos.mean())
