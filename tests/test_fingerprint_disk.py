@@ -70,3 +70,39 @@ def test_identify_over_the_memory_budget_builds_them_on_disk(trained_workspace_c
     track = searcher.tables.tracks[2]
     answer = searcher.query_file(track["path"], mode="identify", k=3)
     assert not answer.no_match and answer.matches[0].track_id == track["track_id"]
+
+
+def test_an_update_past_the_budget_merges_the_new_tracks_on_disk(
+    trained_workspace_copy: Workspace, tmp_path: Path
+) -> None:
+    from factories import copy_workspace, make_class_corpus
+
+    from embedtool.features.options import ExtractOptions
+
+    ws = trained_workspace_copy
+    options = IndexOptions(calibration_tracks=12, eval_queries=20, memory_budget_mb=0.05)
+    pipeline.index(ws, options)  # built whole, fingerprints on disk
+    more = make_class_corpus(tmp_path / "more", classes=2, per_class=1, seconds=4.0, seed=5)
+    pipeline.extract(ws, [more], options=ExtractOptions(jobs=1))
+    gone = FeatureStore(ws.features).tracks[0]["track_id"]
+    pipeline.remove(ws, [gone])
+    report = pipeline.index(ws, options)
+    assert report.change["mode"] == "incremental" and report.change["added"] == 2
+    recorded = IndexStore(ws.index).fingerprints
+    assert recorded.get("on_disk") and recorded["updated"] == {"added_tracks": 2, "removed_tracks": 0}
+    assert not (ws.index / ".fingerprint-kept").exists()
+    rebuilt = copy_workspace(ws, tmp_path / "rebuilt")
+    pipeline.index(rebuilt, options, rebuild=True)
+
+    def landmarks(w: Workspace) -> list[tuple[int, str, int]]:
+        store = IndexStore(w.index)
+        fp = store.fingerprint_index()
+        assert fp is not None
+        ids = store.id_tables().tracks.ids()
+        return sorted(zip(fp.hashes.tolist(), [ids[t] for t in fp.tracks.tolist()], fp.frames.tolist(), strict=True))
+
+    assert landmarks(ws) == landmarks(rebuilt)
+    searcher = Searcher.open(ws)
+    for path in sorted(more.rglob("*.wav")):
+        answer = searcher.query_file(path, mode="identify", k=3)
+        assert not answer.no_match and answer.matches[0].path == str(path)

@@ -19,6 +19,7 @@ fewer than half of today's vectors (``DRIFT``); and when the recall probe cannot
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,15 @@ from embedtool.indexing.build import (
     tuning_ladder,
     use_on_disk,
 )
-from embedtool.indexing.fingerprint import FingerprintIndex, FingerprintSettings, fingerprint_library
+from embedtool.indexing.fingerprint import (
+    BYTES_PER_LANDMARK,
+    FILES,
+    FingerprintIndex,
+    FingerprintSettings,
+    Landmarks,
+    fingerprint_library,
+    fingerprint_library_on_disk,
+)
 from embedtool.indexing.options import IndexOptions
 from embedtool.indexing.search import VectorIndex, recall_at_k
 from embedtool.indexing.store import SEGMENT_INDEX, TRACK_INDEX, IndexStore
@@ -425,19 +434,33 @@ def update_fingerprints(
 ) -> dict[str, Any] | None:
     """The old index's landmark fingerprints less the removed tracks' (track positions renumbered), with the added
     tracks' merged in by hash, saved into ``stage``; returns what meta.json records. None when they must be built
-    whole (none were built, the landmarks' source or settings changed, or they are past the memory budget); not
-    built when they are off (or there are no features to make them of)."""
+    whole (none were built, or the landmarks' source or settings changed); not built when they are off (or there
+    are no features to make them of). Past the memory budget the kept landmarks are streamed to a file and
+    merged with the new tracks' on disk (``fingerprint_library_on_disk``)."""
     if options.fingerprints == "off" or features is None:
         return {"built": False, "reason": "index.fingerprints is off"}
     settings = FingerprintSettings.for_source("peaks" if features.has_peaks(store.tracks) else "mel")
-    if settings.estimated_bytes(store.duration_s()) > options.memory_budget_mb * 2**20:
-        return None  # past the memory budget: built whole, in blocks merged on disk
+    budget = options.memory_budget_mb * 2**20
+    on_disk = settings.estimated_bytes(store.duration_s()) > budget
     recorded = old.fingerprints
     if not recorded.get("built") or FingerprintSettings.from_dict(recorded.get("settings")) != settings:
         return None
     previous = old.fingerprint_index()
     if previous is None:
         return None
+    changed = {"updated": {"added_tracks": remap.added, "removed_tracks": remap.removed}}
+    if on_disk:
+        block = max(1 << 16, int(budget / 4 // BYTES_PER_LANDMARK))
+        kept_dir = stage / ".fingerprint-kept"
+        kept = _kept_landmarks(previous, remap.tracks, kept_dir, block)
+        rows = [store.tracks[int(p)] for p in remap.added_tracks]
+        positions = remap.added_tracks.tolist()
+        total = fingerprint_library_on_disk(features, rows, settings, stage, block, progress, positions, [kept])
+        del kept
+        shutil.rmtree(kept_dir)
+        size = sum((stage / name).stat().st_size for name in FILES)
+        return {"built": True, "landmarks": total, "bytes": size, "settings": settings.to_dict(), "on_disk": True,
+                **changed}  # fmt: skip
     tracks = remap.tracks[np.asarray(previous.tracks, dtype=np.int64)]
     keep = tracks >= 0
     hashes, frames, tracks = np.asarray(previous.hashes)[keep], np.asarray(previous.frames)[keep], tracks[keep]
@@ -455,8 +478,38 @@ def update_fingerprints(
         "landmarks": len(merged),
         "bytes": sum(p.stat().st_size for p in paths),
         "settings": settings.to_dict(),
-        "updated": {"added_tracks": remap.added, "removed_tracks": remap.removed},
+        **changed,
     }
+
+
+def _kept_landmarks(previous: FingerprintIndex, track_remap: np.ndarray, folder: Path, chunk: int) -> Landmarks:
+    """The landmarks of ``previous`` whose tracks are kept, their positions renumbered, streamed (``chunk`` at a
+    time, still sorted by hash) to files in ``folder``; returned memory-mapped."""
+    from numpy.lib.format import open_memmap
+
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(previous)
+    spans = range(0, n, chunk)
+    kept = sum(int(np.sum(track_remap[np.asarray(previous.tracks[a : a + chunk], np.int64)] >= 0)) for a in spans)
+    names = [folder / name for name in FILES]
+    outputs = [
+        open_memmap(path, mode="w+", dtype=dtype, shape=(kept,))
+        for path, dtype in zip(names, (np.uint32, np.int32, np.int32), strict=True)
+    ]
+    at = 0
+    for a in spans:
+        tracks = track_remap[np.asarray(previous.tracks[a : a + chunk], np.int64)]
+        keep = tracks >= 0
+        m = int(keep.sum())
+        outputs[0][at : at + m] = np.asarray(previous.hashes[a : a + chunk])[keep]
+        outputs[1][at : at + m] = tracks[keep]
+        outputs[2][at : at + m] = np.asarray(previous.frames[a : a + chunk])[keep]
+        at += m
+    for out in outputs:
+        out.flush()
+    del outputs
+    hashes, tracks, frames = (np.load(path, mmap_mode="r") for path in names)
+    return hashes, tracks, frames
 
 
 def _merge_sorted(
