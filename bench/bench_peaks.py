@@ -4,6 +4,12 @@ file by file so both rows see the same machine. Also the bytes the peaks add to 
 landmarks an index gets from them against those of the log-Mel features (what indexes made before the peaks held).
 
     .venv/bin/python bench/bench_peaks.py --root ~/.cache/embedtool-corpora/music-dev --limit 20
+    .venv/bin/python bench/bench_peaks.py --limit 20 --before 996008108b   # also the peaks of that revision
+
+With ``--before REV`` a third row computes the peaks as ``embedtool/audio/peaks.py`` did at git revision REV (loaded
+with ``git show``), and a fourth reads each file whole with soundfile (the decode floor of ``bench_extract``): the
+rows alternate file by file, so a change to the peaks is measured before and after on the same machine state, and
+each row's CPU time is compared with the floor's.
 
 Writes bench/results/bench_peaks-<stamp>.json.
 """
@@ -23,6 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path.home() / ".cache/embedtool-corpora/music-dev")
     parser.add_argument("--limit", type=int, default=20, help="every k-th file so that this many remain")
+    parser.add_argument("--before", metavar="REV", help="also the peaks of git revision REV, and the decode floor")
     args = parser.parse_args()
 
     import torch
@@ -41,6 +48,13 @@ def main() -> None:
     for p in paths:  # a warm page cache for both rows
         p.read_bytes()
     spent = {"features": 0.0, "features+peaks": 0.0}
+    before = None
+    if args.before:
+        import soundfile as sf
+        from bench_extract import peaks_module_at
+
+        before = peaks_module_at(args.before).PeakTracker
+        spent.update({"features+peaks-before": 0.0, "decode": 0.0})
     audio_s = peak_bytes = mel_bytes = 0.0
     landmarks = {"peaks": 0, "mel": 0}
     fp_peaks, fp_mel = FingerprintSettings.for_source("peaks"), FingerprintSettings.for_source("mel")
@@ -53,6 +67,15 @@ def main() -> None:
         mel, info = featurise_file(path, settings, on_block=tracker.push)
         frames, bins = tracker.finish()
         spent["features+peaks"] += time.process_time() - t0
+        if before is not None:
+            old_tracker = before(settings.sample_rate)
+            t0 = time.process_time()
+            featurise_file(path, settings, on_block=old_tracker.push)
+            old_tracker.finish()
+            spent["features+peaks-before"] += time.process_time() - t0
+            t0 = time.process_time()
+            sf.read(str(path), dtype="float32")
+            spent["decode"] += time.process_time() - t0
         audio_s += info.duration_s
         mel_bytes += mel.nbytes
         peak_bytes += len(frames) * 8
@@ -65,6 +88,16 @@ def main() -> None:
         "cpu_s": spent,
         "x_realtime": {k: audio_s / v for k, v in spent.items()},
         "peaks_cost_ratio": spent["features+peaks"] / spent["features"],
+        **(
+            {
+                "peaks_cost_ratio_before": spent["features+peaks-before"] / spent["features"],
+                "peaks_cpu_now_vs_before": (spent["features+peaks"] - spent["features"])
+                / (spent["features+peaks-before"] - spent["features"]),
+                "vs_decode": {k: spent["decode"] / v for k, v in spent.items() if k != "decode"},
+            }
+            if before is not None
+            else {}
+        ),
         "feature_mb_per_hour": mel_bytes / 2**20 / hours,
         "peak_mb_per_hour": peak_bytes / 2**20 / hours,
         "landmarks_per_hour": {k: v / hours for k, v in landmarks.items()},

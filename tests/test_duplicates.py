@@ -151,3 +151,12 @@ def test_serve_shows_the_groups_and_plays_library_tracks(library: Workspace) -> 
     assert client.get(f"/api/audio/{playable['track_id']}").status_code == 200
     page = client.get("/")
     assert 'data-view="duplicates"' in page.text and "/api/duplicates" in client.get("/static/app.js").text
+
+
+def test_features_without_peaks_use_the_log_mel_landmarks(library: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FeatureStore, "has_peaks", lambda self, tracks=None: False)  # as features made before them
+    result = find_duplicates(FeatureStore(library.features))
+    assert result.source == "mel"
+    copies = [g for g in result.groups if g.kind == "copies"]
+    assert len(copies) == 1 and {"a.wav", "a.mp3"} <= names(copies[0].files)
+    assert not any("d.wav" in names(g.files) for g in result.groups)
