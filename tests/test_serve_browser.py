@@ -377,6 +377,13 @@ def test_map_clusters_classify_and_report(page, server: str, tmp_path: Path) -> 
     assert page.locator(".cluster audio").count() >= 3
     _screenshot(page, tmp_path, "clusters")
 
+    page.click("#tabs button[data-view='duplicates']")
+    page.wait_for_selector("#duplicates-summary")
+    assert "among 18 tracks" in page.inner_text("#duplicates-summary")
+    assert page.locator(".dup-group").count() == len(
+        json.loads(urllib.request.urlopen(f"{server}/api/duplicates").read())["groups"]
+    )
+
     target = _tracks(server)[12]
     data, sr = sf.read(target["path"], dtype="float32")
     buf = io.BytesIO()
