@@ -32,6 +32,7 @@ _EXPORTS = {
     "classify": "embedtool.pipeline",
     "predict": "embedtool.pipeline",
     "evaluate": "embedtool.pipeline",
+    "duplicates": "embedtool.pipeline",
     "embeddings_staleness": "embedtool.pipeline",
     "Searcher": "embedtool.query.searcher",
     "QueryResult": "embedtool.query.searcher",
@@ -54,6 +55,7 @@ _EXPORTS = {
     "ClusterOptions": "embedtool.analysis.options",
     "ClassifyOptions": "embedtool.analysis.options",
     "EvaluateOptions": "embedtool.analysis.options",
+    "DuplicatesOptions": "embedtool.analysis.options",
     "EngineOptions": "embedtool.engine",
     "FeatureStore": "embedtool.features.store",
     "EmbeddingStore": "embedtool.embedding.store",
@@ -72,6 +74,7 @@ __all__ = [
     "classify",
     "predict",
     "evaluate",
+    "duplicates",
     "embeddings_staleness",
     "Searcher",
     "QueryResult",
@@ -94,6 +97,7 @@ __all__ = [
     "ClusterOptions",
     "ClassifyOptions",
     "EvaluateOptions",
+    "DuplicatesOptions",
     "EngineOptions",
     "FeatureStore",
     "EmbeddingStore",
@@ -115,7 +119,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from embedtool.analysis.options import ClassifyOptions, ClusterOptions, EvaluateOptions
+    from embedtool.analysis.options import ClassifyOptions, ClusterOptions, DuplicatesOptions, EvaluateOptions
     from embedtool.audio.settings import FeatureSettings
     from embedtool.config import ProjectConfig, load_project_config
     from embedtool.embedding.options import EmbedOptions
@@ -131,6 +135,7 @@ if TYPE_CHECKING:
         adopt,
         classify,
         cluster,
+        duplicates,
         embed,
         embeddings_staleness,
         evaluate,
