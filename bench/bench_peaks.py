@@ -9,7 +9,7 @@ landmarks an index gets from them against those of the log-Mel features (what in
 With ``--before REV`` a third row computes the peaks as ``embedtool/audio/peaks.py`` did at git revision REV (loaded
 with ``git show``), and a fourth reads each file whole with soundfile (the decode floor of ``bench_extract``): the
 rows alternate file by file, so a change to the peaks is measured before and after on the same machine state, and
-each row's CPU time is compared with the floor's.
+each row's CPU time is compared with the floor's; the files whose peaks differ from that revision's are counted.
 
 Writes bench/results/bench_peaks-<stamp>.json.
 """
@@ -48,6 +48,7 @@ def main() -> None:
     for p in paths:  # a warm page cache for both rows
         p.read_bytes()
     spent = {"features": 0.0, "features+peaks": 0.0}
+    differing = 0  # files whose peaks differ from those of --before
     before = None
     if args.before:
         import soundfile as sf
@@ -71,7 +72,8 @@ def main() -> None:
             old_tracker = before(settings.sample_rate)
             t0 = time.process_time()
             featurise_file(path, settings, on_block=old_tracker.push)
-            old_tracker.finish()
+            old_frames, old_bins = old_tracker.finish()
+            differing += not (np.array_equal(old_frames, frames) and np.array_equal(old_bins, bins))
             spent["features+peaks-before"] += time.process_time() - t0
             t0 = time.process_time()
             sf.read(str(path), dtype="float32")
@@ -94,6 +96,7 @@ def main() -> None:
                 "peaks_cpu_now_vs_before": (spent["features+peaks"] - spent["features"])
                 / (spent["features+peaks-before"] - spent["features"]),
                 "vs_decode": {k: spent["decode"] / v for k, v in spent.items() if k != "decode"},
+                "files_whose_peaks_differ_from_before": differing,
             }
             if before is not None
             else {}
