@@ -6,7 +6,8 @@ The public API is the stages as the commands run them (``embedtool.pipeline``) a
     ws = embedtool.Workspace.at("my-library")
     embedtool.extract(ws, ["~/Music"])
     embedtool.train(ws)              # or embedtool.adopt(ws, "general"): the bundled model, in seconds
-    embedtool.index(ws)              # exports embeddings first when they are stale
+    embedtool.index(ws)              # exports embeddings first when they are stale; updates an existing index
+    embedtool.remove(ws, ["old-album/"], dry_run=True)   # which tracks would leave every artefact
     result = embedtool.Searcher.open(ws).query_file("clip.mp3", mode="identify")
     mix = embedtool.more_like_these(embedtool.Searcher.open(ws), ["a.mp3", "b.mp3", "c.mp3"], k=20)
 
@@ -28,6 +29,7 @@ _EXPORTS = {
     "adopt": "embedtool.pipeline",
     "embed": "embedtool.pipeline",
     "index": "embedtool.pipeline",
+    "remove": "embedtool.pipeline",
     "cluster": "embedtool.pipeline",
     "classify": "embedtool.pipeline",
     "predict": "embedtool.pipeline",
@@ -70,6 +72,7 @@ __all__ = [
     "adopt",
     "embed",
     "index",
+    "remove",
     "cluster",
     "classify",
     "predict",
