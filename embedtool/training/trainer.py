@@ -466,62 +466,17 @@ class _Run:
         batch ``bs`` is split into ``bs // world_size`` triplets per rank; items keep their plan index, so their
         augmentation is the single-process run's."""
         settings, data, pos, ranks = self.settings, self.data, self.position, self.ranks
-        fs, bs = data.store.settings, settings.batch_size
-        world, rank = ranks.world_size, ranks.rank
-        total_steps = settings.epochs * settings.steps_per_epoch
+        bs, world, rank = settings.batch_size, ranks.world_size, ranks.rank
         plan = data.sampler.epoch_plan(settings.steps_per_epoch * bs, settings.seed, pos.epoch)
-        dataset = TripletDataset(
-            self.features_dir, data.train_ids, plan, settings, data.segment_frames, data.pad_value, pos.epoch,
-            settings.augment, shift_frames=int(round(settings.aug_shift_s * fs.frames_per_second)),
-            log_offset=fs.log_offset, power=fs.power, features=fs,
-        )  # fmt: skip
-        loader = DataLoader(
-            dataset,
-            batch_size=bs // world,
-            sampler=rank_share(len(plan), bs, rank, world, pos.step_in_epoch),
-            num_workers=self.workers,
-            pin_memory=self.cuda,
-            worker_init_fn=_ignore_sigint if self.workers else None,
-            generator=torch.Generator().manual_seed(settings.seed + pos.epoch),
-        )
         self.train_net.train()
         sums = {"loss": 0.0, "triplet_accuracy": 0.0, **({"distil_cosine": 0.0} if data.teachers else {})}
         seen = 0
         tick = time.monotonic()
-        for batch in loader:
+        for batch in self._epoch_loader(plan):
             if self.cpu is not None:  # the machine's free CPUs, looked at again every few seconds
                 self.cpu.recheck()
             mine = slice(pos.step_in_epoch * bs + rank, (pos.step_in_epoch + 1) * bs, world)  # this batch's plan rows
-            x = as_segments(batch.to(self.device, non_blocking=True))
-            if self.cuda and settings.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            lr = lr_at(pos.global_step, settings, total_steps)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            with self.autocast():
-                if data.teachers:
-                    emb, taught = self.train_net(x, distil=True)
-                else:
-                    emb, taught = self.train_net(x), {}
-            a, p, n = emb.float().chunk(3)
-            loss, stats = training_loss(
-                a, p, n, settings,
-                anchor_track=torch.from_numpy(np.ascontiguousarray(plan.anchor_track[mine])),
-                negative_track=torch.from_numpy(np.ascontiguousarray(plan.negative_track[mine])),
-            )  # fmt: skip
-            if self.anchor is not None:  # keep close to the starting model's embedding of the same segments
-                with torch.no_grad(), self.autocast():
-                    target = self.anchor(x)
-                pull = 1.0 - torch.nn.functional.cosine_similarity(emb.float(), target.float(), dim=1).mean()
-                loss = loss + settings.anchor_weight * pull
-            if taught:  # regress each segment's descriptor onto its teachers' outputs (model.teachers)
-                distil_loss, stats["distil_cosine"] = self._distil_loss(taught, plan, mine)
-                loss = loss + settings.distil_weight * distil_loss
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if settings.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), settings.grad_clip)
-            self.optimizer.step()
+            stats, lr = self._step(batch, plan, mine)
             pos.step_in_epoch += 1
             pos.global_step += 1
             seen += 1
@@ -536,11 +491,9 @@ class _Run:
                     "event": "step",
                     "step": pos.global_step,
                     "epoch": pos.epoch + 1,
-                    "loss": stats["loss"],
-                    "triplet_accuracy": stats["triplet_accuracy"],
                     "lr": lr,
                     "triplets_per_s": self.triplets_per_s,
-                    **({"distil_cosine": stats["distil_cosine"]} if "distil_cosine" in stats else {}),
+                    **{key: stats[key] for key in ("loss", "triplet_accuracy", "distil_cosine") if key in stats},
                 }
             )
             if ranks.any(stop["stop"]):  # every rank stops after the same step
@@ -551,6 +504,62 @@ class _Run:
                     f"{self.state_dir}. Continue with `embedtool train --resume`."
                 )
         return ranks.mean({key: value / max(seen, 1) for key, value in sums.items()})
+
+    def _epoch_loader(self, plan: Any) -> DataLoader:
+        """The batches of this rank's share of the epoch's plan, from where a resumed run stopped."""
+        settings, data, pos, ranks = self.settings, self.data, self.position, self.ranks
+        fs = data.store.settings
+        dataset = TripletDataset(
+            self.features_dir, data.train_ids, plan, settings, data.segment_frames, data.pad_value, pos.epoch,
+            settings.augment, shift_frames=int(round(settings.aug_shift_s * fs.frames_per_second)),
+            log_offset=fs.log_offset, power=fs.power, features=fs,
+        )  # fmt: skip
+        return DataLoader(
+            dataset,
+            batch_size=settings.batch_size // ranks.world_size,
+            sampler=rank_share(len(plan), settings.batch_size, ranks.rank, ranks.world_size, pos.step_in_epoch),
+            num_workers=self.workers,
+            pin_memory=self.cuda,
+            worker_init_fn=_ignore_sigint if self.workers else None,
+            generator=torch.Generator().manual_seed(settings.seed + pos.epoch),
+        )
+
+    def _step(self, batch: torch.Tensor, plan: Any, mine: slice) -> tuple[dict[str, float], float]:
+        """One optimiser step on a batch of triplets (its rows ``mine`` of the plan): the triplet loss, the pull
+        toward the starting model (``anchor_weight``) and the teachers' regression (``distil_teachers``).
+        The step's statistics and learning rate."""
+        settings, data = self.settings, self.data
+        x = as_segments(batch.to(self.device, non_blocking=True))
+        if self.cuda and settings.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        lr = lr_at(self.position.global_step, settings, settings.epochs * settings.steps_per_epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with self.autocast():
+            if data.teachers:
+                emb, taught = self.train_net(x, distil=True)
+            else:
+                emb, taught = self.train_net(x), {}
+        a, p, n = emb.float().chunk(3)
+        loss, stats = training_loss(
+            a, p, n, settings,
+            anchor_track=torch.from_numpy(np.ascontiguousarray(plan.anchor_track[mine])),
+            negative_track=torch.from_numpy(np.ascontiguousarray(plan.negative_track[mine])),
+        )  # fmt: skip
+        if self.anchor is not None:  # keep close to the starting model's embedding of the same segments
+            with torch.no_grad(), self.autocast():
+                target = self.anchor(x)
+            pull = 1.0 - torch.nn.functional.cosine_similarity(emb.float(), target.float(), dim=1).mean()
+            loss = loss + settings.anchor_weight * pull
+        if taught:  # regress each segment's descriptor onto its teachers' outputs (model.teachers)
+            distil_loss, stats["distil_cosine"] = self._distil_loss(taught, plan, mine)
+            loss = loss + settings.distil_weight * distil_loss
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if settings.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), settings.grad_clip)
+        self.optimizer.step()
+        return stats, lr
 
     def _distil_loss(self, taught: dict[str, torch.Tensor], plan: Any, mine: slice) -> tuple[torch.Tensor, float]:
         """Mean over teachers of (1 - cosine) between each head's output and the teacher's standardised output of
