@@ -11,6 +11,7 @@ from factories import tone, write_signal
 from embedtool.audio.decode import decode_file
 from embedtool.audio.melspec import LogMel, file_logmel
 from embedtool.audio.settings import FeatureSettings
+from embedtool.errors import ConfigError
 
 
 def hz_to_mel(f: np.ndarray) -> np.ndarray:
@@ -106,3 +107,10 @@ def test_file_logmel_float16_output(tmp_path: Path) -> None:
     mel32, _ = file_logmel(path, FeatureSettings())
     assert mel16.dtype == np.float16
     np.testing.assert_allclose(mel16.astype(np.float32), mel32, atol=0.02)
+
+
+def test_feature_settings_refuse_a_bad_value_when_made() -> None:
+    with pytest.raises(ConfigError, match="n_mels"):
+        FeatureSettings(n_mels=2000)
+    with pytest.raises(ConfigError, match="f_min/f_max"):
+        FeatureSettings(f_max=20000.0)  # above half the 16 kHz sample rate

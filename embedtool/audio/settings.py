@@ -75,6 +75,9 @@ class FeatureSettings:
             return cls()
         raise ConfigError(f"Unknown features preset {name!r}; valid: {', '.join(PRESETS)}")
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         if self.sample_rate < 1000:
             raise ConfigError(f"features.sample_rate must be at least 1000 Hz, not {self.sample_rate}")
