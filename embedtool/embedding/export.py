@@ -140,40 +140,101 @@ def export_embeddings(
         raise InputError(f"The features at {features_dir} hold no tracks; run `embedtool extract PATH` on audio.")
     hop_frames = hop_frames_for(encoder, options.hop_seconds)
     config = export_config(encoder, options, hop_frames)
-    inputs = {"features": features.fingerprint, "model": encoder.fingerprint}
     embeddings_dir = Path(embeddings_dir)
-
     previous, mode, reason = _previous_export(embeddings_dir, encoder, config, options)
-    wanted = [{k: t.get(k) for k in TRACK_FIELDS} for t in features.tracks]
-    wanted_ids = {t["track_id"] for t in wanted}
-    reusable: set[str] = set()
-    removed = 0
-    if previous is not None:
+    plan = _ExportPlan.of(features, previous, hop_frames, config, mode, reason)
+    plan.inputs = {"features": features.fingerprint, "model": encoder.fingerprint}
+    if plan.unchanged:  # same model, settings, tracks and track facts: nothing to do
+        assert previous is not None
+        return EmbedReport(
+            mode="unchanged", reason="same model, settings and tracks as the existing export",
+            tracks=len(previous), segments=previous.n_segments, embedded_tracks=0,
+            reused_tracks=len(previous), removed_tracks=0, dim=previous.dim,
+            seconds=time.perf_counter() - started, device=device, fingerprint=previous.fingerprint,
+        )  # fmt: skip
+    check_free_space(embeddings_dir.parent, export_bytes(features, encoder, hop_frames), "the embeddings")
+    writer, meta, device = _write_export(
+        embeddings_dir, plan, features, model_dir_or_encoder, encoder, options, engine, progress, device
+    )
+    return EmbedReport(
+        mode=plan.mode,
+        reason=plan.reason,
+        tracks=writer.n_tracks,
+        segments=writer.n_segments,
+        embedded_tracks=len(plan.to_embed),
+        reused_tracks=len(plan.reusable),
+        removed_tracks=plan.removed,
+        dim=int(encoder.embedding_dim),
+        seconds=time.perf_counter() - started,
+        device=device,
+        fingerprint=meta.fingerprint,
+    )
+
+
+@dataclass
+class _ExportPlan:
+    """What an export writes: every track of the features in their order (``wanted``), which of them the previous
+    export already holds with the same facts (``reusable``) and which are embedded (``to_embed``)."""
+
+    wanted: list[dict[str, Any]]
+    previous: EmbeddingStore | None
+    reusable: set[str]
+    removed: int
+    unchanged: bool
+    hop_frames: int
+    config: dict[str, Any]
+    mode: str
+    reason: str
+    inputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def to_embed(self) -> list[dict[str, Any]]:
+        return [t for t in self.wanted if t["track_id"] not in self.reusable]
+
+    @classmethod
+    def of(
+        cls,
+        features: FeatureStore,
+        previous: EmbeddingStore | None,
+        hop_frames: int,
+        config: dict[str, Any],
+        mode: str,
+        reason: str,
+    ) -> _ExportPlan:
+        wanted = [{k: t.get(k) for k in TRACK_FIELDS} for t in features.tracks]
+        if previous is None:
+            return cls(wanted, None, set(), 0, False, hop_frames, config, mode, reason)
+        wanted_ids = {t["track_id"] for t in wanted}
         reusable = {tid for tid in previous.track_ids() if tid in wanted_ids}
         removed = len(previous) - len(reusable)
         old_rows = [
             {k: previous.track(t["track_id"]).get(k) for k in TRACK_FIELDS} for t in wanted if t["track_id"] in reusable
         ]
-        if len(reusable) == len(wanted) and removed == 0 and old_rows == wanted:
-            # Nothing to do: same model, settings, tracks and track facts.
-            return EmbedReport(
-                mode="unchanged", reason="same model, settings and tracks as the existing export",
-                tracks=len(previous), segments=previous.n_segments, embedded_tracks=0,
-                reused_tracks=len(previous), removed_tracks=0, dim=previous.dim,
-                seconds=time.perf_counter() - started, device=device, fingerprint=previous.fingerprint,
-            )  # fmt: skip
-        mode = "incremental"
+        unchanged = len(reusable) == len(wanted) and removed == 0 and old_rows == wanted
         reason = (
             f"same model and settings: {len(wanted) - len(reusable)} new or changed track(s) embedded, "
             f"{len(reusable)} reused, {removed} removed"
         )
+        return cls(wanted, previous, reusable, removed, unchanged, hop_frames, config, "incremental", reason)
 
-    to_embed = [t for t in wanted if t["track_id"] not in reusable]
-    check_free_space(embeddings_dir.parent, export_bytes(features, encoder, hop_frames), "the embeddings")
-    tasks, windows = _plan_tasks(features, encoder, to_embed, hop_frames, options.batch_size)
-    old_descriptors = previous.track_descriptors() if previous is not None and reusable else None
+
+def _write_export(
+    embeddings_dir: Path,
+    plan: _ExportPlan,
+    features: FeatureStore,
+    model_dir_or_encoder: Path | str | Encoder,
+    encoder: Encoder,
+    options: EmbedOptions,
+    engine: EngineOptions,
+    progress: Progress | None,
+    device: str,
+) -> tuple[EmbeddingWriter, Any, str]:
+    """Write the export aside, reused tracks copied from their shards and new ones embedded on ``engine``, in the
+    features' order, and swap it into place; the writer, the meta written and the device the model ran on."""
+    wanted, previous = plan.wanted, plan.previous
+    tasks, windows = _plan_tasks(features, encoder, plan.to_embed, plan.hop_frames, options.batch_size)
+    old_descriptors = previous.track_descriptors() if previous is not None and plan.reusable else None
     total, done = sum(windows), 0
-
     with staged_dir(embeddings_dir) as stage, contextlib.ExitStack() as stack:
         writer = EmbeddingWriter(stage, int(encoder.embedding_dim), options.shard_mb * 1024 * 1024)
         at = 0  # the next track of ``wanted`` to write: features order (sorted by content id), the same every run
@@ -205,22 +266,12 @@ def export_embeddings(
 
         if tasks:
             runner = stack.enter_context(open_engine(engine, 1 if engine.name == "local" else 0))
-            device = _run_tasks(runner, tasks, on_result, features, model_dir_or_encoder, encoder, hop_frames, options)
+            device = _run_tasks(
+                runner, tasks, on_result, features, model_dir_or_encoder, encoder, plan.hop_frames, options
+            )
         write_reused(None)
-        meta = writer.finish(config, inputs, extra={"export": mode, "reason": reason})
-    return EmbedReport(
-        mode=mode,
-        reason=reason,
-        tracks=writer.n_tracks,
-        segments=writer.n_segments,
-        embedded_tracks=len(to_embed),
-        reused_tracks=len(reusable),
-        removed_tracks=removed,
-        dim=int(encoder.embedding_dim),
-        seconds=time.perf_counter() - started,
-        device=device,
-        fingerprint=meta.fingerprint,
-    )
+        meta = writer.finish(plan.config, plan.inputs, extra={"export": plan.mode, "reason": plan.reason})
+    return writer, meta, device
 
 
 SEGMENT_ROW_BYTES = 96  # a segment's row in the tables (ids, times) beside its vector, generously
