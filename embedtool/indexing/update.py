@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from embedtool.features.store import FeatureStore
 
 DRIFT = 0.5  # cells trained on fewer than this share of the vectors they now hold call for a rebuild
+ADD_BLOCK = 65536  # added vectors gathered and added at a time (memory: this many rows of float32)
 
 
 @dataclass
@@ -287,11 +288,12 @@ def _update_vectors(
     if len(gone):
         index.remove_ids(faiss.IDSelectorBatch(gone))
     _renumber(index, kind, remap)
-    for first, stop in _runs(added):
-        vectors = source.span(int(first), int(stop))
+    for at in range(0, len(added), ADD_BLOCK):
+        rows = np.ascontiguousarray(added[at : at + ADD_BLOCK], dtype=np.int64)
+        vectors = source[rows]  # one gather per shard, whatever the number of tracks
         if not np.isfinite(vectors).all():  # (only the added rows are read: a full build names the track)
             return f"the {label}'s new vectors hold NaN or infinite values"
-        index.add_with_ids(vectors, np.arange(first, stop, dtype=np.int64))
+        index.add_with_ids(vectors, rows)
     if index.ntotal != len(source):
         raise EmbedtoolError(f"{label}: {index.ntotal} vectors after the update, {len(source)} expected")
     params = dict(summary.get("params") or {})
@@ -333,16 +335,6 @@ def _renumber(index: faiss.Index, kind: str, remap: np.ndarray) -> None:
         if size:
             ids = faiss.rev_swig_ptr(lists.get_ids(at), size)  # the list's own ids, changed in place
             ids[:] = remap[ids]
-
-
-def _runs(rows: np.ndarray) -> list[tuple[int, int]]:
-    """Sorted ``rows`` as [first, stop) runs of consecutive rows."""
-    if len(rows) == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    starts = np.concatenate([[0], breaks])
-    stops = np.concatenate([breaks, [len(rows)]])
-    return [(int(rows[a]), int(rows[b - 1]) + 1) for a, b in zip(starts, stops, strict=True)]
 
 
 def _probe(
