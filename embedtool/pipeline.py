@@ -42,7 +42,6 @@ from embedtool.embedding.export import (
 )
 from embedtool.embedding.options import EmbedOptions
 from embedtool.embedding.store import EmbeddingStore
-from embedtool.embedding.teachers import teacher_of
 from embedtool.engine import EngineOptions, open_engine
 from embedtool.errors import MissingArtefactError
 from embedtool.features.extract import ExtractProgress, ExtractReport, run_extract
@@ -57,6 +56,7 @@ from embedtool.library_edit import RemoveReport, plan_removal, remove_tracks
 from embedtool.model.device import resolve_device_name
 from embedtool.model.encoder import Encoder
 from embedtool.model.settings import TrainSettings
+from embedtool.model.teachers import teacher_of
 from embedtool.progress import Progress, TrainProgress
 from embedtool.query.calibrate import calibrate_identify
 from embedtool.query.decision import STATISTIC
@@ -348,7 +348,7 @@ def prepare_teacher_vectors(workspace: Workspace, name: str, labelled_only: bool
     """The cache folder of teacher ``name``, filled for every track of the export (``labelled_only``: every
     labelled one) that lacks a vector. Files that cannot be decoded are left out; the stage reading the cache
     then names how many tracks have none."""
-    from embedtool.embedding.teachers import ensure_teacher_vectors, teacher_dir
+    from embedtool.model.teachers import ensure_teacher_outputs, teacher_dir
 
     store = EmbeddingStore(workspace.embeddings)
     store.use_current_labels(workspace.features)
@@ -359,7 +359,7 @@ def prepare_teacher_vectors(workspace: Workspace, name: str, labelled_only: bool
     }
     step = (lambda d, t: progress(f"{name} vectors", d, t)) if progress else None
     directory = teacher_dir(workspace.root, name)
-    ensure_teacher_vectors(directory, tracks, name, step)
+    ensure_teacher_outputs(directory, tracks, name, step)
     return directory
 
 
