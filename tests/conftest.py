@@ -12,9 +12,7 @@ from factories import (
     SAMPLE_AUDIO,
     TINY_CHAIN_TRAIN,
     copy_workspace,
-    extract_features,
     make_chain_corpus,
-    make_class_corpus,
 )
 
 from embedtool.workspace import Workspace
@@ -36,12 +34,6 @@ def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run each test in its own folder so no test sees a developer's embedtool.yaml or workspace."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("EMBEDTOOL_WORKSPACE", raising=False)
-
-
-@pytest.fixture(scope="module")
-def sample_audio_dir_module() -> Path:
-    """:func:`sample_audio_dir` for module-scoped fixtures."""
-    return SAMPLE_AUDIO
 
 
 def _listing(root: Path) -> dict[str, tuple[int, int]]:
@@ -99,12 +91,3 @@ def served_workspace(trained_workspace: Workspace, tmp_path_factory: pytest.Temp
         )
         pipeline.evaluate(ws, light)
     return ws
-
-
-@pytest.fixture(scope="module")
-def class_features(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Real generated audio of 4 distinct sound classes (6 tracks of 4 s each), extracted once."""
-    root = tmp_path_factory.mktemp("classes")
-    corpus = make_class_corpus(root / "corpus", classes=4, per_class=6, seconds=4.0, seed=1)
-    extract_features(corpus, root / "features")
-    return root / "features"

@@ -30,7 +30,7 @@ from embedtool.training.sampler import TripletSampler, rank_share
 from embedtool.training.trainer import frame_stats, input_stats
 from embedtool.training.validation import Validator, validation_windows
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # --- the plan's shares -----------------------------------------------------------------------------------------
 
@@ -229,7 +229,7 @@ TINY_ARGS = [
     "cpu",
     "--seed",
     "0",
-]  # fmt: skip  (with write_tiny_config: tests/test_train.py's TINY, three epochs of eight steps)
+]  # fmt: skip  (with write_tiny_config: tests/training/test_train.py's TINY, three epochs of eight steps)
 
 
 def write_tiny_config(folder: Path) -> None:

@@ -29,7 +29,7 @@ from embedtool.query.searcher import Searcher
 from embedtool.verify import OK, verify_workspace
 from embedtool.workspace import Workspace
 
-RECORDED = Path(__file__).parent / "data" / "old_workspace_v1"
+RECORDED = Path(__file__).resolve().parents[1] / "data" / "old_workspace_v1"
 
 
 @pytest.fixture

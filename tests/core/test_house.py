@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "embedtool"
+PACKAGE = Path(__file__).resolve().parents[2] / "embedtool"
 MAX_BODY_LINES = 80
 # Functions still over the limit, to be split: this list only shrinks (a function that fits is taken off it).
 TOO_LONG_YET: set[str] = set()

@@ -37,7 +37,7 @@ from embedtool.features.options import ExtractOptions
 from embedtool.features.store import FeatureStore
 
 SETTINGS = FeatureSettings()
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def opts(**kw) -> ExtractOptions:

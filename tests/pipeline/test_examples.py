@@ -9,7 +9,7 @@ from factories import TINY, make_class_corpus, run_cli, write_config
 
 from embedtool.config import load_project_config
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def test_thesis_example_reproduces_the_seed_settings() -> None:

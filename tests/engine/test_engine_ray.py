@@ -29,7 +29,7 @@ from embedtool.features.options import ExtractOptions
 from embedtool.features.store import FeatureStore
 from embedtool.model.store import resolve_model_source
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RAY = EngineOptions(name="ray")
 SETTINGS = FeatureSettings()
 
@@ -38,7 +38,8 @@ SETTINGS = FeatureSettings()
 def local_ray() -> Any:
     """A Ray of 2 CPUs for the file; its workers import embedtool and this module (a test's injected fault)."""
     with pytest.MonkeyPatch.context() as mp:
-        path = os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])
+        tests = [str(REPO / "tests"), str(Path(__file__).resolve().parent)]  # the helpers and this module
+        path = os.pathsep.join([str(REPO), *tests, os.environ.get("PYTHONPATH", "")])
         mp.setenv("PYTHONPATH", path)  # workers inherit the environment of the Ray started here
         # One GPU as Ray sees it (none here as torch sees it): embed with device auto takes the GPU actor path,
         # and the model, loaded inside the actor, falls back to the CPU.

@@ -13,7 +13,7 @@ from factories import flat, make_class_corpus, run_cli, write_config
 
 from embedtool.engine.base import Delivery
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def small_corpus(tmp_path: Path) -> Path:
