@@ -28,7 +28,6 @@ Writes bench/results/bench_duplicates-<stamp>.json.
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 import shutil
 import sys
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import MUSIC_DEV, RESULTS, log, result_path, timestamp, write_json
+from bench_identify_real import mp3_roundtrip
 
 SR = 44100
 
@@ -46,22 +46,6 @@ def read_cut(path: Path, start_s: float, seconds: float) -> np.ndarray:
 
     x = decode_file(path, SR).samples
     return x[int(start_s * SR) : int((start_s + seconds) * SR)]
-
-
-def mp3_bytes(x: np.ndarray, kbps: int) -> bytes:
-    import av
-
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp3") as out:
-        stream = out.add_stream("libmp3lame", rate=SR, layout="mono")
-        stream.bit_rate = kbps * 1000
-        frame = av.AudioFrame.from_ndarray(x[None, :].astype(np.float32), format="flt", layout="mono")
-        frame.sample_rate = SR
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buf.getvalue()
 
 
 def build(out: Path, corpus: Path, args: argparse.Namespace) -> dict:
@@ -86,7 +70,7 @@ def build(out: Path, corpus: Path, args: argparse.Namespace) -> dict:
         name = f"o{i:02d}"
         sf.write(out / f"{name}.flac", x, SR)
         shutil.copy(out / f"{name}.flac", out / f"{name}-copy.flac")
-        (out / f"{name}-mp3.mp3").write_bytes(mp3_bytes(x, args.kbps))
+        (out / f"{name}-mp3.mp3").write_bytes(mp3_roundtrip(x.astype(np.float32), SR, args.kbps))
         sf.write(out / f"{name}-quieter.flac", x * 10 ** (-6 / 20), SR)
         sf.write(out / f"{name}-trimmed.flac", x[4 * SR : len(x) - 3 * SR], SR)
     for i, path in enumerate(distractors):

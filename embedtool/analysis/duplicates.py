@@ -28,7 +28,7 @@ import numpy as np
 
 from embedtool.analysis.options import DuplicatesOptions
 from embedtool.audio.peaks import PeakSpectrum
-from embedtool.indexing.fingerprint import FingerprintSettings, mel_landmarks, peak_landmarks
+from embedtool.indexing.fingerprint import FingerprintSettings, mel_landmarks, peak_landmarks, with_neighbour_bins
 
 if TYPE_CHECKING:
     from embedtool.features.store import FeatureStore
@@ -228,12 +228,7 @@ def _shared_with(
     order = np.argsort(key, kind="stable")
     key, qf, offsets = key[order], qf[order], offsets[order]
     keys, first, counts = np.unique(key, return_index=True, return_counts=True)
-    # A true alignment's hits straddle bin edges: the neighbouring bins' counts are added.
-    smoothed = counts.copy()
-    for step in (-1, 1):
-        pos = np.searchsorted(keys, keys + step)
-        found = (pos < len(keys)) & (keys[np.minimum(pos, len(keys) - 1)] == keys + step)
-        smoothed[found] += counts[pos[found]]
+    smoothed = with_neighbour_bins(keys, counts)
     # A passage needs min_density moments a second for min_shared_s: fewer hits on an alignment cannot make one.
     least = max(fp.min_hits, int(options.min_density * options.min_shared_s))
     candidates = np.flatnonzero(smoothed >= least)

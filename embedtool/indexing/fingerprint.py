@@ -227,6 +227,17 @@ def fingerprint_library(
     return FingerprintIndex.build(per_track, settings)
 
 
+def with_neighbour_bins(keys: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Each (track, offset bin) key's count plus those of the keys one bin before and after it (sorted unique
+    ``keys``): a true alignment's hits straddle bin edges."""
+    smoothed = counts.copy()
+    for step in (-1, 1):
+        pos = np.searchsorted(keys, keys + step)
+        found = (pos < len(keys)) & (keys[np.minimum(pos, len(keys) - 1)] == keys + step)
+        smoothed[found] += counts[pos[found]]
+    return smoothed
+
+
 @dataclass
 class TrackHits:
     track: int  # position in the index's track table
@@ -299,12 +310,7 @@ class FingerprintIndex:
         order = np.argsort(key, kind="stable")
         key, qframe = key[order], np.repeat(qframes, count)[order]
         keys, first, counts = np.unique(key, return_index=True, return_counts=True)
-        # A true alignment's hits straddle bin edges: add the neighbouring bins' counts.
-        smoothed = counts.copy()
-        for step in (-1, 1):
-            pos = np.searchsorted(keys, keys + step)
-            found = (pos < len(keys)) & (keys[np.minimum(pos, len(keys) - 1)] == keys + step)
-            smoothed[found] += counts[pos[found]]
+        smoothed = with_neighbour_bins(keys, counts)
         best: dict[int, TrackHits] = {}
         for i in np.argsort(-smoothed, kind="stable")[: max(top * 20, 50)]:
             t = int(keys[i] >> 32)
