@@ -27,6 +27,11 @@ def fingerprint_settings(features: FeatureStore, store: EmbeddingStore) -> Finge
     return FingerprintSettings.for_source("peaks" if features.has_peaks(store.tracks) else "mel")
 
 
+def block_landmarks(budget_bytes: int) -> int:
+    """Landmarks a block holds when fingerprints are built on disk: a quarter of the memory budget."""
+    return max(1 << 16, int(budget_bytes / 4 // BYTES_PER_LANDMARK))
+
+
 def build_fingerprints(
     stage: Path, features: FeatureStore, store: EmbeddingStore, options: IndexOptions, progress: Progress | None
 ) -> dict[str, Any]:
@@ -39,8 +44,9 @@ def build_fingerprints(
     budget = options.memory_budget_mb * 2**20
     if estimate > budget:
         # Over the memory budget: built in sorted blocks of a quarter of it, merged on disk; memory-mapped to query.
-        block = max(1 << 16, int(budget / 4 // BYTES_PER_LANDMARK))
-        landmarks = fingerprint_library_on_disk(features, store.tracks, settings, stage, block, progress)
+        landmarks = fingerprint_library_on_disk(
+            features, store.tracks, settings, stage, block_landmarks(budget), progress
+        )
         paths = [stage / name for name in FILES]
     else:
         built = fingerprint_library(features, store.tracks, settings, progress)

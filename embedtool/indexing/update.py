@@ -44,7 +44,6 @@ from embedtool.indexing.build import (
     use_on_disk,
 )
 from embedtool.indexing.fingerprint import (
-    BYTES_PER_LANDMARK,
     FILES,
     FingerprintIndex,
     FingerprintSettings,
@@ -52,6 +51,7 @@ from embedtool.indexing.fingerprint import (
     fingerprint_library,
     fingerprint_library_on_disk,
 )
+from embedtool.indexing.fingerprint_build import block_landmarks, fingerprint_settings
 from embedtool.indexing.options import IndexOptions
 from embedtool.indexing.search import VectorIndex, recall_at_k
 from embedtool.indexing.store import SEGMENT_INDEX, TRACK_INDEX, IndexStore
@@ -431,7 +431,7 @@ def update_fingerprints(
     merged with the new tracks' on disk (``fingerprint_library_on_disk``)."""
     if options.fingerprints == "off" or features is None:
         return {"built": False, "reason": "index.fingerprints is off"}
-    settings = FingerprintSettings.for_source("peaks" if features.has_peaks(store.tracks) else "mel")
+    settings = fingerprint_settings(features, store)
     budget = options.memory_budget_mb * 2**20
     on_disk = settings.estimated_bytes(store.duration_s()) > budget
     recorded = old.fingerprints
@@ -442,7 +442,7 @@ def update_fingerprints(
         return None
     changed = {"updated": {"added_tracks": remap.added, "removed_tracks": remap.removed}}
     if on_disk:
-        block = max(1 << 16, int(budget / 4 // BYTES_PER_LANDMARK))
+        block = block_landmarks(budget)
         kept_dir = stage / ".fingerprint-kept"
         kept = _kept_landmarks(previous, remap.tracks, kept_dir, block)
         rows = [store.tracks[int(p)] for p in remap.added_tracks]
