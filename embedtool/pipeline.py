@@ -26,7 +26,7 @@ from embedtool.analysis.classifier import uses_descriptors
 from embedtool.analysis.classifier_store import FilePrediction, predict_files
 from embedtool.analysis.classify import ClassifyReport, run_classify
 from embedtool.analysis.cluster import ClusterReport, run_cluster
-from embedtool.analysis.duplicates import DuplicatesResult, find_duplicates
+from embedtool.analysis.duplicates import DuplicatesReport, find_duplicates
 from embedtool.analysis.evaluate import EvaluateReport, run_evaluate
 from embedtool.analysis.options import ClassifyOptions, ClusterOptions, DuplicatesOptions, EvaluateOptions
 from embedtool.artefacts import ArtefactMeta, check_free_space, staged_dir
@@ -391,7 +391,7 @@ def evaluate(
 
 def duplicates(
     workspace: Workspace, options: DuplicatesOptions | None = None, progress: Progress | None = None
-) -> DuplicatesResult:
+) -> DuplicatesReport:
     """Exact copies, near-copies and shared material among the library's tracks, from the features alone (their
     fingerprint peaks; :mod:`embedtool.analysis.duplicates`). Reads only: no lock is taken."""
     return find_duplicates(FeatureStore(workspace.features), options or DuplicatesOptions(), progress)

@@ -93,7 +93,7 @@ class DuplicateGroup:
 
 
 @dataclass
-class DuplicatesResult:
+class DuplicatesReport:
     groups: list[DuplicateGroup]
     tracks: int  # library tracks compared
     source: str  # what the landmarks were made of: "peaks" or "mel"
@@ -145,7 +145,7 @@ class DuplicatesResult:
 
 def find_duplicates(
     features: FeatureStore, options: DuplicatesOptions | None = None, progress: Progress | None = None
-) -> DuplicatesResult:
+) -> DuplicatesReport:
     """Every exact copy, near-copy and shared passage among the features' tracks (see the module doc)."""
     t0 = time.perf_counter()
     options = options or DuplicatesOptions()
@@ -175,7 +175,7 @@ def find_duplicates(
         if progress:
             progress("compare", a + 1, len(tracks))
     relations += _exact_copies(features, {f["path"]: f for f in files})
-    return DuplicatesResult(
+    return DuplicatesReport(
         _group(relations), len(tracks), source, len(table.hashes), options, time.perf_counter() - t0
     )
 
