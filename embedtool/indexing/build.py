@@ -193,8 +193,7 @@ def build_index(
     if kind in ("ivf", "ivf-pq"):
         _train(index, kind, params, source, options, rng, progress, label)
     if kind == "ivf-pq" and directory is not None and use_on_disk(n, params, options):
-        # A block's float32 vectors are read into memory whole: at most a quarter of the memory budget.
-        block = min(options.block_vectors, max(1000, int(options.memory_budget_mb * 2**20 / 4 // (4 * dim))))
+        block = fill_block_vectors(options, dim)
         index = _fill_on_disk(index, source, Path(directory), stem, block, progress, label, engine)
         params["on_disk"] = True
         wrapped = VectorIndex(index, kind, {"on_disk": True})
@@ -240,6 +239,12 @@ def build_index(
     return BuiltIndex(
         wrapped, kind, params, n, dim, recall, options.recall_k, latency, build_s, reached, tuning, note, trained, probe
     )
+
+
+def fill_block_vectors(options: IndexOptions, dim: int) -> int:
+    """Vectors in one block of an on-disk index's filling: a block's float32 vectors are read into memory whole,
+    so at most a quarter of the memory budget (and ``index.block_vectors``)."""
+    return min(options.block_vectors, max(1000, int(options.memory_budget_mb * 2**20 / 4 // (4 * dim))))
 
 
 def use_on_disk(n: int, params: dict[str, Any], options: IndexOptions) -> bool:

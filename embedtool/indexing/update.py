@@ -6,14 +6,15 @@ export moves the rows of the tracks it kept. An update therefore
 1. maps each track of the old index to its row in the new export by its content id (a removed track has none),
 2. removes the vectors of removed tracks (``remove_ids``), renumbers the kept ones to their new rows (IVF: the ids
    of every inverted list in place; flat: the id map), and adds the new tracks' vectors (``add_with_ids``) —
-   the cells and codebooks stay as trained,
+   the cells and codebooks stay as trained; an ivf-pq index whose lists are on disk (or now go there) gets a new
+   ``.ivfdata`` instead, the old lists copied with the new codes and then compacted (``ondisk_update``),
 3. re-measures recall on held-out queries (the same probe a build tunes with) and raises ``nprobe`` if it fell,
 4. keeps the landmark fingerprints of the kept tracks (their track positions renumbered) and merges in the new
    tracks' landmarks, so identify's hash table is re-made for those tracks only.
 
 A full build is needed instead (:func:`rebuild_reason`) when the update cannot keep what a build would give:
 another model or segment grid, other index options, a collection that now calls for another kind of index
-(or puts the codes on disk), an index kind that cannot drop vectors (hnsw, ivf-pq on disk), or cells trained on
+(or whose codes now fit in memory again), an index kind that cannot drop vectors (hnsw), or cells trained on
 fewer than half of today's vectors (``DRIFT``); and when the recall probe cannot reach the target any more.
 """
 
@@ -36,6 +37,7 @@ from embedtool.indexing.build import (
     BuiltIndex,
     choose_kind,
     exact_top_k_scored,
+    fill_block_vectors,
     measure_latency,
     minimum_vectors,
     probe_file,
@@ -52,6 +54,7 @@ from embedtool.indexing.fingerprint import (
     fingerprint_library_on_disk,
 )
 from embedtool.indexing.fingerprint_build import block_landmarks, fingerprint_settings
+from embedtool.indexing.ondisk_update import check_vector_count, update_on_disk
 from embedtool.indexing.options import IndexOptions
 from embedtool.indexing.search import VectorIndex, recall_at_k
 from embedtool.indexing.store import SEGMENT_INDEX, TRACK_INDEX, IndexStore
@@ -190,10 +193,8 @@ def rebuild_reason(old: IndexStore, store: EmbeddingStore, options: IndexOptions
         if kind == "hnsw":
             return f"the {name[:-1]} index is an hnsw graph, which cannot drop vectors"
         params = summary.get("params") or {}
-        if params.get("on_disk"):
-            return f"the {name[:-1]} index keeps its lists on disk, which cannot drop vectors"
-        if kind == "ivf-pq" and name == "segments" and use_on_disk(n, params, options):
-            return f"{n} segment vectors' codes now go on disk"
+        if params.get("on_disk") and not use_on_disk(n, params, options):
+            return f"{n} {name[:-1]} vectors' codes now fit in memory (the index keeps them on disk)"
         trained = int(summary.get("trained_vectors") or summary.get("vectors") or 0)
         if kind in ("ivf", "ivf-pq") and trained < DRIFT * n:
             return (
@@ -224,13 +225,13 @@ def update_index(
     remap = id_remap(old.id_tables().tracks, store.tracks)
     extra = old.meta.extra
     segments = _update_vectors(
-        old, "segments", SEGMENT_INDEX, remap.segments, _added_rows(store, remap.added_tracks),
+        old, stage, "segments", SEGMENT_INDEX, remap.segments, _added_rows(store, remap.added_tracks),
         store.segment_source(check_finite=False), options, progress,
     )  # fmt: skip
     if isinstance(segments, str):
         return segments
     tracks = _update_vectors(
-        old, "tracks", TRACK_INDEX, remap.tracks, remap.added_tracks, ShardedVectors.of(store.track_vectors()),
+        old, stage, "tracks", TRACK_INDEX, remap.tracks, remap.added_tracks, ShardedVectors.of(store.track_vectors()),
         options, progress,
     )  # fmt: skip
     if isinstance(tracks, str):
@@ -262,6 +263,7 @@ def _added_rows(store: EmbeddingStore, positions: np.ndarray) -> np.ndarray:
 
 def _update_vectors(
     old: IndexStore,
+    stage: Path,
     name: str,
     filename: str,
     remap: np.ndarray,
@@ -278,26 +280,24 @@ def _update_vectors(
     label = f"{name[:-1]} index"
     if progress:
         progress(f"{label}: updating", 0, 1)
-    index = faiss.read_index(str(old.directory / filename))  # into memory: it is changed
-    if index.ntotal != len(remap):
-        raise EmbedtoolError(
-            f"{old.directory / filename} holds {index.ntotal} vectors, its id tables {len(remap)}: re-make it with "
-            "`embedtool index --rebuild`."
-        )
-    gone = np.flatnonzero(remap < 0).astype(np.int64)
-    if len(gone):
-        index.remove_ids(faiss.IDSelectorBatch(gone))
-    _renumber(index, kind, remap)
-    for at in range(0, len(added), ADD_BLOCK):
-        rows = np.ascontiguousarray(added[at : at + ADD_BLOCK], dtype=np.int64)
-        vectors = source[rows]  # one gather per shard, whatever the number of tracks
-        if not np.isfinite(vectors).all():  # (only the added rows are read: a full build names the track)
-            return f"the {label}'s new vectors hold NaN or infinite values"
-        index.add_with_ids(vectors, rows)
-    if index.ntotal != len(source):
-        raise EmbedtoolError(f"{label}: {index.ntotal} vectors after the update, {len(source)} expected")
     params = dict(summary.get("params") or {})
     search = dict(summary.get("search_params") or {})
+    path = old.directory / filename
+    was_on_disk = bool(params.get("on_disk"))
+    # Only the segment index goes on disk (a build gives the track index no folder for lists).
+    to_disk = kind == "ivf-pq" and name == "segments" and use_on_disk(len(source), params, options)
+    for at in range(0, len(added), ADD_BLOCK):  # (only the added rows are read: a full build names the track)
+        if not np.isfinite(source[np.ascontiguousarray(added[at : at + ADD_BLOCK])]).all():
+            return f"the {label}'s new vectors hold NaN or infinite values"
+    if to_disk:
+        block = fill_block_vectors(options, source.dim)
+        index = update_on_disk(path, was_on_disk, stage, Path(filename).stem, remap, added, source, block, progress,
+                               label)  # fmt: skip
+        params["on_disk"] = search["on_disk"] = True
+    else:
+        index = _update_in_memory(path, kind, remap, added, source)
+    if index.ntotal != len(source):
+        raise EmbedtoolError(f"{label}: {index.ntotal} vectors after the update, {len(source)} expected")
     wrapped = VectorIndex(index, kind, search)
     if kind == "ivf-pq":
         wrapped.refine_vectors = source
@@ -317,6 +317,23 @@ def _update_vectors(
         wrapped, source[rng.choice(len(source), min(200, len(source)), replace=False)], options.recall_k
     )
     return built
+
+
+def _update_in_memory(
+    path: Path, kind: str, remap: np.ndarray, added: np.ndarray, source: ShardedVectors
+) -> faiss.Index:
+    """The index at ``path`` read into memory, its removed ids dropped (``remove_ids``), the kept renumbered and
+    the ``added`` rows of ``source`` added (``add_with_ids``)."""
+    index = faiss.read_index(str(path))  # into memory: it is changed
+    check_vector_count(index, path, len(remap))
+    gone = np.flatnonzero(remap < 0).astype(np.int64)
+    if len(gone):
+        index.remove_ids(faiss.IDSelectorBatch(gone))
+    _renumber(index, kind, remap)
+    for at in range(0, len(added), ADD_BLOCK):
+        rows = np.ascontiguousarray(added[at : at + ADD_BLOCK], dtype=np.int64)
+        index.add_with_ids(source[rows], rows)  # one gather per shard, whatever the number of tracks
+    return index
 
 
 def _renumber(index: faiss.Index, kind: str, remap: np.ndarray) -> None:

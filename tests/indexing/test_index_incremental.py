@@ -125,10 +125,14 @@ def _update(ws: Workspace, store: EmbeddingStore, options: IndexOptions) -> dict
     return updated.change
 
 
-@pytest.mark.parametrize("kind", ["ivf", "ivf-pq", "flat"])
+@pytest.mark.parametrize("kind", ["ivf", "ivf-pq", "ivf-pq-on-disk", "flat"])
 def test_approximate_index_updated_keeps_recall_and_ids(kind: str, tmp_path: Path) -> None:
     ws = Workspace.at(tmp_path / "ws")
-    options = IndexOptions(kind=kind, ivf_nlist=16, eval_queries=100, identify_threshold=0.5, fingerprints="off")
+    on_disk = {"on_disk": "on", "block_vectors": 3000} if kind == "ivf-pq-on-disk" else {}
+    kind = kind.removesuffix("-on-disk")
+    options = IndexOptions(
+        kind=kind, ivf_nlist=16, eval_queries=100, identify_threshold=0.5, fingerprints="off", **on_disk
+    )
     ids = [f"{i * 7:016x}" for i in range(300)]
     store = _export(ws, ids)
     _build(ws, store, options)
@@ -143,6 +147,10 @@ def test_approximate_index_updated_keeps_recall_and_ids(kind: str, tmp_path: Pat
     assert summary["vectors"] == store.n_segments == 301 * 40
     assert summary["recall"] >= options.target_recall or kind == "flat"
     assert summary.get("trained_vectors") == built.get("trained_vectors")
+    assert summary["params"].get("on_disk", False) == bool(on_disk)
+    if on_disk:  # a new .ivfdata: the old entries once (the removed tracks' slots left empty) and the added ones
+        entry = summary["params"]["pq_m"] + 8
+        assert (ws.index / "segments.ivfdata").stat().st_size == (store.n_segments + 2 * 40) * entry
     searcher_index = index.segment_index()
     if kind == "ivf-pq":
         searcher_index.refine_vectors = store.segment_source()
@@ -165,6 +173,32 @@ def test_approximate_index_updated_keeps_recall_and_ids(kind: str, tmp_path: Pat
     removed = set(ids[:2])
     assert not removed & set(tables.tracks.ids())
     assert len(searcher_index.search(vectors[rows], 50)[1][0]) == 50
+
+
+def test_an_index_grown_past_the_budget_moves_its_codes_to_disk_without_a_rebuild(tmp_path: Path) -> None:
+    ws = Workspace.at(tmp_path / "ws")
+    # 0.65 MB: a quarter holds 11,359 entries of 15 bytes (7-byte PQ code + id), so 200 tracks of 40 segments fit
+    # in memory and 290 do not
+    options = IndexOptions(
+        kind="ivf-pq", ivf_nlist=16, eval_queries=100, identify_threshold=0.5, fingerprints="off",
+        memory_budget_mb=0.65,
+    )  # fmt: skip
+    ids = [f"{i * 7:016x}" for i in range(200)]
+    _build(ws, _export(ws, ids), options)
+    assert not IndexStore(ws.index).meta.extra["segments"]["params"].get("on_disk")
+    store = _export(ws, sorted([*ids[1:], *(f"{i * 7 + 3:016x}" for i in range(91))]))
+    assert rebuild_reason(IndexStore(ws.index), store, options) is None
+    change = _update(ws, store, options)
+    assert (change["added"], change["removed"]) == (91, 1)
+    index = IndexStore(ws.index)
+    assert index.meta.extra["segments"]["params"]["on_disk"] and (ws.index / "segments.ivfdata").is_file()
+    searcher_index = index.segment_index()
+    searcher_index.refine_vectors = vectors = store.segment_source()
+    rows = np.arange(0, store.n_segments, 61)
+    assert (searcher_index.search(vectors[rows], 1)[1][:, 0] == rows).mean() > 0.97
+    # and back under the budget: the codes would fit in memory again, which a full build would do
+    small = _export(ws, ids[:150])
+    assert "now fit in memory" in rebuild_reason(IndexStore(ws.index), small, options)
 
 
 def test_drift_and_option_changes_call_for_a_rebuild(tmp_path: Path) -> None:
