@@ -50,7 +50,7 @@ from embedtool.features.store import FeatureStore
 from embedtool.indexing.build import IndexSummary, build_index, index_bytes, write_id_tables, write_index_files
 from embedtool.indexing.fingerprint_build import build_fingerprints
 from embedtool.indexing.options import IndexOptions
-from embedtool.indexing.store import IdentifyThresholds
+from embedtool.indexing.store import IdentifyThresholds, IndexStore
 from embedtool.indexing.update import IndexUpdate, open_index, recorded_options, track_changes, update_index
 from embedtool.library_edit import RemoveReport, plan_removal, remove_tracks
 from embedtool.model.device import resolve_device_name
@@ -58,7 +58,7 @@ from embedtool.model.encoder import Encoder
 from embedtool.model.settings import TrainSettings
 from embedtool.model.teachers import teacher_of
 from embedtool.progress import Progress, TrainProgress
-from embedtool.query.calibrate import calibrate_identify
+from embedtool.query.calibrate import CALIBRATION_SAMPLES, calibrate_identify, update_calibration
 from embedtool.query.decision import STATISTIC
 from embedtool.query.searcher import Searcher
 from embedtool.training.launch import Launch, train_here
@@ -247,12 +247,13 @@ def index_into(
                 fingerprints = updated.fingerprints
                 if fingerprints is None:
                     fingerprints = build_fingerprints(stage, features, store, options, progress)
-                write_id_tables(stage, store)
+                tables = write_id_tables(stage, store)
+                identify = _recalibrated(stage, old, updated, Searcher(encoder, updated.segments.index, tables,
+                                         store.hop_s, None), features, options, progress)  # fmt: skip
                 summaries, meta = write_index_files(
-                    stage, updated.segments, updated.tracks, store, options, updated.identify, fingerprints,
-                    updated.change,
-                )  # fmt: skip
-                return summaries, meta, updated.identify, updated.change
+                    stage, updated.segments, updated.tracks, store, options, identify, fingerprints, updated.change
+                )
+                return summaries, meta, identify, updated.change
             why = updated
     change = {"mode": "full", "why": why, **track_changes(workspace.index, store)}
     with ExitStack() as stack:
@@ -270,10 +271,33 @@ def index_into(
         identify = calibrate_identify(
             searcher, features, options.calibration_tracks, options.calibration_lengths_s,
             options.calibration_snr_db, options.seed, progress, options.calibration_background,
+            stage / CALIBRATION_SAMPLES,
         )  # fmt: skip
     fingerprints = build_fingerprints(stage, features, store, options, progress)
     summaries, meta = write_index_files(stage, segments, tracks, store, options, identify, fingerprints, change)
     return summaries, meta, identify, change
+
+
+def _recalibrated(
+    stage: Path,
+    old: IndexStore,
+    updated: IndexUpdate,
+    searcher: Searcher,
+    features: FeatureStore,
+    options: IndexOptions,
+    progress: Progress | None,
+) -> dict[str, Any]:
+    """The identify calibration of an updated index: the old one's queries of kept tracks with new queries of the
+    added tracks (``update_calibration``), or the old one as it was (said so) when its queries were not kept."""
+    identify = updated.identify
+    samples = old.directory / CALIBRATION_SAMPLES
+    if not identify.get("calibrated") or options.identify_threshold is not None or not samples.is_file():
+        return identify
+    again = update_calibration(
+        searcher, features, identify, samples, set(updated.added_tracks), options.seed, progress,
+        stage / CALIBRATION_SAMPLES,
+    )  # fmt: skip
+    return identify if again is None else again
 
 
 @_writes

@@ -100,6 +100,7 @@ class IndexUpdate:
     identify: dict[str, Any]
     fingerprints: dict[str, Any] | None  # None: build them whole (the old ones cannot be kept)
     change: dict[str, Any] = field(default_factory=dict)
+    added_tracks: list[str] = field(default_factory=list)  # the track ids the index did not hold
 
 
 def id_remap(old: TrackTable, new: TrackTable) -> IdRemap:
@@ -247,7 +248,8 @@ def update_index(
         )
     fingerprints = update_fingerprints(old, stage, features, store, remap, options, progress)
     change = {"mode": "incremental", "added": remap.added, "removed": remap.removed, "kept": remap.kept}
-    return IndexUpdate(segments, tracks, identify, fingerprints, change)
+    added = [store.tracks[int(p)]["track_id"] for p in remap.added_tracks]
+    return IndexUpdate(segments, tracks, identify, fingerprints, change, added)
 
 
 def _added_rows(store: EmbeddingStore, positions: np.ndarray) -> np.ndarray:

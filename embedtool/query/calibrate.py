@@ -31,6 +31,8 @@ non-matching queries and a fixed fallback threshold is used (recorded as uncalib
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from embedtool.features.store import FeatureStore
     from embedtool.query.searcher import Searcher
 
+CALIBRATION_SAMPLES = "identify-samples.npz"  # the calibration queries' statistics, in the index folder
 FALLBACK_THRESHOLD = 2.0  # the best track twice as near as the runner-up
 MIN_QUERIES = 60  # excerpts drawn at least (several per track when the library is small)
 
@@ -84,15 +87,28 @@ def calibrate_identify(
     seed: int = 0,
     progress: Progress | None = None,
     background: str = "library",
+    samples_file: Path | None = None,
 ) -> dict[str, Any]:
     """One threshold per excerpt length (``calibrate_threshold`` at each), since how far apart true and false
     matches lie depends on how much of a recording the query holds; queries in between interpolate
-    (``threshold_for``). The meta-ready dict carries the middle length's calibration at its top level."""
+    (``threshold_for``). The meta-ready dict carries the middle length's calibration at its top level. With
+    ``samples_file``, every query's statistics are saved there, so that an index update can re-calibrate by
+    querying its new tracks only (:func:`update_calibration`)."""
     lengths = sorted(set(float(x) for x in lengths_s))
     results = [
-        calibrate_threshold(searcher, features, n_tracks, length, snr_db, seed, progress, background=background)
+        calibrate_threshold(
+            searcher, features, n_tracks, length, snr_db, seed, progress, background=background, keep_samples=True
+        )
         for length in lengths
     ]
+    samples = [r.pop("samples", None) for r in results]
+    if samples_file is not None and all(samples):
+        CalibrationSamples.save_all(samples_file, samples)
+    return _by_length(results)
+
+
+def _by_length(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The per-length calibrations as one meta-ready dict (the middle length's at its top level)."""
     main = results[len(results) // 2]
     by_length = [
         {k: r[k] for k in ("excerpt_s", "threshold", "true_accept_rate", "false_accept_rate") if k in r}
@@ -126,21 +142,16 @@ def calibrate_threshold(
     progress: Progress | None = None,
     statistic: str = STATISTIC,
     background: str = "library",
+    keep_samples: bool = False,
 ) -> dict[str, Any]:
     """Calibrate the identify threshold from library excerpts (see the module docstring); a meta-ready dict.
-    ``statistic="best_score"`` calibrates the rule of earlier versions instead (kept for comparisons)."""
+    ``statistic="best_score"`` calibrates the rule of earlier versions instead (kept for comparisons).
+    ``keep_samples``: the queries' statistics come with it (``samples``: :class:`CalibrationSamples`)."""
     if statistic not in (STATISTIC, "best_score"):
         raise ValueError(f"unknown identify statistic {statistic!r}")
     rng = np.random.default_rng(seed)
-    tables = searcher.tables
-    settings = searcher.settings
-    excerpt_frames = max(1, settings.seconds_to_frames(excerpt_s))
-    frames = {r["track_id"]: int(r["frames"]) for r in features.tracks}
-    ids = [t["track_id"] for t in tables.tracks if t["track_id"] in frames]
-    # Identification is about excerpts of longer recordings: calibrate on tracks at least one excerpt long
-    # (one-shots queried whole would set the bar by how alike short samples are), unless too few exist.
-    long_enough = [tid for tid in ids if frames[tid] >= excerpt_frames]
-    ids = long_enough if len(long_enough) >= 2 else ids
+    excerpt_frames = max(1, searcher.settings.seconds_to_frames(excerpt_s))
+    ids = _eligible(searcher, features, excerpt_frames)
     info: dict[str, Any] = {
         "statistic": statistic, "excerpt_s": excerpt_s, "snr_db": snr_db, "seed": seed, "background": background
     }  # fmt: skip
@@ -153,12 +164,106 @@ def calibrate_threshold(
         }
     chosen = [ids[i] for i in sorted(rng.choice(len(ids), min(n_tracks, len(ids)), replace=False))]
     # A small library still gets enough queries for stable score distributions: several excerpts a track.
-    chosen = chosen * max(1, -(-MIN_QUERIES // len(chosen)))
+    repeats = max(1, -(-MIN_QUERIES // len(chosen)))
     with single_threaded():
-        return _calibrate(searcher, features, chosen, excerpt_frames, snr_db, rng, info, progress, ids)
+        samples = _query(searcher, features, chosen * repeats, excerpt_frames, snr_db, rng, info, progress, ids)
+    samples.excerpt_s, samples.eligible, samples.repeats = excerpt_s, len(ids), repeats
+    result = {**info, **samples.summary()}
+    return {**result, "samples": samples} if keep_samples else result
 
 
-def _calibrate(
+def _eligible(searcher: Searcher, features: FeatureStore, excerpt_frames: int) -> list[str]:
+    """The indexed tracks a calibration draws its excerpts from: identification is about excerpts of longer
+    recordings, so tracks at least one excerpt long (one-shots queried whole would set the bar by how alike short
+    samples are), unless fewer than two are."""
+    frames = {r["track_id"]: int(r["frames"]) for r in features.tracks}
+    ids = [t["track_id"] for t in searcher.tables.tracks if t["track_id"] in frames]
+    long_enough = [tid for tid in ids if frames[tid] >= excerpt_frames]
+    return long_enough if len(long_enough) >= 2 else ids
+
+
+@dataclass
+class CalibrationSamples:
+    """The statistics of one excerpt length's calibration queries, one row a query: the queried track, its
+    matching and non-matching confidence, whether its track came first; and how they were drawn (``eligible``
+    tracks to draw from, each drawn track queried ``repeats`` times)."""
+
+    track_ids: list[str]
+    matching: np.ndarray
+    non_matching: np.ndarray
+    correct: np.ndarray
+    excerpt_s: float = 0.0
+    eligible: int = 0
+    repeats: int = 1
+
+    def summary(self) -> dict[str, Any]:
+        """The threshold with the largest Youden's J between the two distributions, and their figures."""
+        m, n = self.matching, self.non_matching
+        threshold, tar, far = youden_threshold(m, n)
+        return {
+            "threshold": round(threshold, 6),
+            "calibrated": True,
+            "queries": len(m),
+            "true_accept_rate": round(tar, 4),
+            "false_accept_rate": round(far, 4),
+            "top1_accuracy": round(float(np.mean(self.correct)), 4),
+            "matching": {"mean": round(float(m.mean()), 4), "p05": round(float(np.quantile(m, 0.05)), 4)},
+            "non_matching": {"mean": round(float(n.mean()), 4), "p95": round(float(np.quantile(n, 0.95)), 4)},
+        }
+
+    def subset(self, keep: np.ndarray) -> CalibrationSamples:
+        ids = [t for t, k in zip(self.track_ids, keep, strict=True) if k]
+        return replace(
+            self, track_ids=ids, matching=self.matching[keep], non_matching=self.non_matching[keep],
+            correct=self.correct[keep],
+        )  # fmt: skip
+
+    def joined(self, other: CalibrationSamples) -> CalibrationSamples:
+        return replace(
+            self,
+            track_ids=[*self.track_ids, *other.track_ids],
+            matching=np.concatenate([self.matching, other.matching]),
+            non_matching=np.concatenate([self.non_matching, other.non_matching]),
+            correct=np.concatenate([self.correct, other.correct]),
+        )
+
+    @staticmethod
+    def save_all(path: Path, per_length: list[CalibrationSamples]) -> None:
+        """Every length's samples into one ``.npz`` (a column per field, plus the query's excerpt length)."""
+        np.savez(
+            path,
+            excerpt_s=np.concatenate([np.full(len(s.matching), s.excerpt_s) for s in per_length]),
+            track_ids=np.array([t for s in per_length for t in s.track_ids], dtype=str),
+            matching=np.concatenate([s.matching for s in per_length]),
+            non_matching=np.concatenate([s.non_matching for s in per_length]),
+            correct=np.concatenate([s.correct for s in per_length]),
+            lengths=np.array([s.excerpt_s for s in per_length]),
+            eligible=np.array([s.eligible for s in per_length]),
+            repeats=np.array([s.repeats for s in per_length]),
+        )
+
+    @staticmethod
+    def load_all(path: Path) -> list[CalibrationSamples]:
+        with np.load(path) as saved:
+            columns = {k: saved[k] for k in saved.files}
+        out = []
+        for length, eligible, repeats in zip(columns["lengths"], columns["eligible"], columns["repeats"], strict=True):
+            at = columns["excerpt_s"] == length
+            out.append(
+                CalibrationSamples(
+                    [str(t) for t in columns["track_ids"][at]],
+                    columns["matching"][at],
+                    columns["non_matching"][at],
+                    columns["correct"][at],
+                    float(length),
+                    int(eligible),
+                    int(repeats),
+                )  # fmt: skip
+            )
+        return out
+
+
+def _query(
     searcher: Searcher,
     features: FeatureStore,
     chosen: list[str],
@@ -168,9 +273,11 @@ def _calibrate(
     info: dict[str, Any],
     progress: Progress | None,
     pool: list[str],
-) -> dict[str, Any]:
+) -> CalibrationSamples:
+    """One noisy excerpt of each track of ``chosen`` queried with its track in the index and left out; the
+    background of each is another track of ``pool``."""
     settings = searcher.settings
-    matching, non_matching, correct = [], [], 0
+    matching, non_matching, correct = [], [], []
     for i, tid in enumerate(chosen):
         mel = np.asarray(features.mel(tid), dtype=np.float32)
         if mel.shape[0] > excerpt_frames:
@@ -190,7 +297,7 @@ def _calibrate(
         true_scores = [m.score for m in found.matches if m.track_id == tid]
         other_scores = [m.score for m in found.matches if m.track_id != tid]
         true_score = true_scores[0] if true_scores else 0.0
-        correct += bool(found.matches) and found.matches[0].track_id == tid
+        correct.append(bool(found.matches) and found.matches[0].track_id == tid)
         held_out = searcher.search_vectors(vectors, starts_s, duration, "identify", k=2, exclude_track=tid)
         if info["statistic"] == "best_score":
             matching.append(true_score)
@@ -200,19 +307,60 @@ def _calibrate(
             non_matching.append(held_out.confidence if held_out.confidence is not None else 0.0)
         if progress:
             progress("calibrating identify threshold", i + 1, len(chosen))
-    threshold, tar, far = youden_threshold(np.array(matching), np.array(non_matching))
-    m, n = np.array(matching), np.array(non_matching)
-    return {
-        **info,
-        "threshold": round(threshold, 6),
-        "calibrated": True,
-        "queries": len(chosen),
-        "true_accept_rate": round(tar, 4),
-        "false_accept_rate": round(far, 4),
-        "top1_accuracy": round(correct / len(chosen), 4),
-        "matching": {"mean": round(float(m.mean()), 4), "p05": round(float(np.quantile(m, 0.05)), 4)},
-        "non_matching": {"mean": round(float(n.mean()), 4), "p95": round(float(np.quantile(n, 0.95)), 4)},
-    }
+    return CalibrationSamples(
+        list(chosen), np.array(matching, np.float64), np.array(non_matching, np.float64), np.array(correct, bool)
+    )
+
+
+def update_calibration(
+    searcher: Searcher,
+    features: FeatureStore,
+    previous: dict[str, Any],
+    samples_file: Path,
+    added: set[str],
+    seed: int = 0,
+    progress: Progress | None = None,
+    save_to: Path | None = None,
+) -> dict[str, Any] | None:
+    """The calibration ``previous`` (with its queries' statistics in ``samples_file``) brought up to the library
+    ``searcher`` holds now, querying its ``added`` tracks only: the queries of tracks no longer in the library
+    are dropped, and the added tracks that could be drawn are drawn at the rate the calibration drew (all of them
+    while the library holds no more than ``calibration_tracks``), each queried as the others were, against
+    today's index. The kept queries' statistics were measured against the index before the change; the
+    thresholds are made again from old and new together. None when the samples cannot be read."""
+    try:
+        per_length = CalibrationSamples.load_all(samples_file)
+    except (OSError, ValueError, KeyError):
+        return None
+    info = {k: previous[k] for k in ("statistic", "snr_db", "seed", "background") if k in previous}
+    if info.get("statistic") != STATISTIC or not per_length:
+        return None
+    present = set(searcher.tables.tracks.ids())
+    rng = np.random.default_rng([seed, len(present)])
+    results, updated = [], []
+    change = {"kept_queries": 0, "new_queries": 0, "dropped_queries": 0}
+    for old in per_length:
+        excerpt_frames = max(1, searcher.settings.seconds_to_frames(old.excerpt_s))
+        pool = _eligible(searcher, features, excerpt_frames)
+        kept = old.subset(np.array([t in present for t in old.track_ids], dtype=bool))
+        fresh = [t for t in pool if t in added]
+        rate = min(1.0, len(set(old.track_ids)) / max(1, old.eligible))
+        take = min(len(fresh), int(rate * len(fresh) + rng.random()))  # in expectation: the rate
+        chosen = [fresh[i] for i in sorted(rng.choice(len(fresh), take, replace=False))] if take else []
+        if len(pool) < 2 or (not kept.track_ids and not chosen):
+            return None
+        with single_threaded():
+            new = _query(searcher, features, chosen * old.repeats, excerpt_frames, info.get("snr_db", 15.0), rng,
+                         {**info, "background": info.get("background", "library")}, progress, pool)  # fmt: skip
+        samples = replace(kept.joined(new), eligible=len(pool))
+        change["kept_queries"] += len(kept.matching)
+        change["new_queries"] += len(new.matching)
+        change["dropped_queries"] += len(old.matching) - len(kept.matching)
+        updated.append(samples)
+        results.append({**info, "excerpt_s": old.excerpt_s, **samples.summary()})
+    if save_to is not None:
+        CalibrationSamples.save_all(save_to, updated)
+    return {**_by_length(results), "updated": change}
 
 
 def _background_excerpt(

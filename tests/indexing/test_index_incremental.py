@@ -19,6 +19,7 @@ from embedtool.indexing.build import build_index, exact_top_k, write_id_tables, 
 from embedtool.indexing.options import IndexOptions
 from embedtool.indexing.store import IndexStore
 from embedtool.indexing.update import id_remap, rebuild_reason, update_index
+from embedtool.query.calibrate import CALIBRATION_SAMPLES
 from embedtool.query.searcher import Searcher
 from embedtool.tracktable import TrackTable
 from embedtool.verify import verify_workspace
@@ -49,6 +50,12 @@ def test_new_and_removed_tracks_update_the_index_as_a_rebuild_would(
     assert added.change == {"mode": "incremental", "added": 3, "removed": 0, "kept": 18}
     # the fingerprints were kept and the new tracks' merged in, not built again
     assert IndexStore(ws.index).fingerprints["updated"] == {"added_tracks": 3, "removed_tracks": 0}
+    # identify re-calibrated by querying new tracks only (12 of 18 drawn: at that rate 2 or 3 of the 3 new,
+    # 5 excerpts each, at each of the 3 lengths)
+    identify = IndexStore(ws.index).meta.extra["identify"]
+    assert identify["calibrated"] and "kept" not in identify
+    assert identify["updated"]["kept_queries"] == 3 * 60 and identify["updated"]["new_queries"] in (30, 45)
+    assert identify["queries"] == 60 + identify["updated"]["new_queries"] // 3
     gone = sorted(more.rglob("*.wav"))[0]
     gone_id = IndexStore(ws.index).id_tables().tracks.ids()
     gone.unlink()  # the next extract drops its track
@@ -57,6 +64,9 @@ def test_new_and_removed_tracks_update_the_index_as_a_rebuild_would(
     assert report.change == {"mode": "incremental", "added": 0, "removed": 1, "kept": 20}
     assert report.segments.vectors == EmbeddingStore(ws.embeddings).n_segments
     gone_id = (set(gone_id) - set(IndexStore(ws.index).id_tables().tracks.ids())).pop()
+    samples = np.load(ws.index / CALIBRATION_SAMPLES)
+    assert set(samples["track_ids"]) <= set(IndexStore(ws.index).id_tables().tracks.ids())
+    assert IndexStore(ws.index).meta.extra["identify"]["calibrated"]
 
     # every new track is found by its own audio, identified by embeddings and fingerprints
     searcher = Searcher.open(ws)
