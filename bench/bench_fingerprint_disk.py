@@ -78,7 +78,7 @@ def main() -> None:
 
     settings = FingerprintSettings.for_source("peaks")
     source = RandomPeaks(args.seconds, settings.peaks_per_second, args.seed)
-    tracks = [{"track_id": f"{i:016x}"} for i in range(args.tracks)]
+    tracks = [{"track_id": f"{i:016x}", "duration_s": args.seconds} for i in range(args.tracks)]
     folder = args.workdir / f"{args.tracks}x{args.seconds:g}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)

@@ -260,7 +260,8 @@ def index_into(
         vectors = store.segment_source(remap_gathers=True)  # memory-mapped, never concatenated
         runner = stack.enter_context(open_engine(engine, 0)) if engine is not None and engine.name == "ray" else None
         segments = build_index(vectors, options, progress, "segment index", stage, "segments", runner)
-    # (a Ray started for the blocks is stopped before calibration)
+        # on-disk fingerprints' blocks: Ray tasks too (a Ray started for the blocks is stopped before calibration)
+        fingerprints = build_fingerprints(stage, features, store, options, progress, runner)
     tracks = build_index(store.track_vectors(), options, progress, "track index")
     tables = write_id_tables(stage, store)
     if options.identify_threshold is not None:
@@ -273,7 +274,6 @@ def index_into(
             options.calibration_snr_db, options.seed, progress, options.calibration_background,
             stage / CALIBRATION_SAMPLES,
         )  # fmt: skip
-    fingerprints = build_fingerprints(stage, features, store, options, progress)
     summaries, meta = write_index_files(stage, segments, tracks, store, options, identify, fingerprints, change)
     return summaries, meta, identify, change
 

@@ -41,6 +41,8 @@ import numpy as np
 from scipy.ndimage import maximum_filter, uniform_filter
 
 from embedtool.audio.settings import PEAKS_VERSION
+from embedtool.engine.base import Engine, TaskFailure
+from embedtool.errors import EmbedtoolError
 
 if TYPE_CHECKING:
     from embedtool.embedding.store import EmbeddedTrack
@@ -349,49 +351,101 @@ def fingerprint_library_on_disk(
     progress: Progress | None = None,
     positions: Sequence[int] | None = None,
     also: Sequence[Landmarks] = (),
+    engine: Engine | None = None,
 ) -> int:
     """Write the landmarks of ``tracks`` (their positions in the index's track table: ``positions``, default
     0, 1, ...) to ``directory``'s :data:`FILES`, sorted by hash as :meth:`FingerprintIndex.build` sorts them,
-    holding about ``block_landmarks`` of them in memory at a time: each block is sorted and written to a file of
-    its own, then the blocks are merged into the final files by hash ranges (``also``: sorted sets merged in
-    first, e.g. the kept landmarks of an index being updated). Returns how many landmarks were written."""
+    holding about ``block_landmarks`` of them in memory at a time: the tracks are cut into runs whose landmarks
+    cannot exceed that (:func:`plan_blocks`), each run's landmarks sorted and written to files of their own (one
+    task each: on ``engine``'s workers when one is given, else here in turn), then the blocks are merged into the
+    final files by hash ranges (``also``: sorted sets merged in first, e.g. the kept landmarks of an index being
+    updated). Returns how many landmarks were written."""
     directory = Path(directory)
     blocks_dir = directory / ".fingerprint-blocks"
     blocks_dir.mkdir(parents=True, exist_ok=True)
-    blocks: list[Landmarks] = list(also)
-    pending: list[tuple[np.ndarray, np.ndarray, int]] = []
-    size = 0
+    where = list(range(len(tracks))) if positions is None else [int(p) for p in positions]
+    spans = plan_blocks([float(t.get("duration_s") or 0.0) for t in tracks], settings, block_landmarks)
+    tasks = [
+        (at, [str(t["track_id"]) for t in tracks[first:stop]], where[first:stop])
+        for at, (first, stop) in enumerate(spans)
+    ]
+    files: dict[int, list[str]] = {}
+    done = [0]
 
-    def flush() -> None:
-        nonlocal pending, size
-        if not pending:
-            return
-        hashes = np.concatenate([h for h, _, _ in pending])
-        frames = np.concatenate([f for _, f, _ in pending]).astype(np.int32)
-        owner = np.repeat(np.asarray([p for _, _, p in pending], dtype=np.int32), [len(h) for h, _, _ in pending])
-        order = np.argsort(hashes, kind="stable")
-        at = len(blocks)
-        paths = [blocks_dir / f"block-{at:05d}-{name}" for name in FILES]
-        for path, array in zip(paths, (hashes[order], owner[order], frames[order]), strict=True):
-            np.save(path, array)
-        blocks.append(tuple(np.load(p, mmap_mode="r") for p in paths))  # type: ignore[arg-type]
-        pending, size = [], 0
-
-    where = range(len(tracks)) if positions is None else positions
-    for i, (track, position) in enumerate(zip(tracks, where, strict=True)):
-        hashes, frames = track_landmarks(features, track, settings)
-        pending.append((hashes, frames, int(position)))
-        size += len(hashes)
-        if size >= block_landmarks:
-            flush()
+    def finished(at: int, outcome: Any) -> None:
+        if isinstance(outcome, TaskFailure):
+            raise EmbedtoolError(f"fingerprints: block {at} of {len(tasks)} failed: {outcome.describe()}")
+        files[at] = outcome
+        done[0] += len(tasks[at][1])
         if progress:
-            progress("fingerprints", i + 1, len(tracks))
-    flush()
+            progress("fingerprints", done[0], len(tracks))
+
+    if engine is None or engine.in_process:
+        for at, task in enumerate(tasks):
+            finished(at, landmark_block(features, *task[1:], settings, blocks_dir / f"block-{at:05d}"))
+    else:
+        job = {"features": str(features.directory), "settings": settings.to_dict(), "dir": str(blocks_dir)}
+        engine.check_paths(readable=[features.directory], writable=[blocks_dir])
+        engine.run(_landmark_block_task, tasks, finished, shared=job, setup=_open_features, threads=1)
+    blocks = [*also, *(_load_block(files[at]) for at in range(len(tasks)))]
     total = merge_sorted(blocks, directory, block_landmarks)
+    del blocks
     for path in blocks_dir.glob("*"):
         path.unlink()
     blocks_dir.rmdir()
     return total
+
+
+def plan_blocks(
+    durations: Sequence[float], settings: FingerprintSettings, block_landmarks: int
+) -> list[tuple[int, int]]:
+    """Consecutive runs ``[first, stop)`` of tracks whose landmarks cannot exceed ``block_landmarks`` together
+    (each track at most ``settings.estimated_bytes`` of its duration; a track over it alone is a run of its own)."""
+    most = np.array([settings.estimated_bytes(d) // BYTES_PER_LANDMARK for d in durations], dtype=np.int64)
+    spans, first, size = [], 0, 0
+    for i, n in enumerate(most):
+        if i > first and size + n > block_landmarks:
+            spans.append((first, i))
+            first, size = i, 0
+        size += int(n)
+    if len(most):
+        spans.append((first, len(most)))
+    return spans
+
+
+def landmark_block(
+    features: FeatureStore, track_ids: Sequence[str], positions: Sequence[int], settings: FingerprintSettings,
+    stem: Path,
+) -> list[str]:  # fmt: skip
+    """The landmarks of the tracks ``track_ids`` (owners ``positions``), sorted by hash (stably: track order among
+    equal hashes) and saved as ``<stem>-<file>`` for each of :data:`FILES`; returns the paths."""
+    found = [track_landmarks(features, {"track_id": tid}, settings) for tid in track_ids]
+    hashes = np.concatenate([h for h, _ in found]) if found else np.zeros(0, np.uint32)
+    frames = np.concatenate([f for _, f in found]).astype(np.int32) if found else np.zeros(0, np.int32)
+    owner = np.repeat(np.asarray(positions, dtype=np.int32), [len(h) for h, _ in found])
+    order = np.argsort(hashes, kind="stable")
+    paths = [f"{stem}-{name}" for name in FILES]
+    for path, array in zip(paths, (hashes[order], owner[order], frames[order]), strict=True):
+        np.save(path, array)
+    return paths
+
+
+def _open_features(job: dict[str, Any]) -> dict[str, Any]:
+    """A worker's context: the job with its feature store opened (once per worker)."""
+    from embedtool.features.store import FeatureStore
+
+    return {**job, "store": FeatureStore(Path(job["features"]))}
+
+
+def _landmark_block_task(context: dict[str, Any], task: tuple[int, list[str], list[int]]) -> list[str]:
+    at, track_ids, positions = task
+    settings = FingerprintSettings.from_dict(context["settings"])
+    return landmark_block(context["store"], track_ids, positions, settings, Path(context["dir"]) / f"block-{at:05d}")
+
+
+def _load_block(paths: Sequence[str]) -> Landmarks:
+    hashes, tracks, frames = (np.load(p, mmap_mode="r") for p in paths)
+    return hashes, tracks, frames
 
 
 def merge_sorted(blocks: Sequence[Landmarks], directory: Path, chunk: int) -> int:

@@ -17,6 +17,7 @@ from embedtool.progress import Progress
 
 if TYPE_CHECKING:
     from embedtool.embedding.store import EmbeddingStore
+    from embedtool.engine.base import Engine
     from embedtool.features.store import FeatureStore
     from embedtool.indexing.options import IndexOptions
 
@@ -33,10 +34,16 @@ def block_landmarks(budget_bytes: int) -> int:
 
 
 def build_fingerprints(
-    stage: Path, features: FeatureStore, store: EmbeddingStore, options: IndexOptions, progress: Progress | None
+    stage: Path,
+    features: FeatureStore,
+    store: EmbeddingStore,
+    options: IndexOptions,
+    progress: Progress | None,
+    engine: Engine | None = None,
 ) -> dict[str, Any]:
     """Build the landmark fingerprints of every track of ``store`` into the staged index folder unless they are off
-    (past the memory budget in blocks of a quarter of it, merged on disk); returns what meta.json records."""
+    (past the memory budget in blocks of a quarter of it, made as tasks on ``engine`` when one is given, merged on
+    disk); returns what meta.json records."""
     settings = fingerprint_settings(features, store)
     estimate = settings.estimated_bytes(store.duration_s())
     if options.fingerprints == "off":
@@ -45,7 +52,7 @@ def build_fingerprints(
     if estimate > budget:
         # Over the memory budget: built in sorted blocks of a quarter of it, merged on disk; memory-mapped to query.
         landmarks = fingerprint_library_on_disk(
-            features, store.tracks, settings, stage, block_landmarks(budget), progress
+            features, store.tracks, settings, stage, block_landmarks(budget), progress, engine=engine
         )
         paths = [stage / name for name in FILES]
     else:

@@ -192,3 +192,26 @@ def test_an_on_disk_index_filled_by_ray_tasks_answers_like_one_filled_here(tmp_p
     queries = x[rng.choice(len(x), 20, replace=False)]
     assert np.array_equal(here.index.search(queries, 5)[1], on_ray.index.search(queries, 5)[1])
     assert (tmp_path / "ray" / "segments.ivfdata").read_bytes() == (tmp_path / "here" / "segments.ivfdata").read_bytes()
+
+
+def test_fingerprint_blocks_made_by_ray_tasks_equal_those_made_here(
+    trained_workspace: Any, tmp_path: Path, local_ray: str
+) -> None:
+    from embedtool.embedding.store import EmbeddingStore
+    from embedtool.engine import open_engine
+    from embedtool.features.store import FeatureStore
+    from embedtool.indexing.fingerprint import FILES, FingerprintSettings, fingerprint_library_on_disk
+
+    features = FeatureStore(trained_workspace.features)
+    tracks = list(EmbeddingStore(trained_workspace.embeddings).tracks)
+    settings = FingerprintSettings.for_source("peaks" if features.has_peaks(tracks) else "mel")
+    (tmp_path / "here").mkdir()
+    (tmp_path / "ray").mkdir()
+    block = 3000  # several blocks, several tracks in most
+    here = fingerprint_library_on_disk(features, tracks, settings, tmp_path / "here", block)
+    with open_engine(EngineOptions(name="ray", cluster=local_ray), 2) as engine:
+        on_ray = fingerprint_library_on_disk(features, tracks, settings, tmp_path / "ray", block, engine=engine)
+    assert here == on_ray > 5000
+    for name in FILES:
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "here" / name).read_bytes()
+    assert not (tmp_path / "ray" / ".fingerprint-blocks").exists()
