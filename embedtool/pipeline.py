@@ -43,7 +43,7 @@ from embedtool.embedding.export import (
 from embedtool.embedding.options import EmbedOptions
 from embedtool.embedding.store import EmbeddingStore
 from embedtool.engine import EngineOptions, open_engine
-from embedtool.errors import MissingArtefactError
+from embedtool.errors import EmbedtoolError, MissingArtefactError
 from embedtool.features.extract import ExtractProgress, ExtractReport, run_extract
 from embedtool.features.options import ExtractOptions
 from embedtool.features.store import FeatureStore
@@ -416,6 +416,16 @@ def evaluate(
 def duplicates(
     workspace: Workspace, options: DuplicatesOptions | None = None, progress: Progress | None = None
 ) -> DuplicatesReport:
-    """Exact copies, near-copies and shared material among the library's tracks, from the features alone (their
-    fingerprint peaks; :mod:`embedtool.analysis.duplicates`). Reads only: no lock is taken."""
-    return find_duplicates(FeatureStore(workspace.features), options or DuplicatesOptions(), progress)
+    """Exact copies, near-copies and shared material among the library's tracks, from their fingerprint peaks
+    (:mod:`embedtool.analysis.duplicates`), looked up in the index's fingerprint files when it has them for every
+    track. Reads only: no lock is taken."""
+    features = FeatureStore(workspace.features)
+    index, _ = open_index(workspace.index)
+    fingerprints = None
+    if index is not None:
+        try:
+            table = index.fingerprint_index()
+            fingerprints = None if table is None else (table, list(index.id_tables().tracks.ids()))
+        except EmbedtoolError:  # a damaged index: the landmarks are made from the features instead
+            fingerprints = None
+    return find_duplicates(features, options or DuplicatesOptions(), progress, fingerprints)

@@ -12,8 +12,9 @@
   passages of ``min_shared_s`` or more otherwise is shared material, reported with its time ranges.
 
 Copies are grouped (a recording and all its copies, exact or near, are one group); each shared-material pair is a
-group of its own, said once for a recording and its copies. The landmarks are held in memory (about 10 MB per
-audio hour).
+group of its own, said once for a recording and its copies. The landmarks are looked up in the index's fingerprint
+files (memory-mapped, as identify reads them) when the index holds exactly the features' tracks; otherwise a table
+of them is made in memory (about 10 MB per audio hour).
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ import numpy as np
 
 from embedtool.analysis.options import DuplicatesOptions
 from embedtool.audio.peaks import PeakSpectrum
-from embedtool.indexing.fingerprint import FingerprintSettings, mel_landmarks, peak_landmarks, with_neighbour_bins
+from embedtool.indexing.fingerprint import (
+    FingerprintIndex,
+    FingerprintSettings,
+    mel_landmarks,
+    peak_landmarks,
+    with_neighbour_bins,
+)
 
 if TYPE_CHECKING:
     from embedtool.features.store import FeatureStore
@@ -100,6 +107,7 @@ class DuplicatesReport:
     landmarks: int
     options: DuplicatesOptions
     seconds: float = 0.0
+    table: str = "memory"  # where the landmarks were looked up: "memory" (made here) or "index" (its files)
 
     def counts(self) -> dict[str, int]:
         """Relations by kind."""
@@ -136,6 +144,7 @@ class DuplicatesReport:
             "tracks": self.tracks,
             "source": self.source,
             "landmarks": self.landmarks,
+            "table": self.table,
             "counts": self.counts(),
             "options": asdict(self.options),
             "seconds": round(self.seconds, 3),
@@ -144,31 +153,46 @@ class DuplicatesReport:
 
 
 def find_duplicates(
-    features: FeatureStore, options: DuplicatesOptions | None = None, progress: Progress | None = None
+    features: FeatureStore,
+    options: DuplicatesOptions | None = None,
+    progress: Progress | None = None,
+    index: tuple[FingerprintIndex, list[str]] | None = None,
 ) -> DuplicatesReport:
-    """Every exact copy, near-copy and shared passage among the features' tracks (see the module doc)."""
+    """Every exact copy, near-copy and shared passage among the features' tracks (see the module doc). ``index``:
+    an index's landmark fingerprints (memory-mapped) and the track id of each of their track positions; when they
+    hold exactly the features' tracks, made as these would be, they are read instead of a table made here, so
+    memory holds one track's landmarks at a time."""
     t0 = time.perf_counter()
     options = options or DuplicatesOptions()
-    tracks = [features.track(tid) for tid in features.track_ids()]
     source = "peaks" if features.has_peaks() else "mel"
     fp = FingerprintSettings.for_source(source)
     if source == "peaks":
         fps = PeakSpectrum(features.settings.sample_rate).frames_per_second
     else:
         fps = features.settings.frames_per_second
-    per_track = []
-    for i, t in enumerate(tracks):
+
+    def landmarks_of(track: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         if source == "peaks":
-            per_track.append(peak_landmarks(*features.peaks(t["track_id"]), fp))
-        else:
-            per_track.append(mel_landmarks(np.asarray(features.mel(t["track_id"]), np.float32), fps, fp))
-        if progress:
-            progress("landmarks", i + 1, len(tracks))
-    table = _Landmarks(per_track)
+            return peak_landmarks(*features.peaks(track["track_id"]), fp)
+        return mel_landmarks(np.asarray(features.mel(track["track_id"]), np.float32), fps, fp)
+
+    table: _Landmarks | FingerprintIndex
+    if index is not None and index[0].settings == fp and sorted(index[1]) == sorted(features.track_ids()):
+        table, tracks, held = index[0], [features.track(tid) for tid in index[1]], "index"
+        per_track = None
+    else:
+        tracks, held = [features.track(tid) for tid in features.track_ids()], "memory"
+        per_track = []
+        for i, t in enumerate(tracks):
+            per_track.append(landmarks_of(t))
+            if progress:
+                progress("landmarks", i + 1, len(tracks))
+        table = _Landmarks(per_track)
     files = [_file(t) for t in tracks]
     relations: list[Relation] = []
     for a in range(len(tracks)):
-        for b, offset, passages in _shared_with(a, per_track[a], table, fp, fps, options):
+        own = per_track[a] if per_track is not None else landmarks_of(tracks[a])
+        for b, offset, passages in _shared_with(a, own, table, fp, fps, options):
             relation = _relate(files[a], files[b], offset, passages, options)
             if relation is not None:
                 relations.append(relation)
@@ -176,7 +200,7 @@ def find_duplicates(
             progress("compare", a + 1, len(tracks))
     relations += _exact_copies(features, {f["path"]: f for f in files})
     return DuplicatesReport(
-        _group(relations), len(tracks), source, len(table.hashes), options, time.perf_counter() - t0
+        _group(relations), len(tracks), source, len(table.hashes), options, time.perf_counter() - t0, held
     )
 
 
@@ -199,7 +223,7 @@ class _Landmarks:
 def _shared_with(
     a: int,
     landmarks: tuple[np.ndarray, np.ndarray],
-    table: _Landmarks,
+    table: _Landmarks | FingerprintIndex,
     fp: FingerprintSettings,
     fps: float,
     options: DuplicatesOptions,

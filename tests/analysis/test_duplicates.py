@@ -160,3 +160,33 @@ def test_features_without_peaks_use_the_log_mel_landmarks(library: Workspace, mo
     copies = [g for g in result.groups if g.kind == "copies"]
     assert len(copies) == 1 and {"a.wav", "a.mp3"} <= names(copies[0].files)
     assert not any("d.wav" in names(g.files) for g in result.groups)
+
+
+def test_the_index_fingerprints_give_the_same_answer_as_a_table_made_in_memory(library: Workspace) -> None:
+    from embedtool.indexing.fingerprint import FingerprintSettings, fingerprint_library
+
+    features = FeatureStore(library.features)
+    ids = list(reversed(features.track_ids()))  # the index numbers its tracks in its own order
+    table = fingerprint_library(features, [{"track_id": t} for t in ids], FingerprintSettings.for_source("peaks"))
+    in_memory = find_duplicates(features)
+    from_index = find_duplicates(features, index=(table, ids))
+    assert (in_memory.table, from_index.table) == ("memory", "index")
+
+    def pairs(report: object) -> set:
+        return {
+            (frozenset(names([r.a, r.b])), r.kind, round(min(r.coverage_a, r.coverage_b), 3))
+            for g in report.groups  # type: ignore[attr-defined]
+            for r in g.relations
+        }
+
+    assert pairs(from_index) == pairs(in_memory) and len(pairs(in_memory)) >= 5
+    assert from_index.landmarks == in_memory.landmarks
+    # fingerprints that do not hold every track (a stale index) are not used
+    assert find_duplicates(features, index=(table, ids[:-1])).table == "memory"
+
+
+def test_a_workspace_with_an_index_reads_its_fingerprint_files(trained_workspace: Workspace) -> None:
+    from embedtool import pipeline
+
+    report = pipeline.duplicates(trained_workspace)
+    assert report.table == "index" and report.tracks == len(FeatureStore(trained_workspace.features))
