@@ -97,6 +97,8 @@ class StreamingResampler:
             return resample_poly(chunk, self.new, self.orig).astype(np.float32)
         with torch.inference_mode():
             x = torch.from_numpy(chunk)
+            if self.new == 1:  # 48 -> 16 kHz, 32 -> 16 kHz: one output phase
+                return _decimate(chunk, self._resample.kernel[0, 0].numpy(), self._resample.width, self.orig)
             if self._groups is None:
                 return self._resample(x).numpy()
             return _polyphase(x, self._resample.kernel, self._resample.width, self.orig, self.new, self._groups)
@@ -166,6 +168,20 @@ def _polyphase(x: torch.Tensor, kernel: torch.Tensor, width: int, orig: int, new
     for k0, k1, a, b, weights in groups:
         out[:, k0:k1] = windows[:, a:b] @ weights
     return out.reshape(-1)[: math.ceil(new * x.shape[0] / orig)].numpy()
+
+
+def _decimate(x: np.ndarray, taps: np.ndarray, width: int, orig: int) -> np.ndarray:
+    """torchaudio's resampling to 1/``orig`` of the rate (its kernel has one output phase, ``taps``) by scipy's
+    ``upfirdn``, which computes only the kept outputs: the same sums as torchaudio's strided conv1d within float32
+    rounding, at about half its CPU."""
+    from scipy.signal import upfirdn
+
+    k = len(taps)
+    lead = (-(k - 1)) % orig  # so that the kept outputs fall on upfirdn's grid of every orig-th sum
+    padded = np.concatenate([np.zeros(width + lead, np.float32), x, np.zeros(width + orig, np.float32)])
+    y = upfirdn(taps[::-1], padded, 1, orig)  # a convolution: the reversed taps make torchaudio's correlation
+    start = (k - 1 + lead) // orig
+    return y[start : start + math.ceil(len(x) / orig)].astype(np.float32, copy=False)
 
 
 def check_readable(path: Path) -> None:
