@@ -237,3 +237,36 @@ def test_id_remap_maps_tracks_and_segments_by_content_id() -> None:
     assert remap.tracks.tolist() == [0, -1, 2]
     assert remap.segments.tolist() == [0, 1, -1, -1, -1, 6]
     assert remap.added_tracks.tolist() == [1, 3]
+
+
+def test_an_on_disk_update_that_fails_midway_leaves_the_old_index_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    from embedtool.indexing import ondisk_update
+
+    ws = Workspace.at(tmp_path / "ws")
+    options = IndexOptions(
+        kind="ivf-pq", ivf_nlist=16, eval_queries=100, identify_threshold=0.5, fingerprints="off", on_disk="on",
+        block_vectors=3000,
+    )  # fmt: skip
+    ids = [f"{i * 7:016x}" for i in range(200)]
+    _build(ws, _export(ws, ids), options)
+
+    def digest() -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(ws.index.iterdir()) if p.is_file()}
+
+    before = digest()
+    store = _export(ws, sorted([*ids[5:], *(f"{i * 7 + 3:016x}" for i in range(20))]))
+
+    def crash(*args: object) -> int:  # the new file's lists half renumbered, then the process dies
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(ondisk_update, "_drop_and_renumber", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        _update(ws, store, options)
+    assert digest() == before  # the old lists were only read
+    monkeypatch.undo()
+    assert _update(ws, store, options)["added"] == 20
+    assert IndexStore(ws.index).meta.extra["segments"]["vectors"] == store.n_segments
