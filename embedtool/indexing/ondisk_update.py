@@ -13,12 +13,12 @@ whose codes were kept in memory onto disk once the library has grown past the me
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from embedtool.embedding.vectors import ShardedVectors
 from embedtool.errors import EmbedtoolError
 from embedtool.indexing.build import fill_block
 from embedtool.indexing.search import faiss_stdout_silenced
@@ -47,16 +47,15 @@ def update_on_disk(
     stage: Path,
     stem: str,
     remap: np.ndarray,
-    added: np.ndarray,
-    source: ShardedVectors,
-    block_vectors: int,
+    added: Iterable[tuple[np.ndarray, np.ndarray]],
+    n_added: int = 0,
     progress: Progress | None = None,
     label: str = "segment index",
 ) -> faiss.Index:
     """The ivf-pq index at ``path`` (lists on disk when ``on_disk``, else in the file) updated into
     ``stage/<stem>.ivfdata``: entries whose ``remap[old id]`` is -1 dropped, the others renumbered to it, and
-    the ``added`` rows of ``source`` added (``block_vectors`` at a time). Returns the updated index, whose
-    lists are in the new file."""
+    the ``added`` blocks of (rows, vectors) added, each encoded into a block file of its own (``n_added`` rows
+    in all, for progress). Returns the updated index, whose lists are in the new file."""
     previous = read_trained(path, on_disk)
     check_vector_count(previous, path, len(remap))
     old_lists = faiss.extract_index_ivf(previous).invlists
@@ -69,24 +68,26 @@ def update_on_disk(
     trained = faiss.serialize_index(index)  # trained and empty: what a build's blocks start from
     blocks_dir = stage / f".{stem}-update-blocks"
     blocks_dir.mkdir(parents=True, exist_ok=True)
-    blocks = []
-    for i, at in enumerate(range(0, len(added), block_vectors)):
-        rows = np.ascontiguousarray(added[at : at + block_vectors], dtype=np.int64)
-        file = fill_block(trained, source[rows], rows, blocks_dir / f"block-{i:05d}.faiss")
-        blocks.append(faiss.read_index(str(file), faiss.IO_FLAG_MMAP))
+    try:
+        blocks, done = [], 0
+        for i, (rows, vectors) in enumerate(added):
+            file = fill_block(trained, vectors, rows, blocks_dir / f"block-{i:05d}.faiss")
+            blocks.append(faiss.read_index(str(file), faiss.IO_FLAG_MMAP))
+            done += len(rows)
+            if progress:
+                progress(f"{label}: encoding the added vectors", done, n_added)
+        lists = faiss.InvertedListsPtrVector()
+        for held in [old_lists, *(faiss.extract_index_ivf(b).invlists for b in blocks)]:
+            lists.push_back(held)
         if progress:
-            progress(f"{label}: encoding the added vectors", at + len(rows), len(added))
-    lists = faiss.InvertedListsPtrVector()
-    for held in [old_lists, *(faiss.extract_index_ivf(b).invlists for b in blocks)]:
-        lists.push_back(held)
-    if progress:
-        progress(f"{label}: copying the kept codes", 0, 1)
-    with faiss_stdout_silenced():  # faiss prints the file's sizes as it grows it
-        merged = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(stage / f"{stem}.ivfdata"))
-        merged.merge_from_multiple(lists.data(), lists.size(), False)
-    total = _drop_and_renumber(merged, old_lists, remap)
-    del blocks, lists, previous
-    shutil.rmtree(blocks_dir)
+            progress(f"{label}: copying the kept codes", 0, 1)
+        with faiss_stdout_silenced():  # faiss prints the file's sizes as it grows it
+            merged = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(stage / f"{stem}.ivfdata"))
+            merged.merge_from_multiple(lists.data(), lists.size(), False)
+        total = _drop_and_renumber(merged, old_lists, remap)
+        del blocks, lists, previous
+    finally:  # (a failed update leaves the stage to a full build: no block files in it)
+        shutil.rmtree(blocks_dir)
     ivf.replace_invlists(merged, True)
     merged.this.disown()  # the index owns (and frees) its lists
     index.ntotal = ivf.ntotal = total

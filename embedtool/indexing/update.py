@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -288,16 +289,16 @@ def _update_vectors(
     was_on_disk = bool(params.get("on_disk"))
     # Only the segment index goes on disk (a build gives the track index no folder for lists).
     to_disk = kind == "ivf-pq" and name == "segments" and use_on_disk(len(source), params, options)
-    for at in range(0, len(added), ADD_BLOCK):  # (only the added rows are read: a full build names the track)
-        if not np.isfinite(source[np.ascontiguousarray(added[at : at + ADD_BLOCK])]).all():
-            return f"the {label}'s new vectors hold NaN or infinite values"
-    if to_disk:
-        block = fill_block_vectors(options, source.dim)
-        index = update_on_disk(path, was_on_disk, stage, Path(filename).stem, remap, added, source, block, progress,
-                               label)  # fmt: skip
-        params["on_disk"] = search["on_disk"] = True
-    else:
-        index = _update_in_memory(path, kind, remap, added, source)
+    try:
+        if to_disk:
+            blocks = _added_blocks(added, source, fill_block_vectors(options, source.dim))
+            index = update_on_disk(path, was_on_disk, stage, Path(filename).stem, remap, blocks, len(added), progress,
+                                   label)  # fmt: skip
+            params["on_disk"] = search["on_disk"] = True
+        else:
+            index = _update_in_memory(path, kind, remap, _added_blocks(added, source, ADD_BLOCK))
+    except _NonFiniteVectors:  # (only the added rows are read: a full build names the track)
+        return f"the {label}'s new vectors hold NaN or infinite values"
     if index.ntotal != len(source):
         raise EmbedtoolError(f"{label}: {index.ntotal} vectors after the update, {len(source)} expected")
     wrapped = VectorIndex(index, kind, search)
@@ -321,20 +322,34 @@ def _update_vectors(
     return built
 
 
+class _NonFiniteVectors(Exception):
+    """An added vector holds NaN or an infinity."""
+
+
+def _added_blocks(added: np.ndarray, source: ShardedVectors, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The ``added`` rows of ``source`` as (rows, vectors), ``size`` at a time, each block read once (one gather
+    per shard, whatever the number of tracks) and checked finite."""
+    for at in range(0, len(added), size):
+        rows = np.ascontiguousarray(added[at : at + size], dtype=np.int64)
+        vectors = source[rows]
+        if not np.isfinite(vectors).all():
+            raise _NonFiniteVectors
+        yield rows, vectors
+
+
 def _update_in_memory(
-    path: Path, kind: str, remap: np.ndarray, added: np.ndarray, source: ShardedVectors
+    path: Path, kind: str, remap: np.ndarray, added: Iterator[tuple[np.ndarray, np.ndarray]]
 ) -> faiss.Index:
     """The index at ``path`` read into memory, its removed ids dropped (``remove_ids``), the kept renumbered and
-    the ``added`` rows of ``source`` added (``add_with_ids``)."""
+    the ``added`` blocks of (rows, vectors) added (``add_with_ids``)."""
     index = faiss.read_index(str(path))  # into memory: it is changed
     check_vector_count(index, path, len(remap))
     gone = np.flatnonzero(remap < 0).astype(np.int64)
     if len(gone):
         index.remove_ids(faiss.IDSelectorBatch(gone))
     _renumber(index, kind, remap)
-    for at in range(0, len(added), ADD_BLOCK):
-        rows = np.ascontiguousarray(added[at : at + ADD_BLOCK], dtype=np.int64)
-        index.add_with_ids(source[rows], rows)  # one gather per shard, whatever the number of tracks
+    for rows, vectors in added:
+        index.add_with_ids(vectors, rows)
     return index
 
 

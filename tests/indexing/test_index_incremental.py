@@ -270,3 +270,28 @@ def test_an_on_disk_update_that_fails_midway_leaves_the_old_index_as_it_was(
     monkeypatch.undo()
     assert _update(ws, store, options)["added"] == 20
     assert IndexStore(ws.index).meta.extra["segments"]["vectors"] == store.n_segments
+
+
+@pytest.mark.parametrize("on_disk", ["off", "on"])
+def test_added_vectors_that_are_not_finite_call_for_a_full_build(on_disk: str, tmp_path: Path) -> None:
+    ws = Workspace.at(tmp_path / "ws")
+    options = IndexOptions(
+        kind="ivf-pq", ivf_nlist=16, eval_queries=100, identify_threshold=0.5, fingerprints="off", on_disk=on_disk
+    )
+    ids = [f"{i * 7:016x}" for i in range(200)]
+    _build(ws, _export(ws, ids), options)
+    bad = f"{5 * 7 + 3:016x}"
+    store = _export(ws, sorted([*ids, bad]))
+    # the new track's first vector damaged on disk after it was written (the writer refuses NaN)
+    row = int(store.first_rows[store.tracks.rows_of([bad])[0]])
+    for shard in sorted(ws.embeddings.glob("segments-*.npy")):
+        vectors = np.load(shard, mmap_mode="r+")
+        if row < len(vectors):
+            vectors[row, 0] = np.nan
+            vectors.flush()
+            break
+        row -= len(vectors)
+    with staged_dir(ws.index) as stage:
+        why = update_index(IndexStore(ws.index), stage, store, None, options)
+        assert why == "the segment index's new vectors hold NaN or infinite values"
+        assert not list(stage.glob(".*blocks"))  # a full build starts from a clean stage
