@@ -94,6 +94,35 @@ def tone(freq: float, seconds: float, sr: int = 22050, amplitude: float = 0.5, h
     return (amplitude * out / peak).astype(np.float32)
 
 
+def struck_notes(
+    seconds: float, seed: int, sr: int = 16000, note_s: tuple[float, float] = (0.08, 0.3), peak: float = 1.0
+) -> np.ndarray:
+    """Random struck notes with harmonics and onsets, each ``note_s`` long (uniform), normalised to ``peak``:
+    peaky, like music (their fine spectral peaks are stable, for fingerprints)."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(int(seconds * sr), np.float32)
+    t = 0
+    while t < len(out):
+        n = int(rng.uniform(*note_s) * sr)
+        f0 = float(rng.uniform(120, 1800))
+        tt = np.arange(min(n, len(out) - t)) / sr
+        note = sum(np.sin(2 * np.pi * f0 * h * tt) / h for h in (1, 2, 3)) * np.exp(-tt * rng.uniform(3, 12))
+        out[t : t + len(tt)] += note.astype(np.float32) * float(rng.uniform(0.2, 1.0))
+        t += n
+    return peak * out / np.abs(out).max()
+
+
+def index_landmarks(ws: Workspace) -> list[tuple[int, str, int]]:
+    """The index's landmark fingerprints as (hash, track id, frame), sorted: comparable across track orders."""
+    from embedtool.indexing.store import IndexStore
+
+    store = IndexStore(ws.index)
+    fp = store.fingerprint_index()
+    assert fp is not None
+    ids = store.id_tables().tracks.ids()
+    return sorted(zip(fp.hashes.tolist(), [ids[t] for t in fp.tracks.tolist()], fp.frames.tolist(), strict=True))
+
+
 def write_tone(
     path: Path | str,
     freq: float = 440.0,

@@ -10,9 +10,8 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from factories import extract_features, run_cli, write_signal
+from factories import extract_features, run_cli, struck_notes, write_signal
 from fastapi.testclient import TestClient
 
 from embedtool.analysis.duplicates import find_duplicates
@@ -25,29 +24,13 @@ from embedtool.workspace import Workspace
 SR = 16000
 
 
-def melody(seconds: float, seed: int) -> np.ndarray:
-    """Random struck notes with harmonics, about ten a second (their fine peaks are stable, and as many as
-    music's)."""
-    rng = np.random.default_rng(seed)
-    out = np.zeros(int(seconds * SR), np.float32)
-    t = 0
-    while t < len(out):
-        n = int(rng.uniform(0.04, 0.15) * SR)
-        f0 = float(rng.uniform(120, 1800))
-        tt = np.arange(min(n, len(out) - t)) / SR
-        note = sum(np.sin(2 * np.pi * f0 * h * tt) / h for h in (1, 2, 3)) * np.exp(-tt * rng.uniform(3, 12))
-        out[t : t + len(tt)] += note.astype(np.float32) * float(rng.uniform(0.2, 1.0))
-        t += n
-    return 0.8 * out / np.abs(out).max()
-
-
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     """a.wav with an exact copy, an mp3 re-encode 6 dB down and a copy trimmed by 1 s at each end; b.wav, whose
     5-13 s are c.flac's 6-14 s; d.wav unrelated."""
     root = tmp_path_factory.mktemp("duplicates")
     audio = root / "audio"
-    a, b, c, d = (melody(20.0, seed) for seed in range(4))
+    a, b, c, d = (struck_notes(20.0, seed, SR, (0.04, 0.15), 0.8) for seed in range(4))
     write_signal(audio / "a.wav", a, SR)
     (audio / "copies").mkdir()
     shutil.copy(audio / "a.wav", audio / "copies" / "a copy.wav")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from factories import struck_notes
 
 from embedtool.audio import peaks as fine
 from embedtool.audio.peaks import PeakSpectrum, PeakTracker, spectral_peaks
@@ -25,21 +26,6 @@ FPS = SETTINGS.frames_per_second
 SOURCES = ["peaks", "mel"]
 
 
-def melody(seconds: float, seed: int) -> np.ndarray:
-    """A random sequence of notes with harmonics and onsets: peaky, like music."""
-    rng = np.random.default_rng(seed)
-    out = np.zeros(int(seconds * SR), np.float32)
-    t = 0
-    while t < len(out):
-        n = int(rng.uniform(0.08, 0.3) * SR)
-        f0 = float(rng.uniform(120, 1800))
-        tt = np.arange(min(n, len(out) - t)) / SR
-        note = sum(np.sin(2 * np.pi * f0 * h * tt) / h for h in (1, 2, 3)) * np.exp(-tt * rng.uniform(3, 12))
-        out[t : t + len(tt)] += note.astype(np.float32) * float(rng.uniform(0.2, 1.0))
-        t += n
-    return out / np.abs(out).max()
-
-
 def mel_of(x: np.ndarray) -> np.ndarray:
     return np.asarray(featurise_samples(x, SR, SETTINGS), dtype=np.float32)
 
@@ -57,14 +43,14 @@ def frames_per_second(fp: FingerprintSettings) -> float:
 
 @pytest.fixture(scope="module", params=SOURCES)
 def library(request) -> tuple[list[np.ndarray], FingerprintIndex]:
-    tracks = [melody(40.0, seed) for seed in range(4)]
+    tracks = [struck_notes(40.0, seed) for seed in range(4)]
     fp = FingerprintSettings.for_source(request.param)
     index = FingerprintIndex.build([landmarks_of(x, fp) for x in tracks], fp)
     return tracks, index
 
 
 def test_peaks_are_capped_per_second_and_silence_has_none():
-    mel = mel_of(melody(10.0, 7))
+    mel = mel_of(struck_notes(10.0, 7))
     frames, bands = find_peaks(mel, FPS, peaks_per_second=20)
     per_second = np.bincount((frames / FPS).astype(int))
     assert 0 < per_second.max() <= 20 and len(frames) >= 100
@@ -76,7 +62,7 @@ def test_peaks_are_capped_per_second_and_silence_has_none():
 def test_fine_peaks_are_capped_per_second_and_silence_has_none():
     spectrum = PeakSpectrum(SR)
     assert spectrum.bins == 256 and spectrum.hop == 256 and spectrum.n_fft == 1024  # 15.6 Hz bins up to 4 kHz
-    frames, bins = spectral_peaks(spectrum(melody(10.0, 7)), spectrum.frames_per_second, peaks_per_second=20)
+    frames, bins = spectral_peaks(spectrum(struck_notes(10.0, 7)), spectrum.frames_per_second, peaks_per_second=20)
     per_second = np.bincount((frames / spectrum.frames_per_second).astype(int))
     assert 0 < per_second.max() <= 20 and len(frames) >= 100
     assert np.all(np.diff(frames) >= 0) and bins.max() < spectrum.bins
@@ -86,7 +72,7 @@ def test_fine_peaks_are_capped_per_second_and_silence_has_none():
 def test_peaks_tracked_block_by_block_equal_the_whole_files(monkeypatch):
     monkeypatch.setattr(fine, "CHUNK_SECONDS", 2)  # many chunks in a short signal
     rng = np.random.default_rng(3)
-    x = melody(17.0, 5) + rng.normal(0, 0.02, 17 * SR).astype(np.float32)
+    x = struck_notes(17.0, 5) + rng.normal(0, 0.02, 17 * SR).astype(np.float32)
     spectrum = PeakSpectrum(SR)
     whole = spectral_peaks(spectrum(x), spectrum.frames_per_second)
     tracker = PeakTracker(SR)
@@ -106,7 +92,7 @@ def test_noisy_excerpt_finds_its_track_and_offset(library):
     rng = np.random.default_rng(1)
     start_s = 17.3
     excerpt = tracks[2][int(start_s * SR) : int((start_s + 3.0) * SR)]
-    babble = melody(3.0, 99) + melody(3.0, 98)  # other "music" as background, 6 dB down
+    babble = struck_notes(3.0, 99) + struck_notes(3.0, 98)  # other "music" as background, 6 dB down
     noisy = excerpt + babble * np.sqrt(np.mean(excerpt**2) / np.mean(babble**2) / 10**0.6)
     noisy += rng.normal(0, 0.01, len(noisy)).astype(np.float32)
     hashes, frames = landmarks_of(noisy, index.settings)
@@ -120,7 +106,7 @@ def test_noisy_excerpt_finds_its_track_and_offset(library):
 
 def test_audio_from_elsewhere_is_not_accepted(library):
     _, index = library
-    hashes, frames = landmarks_of(melody(5.0, 1234), index.settings)
+    hashes, frames = landmarks_of(struck_notes(5.0, 1234), index.settings)
     assert len(hashes) > 100
     assert not index.match(hashes, frames, 5.0).accepted
     empty = index.match(np.zeros(0, np.uint32), np.zeros(0, np.int64), 1.0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from factories import index_landmarks
 
 from embedtool import pipeline
 from embedtool.embedding.store import EmbeddingStore
@@ -94,14 +95,7 @@ def test_an_update_past_the_budget_merges_the_new_tracks_on_disk(
     rebuilt = copy_workspace(ws, tmp_path / "rebuilt")
     pipeline.index(rebuilt, options, rebuild=True)
 
-    def landmarks(w: Workspace) -> list[tuple[int, str, int]]:
-        store = IndexStore(w.index)
-        fp = store.fingerprint_index()
-        assert fp is not None
-        ids = store.id_tables().tracks.ids()
-        return sorted(zip(fp.hashes.tolist(), [ids[t] for t in fp.tracks.tolist()], fp.frames.tolist(), strict=True))
-
-    assert landmarks(ws) == landmarks(rebuilt)
+    assert index_landmarks(ws) == index_landmarks(rebuilt)
     searcher = Searcher.open(ws)
     for path in sorted(more.rglob("*.wav")):
         answer = searcher.query_file(path, mode="identify", k=3)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import copy_workspace, make_class_corpus, run_cli
+from factories import copy_workspace, index_landmarks, make_class_corpus, run_cli
 
 from embedtool import pipeline
 from embedtool.artefacts import staged_dir
@@ -26,15 +26,6 @@ from embedtool.verify import verify_workspace
 from embedtool.workspace import Workspace
 
 OPTIONS = IndexOptions(calibration_tracks=12, eval_queries=20)  # the session's trained_workspace's
-
-
-def _landmarks(ws: Workspace) -> list[tuple[int, str, int]]:
-    """The index's landmark fingerprints as (hash, track id, frame), sorted: comparable across track orders."""
-    store = IndexStore(ws.index)
-    fp = store.fingerprint_index()
-    assert fp is not None
-    ids = store.id_tables().tracks.ids()
-    return sorted(zip(fp.hashes.tolist(), [ids[t] for t in fp.tracks.tolist()], fp.frames.tolist(), strict=True))
 
 
 def test_new_and_removed_tracks_update_the_index_as_a_rebuild_would(
@@ -84,7 +75,7 @@ def test_new_and_removed_tracks_update_the_index_as_a_rebuild_would(
     b = IndexStore(rebuilt.index).segment_index().search(queries, 5)
     np.testing.assert_array_equal(a[1], b[1])
     np.testing.assert_allclose(a[0], b[0], rtol=1e-6)
-    assert _landmarks(ws) == _landmarks(rebuilt)
+    assert index_landmarks(ws) == index_landmarks(rebuilt)
     assert {c.kind: c.status for c in verify_workspace(ws).artefacts}["index"] == "ok"
 
 
