@@ -204,6 +204,26 @@ def test_the_launcher_ends_with_a_failed_ranks_message(tmp_path: Path) -> None:
     assert error.exit_code == 4 and "process 3: Nothing to resume" in str(error)  # embedtool's own error first
 
 
+def test_a_rank_process_ends_with_its_outcomes_status(tmp_path: Path) -> None:
+    """A rank ends with its own status (embedtool's error's exit code here, recorded for the launcher), not with
+    whatever the interpreter's teardown would add; a rank that cannot even read its job says why and ends 1."""
+    import pickle
+
+    from embedtool.training.launch import JOB_FILE
+
+    job = {"workspace": str(tmp_path / "no-workspace"), "settings": TrainSettings(device="cpu"), "resume": True,
+           "threads": 1, "events": False, "log_level": 0}  # fmt: skip
+    (tmp_path / JOB_FILE).write_bytes(pickle.dumps(job))
+    env = {**os.environ, "RANK": "0", "WORLD_SIZE": "1"}
+    command = [sys.executable, "-m", "embedtool.training.launch"]
+    done = subprocess.run([*command, str(tmp_path / JOB_FILE)], env=env, capture_output=True, text=True, timeout=120)
+    outcome = json.loads((tmp_path / "rank-0.json").read_text())
+    assert outcome["embedtool"] and outcome["exit_code"] not in (0, 1)
+    assert done.returncode == outcome["exit_code"], done.stderr
+    broken = subprocess.run([*command, str(tmp_path / "missing.pkl")], env=env, capture_output=True, text=True)
+    assert broken.returncode == 1 and "missing.pkl" in broken.stderr
+
+
 # --- real processes under torchrun -----------------------------------------------------------------------------
 
 TINY_ARGS = [
