@@ -10,6 +10,7 @@ import typer
 
 from embedtool import __version__
 from embedtool.cli.common import init_context
+from embedtool.torchrun import end_after, launched_world_size
 
 
 def _flag_type_shown_as_none() -> None:
@@ -121,4 +122,6 @@ def _usage_errors_as_json_too() -> None:
 
 def main() -> None:
     _usage_errors_as_json_too()
+    if launched_world_size() > 1:  # `torchrun -m embedtool train`: see end_after for why it ends this way
+        end_after(app)
     app()

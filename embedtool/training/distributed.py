@@ -26,21 +26,12 @@ import torch.distributed as dist
 
 from embedtool.errors import ConfigError
 from embedtool.model.device import resolve_device
+from embedtool.torchrun import launched_world_size
 
 T = TypeVar("T")
 
 # Rank 0 validates, checkpoints and publishes while the others wait in a collective call: give that time.
 COLLECTIVE_TIMEOUT = timedelta(minutes=60)
-
-
-def launched_world_size() -> int:
-    """How many processes ``torchrun`` started for this job (1 when it did not start this one)."""
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
-
-
-def launched_rank() -> int:
-    """This process's global rank under ``torchrun`` (0 when not launched by it)."""
-    return int(os.environ.get("RANK", "0") or 0)
 
 
 @dataclass(frozen=True)

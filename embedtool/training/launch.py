@@ -27,7 +27,8 @@ from typing import Any
 
 from embedtool.errors import ConfigError, EmbedtoolError
 from embedtool.model.settings import TrainSettings
-from embedtool.training.distributed import check_devices, launched_rank, launched_world_size
+from embedtool.torchrun import end_after, launched_rank, launched_world_size
+from embedtool.training.distributed import check_devices
 from embedtool.workspace import Workspace
 
 # Set for the processes torchrun starts: a folder where each rank leaves how it ended, rank 0 its report and events.
@@ -292,30 +293,8 @@ def rank_main(job_path: Path) -> None:
             (folder / REPORT_FILE).write_bytes(pickle.dumps(report))
 
 
-def _end_rank(job_path: Path) -> None:
-    """Run :func:`rank_main` and end the process with its status without the interpreter's teardown.
-
-    Why: after a rank has trained, left the process group and recorded its outcome, C++ teardown at exit can
-    still abort it now and then ("terminate called without an active exception", SIGABRT, about one run in ten
-    on 2 cores), and torchrun then kills the other ranks and fails a job that had finished. Nothing is left to
-    run at that point, so the process ends at once, with its output flushed."""
+if __name__ == "__main__":
     import faulthandler
-    import traceback
 
     faulthandler.enable()  # a crash during training still shows where each thread was
-    try:
-        rank_main(job_path)
-        status = 0
-    except SystemExit as exc:
-        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:
-        traceback.print_exc()
-        status = 1
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
-
-
-if __name__ == "__main__":
-    _end_rank(Path(sys.argv[1]))
+    end_after(lambda: rank_main(Path(sys.argv[1])))
