@@ -95,10 +95,10 @@ class StreamingResampler:
             from scipy.signal import resample_poly
 
             return resample_poly(chunk, self.new, self.orig).astype(np.float32)
+        if self.new == 1:  # 48 -> 16 kHz, 32 -> 16 kHz: one output phase, in numpy (scipy's upfirdn)
+            return _decimate(chunk, self._resample.kernel[0, 0].numpy(), self._resample.width, self.orig)
         with torch.inference_mode():
             x = torch.from_numpy(chunk)
-            if self.new == 1:  # 48 -> 16 kHz, 32 -> 16 kHz: one output phase
-                return _decimate(chunk, self._resample.kernel[0, 0].numpy(), self._resample.width, self.orig)
             if self._groups is None:
                 return self._resample(x).numpy()
             return _polyphase(x, self._resample.kernel, self._resample.width, self.orig, self.new, self._groups)
